@@ -1,0 +1,107 @@
+"""pms-integration: book, reschedule and cancel appointments and push performance reports
+into GoHighLevel, Salesforce and HubSpot from an AI dental receptionist.
+
+Importing the package has no side effects: no environment is read and no connection is made
+until the first call.
+"""
+
+from ._default import (
+    book_appointment,
+    cancel_appointment,
+    get_client,
+    providers,
+    push_performance_report,
+    reload,
+    update_appointment,
+    use_client,
+)
+from ._version import __version__
+from .client import PMSClient
+from .config import Secret, load_config
+from .errors import (
+    APIError,
+    AuthenticationError,
+    ConfigurationError,
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+    PMSError,
+    ProviderError,
+    ProviderNotConfiguredError,
+    RateLimitError,
+    ServerError,
+    TransportError,
+    UnexpectedResponseError,
+    UnsupportedOperationError,
+    ValidationError,
+)
+from .models import (
+    Appointment,
+    AppointmentRequest,
+    AppointmentStatus,
+    AppointmentUpdate,
+    Patient,
+    PerformanceReport,
+    ProviderName,
+    ProviderStatus,
+    ReportReceipt,
+)
+from .provider import Capability, Provider
+from .reports import set_report_source
+
+# The camelCase names the product brief promises: the very same function objects.
+bookAppointment = book_appointment
+updateAppointment = update_appointment
+cancelAppointment = cancel_appointment
+pushPerformanceReport = push_performance_report
+
+__all__ = [
+    "__version__",
+    # functions
+    "book_appointment",
+    "update_appointment",
+    "cancel_appointment",
+    "push_performance_report",
+    "bookAppointment",
+    "updateAppointment",
+    "cancelAppointment",
+    "pushPerformanceReport",
+    "providers",
+    "reload",
+    "get_client",
+    "use_client",
+    "set_report_source",
+    "load_config",
+    # classes
+    "PMSClient",
+    "Provider",
+    "ProviderName",
+    "Capability",
+    "Secret",
+    "Patient",
+    "AppointmentRequest",
+    "AppointmentUpdate",
+    "Appointment",
+    "AppointmentStatus",
+    "PerformanceReport",
+    "ReportReceipt",
+    "ProviderStatus",
+    # errors
+    "PMSError",
+    "ConfigurationError",
+    "ProviderNotConfiguredError",
+    "UnsupportedOperationError",
+    "ValidationError",
+    "ProviderError",
+    "TransportError",
+    "UnexpectedResponseError",
+    "APIError",
+    "AuthenticationError",
+    "PermissionDeniedError",
+    "NotFoundError",
+    "ConflictError",
+    "InvalidRequestError",
+    "RateLimitError",
+    "ServerError",
+]

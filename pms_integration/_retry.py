@@ -1,0 +1,99 @@
+"""Retry policy and per-operation deadlines.
+
+The transport decides *whether* a failure may be retried (see the table in docs/errors.md); this
+module says *how long to wait* and *when to stop*. Every operation (a booking may take several
+requests) runs under one :class:`Deadline`, carried in a context variable so that nested calls
+and retries all see the same budget.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import email.utils
+import math
+import time
+from collections.abc import Callable, Iterator
+
+import attrs
+import tenacity
+
+__all__ = ["RetryPolicy", "Deadline", "deadline_scope", "current_deadline", "parse_retry_after"]
+
+
+@attrs.frozen
+class RetryPolicy:
+    """How hard the transport tries.
+
+    ``max_attempts`` counts the first try. Backoff is exponential from ``backoff_initial`` to
+    ``backoff_max`` seconds with up to ``jitter`` seconds of random spread. A vendor's
+    ``Retry-After`` is honoured up to ``max_retry_after`` seconds; longer waits are not made
+    (the error is raised with ``retry_after`` set, so the caller can decide).
+    """
+
+    max_attempts: int = 3
+    backoff_initial: float = 0.5
+    backoff_max: float = 8.0
+    jitter: float = 0.5
+    max_retry_after: float = 30.0
+
+    def backoff(self) -> tenacity.wait.wait_base:
+        return tenacity.wait_exponential_jitter(initial=self.backoff_initial, max=self.backoff_max, jitter=self.jitter)
+
+
+class Deadline:
+    """An absolute point on ``clock`` after which an operation must not go on."""
+
+    __slots__ = ("budget", "clock", "expires_at")
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.budget = seconds
+        self.expires_at = clock() + seconds
+
+    def remaining(self) -> float:
+        return self.expires_at - self.clock()
+
+    def expired(self) -> bool:
+        return self.remaining() <= 0
+
+
+_current: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar("pms_deadline", default=None)
+
+
+def current_deadline() -> Deadline | None:
+    return _current.get()
+
+
+@contextlib.contextmanager
+def deadline_scope(seconds: float, clock: Callable[[], float] = time.monotonic) -> Iterator[Deadline]:
+    """Run the block under a deadline; an enclosing, earlier deadline stays in force."""
+    outer = _current.get()
+    mine = Deadline(seconds, clock)
+    if outer is not None and outer.clock is clock and outer.expires_at < mine.expires_at:
+        mine = outer
+    token = _current.set(mine)
+    try:
+        yield mine
+    finally:
+        _current.reset(token)
+
+
+def parse_retry_after(value: str | None, *, now: Callable[[], float] = time.time) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP-date."""
+    if not value:
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - now()
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)

@@ -1,0 +1,386 @@
+"""``PMSClient``: configuration plus the enabled adapters, and the four operations."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from types import EllipsisType
+from typing import Any, TypeVar
+
+import requests
+
+from ._http import Runtime
+from ._ratelimit import RateLimitInfo
+from ._retry import RetryPolicy, deadline_scope
+from .config import PMSConfig, load_config
+from .errors import (
+    ConfigurationError,
+    PMSError,
+    ProviderNotConfiguredError,
+    UnexpectedResponseError,
+    UnsupportedOperationError,
+    ValidationError,
+)
+from .models import (
+    Appointment,
+    AppointmentRequest,
+    AppointmentUpdate,
+    PerformanceReport,
+    ProviderName,
+    ProviderStatus,
+    ReportReceipt,
+    structure,
+    validate_appointment_id,
+)
+from .provider import Capability, Provider
+from .providers import load_factory
+from .reports import ReportSource, current_report
+
+__all__ = ["PMSClient"]
+
+log = logging.getLogger("pms_integration")
+T = TypeVar("T")
+_DEDUPE_SIZE = 10_000
+
+
+class PMSClient:
+    """A configured set of providers. Thread-safe: share one client between threads.
+
+    Most code uses the module-level functions, which run on a default client built from the
+    environment. Build a client yourself to serve several practices in one process, or to
+    inject a configuration in tests::
+
+        with PMSClient(environ={...}) as client:
+            client.book_appointment({...}, provider="hubspot")
+    """
+
+    def __init__(
+        self,
+        config: PMSConfig | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        env_file: str | os.PathLike[str] | EllipsisType | None = ...,
+        report_source: ReportSource | None = None,
+        retry_policy: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        session_factory: Callable[[], requests.Session] = requests.Session,
+    ) -> None:
+        self.config = config if config is not None else load_config(environ, env_file)
+        self.report_source = report_source
+        policy = retry_policy or RetryPolicy(max_attempts=self.config.max_attempts)
+        self._runtime = Runtime(policy=policy, sleep=sleep, clock=clock, session_factory=session_factory)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._adapters: dict[ProviderName, Provider] = {}
+        self._booked: collections.OrderedDict[tuple[ProviderName, str], tuple[AppointmentRequest, Appointment]] = (
+            collections.OrderedDict()
+        )
+        self._key_locks: dict[tuple[ProviderName, str], list[Any]] = {}
+        self._inflight = 0
+        self._retired = False
+        self._closed = False
+        for name in ProviderName:
+            pc = self.config.get(name)
+            if pc.partially_configured:
+                log.warning("%s is disabled: missing %s", name.label, ", ".join(pc.missing))
+            elif pc.problems:
+                log.warning("%s is disabled: %s", name.label, "; ".join(pc.problems))
+
+    # -- introspection ----------------------------------------------------------------------
+
+    def providers(self) -> list[ProviderStatus]:
+        """Each provider's status: enabled, or the variables to set and the problems to fix."""
+        return self.config.statuses()
+
+    def enabled_providers(self) -> list[ProviderName]:
+        return self.config.enabled()
+
+    def rate_limit_info(self, provider: str | ProviderName) -> RateLimitInfo | None:
+        """The vendor's last word on the remaining quota (``None`` before the first request)."""
+        adapter = self.adapter(provider)
+        transport = getattr(adapter, "transport", None)
+        return getattr(transport, "rate_limit_info", None)
+
+    def resolve(self, provider: str | ProviderName | None) -> ProviderName:
+        """The provider a call goes to: explicit, else PMS_DEFAULT_PROVIDER, else the only one."""
+        if provider is not None:
+            try:
+                return ProviderName.parse(provider)
+            except ValueError as exc:
+                raise ValidationError.single("provider", str(exc)) from None
+        if self.config.default_provider is not None:
+            return self.config.default_provider
+        enabled = self.config.enabled()
+        if len(enabled) == 1:
+            return enabled[0]
+        if not enabled:
+            missing = [m for s in self.providers() for m in s.missing]
+            raise ConfigurationError(
+                "No provider is configured. Set the variables of at least one provider "
+                "(see `pms-integration providers`).",
+                missing=missing,
+            )
+        names = ", ".join(p.value for p in enabled)
+        raise ConfigurationError(
+            f"Several providers are enabled ({names}); pass provider=... or set PMS_DEFAULT_PROVIDER."
+        )
+
+    def adapter(self, provider: str | ProviderName | None = None) -> Provider:
+        """The adapter for ``provider``, built on first use."""
+        name = self.resolve(provider)
+        existing = self._adapters.get(name)
+        if existing is not None:
+            return existing
+        pc = self.config.get(name)
+        if pc.settings is None:
+            raise ProviderNotConfiguredError(name.value, missing=pc.missing, problems=pc.problems)
+        factory = load_factory(name)
+        with self._lock:
+            if self._closed:
+                raise ConfigurationError("This client is closed.")
+            existing = self._adapters.get(name)
+            if existing is None:
+                existing = factory(pc.settings, self._runtime)
+                self._adapters[name] = existing
+            return existing
+
+    # -- operations -------------------------------------------------------------------------
+
+    def book_appointment(
+        self,
+        request: AppointmentRequest | Mapping[str, Any],
+        *,
+        provider: str | ProviderName | None = None,
+    ) -> Appointment:
+        """Book an appointment. Returns the vendor's :class:`Appointment`.
+
+        Booking the same ``reference`` again in this process returns the first result without
+        a second create (a retried conversation turn never double-books).
+        """
+        req, name = self._prepare(request, AppointmentRequest, "request", provider)
+        adapter = self._adapter_for(name, Capability.BOOK)
+        key = (name, req.reference)
+        with self._call(), self._key_lock(key):
+            done = self._booked.get(key)
+            if done is not None:
+                first_request, appointment = done
+                if first_request != req:
+                    raise ValidationError.single(
+                        "reference",
+                        f"{req.reference!r} was already used for a different booking; use a new reference",
+                    )
+                return appointment
+            appointment = self._run(name, "book", True, lambda: adapter.book(req), req.reference)
+            with self._lock:
+                self._booked[key] = (req, appointment)
+                while len(self._booked) > _DEDUPE_SIZE:
+                    self._booked.popitem(last=False)
+            return appointment
+
+    def update_appointment(
+        self,
+        appointment_id: str,
+        changes: AppointmentUpdate | Mapping[str, Any],
+        *,
+        provider: str | ProviderName | None = None,
+    ) -> Appointment:
+        """Change an appointment's time, title, notes or location."""
+        errors: list[tuple[str, str]] = []
+        try:
+            validate_appointment_id(appointment_id)
+        except ValidationError as exc:
+            errors += exc.errors
+        try:
+            upd, name = self._prepare(changes, AppointmentUpdate, "changes", provider)
+        except ValidationError as exc:
+            raise ValidationError(errors + exc.errors) from None
+        if errors:
+            raise ValidationError(errors)
+        adapter = self._adapter_for(name, Capability.UPDATE)
+        with self._call():
+            return self._run(name, "update", False, lambda: adapter.update(appointment_id, upd), None)
+
+    def cancel_appointment(
+        self,
+        appointment_id: str,
+        *,
+        reason: str | None = None,
+        provider: str | ProviderName | None = None,
+    ) -> Appointment:
+        """Cancel an appointment. Cancelling one that is already cancelled succeeds."""
+        errors: list[tuple[str, str]] = []
+        try:
+            validate_appointment_id(appointment_id)
+        except ValidationError as exc:
+            errors += exc.errors
+        if reason is not None and (not isinstance(reason, str) or len(reason) > 500):
+            errors.append(("reason", "must be a string of at most 500 characters"))
+        try:
+            name = self.resolve(provider)
+        except ValidationError as exc:
+            errors += exc.errors
+        if errors:
+            raise ValidationError(errors)
+        adapter = self._adapter_for(name, Capability.CANCEL)
+        with self._call():
+            result = self._run(name, "cancel", False, lambda: adapter.cancel(appointment_id, reason=reason), None)
+        with self._lock:
+            for key in [k for k, (_, a) in self._booked.items() if k[0] == name and a.id == appointment_id]:
+                del self._booked[key]
+        return result
+
+    def push_performance_report(
+        self,
+        report: PerformanceReport | Mapping[str, Any] | None = None,
+        *,
+        provider: str | ProviderName | None = None,
+    ) -> ReportReceipt:
+        """Push a report; with none given, the registered report source's current report."""
+        if report is None:
+            name = self.resolve(provider)
+            rep = current_report(self.report_source)
+        else:
+            rep, name = self._prepare(report, PerformanceReport, "report", provider)
+        adapter = self._adapter_for(name, Capability.PUSH_REPORT)
+        with self._call():
+            return self._run(name, "push_report", True, lambda: adapter.push_report(rep), rep.report_id)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every adapter's connections. Calls already running may fail."""
+        with self._lock:
+            self._closed = True
+            adapters = list(self._adapters.values())
+            self._adapters.clear()
+        for adapter in adapters:
+            try:
+                adapter.close()
+            except Exception:  # closing must not raise
+                log.debug("error while closing an adapter", exc_info=True)
+
+    def retire(self) -> None:
+        """Close once the calls now running have finished (used by ``reload()``)."""
+        with self._lock:
+            self._retired = True
+            idle = self._inflight == 0
+        if idle:
+            self.close()
+
+    def __enter__(self) -> PMSClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        enabled = ", ".join(p.value for p in self.config.enabled()) or "none"
+        return f"<PMSClient enabled: {enabled}>"
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _prepare(
+        self,
+        value: Any,
+        cls: type[T],
+        field: str,
+        provider: str | ProviderName | None,
+    ) -> tuple[T, ProviderName]:
+        """Validate the input and the provider together, so one error lists both."""
+        errors: list[tuple[str, str]] = []
+        result: T | None = None
+        name: ProviderName | None = None
+        try:
+            result = structure(value, cls, path="" if isinstance(value, Mapping) else field)
+        except ValidationError as exc:
+            errors += exc.errors
+        try:
+            name = self.resolve(provider)
+        except ValidationError as exc:
+            errors += exc.errors
+        if errors:
+            raise ValidationError(errors)
+        assert result is not None and name is not None
+        return result, name
+
+    def _adapter_for(self, name: ProviderName, capability: Capability) -> Provider:
+        adapter = self.adapter(name)
+        if capability not in adapter.capabilities:
+            raise UnsupportedOperationError(f"{name.label} as configured cannot {capability.value.replace('_', ' ')}.")
+        return adapter
+
+    def _run(
+        self,
+        name: ProviderName,
+        operation: str,
+        creates: bool,
+        call: Callable[[], T],
+        reference: str | None,
+    ) -> T:
+        with deadline_scope(self.config.deadline, self._clock):
+            try:
+                return call()
+            except PMSError:
+                raise
+            except Exception as exc:
+                log.error(
+                    "%s %s: unexpected %s in the adapter", name.value, operation, type(exc).__name__, exc_info=True
+                )
+                raise UnexpectedResponseError(
+                    f"{name.label} {operation} failed inside the library ({type(exc).__name__})",
+                    provider=name.value,
+                    operation=operation,
+                    outcome_unknown=creates,
+                    reference=reference,
+                ) from exc
+
+    def acquire(self) -> bool:
+        """Count a caller in; False once the client is retired or closed (take a newer one)."""
+        with self._lock:
+            if self._retired or self._closed:
+                return False
+            self._inflight += 1
+            return True
+
+    def release(self) -> None:
+        """Count a caller out; the last one out of a retired client closes it."""
+        with self._lock:
+            self._inflight -= 1
+            close_now = self._retired and self._inflight == 0 and not self._closed
+        if close_now:
+            self.close()
+
+    @contextmanager
+    def _call(self) -> Iterator[None]:
+        with self._lock:
+            if self._closed:
+                raise ConfigurationError("This client is closed; create a new one.")
+            self._inflight += 1
+        try:
+            yield
+        finally:
+            self.release()
+
+    @contextmanager
+    def _key_lock(self, key: tuple[ProviderName, str]) -> Iterator[None]:
+        with self._lock:
+            entry = self._key_locks.get(key)
+            if entry is None:
+                entry = [threading.Lock(), 0]
+                self._key_locks[key] = entry
+            entry[1] += 1
+        lock: threading.Lock = entry[0]
+        try:
+            with lock:
+                yield
+        finally:
+            with self._lock:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    self._key_locks.pop(key, None)

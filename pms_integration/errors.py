@@ -1,0 +1,276 @@
+"""The exception hierarchy.
+
+Every error the library raises is a :class:`PMSError`. The classes say *what to do next*:
+
+* :class:`ValidationError` - the input is wrong; nothing was sent. Fix the named fields.
+* :class:`ConfigurationError` / :class:`ProviderNotConfiguredError` - set the named variables.
+* :class:`UnsupportedOperationError` - this provider (or API version) cannot do that.
+* :class:`ProviderError` and subclasses - the vendor or the network failed. Read
+  ``outcome_unknown``: when it is true a booking may have been created; look it up by
+  ``reference`` before booking again.
+
+``str()`` and ``repr()`` of every error are safe to log: they never carry a token and carry at
+most a short, redacted excerpt of a vendor response.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ._redact import excerpt as _excerpt
+from ._redact import redact
+
+__all__ = [
+    "PMSError",
+    "ConfigurationError",
+    "ProviderNotConfiguredError",
+    "UnsupportedOperationError",
+    "ValidationError",
+    "ProviderError",
+    "TransportError",
+    "UnexpectedResponseError",
+    "APIError",
+    "AuthenticationError",
+    "PermissionDeniedError",
+    "NotFoundError",
+    "ConflictError",
+    "InvalidRequestError",
+    "RateLimitError",
+    "ServerError",
+]
+
+
+class PMSError(Exception):
+    """Base class of every error raised by pms_integration."""
+
+    #: A sentence telling the caller what to do about this kind of error.
+    hint: str = ""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+    def __str__(self) -> str:
+        text = self.message
+        if self.hint and self.hint not in text:
+            text = f"{text} {self.hint}"
+        return text
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+class ConfigurationError(PMSError):
+    """The configuration cannot be used as it is."""
+
+    hint = "Fix the configuration (PMS_* variables) and call reload()."
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        missing: Sequence[str] = (),
+        problems: Sequence[str] = (),
+    ) -> None:
+        super().__init__(message)
+        self.missing: tuple[str, ...] = tuple(missing)
+        self.problems: tuple[str, ...] = tuple(redact(p) for p in problems)
+
+
+class ProviderNotConfiguredError(ConfigurationError):
+    """The requested provider is disabled because variables are missing or invalid."""
+
+    def __init__(
+        self,
+        provider: str,
+        *,
+        missing: Sequence[str] = (),
+        problems: Sequence[str] = (),
+    ) -> None:
+        parts = [f"Provider {provider!r} is not configured."]
+        if missing:
+            parts.append("Set " + ", ".join(missing) + ".")
+        if problems:
+            parts.append("Problems: " + "; ".join(problems) + ".")
+        super().__init__(" ".join(parts), missing=missing, problems=problems)
+        self.provider = provider
+
+
+class UnsupportedOperationError(PMSError):
+    """The provider, or the API version it is configured for, cannot perform the operation."""
+
+
+class ValidationError(PMSError, ValueError):
+    """The input is invalid. Raised before any request is sent.
+
+    ``errors`` lists every bad field as ``(path, message)``, e.g.
+    ``("patient.email", "is not a valid e-mail address")``.
+    """
+
+    hint = "Nothing was sent; correct the listed fields and try again."
+
+    def __init__(self, errors: Iterable[tuple[str, str]]) -> None:
+        self.errors: list[tuple[str, str]] = [(redact(p), redact(m)) for p, m in errors]
+        if not self.errors:
+            self.errors = [("", "invalid input")]
+        count = len(self.errors)
+        head = "1 invalid field" if count == 1 else f"{count} invalid fields"
+        detail = "; ".join(f"{p}: {m}" if p else m for p, m in self.errors)
+        super().__init__(f"{head}: {detail}.")
+
+    @property
+    def fields(self) -> list[str]:
+        """The paths of the invalid fields, in order."""
+        return [p for p, _ in self.errors]
+
+    @classmethod
+    def single(cls, path: str, message: str) -> ValidationError:
+        return cls([(path, message)])
+
+
+class ProviderError(PMSError):
+    """A call to a vendor failed.
+
+    ``outcome_unknown`` is true when the vendor may have applied the change even though the
+    call failed (a timeout after the request was sent, say). For a booking, look it up by
+    ``reference`` before booking again.
+    """
+
+    hint = ""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        operation: str | None = None,
+        outcome_unknown: bool = False,
+        reference: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.operation = operation
+        self.outcome_unknown = outcome_unknown
+        self.reference = reference
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        prefix = f"[{self.provider}] " if self.provider else ""
+        if self.outcome_unknown:
+            ref = f" reference {self.reference!r}" if self.reference else " its reference"
+            text += f" The change may have been applied: look the booking up by{ref} before trying again."
+        return prefix + text
+
+    def __repr__(self) -> str:
+        extra = ""
+        if self.outcome_unknown:
+            extra = ", outcome_unknown=True"
+        return f"{type(self).__name__}({self.message!r}, provider={self.provider!r}{extra})"
+
+
+class TransportError(ProviderError):
+    """The request did not complete: connection refused, reset, or timed out."""
+
+    hint = "The provider could not be reached; try again shortly."
+
+
+class UnexpectedResponseError(ProviderError):
+    """The vendor answered with success, but in a shape the library cannot read."""
+
+
+class APIError(ProviderError):
+    """The vendor answered with an error status."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        code: str | None = None,
+        request_id: str | None = None,
+        body_excerpt: str | None = None,
+        fields: Sequence[str] = (),
+        provider: str | None = None,
+        operation: str | None = None,
+        outcome_unknown: bool = False,
+        reference: str | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            provider=provider,
+            operation=operation,
+            outcome_unknown=outcome_unknown,
+            reference=reference,
+        )
+        self.status_code = status_code
+        self.code = code
+        self.request_id = request_id
+        self.body_excerpt = _excerpt(body_excerpt) if body_excerpt else None
+        self.fields: tuple[str, ...] = tuple(fields)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.message!r}, provider={self.provider!r}, "
+            f"status_code={self.status_code}, code={self.code!r}"
+            + (", outcome_unknown=True" if self.outcome_unknown else "")
+            + ")"
+        )
+
+
+class AuthenticationError(APIError):
+    """401: the credentials were rejected."""
+
+    hint = "Check the provider's token variable; the token may have expired or been revoked."
+
+
+class PermissionDeniedError(APIError):
+    """403: the credentials lack a scope or access to the record or location."""
+
+    hint = "Grant the token the needed scopes or access."
+
+
+class NotFoundError(APIError):
+    """404: the record (or route) does not exist."""
+
+    hint = "Check the appointment id; it may have been deleted."
+
+
+class ConflictError(APIError):
+    """409, or the vendor's "slot no longer available": the time is taken or the record clashes."""
+
+    hint = "Offer the patient another time."
+
+
+class InvalidRequestError(APIError):
+    """400 / 422: the vendor rejected the request's content."""
+
+    hint = "The vendor rejected the data; see the message for the field."
+
+
+class RateLimitError(APIError):
+    """429 (or the vendor's equivalent): too many requests.
+
+    ``retry_after`` is the number of seconds the vendor asked to wait, when it said.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.retry_after is not None:
+            text += f" Retry after {self.retry_after:g} s."
+        else:
+            text += " Retry later."
+        return text
+
+
+class ServerError(APIError):
+    """5xx: the vendor failed."""
+
+    hint = "The provider is having trouble; try again shortly."

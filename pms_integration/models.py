@@ -1,0 +1,781 @@
+"""The neutral data model every adapter speaks, and the converter for dict/JSON input.
+
+All models are frozen ``attrs`` classes. They validate themselves on construction and raise one
+:class:`~pms_integration.errors.ValidationError` that lists *every* bad field, so a caller (or a
+chatbot) can fix everything in one go. Dict input - what a conversation manager or an HTTP body
+holds - goes through :func:`structure`, which reports unknown keys and wrong types the same way.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import enum
+import json
+import math
+import re
+import secrets
+from collections.abc import Mapping
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import attrs
+import cattrs
+from cattrs.errors import (
+    AttributeValidationNote,
+    BaseValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationNote,
+)
+
+from .errors import ValidationError
+
+__all__ = [
+    "ProviderName",
+    "AppointmentStatus",
+    "Patient",
+    "AppointmentRequest",
+    "AppointmentUpdate",
+    "Appointment",
+    "PerformanceReport",
+    "ReportReceipt",
+    "ProviderStatus",
+    "converter",
+    "structure",
+    "unstructure",
+    "new_reference",
+    "validate_appointment_id",
+    "MIN_DURATION_MINUTES",
+    "MAX_DURATION_MINUTES",
+    "DEFAULT_DURATION_MINUTES",
+]
+
+#: Bounds on an appointment's length. Eight hours covers the longest surgical session a
+#: practice books; Salesforce refuses more than 24 h without "multiday events" anyway.
+MIN_DURATION_MINUTES = 5
+MAX_DURATION_MINUTES = 8 * 60
+DEFAULT_DURATION_MINUTES = 30
+
+_EMAIL = re.compile(
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+)
+_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+_PHONE_SEPARATORS = re.compile(r"[\s().-]")
+# References and report ids end up in vendor search queries and titles: keep them to a safe,
+# quotable alphabet.
+_REFERENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+# Vendor record ids as they travel through this library (HubSpot's composite id joins three
+# numeric ids with ':'). The first character must be alphanumeric, which also rules out '..'.
+_APPOINTMENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+_CONTACT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_METRIC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.%/()-]{0,63}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_EXCEPT_NEWLINE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+T = TypeVar("T")
+
+
+class ProviderName(str, enum.Enum):
+    """The three supported vendors. ``ProviderName.parse("ghl")`` accepts the aliases."""
+
+    GOHIGHLEVEL = "gohighlevel"
+    SALESFORCE = "salesforce"
+    HUBSPOT = "hubspot"
+
+    @property
+    def label(self) -> str:
+        return _LABELS[self]
+
+    @classmethod
+    def parse(cls, value: object) -> ProviderName:
+        """Return the provider for ``value`` (a name or alias, any case) or raise ``ValueError``."""
+        if isinstance(value, ProviderName):
+            return value
+        if not isinstance(value, str):
+            raise ValueError("must be a provider name string")
+        key = value.strip().lower().replace("-", "").replace("_", "").replace(" ", "")
+        try:
+            return _ALIASES[key]
+        except KeyError:
+            names = ", ".join(p.value for p in cls)
+            raise ValueError(f"unknown provider {value[:40]!r}; expected one of {names} (or ghl)") from None
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_LABELS = {
+    ProviderName.GOHIGHLEVEL: "GoHighLevel",
+    ProviderName.SALESFORCE: "Salesforce",
+    ProviderName.HUBSPOT: "HubSpot",
+}
+_ALIASES = {
+    "gohighlevel": ProviderName.GOHIGHLEVEL,
+    "ghl": ProviderName.GOHIGHLEVEL,
+    "highlevel": ProviderName.GOHIGHLEVEL,
+    "leadconnector": ProviderName.GOHIGHLEVEL,
+    "salesforce": ProviderName.SALESFORCE,
+    "sfdc": ProviderName.SALESFORCE,
+    "hubspot": ProviderName.HUBSPOT,
+}
+
+
+class AppointmentStatus(str, enum.Enum):
+    BOOKED = "booked"
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def new_reference() -> str:
+    """A fresh booking reference (``bk-`` and 20 hex digits)."""
+    return "bk-" + secrets.token_hex(10)
+
+
+def validate_appointment_id(value: object, field: str = "appointment_id") -> str:
+    """Check an id that will be placed in a URL path; raise :class:`ValidationError` if unsafe."""
+    if not isinstance(value, str):
+        raise ValidationError.single(field, "must be a string")
+    if not _APPOINTMENT_ID.fullmatch(value):
+        raise ValidationError.single(
+            field,
+            "must be 1-128 characters of letters, digits, '_', '-', '.', ':' starting with a letter or digit",
+        )
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# validation helpers
+
+
+class _Errors:
+    """Collects (path, message) pairs; raises them together."""
+
+    def __init__(self, prefix: str = "") -> None:
+        self.items: list[tuple[str, str]] = []
+        self.prefix = prefix
+
+    def add(self, path: str, message: str) -> None:
+        self.items.append((f"{self.prefix}{path}", message))
+
+    def extend(self, path: str, error: ValidationError) -> None:
+        for sub, message in error.errors:
+            self.items.append((f"{self.prefix}{path}.{sub}" if sub else f"{self.prefix}{path}", message))
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise ValidationError(self.items)
+
+
+def _text(
+    errors: _Errors,
+    path: str,
+    value: object,
+    *,
+    max_len: int,
+    required: bool = False,
+    multiline: bool = False,
+) -> str | None:
+    if value is None:
+        if required:
+            errors.add(path, "is required")
+        return None
+    if not isinstance(value, str):
+        errors.add(path, "must be a string")
+        return None
+    stripped = value.strip()
+    if required and not stripped:
+        errors.add(path, "must not be empty")
+        return None
+    if len(stripped) > max_len:
+        errors.add(path, f"must be at most {max_len} characters (got {len(stripped)})")
+        return None
+    pattern = _CONTROL_EXCEPT_NEWLINE if multiline else _CONTROL
+    if pattern.search(stripped):
+        errors.add(path, "must not contain control characters")
+        return None
+    return stripped or None
+
+
+def _aware(errors: _Errors, path: str, value: object, *, required: bool) -> _dt.datetime | None:
+    if value is None:
+        if required:
+            errors.add(path, "is required")
+        return None
+    if not isinstance(value, _dt.datetime):
+        errors.add(path, "must be a datetime")
+        return None
+    if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+        errors.add(path, "must include a time zone (e.g. 2026-12-01T10:00:00-05:00); naive times are ambiguous")
+        return None
+    return value
+
+
+def _duration(errors: _Errors, path: str, value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        errors.add(path, "must be a whole number of minutes")
+        return None
+    if not MIN_DURATION_MINUTES <= value <= MAX_DURATION_MINUTES:
+        errors.add(path, f"must be between {MIN_DURATION_MINUTES} and {MAX_DURATION_MINUTES} minutes")
+        return None
+    return value
+
+
+def _check_span(errors: _Errors, start: _dt.datetime, end: _dt.datetime, path: str = "end") -> None:
+    if end <= start:
+        errors.add(path, "must be after start")
+        return
+    minutes = (end - start).total_seconds() / 60
+    if minutes < MIN_DURATION_MINUTES or minutes > MAX_DURATION_MINUTES:
+        errors.add(
+            path,
+            f"gives a duration of {minutes:g} minutes; it must be between "
+            f"{MIN_DURATION_MINUTES} and {MAX_DURATION_MINUTES}",
+        )
+
+
+def _timezone(errors: _Errors, path: str, value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > 64:
+        errors.add(path, "must be an IANA time zone name such as 'America/New_York'")
+        return None
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        errors.add(path, f"is not a known IANA time zone: {value[:64]!r}")
+        return None
+    return value
+
+
+def _zone_name(value: _dt.datetime) -> str | None:
+    tz = value.tzinfo
+    if isinstance(tz, ZoneInfo):
+        return tz.key
+    if tz is _dt.timezone.utc:
+        return "UTC"
+    return None
+
+
+def _set(obj: object, name: str, value: object) -> None:
+    object.__setattr__(obj, name, value)
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+
+
+@attrs.frozen
+class Patient:
+    """Who the appointment is for. At least one of ``email`` and ``phone`` is required.
+
+    ``phone`` is normalised to E.164 (``+15555550123``); spaces, dashes, dots and brackets are
+    accepted on input. ``contact_id`` is the vendor's own id for this person, when the caller
+    already knows it (GoHighLevel contact, Salesforce Contact/Lead, HubSpot contact): adapters
+    then skip the contact look-up.
+    """
+
+    name: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    contact_id: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        errors = _Errors()
+        for field in ("name", "first_name", "last_name"):
+            _set(self, field, _text(errors, field, getattr(self, field), max_len=100))
+        email = _text(errors, "email", self.email, max_len=254)
+        if email is not None:
+            if not _EMAIL.fullmatch(email):
+                errors.add("email", "is not a valid e-mail address")
+            else:
+                _set(self, "email", email)
+        else:
+            _set(self, "email", None)
+        phone = self.phone
+        if phone is not None:
+            if not isinstance(phone, str):
+                errors.add("phone", "must be a string")
+                phone = None
+            else:
+                compact = _PHONE_SEPARATORS.sub("", phone)
+                if compact.startswith("00"):
+                    compact = "+" + compact[2:]
+                if not _E164.fullmatch(compact):
+                    errors.add("phone", "must be an E.164 number with country code, e.g. +15555550123")
+                    phone = None
+                else:
+                    phone = compact
+        _set(self, "phone", phone)
+        contact_id = self.contact_id
+        if contact_id is not None and (not isinstance(contact_id, str) or not _CONTACT_ID.fullmatch(contact_id)):
+            errors.add("contact_id", "must be 1-64 letters, digits, '_' or '-'")
+        if self.email is None and self.phone is None and not errors.items:
+            errors.add("email", "an e-mail address or a phone number is required")
+        errors.raise_if_any()
+
+    @property
+    def display_name(self) -> str:
+        """The best human-readable name available (may fall back to the e-mail or phone)."""
+        if self.name:
+            return self.name
+        joined = " ".join(p for p in (self.first_name, self.last_name) if p)
+        return joined or self.email or self.phone or "Patient"
+
+    @property
+    def given_name(self) -> str | None:
+        if self.first_name:
+            return self.first_name
+        if self.name:
+            return self.name.split()[0]
+        return None
+
+    @property
+    def family_name(self) -> str | None:
+        if self.last_name:
+            return self.last_name
+        if self.name and len(self.name.split()) > 1:
+            return self.name.split(None, 1)[1]
+        return None
+
+
+@attrs.frozen
+class AppointmentRequest:
+    """A booking to make.
+
+    ``start`` must be time-zone aware. Give ``end`` or ``duration_minutes`` (default 30); after
+    construction ``end`` and ``duration_minutes`` are both set and agree. ``timezone`` (IANA) is
+    taken from ``start`` when it carries a ``ZoneInfo``. ``reference`` is the idempotency key:
+    pass your own (a conversation id, say) so a retried request is recognised; one is generated
+    otherwise. ``extra`` holds vendor fields merged into the create payload last.
+    """
+
+    start: _dt.datetime
+    patient: Patient
+    end: _dt.datetime | None = None
+    duration_minutes: int | None = None
+    timezone: str | None = None
+    title: str = "Dental appointment"
+    reason: str | None = None
+    notes: str | None = None
+    location: str | None = None
+    reference: str = attrs.field(factory=new_reference)
+    extra: Mapping[str, Any] = attrs.field(factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        errors = _Errors()
+        start = _aware(errors, "start", self.start, required=True)
+        end = _aware(errors, "end", self.end, required=False)
+        duration = _duration(errors, "duration_minutes", self.duration_minutes)
+        if not isinstance(self.patient, Patient):
+            errors.add("patient", "must be a Patient")
+        if start is not None:
+            if end is None and self.end is None:
+                end = start + _dt.timedelta(minutes=duration or DEFAULT_DURATION_MINUTES)
+            if end is not None:
+                _check_span(errors, start, end)
+                minutes = (end - start).total_seconds() / 60
+                if duration is not None and self.end is not None and abs(minutes - duration) > 1e-9:
+                    errors.add("duration_minutes", "disagrees with end; give one or the other")
+                elif not errors.items:
+                    if minutes != int(minutes):
+                        errors.add("end", "must fall on a whole minute after start")
+                    _set(self, "end", end)
+                    _set(self, "duration_minutes", int(minutes))
+        timezone = _timezone(errors, "timezone", self.timezone)
+        if timezone is None and start is not None and self.timezone is None:
+            timezone = _zone_name(start)
+        _set(self, "timezone", timezone)
+        _set(self, "title", _text(errors, "title", self.title, max_len=200, required=True))
+        _set(self, "reason", _text(errors, "reason", self.reason, max_len=500))
+        _set(self, "notes", _text(errors, "notes", self.notes, max_len=4000, multiline=True))
+        _set(self, "location", _text(errors, "location", self.location, max_len=255))
+        if not isinstance(self.reference, str) or not _REFERENCE.fullmatch(self.reference):
+            errors.add(
+                "reference", "must be 1-64 letters, digits, '_', '-', '.' or ':' starting with a letter or digit"
+            )
+        _check_extra(errors, self.extra)
+        errors.raise_if_any()
+
+    @property
+    def end_time(self) -> _dt.datetime:
+        """``end``, which construction always fills in."""
+        assert self.end is not None
+        return self.end
+
+
+def _check_extra(errors: _Errors, extra: object) -> None:
+    if not isinstance(extra, Mapping):
+        errors.add("extra", "must be an object of vendor field names to values")
+        return
+    for key in extra:
+        if not isinstance(key, str) or not key or len(key) > 100:
+            errors.add("extra", "keys must be non-empty field names")
+            return
+    try:
+        json.dumps(dict(extra), allow_nan=False)
+    except (TypeError, ValueError):
+        errors.add("extra", "values must be JSON (strings, numbers, booleans, null, lists, objects)")
+
+
+@attrs.frozen
+class AppointmentUpdate:
+    """Changes to an existing appointment; ``None`` means "unchanged".
+
+    A new ``start`` needs ``end`` or ``duration_minutes`` too, so the appointment's length is
+    always explicit (a reschedule must not silently shorten a 60-minute appointment).
+    """
+
+    start: _dt.datetime | None = None
+    end: _dt.datetime | None = None
+    duration_minutes: int | None = None
+    timezone: str | None = None
+    title: str | None = None
+    notes: str | None = None
+    location: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        errors = _Errors()
+        start = _aware(errors, "start", self.start, required=False)
+        end = _aware(errors, "end", self.end, required=False)
+        duration = _duration(errors, "duration_minutes", self.duration_minutes)
+        if start is not None and end is None and self.end is None:
+            if duration is None:
+                errors.add(
+                    "end",
+                    "is required with a new start (or give duration_minutes) so the "
+                    "appointment's length stays explicit",
+                )
+            else:
+                end = start + _dt.timedelta(minutes=duration)
+                _set(self, "end", end)
+        if start is not None and end is not None:
+            _check_span(errors, start, end)
+            if duration is not None and self.end is not None and start + _dt.timedelta(minutes=duration) != end:
+                errors.add("duration_minutes", "disagrees with end; give one or the other")
+            elif not errors.items:
+                _set(self, "duration_minutes", int((end - start).total_seconds() // 60))
+        elif start is None and duration is not None and end is None:
+            errors.add("duration_minutes", "can only change together with start")
+        timezone = _timezone(errors, "timezone", self.timezone)
+        if timezone is None and start is not None and self.timezone is None:
+            timezone = _zone_name(start)
+        _set(self, "timezone", timezone)
+        _set(self, "title", _text(errors, "title", self.title, max_len=200))
+        _set(self, "notes", _text(errors, "notes", self.notes, max_len=4000, multiline=True))
+        _set(self, "location", _text(errors, "location", self.location, max_len=255))
+        if not errors.items and self.is_empty():
+            errors.add("", "no changes given; set at least one of start, end, title, notes, location")
+        errors.raise_if_any()
+
+    def is_empty(self) -> bool:
+        return all(getattr(self, f) is None for f in ("start", "end", "title", "notes", "location"))
+
+    @property
+    def changes_time(self) -> bool:
+        return self.start is not None or self.end is not None
+
+
+@attrs.frozen
+class Appointment:
+    """A booking as the vendor holds it.
+
+    ``id`` is opaque and enough to update or cancel the booking without another look-up.
+    ``raw`` keeps the parsed vendor responses for callers who need a vendor-specific field.
+    """
+
+    provider: ProviderName
+    id: str
+    status: AppointmentStatus
+    start: _dt.datetime | None
+    end: _dt.datetime | None
+    reference: str | None = None
+    contact_id: str | None = None
+    title: str | None = None
+    raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+
+
+@attrs.frozen
+class PerformanceReport:
+    """Analytics for a period, e.g. calls handled, bookings made, conversion.
+
+    ``report_id`` is stable for the period by default (``pms-report-<start>-<end>``), so pushing
+    the same report again updates the vendor record instead of adding another.
+    """
+
+    period_start: _dt.date
+    period_end: _dt.date
+    metrics: Mapping[str, float]
+    title: str | None = None
+    summary: str | None = None
+    report_id: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        errors = _Errors()
+        dates_ok = True
+        for field in ("period_start", "period_end"):
+            value = getattr(self, field)
+            if isinstance(value, _dt.datetime):
+                _set(self, field, value.date())
+            elif not isinstance(value, _dt.date):
+                errors.add(field, "must be a date (YYYY-MM-DD)")
+                dates_ok = False
+        if dates_ok and self.period_end < self.period_start:
+            errors.add("period_end", "must not be before period_start")
+        metrics = self.metrics
+        if not isinstance(metrics, Mapping):
+            errors.add("metrics", "must be an object of metric names to numbers")
+        elif not metrics:
+            errors.add("metrics", "must contain at least one metric")
+        elif len(metrics) > 100:
+            errors.add("metrics", "must contain at most 100 metrics")
+        else:
+            clean: dict[str, float] = {}
+            for key, value in metrics.items():
+                if not isinstance(key, str) or not _METRIC_NAME.fullmatch(key):
+                    errors.add(
+                        "metrics", f"metric name {str(key)[:40]!r} must be 1-64 letters, digits, spaces or _.%/()-"
+                    )
+                    continue
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                    errors.add(f"metrics.{key}", "must be a finite number")
+                    continue
+                clean[key] = value
+            _set(self, "metrics", clean)
+        _set(self, "title", _text(errors, "title", self.title, max_len=200))
+        _set(self, "summary", _text(errors, "summary", self.summary, max_len=2000, multiline=True))
+        report_id = self.report_id
+        if report_id is None and dates_ok:
+            report_id = f"pms-report-{self.period_start.isoformat()}-{self.period_end.isoformat()}"
+        elif report_id is not None and (not isinstance(report_id, str) or not _REFERENCE.fullmatch(report_id)):
+            errors.add(
+                "report_id", "must be 1-64 letters, digits, '_', '-', '.' or ':' starting with a letter or digit"
+            )
+        _set(self, "report_id", report_id)
+        if self.title is None and dates_ok:
+            _set(
+                self,
+                "title",
+                f"AI receptionist report {self.period_start.isoformat()} to {self.period_end.isoformat()}",
+            )
+        errors.raise_if_any()
+
+    @property
+    def id(self) -> str:
+        """``report_id``, which construction always fills in."""
+        assert self.report_id is not None
+        return self.report_id
+
+    def render_text(self) -> str:
+        """A plain-text rendering for notes and task descriptions: title, period, metrics."""
+        width = max(len(k) for k in self.metrics)
+        lines = [
+            str(self.title),
+            f"Period: {self.period_start.isoformat()} to {self.period_end.isoformat()}",
+            "",
+        ]
+        if self.summary:
+            lines += [self.summary, ""]
+        for key, value in self.metrics.items():
+            lines.append(f"{key.ljust(width)}  {_format_number(value)}")
+        lines += ["", f"Report id: {self.report_id}"]
+        return "\n".join(lines)
+
+    def metrics_json(self) -> str:
+        """The metrics as compact, key-sorted JSON."""
+        return json.dumps(dict(self.metrics), sort_keys=True, separators=(",", ":"))
+
+
+def _format_number(value: float) -> str:
+    if isinstance(value, int) or float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:,.4g}" if abs(value) < 1 else f"{value:,.2f}"
+
+
+@attrs.frozen
+class ReportReceipt:
+    """Where a performance report landed. ``created`` is false when an earlier push was updated."""
+
+    provider: ProviderName
+    id: str
+    report_id: str
+    created: bool = True
+    raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+
+
+@attrs.frozen
+class ProviderStatus:
+    """Whether a provider is usable, and if not, which variables to set or fix. Never a secret."""
+
+    name: ProviderName
+    enabled: bool
+    missing: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+    api_version: str | None = None
+    base_url: str | None = None
+
+    def __str__(self) -> str:
+        if self.enabled:
+            return f"{self.name.value}: enabled ({self.api_version or 'default API'}, {self.base_url})"
+        why = []
+        if self.missing:
+            why.append("missing " + ", ".join(self.missing))
+        why.extend(self.problems)
+        return f"{self.name.value}: disabled ({'; '.join(why)})"
+
+
+# ---------------------------------------------------------------------------------------------
+# converter
+
+
+def _parse_datetime(value: object, _: object) -> _dt.datetime:
+    if isinstance(value, _dt.datetime):
+        return value
+    if isinstance(value, str) and 10 <= len(value) <= 40:
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            parsed = _dt.datetime.fromisoformat(text)
+        except ValueError:
+            pass
+        else:
+            if parsed.tzinfo is None:
+                raise ValueError("must include a time zone (e.g. 2026-12-01T10:00:00-05:00); naive times are ambiguous")
+            return parsed
+    raise ValueError("must be an ISO-8601 date-time with offset, e.g. 2026-12-01T10:00:00-05:00")
+
+
+def _parse_date(value: object, _: object) -> _dt.date:
+    if isinstance(value, _dt.datetime):
+        return value.date()
+    if isinstance(value, _dt.date):
+        return value
+    if isinstance(value, str) and len(value) <= 40:
+        try:
+            return _dt.date.fromisoformat(value.strip()[:10])
+        except ValueError:
+            pass
+    raise ValueError("must be an ISO-8601 date, e.g. 2026-11-30")
+
+
+def _strict_str(value: object, _: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return value
+
+
+def _strict_int(value: object, _: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ValueError("must be a whole number")
+    return value
+
+
+def _strict_float(value: object, _: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("must be a number")
+    return value
+
+
+def _strict_bool(value: object, _: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
+def _any_mapping(value: object, _: object) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ValueError("must be an object")
+    return dict(value)
+
+
+def _provider_name(value: object, _: object) -> ProviderName:
+    return ProviderName.parse(value)
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+    conv.register_structure_hook(_dt.datetime, _parse_datetime)
+    conv.register_structure_hook(_dt.date, _parse_date)
+    conv.register_structure_hook(str, _strict_str)
+    conv.register_structure_hook(int, _strict_int)
+    conv.register_structure_hook(float, _strict_float)
+    conv.register_structure_hook(bool, _strict_bool)
+    conv.register_structure_hook_func(lambda t: t == Mapping[str, Any], _any_mapping)
+    conv.register_structure_hook(ProviderName, _provider_name)
+    conv.register_unstructure_hook(_dt.datetime, lambda d: d.isoformat())
+    conv.register_unstructure_hook(_dt.date, lambda d: d.isoformat())
+    conv.register_unstructure_hook(ProviderName, lambda p: p.value)
+    conv.register_unstructure_hook(AppointmentStatus, lambda s: s.value)
+    return conv
+
+
+#: The one converter for dict input and JSON-ready output.
+converter = _make_converter()
+
+
+def _join(path: str, segment: str) -> str:
+    if not path:
+        return segment
+    if segment.startswith("["):
+        return path + segment
+    return f"{path}.{segment}"
+
+
+def _flatten(exc: BaseException, path: str) -> list[tuple[str, str]]:
+    if isinstance(exc, ValidationError):
+        return [(_join(path, p) if p else path, m) for p, m in exc.errors]
+    if isinstance(exc, ForbiddenExtraKeysError):
+        return [(_join(path, str(k)), "is not a known field") for k in sorted(exc.extra_fields, key=str)]
+    if isinstance(exc, BaseValidationError):
+        out: list[tuple[str, str]] = []
+        for sub in exc.exceptions:
+            seg = path
+            for note in getattr(sub, "__notes__", ()):
+                if isinstance(note, AttributeValidationNote):
+                    seg = _join(path, note.name)
+                elif isinstance(note, IterableValidationNote):
+                    seg = _join(path, str(note.index))
+            if isinstance(sub, KeyError) and seg != path:
+                out.append((seg, "is required"))
+            else:
+                out.extend(_flatten(sub, seg))
+        return out
+    if isinstance(exc, (ValueError, TypeError)):
+        message = str(exc) if isinstance(exc, ValueError) and str(exc) else "has the wrong type"
+        return [(path, message)]
+    return [(path, "is invalid")]
+
+
+def structure(data: object, cls: type[T], *, path: str = "") -> T:
+    """Build ``cls`` from ``data`` (a dict, or already a ``cls``).
+
+    Any problem - unknown keys, wrong types, failed checks - becomes one
+    :class:`ValidationError` listing every bad field path.
+    """
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, Mapping):
+        raise ValidationError.single(path, f"must be an object (a {cls.__name__} or a dict)")
+    try:
+        return converter.structure(dict(data), cls)
+    except ValidationError as exc:
+        raise ValidationError(_flatten(exc, path)) from None
+    except (BaseValidationError, ForbiddenExtraKeysError, ValueError, TypeError, KeyError) as exc:
+        raise ValidationError(_flatten(exc, path)) from None
+
+
+def unstructure(obj: object) -> Any:
+    """A JSON-ready representation (dicts, lists, strings, numbers) of a model."""
+    return converter.unstructure(obj)
+
+
+def coerce(value: object, cls: type[T], field: str) -> T:
+    """Accept an instance of ``cls`` or a mapping; used by the public functions."""
+    return structure(value, cls, path="" if isinstance(value, Mapping) else field)

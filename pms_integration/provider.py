@@ -1,0 +1,69 @@
+"""The contract every vendor adapter fulfils, and the names shared by adapters and client."""
+
+from __future__ import annotations
+
+import enum
+from typing import Protocol, runtime_checkable
+
+from .models import (
+    Appointment,
+    AppointmentRequest,
+    AppointmentUpdate,
+    PerformanceReport,
+    ProviderName,
+    ReportReceipt,
+)
+
+__all__ = ["Capability", "Provider", "ProviderName", "ALL_CAPABILITIES"]
+
+
+class Capability(str, enum.Enum):
+    """What an adapter can do (some API versions cannot do everything)."""
+
+    BOOK = "book"
+    UPDATE = "update"
+    CANCEL = "cancel"
+    PUSH_REPORT = "push_report"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+ALL_CAPABILITIES = frozenset(Capability)
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """A vendor adapter.
+
+    Inputs arrive validated (the client structures and checks them first); ids arrive checked
+    against the generic safe-id pattern, and adapters check their vendor's own id format before
+    building a URL. Every method either returns its result or raises a
+    :class:`~pms_integration.errors.PMSError`.
+    """
+
+    @property
+    def name(self) -> ProviderName: ...
+
+    @property
+    def capabilities(self) -> frozenset[Capability]: ...
+
+    def book(self, request: AppointmentRequest) -> Appointment:
+        """Create the booking. Never creates a duplicate for the same ``request.reference``."""
+        ...
+
+    def update(self, appointment_id: str, changes: AppointmentUpdate) -> Appointment:
+        """Apply ``changes`` (only the fields that are set) to the booking."""
+        ...
+
+    def cancel(self, appointment_id: str, *, reason: str | None = None) -> Appointment:
+        """Cancel the booking; cancelling an already cancelled booking succeeds."""
+        ...
+
+    def push_report(self, report: PerformanceReport) -> ReportReceipt:
+        """Record the report; pushing the same ``report_id`` again updates the first record."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
