@@ -5,6 +5,8 @@ Importing the package has no side effects: no environment is read and no connect
 until the first call.
 """
 
+import logging as _logging
+
 from ._default import (
     book_appointment,
     cancel_appointment,
@@ -49,6 +51,9 @@ from .models import (
 )
 from .provider import Capability, Provider
 from .reports import set_report_source
+
+# A library adds a NullHandler and nothing else: where logs go is the application's choice.
+_logging.getLogger("pms_integration").addHandler(_logging.NullHandler())
 
 # The camelCase names the product brief promises: the very same function objects.
 bookAppointment = book_appointment

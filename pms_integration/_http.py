@@ -72,7 +72,7 @@ __all__ = [
 log = logging.getLogger("pms_integration.http")
 USER_AGENT = f"pms-integration/{__version__} python-requests/{requests.__version__}"
 POOL_SIZE = 64
-_EMAILISH = re.compile(r"[^/]*@[^/]*")
+_EMAILISH = re.compile(r"[^/]*(?:@|%40)[^/]*", re.IGNORECASE)
 _REQUEST_ID_HEADERS = ("x-request-id", "x-hubspot-correlation-id", "sforce-call-id", "x-trace-id", "traceid")
 T = TypeVar("T")
 
@@ -334,7 +334,7 @@ class Transport:
         exc = outcome.exception() if outcome is not None else None
         if isinstance(exc, _Retry) and exc.delay is not None:
             return exc.delay
-        return float(self.policy.backoff()(state))
+        return self.policy.backoff(state.attempt_number)
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
         delay = self._next_delay(state)
@@ -476,7 +476,7 @@ class Transport:
             return
         try:
             info = self.rate_header_parser(resp.headers)
-        except (ValueError, TypeError):
+        except Exception:  # noqa: BLE001 - odd quota headers must not fail a good response
             info = None
         if info is None:
             return

@@ -12,11 +12,11 @@ import contextlib
 import contextvars
 import email.utils
 import math
+import random
 import time
 from collections.abc import Callable, Iterator
 
 import attrs
-import tenacity
 
 __all__ = ["RetryPolicy", "Deadline", "deadline_scope", "current_deadline", "parse_retry_after"]
 
@@ -37,8 +37,11 @@ class RetryPolicy:
     jitter: float = 0.5
     max_retry_after: float = 30.0
 
-    def backoff(self) -> tenacity.wait.wait_base:
-        return tenacity.wait_exponential_jitter(initial=self.backoff_initial, max=self.backoff_max, jitter=self.jitter)
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based), with jitter."""
+        factor: float = 2.0 ** max(attempt - 1, 0)
+        base = min(self.backoff_max, self.backoff_initial * factor)
+        return min(self.backoff_max, base + random.uniform(0, self.jitter))
 
 
 class Deadline:

@@ -14,12 +14,13 @@ import json
 import math
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 import cattrs
+import cattrs.gen
 from cattrs.errors import (
     AttributeValidationNote,
     BaseValidationError,
@@ -203,7 +204,7 @@ def _aware(errors: _Errors, path: str, value: object, *, required: bool) -> _dt.
             errors.add(path, "is required")
         return None
     if not isinstance(value, _dt.datetime):
-        errors.add(path, "must be a datetime")
+        errors.add(path, "must be an ISO-8601 date-time with offset, e.g. 2026-12-01T10:00:00-05:00")
         return None
     if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
         errors.add(path, "must include a time zone (e.g. 2026-12-01T10:00:00-05:00); naive times are ambiguous")
@@ -371,7 +372,12 @@ class AppointmentRequest:
         start = _aware(errors, "start", self.start, required=True)
         end = _aware(errors, "end", self.end, required=False)
         duration = _duration(errors, "duration_minutes", self.duration_minutes)
-        if not isinstance(self.patient, Patient):
+        if isinstance(self.patient, _Invalid):
+            for sub, message in self.patient.errors:
+                errors.add(f"patient.{sub}" if sub else "patient", message)
+        elif self.patient is None:
+            errors.add("patient", "is required (with an email or phone)")
+        elif not isinstance(self.patient, Patient):
             errors.add("patient", "must be a Patient")
         if start is not None:
             if end is None and self.end is None:
@@ -632,88 +638,97 @@ class ProviderStatus:
 # converter
 
 
-def _parse_datetime(value: object, _: object) -> _dt.datetime:
-    if isinstance(value, _dt.datetime):
-        return value
+def _parse_datetime(value: object, _: object) -> object:
+    """ISO-8601 text to ``datetime``; anything else is passed on for the model to reject."""
     if isinstance(value, str) and 10 <= len(value) <= 40:
         text = value.strip()
         if text.endswith(("Z", "z")):
             text = text[:-1] + "+00:00"
         try:
-            parsed = _dt.datetime.fromisoformat(text)
+            return _dt.datetime.fromisoformat(text)
         except ValueError:
-            pass
-        else:
-            if parsed.tzinfo is None:
-                raise ValueError("must include a time zone (e.g. 2026-12-01T10:00:00-05:00); naive times are ambiguous")
-            return parsed
-    raise ValueError("must be an ISO-8601 date-time with offset, e.g. 2026-12-01T10:00:00-05:00")
+            return value
+    return value
 
 
-def _parse_date(value: object, _: object) -> _dt.date:
+def _parse_date(value: object, _: object) -> object:
     if isinstance(value, _dt.datetime):
         return value.date()
-    if isinstance(value, _dt.date):
-        return value
     if isinstance(value, str) and len(value) <= 40:
         try:
             return _dt.date.fromisoformat(value.strip()[:10])
         except ValueError:
-            pass
-    raise ValueError("must be an ISO-8601 date, e.g. 2026-11-30")
-
-
-def _strict_str(value: object, _: object) -> str:
-    if not isinstance(value, str):
-        raise ValueError("must be a string")
+            return value
     return value
 
 
-def _strict_int(value: object, _: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ValueError("must be a whole number")
+def _as_is(value: object, _: object) -> object:
+    """Leaf values pass through unchanged; each model checks its own field types, so every
+    bad field is reported together with the model's other checks."""
     return value
-
-
-def _strict_float(value: object, _: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError("must be a number")
-    return value
-
-
-def _strict_bool(value: object, _: object) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError("must be true or false")
-    return value
-
-
-def _any_mapping(value: object, _: object) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise ValueError("must be an object")
-    return dict(value)
 
 
 def _provider_name(value: object, _: object) -> ProviderName:
     return ProviderName.parse(value)
 
 
+class _Invalid:
+    """Stands in for a nested model whose input was invalid; carries its errors upward."""
+
+    __slots__ = ("errors",)
+
+    def __init__(self, errors: list[tuple[str, str]]) -> None:
+        self.errors = errors
+
+
+
 def _make_converter() -> cattrs.Converter:
     conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
     conv.register_structure_hook(_dt.datetime, _parse_datetime)
     conv.register_structure_hook(_dt.date, _parse_date)
-    conv.register_structure_hook(str, _strict_str)
-    conv.register_structure_hook(int, _strict_int)
-    conv.register_structure_hook(float, _strict_float)
-    conv.register_structure_hook(bool, _strict_bool)
-    conv.register_structure_hook_func(lambda t: t == Mapping[str, Any], _any_mapping)
+    for leaf in (str, int, float, bool):
+        conv.register_structure_hook(leaf, _as_is)
+    conv.register_structure_hook_func(lambda t: t in (Mapping[str, Any], Mapping[str, float]), _as_is)
     conv.register_structure_hook(ProviderName, _provider_name)
+    for model in (Patient, AppointmentRequest, AppointmentUpdate, PerformanceReport):
+        conv.register_structure_hook(model, _model_hook(conv, model))
     conv.register_unstructure_hook(_dt.datetime, lambda d: d.isoformat())
     conv.register_unstructure_hook(_dt.date, lambda d: d.isoformat())
     conv.register_unstructure_hook(ProviderName, lambda p: p.value)
     conv.register_unstructure_hook(AppointmentStatus, lambda s: s.value)
     return conv
+
+
+def _model_hook(conv: cattrs.Converter, cls: type) -> Callable[[Any, Any], Any]:
+    """Structure one input model, never raising: failures come back as :class:`_Invalid`.
+
+    Unknown keys are reported and dropped, missing required keys become ``None`` (which the
+    model reports as "is required"), then cattrs builds the model and the model's own checks
+    run - so one error lists unknown keys, missing keys, bad types and bad values together.
+    """
+    base: Callable[[Any, Any], Any] = cattrs.gen.make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True)
+    fields = attrs.fields(cls)
+    known = {f.name for f in fields}
+
+    def hook(value: Any, _: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return _Invalid([("", f"must be an object (a {cls.__name__} or a dict)")])
+        errors = [(str(k), "is not a known field") for k in value if k not in known]
+        data = {k: v for k, v in value.items() if k in known}
+        for f in fields:
+            if f.name not in data and f.default is attrs.NOTHING:
+                data[f.name] = None
+        try:
+            result = base(data, cls)
+        except ValidationError as exc:
+            return _Invalid(errors + exc.errors)
+        except (BaseValidationError, ValueError, TypeError, KeyError) as exc:
+            return _Invalid(errors + _flatten(exc, ""))
+        if errors:
+            return _Invalid(errors)
+        return result
+
+    return hook
 
 
 #: The one converter for dict input and JSON-ready output.
@@ -756,7 +771,7 @@ def _flatten(exc: BaseException, path: str) -> list[tuple[str, str]]:
 def structure(data: object, cls: type[T], *, path: str = "") -> T:
     """Build ``cls`` from ``data`` (a dict, or already a ``cls``).
 
-    Any problem - unknown keys, wrong types, failed checks - becomes one
+    Any problem - unknown keys, missing keys, wrong types, failed checks - becomes one
     :class:`ValidationError` listing every bad field path.
     """
     if isinstance(data, cls):
@@ -764,11 +779,14 @@ def structure(data: object, cls: type[T], *, path: str = "") -> T:
     if not isinstance(data, Mapping):
         raise ValidationError.single(path, f"must be an object (a {cls.__name__} or a dict)")
     try:
-        return converter.structure(dict(data), cls)
+        result = converter.structure(dict(data), cls)
     except ValidationError as exc:
         raise ValidationError(_flatten(exc, path)) from None
     except (BaseValidationError, ForbiddenExtraKeysError, ValueError, TypeError, KeyError) as exc:
         raise ValidationError(_flatten(exc, path)) from None
+    if isinstance(result, _Invalid):
+        raise ValidationError([(_join(path, p) if p else path, m) for p, m in result.errors])
+    return result
 
 
 def unstructure(obj: object) -> Any:

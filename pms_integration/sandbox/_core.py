@@ -1,0 +1,687 @@
+"""The sandbox core: one loopback HTTP server hosting the three vendor emulators, with faults.
+
+Writing a vendor emulator
+-------------------------
+A vendor module ``pms_integration/sandbox/<vendor>.py`` defines a subclass of :class:`Emulator`
+and sets ``EMULATOR = ThatClass`` at module level. The subclass:
+
+* sets the class attributes ``provider`` (a :class:`ProviderName`) and ``prefix`` (the URL path
+  it is mounted under, e.g. ``"/ghl"``);
+* returns its endpoints from :meth:`Emulator.routes` as :class:`Route` objects. A route's
+  ``pattern`` is a regular expression matched (``fullmatch``) against the raw request path
+  *below the prefix*; its named groups are percent-decoded and passed to the handler as a
+  dict. ``operation`` names the endpoint for fault injection (``"appointments.create"``);
+  ``mutating`` tells whether it changes state (a "reset after commit" fault commits first);
+* handles a :class:`SandboxRequest` and returns a :class:`SandboxResponse`. A handler may raise
+  :class:`Reply` to answer early (``raise Reply(self.error_response(400, message=...))``);
+* checks the bearer token with :meth:`Emulator.check_auth` (``self.token`` is the valid one);
+* overrides :meth:`Emulator.error_response` to give the vendor's real error body for a status
+  (the core uses it for injected 401/429/5xx faults too), and :meth:`rate_limit_headers` for the
+  vendor's quota headers;
+* implements :meth:`environ` (the ``PMS_*`` variables pointing at it), :meth:`state` (a
+  JSON-ready snapshot for tests: ``{"bookings": [...], "notes": [...], ...}``) and :meth:`reset`;
+* guards its in-memory state with ``self.lock`` (handlers run on many threads at once).
+
+Faults
+------
+``sandbox.inject(provider, Fault.server_error(503), operation="appointments.create", times=2)`` or
+``probability=0.1`` (seeded by the sandbox's ``seed``). Kinds: ``server_error`` (5xx, optionally after
+committing), ``rate_limit`` (429 + ``Retry-After``), ``delay`` (commit, then wait before
+answering: provokes client timeouts on a request that *did* take effect), ``reset_after_commit``
+(commit, then reset the connection without answering), ``drop`` (reset without committing) and
+``expired_token`` (the vendor's 401).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import importlib
+import json
+import logging
+import random
+import re
+import secrets
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import attrs
+
+from ..models import ProviderName
+
+__all__ = [
+    "Emulator",
+    "Fault",
+    "FaultRule",
+    "Reply",
+    "RequestRecord",
+    "Route",
+    "Sandbox",
+    "SandboxRequest",
+    "SandboxResponse",
+    "json_response",
+]
+
+log = logging.getLogger("pms_integration.sandbox")
+
+EMULATOR_MODULES: dict[ProviderName, str] = {
+    ProviderName.GOHIGHLEVEL: "pms_integration.sandbox.gohighlevel",
+    ProviderName.SALESFORCE: "pms_integration.sandbox.salesforce",
+    ProviderName.HUBSPOT: "pms_integration.sandbox.hubspot",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# requests and responses
+
+
+@attrs.define
+class SandboxRequest:
+    """One HTTP request as an emulator sees it."""
+
+    method: str
+    path: str
+    """The raw path below the emulator's prefix (still percent-encoded)."""
+    query: dict[str, list[str]]
+    headers: Message
+    body: bytes
+    operation: str = ""
+
+    def header(self, name: str) -> str | None:
+        value = self.headers.get(name)
+        return None if value is None else str(value)
+
+    def bearer(self) -> str | None:
+        auth = self.header("Authorization") or ""
+        if auth[:7].lower() == "bearer ":
+            return auth[7:].strip()
+        return None
+
+    def arg(self, name: str) -> str | None:
+        values = self.query.get(name)
+        return values[0] if values else None
+
+    def json(self) -> Any:
+        """The body as JSON; raises ``ValueError`` if it is not JSON."""
+        if not self.body:
+            raise ValueError("empty body")
+        return json.loads(self.body.decode("utf-8"))
+
+    def form(self) -> dict[str, str]:
+        """An ``application/x-www-form-urlencoded`` body."""
+        return {k: v[0] for k, v in parse_qs(self.body.decode("utf-8"), keep_blank_values=True).items()}
+
+
+@attrs.define
+class SandboxResponse:
+    status: int
+    body: Any = None
+    """JSON-serialisable data, or ``str``/``bytes`` sent as they are."""
+    headers: dict[str, str] = attrs.field(factory=dict)
+    content_type: str = "application/json;charset=UTF-8"
+
+    def encode(self) -> bytes:
+        if self.body is None:
+            return b""
+        if isinstance(self.body, bytes):
+            return self.body
+        if isinstance(self.body, str):
+            return self.body.encode("utf-8")
+        return json.dumps(self.body, separators=(",", ":")).encode("utf-8")
+
+
+def json_response(status: int, body: Any = None, headers: Mapping[str, str] | None = None) -> SandboxResponse:
+    return SandboxResponse(status, body, dict(headers or {}))
+
+
+class Reply(Exception):
+    """Raised by a handler to answer with ``response`` at once."""
+
+    def __init__(self, response: SandboxResponse) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+Handler = Callable[[SandboxRequest, dict[str, str]], SandboxResponse]
+
+
+@attrs.frozen
+class Route:
+    method: str
+    pattern: str
+    handler: Handler
+    operation: str
+    mutating: bool = False
+
+    @property
+    def regex(self) -> re.Pattern[str]:
+        return re.compile(self.pattern)
+
+
+# ---------------------------------------------------------------------------------------------
+# emulators
+
+
+class Emulator:
+    """Base class of the vendor emulators (see the module docstring)."""
+
+    provider: ClassVar[ProviderName]
+    prefix: ClassVar[str]
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+        self.lock = threading.RLock()
+        self.token = sandbox.tokens[self.provider]
+        self._compiled = [(r, re.compile(r.pattern)) for r in self.routes()]
+
+    # -- to override -----------------------------------------------------------------------
+
+    def routes(self) -> list[Route]:
+        raise NotImplementedError
+
+    def environ(self, base_url: str) -> dict[str, str]:
+        raise NotImplementedError
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def reset(self) -> None:
+        """Forget all state."""
+
+    def error_response(
+        self,
+        status: int,
+        *,
+        message: str | None = None,
+        retry_after: float | None = None,
+    ) -> SandboxResponse:
+        headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else {}
+        return json_response(status, {"message": message or _REASONS.get(status, "error")}, headers)
+
+    def rate_limit_headers(self, remaining: int, limit: int, interval_ms: int) -> dict[str, str]:
+        return {}
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def check_auth(self, req: SandboxRequest) -> SandboxResponse | None:
+        """``None`` when the bearer token is the valid one, else the vendor's 401."""
+        if req.bearer() == self.token:
+            return None
+        return self.error_response(401)
+
+    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
+        for route, regex in self._compiled:
+            if route.method != method:
+                continue
+            m = regex.fullmatch(path)
+            if m:
+                return route, {k: unquote(v) for k, v in m.groupdict().items() if v is not None}
+        return None
+
+    def not_found(self, req: SandboxRequest) -> SandboxResponse:
+        return self.error_response(404, message=f"no route for {req.method} {req.path}")
+
+
+_REASONS = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    409: "Conflict",
+    422: "Unprocessable Entity",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# faults
+
+
+@attrs.frozen
+class Fault:
+    kind: str
+    status: int = 0
+    retry_after: float | None = None
+    seconds: float = 0.0
+    commit: bool = False
+
+    @classmethod
+    def server_error(cls, status: int = 503, *, commit: bool = False) -> Fault:
+        """Answer ``status`` (5xx); with ``commit=True`` the change is applied first."""
+        return cls("server_error", status=status, commit=commit)
+
+    @classmethod
+    def rate_limit(cls, retry_after: float | None = 1.0) -> Fault:
+        return cls("rate_limit", status=429, retry_after=retry_after)
+
+    @classmethod
+    def delay(cls, seconds: float) -> Fault:
+        """Apply the request, then wait ``seconds`` before answering."""
+        return cls("delay", seconds=seconds, commit=True)
+
+    @classmethod
+    def reset_after_commit(cls) -> Fault:
+        return cls("reset", commit=True)
+
+    @classmethod
+    def drop(cls) -> Fault:
+        """Reset the connection without applying the request."""
+        return cls("reset", commit=False)
+
+    @classmethod
+    def expired_token(cls) -> Fault:
+        return cls("expired_token", status=401)
+
+
+
+
+@attrs.define
+class FaultRule:
+    provider: ProviderName
+    fault: Fault
+    operation: str = "*"
+    times: int | None = None
+    probability: float | None = None
+    fired: int = 0
+    rng: random.Random = attrs.field(factory=random.Random, repr=False)
+
+    def matches(self, provider: ProviderName, operation: str) -> bool:
+        if provider != self.provider:
+            return False
+        return self.operation in ("*", operation) or (self.operation.endswith("*") and operation.startswith(self.operation[:-1]))
+
+    def fire(self) -> bool:
+        if self.times is not None and self.fired >= self.times:
+            return False
+        if self.probability is not None and self.rng.random() >= self.probability:
+            return False
+        self.fired += 1
+        return True
+
+
+@attrs.frozen
+class RequestRecord:
+    provider: ProviderName
+    operation: str
+    method: str
+    path: str
+    status: int
+    fault: str | None
+
+
+# ---------------------------------------------------------------------------------------------
+# the server
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # The stdlib writes headers and body separately; with Nagle on, the client's delayed ACK
+    # stalls each keep-alive response ~40 ms. We send one buffer and disable Nagle anyway.
+    disable_nagle_algorithm = True
+    timeout = 60
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.sandbox._opened(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.sandbox._closed(self.connection)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("sandbox: " + format, *args)
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length > 0 else b""
+        outcome = self.server.sandbox._dispatch(self.command, self.path, self.headers, body)
+        if outcome is None:
+            self._reset()
+            return
+        response, delay = outcome
+        if delay:
+            time.sleep(delay)
+        payload = response.encode()
+        lines = [f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'OK')}"]
+        headers = {"Content-Length": str(len(payload)), "Connection": "keep-alive"}
+        if payload:
+            headers["Content-Type"] = response.content_type
+        headers.update(response.headers)
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload)
+
+    def _reset(self) -> None:
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.close()
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    sandbox: Sandbox
+
+
+def _default_tokens() -> dict[ProviderName, str]:
+    return {p: f"sandbox-{p.value}-{secrets.token_hex(8)}" for p in ProviderName}
+
+
+class Sandbox:
+    """Local emulators of the GoHighLevel, Salesforce and HubSpot APIs on one loopback port.
+
+    ::
+
+        with Sandbox() as sandbox:
+            client = PMSClient(environ=sandbox.environ(), env_file=None)
+            client.book_appointment({...}, provider="ghl")
+            sandbox.state("gohighlevel")["bookings"]
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        seed: int | None = None,
+        latency: float = 0.0,
+        tokens: Mapping[ProviderName, str] | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.latency = latency
+        self.seed = seed
+        self._rng = random.Random(seed)
+        self.tokens: dict[ProviderName, str] = dict(tokens or _default_tokens())
+        self._lock = threading.Lock()
+        self._rules: list[FaultRule] = []
+        self._limits: dict[ProviderName, tuple[int, float, collections.deque[float]]] = {}
+        self.records: collections.deque[RequestRecord] = collections.deque(maxlen=200_000)
+        self.connections_opened = 0
+        self.rate_limited = 0
+        self._sockets: set[socket.socket] = set()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self.emulators: dict[ProviderName, Emulator] = {}
+        for name, module_name in EMULATOR_MODULES.items():
+            try:
+                module = importlib.import_module(module_name)
+            except ModuleNotFoundError as exc:
+                if exc.name != module_name:
+                    raise
+                continue
+            self.emulators[name] = module.EMULATOR(self)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> Sandbox:
+        if self._server is not None:
+            return self
+        server = _Server((self.host, self.port), _Handler)
+        server.sandbox = self
+        self._server = server
+        self.port = server.server_address[1]
+        self._thread = threading.Thread(target=server.serve_forever, name="pms-sandbox", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        with self._lock:
+            open_sockets = list(self._sockets)
+        for sock in open_sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def serve_forever(self) -> None:
+        """Run in the foreground until interrupted (the ``pms-integration sandbox`` command)."""
+        self.start()
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- configuration for clients -----------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the sandbox is not running; use it as a context manager or call start()")
+        return f"http://{self.host}:{self.port}"
+
+    def base_url(self, provider: str | ProviderName) -> str:
+        name = ProviderName.parse(provider)
+        return self.url + self.emulators[name].prefix
+
+    def environ(self, *, ghl_api_version: str = "v2", default_provider: str | None = None) -> dict[str, str]:
+        """The ``PMS_*`` variables that point every provider at this sandbox."""
+        env: dict[str, str] = {}
+        for emulator in self.emulators.values():
+            env.update(emulator.environ(self.url + emulator.prefix))
+        if ghl_api_version == "v1" and ProviderName.GOHIGHLEVEL in self.emulators:
+            env["PMS_GHL_BASE_URL"] = self.base_url(ProviderName.GOHIGHLEVEL) + "/v1"
+            env["PMS_GHL_API_VERSION"] = "v1"
+        if default_provider:
+            env["PMS_DEFAULT_PROVIDER"] = ProviderName.parse(default_provider).value
+        return env
+
+    def emulator(self, provider: str | ProviderName) -> Emulator:
+        return self.emulators[ProviderName.parse(provider)]
+
+    def state(self, provider: str | ProviderName) -> dict[str, Any]:
+        """A snapshot of one emulator's records (bookings, notes, tasks, ...)."""
+        emulator = self.emulator(provider)
+        with emulator.lock:
+            return emulator.state()
+
+    def reset(self) -> None:
+        """Forget all records, faults, limits and counters."""
+        for emulator in self.emulators.values():
+            with emulator.lock:
+                emulator.reset()
+        with self._lock:
+            self._rules.clear()
+            self._limits.clear()
+            self.records.clear()
+            self.rate_limited = 0
+
+    # -- faults and limits -------------------------------------------------------------------
+
+    def inject(
+        self,
+        provider: str | ProviderName,
+        fault: Fault,
+        *,
+        operation: str = "*",
+        times: int | None = None,
+        probability: float | None = None,
+    ) -> FaultRule:
+        """Add a fault for ``provider``'s ``operation`` (``"*"`` for all; ``"contacts.*"`` prefix)."""
+        rule = FaultRule(
+            ProviderName.parse(provider),
+            fault,
+            operation,
+            times,
+            probability,
+            rng=random.Random(self._rng.random()),
+        )
+        with self._lock:
+            self._rules.append(rule)
+        return rule
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._rules.clear()
+
+    def set_rate_limit(self, provider: str | ProviderName, requests: int | None, per_seconds: float = 1.0) -> None:
+        """Enforce a rolling-window limit like the vendor's (429 past it); ``None`` removes it."""
+        name = ProviderName.parse(provider)
+        with self._lock:
+            if requests is None:
+                self._limits.pop(name, None)
+            else:
+                self._limits[name] = (requests, per_seconds, collections.deque())
+
+    # -- counters ----------------------------------------------------------------------------
+
+    def request_count(self, provider: str | ProviderName | None = None, *, status: int | None = None) -> int:
+        name = None if provider is None else ProviderName.parse(provider)
+        with self._lock:
+            return sum(
+                1
+                for r in self.records
+                if (name is None or r.provider == name) and (status is None or r.status == status)
+            )
+
+    def _opened(self, sock: socket.socket) -> None:
+        with self._lock:
+            self.connections_opened += 1
+            self._sockets.add(sock)
+
+    def _closed(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.discard(sock)
+
+    @property
+    def open_connections(self) -> int:
+        with self._lock:
+            return len(self._sockets)
+
+    # -- dispatch ----------------------------------------------------------------------------
+
+    def _find(self, raw_path: str) -> tuple[Emulator, str] | None:
+        for emulator in self.emulators.values():
+            if raw_path == emulator.prefix or raw_path.startswith(emulator.prefix + "/"):
+                return emulator, raw_path[len(emulator.prefix) :] or "/"
+        return None
+
+    def _pick_fault(self, provider: ProviderName, operation: str) -> Fault | None:
+        with self._lock:
+            for rule in self._rules:
+                if rule.matches(provider, operation) and rule.fire():
+                    return rule.fault
+        return None
+
+    def _over_limit(self, provider: ProviderName) -> tuple[bool, dict[str, int]] | None:
+        with self._lock:
+            entry = self._limits.get(provider)
+            if entry is None:
+                return None
+            limit, per, window = entry
+            now = time.monotonic()
+            while window and window[0] <= now - per:
+                window.popleft()
+            if len(window) >= limit:
+                self.rate_limited += 1
+                retry = per - (now - window[0])
+                return True, {"remaining": 0, "limit": limit, "interval_ms": int(per * 1000), "retry_ms": int(retry * 1000) + 1}
+            window.append(now)
+            return False, {"remaining": limit - len(window), "limit": limit, "interval_ms": int(per * 1000)}
+
+    def _dispatch(
+        self, method: str, target: str, headers: Message, body: bytes
+    ) -> tuple[SandboxResponse, float] | None:
+        """Route one request; ``None`` means "reset the connection"."""
+        if self.latency:
+            time.sleep(self.latency)
+        parts = urlsplit(target)
+        found = self._find(parts.path)
+        if found is None:
+            return json_response(404, {"message": "unknown vendor prefix"}), 0.0
+        emulator, path = found
+        req = SandboxRequest(method, path, parse_qs(parts.query, keep_blank_values=True), headers, body)
+        matched = emulator.match(method, path)
+        route = matched[0] if matched else None
+        req.operation = route.operation if route else "unknown"
+        fault = self._pick_fault(emulator.provider, req.operation)
+        limited = self._over_limit(emulator.provider)
+        delay = 0.0
+        response: SandboxResponse | None
+        if limited is not None and limited[0]:
+            info = limited[1]
+            response = emulator.error_response(429, retry_after=max(info["retry_ms"] / 1000, 0.001))
+            response.headers.update(emulator.rate_limit_headers(0, info["limit"], info["interval_ms"]))
+            self._record(emulator, req, response.status, "rate_limit_window")
+            return response, 0.0
+        if fault is not None and not fault.commit:
+            if fault.kind == "reset":
+                self._record(emulator, req, 0, "drop")
+                return None
+            if fault.kind == "expired_token":
+                response = emulator.error_response(401)
+            elif fault.kind == "rate_limit":
+                response = emulator.error_response(429, retry_after=fault.retry_after)
+            else:
+                response = emulator.error_response(fault.status)
+            self._record(emulator, req, response.status, fault.kind)
+            return response, 0.0
+        response = self._invoke(emulator, req, matched)
+        if limited is not None:
+            info = limited[1]
+            response.headers.update(emulator.rate_limit_headers(info["remaining"], info["limit"], info["interval_ms"]))
+        if fault is not None:
+            if fault.kind == "reset":
+                self._record(emulator, req, 0, "reset_after_commit")
+                return None
+            if fault.kind == "delay":
+                delay = fault.seconds
+            elif fault.kind == "server_error":
+                response = emulator.error_response(fault.status)
+        self._record(emulator, req, response.status, fault.kind if fault else None)
+        return response, delay
+
+    def _invoke(
+        self, emulator: Emulator, req: SandboxRequest, matched: tuple[Route, dict[str, str]] | None
+    ) -> SandboxResponse:
+        if matched is None:
+            return emulator.not_found(req)
+        route, params = matched
+        try:
+            return route.handler(req, params)
+        except Reply as reply:
+            return reply.response
+        except Exception:
+            log.exception("sandbox %s: handler for %s failed", emulator.provider.value, route.operation)
+            return emulator.error_response(500, message="sandbox handler error")
+
+    def _record(self, emulator: Emulator, req: SandboxRequest, status: int, fault: str | None) -> None:
+        with self._lock:
+            self.records.append(RequestRecord(emulator.provider, req.operation, req.method, req.path, status, fault))
+
+    def faults_fired(self) -> Iterator[tuple[FaultRule, int]]:
+        with self._lock:
+            rules = list(self._rules)
+        for rule in rules:
+            yield rule, rule.fired

@@ -1,0 +1,160 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import pms_integration as pms
+from pms_integration.config import VARIABLES, Secret, load_config
+from pms_integration.errors import ConfigurationError
+from pms_integration.models import ProviderName
+
+from .conftest import full_environ
+
+REQUIRED = {
+    ProviderName.GOHIGHLEVEL: ["PMS_GHL_API_KEY", "PMS_GHL_LOCATION_ID", "PMS_GHL_CALENDAR_ID"],
+    ProviderName.SALESFORCE: ["PMS_SALESFORCE_BASE_URL", "PMS_SALESFORCE_TOKEN", "PMS_SALESFORCE_OWNER_ID"],
+    ProviderName.HUBSPOT: ["PMS_HUBSPOT_PRIVATE_APP_TOKEN"],
+}
+
+
+def test_empty_environment_disables_all_three_and_names_the_missing_variables() -> None:
+    statuses = pms.providers()
+    assert [s.name for s in statuses] == list(ProviderName)
+    for status in statuses:
+        assert not status.enabled
+        assert list(status.missing) == REQUIRED[status.name]
+        assert status.problems == ()
+
+
+def test_every_variable_set_enables_all() -> None:
+    config = load_config(full_environ())
+    assert [s.enabled for s in config.statuses()] == [True, True, True]
+    assert config.enabled() == list(ProviderName)
+
+
+def test_empty_string_counts_as_missing() -> None:
+    config = load_config(full_environ(PMS_GHL_LOCATION_ID="  ", PMS_HUBSPOT_PRIVATE_APP_TOKEN=""))
+    ghl = config.get(ProviderName.GOHIGHLEVEL)
+    assert not ghl.enabled and ghl.missing == ("PMS_GHL_LOCATION_ID",)
+    assert config.get(ProviderName.HUBSPOT).missing == ("PMS_HUBSPOT_PRIVATE_APP_TOKEN",)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "fragment"),
+    [
+        ("PMS_GHL_TIMEOUT_MS", "fast", "PMS_GHL_TIMEOUT_MS must be a whole number"),
+        ("PMS_SALESFORCE_TIMEOUT_MS", "-5", "PMS_SALESFORCE_TIMEOUT_MS must be a whole number"),
+        ("PMS_SALESFORCE_BASE_URL", "http://example.my.salesforce.com", "must be an https URL"),
+        ("PMS_HUBSPOT_BASE_URL", "ftp://api.hubapi.com", "must be an https URL"),
+        ("PMS_HUBSPOT_BASE_URL", "https://user:pw@api.hubapi.com", "must not contain credentials"),
+        ("PMS_GHL_API_VERSION", "v9", "PMS_GHL_API_VERSION must be v1 or v2"),
+        ("PMS_SALESFORCE_OWNER_ID", "not-an-id", "PMS_SALESFORCE_OWNER_ID must be"),
+        ("PMS_SALESFORCE_API_VERSION", "30.0", "46.0 or later"),
+        ("PMS_HUBSPOT_API_VERSION", "v5", "PMS_HUBSPOT_API_VERSION must be"),
+        ("PMS_GHL_TIMEZONE", "Mars/Olympus", "IANA"),
+        ("PMS_GHL_RATE_LIMIT", "lots", "PMS_GHL_RATE_LIMIT must look like"),
+    ],
+)
+def test_invalid_value_disables_the_provider_with_a_problem(variable: str, value: str, fragment: str) -> None:
+    config = load_config(full_environ(**{variable: value}))
+    provider = next(v.provider for v in VARIABLES if v.name == variable)
+    assert provider is not None
+    pc = config.get(provider)
+    assert not pc.enabled
+    assert any(fragment in p for p in pc.problems), pc.problems
+    status = pc.status()
+    assert not status.enabled and status.problems == pc.problems
+
+
+def test_loopback_http_is_allowed_for_emulators() -> None:
+    for url in ("http://127.0.0.1:8080/sf", "http://localhost:1", "http://[::1]:9/x"):
+        assert load_config(full_environ(PMS_SALESFORCE_BASE_URL=url)).get(ProviderName.SALESFORCE).enabled
+
+
+def test_ghl_version_is_inferred_from_the_base_url() -> None:
+    v1 = load_config(full_environ(PMS_GHL_BASE_URL="https://rest.gohighlevel.com/v1"))
+    settings = v1.get(ProviderName.GOHIGHLEVEL).settings
+    assert settings is not None and settings.api_version == "v1"  # type: ignore[union-attr]
+    v2 = load_config(full_environ()).get(ProviderName.GOHIGHLEVEL).settings
+    assert v2 is not None and v2.api_version == "v2" and v2.base_url == "https://services.leadconnectorhq.com"  # type: ignore[union-attr]
+
+
+def test_hubspot_access_token_alias_is_accepted() -> None:
+    env = full_environ()
+    env["PMS_HUBSPOT_ACCESS_TOKEN"] = env.pop("PMS_HUBSPOT_PRIVATE_APP_TOKEN")
+    assert load_config(env).get(ProviderName.HUBSPOT).enabled
+
+
+def test_partial_salesforce_refresh_configuration_is_a_problem() -> None:
+    pc = load_config(full_environ(PMS_SALESFORCE_CLIENT_ID="abc")).get(ProviderName.SALESFORCE)
+    assert not pc.enabled
+    assert "PMS_SALESFORCE_CLIENT_SECRET" in pc.problems[0] and "PMS_SALESFORCE_REFRESH_TOKEN" in pc.problems[0]
+
+
+def test_unknown_default_provider_is_a_problem() -> None:
+    config = load_config(full_environ(PMS_DEFAULT_PROVIDER="zoho"))
+    assert config.default_provider is None
+    assert any("PMS_DEFAULT_PROVIDER" in p for p in config.problems)
+    assert load_config(full_environ(PMS_DEFAULT_PROVIDER="GHL")).default_provider is ProviderName.GOHIGHLEVEL
+
+
+def test_tokens_are_secrets() -> None:
+    settings = load_config(full_environ()).get(ProviderName.HUBSPOT).settings
+    assert settings is not None
+    assert isinstance(settings.token, Secret)  # type: ignore[union-attr]
+    assert "canary" not in repr(settings) and "canary" not in str(settings.token)  # type: ignore[union-attr]
+    assert f"{settings.token}" == "**********"  # type: ignore[union-attr]
+
+
+# -- .env files ----------------------------------------------------------------------------
+
+
+def _write_env(path: Path, values: dict[str, str]) -> Path:
+    path.write_text("".join(f'{k}="{v}"\n' for k, v in values.items()), encoding="utf-8")
+    return path
+
+
+def test_env_file_values_are_used_without_touching_os_environ(tmp_path: Path) -> None:
+    before = dict(os.environ)
+    env_file = _write_env(tmp_path / "practice.env", {"PMS_HUBSPOT_PRIVATE_APP_TOKEN": "pat-file", "PMS_HUBSPOT_STAGE_ID": "fromfile"})
+    config = load_config(env_file=env_file)
+    settings = config.get(ProviderName.HUBSPOT).settings
+    assert settings is not None and settings.stage_id == "fromfile"  # type: ignore[union-attr]
+    assert dict(os.environ) == before
+
+
+def test_process_environment_wins_over_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env_file = _write_env(tmp_path / ".env", {"PMS_HUBSPOT_PRIVATE_APP_TOKEN": "pat-file", "PMS_HUBSPOT_STAGE_ID": "fromfile"})
+    monkeypatch.setenv("PMS_HUBSPOT_STAGE_ID", "fromenv")
+    monkeypatch.chdir(tmp_path)
+    before = dict(os.environ)
+    for config in (load_config(), load_config(env_file=env_file)):
+        settings = config.get(ProviderName.HUBSPOT).settings
+        assert settings is not None and settings.stage_id == "fromenv"  # type: ignore[union-attr]
+    assert dict(os.environ) == before
+    assert "PMS_HUBSPOT_PRIVATE_APP_TOKEN" not in os.environ
+
+
+def test_explicit_mapping_replaces_environment_and_default_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _write_env(tmp_path / ".env", {"PMS_HUBSPOT_PRIVATE_APP_TOKEN": "pat-file"})
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PMS_GHL_API_KEY", "from-env")
+    config = load_config({"PMS_HUBSPOT_STAGE_ID": "x"})
+    assert config.enabled() == []
+
+
+def test_missing_explicit_env_file_is_a_configuration_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        load_config(env_file=tmp_path / "nope.env")
+
+
+def test_variable_table_lists_every_variable_the_loader_reads() -> None:
+    source = Path(pms.config.__file__).read_text(encoding="utf-8")  # type: ignore[attr-defined]
+    import re
+
+    read = set(re.findall(r'"(PMS_[A-Z0-9_]+)"', source))
+    declared = {v.name for v in VARIABLES}
+    assert read - declared <= {"PMS_HUBSPOT_ACCESS_TOKEN"}
+    assert declared <= read

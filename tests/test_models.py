@@ -1,0 +1,178 @@
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from pms_integration.errors import ValidationError
+from pms_integration.models import (
+    AppointmentRequest,
+    AppointmentUpdate,
+    Patient,
+    PerformanceReport,
+    structure,
+    unstructure,
+    validate_appointment_id,
+)
+
+NY = ZoneInfo("America/New_York")
+
+
+def booking(**overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "start": "2026-12-01T10:00:00-05:00",
+        "patient": {"name": "Jane Doe", "email": "jane@example.com"},
+    }
+    data.update(overrides)
+    return data
+
+
+def fields_of(exc: pytest.ExceptionInfo[ValidationError]) -> list[str]:
+    return exc.value.fields
+
+
+def test_dict_input_is_structured_with_defaults() -> None:
+    req = structure(booking(duration_minutes=45, reference="conv-42"), AppointmentRequest)
+    assert req.end == dt.datetime(2026, 12, 1, 10, 45, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
+    assert req.duration_minutes == 45
+    assert req.reference == "conv-42"
+    assert req.title == "Dental appointment"
+
+
+def test_reference_is_generated_when_absent_and_unique() -> None:
+    a, b = structure(booking(), AppointmentRequest), structure(booking(), AppointmentRequest)
+    assert a.reference.startswith("bk-") and a.reference != b.reference
+
+
+def test_timezone_comes_from_zoneinfo_start() -> None:
+    req = AppointmentRequest(start=dt.datetime(2026, 3, 8, 9, 0, tzinfo=NY), patient=Patient(phone="+15555550123"))
+    assert req.timezone == "America/New_York"
+    assert req.end is not None and req.end.utcoffset() == dt.timedelta(hours=-4)  # DST began that morning
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        (booking(start="2026-12-01T10:00:00"), "start"),
+        (booking(end="2026-12-01T09:00:00-05:00"), "end"),
+        (booking(patient={"name": "No Contact"}), "patient.email"),
+        (booking(patient={"email": "not-an-email"}), "patient.email"),
+        (booking(patient={"phone": "555-0123"}), "patient.phone"),
+        (booking(duration_minutes=2), "duration_minutes"),
+        (booking(duration_minutes=24 * 60), "duration_minutes"),
+        (booking(duration_minutes="30"), "duration_minutes"),
+        (booking(title=123), "title"),
+        (booking(title="x" * 201), "title"),
+        (booking(title="line\r\nbreak"), "title"),
+        (booking(timezone="Mars/Olympus"), "timezone"),
+        (booking(reference="../etc"), "reference"),
+        (booking(color="blue"), "color"),
+        (booking(patient={"email": "a@b.co", "shoe": 9}), "patient.shoe"),
+        (booking(start=12345), "start"),
+        (booking(patient="jane"), "patient"),
+        (booking(extra={"x": object()}), "extra"),
+        ({"patient": {"email": "a@b.co"}}, "start"),
+    ],
+)
+def test_each_bad_field_is_named(data: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValidationError) as exc:
+        structure(data, AppointmentRequest)
+    assert field in fields_of(exc), exc.value.errors
+    assert field in str(exc.value)
+
+
+def test_all_bad_fields_are_listed_at_once() -> None:
+    with pytest.raises(ValidationError) as exc:
+        structure(booking(start="2026-12-01T10:00:00", patient={"email": "bad"}, color="x", duration_minutes=True), AppointmentRequest)
+    assert set(fields_of(exc)) == {"start", "patient.email", "color", "duration_minutes"}
+
+
+def test_validation_error_is_a_value_error() -> None:
+    with pytest.raises(ValueError):
+        structure({"nope": 1}, AppointmentRequest)
+
+
+def test_direct_construction_validates_too() -> None:
+    with pytest.raises(ValidationError) as exc:
+        AppointmentRequest(start=dt.datetime(2026, 1, 1, 9), patient=Patient(email="a@b.co"))
+    assert fields_of(exc) == ["start"]
+    with pytest.raises(ValidationError) as exc2:
+        Patient(email=42)  # type: ignore[arg-type]
+    assert fields_of(exc2) == ["email"]
+
+
+def test_non_mapping_input() -> None:
+    with pytest.raises(ValidationError):
+        structure(["start"], AppointmentRequest)
+
+
+def test_phone_is_normalised_to_e164() -> None:
+    assert Patient(phone="+1 (555) 555-0123").phone == "+15555550123"
+    assert Patient(phone="0044 20 7946 0958").phone == "+442079460958"
+
+
+def test_patient_names() -> None:
+    p = Patient(name="Jane van Doe", email="j@x.io")
+    assert (p.given_name, p.family_name, p.display_name) == ("Jane", "van Doe", "Jane van Doe")
+
+
+def test_z_suffix_is_accepted() -> None:
+    req = structure(booking(start="2026-12-01T15:00:00Z"), AppointmentRequest)
+    assert req.start.utcoffset() == dt.timedelta(0)
+
+
+def test_end_and_duration_must_agree() -> None:
+    with pytest.raises(ValidationError) as exc:
+        structure(booking(end="2026-12-01T10:30:00-05:00", duration_minutes=45), AppointmentRequest)
+    assert fields_of(exc) == ["duration_minutes"]
+    ok = structure(booking(end="2026-12-01T10:30:00-05:00", duration_minutes=30), AppointmentRequest)
+    assert ok.duration_minutes == 30
+
+
+def test_update_needs_length_with_new_start() -> None:
+    with pytest.raises(ValidationError) as exc:
+        structure({"start": "2026-12-02T10:00:00-05:00"}, AppointmentUpdate)
+    assert fields_of(exc) == ["end"]
+    upd = structure({"start": "2026-12-02T10:00:00-05:00", "duration_minutes": 60}, AppointmentUpdate)
+    assert upd.end is not None and upd.end.hour == 11
+    with pytest.raises(ValidationError):
+        structure({}, AppointmentUpdate)
+    assert structure({"title": "Crown fitting"}, AppointmentUpdate).title == "Crown fitting"
+
+
+def test_report_defaults_and_checks() -> None:
+    rep = structure(
+        {"period_start": "2026-11-01", "period_end": "2026-11-07", "metrics": {"calls_handled": 142, "conversion_rate": 0.261}},
+        PerformanceReport,
+    )
+    assert rep.report_id == "pms-report-2026-11-01-2026-11-07"
+    assert rep.title and "2026-11-01" in rep.title
+    text = rep.render_text()
+    assert "calls_handled" in text and "142" in text and rep.report_id in text
+    assert rep.metrics_json() == '{"calls_handled":142,"conversion_rate":0.261}'
+    with pytest.raises(ValidationError) as exc:
+        structure({"period_start": "2026-11-07", "period_end": "2026-11-01", "metrics": {"x": float("nan"), "ok": True}}, PerformanceReport)
+    assert set(fields_of(exc)) == {"period_end", "metrics.x", "metrics.ok"}
+    with pytest.raises(ValidationError):
+        structure({"period_start": "2026-11-01", "period_end": "2026-11-01", "metrics": {}}, PerformanceReport)
+
+
+def test_unstructure_is_json_ready_and_round_trips() -> None:
+    req = structure(booking(notes="Prefers mornings"), AppointmentRequest)
+    data = unstructure(req)
+    assert data["start"] == "2026-12-01T10:00:00-05:00"
+    assert structure(data, AppointmentRequest) == req
+
+
+@pytest.mark.parametrize("bad", ["../x", "..", "%2F", "a/b", "a?b", "a#b", "a\r\nb", "é", "", " ", "x" * 129, None, 5])
+def test_hostile_ids_are_rejected(bad: object) -> None:
+    with pytest.raises(ValidationError) as exc:
+        validate_appointment_id(bad)
+    assert exc.value.fields == ["appointment_id"]
+
+
+def test_good_ids() -> None:
+    for good in ("00U5e00000AbCdEFGH", "4821:9931", "abc-DEF_1.2"):
+        assert validate_appointment_id(good) == good

@@ -1,0 +1,353 @@
+"""The retry table, error mapping, timeouts, auth and logging of the shared transport."""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import time
+from typing import Any
+
+import pytest
+import requests
+import responses
+import urllib3.exceptions
+from responses import matchers
+
+from pms_integration._http import BearerAuth, ErrorInfo, HttpResponse, Transport
+from pms_integration._ratelimit import RateLimiter, RateLimitInfo
+from pms_integration._retry import RetryPolicy, deadline_scope, parse_retry_after
+from pms_integration.config import RateLimit, Secret
+from pms_integration.errors import (
+    AuthenticationError,
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    ServerError,
+    TransportError,
+)
+from pms_integration.models import ProviderName
+
+BASE = "https://api.test"
+URL = BASE + "/things"
+TOKEN = "tok-transport-canary-123456"
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def make(ft: FakeTime, **kwargs: Any) -> Transport:
+    kwargs.setdefault("policy", RetryPolicy(max_attempts=3))
+    return Transport(
+        provider=ProviderName.GOHIGHLEVEL,
+        base_url=BASE,
+        auth=BearerAuth(Secret(TOKEN)),
+        timeout=7.5,
+        token_variable="PMS_GHL_API_KEY",
+        sleep=ft.sleep,
+        clock=ft.clock,
+        **kwargs,
+    )
+
+
+def never_sent() -> requests.ConnectionError:
+    return requests.ConnectionError(
+        urllib3.exceptions.MaxRetryError(None, URL, urllib3.exceptions.NewConnectionError(None, "Connection refused"))  # type: ignore[arg-type]
+    )
+
+
+def reset_after_send() -> requests.ConnectionError:
+    return requests.ConnectionError(
+        urllib3.exceptions.ProtocolError("Connection aborted.", ConnectionResetError(104, "Connection reset by peer"))
+    )
+
+
+@pytest.fixture
+def ft() -> FakeTime:
+    return FakeTime()
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+@responses.activate
+def test_never_sent_is_retried_for_every_method(ft: FakeTime, method: str) -> None:
+    responses.add(method, URL, body=never_sent())
+    responses.add(method, URL, json={"ok": True})
+    resp = make(ft).request(method, "/things", operation="op")
+    assert resp.status == 200 and len(responses.calls) == 2
+
+
+@pytest.mark.parametrize("exc_factory", [requests.exceptions.ReadTimeout, reset_after_send])
+@responses.activate
+def test_ambiguous_failure_on_create_is_not_retried(ft: FakeTime, exc_factory: Any) -> None:
+    responses.add("POST", URL, body=exc_factory())
+    responses.add("POST", URL, json={"id": "dup"})
+    with pytest.raises(TransportError) as err:
+        make(ft).request("POST", "/things", operation="book", reference="bk-123")
+    assert err.value.outcome_unknown is True
+    assert len(responses.calls) == 1
+    assert "bk-123" in str(err.value) and "may have been applied" in str(err.value)
+    assert err.value.__cause__ is not None
+    assert ft.sleeps == []
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "PATCH", "DELETE"])
+@pytest.mark.parametrize("exc_factory", [requests.exceptions.ReadTimeout, reset_after_send])
+@responses.activate
+def test_ambiguous_failure_on_idempotent_call_is_retried(ft: FakeTime, method: str, exc_factory: Any) -> None:
+    responses.add(method, URL, body=exc_factory())
+    responses.add(method, URL, json={})
+    assert make(ft).request(method, "/things", operation="op").status == 200
+    assert len(responses.calls) == 2 and len(ft.sleeps) == 1
+
+
+@responses.activate
+def test_post_marked_idempotent_is_retried(ft: FakeTime) -> None:
+    responses.add("POST", URL, body=requests.exceptions.ReadTimeout())
+    responses.add("POST", URL, json={"results": []})
+    assert make(ft).request("POST", "/things", operation="search", idempotent=True).status == 200
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+@responses.activate
+def test_429_waits_retry_after_then_retries(ft: FakeTime, method: str) -> None:
+    responses.add(method, URL, status=429, headers={"Retry-After": "7"}, json={"message": "slow down"})
+    responses.add(method, URL, json={"id": "1"})
+    assert make(ft).request(method, "/things", operation="op").json() == {"id": "1"}
+    assert ft.sleeps == [7.0]
+
+
+@responses.activate
+def test_429_http_date_retry_after(ft: FakeTime) -> None:
+    when = email.utils.formatdate(time.time() + 12, usegmt=True)
+    responses.add("POST", URL, status=429, headers={"Retry-After": when})
+    responses.add("POST", URL, json={})
+    make(ft).request("POST", "/things", operation="op")
+    assert len(ft.sleeps) == 1 and 10 <= ft.sleeps[0] <= 12
+
+
+@responses.activate
+def test_429_longer_than_the_cap_is_raised_not_slept(ft: FakeTime) -> None:
+    responses.add("GET", URL, status=429, headers={"Retry-After": "3600"})
+    with pytest.raises(RateLimitError) as err:
+        make(ft).request("GET", "/things", operation="op")
+    assert err.value.retry_after == 3600 and ft.sleeps == [] and len(responses.calls) == 1
+    assert "Retry after 3600 s" in str(err.value)
+
+
+@responses.activate
+def test_429_without_retry_after_backs_off(ft: FakeTime) -> None:
+    responses.add("GET", URL, status=429)
+    with pytest.raises(RateLimitError):
+        make(ft).request("GET", "/things", operation="op")
+    assert len(responses.calls) == 3 and len(ft.sleeps) == 2
+    assert all(0.5 <= s <= 8.5 for s in ft.sleeps)
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+@responses.activate
+def test_5xx_on_idempotent_call_is_retried_with_backoff(ft: FakeTime, status: int) -> None:
+    responses.add("PUT", URL, status=status, body="<html>down</html>")
+    with pytest.raises(ServerError) as err:
+        make(ft).request("PUT", "/things", operation="update")
+    assert len(responses.calls) == 3
+    assert ft.sleeps[0] >= 0.5 and ft.sleeps[1] >= 1.0 and all(s <= 8.5 for s in ft.sleeps)
+    assert err.value.outcome_unknown is False and err.value.status_code == status
+
+
+@responses.activate
+def test_5xx_on_create_is_outcome_unknown_and_not_retried(ft: FakeTime) -> None:
+    responses.add("POST", URL, status=503)
+    with pytest.raises(ServerError) as err:
+        make(ft).request("POST", "/things", operation="book", reference="bk-9")
+    assert err.value.outcome_unknown and len(responses.calls) == 1 and "bk-9" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("status", "cls"),
+    [
+        (400, InvalidRequestError),
+        (401, AuthenticationError),
+        (403, PermissionDeniedError),
+        (404, NotFoundError),
+        (409, ConflictError),
+        (422, InvalidRequestError),
+    ],
+)
+@pytest.mark.parametrize("method", ["GET", "POST"])
+@responses.activate
+def test_4xx_is_never_retried(ft: FakeTime, status: int, cls: type[Exception], method: str) -> None:
+    responses.add(method, URL, status=status, json={"message": "nope"})
+    with pytest.raises(cls) as err:
+        make(ft).request(method, "/things", operation="op")
+    assert len(responses.calls) == 1 and ft.sleeps == []
+    assert not getattr(err.value, "outcome_unknown")
+
+
+@responses.activate
+def test_401_names_the_variable_never_the_value(ft: FakeTime) -> None:
+    responses.add("GET", URL, status=401, json={"message": f"Invalid token {TOKEN}"})
+    with pytest.raises(AuthenticationError) as err:
+        make(ft).request("GET", "/things", operation="op")
+    assert "PMS_GHL_API_KEY" in str(err.value)
+    assert TOKEN not in str(err.value) and TOKEN not in repr(err.value)
+
+
+@responses.activate
+def test_expected_status_is_returned(ft: FakeTime) -> None:
+    responses.add("GET", URL, status=404, json={"message": "no"})
+    assert make(ft).request("GET", "/things", operation="find", expect=(404,)).status == 404
+
+
+@responses.activate
+def test_every_request_has_a_timeout_auth_and_user_agent(ft: FakeTime) -> None:
+    seen: dict[str, Any] = {}
+
+    def callback(request: Any) -> tuple[int, dict[str, str], str]:
+        seen["timeout"] = request.req_kwargs["timeout"]
+        seen["auth"] = request.headers["Authorization"]
+        seen["ua"] = request.headers["User-Agent"]
+        return 200, {}, "{}"
+
+    responses.add_callback("GET", URL, callback=callback)
+    make(ft).request("GET", "/things", operation="op")
+    assert seen["timeout"] == 7.5
+    assert seen["auth"] == f"Bearer {TOKEN}"
+    assert seen["ua"].startswith("pms-integration/")
+
+
+@responses.activate
+def test_timeout_shrinks_to_the_deadline(ft: FakeTime) -> None:
+    seen: list[float] = []
+    responses.add_callback("GET", URL, callback=lambda r: (seen.append(r.req_kwargs["timeout"]) or (200, {}, "{}")))
+    with deadline_scope(2.0, ft.clock):
+        make(ft).request("GET", "/things", operation="op")
+    assert seen == [2.0]
+
+
+@responses.activate
+def test_deadline_stops_retries(ft: FakeTime) -> None:
+    responses.add("GET", URL, status=503, headers={"Retry-After": "5"})
+    with deadline_scope(3.0, ft.clock), pytest.raises(ServerError):
+        make(ft).request("GET", "/things", operation="op")
+    assert len(responses.calls) == 1 and ft.sleeps == []
+
+
+@responses.activate
+def test_expired_deadline_sends_nothing(ft: FakeTime) -> None:
+    responses.add("GET", URL, json={})
+    with deadline_scope(1.0, ft.clock):
+        ft.now += 5
+        with pytest.raises(TransportError, match="deadline"):
+            make(ft).request("GET", "/things", operation="op")
+    assert len(responses.calls) == 0
+
+
+@responses.activate
+def test_error_parser_overrides_class_and_retryability(ft: FakeTime) -> None:
+    def parser(resp: HttpResponse) -> ErrorInfo:
+        body = resp.json()
+        if body[0]["errorCode"] == "REQUEST_LIMIT_EXCEEDED":
+            return ErrorInfo(body[0]["message"], code="REQUEST_LIMIT_EXCEEDED", error_class=RateLimitError, retryable=False)
+        return ErrorInfo("?")
+
+    responses.add("GET", URL, status=403, json=[{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}])
+    with pytest.raises(RateLimitError) as err:
+        make(ft, error_parser=parser).request("GET", "/things", operation="op")
+    assert err.value.code == "REQUEST_LIMIT_EXCEEDED" and len(responses.calls) == 1
+
+
+@responses.activate
+def test_broken_error_parser_does_not_crash(ft: FakeTime) -> None:
+    def parser(resp: HttpResponse) -> ErrorInfo:
+        raise KeyError("boom")
+
+    responses.add("GET", URL, status=400, body="<html>")
+    with pytest.raises(InvalidRequestError):
+        make(ft, error_parser=parser).request("GET", "/things", operation="op")
+
+
+@responses.activate
+def test_refreshing_auth_replays_once(ft: FakeTime) -> None:
+    class Refreshing:
+        def __init__(self) -> None:
+            self.token = "old"
+            self.refreshes = 0
+
+        def apply(self, headers: dict[str, str]) -> object:
+            headers["Authorization"] = "Bearer " + self.token
+            return self.token
+
+        def refresh(self, used: object) -> bool:
+            self.refreshes += 1
+            self.token = "new"
+            return True
+
+    auth = Refreshing()
+    responses.add("GET", URL, status=401, match=[matchers.header_matcher({"Authorization": "Bearer old"})])
+    responses.add("GET", URL, json={}, match=[matchers.header_matcher({"Authorization": "Bearer new"})])
+    t = make(ft)
+    t.auth = auth
+    assert t.request("GET", "/things", operation="op").status == 200
+    assert auth.refreshes == 1
+
+
+@responses.activate
+def test_one_info_line_per_request_without_query_or_email(ft: FakeTime, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="pms_integration")
+    url = BASE + "/contacts/jane%40example.com"
+    responses.add("GET", url, json={})
+    make(ft).request("GET", "/contacts/jane%40example.com", operation="op", params={"idProperty": "email"})
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert len(lines) == 1
+    assert "GET /contacts/{email} -> 200" in lines[0]
+    assert "example.com" not in lines[0] and "idProperty" not in lines[0] and TOKEN not in lines[0]
+
+
+@responses.activate
+def test_rate_header_parser_feeds_the_limiter(ft: FakeTime) -> None:
+    responses.add("GET", URL, json={}, headers={"X-Left": "0"})
+    t = make(
+        ft,
+        rate_limit=RateLimit(100, 10),
+        rate_header_parser=lambda h: RateLimitInfo(remaining=int(h["X-Left"]), interval_seconds=10),
+    )
+    t.request("GET", "/things", operation="op")
+    assert t.rate_limit_info == RateLimitInfo(remaining=0, interval_seconds=10)
+    responses.add("GET", URL, json={}, headers={"X-Left": "5"})
+    t.request("GET", "/things", operation="op")
+    assert ft.sleeps and ft.sleeps[0] == pytest.approx(10, abs=0.01)
+
+
+def test_parse_retry_after() -> None:
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after("0.5") == 0.5
+    assert parse_retry_after("-3") == 0.0
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("inf") is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=lambda: 1445412470.0) == pytest.approx(10.0)
+
+
+def test_rate_limiter_never_exceeds_n_per_window() -> None:
+    ft = FakeTime()
+    limiter = RateLimiter(5, 1.0, clock=ft.clock, sleep=ft.sleep)
+    grants = []
+    for _ in range(23):
+        limiter.acquire()
+        grants.append(ft.now)
+    for i in range(len(grants) - 5):
+        assert grants[i + 5] - grants[i] >= 1.0
+    # the burst goes out at once, then the rate holds: 23 requests need about 4 windows
+    assert grants[4] == grants[0]
+    assert grants[-1] - grants[0] < 4 * 1.0 * (1 + RateLimiter.MARGIN) + 1e-9
