@@ -1,16 +1,78 @@
-"""The ``pms-integration`` command (also ``python -m pms_integration``)."""
+"""The ``pms-integration`` command (also ``python -m pms_integration``).
+
+Subcommands: ``providers``, ``book``, ``update``, ``cancel``, ``push-report`` (JSON in, JSON
+out), ``demo`` (the whole flow against the built-in sandbox), ``sandbox`` (run the emulators in
+the foreground) and ``serve`` (the HTTP endpoints). Errors go to stderr in plain words, with a
+distinct exit code per error class so scripts can react (see ``EXIT_CODES``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+from zoneinfo import ZoneInfo
 
-from .config import load_config
-from .errors import PMSError
-from .models import ProviderStatus
+from ._redact import redact
+from .config import VARIABLES, load_config
+from .errors import (
+    AuthenticationError,
+    ConfigurationError,
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+    PMSError,
+    ProviderError,
+    RateLimitError,
+    UnsupportedOperationError,
+    ValidationError,
+)
+from .models import ProviderName, ProviderStatus, unstructure
 
-__all__ = ["main", "format_status_table"]
+__all__ = ["EXIT_CODES", "format_status_table", "main"]
+
+#: Exit codes, most specific first. ``outcome unknown`` wins over the error's own class: a
+#: script must not book again before looking the booking up.
+EXIT_CODES: list[tuple[str, int]] = [
+    ("success", 0),
+    ("unexpected failure", 1),
+    ("usage error", 2),
+    ("invalid input (ValidationError)", 3),
+    ("configuration problem (ConfigurationError)", 4),
+    ("operation not supported (UnsupportedOperationError)", 5),
+    ("credentials rejected (AuthenticationError, PermissionDeniedError)", 6),
+    ("not found (NotFoundError)", 7),
+    ("conflict, e.g. slot taken (ConflictError)", 8),
+    ("rate limited (RateLimitError)", 9),
+    ("vendor rejected the data (InvalidRequestError)", 10),
+    ("provider unavailable (TransportError, ServerError, other ProviderError)", 11),
+    ("outcome unknown: the change may have been applied", 12),
+]
+
+
+def exit_code(error: BaseException) -> int:
+    if isinstance(error, ProviderError) and error.outcome_unknown:
+        return 12
+    table: list[tuple[type[BaseException] | tuple[type[BaseException], ...], int]] = [
+        (ValidationError, 3),
+        (ConfigurationError, 4),
+        (UnsupportedOperationError, 5),
+        ((AuthenticationError, PermissionDeniedError), 6),
+        (NotFoundError, 7),
+        (ConflictError, 8),
+        (RateLimitError, 9),
+        (InvalidRequestError, 10),
+        (ProviderError, 11),
+    ]
+    for cls, code in table:
+        if isinstance(error, cls):
+            return code
+    return 1
 
 
 def format_status_table(statuses: Sequence[ProviderStatus]) -> str:
@@ -25,8 +87,49 @@ def format_status_table(statuses: Sequence[ProviderStatus]) -> str:
                 detail.append("missing " + ", ".join(s.missing))
             detail.extend(s.problems)
             rows.append((s.name.value, "disabled", "; ".join(detail)))
-    widths = [max(len(r[i]) for r in rows) for i in range(2)]
-    return "\n".join(f"{r[0].ljust(widths[0])}  {r[1].ljust(widths[1])}  {r[2]}".rstrip() for r in rows)
+    return _table(rows)
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = []
+    for row in rows:
+        cells = [c.ljust(w) for c, w in zip(row, widths, strict=False)] + [row[-1]]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+# -- input and output ----------------------------------------------------------------------
+
+
+def _read_json(text: str | None, stdin: TextIO, what: str) -> Any:
+    if text is None or text == "-":
+        text = stdin.read()
+    elif text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValidationError.single(what, f"cannot read {text[1:]!r}: {exc.strerror}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationError.single(what, f"is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+
+
+def _emit(obj: Any, raw: bool) -> None:
+    data = unstructure(obj)
+    if isinstance(data, dict) and not raw:
+        data.pop("raw", None)
+    print(redact(json.dumps(data, indent=2, sort_keys=False)))
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from .client import PMSClient
+
+    return PMSClient(env_file=args.env_file if args.env_file else ...)
+
+
+# -- commands ------------------------------------------------------------------------------
 
 
 def _cmd_providers(args: argparse.Namespace) -> int:
@@ -37,15 +140,225 @@ def _cmd_providers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_book(args: argparse.Namespace) -> int:
+    data = _read_json(args.json, sys.stdin, "request")
+    with _client(args) as client:
+        _emit(client.book_appointment(data, provider=args.provider), args.raw)
+    return 0
+
+
+def _cmd_update(args: argparse.Namespace) -> int:
+    data = _read_json(args.json, sys.stdin, "changes")
+    with _client(args) as client:
+        _emit(client.update_appointment(args.id, data, provider=args.provider), args.raw)
+    return 0
+
+
+def _cmd_cancel(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        _emit(client.cancel_appointment(args.id, reason=args.reason, provider=args.provider), args.raw)
+    return 0
+
+
+def _cmd_push_report(args: argparse.Namespace) -> int:
+    data = _read_json(args.json, sys.stdin, "report")
+    with _client(args) as client:
+        _emit(client.push_performance_report(data, provider=args.provider), args.raw)
+    return 0
+
+
+def _next_weekday_at(hour: int, zone: str, days_ahead: int = 1) -> dt.datetime:
+    tz = ZoneInfo(zone)
+    day = dt.datetime.now(tz).date() + dt.timedelta(days=days_ahead)
+    while day.weekday() >= 5:
+        day += dt.timedelta(days=1)
+    return dt.datetime(day.year, day.month, day.day, hour, 0, tzinfo=tz)
+
+
+def run_demo(out: TextIO = sys.stdout, *, ghl_api_version: str = "v2") -> int:
+    """Book, reschedule, cancel and push a report on every provider, against the sandbox."""
+    from .client import PMSClient
+    from .sandbox import Sandbox
+
+    rows: list[list[str]] = [["PROVIDER", "STEP", "RESULT", "HTTP"]]
+    failures = 0
+    with Sandbox() as sandbox, PMSClient(environ=sandbox.environ(ghl_api_version=ghl_api_version), env_file=None) as client:
+        print(f"Sandbox running at {sandbox.url} (in-memory emulators; nothing leaves this machine)\n", file=out)
+        for name in ProviderName:
+            if name not in sandbox.emulators:
+                rows.append([name.value, "-", "FAILED: no emulator in this build", "0"])
+                failures += 1
+                continue
+            for step, result, requests in _demo_provider(client, sandbox, name):
+                rows.append([name.value, step, result, str(requests)])
+                failures += result.startswith("FAILED")
+    print(_table(rows), file=out)
+    print(file=out)
+    if failures:
+        print(f"{failures} step(s) failed.", file=out)
+        return 1
+    print("All providers: book, reschedule, cancel and push-report succeeded.", file=out)
+    return 0
+
+
+def _demo_provider(client: Any, sandbox: Any, name: ProviderName) -> list[tuple[str, str, int]]:
+    """The four demo steps on one provider: (step, what happened, HTTP requests it took)."""
+    start = _next_weekday_at(10, "America/New_York")
+    moved = start + dt.timedelta(days=1, hours=4)
+    today = dt.date.today()
+    booking = {
+        "start": start.isoformat(),
+        "duration_minutes": 30,
+        "timezone": "America/New_York",
+        "title": "Cleaning",
+        "reason": "Routine check-up and cleaning",
+        "patient": {"name": "Jane Doe", "email": "jane.doe@example.com", "phone": "+15555550123"},
+    }
+    report = {
+        "period_start": (today - dt.timedelta(days=7)).isoformat(),
+        "period_end": (today - dt.timedelta(days=1)).isoformat(),
+        "metrics": {"calls_handled": 142, "bookings_made": 37, "conversion_rate": 0.261},
+        "summary": "Weekly AI receptionist summary (demo data).",
+    }
+    rows: list[tuple[str, str, int]] = []
+
+    def step(label: str, action: Callable[[], str]) -> bool:
+        before = sandbox.request_count(name)
+        try:
+            result = action()
+        except PMSError as exc:
+            result = f"FAILED: {exc}"
+        rows.append((label, result, sandbox.request_count(name) - before))
+        return not result.startswith("FAILED")
+
+    booked: list[Any] = []
+
+    def book() -> str:
+        appt = client.book_appointment(booking, provider=name)
+        booked.append(appt)
+        return f"booked {appt.id} for {_when(appt.start)} (ref {appt.reference})"
+
+    def reschedule() -> str:
+        appt = client.update_appointment(booked[0].id, {"start": moved.isoformat(), "duration_minutes": 45}, provider=name)
+        return f"moved to {_when(appt.start or moved)}, 45 min"
+
+    def cancel() -> str:
+        appt = client.cancel_appointment(booked[0].id, reason="Patient called to cancel", provider=name)
+        return str(appt.status.value)
+
+    def push() -> str:
+        receipt = client.push_performance_report(report, provider=name)
+        return f"report {receipt.report_id} stored as {receipt.id}"
+
+    if step("book", book) and step("reschedule", reschedule):
+        step("cancel", cancel)
+    step("push-report", push)
+    return rows
+
+
+def _when(value: dt.datetime | None) -> str:
+    if value is None:
+        return "?"
+    local = value.astimezone(ZoneInfo("America/New_York"))
+    return local.strftime("%a %Y-%m-%d %H:%M %Z")
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    return run_demo(ghl_api_version=args.ghl_api_version)
+
+
+def _cmd_sandbox(args: argparse.Namespace) -> int:
+    from .sandbox import Sandbox
+
+    sandbox = Sandbox(port=args.port, seed=args.seed).start()
+    env = sandbox.environ()
+    secret_names = {v.name for v in VARIABLES if v.secret} | {"PMS_HUBSPOT_ACCESS_TOKEN"}
+    print(f"Sandbox running at {sandbox.url}; press Ctrl-C to stop.")
+    if args.write_env:
+        Path(args.write_env).write_text("".join(f"{k}={v}\n" for k, v in sorted(env.items())), encoding="utf-8")
+        print(f"Wrote all PMS_* variables (tokens included) to {args.write_env}.")
+    else:
+        print("Non-secret variables below; use --write-env FILE to get the sandbox tokens too.")
+    for key, value in sorted(env.items()):
+        if key not in secret_names:
+            print(f"{key}={value}")
+    sys.stdout.flush()
+    sandbox.serve_forever()
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from .server import run  # type: ignore[import-not-found,unused-ignore]
+    except ImportError as exc:
+        raise ConfigurationError(str(exc)) from None
+    if args.sandbox:
+        from .client import PMSClient
+        from .sandbox import Sandbox
+
+        with Sandbox() as sandbox, PMSClient(environ=sandbox.environ(), env_file=None) as client:
+            print(f"Serving against the sandbox at {sandbox.url}")
+            run(host=args.host, port=args.port, client=client)
+        return 0
+    run(host=args.host, port=args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    codes = "\n".join(f"  {code:>2}  {what}" for what, code in EXIT_CODES)
     parser = argparse.ArgumentParser(
         prog="pms-integration",
         description="Book appointments and push reports into GoHighLevel, Salesforce and HubSpot.",
+        epilog="JSON arguments may be given inline, as @file, or as - (stdin, the default).\n\nexit codes:\n" + codes,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--env-file", help="read PMS_* variables from this .env file (default: ./.env if present)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
     p = sub.add_parser("providers", help="show each provider's status and missing variables")
     p.set_defaults(func=_cmd_providers)
+
+    def with_provider(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--provider", "-p", help="gohighlevel (ghl), salesforce or hubspot (default: PMS_DEFAULT_PROVIDER)")
+        p.add_argument("--raw", action="store_true", help="include the vendor's raw response in the output")
+
+    p = sub.add_parser("book", help="book an appointment from a JSON request")
+    with_provider(p)
+    p.add_argument("json", nargs="?", help="the AppointmentRequest as JSON")
+    p.set_defaults(func=_cmd_book)
+
+    p = sub.add_parser("update", help="reschedule or edit an appointment")
+    with_provider(p)
+    p.add_argument("id", help="the appointment id returned by book")
+    p.add_argument("json", nargs="?", help="the AppointmentUpdate as JSON")
+    p.set_defaults(func=_cmd_update)
+
+    p = sub.add_parser("cancel", help="cancel an appointment")
+    with_provider(p)
+    p.add_argument("id", help="the appointment id returned by book")
+    p.add_argument("--reason", help="why (kept where the vendor allows)")
+    p.set_defaults(func=_cmd_cancel)
+
+    p = sub.add_parser("push-report", help="push a performance report from JSON")
+    with_provider(p)
+    p.add_argument("json", nargs="?", help="the PerformanceReport as JSON")
+    p.set_defaults(func=_cmd_push_report)
+
+    p = sub.add_parser("demo", help="run book, reschedule, cancel and push-report on all providers against the sandbox")
+    p.add_argument("--ghl-api-version", choices=["v1", "v2"], default="v2")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("sandbox", help="run the vendor emulators in the foreground")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--write-env", metavar="FILE", help="write the PMS_* variables (with the sandbox tokens) to FILE")
+    p.set_defaults(func=_cmd_sandbox)
+
+    p = sub.add_parser("serve", help="serve the /api/integrations/pms HTTP endpoints (needs the server extra)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--sandbox", action="store_true", help="serve against a fresh sandbox instead of the configuration")
+    p.set_defaults(func=_cmd_serve)
     return parser
 
 
@@ -56,4 +369,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except PMSError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        if isinstance(exc, ValidationError):
+            for field, message in exc.errors:
+                print(f"  {field or '(input)'}: {message}", file=sys.stderr)
+        return exit_code(exc)
+    except KeyboardInterrupt:
+        return 130

@@ -1,26 +1,38 @@
-"""Helpers for testing your own code against pms-integration (a pytest plugin).
+"""Helpers for testing your own code against pms-integration, without credentials.
 
-Installed as a pytest plugin through the ``pytest11`` entry point, so the fixtures are
-available in any project that installs pms-integration - no conftest import needed.
+Installed as a pytest plugin (entry point ``pytest11``), so in any project that installs
+pms-integration the ``pms_sandbox`` fixture is available with no conftest import::
+
+    def test_my_bot_books(pms_sandbox):
+        my_bot.handle("book me Tuesday 10am")          # calls pms_integration.book_appointment
+        assert len(pms_sandbox.state("hubspot")["bookings"]) == 1
+
+    @pytest.mark.pms_provider("salesforce")              # the default provider for this test
+    def test_salesforce_flow(pms_sandbox): ...
+
+The fixture starts a :class:`~pms_integration.sandbox.Sandbox` on a free loopback port, builds a
+:class:`~pms_integration.PMSClient` pointed at it, and makes that client the default for the
+test, so the module-level functions use it. Everything is torn down afterwards.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 from . import _default
 from .client import PMSClient
 
-__all__ = ["use_client"]
+if TYPE_CHECKING:
+    from .sandbox import Sandbox
+
+__all__ = ["SandboxSession", "sandbox_session", "use_client"]
 
 
 @contextmanager
 def use_client(client: PMSClient) -> Iterator[PMSClient]:
-    """Make ``client`` the default client for the block, then restore the previous one.
-
-    The module-level functions (``book_appointment`` and friends) use it inside the block.
-    """
+    """Make ``client`` the default client for the block, then restore the previous one."""
     with _default._lock:
         previous = _default._client
         _default._client = client
@@ -29,3 +41,52 @@ def use_client(client: PMSClient) -> Iterator[PMSClient]:
     finally:
         with _default._lock:
             _default._client = previous
+
+
+class SandboxSession:
+    """A running sandbox and a client configured against it (what ``pms_sandbox`` yields)."""
+
+    def __init__(self, sandbox: Sandbox, client: PMSClient, environ: dict[str, str]) -> None:
+        self.sandbox = sandbox
+        self.client = client
+        self.environ = environ
+
+    def state(self, provider: str) -> dict[str, Any]:
+        """The emulator's records for ``provider`` (bookings, notes, tasks, ...)."""
+        return self.sandbox.state(provider)
+
+    def __repr__(self) -> str:
+        return f"<SandboxSession {self.sandbox.url}>"
+
+
+@contextmanager
+def sandbox_session(
+    *, default_provider: str | None = None, ghl_api_version: str = "v2", seed: int | None = None
+) -> Iterator[SandboxSession]:
+    """A sandbox plus a default client pointed at it, for use outside pytest too."""
+    from .sandbox import Sandbox
+
+    with Sandbox(seed=seed) as sandbox:
+        environ = sandbox.environ(ghl_api_version=ghl_api_version, default_provider=default_provider)
+        with PMSClient(environ=environ, env_file=None) as client, use_client(client):
+            yield SandboxSession(sandbox, client, environ)
+
+
+try:
+    import pytest
+except ImportError:  # pragma: no cover - the helpers above work without pytest
+    pass
+else:
+
+    def pytest_configure(config: pytest.Config) -> None:
+        config.addinivalue_line(
+            "markers", "pms_provider(name): the default provider of the pms_sandbox fixture's client"
+        )
+
+    @pytest.fixture
+    def pms_sandbox(request: pytest.FixtureRequest) -> Iterator[SandboxSession]:
+        """A running sandbox of all three vendors and a default client pointed at it."""
+        marker = request.node.get_closest_marker("pms_provider")
+        provider = marker.args[0] if marker and marker.args else None
+        with sandbox_session(default_provider=provider) as session:
+            yield session
