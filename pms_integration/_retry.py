@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import email.utils
 import math
 import random
 import time
@@ -90,6 +89,8 @@ def parse_retry_after(value: str | None, *, now: Callable[[], float] = time.time
     try:
         seconds = float(text)
     except ValueError:
+        import email.utils  # only HTTP-date values need it; keep it off the import path
+
         try:
             when = email.utils.parsedate_to_datetime(text)
         except (TypeError, ValueError, IndexError):

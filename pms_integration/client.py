@@ -10,11 +10,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from types import EllipsisType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import requests
-
-from ._http import Runtime
 from ._ratelimit import RateLimitInfo
 from ._retry import RetryPolicy, deadline_scope
 from .config import PMSConfig, load_config
@@ -40,6 +37,11 @@ from .models import (
 from .provider import Capability, Provider
 from .providers import load_factory
 from .reports import ReportSource, current_report
+
+if TYPE_CHECKING:
+    import requests
+
+    from ._http import Runtime
 
 __all__ = ["PMSClient"]
 
@@ -69,12 +71,14 @@ class PMSClient:
         retry_policy: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
-        session_factory: Callable[[], requests.Session] = requests.Session,
+        session_factory: Callable[[], requests.Session] | None = None,
     ) -> None:
         self.config = config if config is not None else load_config(environ, env_file)
         self.report_source = report_source
-        policy = retry_policy or RetryPolicy(max_attempts=self.config.max_attempts)
-        self._runtime = Runtime(policy=policy, sleep=sleep, clock=clock, session_factory=session_factory)
+        self._policy = retry_policy or RetryPolicy(max_attempts=self.config.max_attempts)
+        self._sleep = sleep
+        self._session_factory = session_factory
+        self._runtime_cache: Runtime | None = None
         self._clock = clock
         self._lock = threading.Lock()
         self._adapters: dict[ProviderName, Provider] = {}
@@ -91,6 +95,17 @@ class PMSClient:
                 log.warning("%s is disabled: missing %s", name.label, ", ".join(pc.missing))
             elif pc.problems:
                 log.warning("%s is disabled: %s", name.label, "; ".join(pc.problems))
+
+    @property
+    def _runtime(self) -> Runtime:
+        if self._runtime_cache is None:
+            from ._http import Runtime  # requests loads here, on first use, not at import
+
+            extra: dict[str, Any] = {}
+            if self._session_factory is not None:
+                extra["session_factory"] = self._session_factory
+            self._runtime_cache = Runtime(policy=self._policy, sleep=self._sleep, clock=self._clock, **extra)
+        return self._runtime_cache
 
     # -- introspection ----------------------------------------------------------------------
 

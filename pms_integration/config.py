@@ -12,8 +12,6 @@ layer the mapping over a file.
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -75,6 +73,8 @@ class Secret:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Secret):
             return NotImplemented
+        import hmac
+
         return hmac.compare_digest(self._value.encode(), other._value.encode())
 
     def __hash__(self) -> int:
@@ -432,6 +432,8 @@ class _Reader:
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
+    import ipaddress
+
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:

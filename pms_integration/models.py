@@ -15,20 +15,15 @@ import math
 import re
 import secrets
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
-import cattrs
-import cattrs.gen
-from cattrs.errors import (
-    AttributeValidationNote,
-    BaseValidationError,
-    ForbiddenExtraKeysError,
-    IterableValidationNote,
-)
 
 from .errors import ValidationError
+
+if TYPE_CHECKING:
+    import cattrs
 
 __all__ = [
     "ProviderName",
@@ -40,7 +35,7 @@ __all__ = [
     "PerformanceReport",
     "ReportReceipt",
     "ProviderStatus",
-    "converter",
+    "get_converter",
     "structure",
     "unstructure",
     "new_reference",
@@ -683,6 +678,8 @@ class _Invalid:
 
 
 def _make_converter() -> cattrs.Converter:
+    import cattrs
+
     conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
     conv.register_structure_hook(_dt.datetime, _parse_datetime)
     conv.register_structure_hook(_dt.date, _parse_date)
@@ -706,6 +703,9 @@ def _model_hook(conv: cattrs.Converter, cls: type) -> Callable[[Any, Any], Any]:
     model reports as "is required"), then cattrs builds the model and the model's own checks
     run - so one error lists unknown keys, missing keys, bad types and bad values together.
     """
+    import cattrs.gen
+    from cattrs.errors import BaseValidationError
+
     base: Callable[[Any, Any], Any] = cattrs.gen.make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True)
     fields = attrs.fields(cls)
     known = {f.name for f in fields}
@@ -731,8 +731,22 @@ def _model_hook(conv: cattrs.Converter, cls: type) -> Callable[[Any, Any], Any]:
     return hook
 
 
-#: The one converter for dict input and JSON-ready output.
-converter = _make_converter()
+_converter: cattrs.Converter | None = None
+
+
+def get_converter() -> cattrs.Converter:
+    """The one converter for dict input and JSON-ready output (built on first use, so that
+    ``import pms_integration`` does not pay for cattrs)."""
+    global _converter
+    if _converter is None:
+        _converter = _make_converter()
+    return _converter
+
+
+def __getattr__(name: str) -> Any:
+    if name == "converter":
+        return get_converter()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _join(path: str, segment: str) -> str:
@@ -744,6 +758,13 @@ def _join(path: str, segment: str) -> str:
 
 
 def _flatten(exc: BaseException, path: str) -> list[tuple[str, str]]:
+    from cattrs.errors import (
+        AttributeValidationNote,
+        BaseValidationError,
+        ForbiddenExtraKeysError,
+        IterableValidationNote,
+    )
+
     if isinstance(exc, ValidationError):
         return [(_join(path, p) if p else path, m) for p, m in exc.errors]
     if isinstance(exc, ForbiddenExtraKeysError):
@@ -778,8 +799,10 @@ def structure(data: object, cls: type[T], *, path: str = "") -> T:
         return data
     if not isinstance(data, Mapping):
         raise ValidationError.single(path, f"must be an object (a {cls.__name__} or a dict)")
+    from cattrs.errors import BaseValidationError, ForbiddenExtraKeysError
+
     try:
-        result = converter.structure(dict(data), cls)
+        result = get_converter().structure(dict(data), cls)
     except ValidationError as exc:
         raise ValidationError(_flatten(exc, path)) from None
     except (BaseValidationError, ForbiddenExtraKeysError, ValueError, TypeError, KeyError) as exc:
@@ -791,7 +814,7 @@ def structure(data: object, cls: type[T], *, path: str = "") -> T:
 
 def unstructure(obj: object) -> Any:
     """A JSON-ready representation (dicts, lists, strings, numbers) of a model."""
-    return converter.unstructure(obj)
+    return get_converter().unstructure(obj)
 
 
 def coerce(value: object, cls: type[T], field: str) -> T:
