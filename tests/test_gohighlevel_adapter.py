@@ -1,0 +1,753 @@
+"""GoHighLevel adapter: every operation over mocked HTTP (``responses``), v2 and v1."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import requests
+import responses
+
+from pms_integration import PMSClient
+from pms_integration._http import HttpResponse, Runtime
+from pms_integration.config import load_config
+from pms_integration.errors import (
+    AuthenticationError,
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+    ProviderError,
+    RateLimitError,
+    ServerError,
+    TransportError,
+    UnexpectedResponseError,
+    UnsupportedOperationError,
+    ValidationError,
+)
+from pms_integration.models import AppointmentStatus, ProviderName
+from pms_integration.provider import Capability
+from pms_integration.providers import gohighlevel as ghl
+from tests._gohighlevel_support import (
+    CALENDAR_ID,
+    CONTACT_ID,
+    ENV_V1,
+    ENV_V2,
+    EVENT_ID,
+    LOCATION_ID,
+    NOTE_ID,
+    REPORT_CONTACT_ID,
+    TOKEN,
+    V1_BASE,
+    appointment_response,
+    calendar_event,
+    note,
+    upsert_response,
+)
+
+HOST = "https://services.leadconnectorhq.com"
+NY = ZoneInfo("America/New_York")
+UPSERT = f"{HOST}/contacts/upsert"
+CREATE = f"{HOST}/calendars/events/appointments"
+EVENTS = f"{HOST}/calendars/events"
+EVENT = f"{HOST}/calendars/events/appointments/{EVENT_ID}"
+
+
+@pytest.fixture
+def rsps() -> Iterator[responses.RequestsMock]:
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock
+
+
+def client(env: dict[str, str] | None = None, **extra: str) -> PMSClient:
+    return PMSClient(environ={**(env or ENV_V2), **extra}, env_file=None, sleep=lambda s: None)
+
+
+def booking(**over: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "start": "2026-03-10T10:00:00-04:00",
+        "duration_minutes": 30,
+        "timezone": "America/New_York",
+        "title": "Cleaning",
+        "reason": "Six-month check-up",
+        "notes": "Prefers Dr. Lee",
+        "reference": "bk-test",
+        "patient": {"name": "Jane Doe", "email": "jane.doe@example.com", "phone": "+1 555 555 0123"},
+    }
+    base.update(over)
+    return base
+
+
+def sent(call: Any) -> Any:
+    body = call.request.body
+    return json.loads(body) if body else None
+
+
+def report(**over: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "period_start": "2026-03-01",
+        "period_end": "2026-03-07",
+        "metrics": {"calls handled": 142, "bookings made": 37, "conversion rate %": 26.1},
+    }
+    base.update(over)
+    return base
+
+
+# ---------------------------------------------------------------------------------------------
+# v2 book
+
+
+def test_v2_book_upserts_contact_then_creates_event(rsps: responses.RequestsMock) -> None:
+    rsps.post(UPSERT, json=upsert_response())
+    rsps.post(CREATE, json=appointment_response(title="Cleaning (ref bk-test)"))
+    with client() as c:
+        appt = c.book_appointment(booking(), provider="ghl")
+
+    assert len(rsps.calls) == 2  # pinned: v2 book = 2 requests
+    upsert, create = rsps.calls
+    assert upsert.request.headers["Version"] == "2021-07-28"
+    assert upsert.request.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert sent(upsert) == {
+        "locationId": LOCATION_ID,
+        "firstName": "Jane",
+        "lastName": "Doe",
+        "email": "jane.doe@example.com",
+        "phone": "+15555550123",
+    }
+    assert create.request.headers["Version"] == "2021-04-15"
+    body = sent(create)
+    assert body["calendarId"] == CALENDAR_ID
+    assert body["locationId"] == LOCATION_ID
+    assert body["contactId"] == CONTACT_ID
+    assert body["startTime"] == "2026-03-10T10:00:00-04:00"
+    assert body["endTime"] == "2026-03-10T10:30:00-04:00"
+    assert body["title"] == "Cleaning (ref bk-test)"
+    assert body["description"].endswith("Booking reference: bk-test")
+    assert "Six-month check-up" in body["description"] and "Prefers Dr. Lee" in body["description"]
+    assert set(body) <= {
+        "calendarId",
+        "locationId",
+        "contactId",
+        "startTime",
+        "endTime",
+        "title",
+        "appointmentStatus",
+        "description",
+        "address",
+    }
+
+    assert appt.provider is ProviderName.GOHIGHLEVEL
+    assert appt.id == EVENT_ID
+    assert appt.status is AppointmentStatus.BOOKED
+    assert appt.reference == "bk-test"
+    assert appt.contact_id == CONTACT_ID
+    assert appt.start == dt.datetime(2026, 3, 10, 10, tzinfo=NY)
+    assert appt.end == dt.datetime(2026, 3, 10, 10, 30, tzinfo=NY)
+
+
+def test_v2_book_with_known_contact_skips_upsert(rsps: responses.RequestsMock) -> None:
+    rsps.post(CREATE, json=appointment_response(contact_id="knownContact01"))
+    patient = {"name": "Jane Doe", "email": "jane.doe@example.com", "contact_id": "knownContact01"}
+    with client() as c:
+        appt = c.book_appointment(booking(patient=patient))
+    assert len(rsps.calls) == 1  # pinned: v2 book with a known contact = 1 request
+    assert sent(rsps.calls[0])["contactId"] == "knownContact01"
+    assert appt.contact_id == "knownContact01"
+
+
+def test_v2_book_converts_utc_start_into_the_request_zone_dst_correct(rsps: responses.RequestsMock) -> None:
+    rsps.post(UPSERT, json=upsert_response())
+    rsps.post(CREATE, json=appointment_response())
+    rsps.post(CREATE, json=appointment_response())
+    with client() as c:
+        # 8 March 2026 is the US spring-forward: one day apart, different offsets
+        c.book_appointment(booking(start="2026-03-07T15:00:00Z", reference="bk-winter"))
+        c.book_appointment(booking(start="2026-03-09T14:00:00Z", reference="bk-summer"))
+    starts = [sent(call)["startTime"] for call in rsps.calls if call.request.url == CREATE]
+    assert starts == ["2026-03-07T10:00:00-05:00", "2026-03-09T10:00:00-04:00"]
+
+
+def test_v2_book_keeps_the_callers_offset_when_no_zone_is_known(rsps: responses.RequestsMock) -> None:
+    rsps.post(UPSERT, json=upsert_response())
+    rsps.post(CREATE, json=appointment_response())
+    with client() as c:
+        c.book_appointment(booking(start="2026-03-10T10:00:00+05:30", timezone=None))
+    assert sent(rsps.calls[1])["startTime"] == "2026-03-10T10:00:00+05:30"
+
+
+def test_v2_book_merges_extra_and_location(rsps: responses.RequestsMock) -> None:
+    rsps.post(UPSERT, json=upsert_response())
+    rsps.post(CREATE, json=appointment_response())
+    with client() as c:
+        c.book_appointment(booking(location="12 High St", extra={"assignedUserId": "user1", "toNotify": False}))
+    body = sent(rsps.calls[1])
+    assert body["address"] == "12 High St"
+    assert body["assignedUserId"] == "user1"
+    assert body["toNotify"] is False
+
+
+def test_v2_book_slot_taken_is_a_conflict_and_not_retried(rsps: responses.RequestsMock) -> None:
+    rsps.post(UPSERT, json=upsert_response())
+    rsps.post(
+        CREATE,
+        status=400,
+        json={
+            "statusCode": 400,
+            "message": "The slot you have selected is no longer available.",
+            "error": "Bad Request",
+        },
+    )
+    with client() as c, pytest.raises(ConflictError) as info:
+        c.book_appointment(booking())
+    err = info.value
+    assert err.status_code == 400
+    assert err.code == "SLOT_UNAVAILABLE"
+    assert not err.outcome_unknown
+    assert "no longer available" in str(err)
+    assert len(rsps.calls) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# v2 update and cancel
+
+
+def test_v2_update_sends_only_changed_fields(rsps: responses.RequestsMock) -> None:
+    rsps.put(EVENT, json=appointment_response(title="Whitening", start="2026-03-11T14:30:00-04:00"))
+    with client() as c:
+        appt = c.update_appointment(EVENT_ID, {"title": "Whitening"})
+    assert len(rsps.calls) == 1  # pinned: update = 1 request
+    call = rsps.calls[0]
+    assert call.request.method == "PUT"
+    assert call.request.headers["Version"] == "2021-04-15"
+    assert sent(call) == {"title": "Whitening"}
+    assert appt.id == EVENT_ID
+    assert appt.title == "Whitening"
+
+
+def test_v2_update_reschedule(rsps: responses.RequestsMock) -> None:
+    rsps.put(EVENT, json=appointment_response(start="2026-11-02T09:00:00-05:00", end="2026-11-02T10:00:00-05:00"))
+    with client() as c:
+        appt = c.update_appointment(
+            EVENT_ID, {"start": "2026-11-02T14:00:00Z", "duration_minutes": 60, "timezone": "America/New_York"}
+        )
+    assert sent(rsps.calls[0]) == {"startTime": "2026-11-02T09:00:00-05:00", "endTime": "2026-11-02T10:00:00-05:00"}
+    assert appt.start == dt.datetime(2026, 11, 2, 14, tzinfo=dt.timezone.utc)
+    assert appt.status is AppointmentStatus.BOOKED
+
+
+def test_v2_update_notes_and_location(rsps: responses.RequestsMock) -> None:
+    rsps.put(EVENT, json=appointment_response())
+    with client() as c:
+        c.update_appointment(EVENT_ID, {"notes": "Bring X-rays", "location": "Room 2"})
+    assert sent(rsps.calls[0]) == {"description": "Bring X-rays", "address": "Room 2"}
+
+
+def test_v2_cancel_sets_status_and_keeps_the_event(rsps: responses.RequestsMock) -> None:
+    rsps.put(EVENT, json=appointment_response(status="cancelled"))
+    with client() as c:
+        appt = c.cancel_appointment(EVENT_ID, reason="patient is ill")
+    assert len(rsps.calls) == 1  # pinned: cancel = 1 request
+    assert rsps.calls[0].request.method == "PUT"
+    assert sent(rsps.calls[0]) == {"appointmentStatus": "cancelled"}
+    assert appt.status is AppointmentStatus.CANCELLED
+    assert appt.reference == "bk-test"  # read back from the title
+
+
+def test_recurring_instance_ids_are_accepted(rsps: responses.RequestsMock) -> None:
+    instance = f"{EVENT_ID}_1729821600000_1800"
+    rsps.put(f"{HOST}/calendars/events/appointments/{instance}", json=appointment_response(event_id=instance))
+    with client() as c:
+        assert c.cancel_appointment(instance).id == instance
+
+
+@pytest.mark.parametrize("bad", ["abc.def", "a:b", "x" * 65, "ocQHyuzHvysMo5N5VsXc_12", "with-dash"])
+def test_bad_ids_are_rejected_before_any_request(rsps: responses.RequestsMock, bad: str) -> None:
+    with client() as c:
+        with pytest.raises(ValidationError) as info:
+            c.update_appointment(bad, {"title": "x"})
+        assert info.value.fields == ["appointment_id"]
+        with pytest.raises(ValidationError):
+            c.cancel_appointment(bad)
+    assert len(rsps.calls) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# reports
+
+
+def test_push_report_creates_note_on_upserted_reports_contact(rsps: responses.RequestsMock) -> None:
+    rsps.post(UPSERT, json=upsert_response(REPORT_CONTACT_ID))
+    notes_url = f"{HOST}/contacts/{REPORT_CONTACT_ID}/notes"
+    rsps.get(notes_url, json={"notes": [note("an unrelated note", note_id="otherNote01")]})
+    rsps.post(notes_url, status=201, json={"note": note("...", title="AI receptionist report")})
+    with client() as c:
+        receipt = c.push_performance_report(report())
+    assert [call.request.method for call in rsps.calls] == ["POST", "GET", "POST"]
+    assert all(call.request.headers["Version"] == "2021-07-28" for call in rsps.calls)
+    upsert_body = sent(rsps.calls[0])
+    assert upsert_body["email"] == ghl.REPORTS_CONTACT_EMAIL and upsert_body["locationId"] == LOCATION_ID
+    body = sent(rsps.calls[2])
+    assert body["title"] == "AI receptionist report 2026-03-01 to 2026-03-07"
+    assert "calls handled" in body["body"] and "142" in body["body"]
+    assert body["body"].endswith("Report id: pms-report-2026-03-01-2026-03-07")
+    assert body["pinned"] is False
+    assert receipt.id == NOTE_ID and receipt.created is True
+    assert receipt.report_id == "pms-report-2026-03-01-2026-03-07"
+
+
+def test_repush_updates_the_same_note_and_contact_is_cached(rsps: responses.RequestsMock) -> None:
+    rsps.post(UPSERT, json=upsert_response(REPORT_CONTACT_ID))
+    notes_url = f"{HOST}/contacts/{REPORT_CONTACT_ID}/notes"
+    rsps.get(notes_url, json={"notes": []})
+    rsps.post(notes_url, status=201, json={"note": note("first")})
+    with client() as c:
+        first = c.push_performance_report(report())
+        rsps.replace(
+            responses.GET,
+            notes_url,
+            json={"notes": [note("old\n\nReport id: pms-report-2026-03-01-2026-03-07")]},
+        )
+        rsps.put(f"{notes_url}/{NOTE_ID}", json={"note": note("new")})
+        second = c.push_performance_report(report(metrics={"calls handled": 150}))
+    methods = [(call.request.method, call.request.url.replace(HOST, "")) for call in rsps.calls]
+    assert methods == [
+        ("POST", "/contacts/upsert"),
+        ("GET", f"/contacts/{REPORT_CONTACT_ID}/notes"),
+        ("POST", f"/contacts/{REPORT_CONTACT_ID}/notes"),
+        ("GET", f"/contacts/{REPORT_CONTACT_ID}/notes"),  # the contact is not upserted again
+        ("PUT", f"/contacts/{REPORT_CONTACT_ID}/notes/{NOTE_ID}"),
+    ]
+    assert "150" in sent(rsps.calls[4])["body"]
+    assert first.id == second.id == NOTE_ID
+    assert second.created is False
+
+
+def test_configured_report_contact_needs_no_upsert(rsps: responses.RequestsMock) -> None:
+    notes_url = f"{HOST}/contacts/configuredC01/notes"
+    rsps.get(notes_url, json={"notes": []})
+    rsps.post(notes_url, status=201, json={"note": note("x", contact_id="configuredC01")})
+    with client(PMS_GHL_REPORT_CONTACT_ID="configuredC01") as c:
+        c.push_performance_report(report())
+    assert len(rsps.calls) == 2
+
+
+def test_report_note_marker_must_match_exactly(rsps: responses.RequestsMock) -> None:
+    notes_url = f"{HOST}/contacts/configuredC01/notes"
+    # a different report whose id merely starts with ours must not be overwritten
+    rsps.get(notes_url, json={"notes": [note("Report id: pms-report-2026-03-01-2026-03-070")]})
+    rsps.post(notes_url, status=201, json={"note": note("x", note_id="newNote0001")})
+    with client(PMS_GHL_REPORT_CONTACT_ID="configuredC01") as c:
+        receipt = c.push_performance_report(report())
+    assert receipt.created is True and receipt.id == "newNote0001"
+
+
+def test_report_contact_is_upserted_once_across_threads(rsps: responses.RequestsMock) -> None:
+    gate = threading.Event()
+
+    def slow_upsert(request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
+        gate.wait(2)
+        return 200, {}, json.dumps(upsert_response(REPORT_CONTACT_ID))
+
+    rsps.add_callback(responses.POST, UPSERT, callback=slow_upsert)
+    settings = load_config(ENV_V2, env_file=None).get(ProviderName.GOHIGHLEVEL).settings
+    adapter = ghl.create(settings, Runtime(sleep=lambda s: None))  # type: ignore[arg-type]
+    assert isinstance(adapter, ghl.GoHighLevelV2)
+    results: list[str] = []
+    threads = [threading.Thread(target=lambda: results.append(adapter.report_contact_id())) for _ in range(8)]
+    for t in threads:
+        t.start()
+    gate.set()
+    for t in threads:
+        t.join()
+    adapter.close()
+    assert results == [REPORT_CONTACT_ID] * 8
+    assert len(rsps.calls) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# reconcile after an ambiguous create
+
+
+def test_timeout_on_create_then_lookup_finds_it(rsps: responses.RequestsMock) -> None:
+    rsps.post(UPSERT, json=upsert_response())
+    rsps.post(CREATE, body=requests.exceptions.ReadTimeout("read timed out"))
+    found = calendar_event(title="Cleaning (ref bk-test)", description="Booking reference: bk-test")
+    rsps.get(EVENTS, json={"events": [calendar_event(event_id="someoneElse01", title="Other (ref bk-other)"), found]})
+    with client() as c:
+        appt = c.book_appointment(booking())
+    assert appt.id == EVENT_ID and appt.reference == "bk-test"
+    posts = [call for call in rsps.calls if call.request.url == CREATE]
+    assert len(posts) == 1  # nothing re-created
+    lookup = next(call for call in rsps.calls if call.request.method == "GET")
+    assert lookup.request.headers["Version"] == "2021-04-15"
+    params = dict(requests.utils.urlparse(lookup.request.url).query.split("&")[i].split("=") for i in range(4))
+    assert params["locationId"] == LOCATION_ID and params["calendarId"] == CALENDAR_ID
+    start_ms = int(dt.datetime(2026, 3, 10, 14, tzinfo=dt.timezone.utc).timestamp() * 1000)
+    assert int(params["startTime"]) <= start_ms < int(params["endTime"])
+
+
+def test_5xx_on_create_then_lookup_empty_creates_once(rsps: responses.RequestsMock) -> None:
+    rsps.post(UPSERT, json=upsert_response())
+    rsps.post(CREATE, status=502, body="<html>Bad gateway</html>")
+    rsps.post(CREATE, json=appointment_response())
+    rsps.get(EVENTS, json={"events": []})
+    with client() as c:
+        appt = c.book_appointment(booking())
+    assert appt.id == EVENT_ID
+    assert [call.request.method for call in rsps.calls] == ["POST", "POST", "GET", "POST"]
+
+
+def test_lookup_failure_leaves_outcome_unknown_with_reference(rsps: responses.RequestsMock) -> None:
+    rsps.post(UPSERT, json=upsert_response())
+    rsps.post(CREATE, body=requests.exceptions.ReadTimeout("read timed out"))
+    rsps.get(EVENTS, status=503, json={"statusCode": 503, "message": "Service Unavailable"})
+    with client() as c, pytest.raises(ProviderError) as info:
+        c.book_appointment(booking())
+    err = info.value
+    assert isinstance(err, TransportError)
+    assert err.outcome_unknown is True
+    assert "bk-test" in str(err)
+    assert len([call for call in rsps.calls if call.request.url == CREATE]) == 1
+
+
+def test_lookup_matches_same_contact_at_same_instant(rsps: responses.RequestsMock) -> None:
+    rsps.post(UPSERT, json=upsert_response())
+    rsps.post(CREATE, status=500, json={"statusCode": 500, "message": "Internal server error"})
+    # the title lost its suffix (edited in the UI) but it is this patient at this time
+    rsps.get(EVENTS, json={"events": [calendar_event(title="Cleaning", start="2026-03-10T14:00:00.000Z")]})
+    with client() as c:
+        appt = c.book_appointment(booking())
+    assert appt.id == EVENT_ID
+    assert len([call for call in rsps.calls if call.request.url == CREATE]) == 1
+
+
+def test_unreadable_2xx_on_create_is_reconciled(rsps: responses.RequestsMock) -> None:
+    rsps.post(UPSERT, json=upsert_response())
+    rsps.post(CREATE, body="<html>ok</html>")
+    rsps.get(EVENTS, json={"events": [calendar_event()]})
+    with client() as c:
+        assert c.book_appointment(booking()).id == EVENT_ID
+
+
+def test_unreadable_2xx_on_update_is_unexpected(rsps: responses.RequestsMock) -> None:
+    rsps.put(EVENT, body="not json")
+    with client() as c, pytest.raises(UnexpectedResponseError):
+        c.update_appointment(EVENT_ID, {"title": "x"})
+
+
+def test_create_response_without_id_is_unexpected_and_reconciled(rsps: responses.RequestsMock) -> None:
+    rsps.post(UPSERT, json=upsert_response())
+    rsps.post(CREATE, json={"calendarId": CALENDAR_ID})
+    rsps.get(EVENTS, json={"events": []})
+    with client() as c, pytest.raises(UnexpectedResponseError) as info:
+        c.book_appointment(booking())
+    assert info.value.outcome_unknown is True
+    assert "bk-test" in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# error mapping
+
+
+ERROR_TABLE = [
+    # (status, body, class, code, fields, text in message)
+    (400, {"statusCode": 400, "message": "Bad Request"}, InvalidRequestError, None, (), "Bad Request"),
+    (
+        400,
+        {"statusCode": 400, "message": "The slot you have selected is no longer available.", "error": "Bad Request"},
+        ConflictError,
+        "SLOT_UNAVAILABLE",
+        (),
+        "no longer available",
+    ),
+    (
+        401,
+        {"statusCode": 401, "message": "Invalid token: access token is invalid", "error": "Unauthorized"},
+        AuthenticationError,
+        None,
+        (),
+        "PMS_GHL_API_KEY",
+    ),
+    (401, {"statusCode": 401, "message": "Invalid JWT"}, AuthenticationError, None, (), "Invalid JWT"),
+    (
+        401,
+        {"statusCode": 401, "message": "version header was not found.", "error": "Unauthorized"},
+        InvalidRequestError,
+        "VERSION_HEADER",
+        ("Version",),
+        "not a bad token",
+    ),
+    (
+        401,
+        {"statusCode": 401, "message": "version header is invalid"},
+        InvalidRequestError,
+        "VERSION_HEADER",
+        ("Version",),
+        "2021-04-15",
+    ),
+    (
+        403,
+        {"statusCode": 403, "message": "The token does not have access to this location.", "error": "Forbidden"},
+        PermissionDeniedError,
+        None,
+        (),
+        "access to this location",
+    ),
+    (404, {"statusCode": 404, "message": "Appointment not found"}, NotFoundError, None, (), "not found"),
+    (
+        422,
+        {
+            "statusCode": 422,
+            "message": ["property selectedSlot should not exist", "startTime must be a string"],
+            "error": "Unprocessable Entity",
+        },
+        InvalidRequestError,
+        None,
+        ("selectedSlot", "startTime"),
+        "should not exist",
+    ),
+    (429, {"statusCode": 429, "message": "Too Many Requests"}, RateLimitError, None, (), "Too Many Requests"),
+    (500, {"statusCode": 500, "message": "Internal server error"}, ServerError, None, (), "Internal server error"),
+    (502, "<html><body>502 Bad Gateway</body></html>", ServerError, None, (), "HTTP 502"),
+    # v1 shapes
+    (400, {"msg": "Bad Request"}, InvalidRequestError, None, (), "Bad Request"),
+    (401, {"msg": "Unauthorized"}, AuthenticationError, None, (), "PMS_GHL_API_KEY"),
+    (
+        422,
+        {
+            "selectedSlot": {"message": "The selected slot field is mandatory.", "rule": "required"},
+            "selectedTimezone": {"message": "The selected timezone field is mandatory.", "rule": "required"},
+        },
+        InvalidRequestError,
+        "required",
+        ("selectedSlot", "selectedTimezone"),
+        "mandatory",
+    ),
+]
+
+
+@pytest.mark.parametrize(("status", "body", "cls", "code", "fields", "text"), ERROR_TABLE)
+def test_error_mapping_table(
+    rsps: responses.RequestsMock,
+    status: int,
+    body: Any,
+    cls: type[Exception],
+    code: str | None,
+    fields: tuple[str, ...],
+    text: str,
+) -> None:
+    if isinstance(body, str):
+        rsps.put(EVENT, status=status, body=body, content_type="text/html")
+    else:
+        rsps.put(EVENT, status=status, json=body)
+    with client() as c, pytest.raises(cls) as info:
+        c.update_appointment(EVENT_ID, {"title": "x"})
+    err = info.value
+    assert type(err) is cls
+    assert err.status_code == status  # type: ignore[attr-defined]
+    assert err.code == code  # type: ignore[attr-defined]
+    assert err.fields == fields  # type: ignore[attr-defined]
+    assert text in str(err)
+    assert TOKEN not in str(err) and TOKEN not in repr(err)
+
+
+def test_trace_id_becomes_request_id(rsps: responses.RequestsMock) -> None:
+    rsps.put(EVENT, status=400, json={"statusCode": 400, "message": "Bad Request", "traceId": "trace-123"})
+    with client() as c, pytest.raises(InvalidRequestError) as info:
+        c.update_appointment(EVENT_ID, {"title": "x"})
+    assert info.value.request_id == "trace-123"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "   ", "<html>", "null", "[]", '"a string"', "123", '{"message": {"nested": 1}}', '{"msg": 5}', "{", "\x00"],
+)
+def test_error_parser_never_raises(text: str) -> None:
+    info = ghl.parse_error(HttpResponse(500, {}, text, "PUT", "/x"))
+    assert isinstance(info.message, str) and info.message
+
+
+def test_429_is_retried_by_the_transport(rsps: responses.RequestsMock) -> None:
+    rsps.put(EVENT, status=429, json={"statusCode": 429, "message": "Too Many Requests"}, headers={"Retry-After": "1"})
+    rsps.put(EVENT, json=appointment_response())
+    with client() as c:
+        assert c.update_appointment(EVENT_ID, {"title": "x"}).id == EVENT_ID
+    assert len(rsps.calls) == 2
+
+
+def test_rate_limit_headers_are_parsed(rsps: responses.RequestsMock) -> None:
+    headers = {
+        "X-RateLimit-Remaining": "97",
+        "X-RateLimit-Max": "100",
+        "X-RateLimit-Interval-Milliseconds": "10000",
+        "X-RateLimit-Limit-Daily": "200000",
+        "X-RateLimit-Daily-Remaining": "199990",
+    }
+    rsps.put(EVENT, json=appointment_response(), headers=headers)
+    with client() as c:
+        assert c.rate_limit_info("ghl") is None
+        c.update_appointment(EVENT_ID, {"title": "x"})
+        info = c.rate_limit_info("ghl")
+    assert info is not None
+    assert (info.remaining, info.limit, info.interval_seconds) == (97, 100, 10.0)
+    assert (info.daily_remaining, info.daily_limit) == (199990, 200000)
+
+
+def test_rate_header_parser_edge_cases() -> None:
+    assert ghl.parse_rate_headers({}) is None
+    assert ghl.parse_rate_headers({"x-ratelimit-remaining": "junk"}) is None
+    info = ghl.parse_rate_headers({"x-ratelimit-remaining": "0"})
+    assert info is not None and info.remaining == 0 and info.limit is None
+
+
+# ---------------------------------------------------------------------------------------------
+# v1
+
+
+def test_v1_book_is_one_request_with_selected_slot_in_the_zone(rsps: responses.RequestsMock) -> None:
+    rsps.post(
+        f"{V1_BASE}/appointments/", json={"id": "004B1SpcAvh3s9E3rqk8", "contactId": "c1", "contact": {"id": "c1"}}
+    )
+    with client(ENV_V1) as c:
+        adapter = c.adapter("ghl")
+        assert isinstance(adapter, ghl.GoHighLevelV1)
+        assert Capability.PUSH_REPORT not in adapter.capabilities
+        appt = c.book_appointment(booking(start="2026-03-09T14:00:00Z"))
+    assert len(rsps.calls) == 1  # pinned: v1 book = 1 request
+    call = rsps.calls[0]
+    assert "Version" not in call.request.headers
+    assert call.request.headers["Authorization"] == "Bearer v1-location-api-key-0123456789"
+    body = sent(call)
+    assert body["calendarId"] == CALENDAR_ID
+    assert body["selectedSlot"] == "2026-03-09T10:00:00-04:00"  # DST already in force
+    assert body["selectedTimezone"] == "America/New_York"
+    assert body["email"] == "jane.doe@example.com" and body["phone"] == "+15555550123"
+    assert body["name"] == "Jane Doe"
+    assert body["title"] == "Cleaning (ref bk-test)"
+    assert body["calendarNotes"].endswith("Booking reference: bk-test")
+    assert "locationId" not in body and "contactId" not in body
+    assert appt.id == "004B1SpcAvh3s9E3rqk8" and appt.contact_id == "c1" and appt.reference == "bk-test"
+
+
+def test_v1_winter_offset(rsps: responses.RequestsMock) -> None:
+    rsps.post(f"{V1_BASE}/appointments/", json={"id": "v1appt01"})
+    with client(ENV_V1) as c:
+        c.book_appointment(booking(start="2026-03-07T15:00:00Z"))
+    assert sent(rsps.calls[0])["selectedSlot"] == "2026-03-07T10:00:00-05:00"
+
+
+def test_v1_needs_a_timezone(rsps: responses.RequestsMock) -> None:
+    with client(ENV_V1) as c, pytest.raises(ValidationError) as info:
+        c.book_appointment(booking(start="2026-03-10T10:00:00-04:00", timezone=None))
+    assert info.value.fields == ["timezone"]
+    assert "PMS_GHL_TIMEZONE" in str(info.value)
+    assert len(rsps.calls) == 0
+
+
+def test_v1_uses_configured_timezone(rsps: responses.RequestsMock) -> None:
+    rsps.post(f"{V1_BASE}/appointments/", json={"id": "v1appt01"})
+    with client(ENV_V1, PMS_GHL_TIMEZONE="Europe/Berlin") as c:
+        c.book_appointment(booking(start="2026-03-10T10:00:00-04:00", timezone=None))
+    body = sent(rsps.calls[0])
+    assert body["selectedTimezone"] == "Europe/Berlin"
+    assert body["selectedSlot"] == "2026-03-10T15:00:00+01:00"
+
+
+def test_v1_reschedule_and_cancel(rsps: responses.RequestsMock) -> None:
+    rsps.put(f"{V1_BASE}/appointments/v1appt01", json={"id": "v1appt01", "contactId": "c1"})
+    rsps.put(f"{V1_BASE}/appointments/v1appt01/status", body="")
+    with client(ENV_V1) as c:
+        moved = c.update_appointment(
+            "v1appt01", {"start": "2026-03-11T14:30:00-04:00", "duration_minutes": 30, "timezone": "America/New_York"}
+        )
+        assert len(rsps.calls) == 1
+        cancelled = c.cancel_appointment("v1appt01")
+    assert sent(rsps.calls[0]) == {"selectedSlot": "2026-03-11T14:30:00-04:00", "selectedTimezone": "America/New_York"}
+    assert sent(rsps.calls[1]) == {"status": "cancelled"}
+    assert len(rsps.calls) == 2
+    assert moved.start == dt.datetime(2026, 3, 11, 14, 30, tzinfo=dt.timezone(dt.timedelta(hours=-4)))
+    assert cancelled.status is AppointmentStatus.CANCELLED and cancelled.id == "v1appt01"
+
+
+def test_v1_cannot_change_title_and_says_v2_can(rsps: responses.RequestsMock) -> None:
+    with client(ENV_V1) as c, pytest.raises(UnsupportedOperationError) as info:
+        c.update_appointment("v1appt01", {"title": "Whitening"})
+    assert "v2" in str(info.value) and "title" in str(info.value)
+    assert len(rsps.calls) == 0
+
+
+def test_v1_push_report_is_unsupported(rsps: responses.RequestsMock) -> None:
+    with client(ENV_V1) as c:
+        with pytest.raises(UnsupportedOperationError):
+            c.push_performance_report(report())
+        adapter = c.adapter("ghl")
+        with pytest.raises(UnsupportedOperationError) as info:
+            adapter.push_report(load_report())
+    assert "v2" in str(info.value)
+    assert "v2" in str(adapter.unsupported_reason(Capability.PUSH_REPORT))  # type: ignore[attr-defined]
+    assert len(rsps.calls) == 0
+
+
+def load_report() -> Any:
+    from pms_integration.models import PerformanceReport, structure
+
+    return structure(report(), PerformanceReport)
+
+
+def test_v1_reconcile_lists_appointments_in_the_window(rsps: responses.RequestsMock) -> None:
+    url = f"{V1_BASE}/appointments/"
+    rsps.post(url, body=requests.exceptions.ReadTimeout("read timed out"))
+    rsps.get(
+        url,
+        json={
+            "appointments": [
+                {
+                    "id": "v1appt01",
+                    "calendarId": CALENDAR_ID,
+                    "contactId": "c1",
+                    "status": "booked",
+                    "appoinmentStatus": "confirmed",
+                    "title": "Cleaning (ref bk-test)",
+                    "notes": "Booking reference: bk-test",
+                    "startTime": "2026-03-10T14:00:00.000Z",
+                    "endTime": "2026-03-10T14:30:00.000Z",
+                    "selectedTimezone": "America/New_York",
+                }
+            ]
+        },
+    )
+    with client(ENV_V1) as c:
+        appt = c.book_appointment(booking())
+    assert appt.id == "v1appt01" and appt.reference == "bk-test"
+    get = rsps.calls[1]
+    assert get.request.method == "GET"
+    query = requests.utils.urlparse(get.request.url).query
+    assert f"calendarId={CALENDAR_ID}" in query and "startDate=" in query and "endDate=" in query
+    assert len([call for call in rsps.calls if call.request.method == "POST"]) == 1
+
+
+def test_v1_ids_are_checked(rsps: responses.RequestsMock) -> None:
+    with client(ENV_V1) as c, pytest.raises(ValidationError):
+        c.cancel_appointment(f"{EVENT_ID}_1729821600000_1800")
+    assert len(rsps.calls) == 0
+
+
+def test_settings_choose_the_adapter() -> None:
+    for env, cls in ((ENV_V2, ghl.GoHighLevelV2), (ENV_V1, ghl.GoHighLevelV1)):
+        settings = load_config(env, env_file=None).get(ProviderName.GOHIGHLEVEL).settings
+        adapter = ghl.create(settings, Runtime())  # type: ignore[arg-type]
+        assert type(adapter) is cls
+        assert adapter.name is ProviderName.GOHIGHLEVEL
+        assert TOKEN not in repr(adapter)
+        adapter.close()
+
+
+def test_reference_helpers() -> None:
+    assert ghl.reference_in({"title": ghl.title_with_reference("Cleaning", "bk-1")}) == "bk-1"
+    assert ghl.reference_in({"title": "x", "description": "a\n\nBooking reference: bk-2"}) == "bk-2"
+    assert ghl.reference_in({"title": None, "notes": 5}) is None

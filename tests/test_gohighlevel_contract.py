@@ -1,0 +1,223 @@
+"""Contract tests: every v2 request the adapter sends is valid against GoHighLevel's OpenAPI specs.
+
+The adapter runs each operation (book, book with a known contact, the reconcile look-up, update,
+cancel, push_report, re-push) against ``responses``; every request it sent is then validated with
+openapi-core against ``apps/calendars.json`` / ``apps/contacts.json`` (path, method, the required
+``Version`` header and its enum, the bearer token, the JSON body). The canned responses the
+adapter tests use are validated against the spec's response schemas too, so the adapter is shown
+to parse the documented shapes. API v1 has no OpenAPI document; it is covered by the adapter tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import requests
+import responses
+
+from pms_integration import PMSClient
+from tests._gohighlevel_support import (
+    BAD_REQUESTS,
+    CAL,
+    CON,
+    CONTACT_ID,
+    ENV_V2,
+    EVENT_ID,
+    GOOD_CREATE,
+    NOTE_ID,
+    REPORT_CONTACT_ID,
+    SKIP_REASON,
+    appointment_response,
+    calendar_event,
+    make_response,
+    note,
+    prepared,
+    specs_available,
+    upsert_response,
+    validate_request,
+    validate_response,
+)
+
+pytestmark = pytest.mark.skipif(not specs_available(), reason=SKIP_REASON)
+
+HOST = "https://services.leadconnectorhq.com"
+NOTES = f"{HOST}/contacts/{REPORT_CONTACT_ID}/notes"
+
+
+@pytest.fixture
+def rsps() -> Iterator[responses.RequestsMock]:
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock
+
+
+def booking(**over: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "start": "2026-03-10T10:00:00-04:00",
+        "duration_minutes": 45,
+        "timezone": "America/New_York",
+        "title": "Cleaning",
+        "reason": "Check-up",
+        "notes": "First visit",
+        "location": "Main office",
+        "reference": "bk-contract",
+        "patient": {"first_name": "Jane", "last_name": "Doe", "email": "jane@example.com", "phone": "+15555550123"},
+    }
+    base.update(over)
+    return base
+
+
+REPORT = {"period_start": "2026-03-01", "period_end": "2026-03-07", "metrics": {"calls": 10, "bookings": 4}}
+
+
+def _book(c: PMSClient, rsps: responses.RequestsMock) -> None:
+    rsps.post(f"{HOST}/contacts/upsert", json=upsert_response())
+    rsps.post(f"{HOST}/calendars/events/appointments", json=appointment_response())
+    c.book_appointment(booking())
+
+
+def _book_known_contact(c: PMSClient, rsps: responses.RequestsMock) -> None:
+    rsps.post(f"{HOST}/calendars/events/appointments", json=appointment_response())
+    c.book_appointment(booking(patient={"name": "Jane", "phone": "+15555550123", "contact_id": CONTACT_ID}))
+
+
+def _book_reconciled(c: PMSClient, rsps: responses.RequestsMock) -> None:
+    rsps.post(f"{HOST}/contacts/upsert", json=upsert_response())
+    rsps.post(f"{HOST}/calendars/events/appointments", body=requests.exceptions.ReadTimeout("timed out"))
+    rsps.get(f"{HOST}/calendars/events", json={"events": [calendar_event(title="Cleaning (ref bk-contract)")]})
+    c.book_appointment(booking())
+
+
+def _update(c: PMSClient, rsps: responses.RequestsMock) -> None:
+    rsps.put(f"{HOST}/calendars/events/appointments/{EVENT_ID}", json=appointment_response())
+    c.update_appointment(
+        EVENT_ID,
+        {
+            "start": "2026-03-11T09:00:00-04:00",
+            "duration_minutes": 30,
+            "title": "Whitening",
+            "notes": "Moved by the patient",
+            "location": "Room 2",
+        },
+    )
+
+
+def _cancel(c: PMSClient, rsps: responses.RequestsMock) -> None:
+    rsps.put(f"{HOST}/calendars/events/appointments/{EVENT_ID}", json=appointment_response(status="cancelled"))
+    c.cancel_appointment(EVENT_ID, reason="ill")
+
+
+def _report(c: PMSClient, rsps: responses.RequestsMock) -> None:
+    rsps.post(f"{HOST}/contacts/upsert", json=upsert_response(REPORT_CONTACT_ID))
+    rsps.get(NOTES, json={"notes": []})
+    rsps.post(NOTES, status=201, json={"note": note("x")})
+    c.push_performance_report(REPORT)
+
+
+def _repush(c: PMSClient, rsps: responses.RequestsMock) -> None:
+    rsps.get(NOTES, json={"notes": [note("old\n\nReport id: pms-report-2026-03-01-2026-03-07")]})
+    rsps.put(f"{NOTES}/{NOTE_ID}", json={"note": note("new")})
+    c.push_performance_report(REPORT)
+
+
+OPERATIONS: dict[str, tuple[Callable[[PMSClient, responses.RequestsMock], None], dict[str, str], list[str]]] = {
+    "book": (_book, {}, ["POST /contacts/upsert", "POST /calendars/events/appointments"]),
+    "book_known_contact": (_book_known_contact, {}, ["POST /calendars/events/appointments"]),
+    "book_reconciled": (
+        _book_reconciled,
+        {},
+        ["POST /contacts/upsert", "POST /calendars/events/appointments", "GET /calendars/events"],
+    ),
+    "update": (_update, {}, [f"PUT /calendars/events/appointments/{EVENT_ID}"]),
+    "cancel": (_cancel, {}, [f"PUT /calendars/events/appointments/{EVENT_ID}"]),
+    "push_report": (
+        _report,
+        {},
+        [
+            "POST /contacts/upsert",
+            f"GET /contacts/{REPORT_CONTACT_ID}/notes",
+            f"POST /contacts/{REPORT_CONTACT_ID}/notes",
+        ],
+    ),
+    "repush_report": (
+        _repush,
+        {"PMS_GHL_REPORT_CONTACT_ID": REPORT_CONTACT_ID},
+        [f"GET /contacts/{REPORT_CONTACT_ID}/notes", f"PUT /contacts/{REPORT_CONTACT_ID}/notes/{NOTE_ID}"],
+    ),
+}
+
+
+@pytest.mark.parametrize("operation", list(OPERATIONS))
+def test_every_request_the_adapter_sends_matches_the_spec(rsps: responses.RequestsMock, operation: str) -> None:
+    run, env, expected = OPERATIONS[operation]
+    with PMSClient(environ={**ENV_V2, **env}, env_file=None, sleep=lambda s: None) as c:
+        run(c, rsps)
+    seen = [f"{call.request.method} {requests.utils.urlparse(call.request.url).path}" for call in rsps.calls]
+    assert seen == expected
+    for call in rsps.calls:
+        validate_request(call.request)  # raises with the spec's complaint if anything is off
+
+
+def test_the_canned_responses_match_the_spec_response_schemas() -> None:
+    pairs = [
+        (prepared("POST", "/contacts/upsert", body={"locationId": "x"}, version=CON), 200, upsert_response()),
+        (
+            prepared("POST", "/calendars/events/appointments", body=GOOD_CREATE, version=CAL),
+            200,
+            appointment_response(),
+        ),
+        (
+            prepared("PUT", f"/calendars/events/appointments/{EVENT_ID}", body={"title": "x"}, version=CAL),
+            200,
+            appointment_response(status="cancelled"),
+        ),
+        (
+            prepared(
+                "GET",
+                "/calendars/events",
+                version=CAL,
+                params={"locationId": "l", "calendarId": "c", "startTime": "1", "endTime": "2"},
+            ),
+            200,
+            {"events": [calendar_event()]},
+        ),
+        (prepared("GET", f"/contacts/{CONTACT_ID}/notes", version=CON), 200, {"notes": [note("x")]}),
+        (prepared("POST", f"/contacts/{CONTACT_ID}/notes", body={"body": "x"}, version=CON), 201, {"note": note("x")}),
+        (
+            prepared("PUT", f"/contacts/{CONTACT_ID}/notes/{NOTE_ID}", body={"body": "x"}, version=CON),
+            200,
+            {"note": note("x")},
+        ),
+        (
+            prepared("POST", "/calendars/events/appointments", body=GOOD_CREATE, version=CAL),
+            400,
+            {"statusCode": 400, "message": "The slot you have selected is no longer available."},
+        ),
+        (
+            prepared("POST", "/contacts/upsert", body={"locationId": "x"}, version=CON),
+            422,
+            {"statusCode": 422, "message": ["property foo should not exist"], "error": "Unprocessable Entity"},
+        ),
+    ]
+    for request, status, body in pairs:
+        validate_response(request, make_response(status, body))
+
+
+def test_a_response_of_the_wrong_shape_is_caught() -> None:
+    request = prepared("POST", "/calendars/events/appointments", body=GOOD_CREATE, version=CAL)
+    with pytest.raises(Exception, match=r"(?i)invalid|required"):
+        validate_response(request, make_response(200, {"calendarId": 5}))
+
+
+@pytest.mark.parametrize("case", [name for name, _ in BAD_REQUESTS])
+def test_the_validator_rejects_deliberately_wrong_requests(case: str) -> None:
+    spec = dict(dict(BAD_REQUESTS)[case]())
+    method, path = spec.pop("method"), spec.pop("path")
+    with pytest.raises(Exception) as info:
+        validate_request(prepared(method, path, **spec))
+    assert not isinstance(info.value, AssertionError)
+
+
+def test_a_well_formed_request_passes_so_the_rejections_mean_something() -> None:
+    validate_request(prepared("POST", "/calendars/events/appointments", body=GOOD_CREATE, version=CAL))

@@ -1,0 +1,435 @@
+"""GoHighLevel sandbox, end to end over loopback sockets: the client against the emulator.
+
+Also holds the emulator to the spec: every v2 response it gives the client validates against the
+official response schemas, and every request the contract checker rejects, the emulator rejects.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from pms_integration import PMSClient
+from pms_integration.errors import (
+    AuthenticationError,
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    UnsupportedOperationError,
+    ValidationError,
+)
+from pms_integration.models import AppointmentStatus
+from pms_integration.sandbox import Fault, Sandbox
+from pms_integration.sandbox.gohighlevel import GoHighLevelEmulator
+from tests._gohighlevel_support import (
+    BAD_REQUESTS,
+    SKIP_REASON,
+    on_official_host,
+    specs_available,
+    validate_request,
+    validate_response,
+)
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox(seed=7) as sb:
+        yield sb
+
+
+@pytest.fixture
+def sb(sandbox: Sandbox) -> Sandbox:
+    sandbox.reset()
+    return sandbox
+
+
+@pytest.fixture
+def ghl(sb: Sandbox) -> GoHighLevelEmulator:
+    emulator = sb.emulator("ghl")
+    assert isinstance(emulator, GoHighLevelEmulator)
+    return emulator
+
+
+class Recorder:
+    """A session factory whose sessions remember every (request, response) pair."""
+
+    def __init__(self) -> None:
+        self.pairs: list[tuple[requests.PreparedRequest, requests.Response]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self) -> requests.Session:
+        session = requests.Session()
+        session.hooks["response"].append(self._keep)
+        return session
+
+    def _keep(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        with self._lock:
+            self.pairs.append((response.request, response))
+
+
+def client(sb: Sandbox, recorder: Recorder | None = None, **env: str) -> PMSClient:
+    return PMSClient(
+        environ={**sb.environ(default_provider="ghl"), **env},
+        env_file=None,
+        sleep=lambda s: None,
+        session_factory=recorder or requests.Session,
+    )
+
+
+def booking(**over: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "start": "2026-03-10T10:00:00-04:00",
+        "duration_minutes": 30,
+        "timezone": "America/New_York",
+        "title": "Cleaning",
+        "notes": "First visit",
+        "reference": "bk-sandbox-1",
+        "patient": {"name": "Jane Doe", "email": "jane@example.com", "phone": "+15555550123"},
+    }
+    base.update(over)
+    return base
+
+
+REPORT = {"period_start": "2026-03-01", "period_end": "2026-03-07", "metrics": {"calls": 12, "bookings": 5}}
+
+
+# ---------------------------------------------------------------------------------------------
+# v2 end to end
+
+
+def test_v2_full_flow(sb: Sandbox, ghl: GoHighLevelEmulator) -> None:
+    recorder = Recorder()
+    with client(sb, recorder) as c:
+        appt = c.book_appointment(booking(), provider="ghl")
+        assert sb.request_count("ghl") == 2
+        stored = ghl.booking(appt.id)
+        assert stored is not None
+        assert stored["title"] == "Cleaning (ref bk-sandbox-1)"
+        assert "Booking reference: bk-sandbox-1" in stored["description"]
+        assert stored["startTime"] == "2026-03-10T10:00:00-04:00"
+        assert appt.reference == "bk-sandbox-1" and appt.status is AppointmentStatus.BOOKED
+
+        moved = c.update_appointment(appt.id, {"start": "2026-03-10T11:00:00-04:00", "duration_minutes": 45})
+        assert moved.end is not None and (moved.end - moved.start).total_seconds() == 45 * 60  # type: ignore[operator]
+        renamed = c.update_appointment(appt.id, {"title": "Whitening"})
+        assert renamed.title == "Whitening"
+        cancelled = c.cancel_appointment(appt.id)
+        assert cancelled.status is AppointmentStatus.CANCELLED
+        stored = ghl.booking(appt.id)
+        assert stored is not None and stored["appointmentStatus"] == "cancelled"  # the record stays
+
+        first = c.push_performance_report(REPORT)
+        second = c.push_performance_report({**REPORT, "metrics": {"calls": 13, "bookings": 5}})
+        assert first.id == second.id and first.created and not second.created
+        contact = next(x for x in ghl.state()["contacts"] if x["email"] == "ai-receptionist-reports@example.com")
+        notes = ghl.notes_of(contact["id"])
+        assert len(notes) == 1 and "13" in notes[0]["body"]
+
+        info = c.rate_limit_info("ghl")
+        assert info is not None and info.limit == 100 and info.daily_limit == 200000
+
+    assert len(recorder.pairs) == 2 + 1 + 1 + 1 + 3 + 2
+    if specs_available():
+        base = sb.base_url("ghl")
+        for request, response in recorder.pairs:
+            official = on_official_host(request, base)
+            validate_request(official)
+            validate_response(official, response)
+
+
+def test_known_contact_books_in_one_request(sb: Sandbox, ghl: GoHighLevelEmulator) -> None:
+    contact_id = ghl.add_contact(email="known@example.com", firstName="Known")
+    with client(sb) as c:
+        appt = c.book_appointment(booking(patient={"email": "known@example.com", "contact_id": contact_id}))
+    assert sb.request_count("ghl") == 1
+    assert appt.contact_id == contact_id
+
+
+def test_second_booking_of_a_taken_slot_is_refused(sb: Sandbox, ghl: GoHighLevelEmulator) -> None:
+    with client(sb) as c:
+        first = c.book_appointment(booking())
+        with pytest.raises(ConflictError) as info:
+            c.book_appointment(
+                booking(
+                    start="2026-03-10T10:15:00-04:00",
+                    reference="bk-sandbox-2",
+                    patient={"name": "Bob", "email": "bob@example.com"},
+                )
+            )
+        assert info.value.status_code == 400
+        assert "The slot you have selected is no longer available." in str(info.value)
+        assert len(ghl.bookings(active_only=True)) == 1
+        # a cancelled booking frees its slot
+        c.cancel_appointment(first.id)
+        c.book_appointment(booking(reference="bk-sandbox-3", patient={"name": "Bob", "email": "bob@example.com"}))
+    assert len(ghl.bookings(active_only=True)) == 1
+    assert len(ghl.bookings()) == 2
+
+
+def test_concurrent_bookings_of_one_slot_only_one_wins(sb: Sandbox, ghl: GoHighLevelEmulator) -> None:
+    results: list[str] = []
+
+    def attempt(i: int) -> None:
+        with client(sb) as c:
+            try:
+                c.book_appointment(booking(reference=f"bk-race-{i}", patient={"email": f"p{i}@example.com"}))
+                results.append("booked")
+            except ConflictError:
+                results.append("conflict")
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["booked"] + ["conflict"] * 5
+    assert len(ghl.bookings()) == 1
+
+
+def test_update_of_unknown_event_is_not_found(sb: Sandbox) -> None:
+    with client(sb) as c, pytest.raises(NotFoundError):
+        c.update_appointment("AAAAAAAAAAAAAAAAAAAA", {"title": "x"})
+
+
+# ---------------------------------------------------------------------------------------------
+# auth, Version header, whitelist
+
+
+def test_wrong_token_names_the_variable(sb: Sandbox) -> None:
+    with client(sb, PMS_GHL_API_KEY="pit-wrong-token-000") as c, pytest.raises(AuthenticationError) as info:
+        c.book_appointment(booking())
+    assert "PMS_GHL_API_KEY" in str(info.value)
+    assert "pit-wrong-token-000" not in str(info.value)
+
+
+def test_expired_token_fault(sb: Sandbox) -> None:
+    sb.inject("ghl", Fault.expired_token(), operation="appointments.update", times=1)
+    with client(sb) as c, pytest.raises(AuthenticationError):
+        c.update_appointment("AAAAAAAAAAAAAAAAAAAA", {"title": "x"})
+
+
+def _raw(sb: Sandbox, method: str, path: str, *, version: str | None, token: str | None, body: Any = None) -> Any:
+    headers = {}
+    if version is not None:
+        headers["Version"] = version
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    return requests.request(method, sb.base_url("ghl") + path, headers=headers, json=body, timeout=5)
+
+
+def test_version_header_checks(sb: Sandbox) -> None:
+    token = sb.tokens[sb.emulator("ghl").provider]
+    missing = _raw(sb, "POST", "/contacts/upsert", version=None, token=token, body={})
+    assert missing.status_code == 401 and missing.json()["message"] == "version header was not found."
+    wrong = _raw(sb, "POST", "/contacts/upsert", version="2021-04-15", token=token, body={})
+    assert wrong.status_code == 401 and wrong.json()["message"] == "version header is invalid"
+    no_token = _raw(sb, "POST", "/contacts/upsert", version="2021-07-28", token=None, body={})
+    assert no_token.status_code == 401 and no_token.json()["error"] == "Unauthorized"
+
+
+def test_version_problem_reads_clearly_through_the_client(sb: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pms_integration.providers import gohighlevel as adapter
+
+    monkeypatch.setattr(adapter, "CALENDARS_VERSION", "2099-01-01")
+    with client(sb) as c, pytest.raises(InvalidRequestError) as info:
+        c.update_appointment("AAAAAAAAAAAAAAAAAAAA", {"title": "x"})
+    assert info.value.status_code == 401 and info.value.code == "VERSION_HEADER"
+    assert "version header is invalid" in str(info.value) and "not a bad token" in str(info.value)
+
+
+def test_unknown_property_is_rejected_like_the_vendor(sb: Sandbox) -> None:
+    with client(sb) as c, pytest.raises(InvalidRequestError) as info:
+        c.book_appointment(booking(extra={"selectedSlot": "2026-03-10T10:00:00-04:00"}))
+    assert info.value.status_code == 422
+    assert "property selectedSlot should not exist" in str(info.value)
+    assert info.value.fields == ("selectedSlot",)
+
+
+@pytest.mark.parametrize("case", [name for name, _ in BAD_REQUESTS])
+def test_the_sandbox_rejects_what_the_contract_rejects(sb: Sandbox, ghl: GoHighLevelEmulator, case: str) -> None:
+    contact_id = ghl.add_contact(email="someone@example.com")
+    spec = dict(dict(BAD_REQUESTS)[case]())
+    method, path = spec.pop("method"), spec.pop("path")
+    token = sb.tokens[ghl.provider] if spec.get("token", "x") is not None else None
+    body = _localise(spec.get("body"), ghl, contact_id)
+    path = path.replace("sx6wyHhbFdRXh302LLNR", contact_id)
+    resp = _raw(sb, method, path, version=spec.get("version"), token=token, body=body)
+    assert 400 <= resp.status_code < 500, resp.text
+    if specs_available():
+        from tests._gohighlevel_support import prepared
+
+        with pytest.raises(Exception) as info:
+            validate_request(prepared(method, path, body=body, version=spec.get("version"), token=token))
+        assert not isinstance(info.value, AssertionError)
+
+
+def test_the_sandbox_accepts_a_good_request_so_rejections_mean_something(sb: Sandbox, ghl: GoHighLevelEmulator) -> None:
+    from tests._gohighlevel_support import GOOD_CREATE
+
+    contact_id = ghl.add_contact(email="someone@example.com")
+    body = _localise(GOOD_CREATE, ghl, contact_id)
+    resp = _raw(
+        sb, "POST", "/calendars/events/appointments", version="2021-04-15", token=sb.tokens[ghl.provider], body=body
+    )
+    assert resp.status_code == 200, resp.text
+
+
+def _localise(body: Any, ghl: GoHighLevelEmulator, contact_id: str) -> Any:
+    """Swap the spec-example ids for the emulator's, so only the deliberate defect remains."""
+    if not isinstance(body, dict):
+        return body
+    ids = {"locationId": ghl.location_id, "calendarId": ghl.calendar_id, "contactId": contact_id}
+    return {k: ids.get(k, v) for k, v in body.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# faults and reconcile
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [Fault.reset_after_commit(), Fault.server_error(503, commit=True), Fault.drop(), Fault.server_error(502)],
+    ids=["reset-after-commit", "5xx-after-commit", "drop", "5xx-before-commit"],
+)
+def test_ambiguous_create_never_double_books(sb: Sandbox, ghl: GoHighLevelEmulator, fault: Fault) -> None:
+    sb.inject("ghl", fault, operation="appointments.create", times=1)
+    with client(sb) as c:
+        appt = c.book_appointment(booking())
+    bookings = ghl.bookings()
+    assert len(bookings) == 1
+    assert bookings[0]["id"] == appt.id
+    assert appt.reference == "bk-sandbox-1"
+
+
+def test_reconcile_after_a_slow_create(sb: Sandbox, ghl: GoHighLevelEmulator) -> None:
+    sb.inject("ghl", Fault.delay(0.6), operation="appointments.create", times=1)
+    with client(sb, PMS_GHL_TIMEOUT_MS="200") as c:
+        appt = c.book_appointment(booking())
+    assert [b["id"] for b in ghl.bookings()] == [appt.id]
+
+
+def test_report_create_reset_after_commit_is_not_duplicated(sb: Sandbox, ghl: GoHighLevelEmulator) -> None:
+    sb.inject("ghl", Fault.reset_after_commit(), operation="notes.create", times=1)
+    with client(sb) as c:
+        receipt = c.push_performance_report(REPORT)
+    assert [n["id"] for n in ghl.state()["notes"]] == [receipt.id]
+
+
+def test_rate_limit_fault_is_waited_out(sb: Sandbox) -> None:
+    sb.inject("ghl", Fault.rate_limit(0.01), operation="contacts.upsert", times=1)
+    with client(sb) as c:
+        c.book_appointment(booking())
+    assert sb.request_count("ghl", status=429) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# v1 under the same emulator
+
+
+def v1_client(sb: Sandbox, **env: str) -> PMSClient:
+    return PMSClient(environ={**sb.environ(ghl_api_version="v1", default_provider="ghl"), **env}, env_file=None, sleep=lambda s: None)
+
+
+def test_v1_full_flow(sb: Sandbox, ghl: GoHighLevelEmulator) -> None:
+    with v1_client(sb) as c:
+        appt = c.book_appointment(booking(start="2026-03-10T14:00:00Z"))
+        assert sb.request_count("ghl") == 1
+        stored = ghl.booking(appt.id)
+        assert stored is not None
+        assert stored["selectedTimezone"] == "America/New_York"
+        assert stored["startTime"] == "2026-03-10T10:00:00-04:00"
+        assert "Booking reference: bk-sandbox-1" in stored["notes"]
+
+        with pytest.raises(ConflictError):
+            c.book_appointment(booking(reference="bk-v1-2", patient={"email": "other@example.com"}))
+
+        c.update_appointment(
+            appt.id, {"start": "2026-03-10T15:00:00-04:00", "duration_minutes": 30, "timezone": "America/New_York"}
+        )
+        stored = ghl.booking(appt.id)
+        assert stored is not None and stored["start"] == "2026-03-10T15:00:00-04:00"
+
+        with pytest.raises(UnsupportedOperationError):
+            c.update_appointment(appt.id, {"title": "x"})
+        with pytest.raises(UnsupportedOperationError):
+            c.push_performance_report(REPORT)
+
+        cancelled = c.cancel_appointment(appt.id)
+        assert cancelled.status is AppointmentStatus.CANCELLED
+    stored = ghl.booking(appt.id)
+    assert stored is not None and stored["appointmentStatus"] == "cancelled"
+
+
+def test_v1_needs_a_timezone(sb: Sandbox) -> None:
+    with v1_client(sb) as c, pytest.raises(ValidationError):
+        c.book_appointment(booking(timezone=None))
+    assert sb.request_count("ghl") == 0
+
+
+def test_v1_reconcile_after_reset(sb: Sandbox, ghl: GoHighLevelEmulator) -> None:
+    sb.inject("ghl", Fault.reset_after_commit(), operation="v1.appointments.create", times=1)
+    with v1_client(sb) as c:
+        appt = c.book_appointment(booking())
+    assert [b["id"] for b in ghl.bookings()] == [appt.id]
+
+
+def test_v1_errors_have_v1_shapes(sb: Sandbox) -> None:
+    base = sb.base_url("ghl") + "/v1"
+    unauth = requests.post(base + "/appointments/", json={}, headers={"Authorization": "Bearer nope"}, timeout=5)
+    assert unauth.status_code == 401 and unauth.json() == {"msg": "Unauthorized"}
+    token = sb.tokens[sb.emulator("ghl").provider]
+    invalid = requests.post(base + "/appointments/", json={}, headers={"Authorization": f"Bearer {token}"}, timeout=5)
+    assert invalid.status_code == 422
+    assert invalid.json()["selectedSlot"]["rule"] == "required"
+    with v1_client(sb, PMS_GHL_API_KEY="wrong-key-1234") as c, pytest.raises(AuthenticationError) as info:
+        c.cancel_appointment("AAAAAAAAAAAAAAAAAAAA")
+    assert "PMS_GHL_API_KEY" in str(info.value)
+
+
+def test_v1_and_v2_share_the_calendar(sb: Sandbox) -> None:
+    with v1_client(sb) as c1:
+        c1.book_appointment(booking())
+    with client(sb) as c2, pytest.raises(ConflictError):
+        c2.book_appointment(booking(reference="bk-other", patient={"email": "x@example.com"}))
+
+
+def test_state_and_environ(sb: Sandbox, ghl: GoHighLevelEmulator) -> None:
+    env = sb.environ()
+    assert env["PMS_GHL_BASE_URL"] == sb.base_url("ghl")
+    assert env["PMS_GHL_LOCATION_ID"] == ghl.location_id
+    state = sb.state("ghl")
+    assert set(state) >= {"bookings", "contacts", "notes"}
+    assert env["PMS_GHL_API_KEY"] not in repr(state)
+
+
+@pytest.mark.skipif(not specs_available(), reason=SKIP_REASON)
+def test_get_event_and_list_responses_match_the_spec(sb: Sandbox, ghl: GoHighLevelEmulator) -> None:
+    with client(sb) as c:
+        appt = c.book_appointment(booking())
+    token = sb.tokens[ghl.provider]
+    base = sb.base_url("ghl")
+    for path, params in (
+        (f"/calendars/events/appointments/{appt.id}", None),
+        (
+            "/calendars/events",
+            {
+                "locationId": ghl.location_id,
+                "calendarId": ghl.calendar_id,
+                "startTime": "1773100000000",
+                "endTime": "1773200000000",
+            },
+        ),
+    ):
+        resp = requests.get(
+            base + path, params=params, headers={"Version": "2021-04-15", "Authorization": f"Bearer {token}"}, timeout=5
+        )
+        assert resp.status_code == 200
+        official = on_official_host(resp.request, base)
+        validate_request(official)
+        validate_response(official, resp)
+    events = resp.json()["events"]
+    assert [e["id"] for e in events] == [appt.id]
