@@ -327,7 +327,12 @@ class PMSClient:
     def _adapter_for(self, name: ProviderName, capability: Capability) -> Provider:
         adapter = self.adapter(name)
         if capability not in adapter.capabilities:
-            raise UnsupportedOperationError(f"{name.label} as configured cannot {capability.value.replace('_', ' ')}.")
+            # an adapter may explain itself (GoHighLevel v1: "v2 can do this")
+            explain = getattr(adapter, "unsupported_reason", None)
+            reason = explain(capability) if callable(explain) else None
+            if not (isinstance(reason, str) and reason):
+                reason = f"{name.label} as configured cannot {capability.value.replace('_', ' ')}."
+            raise UnsupportedOperationError(reason)
         return adapter
 
     def _run(
