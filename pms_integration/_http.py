@@ -510,8 +510,9 @@ class Transport:
         if cls is AuthenticationError:
             message += f". Check {self.token_variable}"
         retry_after = parse_retry_after(resp.header("Retry-After"))
-        if retry_after is None:
-            retry_after = info.retry_after
+        if info.retry_after is not None:
+            # the vendor's documented minimum (HubSpot: >= 2 s after a 423) wins over a shorter header
+            retry_after = max(retry_after or 0.0, info.retry_after)
         ambiguous = cls is ServerError and not idempotent
         common: dict[str, Any] = dict(
             status_code=status,
@@ -536,6 +537,8 @@ class Transport:
                 return error
             return _Retry(error, wait)
         if info.retryable is True:
+            if retry_after is not None and retry_after > self.policy.max_retry_after:
+                return error
             return _Retry(error, retry_after)
         if info.retryable is None and cls is ServerError and idempotent:
             return _Retry(error, retry_after)

@@ -351,3 +351,18 @@ def test_rate_limiter_never_exceeds_n_per_window() -> None:
     # the burst goes out at once, then the rate holds: 23 requests need about 4 windows
     assert grants[4] == grants[0]
     assert grants[-1] - grants[0] < 4 * 1.0 * (1 + RateLimiter.MARGIN) + 1e-9
+
+
+@responses.activate
+def test_parser_retry_after_is_a_floor_and_long_waits_are_not_slept(ft: FakeTime) -> None:
+    def parser(resp: HttpResponse) -> ErrorInfo:
+        return ErrorInfo("locked", retryable=True, retry_after=2.0 if resp.status == 423 else 120.0)
+
+    responses.add("PATCH", URL, status=423, headers={"Retry-After": "1"})
+    responses.add("PATCH", URL, json={})
+    make(ft, error_parser=parser).request("PATCH", "/things", operation="op")
+    assert ft.sleeps == [2.0]
+    responses.add("GET", URL, status=477)
+    with pytest.raises(Exception):
+        make(ft, error_parser=parser).request("GET", "/things", operation="op")
+    assert ft.sleeps == [2.0]
