@@ -1,0 +1,964 @@
+"""HubSpot adapter: a booking is a deal plus a meeting, both associated with the patient contact.
+
+Objects and what they carry (the property names and association type ids are the ones in the
+vendor note, ``notes/hubspot.md`` sections 3.1-3.5):
+
+* **contact** - the patient. Taken from ``patient.contact_id`` when given; otherwise read by
+  e-mail (``GET .../contacts/{email}?idProperty=email``), created on a 404, and recovered from a
+  409 ``Existing ID: n`` when a concurrent create won the race. A patient known only by phone
+  gets a new contact.
+* **deal** - the booking in the configured pipeline and stage. ``dealname`` carries the booking
+  reference in square brackets, ``closedate`` the start time. When a unique deal property is
+  configured (``PMS_HUBSPOT_REFERENCE_PROPERTY``) the deal is written with ``batch/upsert`` keyed
+  by the reference, so a repeated booking can never make a second deal.
+* **meeting** - the time slot: start, end, title, ``SCHEDULED`` outcome, and a body that
+  repeats the booking reference. Associated inline with the contact (200) and the deal (212).
+* **note** - a performance report, optionally associated with the practice's company (190).
+
+``Appointment.id`` is ``"<dealId>:<meetingId>"``, so update and cancel go straight to the two
+records. Cancel never deletes: the meeting's outcome becomes ``CANCELED`` and the deal moves to
+the cancel stage, which keeps both in HubSpot's history and reports.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+from urllib.parse import quote
+from zoneinfo import ZoneInfo
+
+from .._http import BearerAuth, ErrorInfo, HttpResponse, Runtime, Transport, create_once, unexpected
+from .._ratelimit import RateLimitInfo
+from .._retry import current_deadline, parse_retry_after
+from ..config import HubSpotSettings
+from ..errors import ConflictError, InvalidRequestError, PMSError, UnexpectedResponseError, ValidationError
+from ..models import (
+    Appointment,
+    AppointmentRequest,
+    AppointmentStatus,
+    AppointmentUpdate,
+    Patient,
+    PerformanceReport,
+    ProviderName,
+    ReportReceipt,
+)
+from ..provider import ALL_CAPABILITIES, Capability, Provider
+
+__all__ = [
+    "HubSpotAdapter",
+    "HubSpotErrorParser",
+    "HubSpotPaths",
+    "create",
+    "parse_rate_headers",
+    "TOKEN_VARIABLE",
+    "DEAL_TO_CONTACT",
+    "MEETING_TO_CONTACT",
+    "MEETING_TO_DEAL",
+    "NOTE_TO_COMPANY",
+    "NOTE_BODY_LIMIT",
+]
+
+PROVIDER = ProviderName.HUBSPOT
+TOKEN_VARIABLE = "PMS_HUBSPOT_PRIVATE_APP_TOKEN"  # noqa: S105 - the variable's name, not a token
+
+# HUBSPOT_DEFINED association type ids (vendor note section 3.5).
+DEAL_TO_CONTACT = 3
+MEETING_TO_CONTACT = 200
+MEETING_TO_DEAL = 212
+NOTE_TO_COMPANY = 190
+
+#: ``hs_note_body`` is "limited to 65,536 characters" (vendor note section 3.4).
+NOTE_BODY_LIMIT = 65_536
+#: How many of a deal's associated meetings the reconcile step reads before giving up.
+MAX_MEETINGS_CHECKED = 10
+#: Wait before a second reconcile search: HubSpot search lags writes by "a few moments".
+SETTLE_SECONDS = 2.0
+#: Search page size for the reconcile look-ups (the search API allows up to 200).
+SEARCH_LIMIT = 100
+
+_ID = re.compile(r"^\d{1,20}$")
+_APPOINTMENT_ID = re.compile(r"^(\d{1,20}):(\d{1,20})$")
+_EXISTING_ID = re.compile(r"Existing ID:\s*(\d{1,20})")
+_BODY_REFERENCE = re.compile(r"Booking reference: \[([A-Za-z0-9][A-Za-z0-9_.:-]{0,63})\]")
+_ALNUM_RUN = re.compile(r"[A-Za-z0-9]+")
+_UTC = _dt.timezone.utc
+T = TypeVar("T")
+
+_MEETING_PROPERTIES = (
+    "hs_timestamp",
+    "hs_meeting_title",
+    "hs_meeting_body",
+    "hs_meeting_start_time",
+    "hs_meeting_end_time",
+    "hs_meeting_outcome",
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# paths
+
+
+class HubSpotPaths:
+    """URL paths for one API version.
+
+    ``v3`` gives the semantic paths (``/crm/v3/objects/deals``, with the v4 associations API);
+    a date version such as ``2026-09`` gives ``/crm/objects/2026-09/deals`` and its association
+    routes on the same prefix (vendor note section 1.1).
+    """
+
+    def __init__(self, api_version: str) -> None:
+        self.api_version = api_version
+        self.dated = api_version != "v3"
+
+    def objects(self, object_type: str, *parts: str) -> str:
+        base = f"/crm/objects/{self.api_version}/{object_type}" if self.dated else f"/crm/v3/objects/{object_type}"
+        return "/".join((base, *parts))
+
+    def search(self, object_type: str) -> str:
+        return self.objects(object_type, "search")
+
+    def batch_upsert(self, object_type: str) -> str:
+        return self.objects(object_type, "batch", "upsert")
+
+    def default_association(self, from_type: str, from_id: str, to_type: str, to_id: str) -> str:
+        """``PUT`` target that creates the unlabelled (default) association between two records."""
+        if self.dated:
+            return self.objects(from_type, from_id, "associations", "default", to_type, to_id)
+        return f"/crm/v4/objects/{from_type}/{from_id}/associations/default/{to_type}/{to_id}"
+
+
+# ---------------------------------------------------------------------------------------------
+# error bodies and rate-limit headers
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _lower_keys(headers: Mapping[str, str]) -> dict[str, str]:
+    return {str(k).lower(): str(v) for k, v in headers.items()}
+
+
+def _int_header(headers: Mapping[str, str], name: str) -> int | None:
+    value = headers.get(name)
+    if value is None:
+        return None
+    try:
+        return int(value.strip())
+    except ValueError:
+        return None
+
+
+def parse_rate_headers(headers: Mapping[str, str]) -> RateLimitInfo | None:
+    """``X-HubSpot-RateLimit-*`` as a :class:`RateLimitInfo`; ``None`` when none are present.
+
+    Search responses are reported to omit these headers, so the last value seen stays in force.
+    """
+    h = _lower_keys(headers)
+    limit = _int_header(h, "x-hubspot-ratelimit-max")
+    remaining = _int_header(h, "x-hubspot-ratelimit-remaining")
+    interval_ms = _int_header(h, "x-hubspot-ratelimit-interval-milliseconds")
+    if limit is None and remaining is None:
+        # Older responses carried a per-second pair instead.
+        limit = _int_header(h, "x-hubspot-ratelimit-secondly")
+        remaining = _int_header(h, "x-hubspot-ratelimit-secondly-remaining")
+        if limit is not None or remaining is not None:
+            interval_ms = 1000
+    daily = _int_header(h, "x-hubspot-ratelimit-daily")
+    daily_remaining = _int_header(h, "x-hubspot-ratelimit-daily-remaining")
+    if all(v is None for v in (limit, remaining, daily, daily_remaining)):
+        return None
+    return RateLimitInfo(
+        remaining=remaining,
+        limit=limit,
+        interval_seconds=interval_ms / 1000 if interval_ms and interval_ms > 0 else None,
+        daily_remaining=daily_remaining,
+        daily_limit=daily,
+    )
+
+
+def _fields_from_validation_message(message: str) -> list[str]:
+    """Property names from the legacy ``Property values were not valid: [...]`` message."""
+    start = message.find("[")
+    if "not valid" not in message or start < 0:
+        return []
+    names = re.findall(r'"name"\s*:\s*"([A-Za-z0-9_.-]{1,100})"', message[start:])
+    return list(dict.fromkeys(names))
+
+
+class HubSpotErrorParser:
+    """Reads HubSpot's error body ``{status, message, errors[], category, correlationId}``.
+
+    Every field is optional (HubSpot's own advice), and a body that is HTML, empty or not JSON
+    still yields a usable :class:`ErrorInfo`. Status-specific rules from the vendor note:
+
+    * 429 with ``policyName`` ``DAILY``: not retried (the quota resets at the account's midnight).
+      ``TEN_SECONDLY_ROLLING`` waits 10 s, the search "secondly" limit 1 s, unless ``Retry-After``
+      says otherwise.
+    * 423 (record locked for about 2 s): retried after at least 2 s, creates included, because a
+      locked request was not applied.
+    * 477 (account migration in progress): retried after ``Retry-After`` seconds when that is
+      within ``max_wait``; otherwise raised at once, naming the wait.
+    """
+
+    def __init__(self, max_wait: float = 30.0) -> None:
+        self.max_wait = max_wait
+
+    def __call__(self, resp: HttpResponse) -> ErrorInfo:
+        body = resp.json_or_none()
+        if not isinstance(body, dict):
+            body = {}
+        message = _text(body.get("message")) or f"HTTP {resp.status}"
+        category = _text(body.get("category")) or _text(body.get("errorType"))
+        policy = _text(body.get("policyName"))
+        headers = _lower_keys(resp.headers)
+        request_id = _text(body.get("correlationId")) or headers.get("x-hubspot-correlation-id")
+        details: list[str] = []
+        fields: list[str] = []
+        raw_errors = body.get("errors")
+        for item in raw_errors[:20] if isinstance(raw_errors, list) else []:
+            if not isinstance(item, dict):
+                continue
+            text = _text(item.get("message"))
+            if text and text not in message and len(details) < 3:
+                details.append(text)
+            context = item.get("context")
+            names = context.get("propertyName") if isinstance(context, dict) else None
+            if isinstance(names, list):
+                fields.extend(n for n in names if isinstance(n, str))
+            elif isinstance(names, str):
+                fields.append(names)
+        fields.extend(_fields_from_validation_message(message))
+        if details:
+            message = message.rstrip(". ") + ". " + "; ".join(details)
+        code = category
+        retryable: bool | None = None
+        retry_after: float | None = None
+        status = resp.status
+        if status == 429:
+            code = policy or category
+            # a Retry-After header, when HubSpot sends one, is the better guide; these are the
+            # windows' lengths for when it does not
+            has_header = headers.get("retry-after") is not None
+            if policy == "DAILY":
+                retryable = False
+            elif policy == "TEN_SECONDLY_ROLLING" and not has_header:
+                retry_after = 10.0
+            elif "secondly limit" in message.lower() and not has_header:
+                retry_after = 1.0
+        elif status == 423:
+            code = category or "LOCKED"
+            retryable = True
+            retry_after = 2.0
+        elif status == 477:
+            code = category or "MIGRATION_IN_PROGRESS"
+            wait = parse_retry_after(headers.get("retry-after"))
+            if wait is not None and wait <= self.max_wait:
+                retryable, retry_after = True, max(wait, 0.0)
+            else:
+                retryable = False
+                when = f"{wait:g} s" if wait is not None else "a while (HubSpot says up to 24 hours)"
+                message = f"the HubSpot account is being migrated; retry after {when}. {message}"
+        return ErrorInfo(
+            message,
+            code=code,
+            fields=tuple(dict.fromkeys(fields)),
+            request_id=request_id,
+            retryable=retryable,
+            retry_after=retry_after,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# value helpers
+
+
+def hubspot_time(value: _dt.datetime) -> str:
+    """An aware datetime as HubSpot's UTC form, e.g. ``2026-10-05T13:00:00.000Z``."""
+    return value.astimezone(_UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_hubspot_time(value: object) -> _dt.datetime | None:
+    """HubSpot returns datetimes as ISO strings or as epoch milliseconds; ``None`` if neither."""
+    if not isinstance(value, str) or not value or len(value) > 40:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        try:
+            return _dt.datetime.fromtimestamp(int(text) / 1000, tz=_UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=_UTC)
+
+
+def _property_value(path: str, value: object) -> str:
+    """HubSpot property values are strings; ``None`` clears a property (empty string)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, str)):
+        return str(value)
+    raise ValidationError.single(path, "must be a string, number, boolean or null (HubSpot properties are flat)")
+
+
+def _search_filters(property_name: str, token: str) -> list[dict[str, Any]]:
+    """Filter groups (OR-ed) that find ``token`` inside a text property.
+
+    How HubSpot tokenises text is not documented; a reference such as ``bk-1a2b`` may be one
+    token or two. One group asks for the whole value, another for its longest alphanumeric run,
+    so either tokenisation matches. Results are then checked for the exact marker by the caller.
+    """
+    groups = [{"filters": [{"propertyName": property_name, "operator": "CONTAINS_TOKEN", "value": token}]}]
+    runs = sorted(_ALNUM_RUN.findall(token), key=len, reverse=True)
+    if runs and runs[0] != token:
+        groups.append({"filters": [{"propertyName": property_name, "operator": "CONTAINS_TOKEN", "value": runs[0]}]})
+    return groups
+
+
+def _contact_name(patient: Patient) -> dict[str, str]:
+    names: dict[str, str] = {}
+    if patient.given_name:
+        names["firstname"] = patient.given_name
+    if patient.family_name:
+        names["lastname"] = patient.family_name
+    return names
+
+
+# ---------------------------------------------------------------------------------------------
+# the adapter
+
+
+class HubSpotAdapter:
+    """The HubSpot :class:`~pms_integration.provider.Provider`."""
+
+    def __init__(self, settings: HubSpotSettings, runtime: Runtime) -> None:
+        self.settings = settings
+        self.paths = HubSpotPaths(settings.api_version)
+        self.transport: Transport = runtime.transport(
+            provider=PROVIDER,
+            base_url=settings.base_url,
+            auth=BearerAuth(settings.token),
+            timeout=settings.timeout,
+            token_variable=TOKEN_VARIABLE,
+            error_parser=HubSpotErrorParser(runtime.policy.max_retry_after),
+            rate_header_parser=parse_rate_headers,
+            rate_limit=settings.rate_limit,
+            default_headers=None,
+        )
+        self._notes_lock = threading.Lock()
+        self._notes: OrderedDict[str, str] = OrderedDict()
+
+    # -- Provider ---------------------------------------------------------------------------
+
+    @property
+    def name(self) -> ProviderName:
+        return PROVIDER
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        return ALL_CAPABILITIES
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def book(self, request: AppointmentRequest) -> Appointment:
+        deal_extra, meeting_extra = self._split_extra(request.extra)
+        contact_id = request.patient.contact_id
+        if contact_id is not None and not _ID.fullmatch(contact_id):
+            raise ValidationError.single("patient.contact_id", "must be a numeric HubSpot contact id")
+        if contact_id is None:
+            contact_id = self._resolve_contact(request)
+        deal, existing = self._deal(request, contact_id, deal_extra)
+        deal_id = self._object_id(deal, "book", "deal")
+        meeting: dict[str, Any] | None = None
+        if existing:
+            # The upsert found a deal made by an earlier attempt at this booking: its meeting may
+            # exist too, and must not be made twice.
+            meeting = self._find_meeting(deal_id, request.reference)
+        if meeting is None:
+            meeting = self._create_once(
+                lambda: self._create_meeting(request, contact_id, deal_id, meeting_extra),
+                lambda: self._find_meeting(deal_id, request.reference),
+                operation="book",
+                reference=request.reference,
+            )
+        meeting_id = self._object_id(meeting, "book", "meeting")
+        return Appointment(
+            provider=PROVIDER,
+            id=f"{deal_id}:{meeting_id}",
+            status=AppointmentStatus.BOOKED,
+            start=request.start,
+            end=request.end_time,
+            reference=request.reference,
+            contact_id=contact_id,
+            title=request.title,
+            raw={"contact_id": contact_id, "deal": deal, "meeting": meeting},
+        )
+
+    def update(self, appointment_id: str, changes: AppointmentUpdate) -> Appointment:
+        deal_id, meeting_id = self._split_id(appointment_id)
+        props: dict[str, str] = {}
+        if changes.start is not None:
+            props["hs_timestamp"] = hubspot_time(changes.start)
+            props["hs_meeting_start_time"] = hubspot_time(changes.start)
+        if changes.end is not None:
+            props["hs_meeting_end_time"] = hubspot_time(changes.end)
+        if changes.title is not None:
+            props["hs_meeting_title"] = changes.title
+        if changes.location is not None:
+            props["hs_meeting_location"] = changes.location
+        if changes.notes is not None:
+            props["hs_internal_meeting_notes"] = changes.notes
+        meeting = self._patch("meetings", meeting_id, props, "update")
+        deal: dict[str, Any] | None = None
+        if changes.start is not None:
+            deal = self._patch("deals", deal_id, {"closedate": hubspot_time(changes.start)}, "update")
+        return self._appointment(appointment_id, meeting, deal, AppointmentStatus.BOOKED, changes)
+
+    def cancel(self, appointment_id: str, *, reason: str | None = None) -> Appointment:
+        deal_id, meeting_id = self._split_id(appointment_id)
+        meeting = self._patch("meetings", meeting_id, {"hs_meeting_outcome": "CANCELED"}, "cancel")
+        deal_props = {"dealstage": self.settings.cancel_stage_id}
+        if reason:
+            deal_props["closed_lost_reason"] = reason
+        deal = self._patch("deals", deal_id, deal_props, "cancel")
+        return self._appointment(appointment_id, meeting, deal, AppointmentStatus.CANCELLED, None)
+
+    def push_report(self, report: PerformanceReport) -> ReportReceipt:
+        report_id = report.id
+        body = self._note_body(report)
+        properties = {"hs_timestamp": self._note_timestamp(report), "hs_note_body": body}
+        with self._notes_lock:
+            cached = self._notes.get(report_id)
+        if cached is not None:
+            resp = self.transport.request(
+                "PATCH",
+                self.paths.objects("notes", cached),
+                operation="push_report",
+                json={"properties": properties},
+                expect=(404,),
+            )
+            if resp.status != 404:
+                return self._receipt(resp, report_id, created=False)
+            with self._notes_lock:
+                self._notes.pop(report_id, None)
+        found = self._find_note(report_id)
+        if found is not None:
+            note_id = self._object_id(found, "push_report", "note")
+            resp = self.transport.request(
+                "PATCH",
+                self.paths.objects("notes", note_id),
+                operation="push_report",
+                json={"properties": properties},
+            )
+            return self._receipt(resp, report_id, created=False)
+        associations = []
+        if self.settings.report_company_id:
+            associations.append(self._association(self.settings.report_company_id, NOTE_TO_COMPANY))
+        payload = {"properties": properties, "associations": associations}
+
+        def create_note() -> dict[str, Any]:
+            resp = self.transport.request(
+                "POST", self.paths.objects("notes"), operation="push_report", json=payload, reference=report_id
+            )
+            return self._created(resp, "push_report", "note", report_id)
+
+        note = self._create_once(
+            create_note, lambda: self._find_note(report_id, settle=True), operation="push_report", reference=report_id
+        )
+        note_id = self._object_id(note, "push_report", "note")
+        self._remember_note(report_id, note_id)
+        return ReportReceipt(provider=PROVIDER, id=note_id, report_id=report_id, created=True, raw=note)
+
+    # -- contact ----------------------------------------------------------------------------
+
+    def _resolve_contact(self, request: AppointmentRequest) -> str:
+        patient = request.patient
+        properties = _contact_name(patient)
+        if patient.phone:
+            properties["phone"] = patient.phone
+        if patient.email is None:
+            # HubSpot needs one of email, firstname or lastname on a new contact.
+            if not properties.keys() & {"firstname", "lastname"}:
+                properties["firstname"] = "Patient"
+                properties["lastname"] = patient.phone or ""
+            return self._create_contact(request, properties, lambda: None)
+        email = patient.email
+        found = self._contact_by_email(email)
+        if found is not None:
+            return found
+        properties["email"] = email
+        return self._create_contact(request, properties, lambda: self._contact_by_email(email))
+
+    def _contact_by_email(self, email: str) -> str | None:
+        resp = self.transport.request(
+            "GET",
+            self.paths.objects("contacts", quote(email, safe="@")),
+            operation="book",
+            params={"idProperty": "email"},
+            expect=(404,),
+        )
+        if resp.status == 404:
+            return None
+        return self._object_id(self._json_object(resp, "book"), "book", "contact")
+
+    def _create_contact(
+        self, request: AppointmentRequest, properties: dict[str, str], find: Callable[[], str | None]
+    ) -> str:
+        def create_contact() -> str:
+            resp = self.transport.request(
+                "POST",
+                self.paths.objects("contacts"),
+                operation="book",
+                json={"properties": properties, "associations": []},
+                expect=(409,),
+                reference=request.reference,
+            )
+            if resp.status == 409:
+                return self._existing_contact(resp)
+            return self._object_id(self._created(resp, "book", "contact", request.reference), "book", "contact")
+
+        return self._create_once(create_contact, find, operation="book", reference=request.reference)
+
+    def _existing_contact(self, resp: HttpResponse) -> str:
+        """A 409 on contact create: someone made the contact first; its id is in the message."""
+        body = resp.json_or_none()
+        message = _text(body.get("message")) if isinstance(body, dict) else None
+        match = _EXISTING_ID.search(message or "")
+        if match:
+            return match.group(1)
+        info = HubSpotErrorParser()(resp)
+        raise ConflictError(
+            f"HubSpot book failed with HTTP 409 {info.code or ''}: {info.message}".replace("  ", " "),
+            status_code=409,
+            code=info.code,
+            request_id=info.request_id,
+            provider=PROVIDER.value,
+            operation="book",
+        )
+
+    # -- deal -------------------------------------------------------------------------------
+
+    def _deal_properties(self, request: AppointmentRequest, extra: Mapping[str, str]) -> dict[str, str]:
+        props = {
+            "dealname": f"{request.title} - {request.patient.display_name} [{request.reference}]",
+            "pipeline": self.settings.pipeline_id,
+            "dealstage": self.settings.stage_id,
+            "closedate": hubspot_time(request.start),
+        }
+        props.update(extra)
+        return props
+
+    def _deal(
+        self, request: AppointmentRequest, contact_id: str, extra: Mapping[str, str]
+    ) -> tuple[dict[str, Any], bool]:
+        """The booking's deal, and whether it existed before this call (upsert path only)."""
+        properties = self._deal_properties(request, extra)
+        reference = request.reference
+        ref_property = self.settings.reference_property
+        if ref_property is None:
+            payload = {"properties": properties, "associations": [self._association(contact_id, DEAL_TO_CONTACT)]}
+
+            def create_deal() -> dict[str, Any]:
+                resp = self.transport.request(
+                    "POST", self.paths.objects("deals"), operation="book", json=payload, reference=reference
+                )
+                return self._created(resp, "book", "deal", reference)
+
+            deal = self._create_once(
+                create_deal, lambda: self._find_deal(reference), operation="book", reference=reference
+            )
+            return deal, False
+
+        upsert = {"inputs": [{"idProperty": ref_property, "id": reference, "properties": properties}]}
+
+        def upsert_deal() -> dict[str, Any]:
+            resp = self.transport.request(
+                "POST",
+                self.paths.batch_upsert("deals"),
+                operation="book",
+                json=upsert,
+                idempotent=True,
+                reference=reference,
+            )
+            return self._upsert_result(resp, reference)
+
+        # The upsert is keyed by the reference, so repeating it is safe: it is its own look-up.
+        deal = self._create_once(upsert_deal, upsert_deal, operation="book", reference=reference)
+        deal_id = self._object_id(deal, "book", "deal")
+        # batch/upsert takes no associations; add the deal -> contact one (a repeatable PUT).
+        self.transport.request(
+            "PUT",
+            self.paths.default_association("deals", deal_id, "contacts", contact_id),
+            operation="book",
+        )
+        return deal, deal.get("new") is False
+
+    def _upsert_result(self, resp: HttpResponse, reference: str) -> dict[str, Any]:
+        body = self._json_object(resp, "book")
+        errors = body.get("errors")
+        if isinstance(errors, list) and errors:
+            first = errors[0] if isinstance(errors[0], dict) else {}
+            message = _text(first.get("message")) or "the deal upsert reported an error"
+            category = _text(first.get("category"))
+            raise InvalidRequestError(
+                f"HubSpot book failed with HTTP {resp.status} {category or ''}: {message}".replace("  ", " "),
+                status_code=resp.status,
+                code=category,
+                request_id=_text(body.get("correlationId")),
+                provider=PROVIDER.value,
+                operation="book",
+            )
+        results = body.get("results")
+        result = results[0] if isinstance(results, list) and results else None
+        if not isinstance(result, dict) or not _ID.fullmatch(str(result.get("id", ""))):
+            raise _UnreadableCreate(
+                "HubSpot answered book with an unreadable response: the deal upsert returned no deal id",
+                provider=PROVIDER.value,
+                operation="book",
+            )
+        return result
+
+    def _find_deal(self, reference: str) -> dict[str, Any] | None:
+        """Search deals whose name carries ``[reference]`` (eventually consistent; see docs)."""
+        marker = f"[{reference}]"
+        body = {
+            "filterGroups": _search_filters("dealname", reference),
+            "properties": ["dealname", "pipeline", "dealstage", "closedate"],
+            "limit": SEARCH_LIMIT,
+        }
+        return self._search_marked("deals", body, "book", "dealname", marker, settle=True)
+
+    # -- meeting ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _meeting_marker(reference: str) -> str:
+        """The line of the meeting body that names the booking (brackets make it exact)."""
+        return f"Booking reference: [{reference}]"
+
+    def _meeting_body(self, request: AppointmentRequest) -> str:
+        lines = ["Booked by the AI receptionist.", f"Patient: {request.patient.display_name}"]
+        if request.timezone:
+            local = request.start.astimezone(ZoneInfo(request.timezone))
+            lines.append(f"Local time: {local:%Y-%m-%d %H:%M} ({request.timezone})")
+        if request.reason:
+            lines.append(f"Reason: {request.reason}")
+        lines.append(self._meeting_marker(request.reference))
+        return "\n".join(lines)
+
+    def _create_meeting(
+        self, request: AppointmentRequest, contact_id: str, deal_id: str, extra: Mapping[str, str]
+    ) -> dict[str, Any]:
+        start = hubspot_time(request.start)
+        properties = {
+            "hs_timestamp": start,
+            "hs_meeting_title": request.title,
+            "hs_meeting_start_time": start,
+            "hs_meeting_end_time": hubspot_time(request.end_time),
+            "hs_meeting_body": self._meeting_body(request),
+            "hs_meeting_outcome": "SCHEDULED",
+        }
+        if request.location:
+            properties["hs_meeting_location"] = request.location
+        if request.notes:
+            properties["hs_internal_meeting_notes"] = request.notes
+        properties.update(extra)
+        payload = {
+            "properties": properties,
+            "associations": [
+                self._association(contact_id, MEETING_TO_CONTACT),
+                self._association(deal_id, MEETING_TO_DEAL),
+            ],
+        }
+        resp = self.transport.request(
+            "POST", self.paths.objects("meetings"), operation="book", json=payload, reference=request.reference
+        )
+        return self._created(resp, "book", "meeting", request.reference)
+
+    def _find_meeting(self, deal_id: str, reference: str) -> dict[str, Any] | None:
+        """The booking's meeting: first among the deal's associated meetings, then by search."""
+        marker = self._meeting_marker(reference)
+        resp = self.transport.request(
+            "GET",
+            self.paths.objects("deals", deal_id),
+            operation="book",
+            params={"associations": "meetings", "properties": "dealname"},
+        )
+        deal = self._json_object(resp, "book")
+        for meeting_id in _associated_ids(deal, ("meetings", "meeting", "0-47"))[:MAX_MEETINGS_CHECKED]:
+            got = self.transport.request(
+                "GET",
+                self.paths.objects("meetings", meeting_id),
+                operation="book",
+                params={"properties": ",".join(_MEETING_PROPERTIES)},
+                expect=(404,),
+            )
+            if got.status == 404:
+                continue
+            meeting = self._json_object(got, "book")
+            if _has_marker(meeting, "hs_meeting_body", marker):
+                return meeting
+        body = {
+            "filterGroups": _search_filters("hs_meeting_body", reference),
+            "properties": list(_MEETING_PROPERTIES),
+            "limit": SEARCH_LIMIT,
+        }
+        return self._search_marked("meetings", body, "book", "hs_meeting_body", marker, settle=True)
+
+    # -- notes ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _note_marker(report_id: str) -> str:
+        return f"[pms-report-id: {report_id}]"
+
+    def _note_body(self, report: PerformanceReport) -> str:
+        tail = f"\n\nMetrics (JSON): {report.metrics_json()}\n{self._note_marker(report.id)}"
+        text = report.render_text()
+        room = NOTE_BODY_LIMIT - len(tail)
+        if len(text) > room:
+            text = text[: max(room - 1, 0)] + "…"
+        return (text + tail)[:NOTE_BODY_LIMIT]
+
+    @staticmethod
+    def _note_timestamp(report: PerformanceReport) -> str:
+        """The start of the day after the period (UTC): stable, so a re-push does not move it."""
+        day_after = report.period_end + _dt.timedelta(days=1)
+        return hubspot_time(_dt.datetime(day_after.year, day_after.month, day_after.day, tzinfo=_UTC))
+
+    def _find_note(self, report_id: str, *, settle: bool = False) -> dict[str, Any] | None:
+        body = {
+            "filterGroups": _search_filters("hs_note_body", report_id),
+            "properties": ["hs_note_body", "hs_timestamp"],
+            "limit": SEARCH_LIMIT,
+        }
+        marker = self._note_marker(report_id)
+        return self._search_marked("notes", body, "push_report", "hs_note_body", marker, settle=settle)
+
+    def _remember_note(self, report_id: str, note_id: str) -> None:
+        with self._notes_lock:
+            self._notes[report_id] = note_id
+            self._notes.move_to_end(report_id)
+            while len(self._notes) > 1000:
+                self._notes.popitem(last=False)
+
+    def _receipt(self, resp: HttpResponse, report_id: str, *, created: bool) -> ReportReceipt:
+        body = self._json_object(resp, "push_report")
+        note_id = self._object_id(body, "push_report", "note")
+        self._remember_note(report_id, note_id)
+        return ReportReceipt(provider=PROVIDER, id=note_id, report_id=report_id, created=created, raw=body)
+
+    # -- shared plumbing --------------------------------------------------------------------
+
+    @staticmethod
+    def _association(to_id: str, type_id: int) -> dict[str, Any]:
+        return {
+            "to": {"id": to_id},
+            "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": type_id}],
+        }
+
+    def _split_id(self, appointment_id: str) -> tuple[str, str]:
+        match = _APPOINTMENT_ID.fullmatch(appointment_id) if isinstance(appointment_id, str) else None
+        if match is None:
+            raise ValidationError.single(
+                "appointment_id", "must be a HubSpot booking id '<dealId>:<meetingId>' (two numeric ids)"
+            )
+        return match.group(1), match.group(2)
+
+    @staticmethod
+    def _split_extra(extra: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+        """``extra``: flat keys and ``extra["deal"]`` go to the deal, ``extra["meeting"]`` to the meeting."""
+        deal: dict[str, str] = {}
+        meeting: dict[str, str] = {}
+        for key, value in extra.items():
+            if key in ("deal", "meeting") and isinstance(value, Mapping):
+                target = deal if key == "deal" else meeting
+                for sub, sub_value in value.items():
+                    target[str(sub)] = _property_value(f"extra.{key}.{sub}", sub_value)
+            else:
+                deal[key] = _property_value(f"extra.{key}", value)
+        # These carry the booking reference that the reconcile look-ups search for.
+        for path, target, reserved in (("extra", deal, "dealname"), ("extra.meeting", meeting, "hs_meeting_body")):
+            if reserved in target:
+                raise ValidationError.single(
+                    f"{path}.{reserved}",
+                    "is written by the adapter (it carries the booking reference); use title/reason",
+                )
+        return deal, meeting
+
+    def _patch(self, object_type: str, object_id: str, properties: Mapping[str, str], operation: str) -> dict[str, Any]:
+        resp = self.transport.request(
+            "PATCH", self.paths.objects(object_type, object_id), operation=operation, json={"properties": properties}
+        )
+        return self._json_object(resp, operation)
+
+    def _search(self, object_type: str, body: Mapping[str, Any], operation: str) -> list[dict[str, Any]]:
+        resp = self.transport.request(
+            "POST", self.paths.search(object_type), operation=operation, json=body, idempotent=True
+        )
+        data = self._json_object(resp, operation)
+        results = data.get("results")
+        if not isinstance(results, list):
+            raise unexpected(PROVIDER, operation, "a search response without results")
+        return [r for r in results if isinstance(r, dict) and _ID.fullmatch(str(r.get("id", "")))]
+
+    def _search_marked(
+        self,
+        object_type: str,
+        body: Mapping[str, Any],
+        operation: str,
+        property_name: str,
+        marker: str,
+        *,
+        settle: bool,
+    ) -> dict[str, Any] | None:
+        """The oldest search result whose ``property_name`` contains ``marker`` exactly.
+
+        With ``settle`` (the reconcile path, right after a create whose outcome is unknown) a
+        miss is searched again after :data:`SETTLE_SECONDS`, because HubSpot's search index
+        lags behind writes; the wait is skipped when the operation's deadline cannot afford it.
+        """
+        waits = (0.0, SETTLE_SECONDS) if settle else (0.0,)
+        for wait in waits:
+            if wait:
+                deadline = current_deadline()
+                if deadline is not None and deadline.remaining() < wait + self.settings.timeout:
+                    break
+                self.transport.sleep(wait)
+            matches = [r for r in self._search(object_type, body, operation) if _has_marker(r, property_name, marker)]
+            if matches:
+                # Several can only come from an earlier race; always settle on the oldest.
+                return min(matches, key=lambda r: int(str(r.get("id"))))
+        return None
+
+    @staticmethod
+    def _json_object(resp: HttpResponse, operation: str) -> dict[str, Any]:
+        """The body of a successful read or update as a JSON object, else an unexpected-response error."""
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise unexpected(
+                PROVIDER, operation, f"HTTP {resp.status} from {resp.method} {resp.path} is not a JSON object"
+            )
+        return body
+
+    @staticmethod
+    def _created(resp: HttpResponse, operation: str, what: str, reference: str) -> dict[str, Any]:
+        """The body of a successful create; one we cannot read means "created, id unknown"."""
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not _ID.fullmatch(str(body.get("id", ""))):
+            raise _UnreadableCreate(
+                f"HubSpot answered {operation} with an unreadable response: the new {what}'s id is missing",
+                provider=PROVIDER.value,
+                operation=operation,
+                reference=reference,
+            )
+        return body
+
+    @staticmethod
+    def _object_id(body: Mapping[str, Any], operation: str, what: str) -> str:
+        value = body.get("id")
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str) or not _ID.fullmatch(value):
+            raise unexpected(PROVIDER, operation, f"the {what} has no numeric id")
+        return value
+
+    def _create_once(
+        self, create: Callable[[], T], find: Callable[[], T | None], *, operation: str, reference: str
+    ) -> T:
+        """:func:`create_once`, plus: a 2xx we cannot read is a create that happened.
+
+        Such a create is never repeated (a second one would double-book); the record is looked up
+        once, and when the look-up cannot find it the error says the outcome is unknown.
+        """
+        try:
+            return create_once(create, find, provider=PROVIDER, operation=operation, reference=reference)
+        except _UnreadableCreate as exc:
+            try:
+                found = find()
+            except PMSError:
+                found = None
+            if found is not None:
+                return found
+            exc.outcome_unknown = True
+            exc.reference = reference
+            raise
+
+    def _appointment(
+        self,
+        appointment_id: str,
+        meeting: Mapping[str, Any],
+        deal: Mapping[str, Any] | None,
+        status: AppointmentStatus,
+        changes: AppointmentUpdate | None,
+    ) -> Appointment:
+        props = meeting.get("properties")
+        props = props if isinstance(props, dict) else {}
+        start = parse_hubspot_time(props.get("hs_meeting_start_time")) or parse_hubspot_time(props.get("hs_timestamp"))
+        end = parse_hubspot_time(props.get("hs_meeting_end_time"))
+        title = props.get("hs_meeting_title") if isinstance(props.get("hs_meeting_title"), str) else None
+        if changes is not None:
+            start = changes.start or start
+            end = changes.end or end
+            title = changes.title or title
+        body = props.get("hs_meeting_body")
+        match = _BODY_REFERENCE.search(body) if isinstance(body, str) else None
+        return Appointment(
+            provider=PROVIDER,
+            id=appointment_id,
+            status=status,
+            start=start,
+            end=end,
+            reference=match.group(1) if match else None,
+            title=title,
+            raw={"meeting": dict(meeting), "deal": dict(deal) if deal is not None else None},
+        )
+
+
+class _UnreadableCreate(UnexpectedResponseError):
+    """A create answered 2xx with a body we cannot read. Raised with ``outcome_unknown`` false so
+    that :func:`create_once` passes it through instead of creating again; the adapter then sets it."""
+
+
+def _associated_ids(record: Mapping[str, Any], keys: Iterable[str]) -> list[str]:
+    """Ids under ``associations.<key>.results[].id`` of a record read with ``?associations=``."""
+    associations = record.get("associations")
+    if not isinstance(associations, dict):
+        return []
+    ids: list[str] = []
+    for key in keys:
+        group = associations.get(key)
+        results = group.get("results") if isinstance(group, dict) else None
+        for item in results if isinstance(results, list) else []:
+            value = item.get("id") if isinstance(item, dict) else None
+            value = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+            if isinstance(value, str) and _ID.fullmatch(value) and value not in ids:
+                ids.append(value)
+    return ids
+
+
+def _has_marker(record: Mapping[str, Any], property_name: str, marker: str) -> bool:
+    props = record.get("properties")
+    value = props.get(property_name) if isinstance(props, dict) else None
+    return isinstance(value, str) and marker in value
+
+
+def create(settings: HubSpotSettings, runtime: Runtime) -> Provider:
+    """Build the HubSpot adapter (called by the client on first use)."""
+    return HubSpotAdapter(settings, runtime)
