@@ -23,7 +23,7 @@ from .models import (
     AppointmentUpdate,
     PerformanceReport,
     ProviderName,
-    ProviderStatus,
+    ProviderStatusList,
     ReportReceipt,
 )
 
@@ -103,7 +103,7 @@ def _with_client(call: Callable[[PMSClient], T]) -> T:
         client.release()
 
 
-def providers() -> list[ProviderStatus]:
+def providers() -> ProviderStatusList:
     """Each provider's status: enabled, or which variables are missing and what is wrong."""
     return get_client().providers()
 

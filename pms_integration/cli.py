@@ -18,6 +18,7 @@ from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
 from ._redact import redact
+from ._render import text_table as _table
 from .config import VARIABLES, load_config
 from .errors import (
     AuthenticationError,
@@ -32,7 +33,7 @@ from .errors import (
     UnsupportedOperationError,
     ValidationError,
 )
-from .models import ProviderName, ProviderStatus, unstructure
+from .models import ProviderName, ProviderStatus, ProviderStatusList, unstructure
 
 __all__ = ["EXIT_CODES", "format_status_table", "main"]
 
@@ -77,26 +78,7 @@ def exit_code(error: BaseException) -> int:
 
 def format_status_table(statuses: Sequence[ProviderStatus]) -> str:
     """An aligned text table of provider statuses; never contains a secret."""
-    rows = [("PROVIDER", "STATUS", "DETAIL")]
-    for s in statuses:
-        if s.enabled:
-            rows.append((s.name.value, "enabled", f"API {s.api_version} at {s.base_url}"))
-        else:
-            detail = []
-            if s.missing:
-                detail.append("missing " + ", ".join(s.missing))
-            detail.extend(s.problems)
-            rows.append((s.name.value, "disabled", "; ".join(detail)))
-    return _table(rows)
-
-
-def _table(rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    lines = []
-    for row in rows:
-        cells = [c.ljust(w) for c, w in zip(row, widths, strict=False)] + [row[-1]]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
+    return str(ProviderStatusList(statuses))
 
 
 # -- input and output ----------------------------------------------------------------------

@@ -29,7 +29,7 @@ from .models import (
     AppointmentUpdate,
     PerformanceReport,
     ProviderName,
-    ProviderStatus,
+    ProviderStatusList,
     ReportReceipt,
     structure,
     validate_appointment_id,
@@ -109,7 +109,7 @@ class PMSClient:
 
     # -- introspection ----------------------------------------------------------------------
 
-    def providers(self) -> list[ProviderStatus]:
+    def providers(self) -> ProviderStatusList:
         """Each provider's status: enabled, or the variables to set and the problems to fix."""
         return self.config.statuses()
 

@@ -24,7 +24,7 @@ import attrs
 
 from ._redact import register_secret
 from .errors import ConfigurationError
-from .models import ProviderName, ProviderStatus
+from .models import ProviderName, ProviderStatus, ProviderStatusList
 
 __all__ = [
     "Secret",
@@ -198,8 +198,8 @@ class PMSConfig:
     def enabled(self) -> list[ProviderName]:
         return [n for n in ProviderName if self.providers[n].enabled]
 
-    def statuses(self) -> list[ProviderStatus]:
-        return [self.providers[n].status() for n in ProviderName]
+    def statuses(self) -> ProviderStatusList:
+        return ProviderStatusList(self.providers[n].status() for n in ProviderName)
 
     def all_problems(self) -> list[str]:
         out = list(self.problems)

@@ -63,6 +63,14 @@ class PMSError(Exception):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r})"
 
+    def _repr_html_(self) -> str:
+        """How a notebook shows the error when it is displayed (not raised)."""
+        from ._render import html_table
+
+        rows = [("error", type(self).__name__), ("message", str(self))]
+        rows += [(f"field {path or '(input)'}", message) for path, message in getattr(self, "errors", [])]
+        return html_table(["", ""], rows)
+
 
 class ConfigurationError(PMSError):
     """The configuration cannot be used as it is."""

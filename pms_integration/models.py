@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 
+from ._render import html_table, text_table
 from .errors import ValidationError
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ __all__ = [
     "PerformanceReport",
     "ReportReceipt",
     "ProviderStatus",
+    "ProviderStatusList",
     "get_converter",
     "structure",
     "unstructure",
@@ -481,7 +483,7 @@ class AppointmentUpdate:
         return self.start is not None or self.end is not None
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class Appointment:
     """A booking as the vendor holds it.
 
@@ -498,6 +500,34 @@ class Appointment:
     contact_id: str | None = None
     title: str | None = None
     raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+
+    def _rows(self) -> list[tuple[str, str]]:
+        when = "unknown"
+        if self.start is not None:
+            when = self.start.strftime("%a %Y-%m-%d %H:%M")
+            if self.end is not None:
+                when += self.end.strftime("-%H:%M")
+            when += f" {self.start.strftime('%z') or ''}".rstrip()
+        return [
+            ("provider", self.provider.value),
+            ("id", self.id),
+            ("status", self.status.value),
+            ("when", when),
+            ("title", self.title or ""),
+            ("reference", self.reference or ""),
+            ("contact", self.contact_id or ""),
+        ]
+
+    def __str__(self) -> str:
+        return text_table([(k, v) for k, v in self._rows() if v])
+
+    def __repr__(self) -> str:
+        rows = dict(self._rows())
+        ref = f" ref={self.reference}" if self.reference else ""
+        return f"<Appointment {rows['provider']} {self.id} {rows['status']} {rows['when']}{ref}>"
+
+    def _repr_html_(self) -> str:
+        return html_table(["Appointment", ""], [(k, v) for k, v in self._rows() if v])
 
 
 @attrs.frozen
@@ -597,7 +627,7 @@ def _format_number(value: float) -> str:
     return f"{value:,.4g}" if abs(value) < 1 else f"{value:,.2f}"
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class ReportReceipt:
     """Where a performance report landed. ``created`` is false when an earlier push was updated."""
 
@@ -606,6 +636,24 @@ class ReportReceipt:
     report_id: str
     created: bool = True
     raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+
+    def _rows(self) -> list[tuple[str, str]]:
+        return [
+            ("provider", self.provider.value),
+            ("id", self.id),
+            ("report id", self.report_id),
+            ("action", "created" if self.created else "updated"),
+        ]
+
+    def __str__(self) -> str:
+        return text_table(self._rows())
+
+    def __repr__(self) -> str:
+        action = "created" if self.created else "updated"
+        return f"<ReportReceipt {self.provider.value} {self.id} {action} report_id={self.report_id}>"
+
+    def _repr_html_(self) -> str:
+        return html_table(["Report receipt", ""], self._rows())
 
 
 @attrs.frozen
@@ -619,14 +667,35 @@ class ProviderStatus:
     api_version: str | None = None
     base_url: str | None = None
 
-    def __str__(self) -> str:
+    @property
+    def detail(self) -> str:
+        """Where it points when enabled; what to set or fix when not."""
         if self.enabled:
-            return f"{self.name.value}: enabled ({self.api_version or 'default API'}, {self.base_url})"
+            return f"API {self.api_version} at {self.base_url}"
         why = []
         if self.missing:
             why.append("missing " + ", ".join(self.missing))
         why.extend(self.problems)
-        return f"{self.name.value}: disabled ({'; '.join(why)})"
+        return "; ".join(why)
+
+    def row(self) -> tuple[str, str, str]:
+        return (self.name.value, "enabled" if self.enabled else "disabled", self.detail)
+
+    def __str__(self) -> str:
+        return f"{self.name.value}: {'enabled' if self.enabled else 'disabled'} ({self.detail})"
+
+    def _repr_html_(self) -> str:
+        return html_table(["provider", "status", "detail"], [self.row()])
+
+
+class ProviderStatusList(list[ProviderStatus]):
+    """What ``providers()`` returns: a plain list that prints as a table."""
+
+    def __str__(self) -> str:
+        return text_table([("PROVIDER", "STATUS", "DETAIL"), *(s.row() for s in self)])
+
+    def _repr_html_(self) -> str:
+        return html_table(["provider", "status", "detail"], [s.row() for s in self])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -83,8 +83,9 @@ def test_py_typed_is_shipped() -> None:
 ALLOWED = {
     "_redact": set(),
     "_version": set(),
-    "errors": {"_redact"},
-    "models": {"errors"},
+    "_render": set(),
+    "errors": {"_redact", "_render"},
+    "models": {"_render", "errors"},
     "config": {"_redact", "errors", "models"},
     "provider": {"models"},
     "_ratelimit": set(),
