@@ -377,6 +377,9 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # the default listen backlog (5) makes a burst of new keep-alive connections from many
+    # threads wait for SYN retries (~1 s); real vendors accept far more
+    request_queue_size = 128
     sandbox: Sandbox
 
 

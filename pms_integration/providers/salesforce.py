@@ -1,0 +1,948 @@
+"""Salesforce adapter: appointments are ``Event`` records, performance reports completed ``Task``s.
+
+Wire format (REST API, ``/services/data/v{version}``, JSON, ``Authorization: Bearer <token>``):
+
+* **book** - ``POST /sobjects/Event/`` with ``Subject`` (title, patient name and the booking
+  reference in brackets), ``StartDateTime``/``EndDateTime`` in UTC, ``Description``, ``OwnerId``,
+  ``IsAllDayEvent: false``, ``ShowAs: "Busy"`` and, when known, ``RecordTypeId``, ``WhoId`` and
+  ``Location``. Salesforce answers ``201 {"id", "success", "errors"}``.
+* **update** - ``PATCH /sobjects/Event/{id}`` with only the changed fields (``204``). A new title or
+  new notes need the current ``Subject``/``Description`` first (one ``GET``), because both carry
+  text the adapter must keep (the booking reference, the patient's details).
+* **cancel** - ``DELETE /sobjects/Event/{id}`` (``204``); ``ENTITY_IS_DELETED``/``NOT_FOUND`` means
+  it is already gone. ``cancel_mode="soft"`` keeps the record instead: ``GET`` it, then ``PATCH``
+  ``Subject`` to ``"CANCELLED: ..."``, ``ShowAs`` to ``Free`` and a line onto ``Description``.
+* **push_report** - a ``Task`` with ``Status: "Completed"`` whose ``Subject`` ends in
+  ``[<report_id>]``; a SOQL query finds an earlier push of the same report, which is patched
+  instead of creating another.
+
+Creates are never repeated blindly: after an ambiguous failure (timeout, reset, 5xx) a SOQL
+look-up by the bracketed reference in ``Subject`` decides whether the record already exists.
+
+Errors arrive as a JSON array ``[{"message", "errorCode", "fields"}]``; :func:`parse_error`
+reads it (and survives HTML pages from Salesforce's edge). ``Sforce-Limit-Info`` is read into the
+transport's :class:`~pms_integration._ratelimit.RateLimitInfo`. An expired token is refreshed
+once with the OAuth refresh-token flow when the client id, secret and refresh token are set.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import requests
+
+from .._http import ErrorInfo, HttpResponse, Runtime, Transport, create_once, unexpected
+from .._ratelimit import RateLimitInfo
+from .._retry import current_deadline
+from ..config import SalesforceSettings, Secret
+from ..errors import (
+    APIError,
+    AuthenticationError,
+    ConflictError,
+    NotFoundError,
+    PermissionDeniedError,
+    PMSError,
+    ProviderError,
+    RateLimitError,
+    ServerError,
+    TransportError,
+    ValidationError,
+)
+from ..models import (
+    Appointment,
+    AppointmentRequest,
+    AppointmentStatus,
+    AppointmentUpdate,
+    PerformanceReport,
+    ProviderName,
+    ReportReceipt,
+)
+from ..provider import ALL_CAPABILITIES, Capability
+
+__all__ = [
+    "SalesforceProvider",
+    "TokenRefreshAuth",
+    "create",
+    "parse_error",
+    "parse_limit_info",
+    "id_checksum",
+    "is_salesforce_id",
+    "soql_string",
+    "soql_like_contains",
+    "soql_datetime",
+    "wire_datetime",
+    "parse_salesforce_datetime",
+    "EVENT_PREFIX",
+    "TASK_PREFIX",
+    "CANCELLED_PREFIX",
+]
+
+log = logging.getLogger("pms_integration.providers.salesforce")
+
+PROVIDER = ProviderName.SALESFORCE
+TOKEN_VARIABLE = "PMS_SALESFORCE_TOKEN"  # noqa: S105 - a variable name, not a secret
+REFRESH_VARIABLES = ("PMS_SALESFORCE_CLIENT_ID", "PMS_SALESFORCE_CLIENT_SECRET", "PMS_SALESFORCE_REFRESH_TOKEN")
+
+#: Key prefixes of the standard objects this adapter touches (the first three id characters).
+EVENT_PREFIX = "00U"
+TASK_PREFIX = "00T"
+CONTACT_PREFIX = "003"
+LEAD_PREFIX = "00Q"
+USER_PREFIX = "005"
+
+SUBJECT_MAX = 255
+DESCRIPTION_MAX = 32_000
+LOCATION_MAX = 255
+CANCELLED_PREFIX = "CANCELLED: "
+DETAILS_MARKER = "--- booking details (pms-integration) ---"
+REPORT_DATA_MARKER = "--- machine-readable ---"
+REPORT_SCHEMA = "pms_integration.performance_report/1"
+
+# Fields the adapter fills itself; ``request.extra`` may not override them, because the
+# reconcile look-up depends on them (Subject carries the reference; start and owner narrow it).
+_PROTECTED_EXTRA = frozenset({"Id", "Subject", "StartDateTime", "OwnerId"})
+_FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
+_REFERENCE_IN_SUBJECT = re.compile(r"\[([A-Za-z0-9][A-Za-z0-9_.:-]{0,63})\]\s*$")
+_EVENT_READ_FIELDS = ("Subject", "Description", "StartDateTime", "EndDateTime", "WhoId", "ShowAs")
+
+# ---------------------------------------------------------------------------------------------
+# record ids
+
+_ID_SHAPE = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
+_CHECKSUM_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
+
+
+def id_checksum(id15: str) -> str:
+    """The three-character suffix that turns a 15-character id into its 18-character form.
+
+    Each suffix character encodes, as a 5-bit number, which of five id characters are
+    upper-case letters, so the 18-character id survives case-insensitive handling.
+    """
+    if len(id15) != 15:
+        raise ValueError("the checksum is computed over exactly 15 characters")
+    suffix = []
+    for block in range(3):
+        bits = 0
+        for position, char in enumerate(id15[block * 5 : block * 5 + 5]):
+            if "A" <= char <= "Z":
+                bits |= 1 << position
+        suffix.append(_CHECKSUM_ALPHABET[bits])
+    return "".join(suffix)
+
+
+def is_salesforce_id(value: object) -> bool:
+    """True for a well-formed 15- or 18-character id (18: the case checksum must match)."""
+    if not isinstance(value, str) or not _ID_SHAPE.fullmatch(value):
+        return False
+    return len(value) == 15 or value[15:] == id_checksum(value[:15])
+
+
+def _check_id(value: object, field: str, prefixes: tuple[str, ...], what: str) -> str:
+    """Return ``value`` if it is a valid id of the expected object, else raise ValidationError."""
+    if not isinstance(value, str) or not _ID_SHAPE.fullmatch(value):
+        raise ValidationError.single(field, f"must be {what}: 15 or 18 letters and digits")
+    if len(value) == 18 and value[15:] != id_checksum(value[:15]):
+        raise ValidationError.single(
+            field,
+            f"is not a valid 18-character Salesforce id: its last three characters should be "
+            f"{id_checksum(value[:15])!r} (mistyped, or its upper/lower case was changed)",
+        )
+    if not value.startswith(prefixes):
+        starts = " or ".join(prefixes)
+        raise ValidationError.single(field, f"must be {what} (an id starting with {starts})")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# SOQL and date-time formatting
+
+_SOQL_ESCAPES = {"\\": "\\\\", "'": "\\'", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
+
+
+def soql_string(value: str) -> str:
+    """A SOQL string literal (quoted, with backslash escapes)."""
+    return "'" + "".join(_SOQL_ESCAPES.get(c, c) for c in value) + "'"
+
+
+def soql_like_contains(value: str) -> str:
+    """A SOQL ``LIKE`` pattern matching any text that contains ``value`` literally."""
+    escaped = "".join(_SOQL_ESCAPES.get(c, c) for c in value).replace("%", "\\%").replace("_", "\\_")
+    return "'%" + escaped + "%'"
+
+
+def wire_datetime(value: _dt.datetime) -> str:
+    """An aware datetime as Salesforce's UTC form ``YYYY-MM-DDTHH:MM:SSZ`` (whole seconds)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("a naive datetime has no place on the wire")
+    return value.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def soql_datetime(value: _dt.datetime) -> str:
+    """A SOQL dateTime literal (unquoted, UTC)."""
+    return wire_datetime(value)
+
+
+def parse_salesforce_datetime(value: object) -> _dt.datetime | None:
+    """Parse ``2025-03-14T15:00:00.000+0000`` (and the ``Z``/no-millisecond forms); None if not."""
+    if not isinstance(value, str) or not 19 <= len(value) <= 40:
+        return None
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+0000"
+    for fmt in ("%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z"):
+        try:
+            return _dt.datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+    return None
+
+
+def _fit(head: str, tail: str, limit: int) -> str:
+    """``head + tail`` within ``limit`` characters, shortening ``head`` (``tail`` is kept whole)."""
+    if len(head) + len(tail) <= limit:
+        return head + tail
+    room = max(limit - len(tail) - 1, 0)
+    return head[:room].rstrip() + "…" + tail
+
+
+# ---------------------------------------------------------------------------------------------
+# response headers and error bodies
+
+
+def parse_limit_info(headers: Mapping[str, str]) -> RateLimitInfo | None:
+    """Read ``Sforce-Limit-Info: api-usage=18/15000`` into the daily fields of RateLimitInfo."""
+    raw = headers.get("Sforce-Limit-Info")
+    if raw is None:
+        raw = next((v for k, v in headers.items() if k.lower() == "sforce-limit-info"), None)
+    if not raw:
+        return None
+    for part in raw.split(";"):
+        key, sep, value = part.partition("=")
+        if not sep or key.strip().lower() != "api-usage":
+            continue
+        m = re.fullmatch(r"\s*(\d{1,12})\s*/\s*(\d{1,12})\s*", value)
+        if not m:
+            return None
+        used, total = int(m.group(1)), int(m.group(2))
+        log.info("salesforce API usage: %d of %d daily requests used", used, total)
+        return RateLimitInfo(daily_remaining=max(total - used, 0), daily_limit=total)
+    return None
+
+
+_CODE_CLASSES: dict[str, type[APIError]] = {
+    "INVALID_SESSION_ID": AuthenticationError,
+    "REQUEST_LIMIT_EXCEEDED": RateLimitError,
+    "ENTITY_IS_DELETED": NotFoundError,
+    "NOT_FOUND": NotFoundError,
+    "INSUFFICIENT_ACCESS_OR_READONLY": PermissionDeniedError,
+    "INSUFFICIENT_ACCESS_ON_CROSS_REFERENCE_ENTITY": PermissionDeniedError,
+    "DUPLICATES_DETECTED": ConflictError,
+}
+_RETRYABLE_CODES = frozenset({"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE"})
+_HTML_TITLE = re.compile(r"<title[^>]*>([^<]{1,120})</title>", re.IGNORECASE)
+
+
+def _first_error(body: object) -> Mapping[str, Any] | None:
+    if isinstance(body, list):
+        return next((e for e in body if isinstance(e, Mapping)), None)
+    if isinstance(body, Mapping):
+        return body
+    return None
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def parse_error(resp: HttpResponse) -> ErrorInfo:
+    """Read a Salesforce error response. Never raises, whatever the body holds.
+
+    REST errors are ``[{"message", "errorCode", "fields"}]`` (``fields`` optional); the OAuth
+    endpoint answers ``{"error", "error_description"}``; Salesforce's edge may send HTML.
+    """
+    try:
+        body = resp.json_or_none()
+    except Exception:  # noqa: BLE001 - a parser must never raise
+        body = None
+    entry = _first_error(body)
+    if entry is None:
+        title = _HTML_TITLE.search(resp.text or "")
+        what = (
+            f"HTML page {title.group(1).strip()!r}"
+            if title
+            else ("empty body" if not resp.text.strip() else "non-JSON body")
+        )
+        message = f"HTTP {resp.status} ({what})"
+        if resp.status == 420:
+            # Salesforce Edge had no route to the instance: a transient server-side failure.
+            return ErrorInfo(message, error_class=ServerError)
+        return ErrorInfo(message)
+    code = (
+        _str_or_none(entry.get("errorCode"))
+        or _str_or_none(entry.get("statusCode"))
+        or _str_or_none(entry.get("error"))
+    )
+    message = (
+        _str_or_none(entry.get("message")) or _str_or_none(entry.get("error_description")) or f"HTTP {resp.status}"
+    )
+    raw_fields = entry.get("fields")
+    fields = tuple(f for f in raw_fields if isinstance(f, str)) if isinstance(raw_fields, list) else ()
+    error_class = _CODE_CLASSES.get(code or "")
+    retryable: bool | None = None
+    if code in _RETRYABLE_CODES:
+        retryable = True
+    elif code == "REQUEST_LIMIT_EXCEEDED" and "totalrequests" in message.lower():
+        # The org's rolling 24-hour allowance is spent: retrying in seconds cannot help.
+        retryable = False
+    elif error_class is None and resp.status == 420:
+        error_class = ServerError
+    return ErrorInfo(message, code=code, fields=fields, error_class=error_class, retryable=retryable)
+
+
+# ---------------------------------------------------------------------------------------------
+# authentication with optional refresh
+
+
+class TokenRefreshAuth:
+    """Bearer auth whose token can be renewed with the OAuth 2.0 refresh-token flow.
+
+    The marker :meth:`apply` returns is the :class:`Secret` it used. :meth:`refresh` runs under
+    a lock and first compares that marker with the current token: if another thread has
+    already replaced it, the caller just replays with the new one. So any number of threads
+    that hit ``401 INVALID_SESSION_ID`` together cause exactly one token request.
+    """
+
+    #: After a failed refresh, requests still carrying the rejected token fail at once for
+    #: this long instead of each asking the token endpoint again.
+    FAILURE_HOLD_SECONDS = 30.0
+
+    def __init__(self, settings: SalesforceSettings, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._token: Secret = settings.token
+        self._client_id = settings.client_id
+        self._client_secret = settings.client_secret
+        self._refresh_token = settings.refresh_token
+        self._token_url = settings.token_url
+        self._timeout = settings.timeout
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._session: requests.Session | None = None
+        self._failure: tuple[Secret, float, PMSError] | None = None
+        self.refresh_count = 0
+
+    @property
+    def can_refresh(self) -> bool:
+        return bool(self._client_id and self._client_secret and self._refresh_token)
+
+    def bind(self, session: requests.Session) -> None:
+        """Use ``session`` (the transport's) for token requests."""
+        self._session = session
+
+    def apply(self, headers: dict[str, str]) -> object:
+        with self._lock:
+            token = self._token
+        headers["Authorization"] = "Bearer " + token.reveal()
+        return token
+
+    def refresh(self, used: object) -> bool:
+        if not self.can_refresh:
+            return False
+        with self._lock:
+            if used is not self._token:
+                return True  # someone refreshed while this request was out: replay with theirs
+            failure = self._failure
+            if failure is not None and failure[0] is used and self._clock() - failure[1] < self.FAILURE_HOLD_SECONDS:
+                raise _copy_error(failure[2])
+            try:
+                self._token = self._request_token()
+            except AuthenticationError as exc:
+                # A refusal is remembered; a network failure is not (the next request may retry).
+                self._failure = (self._token, self._clock(), exc)
+                raise
+            self._failure = None
+            self.refresh_count += 1
+            return True
+
+    def _request_token(self) -> Secret:
+        assert self._client_id and self._client_secret and self._refresh_token
+        session = self._session or requests.Session()
+        timeout = self._timeout
+        deadline = current_deadline()
+        if deadline is not None:
+            timeout = max(0.05, min(timeout, deadline.remaining()))
+        form = {
+            "grant_type": "refresh_token",
+            "client_id": self._client_id,
+            "client_secret": self._client_secret.reveal(),
+            "refresh_token": self._refresh_token.reveal(),
+        }
+        started = time.perf_counter()
+        try:
+            raw = session.post(
+                self._token_url,
+                data=form,
+                headers={"Accept": "application/json", "Content-Type": "application/x-www-form-urlencoded"},
+                timeout=timeout,
+            )
+        except requests.RequestException as exc:
+            log.info("salesforce POST /services/oauth2/token -> %s (token refresh)", type(exc).__name__)
+            raise TransportError(
+                f"Salesforce token refresh could not complete ({type(exc).__name__}); the request was not sent again",
+                provider=PROVIDER.value,
+                operation="token refresh",
+            ) from None
+        elapsed = (time.perf_counter() - started) * 1000
+        log.info("salesforce POST /services/oauth2/token -> %d in %.0f ms (token refresh)", raw.status_code, elapsed)
+        body: Any = None
+        try:
+            body = raw.json()
+        except ValueError:
+            body = None
+        token = body.get("access_token") if isinstance(body, Mapping) else None
+        if raw.status_code == 200 and isinstance(token, str) and token:
+            new_refresh = body.get("refresh_token") if isinstance(body, Mapping) else None
+            if isinstance(new_refresh, str) and new_refresh:
+                # Refresh-token rotation: the old refresh token stops working now.
+                self._refresh_token = Secret(new_refresh)
+            return Secret(token)
+        code = None
+        detail = ""
+        if isinstance(body, Mapping):
+            code = _str_or_none(body.get("error"))
+            description = _str_or_none(body.get("error_description"))
+            detail = f": {code or 'error'}" + (f" ({description[:120]})" if description else "")
+        elif raw.status_code == 200:
+            detail = ": the answer held no access_token"
+        raise AuthenticationError(
+            f"Salesforce rejected the expired token and refreshing it failed with HTTP {raw.status_code}{detail}. "
+            f"Check {', '.join(REFRESH_VARIABLES)} (and {TOKEN_VARIABLE})",
+            status_code=raw.status_code if raw.status_code >= 400 else 401,
+            code=code,
+            provider=PROVIDER.value,
+            operation="token refresh",
+        )
+
+    def __repr__(self) -> str:
+        return "TokenRefreshAuth(Secret('**********'))"
+
+
+def _copy_error(error: PMSError) -> PMSError:
+    """A fresh instance of a remembered error (re-raising one object from many threads tangles tracebacks)."""
+    if isinstance(error, APIError):
+        return type(error)(
+            error.message,
+            status_code=error.status_code,
+            code=error.code,
+            provider=error.provider,
+            operation=error.operation,
+        )
+    if isinstance(error, ProviderError):
+        return type(error)(error.message, provider=error.provider, operation=error.operation)
+    return type(error)(error.message)
+
+
+# ---------------------------------------------------------------------------------------------
+# the adapter
+
+
+class SalesforceProvider:
+    """The Salesforce adapter. Thread-safe; one per client."""
+
+    def __init__(self, settings: SalesforceSettings, runtime: Runtime) -> None:
+        self.settings = settings
+        self.auth = TokenRefreshAuth(settings, clock=runtime.clock)
+        self.transport: Transport = runtime.transport(
+            provider=PROVIDER,
+            base_url=settings.base_url,
+            auth=self.auth,
+            timeout=settings.timeout,
+            token_variable=TOKEN_VARIABLE,
+            error_parser=parse_error,
+            rate_header_parser=parse_limit_info,
+            rate_limit=settings.rate_limit,
+            default_headers={"Content-Type": "application/json"},
+        )
+        self.auth.bind(self.transport.session)
+        self.api = f"/services/data/v{settings.api_version}"
+        self._report_tasks: dict[str, str] = {}
+        self._report_lock = threading.Lock()
+        for variable, value in (
+            ("PMS_SALESFORCE_OWNER_ID", settings.owner_id),
+            ("PMS_SALESFORCE_EVENT_RECORD_TYPE", settings.event_record_type),
+        ):
+            if value and not is_salesforce_id(value):
+                log.warning("%s does not look like a valid Salesforce id (its checksum suffix is wrong)", variable)
+
+    # -- Provider protocol ------------------------------------------------------------------
+
+    @property
+    def name(self) -> ProviderName:
+        return PROVIDER
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        return ALL_CAPABILITIES
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def book(self, request: AppointmentRequest) -> Appointment:
+        payload = self.event_payload(request)
+
+        def create_event() -> Appointment:
+            resp = self.transport.request(
+                "POST", f"{self.api}/sobjects/Event/", operation="book", json=payload, reference=request.reference
+            )
+            body = resp.json_or_none()
+            record_id = body.get("id") if isinstance(body, Mapping) else None
+            if not (isinstance(body, Mapping) and body.get("success") is not False and is_salesforce_id(record_id)):
+                raise unexpected(
+                    PROVIDER,
+                    "book",
+                    "no Event id in the create result",
+                    outcome_unknown=True,
+                    reference=request.reference,
+                )
+            assert isinstance(record_id, str)
+            return self._booked(record_id, request, payload, {"create": dict(body)})
+
+        return create_once(
+            create_event,
+            lambda: self._find_booking(request),
+            provider=PROVIDER,
+            operation="book",
+            reference=request.reference,
+        )
+
+    def update(self, appointment_id: str, changes: AppointmentUpdate) -> Appointment:
+        event_id = _check_id(appointment_id, "appointment_id", (EVENT_PREFIX,), "a Salesforce Event id")
+        patch: dict[str, Any] = {}
+        if changes.start is not None:
+            patch["StartDateTime"] = wire_datetime(changes.start)
+        if changes.end is not None:
+            patch["EndDateTime"] = wire_datetime(changes.end)
+        if changes.location is not None:
+            patch["Location"] = changes.location[:LOCATION_MAX]
+        current: Mapping[str, Any] | None = None
+        if changes.title is not None or changes.notes is not None:
+            current, _ = self._read_event(event_id, "update")
+            if changes.title is not None:
+                patch["Subject"] = _retitle(str(current.get("Subject") or ""), changes.title)
+            if changes.notes is not None:
+                patch["Description"] = _renote(str(current.get("Description") or ""), changes.notes)
+        self.transport.request("PATCH", f"{self.api}/sobjects/Event/{event_id}", operation="update", json=patch)
+        subject = patch.get("Subject") or (current or {}).get("Subject")
+        start = changes.start or (parse_salesforce_datetime(current.get("StartDateTime")) if current else None)
+        end = changes.end or (parse_salesforce_datetime(current.get("EndDateTime")) if current else None)
+        return Appointment(
+            provider=PROVIDER,
+            id=event_id,
+            status=_status_of(subject),
+            start=start,
+            end=end,
+            reference=_reference_in(subject),
+            contact_id=_str_or_none((current or {}).get("WhoId")),
+            title=subject if isinstance(subject, str) else None,
+            raw={"patch": patch, **({"read": dict(current)} if current is not None else {})},
+        )
+
+    def cancel(self, appointment_id: str, *, reason: str | None = None) -> Appointment:
+        event_id = _check_id(appointment_id, "appointment_id", (EVENT_PREFIX,), "a Salesforce Event id")
+        if self.settings.cancel_mode == "soft":
+            return self._soft_cancel(event_id, reason)
+        resp = self.transport.request(
+            "DELETE", f"{self.api}/sobjects/Event/{event_id}", operation="cancel", expect=(404,)
+        )
+        raw: dict[str, Any] = {"deleted": True}
+        if resp.status == 404:
+            raw = {"already_cancelled": self._gone_code(resp, "cancel")}
+        return Appointment(PROVIDER, event_id, AppointmentStatus.CANCELLED, None, None, raw=raw)
+
+    def push_report(self, report: PerformanceReport) -> ReportReceipt:
+        payload = self.task_payload(report)
+        task_id = self._cached_task(report.id)
+        if task_id is not None:
+            if self._patch_task(task_id, payload):
+                return self._receipt(task_id, report, created=False, raw={"patch": payload})
+            self._forget_task(report.id)
+        existing = self._find_report(report)
+        if existing is not None:
+            if self._patch_task(existing, payload):
+                self._remember_task(report.id, existing)
+                return self._receipt(existing, report, created=False, raw={"patch": payload})
+            self._forget_task(report.id)
+
+        def create_task() -> str:
+            resp = self.transport.request(
+                "POST", f"{self.api}/sobjects/Task/", operation="push_report", json=payload, reference=report.id
+            )
+            body = resp.json_or_none()
+            record_id = body.get("id") if isinstance(body, Mapping) else None
+            if not (isinstance(body, Mapping) and body.get("success") is not False and is_salesforce_id(record_id)):
+                raise unexpected(
+                    PROVIDER,
+                    "push_report",
+                    "no Task id in the create result",
+                    outcome_unknown=True,
+                    reference=report.id,
+                )
+            assert isinstance(record_id, str)
+            return record_id
+
+        new_id = create_once(
+            create_task,
+            lambda: self._find_report(report),
+            provider=PROVIDER,
+            operation="push_report",
+            reference=report.id,
+        )
+        self._remember_task(report.id, new_id)
+        return self._receipt(new_id, report, created=True, raw={"create": payload})
+
+    # -- extras -----------------------------------------------------------------------------
+
+    def available_versions(self) -> list[str]:
+        """The API versions the org serves (``GET /services/data/``), oldest first."""
+        resp = self.transport.request("GET", "/services/data/", operation="versions")
+        body = resp.json_or_none()
+        if not isinstance(body, list):
+            raise unexpected(PROVIDER, "versions", "the versions list is not a JSON array")
+        return [str(v["version"]) for v in body if isinstance(v, Mapping) and isinstance(v.get("version"), str)]
+
+    # -- payloads ---------------------------------------------------------------------------
+
+    def event_payload(self, request: AppointmentRequest) -> dict[str, Any]:
+        """The ``Event`` create body for ``request``. Raises ValidationError on unusable input."""
+        who_id = _who_id(request)
+        payload: dict[str, Any] = {
+            "Subject": _event_subject(request),
+            "StartDateTime": wire_datetime(request.start),
+            "EndDateTime": wire_datetime(request.end_time),
+            "IsAllDayEvent": False,
+            "ShowAs": "Busy",
+            "OwnerId": self.settings.owner_id,
+            "Description": _event_description(request, who_id),
+        }
+        if self.settings.event_record_type:
+            payload["RecordTypeId"] = self.settings.event_record_type
+        if who_id:
+            payload["WhoId"] = who_id
+        if request.location:
+            payload["Location"] = request.location[:LOCATION_MAX]
+        errors: list[tuple[str, str]] = []
+        for key in request.extra:
+            if not _FIELD_NAME.fullmatch(key):
+                errors.append((f"extra.{key[:40]}", "is not a Salesforce field API name"))
+            elif key in _PROTECTED_EXTRA:
+                errors.append((f"extra.{key}", "is set by the adapter and cannot be overridden"))
+        if errors:
+            raise ValidationError(errors)
+        payload.update(request.extra)
+        return payload
+
+    def task_payload(self, report: PerformanceReport) -> dict[str, Any]:
+        """The ``Task`` body for ``report`` (the same for create and update)."""
+        data = {
+            "schema": REPORT_SCHEMA,
+            "report_id": report.id,
+            "period_start": report.period_start.isoformat(),
+            "period_end": report.period_end.isoformat(),
+            "metrics": dict(report.metrics),
+        }
+        machine = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        text = report.render_text()
+        room = DESCRIPTION_MAX - len(machine) - len(REPORT_DATA_MARKER) - 4
+        if len(text) > room:
+            text = text[: max(room - 1, 0)] + "…"
+        payload: dict[str, Any] = {
+            "Subject": _fit(str(report.title), f" [{report.id}]", SUBJECT_MAX),
+            "Status": "Completed",
+            "Priority": "Normal",
+            "ActivityDate": report.period_end.isoformat(),
+            "Description": f"{text}\n\n{REPORT_DATA_MARKER}\n{machine}",
+        }
+        if self._task_owner:
+            payload["OwnerId"] = self._task_owner
+        return payload
+
+    @property
+    def _task_owner(self) -> str | None:
+        """Tasks belong to users; a public calendar owner (023...) cannot own one."""
+        owner = self.settings.owner_id
+        return owner if owner.startswith(USER_PREFIX) else None
+
+    # -- booking helpers --------------------------------------------------------------------
+
+    def _booked(
+        self, record_id: str, request: AppointmentRequest, payload: Mapping[str, Any], raw: Mapping[str, Any]
+    ) -> Appointment:
+        return Appointment(
+            provider=PROVIDER,
+            id=record_id,
+            status=AppointmentStatus.BOOKED,
+            start=request.start,
+            end=request.end_time,
+            reference=request.reference,
+            contact_id=payload.get("WhoId"),
+            title=payload["Subject"],
+            raw=raw,
+        )
+
+    def _query(self, soql: str, operation: str) -> list[Mapping[str, Any]]:
+        resp = self.transport.request("GET", f"{self.api}/query/", operation=operation, params={"q": soql})
+        body = resp.json_or_none()
+        records = body.get("records") if isinstance(body, Mapping) else None
+        if not isinstance(records, list):
+            raise unexpected(PROVIDER, operation, "the query result has no records list")
+        return [r for r in records if isinstance(r, Mapping)]
+
+    def _find_booking(self, request: AppointmentRequest) -> Appointment | None:
+        where = [
+            f"OwnerId = {soql_string(self.settings.owner_id)}",
+            f"StartDateTime = {soql_datetime(request.start)}",
+            f"Subject LIKE {soql_like_contains(f'[{request.reference}]')}",
+        ]
+        fields = "Id, Subject, StartDateTime, EndDateTime, WhoId"
+        soql = f"SELECT {fields} FROM Event WHERE " + " AND ".join(where) + " LIMIT 2"  # noqa: S608 - escaped
+        records = self._query(soql, "book")
+        if not records:
+            return None
+        if len(records) > 1:
+            log.warning("salesforce book: reference %s matches several Events; using the first", request.reference)
+        record = records[0]
+        record_id = record.get("Id")
+        if not is_salesforce_id(record_id):
+            raise unexpected(PROVIDER, "book", "the look-up returned an Event without a valid Id")
+        assert isinstance(record_id, str)
+        subject = record.get("Subject")
+        return Appointment(
+            provider=PROVIDER,
+            id=record_id,
+            status=_status_of(subject),
+            start=parse_salesforce_datetime(record.get("StartDateTime")) or request.start,
+            end=parse_salesforce_datetime(record.get("EndDateTime")) or request.end_time,
+            reference=request.reference,
+            contact_id=_str_or_none(record.get("WhoId")),
+            title=subject if isinstance(subject, str) else None,
+            raw={"found": dict(record)},
+        )
+
+    def _read_event(
+        self, event_id: str, operation: str, *, allow_gone: bool = False
+    ) -> tuple[Mapping[str, Any], str | None]:
+        """GET the Event's fields. With ``allow_gone``, a deleted Event gives ``({}, code)``."""
+        resp = self.transport.request(
+            "GET",
+            f"{self.api}/sobjects/Event/{event_id}",
+            operation=operation,
+            params={"fields": ",".join(_EVENT_READ_FIELDS)},
+            expect=(404,) if allow_gone else (),
+        )
+        if resp.status == 404:
+            return {}, self._gone_code(resp, operation)
+        body = resp.json_or_none()
+        if not isinstance(body, Mapping):
+            raise unexpected(PROVIDER, operation, "the Event record is not a JSON object")
+        return body, None
+
+    def _gone_code(self, resp: HttpResponse, operation: str) -> str:
+        """For a 404 on a record: the code if it says "already gone", else raise NotFoundError."""
+        info = parse_error(resp)
+        if info.code in ("ENTITY_IS_DELETED", "NOT_FOUND"):
+            return info.code or ""
+        raise NotFoundError(
+            f"Salesforce {operation} failed with HTTP 404"
+            + (f" {info.code}" if info.code else "")
+            + f": {info.message}",
+            status_code=404,
+            code=info.code,
+            provider=PROVIDER.value,
+            operation=operation,
+        )
+
+    def _soft_cancel(self, event_id: str, reason: str | None) -> Appointment:
+        current, gone = self._read_event(event_id, "cancel", allow_gone=True)
+        if gone is not None:
+            return Appointment(
+                PROVIDER, event_id, AppointmentStatus.CANCELLED, None, None, raw={"already_cancelled": gone}
+            )
+        subject = str(current.get("Subject") or "")
+        raw: dict[str, Any] = {"read": dict(current)}
+        new_subject = subject
+        if not (subject.startswith(CANCELLED_PREFIX) and current.get("ShowAs") == "Free"):
+            when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
+            line = f"Cancelled by the AI receptionist at {when}." + (f" Reason: {reason}" if reason else "")
+            description = str(current.get("Description") or "")
+            description = (description + "\n\n" + line) if description else line
+            if len(description) > DESCRIPTION_MAX:
+                description = description[: DESCRIPTION_MAX - len(line) - 2] + "\n\n" + line
+            if not subject.startswith(CANCELLED_PREFIX):
+                new_subject = _cancelled_subject(subject)
+            patch = {"Subject": new_subject, "ShowAs": "Free", "Description": description}
+            resp = self.transport.request(
+                "PATCH", f"{self.api}/sobjects/Event/{event_id}", operation="cancel", json=patch, expect=(404,)
+            )
+            if resp.status == 404:
+                code = self._gone_code(resp, "cancel")
+                return Appointment(
+                    PROVIDER, event_id, AppointmentStatus.CANCELLED, None, None, raw={"already_cancelled": code}
+                )
+            raw["patch"] = patch
+        return Appointment(
+            provider=PROVIDER,
+            id=event_id,
+            status=AppointmentStatus.CANCELLED,
+            start=parse_salesforce_datetime(current.get("StartDateTime")),
+            end=parse_salesforce_datetime(current.get("EndDateTime")),
+            reference=_reference_in(subject),
+            contact_id=_str_or_none(current.get("WhoId")),
+            title=new_subject,
+            raw=raw,
+        )
+
+    # -- report helpers ---------------------------------------------------------------------
+
+    def _find_report(self, report: PerformanceReport) -> str | None:
+        where = [f"Subject LIKE {soql_like_contains(f'[{report.id}]')}"]
+        if self._task_owner:
+            where.insert(0, f"OwnerId = {soql_string(self._task_owner)}")
+        soql = "SELECT Id, Subject FROM Task WHERE " + " AND ".join(where) + " LIMIT 2"  # noqa: S608 - escaped
+        records = self._query(soql, "push_report")
+        if not records:
+            return None
+        record_id = records[0].get("Id")
+        if not is_salesforce_id(record_id):
+            raise unexpected(PROVIDER, "push_report", "the look-up returned a Task without a valid Id")
+        assert isinstance(record_id, str)
+        return record_id
+
+    def _patch_task(self, task_id: str, payload: Mapping[str, Any]) -> bool:
+        """PATCH the Task; False when it no longer exists (deleted since we saw it)."""
+        if not is_salesforce_id(task_id) or not task_id.startswith(TASK_PREFIX):
+            raise unexpected(PROVIDER, "push_report", "the report's Task id is not a Task id")
+        resp = self.transport.request(
+            "PATCH", f"{self.api}/sobjects/Task/{task_id}", operation="push_report", json=dict(payload), expect=(404,)
+        )
+        if resp.status == 404:
+            self._gone_code(resp, "push_report")
+            return False
+        return True
+
+    def _cached_task(self, report_id: str) -> str | None:
+        with self._report_lock:
+            return self._report_tasks.get(report_id)
+
+    def _remember_task(self, report_id: str, task_id: str) -> None:
+        with self._report_lock:
+            self._report_tasks[report_id] = task_id
+            while len(self._report_tasks) > 1000:
+                self._report_tasks.pop(next(iter(self._report_tasks)))
+
+    def _forget_task(self, report_id: str) -> None:
+        with self._report_lock:
+            self._report_tasks.pop(report_id, None)
+
+    def _receipt(
+        self, task_id: str, report: PerformanceReport, *, created: bool, raw: Mapping[str, Any]
+    ) -> ReportReceipt:
+        return ReportReceipt(PROVIDER, task_id, report.id, created=created, raw=raw)
+
+    def __repr__(self) -> str:
+        return f"<SalesforceProvider {self.settings.base_url} v{self.settings.api_version}>"
+
+
+# ---------------------------------------------------------------------------------------------
+# text helpers
+
+
+def _who_id(request: AppointmentRequest) -> str | None:
+    """The patient's Contact (003) or Lead (00Q) id, when the caller passed one."""
+    contact_id = request.patient.contact_id
+    if (
+        not contact_id
+        or not contact_id.startswith((CONTACT_PREFIX, LEAD_PREFIX))
+        or not _ID_SHAPE.fullmatch(contact_id)
+    ):
+        return None
+    return _check_id(contact_id, "patient.contact_id", (CONTACT_PREFIX, LEAD_PREFIX), "a Salesforce Contact or Lead id")
+
+
+def _event_subject(request: AppointmentRequest) -> str:
+    head = f"{request.title} - {request.patient.display_name}"
+    return _fit(head, f" [{request.reference}]", SUBJECT_MAX)
+
+
+def _event_description(request: AppointmentRequest, who_id: str | None) -> str:
+    lines: list[str] = []
+    if request.notes:
+        lines += [request.notes, ""]
+    lines.append(DETAILS_MARKER)
+    if request.reason:
+        lines.append(f"Reason: {request.reason}")
+    patient = request.patient
+    lines.append(f"Patient: {patient.display_name}")
+    if patient.email:
+        lines.append(f"Email: {patient.email}")
+    if patient.phone:
+        lines.append(f"Phone: {patient.phone}")
+    if patient.contact_id and not who_id:
+        lines.append(f"Patient id: {patient.contact_id}")
+    if request.timezone:
+        lines.append(f"Time zone: {request.timezone}")
+    lines.append(f"Booking reference: {request.reference}")
+    lines.append("Booked by the AI receptionist (pms-integration).")
+    text = "\n".join(lines)
+    return text if len(text) <= DESCRIPTION_MAX else text[: DESCRIPTION_MAX - 1] + "…"
+
+
+def _reference_in(subject: object) -> str | None:
+    if not isinstance(subject, str):
+        return None
+    m = _REFERENCE_IN_SUBJECT.search(subject)
+    return m.group(1) if m else None
+
+
+def _status_of(subject: object) -> AppointmentStatus:
+    if isinstance(subject, str) and subject.startswith(CANCELLED_PREFIX):
+        return AppointmentStatus.CANCELLED
+    return AppointmentStatus.BOOKED
+
+
+def _retitle(current: str, title: str) -> str:
+    """A new Subject with ``title`` in front, keeping the patient name and reference marker."""
+    cancelled = current.startswith(CANCELLED_PREFIX)
+    body = current[len(CANCELLED_PREFIX) :] if cancelled else current
+    m = _REFERENCE_IN_SUBJECT.search(body)
+    tail = f" [{m.group(1)}]" if m else ""
+    rest = body[: m.start()].rstrip() if m else body
+    _, sep, name = rest.rpartition(" - ")
+    head = f"{title} - {name}" if sep and name else title
+    if cancelled:
+        head = CANCELLED_PREFIX + head
+    return _fit(head, tail, SUBJECT_MAX)
+
+
+def _renote(current: str, notes: str) -> str:
+    """A new Description with ``notes`` replacing the free-text part above the details block."""
+    index = current.find(DETAILS_MARKER)
+    rest = current[index:] if index >= 0 else current
+    text = f"{notes}\n\n{rest}" if rest else notes
+    return text if len(text) <= DESCRIPTION_MAX else text[: DESCRIPTION_MAX - 1] + "…"
+
+
+def _cancelled_subject(subject: str) -> str:
+    m = _REFERENCE_IN_SUBJECT.search(subject)
+    if m is None:
+        return _fit(CANCELLED_PREFIX + subject, "", SUBJECT_MAX)
+    return _fit(CANCELLED_PREFIX + subject[: m.start()].rstrip(), " " + m.group(0).strip(), SUBJECT_MAX)
+
+
+def create(settings: SalesforceSettings, runtime: Runtime) -> SalesforceProvider:
+    """The adapter factory the client calls."""
+    return SalesforceProvider(settings, runtime)

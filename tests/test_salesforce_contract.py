@@ -1,0 +1,524 @@
+"""Contract tests: every request the Salesforce adapter sends, checked against Salesforce's own
+REST request collection (forcedotcom/postman-salesforce-apis, in /work/shared/vendor-specs) for
+URL pattern, method and headers, and against allow-lists of the Event and Task standard fields
+taken from the field tables in /work/shared/notes/salesforce.md.
+
+The Postman files hold no field schema, so the field allow-lists below are written by hand
+from the research note (Event: section 1.2; Task: section 3.1). A field not listed fails.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import attrs
+import pytest
+import requests
+import responses
+
+from pms_integration.models import AppointmentRequest, AppointmentUpdate, PerformanceReport, structure
+from pms_integration.providers.salesforce import SalesforceProvider, is_salesforce_id
+
+from ._salesforce_support import (
+    CONTACT,
+    EVENT_ID,
+    NY,
+    RECORD_TYPE,
+    REFRESH_ENV,
+    TASK_ID,
+    adapter,
+    booking,
+    created,
+    query_result,
+    report,
+    sf_error,
+)
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+COLLECTION = SHARED / "vendor-specs/salesforce/postman-salesforce-apis/src/collections/salesforce_apis/rest"
+
+pytestmark = pytest.mark.skipif(
+    not COLLECTION.is_dir(),
+    reason=f"Salesforce request collection not found at {COLLECTION} (the shared vendor specs sit beside the repo)",
+)
+
+# ---------------------------------------------------------------------------------------------
+# field allow-lists (from the note's field tables)
+
+DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,3})?(Z|[+-]\d{2}:\d{2})$")
+DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+@attrs.frozen
+class Field:
+    kind: str  # datetime, date, bool, int, string, textarea, picklist, reference
+    createable: bool = True
+    updateable: bool = True
+    filterable: bool = True
+    length: int | None = None
+    values: frozenset[str] = frozenset()
+    prefixes: tuple[str, ...] = ()
+
+
+EVENT_FIELDS: dict[str, Field] = {
+    "Id": Field("reference", createable=False, updateable=False, prefixes=("00U",)),
+    "StartDateTime": Field("datetime"),
+    "EndDateTime": Field("datetime"),
+    "DurationInMinutes": Field("int"),
+    "IsAllDayEvent": Field("bool"),
+    "ActivityDateTime": Field("datetime"),
+    "ActivityDate": Field("date"),
+    "EndDate": Field("date", createable=False, updateable=False),
+    "Subject": Field("string", length=255),
+    "Description": Field("textarea", filterable=False, length=32_000),
+    "Location": Field("string", length=255),
+    "OwnerId": Field("reference", prefixes=("005", "023")),
+    "WhoId": Field("reference", prefixes=("003", "00Q")),
+    "WhatId": Field("reference"),
+    "ShowAs": Field("picklist", values=frozenset({"Busy", "OutOfOffice", "Free"})),
+    "Type": Field("picklist"),
+    "IsPrivate": Field("bool"),
+    "IsReminderSet": Field("bool"),
+    "ReminderDateTime": Field("datetime"),
+    "RecordTypeId": Field("reference", prefixes=("012",)),
+    "ClientGuid": Field("string", createable=False, updateable=False),
+}
+TASK_FIELDS: dict[str, Field] = {
+    "Id": Field("reference", createable=False, updateable=False, prefixes=("00T",)),
+    "Subject": Field("string", length=255),
+    "ActivityDate": Field("date"),
+    "Status": Field(
+        "picklist", values=frozenset({"Not Started", "In Progress", "Completed", "Waiting on someone else", "Deferred"})
+    ),
+    "Priority": Field("picklist", values=frozenset({"High", "Normal", "Low"})),
+    "OwnerId": Field("reference", prefixes=("005",)),
+    "Description": Field("textarea", filterable=False, length=32_000),
+}
+SOBJECTS = {"Event": EVENT_FIELDS, "Task": TASK_FIELDS}
+KEY_PREFIX = {"Event": "00U", "Task": "00T"}
+
+# ---------------------------------------------------------------------------------------------
+# request shapes from the Postman collection
+
+
+@attrs.frozen
+class Shape:
+    name: str
+    method: str
+    path: re.Pattern[str]
+    query_keys: frozenset[str]
+    headers: dict[str, str]
+    body: bool
+
+
+def _shape(file: str) -> Shape:
+    data = json.loads((COLLECTION / f"{file}.json").read_text())
+    url: str = data["url"]
+    path, _, query = url.partition("?")
+    pattern = re.escape(path.replace("{{_endpoint}}", ""))
+    pattern = pattern.replace(re.escape("{{version}}"), r"(?P<version>\d{2,3}\.\d)")
+    pattern = pattern.replace(re.escape("<SOBJECT_API_NAME>"), r"(?P<sobject>[A-Za-z][A-Za-z0-9_]*)")
+    pattern = pattern.replace(re.escape("<RECORD_ID>"), r"(?P<record>[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?)")
+    if not pattern.endswith("/"):
+        pattern += "/?"  # Salesforce serves the same resource with and without the slash
+    keys = frozenset(q["key"] for q in data.get("queryParams") or [] if q.get("enabled", True))
+    if query and not keys:
+        keys = frozenset(k for k in parse_qs(query))
+    headers = {h["key"]: h["value"] for h in data.get("headerData") or []}
+    return Shape(file, data["method"], re.compile(pattern), keys, headers, data.get("dataMode") == "raw")
+
+
+SHAPE_FILES = ("sobject_create", "sobject_rows_update", "sobject_rows_delete", "sobject_rows", "query", "versions")
+
+
+@pytest.fixture(scope="module")
+def shapes() -> list[Shape]:
+    return [_shape(f) for f in SHAPE_FILES]
+
+
+# ---------------------------------------------------------------------------------------------
+# the checker
+
+
+@attrs.frozen
+class Sent:
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes | None
+
+
+SOQL = re.compile(
+    r"^SELECT (?P<fields>[A-Za-z][A-Za-z0-9_]*(?:, [A-Za-z][A-Za-z0-9_]*)*) FROM (?P<sobject>[A-Za-z]+)"
+    r"(?: WHERE (?P<where>.+?))?(?: LIMIT (?P<limit>\d+))?$"
+)
+SOQL_LITERAL = re.compile(r"'(?:[^'\\]|\\[\\'\"nrtbf%_])*'")
+SOQL_CONDITION = re.compile(
+    r"^(?P<field>[A-Za-z][A-Za-z0-9_]*) (?P<op>=|!=|<|>|<=|>=|LIKE) "
+    r"(?P<value>'(?:[^'\\]|\\[\\'\"nrtbf%_])*'|\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z|\d+|true|false|null)$"
+)
+
+
+def _check_value(sobject: str, name: str, field: Field, value: Any) -> list[str]:
+    where = f"{sobject}.{name}"
+    if value is None:
+        return []
+    if field.kind == "datetime" and not (isinstance(value, str) and DATETIME.fullmatch(value)):
+        return [f"{where} must be an ISO-8601 dateTime with Z or an offset, got {value!r}"]
+    if field.kind == "date" and not (isinstance(value, str) and DATE.fullmatch(value)):
+        return [f"{where} must be a yyyy-MM-dd date, got {value!r}"]
+    if field.kind == "bool" and not isinstance(value, bool):
+        return [f"{where} must be a boolean"]
+    if field.kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+        return [f"{where} must be an integer"]
+    if field.kind in ("string", "textarea", "picklist", "reference") and not isinstance(value, str):
+        return [f"{where} must be a string"]
+    if field.length is not None and len(value) > field.length:
+        return [f"{where} is longer than {field.length}"]
+    if field.values and value not in field.values:
+        return [f"{where} value {value!r} is not one of {sorted(field.values)}"]
+    if field.kind == "reference":
+        if not is_salesforce_id(value):
+            return [f"{where} is not a valid Salesforce id: {value!r}"]
+        if field.prefixes and not value.startswith(field.prefixes):
+            return [f"{where} must start with {field.prefixes}"]
+    return []
+
+
+def _check_body(sobject: str, body: Any, *, creating: bool) -> list[str]:
+    fields = SOBJECTS[sobject]
+    if not isinstance(body, dict) or not body:
+        return [f"{sobject} body must be a non-empty JSON object"]
+    problems = []
+    for name, value in body.items():
+        field = fields.get(name)
+        if field is None:
+            problems.append(f"unknown {sobject} field {name!r}")
+            continue
+        if creating and not field.createable:
+            problems.append(f"{sobject}.{name} cannot be set on create")
+        if not creating and not field.updateable:
+            problems.append(f"{sobject}.{name} cannot be updated")
+        problems += _check_value(sobject, name, field, value)
+    if creating and sobject == "Event":
+        if "StartDateTime" not in body:
+            problems.append("Event create needs StartDateTime")
+        if body.get("IsAllDayEvent") is not True and not ({"EndDateTime", "DurationInMinutes"} & set(body)):
+            problems.append("a timed Event needs EndDateTime or DurationInMinutes")
+    return problems
+
+
+def _check_soql(soql: str) -> list[str]:
+    m = SOQL.fullmatch(soql)
+    if m is None:
+        return [f"SOQL not understood: {soql!r}"]
+    sobject = m.group("sobject")
+    fields = SOBJECTS.get(sobject)
+    if fields is None:
+        return [f"query on an unexpected object {sobject!r}"]
+    problems = [f"unknown {sobject} field {f!r} in SELECT" for f in m.group("fields").split(", ") if f not in fields]
+    where = m.group("where") or ""
+    # Split on AND outside string literals.
+    masked = SOQL_LITERAL.sub(lambda lit: "\x00" * len(lit.group(0)), where)
+    if "'" in masked:
+        problems.append(f"unbalanced or badly escaped string literal in {where!r}")
+        return problems
+    start = 0
+    for part in re.finditer(r" AND ", masked):
+        problems += _check_condition(sobject, fields, where[start : part.start()])
+        start = part.end()
+    if where:
+        problems += _check_condition(sobject, fields, where[start:])
+    return problems
+
+
+def _check_condition(sobject: str, fields: dict[str, Field], text: str) -> list[str]:
+    c = SOQL_CONDITION.fullmatch(text)
+    if c is None:
+        return [f"SOQL condition not understood: {text!r}"]
+    field = fields.get(c.group("field"))
+    if field is None:
+        return [f"unknown {sobject} field {c.group('field')!r} in WHERE"]
+    if not field.filterable:
+        return [f"{sobject}.{c.group('field')} is not filterable"]
+    return []
+
+
+def check(sent: Sent, shapes: list[Shape]) -> list[str]:
+    """Every way ``sent`` departs from the collection's request shapes and the field lists."""
+    parts = urlsplit(sent.url)
+    matches = [s for s in shapes if s.method == sent.method and s.path.fullmatch(parts.path)]
+    if len(matches) != 1:
+        return [f"{sent.method} {parts.path} matches {len(matches)} request shapes of the collection"]
+    shape = matches[0]
+    m = shape.path.fullmatch(parts.path)
+    assert m is not None
+    problems: list[str] = []
+    for key, value in shape.headers.items():
+        if sent.headers.get(key, "").split(";")[0].strip() != value:
+            problems.append(f"header {key}: {value} missing (collection {shape.name})")
+    if not sent.headers.get("Authorization", "").startswith("Bearer "):
+        problems.append("no bearer Authorization header")
+    params = parse_qs(parts.query)
+    if shape.query_keys and set(params) != set(shape.query_keys):
+        problems.append(f"query parameters {sorted(params)} != {sorted(shape.query_keys)}")
+    groups = m.groupdict()
+    sobject = groups.get("sobject")
+    if sobject is not None and sobject not in SOBJECTS:
+        problems.append(f"unexpected sObject {sobject!r}")
+        return problems
+    record = groups.get("record")
+    if record is not None:
+        if not is_salesforce_id(record):
+            problems.append(f"record id {record!r} is malformed or fails its checksum")
+        elif sobject and not record.startswith(KEY_PREFIX[sobject]):
+            problems.append(f"record id {record!r} is not a {sobject} id")
+    body = json.loads(sent.body) if sent.body else None
+    if shape.name == "sobject_create":
+        problems += _check_body(str(sobject), body, creating=True)
+    elif shape.name == "sobject_rows_update":
+        problems += _check_body(str(sobject), body, creating=False)
+    elif body is not None:
+        problems.append(f"{shape.name} must not carry a body")
+    if shape.name == "sobject_rows" and "fields" in params:
+        fields = SOBJECTS[str(sobject)]
+        problems += [
+            f"unknown {sobject} field {f!r} in ?fields" for f in params["fields"][0].split(",") if f not in fields
+        ]
+    elif shape.name == "sobject_rows" and set(params) - {"fields"}:
+        problems.append(f"unexpected parameters {sorted(params)}")
+    if shape.name == "query":
+        problems += _check_soql(params["q"][0])
+    return problems
+
+
+def check_token_request(sent: Sent) -> list[str]:
+    """The OAuth refresh request (not in the collection): a form POST with exactly four keys."""
+    problems = []
+    if sent.method != "POST" or urlsplit(sent.url).path != "/services/oauth2/token":
+        problems.append("token refresh must be POST /services/oauth2/token")
+    if not sent.headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):
+        problems.append("token refresh must be form-encoded")
+    form = parse_qs((sent.body or b"").decode())
+    if set(form) != {"grant_type", "client_id", "client_secret", "refresh_token"}:
+        problems.append(f"token refresh form keys {sorted(form)}")
+    if form.get("grant_type") != ["refresh_token"]:
+        problems.append("grant_type must be refresh_token")
+    if "Authorization" in sent.headers:
+        problems.append("token refresh must not carry the expired bearer token")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# recording what the adapter sends
+
+
+class Recorder:
+    """A ``responses`` mock that answers like Salesforce and records every request."""
+
+    def __init__(self, mock: responses.RequestsMock) -> None:
+        self.sent: list[Sent] = []
+        self.mock = mock
+        self.find: list[dict[str, Any]] = []
+        self.expired = 0
+        any_url = re.compile(r"https://example\.my\.salesforce\.com/.*")
+        for method in ("GET", "POST", "PATCH", "DELETE"):
+            mock.add_callback(method, any_url, callback=self._answer)
+
+    def _answer(self, request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
+        body = request.body.encode() if isinstance(request.body, str) else request.body
+        self.sent.append(Sent(str(request.method), str(request.url), dict(request.headers), body))
+        path = urlsplit(str(request.url)).path
+        if path.endswith("/oauth2/token"):
+            return 200, {}, json.dumps({"access_token": "00Dfresh!token-after-refresh"})
+        if self.expired and request.method != "GET":
+            self.expired -= 1
+            return 401, {}, json.dumps(sf_error("INVALID_SESSION_ID", "Session expired or invalid"))
+        if path.endswith("/query/"):
+            sobject = "Task" if "FROM Task" in parse_qs(urlsplit(str(request.url)).query)["q"][0] else "Event"
+            return 200, {}, json.dumps(query_result(self.find, sobject))
+        if path == "/services/data/":
+            return 200, {}, json.dumps([{"label": "Summer '26", "url": "/services/data/v67.0", "version": "67.0"}])
+        if request.method == "POST":
+            new_id = TASK_ID if "/Task/" in path else EVENT_ID
+            return 201, {}, json.dumps(created(new_id))
+        if request.method == "GET":
+            record = {
+                "Id": EVENT_ID,
+                "Subject": "Cleaning - Jane Doe [bk-0123456789abcdef0123]",
+                "Description": "notes\n\n--- booking details (pms-integration) ---\nPatient: Jane Doe",
+                "StartDateTime": "2026-03-09T13:00:00.000+0000",
+                "EndDateTime": "2026-03-09T13:45:00.000+0000",
+                "WhoId": None,
+                "ShowAs": "Busy",
+            }
+            return 200, {}, json.dumps(record)
+        return 204, {}, ""
+
+
+@pytest.fixture
+def recorder() -> Iterator[Recorder]:
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield Recorder(mock)
+
+
+def _req(**overrides: Any) -> AppointmentRequest:
+    return structure(booking(**overrides), AppointmentRequest)
+
+
+def _rep() -> PerformanceReport:
+    return structure(report(report_id="weekly_2026-10"), PerformanceReport)
+
+
+SCENARIOS: dict[str, Callable[[SalesforceProvider, Recorder], Any]] = {
+    "book": lambda a, r: a.book(
+        _req(patient={"name": "Jane Doe", "email": "j@example.com", "contact_id": CONTACT}, location="Chair 2")
+    ),
+    "book with extra": lambda a, r: a.book(_req(extra={"Type": "Meeting", "IsReminderSet": True})),
+    "reconcile": lambda a, r: a._find_booking(_req(reference="bk-a_b.c:d")),
+    "reschedule": lambda a, r: a.update(
+        EVENT_ID, AppointmentUpdate(start=dt.datetime(2026, 11, 2, 9, tzinfo=NY), duration_minutes=30)
+    ),
+    "extend": lambda a, r: a.update(EVENT_ID, AppointmentUpdate(end=dt.datetime(2026, 3, 9, 10, tzinfo=NY))),
+    "retitle": lambda a, r: a.update(
+        EVENT_ID, AppointmentUpdate(title="Check-up", notes="Bring X-rays", location="Chair 1")
+    ),
+    "cancel": lambda a, r: a.cancel(EVENT_ID, reason="called"),
+    "report": lambda a, r: a.push_report(_rep()),
+    "versions": lambda a, r: a.available_versions(),
+}
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_every_request_matches_the_collection(recorder: Recorder, shapes: list[Shape], scenario: str) -> None:
+    SCENARIOS[scenario](adapter(PMS_SALESFORCE_EVENT_RECORD_TYPE=RECORD_TYPE), recorder)
+    assert recorder.sent
+    for sent in recorder.sent:
+        assert check(sent, shapes) == [], (sent.method, sent.url)
+
+
+def test_soft_cancel_and_report_repush_match(recorder: Recorder, shapes: list[Shape]) -> None:
+    adapter(PMS_SALESFORCE_CANCEL_MODE="soft").cancel(EVENT_ID, reason="better")
+    recorder.find = [{"Id": TASK_ID, "Subject": "x [weekly_2026-10]"}]
+    adapter().push_report(_rep())
+    assert [s.method for s in recorder.sent] == ["GET", "PATCH", "GET", "PATCH"]
+    for sent in recorder.sent:
+        assert check(sent, shapes) == [], (sent.method, sent.url)
+
+
+def test_token_refresh_request(recorder: Recorder, shapes: list[Shape]) -> None:
+    recorder.expired = 1
+    adapter(**REFRESH_ENV).cancel(EVENT_ID)
+    api, token, replay = recorder.sent
+    assert check(api, shapes) == [] and check(replay, shapes) == []
+    assert check_token_request(token) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# the checker itself must be able to fail
+
+
+GOOD_EVENT = {"Subject": "x [bk-1]", "StartDateTime": "2026-03-09T13:00:00Z", "EndDateTime": "2026-03-09T13:30:00Z"}
+HEADERS = {"Content-Type": "application/json", "Authorization": "Bearer t"}
+API = "https://example.my.salesforce.com/services/data/v67.0"
+
+
+def _sent(method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Sent:
+    raw = None if body is None else json.dumps(body).encode()
+    return Sent(method, API + path, dict(HEADERS if headers is None else headers), raw)
+
+
+WRONG = {
+    "unknown field": _sent("POST", "/sobjects/Event/", {**GOOD_EVENT, "StartTime": "2026-03-09T13:00:00Z"}),
+    "read-only field": _sent("POST", "/sobjects/Event/", {**GOOD_EVENT, "EndDate": "2026-03-09"}),
+    "no end": _sent("POST", "/sobjects/Event/", {"Subject": "x", "StartDateTime": "2026-03-09T13:00:00Z"}),
+    "naive time": _sent("POST", "/sobjects/Event/", {**GOOD_EVENT, "StartDateTime": "2026-03-09T13:00:00"}),
+    "subject too long": _sent("POST", "/sobjects/Event/", {**GOOD_EVENT, "Subject": "x" * 256}),
+    "bad picklist": _sent("POST", "/sobjects/Event/", {**GOOD_EVENT, "ShowAs": "Maybe"}),
+    "bad who id": _sent("POST", "/sobjects/Event/", {**GOOD_EVENT, "WhoId": EVENT_ID}),
+    "task field on event": _sent("POST", "/sobjects/Event/", {**GOOD_EVENT, "Status": "Completed"}),
+    "wrong sobject": _sent("POST", "/sobjects/Appointment/", GOOD_EVENT),
+    "put instead of patch": _sent("PUT", f"/sobjects/Event/{EVENT_ID}", {"Location": "x"}),
+    "bad checksum": _sent("PATCH", f"/sobjects/Event/{EVENT_ID[:15]}AAB", {"Location": "x"}),
+    "task id on event": _sent("DELETE", f"/sobjects/Event/{TASK_ID}"),
+    "delete with body": _sent("DELETE", f"/sobjects/Event/{EVENT_ID}", {"x": 1}),
+    "no content type": _sent("PATCH", f"/sobjects/Event/{EVENT_ID}", {"Location": "x"}, {"Authorization": "Bearer t"}),
+    "no auth": _sent("DELETE", f"/sobjects/Event/{EVENT_ID}", headers={"Content-Type": "application/json"}),
+    "unfilterable": _sent("GET", "/query/?q=SELECT+Id+FROM+Event+WHERE+Description+LIKE+%27%25x%25%27"),
+    "unescaped quote": _sent("GET", "/query/?q=SELECT+Id+FROM+Event+WHERE+Subject+LIKE+%27%25it%27s%25%27"),
+    "unknown select": _sent("GET", "/query/?q=SELECT+Id,+Foo__x+FROM+Task"),
+    "unversioned": Sent("POST", "https://example.my.salesforce.com/services/data/sobjects/Event/", HEADERS, b"{}"),
+}
+
+
+WHY = {
+    "unknown field": "unknown Event field 'StartTime'",
+    "read-only field": "EndDate cannot be set",
+    "no end": "needs EndDateTime",
+    "naive time": "StartDateTime must be an ISO-8601",
+    "subject too long": "longer than 255",
+    "bad picklist": "ShowAs value 'Maybe'",
+    "bad who id": "WhoId must start with",
+    "task field on event": "unknown Event field 'Status'",
+    "wrong sobject": "unexpected sObject",
+    "put instead of patch": "matches 0 request shapes",
+    "bad checksum": "fails its checksum",
+    "task id on event": "is not a Event id",
+    "delete with body": "must not carry a body",
+    "no content type": "header Content-Type",
+    "no auth": "no bearer",
+    "unfilterable": "Description is not filterable",
+    "unescaped quote": "badly escaped string literal",
+    "unknown select": "unknown Task field 'Foo__x'",
+    "unversioned": "matches 0 request shapes",
+}
+
+
+@pytest.mark.parametrize("name", list(WRONG))
+def test_a_wrong_request_fails_the_contract(shapes: list[Shape], name: str) -> None:
+    problems = check(WRONG[name], shapes)
+    assert any(WHY[name] in p for p in problems), problems
+
+
+def test_a_deliberately_wrong_adapter_request_fails(
+    recorder: Recorder, shapes: list[Shape], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = SalesforceProvider.event_payload
+
+    def wrong(self: SalesforceProvider, request: AppointmentRequest) -> dict[str, Any]:
+        payload = real(self, request)
+        payload["StartTime"] = payload.pop("StartDateTime")  # a plausible but non-existent name
+        return payload
+
+    monkeypatch.setattr(SalesforceProvider, "event_payload", wrong)
+    adapter().book(_req())
+    problems = check(recorder.sent[0], shapes)
+    assert "unknown Event field 'StartTime'" in problems
+    assert "Event create needs StartDateTime" in problems
+
+
+def test_the_collection_shapes_are_what_the_checker_expects(shapes: list[Shape]) -> None:
+    by_name = {s.name: s for s in shapes}
+    assert by_name["sobject_create"].method == "POST"
+    assert by_name["sobject_rows_update"].method == "PATCH"
+    assert by_name["sobject_rows_delete"].method == "DELETE"
+    assert by_name["query"].query_keys == {"q"}
+    assert by_name["sobject_create"].headers == {"Content-Type": "application/json"}
+    assert by_name["sobject_rows_update"].path.fullmatch(f"/services/data/v67.0/sobjects/Event/{EVENT_ID}")
+
+
+def test_classified_error_codes_are_documented_codes() -> None:
+    # the error codes the adapter classifies appear in the note's tables (guards against typos)
+    note = (SHARED / "notes/salesforce.md").read_text()
+    from pms_integration.providers import salesforce
+
+    for code in (*salesforce._CODE_CLASSES, *salesforce._RETRYABLE_CODES - {"SERVER_UNAVAILABLE"}):
+        if code.startswith("INSUFFICIENT_ACCESS_ON"):
+            continue
+        assert code in note, code

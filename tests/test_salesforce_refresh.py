@@ -1,0 +1,124 @@
+"""Token refresh under concurrency: 16 threads hit 401 together, exactly one refresh happens."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from pms_integration._http import Runtime
+from pms_integration.config import Secret
+from pms_integration.models import AppointmentUpdate
+from pms_integration.providers.salesforce import create
+
+from ._salesforce_support import EVENT_ID, REFRESH_ENV, settings
+
+THREADS = 16
+NEW_TOKEN = "00Drefreshed!AQnew-access-token-77"
+
+
+class _State:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.refreshes = 0
+        self.rejected = 0
+        self.accepted = 0
+        self.arrived = 0
+        self.all_arrived = threading.Event()
+        self.all_rejected = threading.Event()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server: Any
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _send(self, status: int, body: Any = None) -> None:
+        payload = b"" if body is None else json.dumps(body).encode()
+        head = f"HTTP/1.1 {status} X\r\nContent-Length: {len(payload)}\r\nContent-Type: application/json\r\n\r\n"
+        self.wfile.write(head.encode() + payload)
+
+    def do_PATCH(self) -> None:
+        state: _State = self.server.state
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.headers.get("Authorization") == f"Bearer {NEW_TOKEN}":
+            with state.lock:
+                state.accepted += 1
+            self._send(204)
+            return
+        # Hold every stale-token request until all of them are in, so that no thread can see a
+        # refreshed token before all 16 have been rejected.
+        with state.lock:
+            state.arrived += 1
+            if state.arrived >= THREADS:
+                state.all_arrived.set()
+        state.all_arrived.wait(5)
+        with state.lock:
+            state.rejected += 1
+            if state.rejected >= THREADS:
+                state.all_rejected.set()
+        self._send(401, [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}])
+
+    def do_POST(self) -> None:
+        state: _State = self.server.state
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path != "/services/oauth2/token":
+            self._send(404, [{"message": "no", "errorCode": "NOT_FOUND"}])
+            return
+        with state.lock:
+            state.refreshes += 1
+        # Hold the answer until every thread has been rejected, so all 16 are really concurrent.
+        state.all_rejected.wait(5)
+        self._send(200, {"access_token": NEW_TOKEN, "token_type": "Bearer", "issued_at": "1"})
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 64  # the default backlog of 5 makes 16 simultaneous connects wait 1 s
+
+
+@pytest.fixture
+def server() -> Iterator[ThreadingHTTPServer]:
+    srv = _Server(("127.0.0.1", 0), _Handler)
+    srv.state = _State()  # type: ignore[attr-defined]
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_sixteen_threads_cause_exactly_one_refresh(server: ThreadingHTTPServer) -> None:
+    state: _State = server.state  # type: ignore[attr-defined]
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    adapter = create(settings(PMS_SALESFORCE_BASE_URL=base, **REFRESH_ENV), Runtime(sleep=lambda s: None))
+    barrier = threading.Barrier(THREADS)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            barrier.wait(5)
+            adapter.update(EVENT_ID, AppointmentUpdate(location="Chair 1"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(15)
+    adapter.close()
+    assert errors == []
+    assert state.refreshes == 1
+    assert adapter.auth.refresh_count == 1
+    assert state.rejected == THREADS
+    assert state.accepted == THREADS
+    assert isinstance(adapter.auth._token, Secret)
+    assert adapter.auth._token.reveal() == NEW_TOKEN

@@ -1,0 +1,335 @@
+"""End to end over real loopback sockets: the Salesforce adapter against the sandbox org."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Iterator
+from typing import Any, cast
+from zoneinfo import ZoneInfo
+
+import pytest
+import requests
+
+from pms_integration import PMSClient
+from pms_integration.errors import AuthenticationError, RateLimitError, ValidationError
+from pms_integration.models import AppointmentStatus
+from pms_integration.providers.salesforce import SalesforceProvider, is_salesforce_id
+from pms_integration.sandbox import Fault, Sandbox
+from pms_integration.sandbox.salesforce import SalesforceEmulator, parse_soql
+
+from .test_salesforce_contract import WRONG, Sent
+
+NY = ZoneInfo("America/New_York")
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox(seed=7) as sb:
+        yield sb
+
+
+@pytest.fixture
+def sb(sandbox: Sandbox) -> Sandbox:
+    sandbox.reset()
+    return sandbox
+
+
+def org(sb: Sandbox) -> SalesforceEmulator:
+    return cast(SalesforceEmulator, sb.emulator("salesforce"))
+
+
+def make_client(sb: Sandbox, **extra: str) -> PMSClient:
+    env = sb.environ(default_provider="salesforce")
+    env.update(extra)
+    return PMSClient(environ=env, env_file=None, sleep=lambda s: None)
+
+
+def booking(sb: Sandbox, **overrides: Any) -> dict[str, Any]:
+    contact = next(c["Id"] for c in sb.state("salesforce")["contacts"] if c["type"] == "Contact")
+    data: dict[str, Any] = {
+        "start": dt.datetime(2026, 3, 9, 9, 0, tzinfo=NY).isoformat(),
+        "duration_minutes": 45,
+        "patient": {"name": "Jane Doe", "email": "jane@example.com", "contact_id": contact},
+        "title": "Cleaning",
+        "reason": "routine",
+        "notes": "Prefers mornings.",
+    }
+    data.update(overrides)
+    return data
+
+
+REPORT = {
+    "period_start": "2026-03-02",
+    "period_end": "2026-03-08",
+    "metrics": {"calls_handled": 40, "bookings_made": 9},
+}
+
+
+def test_every_operation_end_to_end(sb: Sandbox) -> None:
+    with make_client(sb) as c:
+        appt = c.book_appointment(booking(sb))
+        [event] = sb.state("salesforce")["bookings"]
+        assert event["Id"] == appt.id and is_salesforce_id(appt.id) and appt.id.startswith("00U") and len(appt.id) == 18
+        assert event["Subject"] == f"Cleaning - Jane Doe [{appt.reference}]"
+        assert event["StartDateTime"] == "2026-03-09T13:00:00.000+0000"
+        assert event["EndDateTime"] == "2026-03-09T13:45:00.000+0000"
+        assert event["DurationInMinutes"] == 45
+        assert event["WhoId"] == appt.contact_id and event["ShowAs"] == "Busy"
+        assert event["OwnerId"] == org(sb).owner_id
+
+        moved = c.update_appointment(appt.id, {"start": "2026-11-02T10:00:00-05:00", "duration_minutes": 60})
+        assert moved.start == dt.datetime(2026, 11, 2, 10, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
+        event = org(sb).record(appt.id)
+        assert event is not None
+        assert (event["StartDateTime"], event["EndDateTime"]) == (
+            "2026-11-02T15:00:00.000+0000",
+            "2026-11-02T16:00:00.000+0000",
+        )
+
+        renamed = c.update_appointment(appt.id, {"title": "Check-up", "notes": "Bring X-rays."})
+        event = org(sb).record(appt.id)
+        assert event is not None
+        assert event["Subject"] == f"Check-up - Jane Doe [{appt.reference}]" == renamed.title
+        assert event["Description"].startswith("Bring X-rays.\n\n--- booking details")
+
+        first = c.push_performance_report(REPORT)
+        second = c.push_performance_report({**REPORT, "metrics": {"calls_handled": 41}})
+        [task] = sb.state("salesforce")["tasks"]
+        assert first.id == second.id == task["Id"] and task["Id"].startswith("00T") and is_salesforce_id(task["Id"])
+        assert (first.created, second.created) == (True, False)
+        assert task["Status"] == "Completed" and task["IsClosed"] is True and task["ActivityDate"] == "2026-03-08"
+        assert "41" in task["Description"]
+
+        cancelled = c.cancel_appointment(appt.id, reason="called")
+        again = c.cancel_appointment(appt.id)
+        assert cancelled.status is again.status is AppointmentStatus.CANCELLED
+        assert again.raw["already_cancelled"] == "ENTITY_IS_DELETED"
+        assert sb.state("salesforce")["bookings"] == [] and sb.state("salesforce")["deleted"] == [appt.id]
+
+        info = c.rate_limit_info("salesforce")
+        assert info is not None and info.daily_limit == 15000
+        assert info.daily_remaining == 15000 - sb.state("salesforce")["api_usage"]
+        adapter = c.adapter("salesforce")
+        assert isinstance(adapter, SalesforceProvider)
+        assert "67.0" in adapter.available_versions()
+
+
+def test_soft_cancel_end_to_end(sb: Sandbox) -> None:
+    with make_client(sb, PMS_SALESFORCE_CANCEL_MODE="soft") as c:
+        appt = c.book_appointment(booking(sb))
+        c.cancel_appointment(appt.id, reason="feeling better")
+        c.cancel_appointment(appt.id)
+    [event] = sb.state("salesforce")["bookings"]
+    assert event["Subject"] == f"CANCELLED: Cleaning - Jane Doe [{appt.reference}]"
+    assert event["ShowAs"] == "Free"
+    assert event["Description"].count("Cancelled by the AI receptionist") == 1
+
+
+def test_record_type_when_configured(sb: Sandbox) -> None:
+    with make_client(sb, PMS_SALESFORCE_EVENT_RECORD_TYPE=org(sb).event_record_type) as c:
+        c.book_appointment(booking(sb))
+    assert sb.state("salesforce")["bookings"][0]["RecordTypeId"] == org(sb).event_record_type
+
+
+@pytest.mark.parametrize("fault", [Fault.reset_after_commit(), Fault.server_error(503, commit=True)])
+def test_ambiguous_create_is_reconciled_not_duplicated(sb: Sandbox, fault: Fault) -> None:
+    sb.inject("salesforce", fault, operation="sobjects.create", times=1)
+    with make_client(sb) as c:
+        appt = c.book_appointment(booking(sb, reference="bk-retry_1"))
+    [event] = sb.state("salesforce")["bookings"]
+    assert event["Id"] == appt.id and appt.reference == "bk-retry_1"
+    assert [r.operation for r in sb.records if r.provider.value == "salesforce"] == ["sobjects.create", "query"]
+
+
+def test_dropped_create_is_created_once(sb: Sandbox) -> None:
+    sb.inject("salesforce", Fault.drop(), operation="sobjects.create", times=1)
+    with make_client(sb) as c:
+        c.book_appointment(booking(sb))
+    assert len(sb.state("salesforce")["bookings"]) == 1
+
+
+def test_like_escaping_keeps_similar_references_apart(sb: Sandbox) -> None:
+    with make_client(sb) as c:
+        other = c.book_appointment(booking(sb, reference="bk-axb"))
+        mine = c.book_appointment(booking(sb, reference="bk-a_b"))
+        adapter = c.adapter("salesforce")
+        assert isinstance(adapter, SalesforceProvider)
+        from pms_integration.models import AppointmentRequest, structure
+
+        found = adapter._find_booking(structure(booking(sb, reference="bk-a_b"), AppointmentRequest))
+        assert found is not None and found.id == mine.id != other.id
+
+
+def test_expired_token_without_refresh_names_the_variable(sb: Sandbox) -> None:
+    with make_client(sb) as c:
+        org(sb).expire_token()
+        with pytest.raises(AuthenticationError) as info:
+            c.book_appointment(booking(sb))
+    assert "PMS_SALESFORCE_TOKEN" in str(info.value) and info.value.code == "INVALID_SESSION_ID"
+    assert sb.state("salesforce")["bookings"] == []
+
+
+def test_expired_token_is_refreshed(sb: Sandbox) -> None:
+    with make_client(sb, **org(sb).refresh_environ()) as c:
+        org(sb).expire_token()
+        c.book_appointment(booking(sb))
+        sb.inject("salesforce", Fault.expired_token(), operation="sobjects.update", times=1)
+        appt = c.book_appointment(booking(sb, reference="bk-second"))
+        c.update_appointment(appt.id, {"location": "Chair 4"})
+    state = sb.state("salesforce")
+    assert len(state["bookings"]) == 2 and state["token_refreshes"] == 2
+
+
+def test_bad_refresh_credentials_fail_cleanly(sb: Sandbox) -> None:
+    creds = {**org(sb).refresh_environ(), "PMS_SALESFORCE_REFRESH_TOKEN": "5Aep861revoked"}
+    with make_client(sb, **creds) as c:
+        org(sb).expire_token()
+        with pytest.raises(AuthenticationError) as info:
+            c.book_appointment(booking(sb))
+    assert "invalid_grant" in str(info.value) and "PMS_SALESFORCE_REFRESH_TOKEN" in str(info.value)
+    assert org(sb).client_secret not in str(info.value)
+
+
+def test_sixteen_threads_one_refresh_over_sockets(sb: Sandbox) -> None:
+    with make_client(sb, **org(sb).refresh_environ()) as c:
+        appt = c.book_appointment(booking(sb))
+        org(sb).expire_token()
+        barrier = threading.Barrier(16)
+        errors: list[BaseException] = []
+
+        def work(n: int) -> None:
+            try:
+                barrier.wait(5)
+                c.update_appointment(appt.id, {"location": f"Chair {n}"})
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+    assert errors == []
+    assert sb.state("salesforce")["token_refreshes"] == 1
+
+
+def test_daily_limit_is_a_rate_limit_error(sb: Sandbox) -> None:
+    org(sb).set_api_usage(15000)
+    with make_client(sb) as c, pytest.raises(RateLimitError) as info:
+        c.book_appointment(booking(sb))
+    assert info.value.code == "REQUEST_LIMIT_EXCEEDED" and info.value.status_code == 403
+    assert sb.request_count("salesforce") == 1  # the daily allowance is spent: no retry
+
+
+def test_transient_limit_is_retried(sb: Sandbox) -> None:
+    sb.inject("salesforce", Fault.rate_limit(), operation="sobjects.create", times=1)
+    with make_client(sb) as c:
+        c.book_appointment(booking(sb))
+    assert len(sb.state("salesforce")["bookings"]) == 1
+    assert sb.request_count("salesforce", status=403) == 1
+
+
+def test_bad_ids_never_reach_the_sandbox(sb: Sandbox) -> None:
+    with make_client(sb) as c:
+        appt = c.book_appointment(booking(sb))
+        before = sb.request_count("salesforce")
+        for bad in (appt.id[:15] + "ZZZ", appt.id.lower(), "00T" + appt.id[3:]):
+            with pytest.raises(ValidationError):
+                c.cancel_appointment(bad)
+    assert sb.request_count("salesforce") == before
+
+
+# ---------------------------------------------------------------------------------------------
+# the sandbox rejects what the contract tests reject
+
+SANDBOX_ERRORS = {
+    "unknown field": (400, "INVALID_FIELD"),
+    "read-only field": (400, "INVALID_FIELD_FOR_INSERT_UPDATE"),
+    "no end": (400, "REQUIRED_FIELD_MISSING"),
+    "naive time": (400, "JSON_PARSER_ERROR"),
+    "subject too long": (400, "STRING_TOO_LONG"),
+    "bad picklist": (400, "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"),
+    "bad who id": (400, "FIELD_INTEGRITY_EXCEPTION"),
+    "task field on event": (400, "INVALID_FIELD"),
+    "wrong sobject": (404, "NOT_FOUND"),
+    "put instead of patch": (405, "METHOD_NOT_ALLOWED"),
+    "bad checksum": (400, "MALFORMED_ID"),
+    "task id on event": (400, "MALFORMED_ID"),
+    "no content type": (415, "UNSUPPORTED_MEDIA_TYPE"),
+    "no auth": (401, "INVALID_SESSION_ID"),
+    "unfilterable": (400, "INVALID_FIELD"),
+    "unescaped quote": (400, "MALFORMED_QUERY"),
+    "unknown select": (400, "INVALID_FIELD"),
+    "unversioned": (404, "NOT_FOUND"),
+}
+# A body on DELETE is ignored by the real API as far as anyone has documented; not enforced.
+NOT_ENFORCED = {"delete with body"}
+
+
+def test_every_contract_case_has_a_sandbox_expectation() -> None:
+    assert set(WRONG) == set(SANDBOX_ERRORS) | NOT_ENFORCED
+
+
+@pytest.mark.parametrize("name", sorted(SANDBOX_ERRORS))
+def test_sandbox_rejects_what_the_contract_rejects(sb: Sandbox, name: str) -> None:
+    with make_client(sb) as c:
+        appt = c.book_appointment(booking(sb))
+        task = c.push_performance_report(REPORT)
+    sent: Sent = WRONG[name]
+    from ._salesforce_support import EVENT_ID, TASK_ID
+
+    url = sent.url.replace("https://example.my.salesforce.com", sb.base_url("salesforce"))
+    url = url.replace(EVENT_ID, appt.id).replace(TASK_ID, task.id)
+    headers = dict(sent.headers)
+    if "Authorization" in headers:
+        headers["Authorization"] = "Bearer " + org(sb).token
+    resp = requests.request(sent.method, url, data=sent.body, headers=headers, timeout=5)
+    want_status, want_code = SANDBOX_ERRORS[name]
+    assert resp.status_code == want_status, resp.text
+    body = resp.json()
+    assert isinstance(body, list) and body[0]["errorCode"] == want_code, body
+    assert len(sb.state("salesforce")["bookings"]) == 1  # nothing was created or changed
+
+
+def test_strict_record_checks(sb: Sandbox) -> None:
+    with make_client(sb) as c:
+        appt = c.book_appointment(booking(sb))
+        c.cancel_appointment(appt.id)
+    base = sb.base_url("salesforce") + "/services/data/v67.0/sobjects/Event/"
+    auth = {"Authorization": "Bearer " + org(sb).token, "Content-Type": "application/json"}
+    for method in ("GET", "PATCH", "DELETE"):
+        resp = requests.request(method, base + appt.id, json={"Location": "x"}, headers=auth, timeout=5)
+        assert (resp.status_code, resp.json()[0]["errorCode"]) == (404, "ENTITY_IS_DELETED")
+    resp = requests.get(base + "not-an-id", headers=auth, timeout=5)
+    assert (resp.status_code, resp.json()[0]["errorCode"]) == (404, "NOT_FOUND")
+    resp = requests.post(base, json={"Subject": "x"}, headers=auth, timeout=5)
+    assert resp.json() == [
+        {
+            "message": "Required fields are missing: [ActivityDateTime]",
+            "errorCode": "REQUIRED_FIELD_MISSING",
+            "fields": ["ActivityDateTime"],
+        }
+    ]
+    resp = requests.post(base, json={"Id": appt.id}, headers=auth, timeout=5)
+    assert resp.json()[0]["errorCode"] == "INVALID_FIELD" and "fields" not in resp.json()[0]
+    resp = requests.get(base + appt.id, headers={"Authorization": "Bearer nope"}, timeout=5)
+    assert resp.status_code == 401 and resp.headers["WWW-Authenticate"] == "Token"
+    versions = requests.get(sb.base_url("salesforce") + "/services/data/", timeout=5)
+    assert versions.status_code == 200 and "Sforce-Limit-Info" not in versions.headers
+    assert {"label": "Summer '26", "url": "/services/data/v67.0", "version": "67.0"} in versions.json()
+    query = sb.base_url("salesforce") + "/services/data/v67.0/query/"
+    quoted = "SELECT Id FROM Event WHERE StartDateTime = '2026-03-09T13:00:00Z'"
+    resp = requests.get(query, params={"q": quoted}, headers=auth, timeout=5)
+    assert resp.status_code == 400 and "should not be enclosed in quotes" in resp.json()[0]["message"]
+    resp = requests.get(base.replace("v67.0", "v99.0") + appt.id, headers=auth, timeout=5)
+    assert resp.status_code == 404
+
+
+def test_soql_subset_parser() -> None:
+    q = parse_soql(
+        "SELECT Id, Subject FROM Task WHERE OwnerId = '005' AND Subject LIKE '%[a\\_b]%' OR IsClosed = true ORDER BY CreatedDate DESC LIMIT 2"
+    )
+    assert q.sobject == "Task" and q.fields == ["Id", "Subject"] and q.limit == 2
+    assert [[c.field for c in g] for g in q.where] == [["OwnerId", "Subject"], ["IsClosed"]]
+    assert q.order == ("CreatedDate", True)
