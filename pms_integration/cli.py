@@ -208,8 +208,12 @@ def _demo_provider(client: Any, sandbox: Any, name: ProviderName) -> list[tuple[
         before = sandbox.request_count(name)
         try:
             result = action()
+        except UnsupportedOperationError as exc:
+            result = f"skipped: {str(exc).split('. ')[0]}"
         except PMSError as exc:
             result = f"FAILED: {exc}"
+        if len(result) > 110:
+            result = result[:109] + "…"
         rows.append((label, result, sandbox.request_count(name) - before))
         return not result.startswith("FAILED")
 
@@ -221,7 +225,8 @@ def _demo_provider(client: Any, sandbox: Any, name: ProviderName) -> list[tuple[
         return f"booked {appt.id} for {_when(appt.start)} (ref {appt.reference})"
 
     def reschedule() -> str:
-        appt = client.update_appointment(booked[0].id, {"start": moved.isoformat(), "duration_minutes": 45}, provider=name)
+        changes = {"start": moved.isoformat(), "duration_minutes": 45, "timezone": "America/New_York"}
+        appt = client.update_appointment(booked[0].id, changes, provider=name)
         return f"moved to {_when(appt.start or moved)}, 45 min"
 
     def cancel() -> str:

@@ -83,3 +83,18 @@ def test_validation_errors_are_listed_per_field(capsys: pytest.CaptureFixture[st
     assert cli.main(["book", "--provider", "ghl", body]) == 3
     err = capsys.readouterr().err
     assert "  start: " in err and "  patient.email: " in err
+
+
+@pytest.mark.parametrize("version", ["v2", "v1"])
+def test_demo_succeeds_on_every_provider(version: str) -> None:
+    import io
+
+    out = io.StringIO()
+    assert cli.run_demo(out, ghl_api_version=version) == 0
+    text = out.getvalue()
+    assert "FAILED" not in text
+    for provider in ("gohighlevel", "salesforce", "hubspot"):
+        for step in ("book", "reschedule", "cancel", "push-report"):
+            assert any(line.startswith(provider) and f" {step} " in line for line in text.splitlines()), (provider, step)
+    if version == "v1":
+        assert "skipped: GoHighLevel API v1 cannot hold performance reports" in text
