@@ -1,0 +1,165 @@
+"""Each fault kind, on each provider's create, ends in a typed error or a successful retry -
+and never in a second booking. Also: the pytest plugin and the ``sandbox`` command."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import pms_integration as pms
+from pms_integration._retry import RetryPolicy
+from pms_integration.sandbox import Fault, Sandbox
+from pms_integration.testing import SandboxSession
+
+CREATE_OPERATION = {"gohighlevel": "appointments.create", "salesforce": "sobjects.create", "hubspot": "deals.create"}
+LOOKUP_OPERATION = {"gohighlevel": "appointments.list", "salesforce": "query", "hubspot": "deals.search"}
+UPDATE_OPERATION = {"gohighlevel": "appointments.update", "salesforce": "sobjects.update", "hubspot": "meetings.update"}
+TOKEN_VARIABLE = {"gohighlevel": "PMS_GHL_API_KEY", "salesforce": "PMS_SALESFORCE_TOKEN", "hubspot": "PMS_HUBSPOT_PRIVATE_APP_TOKEN"}
+TZ = dt.timezone(dt.timedelta(hours=-5))
+
+
+def booking(i: int) -> dict[str, Any]:
+    return {
+        "start": dt.datetime(2027, 2, 1, 9, 0, tzinfo=TZ).isoformat(),
+        "duration_minutes": 30,
+        "timezone": "America/New_York",
+        "patient": {"name": "Jane Doe", "email": f"jane{i}@example.com"},
+        "reference": f"fault-{i}",
+    }
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox(seed=3) as sb:
+        yield sb
+
+
+def client_for(sb: Sandbox) -> pms.PMSClient:
+    env = sb.environ()
+    env.update({f"PMS_{p}_TIMEOUT_MS": "300" for p in ("GHL", "SALESFORCE", "HUBSPOT")})
+    return pms.PMSClient(
+        environ=env, env_file=None, retry_policy=RetryPolicy(backoff_initial=0.01, backoff_max=0.05, jitter=0.01)
+    )
+
+
+def bookings(sb: Sandbox, provider: str, reference: str) -> int:
+    """Records carrying ``reference`` (for HubSpot the deal: it is created first)."""
+    key = "deals" if provider == "hubspot" else "bookings"
+    return sum(1 for b in sb.state(provider)[key] if reference in repr(b))
+
+
+RECOVERED = {
+    "503 before commit": Fault.server_error(503),
+    "502 after commit": Fault.server_error(502, commit=True),
+    "429": Fault.rate_limit(retry_after=0.01),
+    "timeout after commit": Fault.delay(0.6),
+    "reset after commit": Fault.reset_after_commit(),
+    "reset before commit": Fault.drop(),
+}
+
+
+@pytest.mark.parametrize("provider", ["gohighlevel", "salesforce", "hubspot"])
+@pytest.mark.parametrize("kind", list(RECOVERED))
+def test_create_faults_recover_with_exactly_one_booking(sandbox: Sandbox, provider: str, kind: str) -> None:
+    sandbox.inject(provider, RECOVERED[kind], operation=CREATE_OPERATION[provider], times=1)
+    with client_for(sandbox) as client:
+        appt = client.book_appointment(booking(1), provider=provider)
+    assert appt.reference == "fault-1"
+    assert bookings(sandbox, provider, "fault-1") == 1
+    assert sum(rule.fired for rule, _ in sandbox.faults_fired()) == 1
+
+
+@pytest.mark.parametrize("provider", ["gohighlevel", "salesforce", "hubspot"])
+def test_expired_token_is_an_authentication_error_naming_the_variable(sandbox: Sandbox, provider: str) -> None:
+    sandbox.inject(provider, Fault.expired_token(), times=1)
+    with client_for(sandbox) as client, pytest.raises(pms.AuthenticationError) as err:
+        client.book_appointment(booking(2), provider=provider)
+    assert TOKEN_VARIABLE[provider] in str(err.value)
+    assert bookings(sandbox, provider, "fault-2") == 0
+
+
+@pytest.mark.parametrize("provider", ["gohighlevel", "salesforce", "hubspot"])
+def test_undecidable_create_is_outcome_unknown_with_the_reference(sandbox: Sandbox, provider: str) -> None:
+    # every create fails (after committing) and every look-up fails too: nobody can tell
+    sandbox.inject(provider, Fault.server_error(503, commit=True), operation=CREATE_OPERATION[provider])
+    sandbox.inject(provider, Fault.server_error(503), operation=LOOKUP_OPERATION[provider])
+    with client_for(sandbox) as client, pytest.raises(pms.ServerError) as err:
+        client.book_appointment(booking(3), provider=provider)
+    assert err.value.outcome_unknown and "fault-3" in str(err.value)
+    assert bookings(sandbox, provider, "fault-3") == 1  # it did exist: exactly once
+
+
+@pytest.mark.parametrize("provider", ["gohighlevel", "hubspot"])
+def test_failure_before_the_create_is_a_known_outcome(sandbox: Sandbox, provider: str) -> None:
+    # the contact step fails for good: nothing was booked, and the error says so
+    sandbox.inject(provider, Fault.server_error(503), operation="contacts.*")
+    with client_for(sandbox) as client, pytest.raises(pms.ServerError) as err:
+        client.book_appointment(booking(8), provider=provider)
+    assert not err.value.outcome_unknown
+    assert bookings(sandbox, provider, "fault-8") == 0
+
+
+@pytest.mark.parametrize("provider", ["gohighlevel", "salesforce", "hubspot"])
+def test_update_faults_are_retried(sandbox: Sandbox, provider: str) -> None:
+    with client_for(sandbox) as client:
+        appt = client.book_appointment(booking(4), provider=provider)
+        sandbox.inject(provider, Fault.server_error(503), operation=UPDATE_OPERATION[provider], times=1)
+        sandbox.inject(provider, Fault.reset_after_commit(), operation=UPDATE_OPERATION[provider], times=1)
+        moved = client.update_appointment(
+            appt.id, {"start": dt.datetime(2027, 2, 2, 9, 0, tzinfo=TZ).isoformat(), "duration_minutes": 30}, provider=provider
+        )
+    assert moved.start is not None and moved.start.day == 2
+
+
+# -- the pytest plugin (installed through the pytest11 entry point) ---------------------------
+
+
+def test_pms_sandbox_fixture_makes_a_sandbox_client_the_default(pms_sandbox: SandboxSession) -> None:
+    appt = pms.book_appointment(booking(5), provider="salesforce")
+    assert pms.get_client() is pms_sandbox.client
+    assert len(pms_sandbox.state("salesforce")["bookings"]) == 1 and appt.reference == "fault-5"
+
+
+@pytest.mark.pms_provider("hubspot")
+def test_pms_provider_marker_sets_the_default(pms_sandbox: SandboxSession) -> None:
+    appt = pms.book_appointment(booking(6))
+    assert appt.provider is pms.ProviderName.HUBSPOT
+
+
+# -- the sandbox command --------------------------------------------------------------------
+
+
+def test_sandbox_command_serves_until_interrupted(tmp_path: Any) -> None:
+    env_file = tmp_path / "sandbox.env"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pms_integration", "sandbox", "--port", "0", "--write-env", str(env_file)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert "Sandbox running at http://127.0.0.1:" in first
+        for _ in range(100):
+            if env_file.exists() and env_file.stat().st_size:
+                break
+            time.sleep(0.05)
+        client = pms.PMSClient(env_file=env_file, environ={})
+        with client:
+            appt = client.book_appointment(booking(7), provider="ghl")
+        assert appt.reference == "fault-7"
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=10)
+    text = first + out + err
+    secret_names = ("PMS_GHL_API_KEY", "PMS_SALESFORCE_TOKEN", "PMS_HUBSPOT_PRIVATE_APP_TOKEN")
+    assert not any(name + "=" in text for name in secret_names)
