@@ -251,6 +251,8 @@ VARIABLES: tuple[Variable, ...] = (
         False,
         "Overall time budget of one operation, retries and waits included.",
     ),
+    Variable("PMS_SERVER_TOKEN", None, False, None, True,
+             "Bearer token the HTTP endpoints require (pms_integration.server); unset means no auth."),
     Variable("PMS_GHL_API_KEY", _G, True, None, True, "Private Integration Token (v2) or location API key (v1)."),
     Variable("PMS_GHL_LOCATION_ID", _G, True, None, False, "The sub-account (location) id."),
     Variable("PMS_GHL_CALENDAR_ID", _G, True, None, False, "The calendar appointments go into."),
@@ -429,7 +431,8 @@ class _Reader:
         return ProviderConfig(self.provider, settings())
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
     if host == "localhost":
         return True
     import ipaddress
@@ -455,7 +458,7 @@ def _url_problem(value: str) -> str | None:
         return "is not a valid URL"
     if parts.scheme == "https":
         return None
-    if parts.scheme == "http" and _is_loopback(host):
+    if parts.scheme == "http" and is_loopback_host(host):
         return None
     return "must be an https URL (plain http is allowed only for loopback emulators)"
 

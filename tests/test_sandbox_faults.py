@@ -163,3 +163,33 @@ def test_sandbox_command_serves_until_interrupted(tmp_path: Any) -> None:
     text = first + out + err
     secret_names = ("PMS_GHL_API_KEY", "PMS_SALESFORCE_TOKEN", "PMS_HUBSPOT_PRIVATE_APP_TOKEN")
     assert not any(name + "=" in text for name in secret_names)
+
+
+def test_serve_command_answers_on_loopback_against_the_sandbox() -> None:
+    import socket
+
+    import requests
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pms_integration", "serve", "--sandbox", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        for _ in range(100):
+            try:
+                resp = requests.get(f"http://127.0.0.1:{port}/api/integrations/pms/providers", timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("the server did not come up")
+        assert resp.status_code == 200
+        assert {p["name"] for p in resp.json()["providers"] if p["enabled"]} == {"gohighlevel", "salesforce", "hubspot"}
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)

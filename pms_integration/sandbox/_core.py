@@ -362,7 +362,11 @@ class _Handler(BaseHTTPRequestHandler):
             headers["Content-Type"] = response.content_type
         headers.update(response.headers)
         lines += [f"{k}: {v}" for k, v in headers.items()]
-        self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload)
+        try:
+            self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload)
+        except (BrokenPipeError, ConnectionResetError):
+            # the client gave up (a timeout fault did its job); nothing to answer
+            self.close_connection = True
 
     def _reset(self) -> None:
         with contextlib.suppress(OSError):
@@ -375,6 +379,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # clients that hang up mid-request are normal here (timeouts, resets); log, don't print
+        log.debug("sandbox: connection from %s ended abruptly", client_address, exc_info=True)
+
     daemon_threads = True
     allow_reuse_address = True
     # the default listen backlog (5) makes a burst of new keep-alive connections from many

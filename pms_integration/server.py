@@ -1,0 +1,609 @@
+"""HTTP endpoints for frontends: ``/api/integrations/pms/...`` as a Starlette (ASGI) app.
+
+Install the extra first: ``pip install 'pms-integration[server]'``.
+
+::
+
+    from pms_integration.server import create_app, run
+
+    app = create_app()          # an ASGI app; serve it with any ASGI server
+    run(port=8000)              # or let uvicorn serve it on 127.0.0.1:8000
+
+Routes (absolute paths, so the app can be mounted at the root of a larger app with
+``Mount("", app=create_app())`` placed last):
+
+=======  ==============================================  ===================================
+GET      ``/api/integrations/pms/providers``             providers and configuration status
+POST     ``/api/integrations/pms/{provider}/book``       201, the :class:`Appointment`
+PATCH    ``/api/integrations/pms/{provider}/booking/{id}``  200, the updated :class:`Appointment`
+DELETE   ``/api/integrations/pms/{provider}/booking/{id}``  200, the cancelled :class:`Appointment`
+POST     ``/api/integrations/pms/{provider}/performance``   200, the :class:`ReportReceipt`
+=======  ==============================================  ===================================
+
+Bodies are JSON in the library's own model shapes (the same converter as the Python API).
+Every error is ``application/problem+json`` (RFC 9457) and passes through the redactor; no
+secret and no stack trace ever leaves the server. See docs/http-api.md.
+
+The library calls block (they talk to the vendor over ``requests``), so each one runs in
+Starlette's thread pool and the event loop stays free.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import math
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from types import EllipsisType
+from typing import Any, NoReturn
+
+try:
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException
+    from starlette.requests import ClientDisconnect, Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+except ImportError as _exc:  # pragma: no cover - exercised in a subprocess test
+    raise ImportError(
+        "pms_integration.server needs Starlette and uvicorn; install them with: pip install 'pms-integration[server]'"
+    ) from _exc
+
+from . import _default
+from ._redact import redact
+from .client import PMSClient
+from .config import Secret, is_loopback_host
+from .errors import (
+    APIError,
+    AuthenticationError,
+    ConfigurationError,
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+    PMSError,
+    ProviderError,
+    ProviderNotConfiguredError,
+    RateLimitError,
+    ServerError,
+    TransportError,
+    UnexpectedResponseError,
+    UnsupportedOperationError,
+    ValidationError,
+)
+from .models import (
+    Appointment,
+    PerformanceReport,
+    ProviderName,
+    ReportReceipt,
+    structure,
+    unstructure,
+)
+
+__all__ = ["create_app", "run", "Problem", "problem_for", "PREFIX", "DEFAULT_MAX_BODY_BYTES", "TOKEN_VARIABLE"]
+
+log = logging.getLogger("pms_integration.server")
+
+#: Where the routes live; absolute, so mounting needs no prefix.
+PREFIX = "/api/integrations/pms"
+#: The largest request body accepted (64 KiB); a booking is well under 8 KiB.
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+#: The environment variable holding the bearer token the endpoints require.
+TOKEN_VARIABLE = "PMS_SERVER_TOKEN"  # noqa: S105 - a variable name, not a secret
+
+PROBLEM_JSON = "application/problem+json"
+_TYPE_BASE = "urn:pms-integration:problem:"
+# How long a client is told to wait after a 429 whose vendor did not say.
+_DEFAULT_RETRY_AFTER = 5
+# After the body limit is passed, keep reading (and discarding) this much more before
+# answering, so a moderately oversized upload gets a clean 413 rather than a reset connection.
+_DRAIN_BYTES = 1024 * 1024
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+# ---------------------------------------------------------------------------------------------
+# problems
+
+
+class Problem(Exception):
+    """An RFC 9457 problem: HTTP status, a type slug, title, detail, extension members, headers.
+
+    Raised anywhere below an endpoint and rendered by the guard; :func:`problem_for` builds one
+    from a library error, and :meth:`response` renders it (redacted) for your own endpoints.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        slug: str,
+        title: str,
+        detail: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        **extensions: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.slug = slug
+        self.title = title
+        self.detail = detail
+        self.headers = dict(headers or {})
+        self.extensions = extensions
+
+    @property
+    def type(self) -> str:
+        return "about:blank" if self.slug == "about:blank" else _TYPE_BASE + self.slug
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON members (not yet redacted; :meth:`response` redacts)."""
+        data: dict[str, Any] = {"type": self.type, "title": self.title, "status": self.status, "detail": self.detail}
+        data.update((k, v) for k, v in self.extensions.items() if v is not None)
+        return data
+
+    def response(self) -> Response:
+        """An ``application/problem+json`` response, every string passed through the redactor."""
+        return _json_response(self.status, self.to_dict(), media_type=PROBLEM_JSON, headers=self.headers)
+
+
+def _scrub(value: Any) -> Any:
+    """Redact every string in a JSON-ready structure (keys included)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {_scrub(str(k)): _scrub(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrub(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return redact(str(value))  # anything else is shown as (redacted) text
+
+
+def _json_response(
+    status: int, data: Any, *, media_type: str = "application/json", headers: Mapping[str, str] | None = None
+) -> Response:
+    body = json.dumps(_scrub(data), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    # WWW-Authenticate is built from constants here; the redactor's "Bearer <value>" pattern
+    # would otherwise eat its realm parameter.
+    safe_headers = {k: v if k.lower() == "www-authenticate" else redact(v) for k, v in (headers or {}).items()}
+    safe_headers.setdefault("Cache-Control", "no-store")
+    return Response(body.encode("utf-8"), status_code=status, media_type=media_type, headers=safe_headers)
+
+
+def _retry_after_seconds(value: float | None) -> int:
+    if value is None or not math.isfinite(value) or value < 0:
+        return _DEFAULT_RETRY_AFTER
+    return max(1, math.ceil(value))
+
+
+def problem_for(exc: PMSError) -> Problem:
+    """Map a library error to its HTTP problem (status, type, title, detail, extensions).
+
+    Public so an application that calls the library itself can answer the same way.
+    """
+    detail = str(exc)
+    if isinstance(exc, ValidationError):
+        return Problem(
+            422,
+            "validation",
+            "Invalid request",
+            detail,
+            errors=[{"field": path, "message": message} for path, message in exc.errors],
+        )
+    if isinstance(exc, ProviderNotConfiguredError):
+        return Problem(
+            503,
+            "not-configured",
+            "Provider not configured",
+            detail,
+            provider=exc.provider,
+            missing=list(exc.missing),
+            problems=list(exc.problems),
+        )
+    if isinstance(exc, ConfigurationError):
+        return Problem(
+            503,
+            "configuration",
+            "Configuration error",
+            detail,
+            missing=list(exc.missing),
+            problems=list(exc.problems),
+        )
+    if isinstance(exc, UnsupportedOperationError):
+        return Problem(501, "unsupported-operation", "Operation not supported", detail)
+    if isinstance(exc, ProviderError):
+        return _provider_problem(exc, detail)
+    return Problem(500, "internal", "Internal error", detail)
+
+
+# (class, status, slug, title), most specific first.
+_PROVIDER_TABLE: tuple[tuple[type[ProviderError], int, str, str], ...] = (
+    (NotFoundError, 404, "not-found", "Booking not found"),
+    (ConflictError, 409, "conflict", "Conflict"),
+    (RateLimitError, 429, "rate-limited", "Provider rate limit reached"),
+    (AuthenticationError, 502, "provider-authentication", "Provider rejected the credentials"),
+    (PermissionDeniedError, 502, "provider-permission-denied", "Provider denied access"),
+    (InvalidRequestError, 502, "provider-invalid-request", "Provider rejected the request"),
+    (ServerError, 503, "provider-unavailable", "Provider unavailable"),
+    (TransportError, 504, "provider-timeout", "Provider did not answer"),
+    (UnexpectedResponseError, 502, "provider-unexpected-response", "Unexpected provider response"),
+    (APIError, 502, "provider-error", "Provider error"),
+    (ProviderError, 502, "provider-error", "Provider error"),
+)
+
+
+def _provider_problem(exc: ProviderError, detail: str) -> Problem:
+    status, slug, title = 502, "provider-error", "Provider error"
+    for cls, st, sl, ti in _PROVIDER_TABLE:
+        if isinstance(exc, cls):
+            status, slug, title = st, sl, ti
+            break
+    extensions: dict[str, Any] = {
+        "provider": exc.provider,
+        "operation": exc.operation,
+        "outcome_unknown": exc.outcome_unknown,
+        "reference": exc.reference,
+    }
+    headers: dict[str, str] = {}
+    if isinstance(exc, APIError):
+        extensions["vendor_status"] = exc.status_code
+        extensions["code"] = exc.code
+        extensions["request_id"] = exc.request_id
+    if isinstance(exc, RateLimitError):
+        seconds = _retry_after_seconds(exc.retry_after)
+        headers["Retry-After"] = str(seconds)
+        extensions["retry_after"] = seconds
+    return Problem(status, slug, title, detail, headers=headers, **extensions)
+
+
+# ---------------------------------------------------------------------------------------------
+# the calls behind the endpoints
+
+
+class _Backend:
+    """A fixed client, or the module-level default client looked up at call time."""
+
+    def __init__(self, client: PMSClient | None) -> None:
+        self._client = client
+
+    def providers(self) -> dict[str, Any]:
+        client = self._client if self._client is not None else _default.get_client()
+        default = client.config.default_provider
+        return {
+            "providers": [unstructure(s) for s in client.providers()],
+            "default_provider": default.value if default is not None else None,
+        }
+
+    def book(self, provider: ProviderName, body: Mapping[str, Any]) -> Appointment:
+        if self._client is not None:
+            return self._client.book_appointment(body, provider=provider)
+        return _default.book_appointment(body, provider=provider)
+
+    def update(self, provider: ProviderName, appointment_id: str, body: Mapping[str, Any]) -> Appointment:
+        if self._client is not None:
+            return self._client.update_appointment(appointment_id, body, provider=provider)
+        return _default.update_appointment(appointment_id, body, provider=provider)
+
+    def cancel(self, provider: ProviderName, appointment_id: str, reason: str | None) -> Appointment:
+        if self._client is not None:
+            return self._client.cancel_appointment(appointment_id, reason=reason, provider=provider)
+        return _default.cancel_appointment(appointment_id, reason=reason, provider=provider)
+
+    def push(self, provider: ProviderName, report: Any) -> ReportReceipt:
+        # Structure here (in the worker thread) so field paths read "report.metrics", matching
+        # the body's shape; None means "the registered report source's current report".
+        rep = None if report is None else structure(report, PerformanceReport, path="report")
+        if self._client is not None:
+            return self._client.push_performance_report(rep, provider=provider)
+        return _default.push_performance_report(rep, provider=provider)
+
+
+# ---------------------------------------------------------------------------------------------
+# request helpers
+
+
+def _provider_from(request: Request) -> ProviderName:
+    raw = str(request.path_params.get("provider", ""))
+    try:
+        return ProviderName.parse(raw)
+    except ValueError as exc:
+        raise Problem(
+            404,
+            "unknown-provider",
+            "Unknown provider",
+            str(exc),
+            known=[p.value for p in ProviderName],
+        ) from None
+
+
+def _is_json_type(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """Read the body, never holding more than ``limit`` bytes; 413 past it."""
+    declared = request.headers.get("content-length")
+    too_large = Problem(
+        413,
+        "payload-too-large",
+        "Request body too large",
+        f"The request body exceeds the limit of {limit} bytes.",
+        headers={"Connection": "close"},
+        limit=limit,
+    )
+    if declared is not None and declared.strip().isdigit() and int(declared) > limit + _DRAIN_BYTES:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit + _DRAIN_BYTES:
+                raise too_large
+            if size <= limit:
+                chunks.append(chunk)
+            else:
+                chunks.clear()  # over the limit: keep draining, hold nothing
+    except ClientDisconnect:
+        raise Problem(400, "client-disconnect", "Client disconnected", "The request body was not received.") from None
+    if size > limit:
+        raise too_large
+    return b"".join(chunks)
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def _read_json(request: Request, limit: int) -> Any:
+    """The body as JSON, or ``None`` for an empty body. 400 for malformed JSON, 415 for non-JSON."""
+    body = await _read_body(request, limit)
+    if not body.strip():
+        return None
+    content_type = request.headers.get("content-type")
+    # A JSON media type is required for a body: it also forces a CORS preflight, so a foreign
+    # web page cannot submit a booking through a visitor's browser as a "simple" request.
+    if content_type is None or not _is_json_type(content_type):
+        raise Problem(
+            415,
+            "unsupported-media-type",
+            "Unsupported media type",
+            "Send the body as JSON with the header Content-Type: application/json.",
+        )
+    try:
+        return json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        message = str(exc) if isinstance(exc, json.JSONDecodeError) else "the body is not valid UTF-8 JSON"
+        raise Problem(
+            400,
+            "malformed-json",
+            "Malformed JSON",
+            f"The request body is not valid JSON: {message}.",
+            errors=[{"field": "", "message": message}],
+        ) from None
+
+
+def _object_body(data: Any, *, what: str) -> Mapping[str, Any]:
+    if data is None:
+        raise ValidationError.single("", f"a JSON object body ({what}) is required")
+    if not isinstance(data, Mapping):
+        raise ValidationError.single("", f"the body must be a JSON object ({what})")
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# the app
+
+
+class _Api:
+    def __init__(self, backend: _Backend, token: Secret | None, max_body_bytes: int) -> None:
+        self.backend = backend
+        self.token = token
+        self.max_body = max_body_bytes
+
+    # -- guard -----------------------------------------------------------------------------
+
+    def _check_auth(self, request: Request) -> None:
+        if self.token is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, presented = header.partition(" ")
+        if not header:
+            raise Problem(
+                401,
+                "unauthorized",
+                "Authentication required",
+                'Send the server token in the Authorization header with the scheme "Bearer".',
+                headers={"WWW-Authenticate": 'Bearer realm="pms-integration"'},
+            )
+        expected = self.token.reveal().encode("utf-8")
+        ok = scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode("utf-8"), expected)
+        if not ok:
+            raise Problem(
+                401,
+                "unauthorized",
+                "Invalid token",
+                "The bearer token is not valid for this server.",
+                headers={"WWW-Authenticate": 'Bearer realm="pms-integration", error="invalid_token"'},
+            )
+
+    def guard(self, endpoint: Endpoint) -> Endpoint:
+        """Authenticate, run, and turn every failure into a problem response."""
+
+        async def wrapped(request: Request) -> Response:
+            try:
+                self._check_auth(request)
+                return await endpoint(request)
+            except Problem as problem:
+                return self._answer(request, problem)
+            except PMSError as exc:
+                return self._answer(request, problem_for(exc))
+            except Exception:
+                log.exception("%s %s failed inside the server", request.method, redact(request.url.path))
+                return self._answer(
+                    request,
+                    Problem(500, "internal", "Internal error", "The server failed to handle the request; see its log."),
+                )
+
+        wrapped.__name__ = endpoint.__name__
+        wrapped.__doc__ = endpoint.__doc__
+        return wrapped
+
+    def _answer(self, request: Request, problem: Problem) -> Response:
+        level = logging.WARNING if problem.status >= 500 else logging.INFO
+        log.log(level, "%s %s -> %d %s", request.method, redact(request.url.path), problem.status, problem.slug)
+        return problem.response()
+
+    # -- endpoints -------------------------------------------------------------------------
+
+    async def providers(self, request: Request) -> Response:
+        """Every provider's status: enabled, or the variables to set. Never a secret."""
+        data = await run_in_threadpool(self.backend.providers)
+        return _json_response(200, data)
+
+    async def book(self, request: Request) -> Response:
+        name = _provider_from(request)
+        body = _object_body(await _read_json(request, self.max_body), what="an AppointmentRequest")
+        appointment = await run_in_threadpool(self.backend.book, name, body)
+        return _json_response(201, unstructure(appointment))
+
+    async def booking(self, request: Request) -> Response:
+        """PATCH reschedules or edits; DELETE cancels."""
+        if request.method == "DELETE":
+            return await self.cancel(request)
+        return await self.update(request)
+
+    async def update(self, request: Request) -> Response:
+        name = _provider_from(request)
+        appointment_id = str(request.path_params["id"])
+        body = _object_body(await _read_json(request, self.max_body), what="an AppointmentUpdate")
+        appointment = await run_in_threadpool(self.backend.update, name, appointment_id, body)
+        return _json_response(200, unstructure(appointment))
+
+    async def cancel(self, request: Request) -> Response:
+        name = _provider_from(request)
+        appointment_id = str(request.path_params["id"])
+        data = await _read_json(request, self.max_body)
+        reason: Any = request.query_params.get("reason")
+        if data is not None:
+            if not isinstance(data, Mapping):
+                raise ValidationError.single("", 'the body must be a JSON object such as {"reason": "..."}')
+            unknown = [(str(k), "is not a known field") for k in data if k != "reason"]
+            if unknown:
+                raise ValidationError(unknown)
+            if data.get("reason") is not None:
+                reason = data["reason"]  # the body wins over the query string
+        if reason is not None and not isinstance(reason, str):
+            raise ValidationError.single("reason", "must be a string")
+        appointment = await run_in_threadpool(self.backend.cancel, name, appointment_id, reason)
+        return _json_response(200, unstructure(appointment))
+
+    async def performance(self, request: Request) -> Response:
+        name = _provider_from(request)
+        data = await _read_json(request, self.max_body)
+        report: Any = None
+        if data is not None:
+            if not isinstance(data, Mapping):
+                raise ValidationError.single("", 'the body must be a JSON object: {"report": {...}} or {}')
+            unknown = [
+                (str(k), 'is not a known field; send the report inside {"report": {...}}')
+                for k in data
+                if k != "report"
+            ]
+            if unknown:
+                raise ValidationError(unknown)
+            report = data.get("report")
+        receipt = await run_in_threadpool(self.backend.push, name, report)
+        return _json_response(200, unstructure(receipt))
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    """Routing errors (no such path, wrong method) as problem+json too."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else {}
+    titles = {404: "Not Found", 405: "Method Not Allowed"}
+    title = titles.get(status, "HTTP error")
+    detail = {
+        404: f"No endpoint at {request.url.path}; the endpoints live under {PREFIX}/.",
+        405: f"{request.method} is not allowed here.",
+    }.get(status, title)
+    return Problem(status, "about:blank", title, detail, headers=headers).response()
+
+
+def _resolve_token(token: str | EllipsisType | None) -> Secret | None:
+    if token is ...:
+        value = os.environ.get(TOKEN_VARIABLE, "").strip()
+        return Secret(value) if value else None
+    if token is None:
+        return None
+    if not isinstance(token, str) or not token.strip():
+        raise ValueError("token must be a non-empty string, or None to disable authentication")
+    return Secret(token.strip())
+
+
+def create_app(
+    client: PMSClient | None = None,
+    *,
+    token: str | EllipsisType | None = ...,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> Starlette:
+    """The ASGI app serving the ``/api/integrations/pms`` endpoints.
+
+    ``client``: the :class:`PMSClient` to use; ``None`` uses the module-level default client,
+    looked up on every request (so :func:`pms_integration.reload` takes effect at once).
+    ``token``: the bearer token every request must carry; left out, it is read from
+    ``PMS_SERVER_TOKEN`` now (unset or empty: no authentication); ``None`` disables it.
+    ``max_body_bytes``: larger request bodies are refused with 413.
+    """
+    if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int) or max_body_bytes < 1:
+        raise ValueError("max_body_bytes must be a positive integer")
+    secret = _resolve_token(token)
+    if secret is None:
+        log.info("pms_integration.server: no %s set; the endpoints accept unauthenticated requests", TOKEN_VARIABLE)
+    api = _Api(_Backend(client), secret, max_body_bytes)
+    routes = [
+        Route(f"{PREFIX}/providers", api.guard(api.providers), methods=["GET"], name="pms_providers"),
+        Route(f"{PREFIX}/{{provider}}/book", api.guard(api.book), methods=["POST"], name="pms_book"),
+        # One route for both methods, so a 405 there lists them both in Allow.
+        Route(
+            f"{PREFIX}/{{provider}}/booking/{{id}}",
+            api.guard(api.booking),
+            methods=["PATCH", "DELETE"],
+            name="pms_booking",
+        ),
+        Route(
+            f"{PREFIX}/{{provider}}/performance", api.guard(api.performance), methods=["POST"], name="pms_performance"
+        ),
+    ]
+    return Starlette(routes=routes, exception_handlers={HTTPException: _http_exception})
+
+
+def run(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    client: PMSClient | None = None,
+    token: str | EllipsisType | None = ...,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> None:
+    """Serve :func:`create_app` with uvicorn until interrupted (127.0.0.1 by default)."""
+    try:
+        import uvicorn
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "pms_integration.server.run needs uvicorn; install it with: pip install 'pms-integration[server]'"
+        ) from exc
+    secret = _resolve_token(token)
+    app = create_app(client, token=secret.reveal() if secret is not None else None, max_body_bytes=max_body_bytes)
+    if not is_loopback_host(host) and secret is None:
+        log.warning(
+            "serving the booking endpoints on %s without a token; set %s so only your frontend can book",
+            host,
+            TOKEN_VARIABLE,
+        )
+    uvicorn.run(app, host=host, port=port, server_header=False, log_level="info")
