@@ -18,6 +18,7 @@ from .config import PMSConfig, load_config
 from .errors import (
     ConfigurationError,
     PMSError,
+    ProviderError,
     ProviderNotConfiguredError,
     UnexpectedResponseError,
     UnsupportedOperationError,
@@ -86,6 +87,9 @@ class PMSClient:
             collections.OrderedDict()
         )
         self._key_locks: dict[tuple[ProviderName, str], list[Any]] = {}
+        # references whose last booking attempt ended with outcome_unknown: the next attempt
+        # looks the booking up before it creates anything
+        self._uncertain: collections.OrderedDict[tuple[ProviderName, str], None] = collections.OrderedDict()
         self._inflight = 0
         self._retired = False
         self._closed = False
@@ -184,19 +188,55 @@ class PMSClient:
         with self._call(), self._key_lock(key):
             done = self._booked.get(key)
             if done is not None:
-                first_request, appointment = done
-                if first_request != req:
+                if done[0] != req:
                     raise ValidationError.single(
                         "reference",
                         f"{req.reference!r} was already used for a different booking; use a new reference",
                     )
-                return appointment
-            appointment = self._run(name, "book", True, lambda: adapter.book(req), req.reference)
+                return done[1]
+            try:
+                appointment = self._recover(name, adapter, req) if key in self._uncertain else None
+                if appointment is None:
+                    appointment = self._run(name, "book", True, lambda: adapter.book(req), req.reference)
+            except ProviderError as exc:
+                if exc.outcome_unknown:
+                    with self._lock:
+                        self._uncertain[key] = None
+                        while len(self._uncertain) > _DEDUPE_SIZE:
+                            self._uncertain.popitem(last=False)
+                raise
             with self._lock:
+                self._uncertain.pop(key, None)
                 self._booked[key] = (req, appointment)
                 while len(self._booked) > _DEDUPE_SIZE:
                     self._booked.popitem(last=False)
             return appointment
+
+    def recover_booking(
+        self,
+        request: AppointmentRequest | Mapping[str, Any],
+        *,
+        provider: str | ProviderName | None = None,
+    ) -> Appointment | None:
+        """Look up the booking an earlier attempt at ``request`` left behind, by its reference.
+
+        Use it after an ``outcome_unknown`` error from another process (in this process,
+        booking the same reference again already does this first). Returns the booking, or
+        ``None`` when no attempt reached the vendor - then booking again is safe.
+        """
+        req, name = self._prepare(request, AppointmentRequest, "request", provider)
+        adapter = self._adapter_for(name, Capability.BOOK)
+        with self._call():
+            return self._recover(name, adapter, req)
+
+    def _recover(self, name: ProviderName, adapter: Provider, req: AppointmentRequest) -> Appointment | None:
+        try:
+            return self._run(name, "book", True, lambda: adapter.recover_booking(req), req.reference)
+        except ProviderError as exc:
+            # still undecidable: say so, with the reference, whatever the look-up's own error
+            exc.outcome_unknown = True
+            exc.reference = req.reference
+            raise
 
     def update_appointment(
         self,

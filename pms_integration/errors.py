@@ -170,7 +170,10 @@ class ProviderError(PMSError):
         prefix = f"[{self.provider}] " if self.provider else ""
         if self.outcome_unknown:
             ref = f" reference {self.reference!r}" if self.reference else " its reference"
-            text += f" The change may have been applied: look the booking up by{ref} before trying again."
+            text += (
+                " The change may have been applied: retry with the same"
+                f"{ref} (the library looks it up before creating anything), never a new one."
+            )
         return prefix + text
 
     def __repr__(self) -> str:

@@ -52,6 +52,12 @@ class Provider(Protocol):
         """Create the booking. Never creates a duplicate for the same ``request.reference``."""
         ...
 
+    def recover_booking(self, request: AppointmentRequest) -> Appointment | None:
+        """The booking an earlier attempt at ``request`` left behind (matched by its
+        reference), or None. Sends only look-ups, except where a half-made booking is completed
+        (a HubSpot deal whose meeting was never created)."""
+        ...
+
     def update(self, appointment_id: str, changes: AppointmentUpdate) -> Appointment:
         """Apply ``changes`` (only the fields that are set) to the booking."""
         ...

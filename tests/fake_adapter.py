@@ -59,15 +59,11 @@ class FakeAdapter:
             )
             return self._appointment(resp.json(), request)
 
-        def find() -> Appointment | None:
-            resp = self.transport.request(
-                "GET", "/find", operation="find", params={"reference": request.reference}, expect=(404,)
-            )
-            return None if resp.status == 404 else self._appointment(resp.json(), request)
+        return create_once(create, lambda: self.recover_booking(request), provider=self.name, operation="book", reference=request.reference)
 
-        return create_once(
-            create, find, provider=self.name, operation="book", reference=request.reference
-        )
+    def recover_booking(self, request: AppointmentRequest) -> Appointment | None:
+        resp = self.transport.request("GET", "/find", operation="find", params={"reference": request.reference}, expect=(404,))
+        return None if resp.status == 404 else self._appointment(resp.json(), request)
 
     def update(self, appointment_id: str, changes: AppointmentUpdate) -> Appointment:
         resp = self.transport.request("PUT", f"/appointments/{appointment_id}", operation="update", json={})

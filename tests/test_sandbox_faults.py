@@ -193,3 +193,36 @@ def test_serve_command_answers_on_loopback_against_the_sandbox() -> None:
     finally:
         proc.terminate()
         proc.communicate(timeout=10)
+
+
+HALF_MADE = {"gohighlevel": "appointments.create", "salesforce": "sobjects.create", "hubspot": "meetings.create"}
+
+
+@pytest.mark.parametrize("provider", ["gohighlevel", "salesforce", "hubspot"])
+@pytest.mark.parametrize("committed", [True, False])
+def test_retry_after_outcome_unknown_reconciles_instead_of_booking_twice(
+    sandbox: Sandbox, provider: str, committed: bool
+) -> None:
+    # the create's answer is lost and every look-up fails: the first call cannot decide
+    sandbox.inject(provider, Fault.server_error(503, commit=committed), operation=HALF_MADE[provider], times=1)
+    operations = ["deals.read", "meetings.read", "meetings.search"] if provider == "hubspot" else [LOOKUP_OPERATION[provider]]
+    lookups = [sandbox.inject(provider, Fault.server_error(503), operation=op) for op in operations]
+    request = booking(9)
+    with client_for(sandbox) as client:
+        with pytest.raises(pms.ProviderError) as err:
+            client.book_appointment(request, provider=provider)
+        assert err.value.outcome_unknown and err.value.reference == "fault-9"
+        for rule in lookups:
+            rule.times = rule.fired  # the vendor recovers
+        again = client.book_appointment(request, provider=provider)
+        assert again.reference == "fault-9"
+        assert client.book_appointment(request, provider=provider) is again
+    assert bookings(sandbox, provider, "fault-9") == 1
+    if provider == "hubspot":
+        meetings = [m for m in sandbox.state("hubspot")["meetings"] if "fault-9" in repr(m)]
+        assert len(meetings) == 1
+    # another process (a new client) finds the same booking through recover_booking
+    with client_for(sandbox) as other:
+        found = other.recover_booking(request, provider=provider)
+        assert found is not None and found.id == again.id
+        assert other.recover_booking({**request, "reference": "fault-never"}, provider=provider) is None

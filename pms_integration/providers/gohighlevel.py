@@ -493,6 +493,10 @@ class GoHighLevelV2(_GoHighLevel):
             reference=request.reference,
         )
 
+    def recover_booking(self, request: AppointmentRequest) -> Appointment | None:
+        """The event an earlier, unanswered attempt at ``request`` created, or None."""
+        return self.find_booking(request)
+
     def find_booking(self, request: AppointmentRequest, contact_id: str | None = None) -> Appointment | None:
         """The event carrying ``request.reference`` in the slot's window, if GoHighLevel has one.
 
@@ -731,6 +735,10 @@ class GoHighLevelV1(_GoHighLevel):
             operation="book",
             reference=request.reference,
         )
+
+    def recover_booking(self, request: AppointmentRequest) -> Appointment | None:
+        """The appointment an earlier, unanswered attempt at ``request`` created, or None."""
+        return self.find_booking(request)
 
     def find_booking(self, request: AppointmentRequest) -> Appointment | None:
         """``GET /appointments/?startDate=&endDate=&calendarId=`` and match the reference."""

@@ -393,6 +393,39 @@ class HubSpotAdapter:
                 operation="book",
                 reference=request.reference,
             )
+        return self._booked(request, contact_id, deal, meeting)
+
+    def recover_booking(self, request: AppointmentRequest) -> Appointment | None:
+        """The booking an earlier, unanswered attempt at ``request`` left behind, or None.
+
+        Finds the deal by the reference (a consistent read by the unique property when
+        ``PMS_HUBSPOT_REFERENCE_PROPERTY`` is set, else a search on ``dealname``), then its
+        meeting; a deal whose meeting was never made is completed with one, so the booking ends
+        up whole and single.
+        """
+        reference = request.reference
+        deal = self._deal_by_reference(reference)
+        if deal is None:
+            return None
+        deal_id = self._object_id(deal, "book", "deal")
+        contact_id = request.patient.contact_id or self._deal_contact(deal_id)
+        meeting = self._find_meeting(deal_id, reference)
+        if meeting is None:
+            if contact_id is None:
+                raise unexpected(PROVIDER, "book", f"deal {deal_id} for {reference} has no contact to attach a meeting to")
+            _, meeting_extra = self._split_extra(request.extra)
+            meeting = self._create_once(
+                lambda: self._create_meeting(request, contact_id, deal_id, meeting_extra),
+                lambda: self._find_meeting(deal_id, reference),
+                operation="book",
+                reference=reference,
+            )
+        return self._booked(request, contact_id, deal, meeting)
+
+    def _booked(
+        self, request: AppointmentRequest, contact_id: str | None, deal: dict[str, Any], meeting: dict[str, Any]
+    ) -> Appointment:
+        deal_id = self._object_id(deal, "book", "deal")
         meeting_id = self._object_id(meeting, "book", "meeting")
         return Appointment(
             provider=PROVIDER,
@@ -405,6 +438,26 @@ class HubSpotAdapter:
             title=request.title,
             raw={"contact_id": contact_id, "deal": deal, "meeting": meeting},
         )
+
+    def _deal_by_reference(self, reference: str) -> dict[str, Any] | None:
+        prop = self.settings.reference_property
+        if prop is None:
+            return self._find_deal(reference)
+        resp = self.transport.request(
+            "GET",
+            self.paths.objects("deals", reference),
+            operation="book",
+            params={"idProperty": prop, "properties": "dealname"},
+            expect=(404,),
+        )
+        return None if resp.status == 404 else self._json_object(resp, "book")
+
+    def _deal_contact(self, deal_id: str) -> str | None:
+        resp = self.transport.request(
+            "GET", self.paths.objects("deals", deal_id), operation="book", params={"associations": "contacts"}
+        )
+        ids = _associated_ids(self._json_object(resp, "book"), ("contacts", "contact", "0-1"))
+        return ids[0] if ids else None
 
     def update(self, appointment_id: str, changes: AppointmentUpdate) -> Appointment:
         deal_id, meeting_id = self._split_id(appointment_id)

@@ -702,6 +702,10 @@ class SalesforceProvider:
             raise unexpected(PROVIDER, operation, "the query result has no records list")
         return [r for r in records if isinstance(r, Mapping)]
 
+    def recover_booking(self, request: AppointmentRequest) -> Appointment | None:
+        """The Event an earlier, unanswered attempt at ``request`` created, or None (SOQL)."""
+        return self._find_booking(request)
+
     def _find_booking(self, request: AppointmentRequest) -> Appointment | None:
         where = [
             f"OwnerId = {soql_string(self.settings.owner_id)}",
