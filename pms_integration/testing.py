@@ -17,7 +17,7 @@ test, so the module-level functions use it. Everything is torn down afterwards.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -61,15 +61,23 @@ class SandboxSession:
 
 @contextmanager
 def sandbox_session(
-    *, default_provider: str | None = None, ghl_api_version: str = "v2", seed: int | None = None
+    *,
+    default_provider: str | None = None,
+    ghl_api_version: str = "v2",
+    seed: int | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> Iterator[SandboxSession]:
-    """A sandbox plus a default client pointed at it, for use outside pytest too."""
+    """A sandbox plus a default client pointed at it, for use outside pytest too.
+
+    ``environ`` adds or overrides ``PMS_*`` variables (``{"PMS_MAX_ATTEMPTS": "1"}``, say).
+    """
     from .sandbox import Sandbox
 
     with Sandbox(seed=seed) as sandbox:
-        environ = sandbox.environ(ghl_api_version=ghl_api_version, default_provider=default_provider)
-        with PMSClient(environ=environ, env_file=None) as client, use_client(client):
-            yield SandboxSession(sandbox, client, environ)
+        env = sandbox.environ(ghl_api_version=ghl_api_version, default_provider=default_provider)
+        env.update(environ or {})
+        with PMSClient(environ=env, env_file=None) as client, use_client(client):
+            yield SandboxSession(sandbox, client, env)
 
 
 try:
@@ -82,11 +90,16 @@ else:
         config.addinivalue_line(
             "markers", "pms_provider(name): the default provider of the pms_sandbox fixture's client"
         )
+        config.addinivalue_line(
+            "markers", "pms_environ(mapping): extra PMS_* variables for the pms_sandbox fixture's client"
+        )
 
     @pytest.fixture
     def pms_sandbox(request: pytest.FixtureRequest) -> Iterator[SandboxSession]:
         """A running sandbox of all three vendors and a default client pointed at it."""
         marker = request.node.get_closest_marker("pms_provider")
         provider = marker.args[0] if marker and marker.args else None
-        with sandbox_session(default_provider=provider) as session:
+        env_marker = request.node.get_closest_marker("pms_environ")
+        extra = dict(env_marker.args[0]) if env_marker and env_marker.args else {}
+        with sandbox_session(default_provider=provider, environ=extra) as session:
             yield session

@@ -226,3 +226,9 @@ def test_retry_after_outcome_unknown_reconciles_instead_of_booking_twice(
         found = other.recover_booking(request, provider=provider)
         assert found is not None and found.id == again.id
         assert other.recover_booking({**request, "reference": "fault-never"}, provider=provider) is None
+
+
+@pytest.mark.pms_environ({"PMS_MAX_ATTEMPTS": "1"})
+def test_pms_environ_marker_reaches_the_client(pms_sandbox: SandboxSession) -> None:
+    assert pms_sandbox.client.config.max_attempts == 1
+    assert pms_sandbox.environ["PMS_MAX_ATTEMPTS"] == "1"
