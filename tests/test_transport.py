@@ -366,3 +366,40 @@ def test_parser_retry_after_is_a_floor_and_long_waits_are_not_slept(ft: FakeTime
     with pytest.raises(Exception):
         make(ft, error_parser=parser).request("GET", "/things", operation="op")
     assert ft.sleeps == [2.0]
+
+
+@responses.activate
+def test_a_netrc_entry_never_replaces_the_bearer_token(ft: FakeTime, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    netrc = tmp_path / ".netrc"
+    netrc.write_text("machine api.test login someone password hunter2\n", encoding="utf-8")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    seen: list[str] = []
+    responses.add_callback("GET", URL, callback=lambda r: (seen.append(r.headers["Authorization"]) or (200, {}, "{}")))
+    make(ft).request("GET", "/things", operation="op")
+    assert seen == [f"Bearer {TOKEN}"]
+
+
+def test_environment_proxies_are_read_once_at_construction(ft: FakeTime, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "")
+    t = make(ft)
+    assert t.session.trust_env is False
+    assert t.session.proxies.get("https") == "http://proxy.internal:3128"
+
+
+def test_limiter_does_not_pause_for_a_quota_it_used_itself() -> None:
+    ft = FakeTime()
+    limiter = RateLimiter(2, 1.0, clock=ft.clock, sleep=ft.sleep)
+    limiter.acquire()
+    limiter.acquire()
+    limiter.observe(RateLimitInfo(remaining=0, interval_seconds=10))  # our own two requests
+    ft.now += 1.1
+    limiter.acquire()
+    assert ft.sleeps == []
+    other = RateLimiter(5, 1.0, clock=ft.clock, sleep=ft.sleep)
+    other.acquire()
+    other.observe(RateLimitInfo(remaining=0, interval_seconds=10))  # someone else used it
+    other.acquire()
+    assert ft.sleeps == [pytest.approx(10)]
