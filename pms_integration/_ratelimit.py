@@ -84,12 +84,20 @@ class RateLimiter:
         return max(wait, 0.0)
 
     def observe(self, info: RateLimitInfo) -> None:
-        """Adapt to the vendor's own view of the quota."""
-        if info.remaining is None:
+        """Adapt to the vendor's own view of the quota.
+
+        "None left" is normal when this limiter and the vendor count the same requests: the
+        limiter sends right up to the window's edge, and its own log already holds the next
+        caller back. Only when the log does not explain it (another process shares the quota,
+        or the vendor's limit is lower than ours) is everyone paused for the vendor's window.
+        """
+        if info.remaining is None or info.remaining > 0:
             return
-        if info.remaining <= 0:
-            interval = info.interval_seconds or self.per_seconds
-            self.pause(interval)
+        with self._lock:
+            now = self._clock()
+            own_doing = len(self._grants) >= self.requests and self._grants[-self.requests] > now - self._window
+        if not own_doing:
+            self.pause(info.interval_seconds or self.per_seconds)
 
     def pause(self, seconds: float) -> None:
         """Hold every caller for ``seconds`` (after a 429, or an exhausted quota header)."""
