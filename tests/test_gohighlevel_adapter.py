@@ -314,17 +314,41 @@ def test_repush_updates_the_same_note_and_contact_is_cached(rsps: responses.Requ
         )
         rsps.put(f"{notes_url}/{NOTE_ID}", json={"note": note("new")})
         second = c.push_performance_report(report(metrics={"calls handled": 150}))
-    methods = [(call.request.method, call.request.url.replace(HOST, "")) for call in rsps.calls]
-    assert methods == [
+        methods = [(call.request.method, call.request.url.replace(HOST, "")) for call in rsps.calls]
+        assert methods == [
+            ("POST", "/contacts/upsert"),
+            ("GET", f"/contacts/{REPORT_CONTACT_ID}/notes"),
+            ("POST", f"/contacts/{REPORT_CONTACT_ID}/notes"),
+            # the contact is not upserted again, and the client remembers its note
+            ("PUT", f"/contacts/{REPORT_CONTACT_ID}/notes/{NOTE_ID}"),
+        ]
+        assert "150" in sent(rsps.calls[3])["body"]
+        assert first.id == second.id == NOTE_ID
+        assert second.created is False
+    # a new process knows nothing: it lists the contact's notes and finds the report's note
+    with client() as fresh:
+        third = fresh.push_performance_report(report(metrics={"calls handled": 151}))
+    later = [(call.request.method, call.request.url.replace(HOST, "")) for call in rsps.calls][4:]
+    assert later == [
         ("POST", "/contacts/upsert"),
         ("GET", f"/contacts/{REPORT_CONTACT_ID}/notes"),
-        ("POST", f"/contacts/{REPORT_CONTACT_ID}/notes"),
-        ("GET", f"/contacts/{REPORT_CONTACT_ID}/notes"),  # the contact is not upserted again
         ("PUT", f"/contacts/{REPORT_CONTACT_ID}/notes/{NOTE_ID}"),
     ]
-    assert "150" in sent(rsps.calls[4])["body"]
-    assert first.id == second.id == NOTE_ID
-    assert second.created is False
+    assert third.id == NOTE_ID and third.created is False
+
+
+def test_repush_of_a_note_deleted_in_ghl_makes_a_new_one(rsps: responses.RequestsMock) -> None:
+    rsps.post(UPSERT, json=upsert_response(REPORT_CONTACT_ID))
+    notes_url = f"{HOST}/contacts/{REPORT_CONTACT_ID}/notes"
+    rsps.get(notes_url, json={"notes": []})
+    rsps.post(notes_url, status=201, json={"note": note("first")})
+    with client() as c:
+        c.push_performance_report(report())
+        rsps.put(f"{notes_url}/{NOTE_ID}", status=404, json={"statusCode": 404, "message": "Note not found"})
+        again = c.push_performance_report(report())
+    methods = [call.request.method for call in rsps.calls]
+    assert methods == ["POST", "GET", "POST", "PUT", "GET", "POST"]
+    assert again.created is True
 
 
 def test_configured_report_contact_needs_no_upsert(rsps: responses.RequestsMock) -> None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import datetime as _dt
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -77,6 +78,8 @@ _V2_ONLY_HINT = (
 )
 #: Slack around the slot when listing events to reconcile an ambiguous create.
 _LOOKUP_MARGIN = _dt.timedelta(minutes=1)
+# How many report ids a client remembers the note of (a report a day for years fits).
+_REPORT_CACHE_SIZE = 1000
 
 # v2 event ids are 20 alphanumerics; a recurring instance is "<id>_<epoch ms>_<duration>".
 _EVENT_ID = re.compile(r"^[A-Za-z0-9]{1,64}(?:_\d{10,16}_\d{1,7})?$")
@@ -405,6 +408,10 @@ class GoHighLevelV2(_GoHighLevel):
         super().__init__(settings, runtime)
         self._report_contact_lock = threading.Lock()
         self._report_contact_id: str | None = settings.report_contact_id
+        # report_id -> (contact id, note id) of notes this client wrote: a re-push goes
+        # straight to the PUT instead of listing the contact's notes first
+        self._report_notes: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._report_notes_lock = threading.Lock()
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -632,20 +639,43 @@ class GoHighLevelV2(_GoHighLevel):
         )
 
     def push_report(self, report: PerformanceReport) -> ReportReceipt:
-        contact_id = self.report_contact_id()
         payload: dict[str, Any] = {"title": str(report.title), "body": report.render_text()}
+        with self._report_notes_lock:
+            known = self._report_notes.get(report.id)
+        if known is not None:
+            receipt = self._update_note(known[0], known[1], payload, report)
+            if receipt is not None:
+                return receipt
+        receipt = self._push_report_fresh(report, payload)  # first push, or the note was deleted
+        with self._report_notes_lock:
+            self._report_notes[report.id] = (str(receipt.raw.get("contactId", "")), receipt.id)
+            while len(self._report_notes) > _REPORT_CACHE_SIZE:
+                self._report_notes.popitem(last=False)
+        return receipt
+
+    def _update_note(
+        self, contact_id: str, note_id: str, payload: Mapping[str, Any], report: PerformanceReport
+    ) -> ReportReceipt | None:
+        """PUT the note; None when GoHighLevel no longer has it."""
+        resp = self._contacts(
+            "PUT", f"/contacts/{contact_id}/notes/{note_id}", operation="push_report", json=payload, expect=(404,)
+        )
+        if resp.status == 404:
+            return None
+        note = self._object(resp, "push_report").get("note")
+        return self._note_receipt(note if isinstance(note, dict) else {"id": note_id}, report, contact_id, created=False)
+
+    def _push_report_fresh(self, report: PerformanceReport, payload: Mapping[str, Any]) -> ReportReceipt:
+        contact_id = self.report_contact_id()
         existing = self.find_report_note(contact_id, report)
         if existing is not None:
             note_id = existing.get("id")
             if not isinstance(note_id, str) or not _RECORD_ID.fullmatch(note_id):
                 raise unexpected(PROVIDER, "push_report", "a listed note has no usable id")
-            resp = self._contacts(
-                "PUT", f"/contacts/{contact_id}/notes/{note_id}", operation="push_report", json=payload
-            )
-            note = self._object(resp, "push_report").get("note")
-            return self._note_receipt(
-                note if isinstance(note, dict) else {"id": note_id}, report, contact_id, created=False
-            )
+            receipt = self._update_note(contact_id, note_id, payload, report)
+            if receipt is None:
+                raise unexpected(PROVIDER, "push_report", f"note {note_id} was listed but cannot be updated")
+            return receipt
 
         def create_note() -> ReportReceipt:
             resp = self._contacts(
