@@ -496,21 +496,8 @@ class SalesforceProvider:
         payload = self.event_payload(request)
 
         def create_event() -> Appointment:
-            resp = self.transport.request(
-                "POST", f"{self.api}/sobjects/Event/", operation="book", json=payload, reference=request.reference
-            )
-            body = resp.json_or_none()
-            record_id = body.get("id") if isinstance(body, Mapping) else None
-            if not (isinstance(body, Mapping) and body.get("success") is not False and is_salesforce_id(record_id)):
-                raise unexpected(
-                    PROVIDER,
-                    "book",
-                    "no Event id in the create result",
-                    outcome_unknown=True,
-                    reference=request.reference,
-                )
-            assert isinstance(record_id, str)
-            return self._booked(record_id, request, payload, {"create": dict(body)})
+            record_id, body = self._create("Event", payload, "book", request.reference)
+            return self._booked(record_id, request, payload, {"create": body})
 
         return create_once(
             create_event,
@@ -579,21 +566,7 @@ class SalesforceProvider:
             self._forget_task(report.id)
 
         def create_task() -> str:
-            resp = self.transport.request(
-                "POST", f"{self.api}/sobjects/Task/", operation="push_report", json=payload, reference=report.id
-            )
-            body = resp.json_or_none()
-            record_id = body.get("id") if isinstance(body, Mapping) else None
-            if not (isinstance(body, Mapping) and body.get("success") is not False and is_salesforce_id(record_id)):
-                raise unexpected(
-                    PROVIDER,
-                    "push_report",
-                    "no Task id in the create result",
-                    outcome_unknown=True,
-                    reference=report.id,
-                )
-            assert isinstance(record_id, str)
-            return record_id
+            return self._create("Task", payload, "push_report", report.id)[0]
 
         new_id = create_once(
             create_task,
@@ -701,6 +674,30 @@ class SalesforceProvider:
         if not isinstance(records, list):
             raise unexpected(PROVIDER, operation, "the query result has no records list")
         return [r for r in records if isinstance(r, Mapping)]
+
+    def _create(
+        self, sobject: str, payload: Mapping[str, Any], operation: str, reference: str
+    ) -> tuple[str, dict[str, Any]]:
+        """POST a record; its id and the ``{id, success, errors}`` result.
+
+        A 2xx without a usable id may still have created the record, so it is an
+        ``outcome_unknown`` error (the caller's look-up by reference settles it).
+        """
+        resp = self.transport.request(
+            "POST", f"{self.api}/sobjects/{sobject}/", operation=operation, json=payload, reference=reference
+        )
+        body = resp.json_or_none()
+        record_id = body.get("id") if isinstance(body, Mapping) else None
+        if not (isinstance(body, Mapping) and body.get("success") is not False and is_salesforce_id(record_id)):
+            raise unexpected(
+                PROVIDER,
+                operation,
+                f"no {sobject} id in the create result",
+                outcome_unknown=True,
+                reference=reference,
+            )
+        assert isinstance(record_id, str)
+        return record_id, dict(body)
 
     def recover_booking(self, request: AppointmentRequest) -> Appointment | None:
         """The Event an earlier, unanswered attempt at ``request`` created, or None (SOQL)."""
