@@ -79,7 +79,10 @@ def reload(
             f"(missing {', '.join(pc.missing)}); the new configuration was not applied.",
             missing=pc.missing,
         )
-    return use_client(PMSClient(config))
+    # the new client inherits what this process knows about its bookings (finished ones and
+    # those whose outcome is unknown), so a reload never opens a door to a double booking
+    current = _client
+    return use_client(PMSClient(config, memory=current.memory if current is not None else None))
 
 
 def use_client(client: PMSClient) -> PMSClient:

@@ -44,11 +44,82 @@ if TYPE_CHECKING:
 
     from ._http import Runtime
 
-__all__ = ["PMSClient"]
+__all__ = ["BookingMemory", "PMSClient"]
 
 log = logging.getLogger("pms_integration")
 T = TypeVar("T")
 _DEDUPE_SIZE = 10_000
+
+
+_Key = tuple[ProviderName, str, str]  # provider, the account it points at, booking reference
+
+
+class BookingMemory:
+    """What a process remembers about its bookings, shared by a client and its reloads.
+
+    * finished bookings by reference: booking the same reference again returns the first
+      result without a second create;
+    * references whose last attempt ended with ``outcome_unknown``: the next attempt looks the
+      booking up before it creates anything;
+    * one lock per reference in flight, so concurrent attempts at one booking run one at a time.
+
+    Keys include the account a provider points at (host plus location, owner or pipeline), so a
+    reload that points a provider elsewhere does not reuse another account's bookings. Both
+    stores are bounded (oldest forgotten first).
+    """
+
+    def __init__(self, size: int = _DEDUPE_SIZE) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._booked: collections.OrderedDict[_Key, tuple[AppointmentRequest, Appointment]] = collections.OrderedDict()
+        self._uncertain: collections.OrderedDict[_Key, None] = collections.OrderedDict()
+        self._key_locks: dict[_Key, list[Any]] = {}
+
+    def booked(self, key: _Key) -> tuple[AppointmentRequest, Appointment] | None:
+        with self._lock:
+            return self._booked.get(key)
+
+    def is_uncertain(self, key: _Key) -> bool:
+        with self._lock:
+            return key in self._uncertain
+
+    def remember(self, key: _Key, request: AppointmentRequest, appointment: Appointment) -> None:
+        with self._lock:
+            self._uncertain.pop(key, None)
+            self._booked[key] = (request, appointment)
+            while len(self._booked) > self.size:
+                self._booked.popitem(last=False)
+
+    def mark_uncertain(self, key: _Key) -> None:
+        with self._lock:
+            self._uncertain[key] = None
+            while len(self._uncertain) > self.size:
+                self._uncertain.popitem(last=False)
+
+    def forget_appointment(self, provider: ProviderName, appointment_id: str) -> None:
+        with self._lock:
+            stale = [k for k, (_, a) in self._booked.items() if k[0] == provider and a.id == appointment_id]
+            for key in stale:
+                del self._booked[key]
+
+    @contextmanager
+    def hold(self, key: _Key) -> Iterator[None]:
+        """Serialise attempts at one booking (the lock is dropped when nobody holds it)."""
+        with self._lock:
+            entry = self._key_locks.get(key)
+            if entry is None:
+                entry = [threading.Lock(), 0]
+                self._key_locks[key] = entry
+            entry[1] += 1
+        lock: threading.Lock = entry[0]
+        try:
+            with lock:
+                yield
+        finally:
+            with self._lock:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    self._key_locks.pop(key, None)
 
 
 class PMSClient:
@@ -73,6 +144,7 @@ class PMSClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         session_factory: Callable[[], requests.Session] | None = None,
+        memory: BookingMemory | None = None,
     ) -> None:
         self.config = config if config is not None else load_config(environ, env_file)
         self.report_source = report_source
@@ -83,13 +155,8 @@ class PMSClient:
         self._clock = clock
         self._lock = threading.Lock()
         self._adapters: dict[ProviderName, Provider] = {}
-        self._booked: collections.OrderedDict[tuple[ProviderName, str], tuple[AppointmentRequest, Appointment]] = (
-            collections.OrderedDict()
-        )
-        self._key_locks: dict[tuple[ProviderName, str], list[Any]] = {}
-        # references whose last booking attempt ended with outcome_unknown: the next attempt
-        # looks the booking up before it creates anything
-        self._uncertain: collections.OrderedDict[tuple[ProviderName, str], None] = collections.OrderedDict()
+        #: duplicate-booking memory; reload() hands it to the next client
+        self.memory = memory if memory is not None else BookingMemory()
         self._inflight = 0
         self._retired = False
         self._closed = False
@@ -184,9 +251,9 @@ class PMSClient:
         """
         req, name = self._prepare(request, AppointmentRequest, "request", provider)
         adapter = self._adapter_for(name, Capability.BOOK)
-        key = (name, req.reference)
-        with self._call(), self._key_lock(key):
-            done = self._booked.get(key)
+        key = (name, self._account(name), req.reference)
+        with self._call(), self.memory.hold(key):
+            done = self.memory.booked(key)
             if done is not None:
                 if done[0] != req:
                     raise ValidationError.single(
@@ -195,21 +262,14 @@ class PMSClient:
                     )
                 return done[1]
             try:
-                appointment = self._recover(name, adapter, req) if key in self._uncertain else None
+                appointment = self._recover(name, adapter, req) if self.memory.is_uncertain(key) else None
                 if appointment is None:
                     appointment = self._run(name, "book", True, lambda: adapter.book(req), req.reference)
             except ProviderError as exc:
                 if exc.outcome_unknown:
-                    with self._lock:
-                        self._uncertain[key] = None
-                        while len(self._uncertain) > _DEDUPE_SIZE:
-                            self._uncertain.popitem(last=False)
+                    self.memory.mark_uncertain(key)
                 raise
-            with self._lock:
-                self._uncertain.pop(key, None)
-                self._booked[key] = (req, appointment)
-                while len(self._booked) > _DEDUPE_SIZE:
-                    self._booked.popitem(last=False)
+            self.memory.remember(key, req, appointment)
             return appointment
 
     def recover_booking(
@@ -285,9 +345,7 @@ class PMSClient:
         adapter = self._adapter_for(name, Capability.CANCEL)
         with self._call():
             result = self._run(name, "cancel", False, lambda: adapter.cancel(appointment_id, reason=reason), None)
-        with self._lock:
-            for key in [k for k, (_, a) in self._booked.items() if k[0] == name and a.id == appointment_id]:
-                del self._booked[key]
+        self.memory.forget_appointment(name, appointment_id)
         return result
 
     def push_performance_report(
@@ -364,6 +422,18 @@ class PMSClient:
         assert result is not None and name is not None
         return result, name
 
+    def _account(self, name: ProviderName) -> str:
+        """Which account a provider points at (never a secret): the key's middle part."""
+        settings = self.config.get(name).settings
+        if settings is None:
+            return ""
+        parts = [settings.base_url]
+        for attribute in ("location_id", "calendar_id", "owner_id", "pipeline_id"):
+            value = getattr(settings, attribute, None)
+            if value:
+                parts.append(str(value))
+        return "|".join(parts)
+
     def _adapter_for(self, name: ProviderName, capability: Capability) -> Provider:
         adapter = self.adapter(name)
         if capability not in adapter.capabilities:
@@ -426,21 +496,3 @@ class PMSClient:
             yield
         finally:
             self.release()
-
-    @contextmanager
-    def _key_lock(self, key: tuple[ProviderName, str]) -> Iterator[None]:
-        with self._lock:
-            entry = self._key_locks.get(key)
-            if entry is None:
-                entry = [threading.Lock(), 0]
-                self._key_locks[key] = entry
-            entry[1] += 1
-        lock: threading.Lock = entry[0]
-        try:
-            with lock:
-                yield
-        finally:
-            with self._lock:
-                entry[1] -= 1
-                if entry[1] == 0:
-                    self._key_locks.pop(key, None)

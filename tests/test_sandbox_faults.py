@@ -27,7 +27,7 @@ TZ = dt.timezone(dt.timedelta(hours=-5))
 
 def booking(i: int) -> dict[str, Any]:
     return {
-        "start": dt.datetime(2027, 2, 1, 9, 0, tzinfo=TZ).isoformat(),
+        "start": (dt.datetime(2027, 2, 1, 9, 0, tzinfo=TZ) + dt.timedelta(minutes=30 * i)).isoformat(),
         "duration_minutes": 30,
         "timezone": "America/New_York",
         "patient": {"name": "Jane Doe", "email": f"jane{i}@example.com"},
@@ -232,3 +232,49 @@ def test_retry_after_outcome_unknown_reconciles_instead_of_booking_twice(
 def test_pms_environ_marker_reaches_the_client(pms_sandbox: SandboxSession) -> None:
     assert pms_sandbox.client.config.max_attempts == 1
     assert pms_sandbox.environ["PMS_MAX_ATTEMPTS"] == "1"
+
+
+@pytest.mark.parametrize("deadline_ms", ["30000", "2500"])
+def test_hubspot_search_lag_never_turns_into_a_second_deal(sandbox: Sandbox, deadline_ms: str) -> None:
+    # The deal is saved but the answer is lost, and search shows it only after 0.5 s. With
+    # time to let the index settle, the look-up finds it; without, the call must say it cannot
+    # tell (outcome_unknown) rather than create the deal again.
+    sandbox.emulator("hubspot").search_lag = 0.5  # type: ignore[attr-defined]
+    sandbox.inject("hubspot", Fault.reset_after_commit(), operation="deals.create", times=1)
+    env = sandbox.environ()
+    env["PMS_DEADLINE_MS"] = deadline_ms
+    with pms.PMSClient(environ=env, env_file=None) as client:
+        try:
+            appt = client.book_appointment(booking(10), provider="hubspot")
+            assert appt.reference == "fault-10"
+        except pms.ProviderError as exc:
+            assert exc.outcome_unknown and deadline_ms == "2500"
+    assert bookings(sandbox, "hubspot", "fault-10") == 1
+
+
+@pytest.mark.parametrize("provider", ["gohighlevel", "salesforce", "hubspot"])
+def test_reload_keeps_the_duplicate_booking_memory(sandbox: Sandbox, provider: str) -> None:
+    env = sandbox.environ()
+    pms.reload(env, env_file=None)
+    first = pms.book_appointment(booking(11), provider=provider)
+    # an unknown outcome just before a reload: the next client must still look it up first
+    sandbox.inject(provider, Fault.server_error(503, commit=True), operation=HALF_MADE[provider], times=1)
+    lookups = ["deals.read", "meetings.read", "meetings.search"] if provider == "hubspot" else [LOOKUP_OPERATION[provider]]
+    rules = [sandbox.inject(provider, Fault.server_error(503), operation=op) for op in lookups]
+    with pytest.raises(pms.ProviderError) as err:
+        pms.book_appointment(booking(12), provider=provider)
+    assert err.value.outcome_unknown
+    for rule in rules:
+        rule.times = rule.fired
+    pms.reload(env, env_file=None)
+    assert pms.book_appointment(booking(11), provider=provider) is first  # finished: remembered
+    pms.book_appointment(booking(12), provider=provider)  # unknown: looked up, not re-created
+    assert bookings(sandbox, provider, "fault-11") == 1
+    assert bookings(sandbox, provider, "fault-12") == 1
+    # pointed at another account, a provider starts with a clean memory
+    other = dict(env, PMS_SALESFORCE_OWNER_ID="005000000000002AAA", PMS_GHL_CALENDAR_ID="otherCal", PMS_HUBSPOT_PIPELINE_ID="other")
+    client = pms.reload(other, env_file=None)
+    assert client.memory is pms.get_client().memory
+    assert client._account(pms.ProviderName.parse(provider)) != pms.PMSClient(environ=env, env_file=None)._account(
+        pms.ProviderName.parse(provider)
+    )

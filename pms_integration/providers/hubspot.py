@@ -879,14 +879,22 @@ class HubSpotAdapter:
 
         With ``settle`` (the reconcile path, right after a create whose outcome is unknown) a
         miss is searched again after :data:`SETTLE_SECONDS`, because HubSpot's search index
-        lags behind writes; the wait is skipped when the operation's deadline cannot afford it.
+        lags behind writes. When the operation's deadline cannot afford that wait, a miss
+        proves nothing - the record may simply not be indexed yet - so the look-up fails
+        ("cannot tell") instead of answering "not found", and the caller's create is not
+        repeated.
         """
         waits = (0.0, SETTLE_SECONDS) if settle else (0.0,)
         for wait in waits:
             if wait:
                 deadline = current_deadline()
                 if deadline is not None and deadline.remaining() < wait + self.settings.timeout:
-                    break
+                    raise UnexpectedResponseError(
+                        "HubSpot's search index may not show a record created moments ago, and the "
+                        "operation's deadline leaves no time to wait for it",
+                        provider=PROVIDER.value,
+                        operation=operation,
+                    )
                 self.transport.sleep(wait)
             matches = [r for r in self._search(object_type, body, operation) if _has_marker(r, property_name, marker)]
             if matches:
