@@ -476,6 +476,10 @@ class Transport:
     ) -> Any:
         elapsed = (time.perf_counter() - started) * 1000
         kind = type(exc).__name__
+        # requests keeps the prepared request - Authorization header included - on the
+        # exception; it will travel as our error's __cause__, so drop it
+        exc.request = None
+        exc.response = None
         path = _log_path(url)
         log.info("%s %s %s -> %s after %.0f ms (attempt %d)", self.provider.value, method, path, kind, elapsed, number)
         label = self.provider.label

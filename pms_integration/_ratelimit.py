@@ -39,7 +39,14 @@ class LimiterTimeout(Exception):
 
 
 class RateLimiter:
-    #: Safety margin on the window, covering jitter between our send time and the vendor's
+    """Sliding-window limiter: no window of ``per_seconds`` ever holds more than ``requests``.
+
+    The vendor's own limit, once its headers report one (``X-RateLimit-Max`` with
+    ``X-RateLimit-Interval-Milliseconds``, say), becomes a second rule that every grant must
+    also satisfy, so a configured limit looser than the account's real one cannot cause 429s.
+    """
+
+    #: Safety margin on each window, covering jitter between our send time and the vendor's
     #: arrival time (a request sent exactly one window later could still land inside it).
     MARGIN = 0.03
 
@@ -55,29 +62,41 @@ class RateLimiter:
             raise ValueError("a rate limit needs requests >= 1 and per_seconds > 0")
         self.requests = requests
         self.per_seconds = per_seconds
-        self._window = per_seconds * (1 + self.MARGIN)
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
+        self._configured = (requests, per_seconds * (1 + self.MARGIN))
+        self._vendor: tuple[int, float] | None = None
         self._grants: collections.deque[float] = collections.deque()
         self._blocked_until = 0.0
+
+    @property
+    def rules(self) -> list[tuple[int, float]]:
+        """(requests, window seconds incl. margin) pairs every grant satisfies."""
+        return [self._configured] if self._vendor is None else [self._configured, self._vendor]
+
+    def _next_slot(self, now: float) -> float:
+        at = max(now, self._blocked_until)
+        for count, window in self.rules:
+            if len(self._grants) >= count:
+                at = max(at, self._grants[-count] + window)
+        return at
 
     def acquire(self, timeout: float | None = None) -> float:
         """Wait for a slot; return how long was waited.
 
-        Raises :class:`LimiterTimeout` (without consuming a slot's wait) when the slot is
-        further away than ``timeout``.
+        Raises :class:`LimiterTimeout` (without taking a slot) when the slot is further away
+        than ``timeout``.
         """
         with self._lock:
             now = self._clock()
-            at = max(now, self._blocked_until)
-            if len(self._grants) >= self.requests:
-                at = max(at, self._grants[-self.requests] + self._window)
+            at = self._next_slot(now)
             wait = at - now
             if timeout is not None and wait > timeout:
                 raise LimiterTimeout(wait)
             self._grants.append(at)
-            while len(self._grants) > self.requests:
+            keep = max(count for count, _ in self.rules)
+            while len(self._grants) > keep:
                 self._grants.popleft()
         if wait > 0:
             self._sleep(wait)
@@ -86,16 +105,23 @@ class RateLimiter:
     def observe(self, info: RateLimitInfo) -> None:
         """Adapt to the vendor's own view of the quota.
 
-        "None left" is normal when this limiter and the vendor count the same requests: the
-        limiter sends right up to the window's edge, and its own log already holds the next
-        caller back. Only when the log does not explain it (another process shares the quota,
-        or the vendor's limit is lower than ours) is everyone paused for the vendor's window.
+        A reported limit becomes a rule of its own (tightening, never loosening, what is
+        configured). "None left" is normal when the limiter and the vendor count the same
+        requests - the limiter sends right up to the window's edge and its log already holds the
+        next caller back - so everyone is paused for the vendor's window only when the log does
+        not explain it (another process sharing the quota, say).
         """
-        if info.remaining is None or info.remaining > 0:
-            return
         with self._lock:
+            if info.limit and info.interval_seconds and info.limit > 0 and info.interval_seconds > 0:
+                vendor = (info.limit, info.interval_seconds * (1 + self.MARGIN))
+                if vendor != self._vendor:
+                    self._vendor = vendor
+            if info.remaining is None or info.remaining > 0:
+                return
             now = self._clock()
-            own_doing = len(self._grants) >= self.requests and self._grants[-self.requests] > now - self._window
+            own_doing = any(
+                len(self._grants) >= count and self._grants[-count] > now - window for count, window in self.rules
+            )
         if not own_doing:
             self.pause(info.interval_seconds or self.per_seconds)
 

@@ -55,8 +55,12 @@ def redact(text: str) -> str:
 
 
 def excerpt(text: str, limit: int = 200) -> str:
-    """A short, single-line, redacted excerpt of a response body for error messages."""
-    flat = " ".join(text.split())
+    """A short, single-line, redacted excerpt of a response body for error messages.
+
+    Redacted before it is cut (a token straddling the cut would no longer match as a whole
+    and would leak its first part) and again after.
+    """
+    flat = redact(" ".join(text.split()))
     if len(flat) > limit:
         flat = flat[: limit - 1] + "…"
     return redact(flat)

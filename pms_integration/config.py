@@ -420,6 +420,13 @@ class _Reader:
     def secret(self, value: str | None) -> Secret | None:
         return Secret(value) if value else None
 
+    def token(self, name: str, value: str | None) -> str | None:
+        """A token goes into an HTTP header: one line of printable ASCII, never echoed."""
+        if value is not None and not _TOKEN_CHARS.fullmatch(value):
+            self.problems.append(f"{name} must be one line of printable ASCII (check for stray quotes or line breaks)")
+            return None
+        return value
+
     @property
     def ok(self) -> bool:
         return not self.missing and not self.problems
@@ -464,12 +471,13 @@ def _url_problem(value: str) -> str | None:
 
 
 _ID = r"[A-Za-z0-9_-]{1,64}"
+_TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
 _SF_ID = r"[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?"
 
 
 def _load_ghl(env: Mapping[str, str]) -> ProviderConfig:
     r = _Reader(env, ProviderName.GOHIGHLEVEL)
-    key = r.required("PMS_GHL_API_KEY")
+    key = r.token("PMS_GHL_API_KEY", r.required("PMS_GHL_API_KEY") or None) or ""
     location = r.check(
         "PMS_GHL_LOCATION_ID", r.required("PMS_GHL_LOCATION_ID"), _ID, "a GoHighLevel id (letters and digits)"
     )
@@ -491,6 +499,9 @@ def _load_ghl(env: Mapping[str, str]) -> ProviderConfig:
     else:
         version = "v2"
     base = r.url("PMS_GHL_BASE_URL", base_raw or (GHL_V1_URL if version == "v1" else GHL_V2_URL))
+    if version == "v1" and base and urlsplit(base).hostname == "rest.gohighlevel.com" and not base.endswith("/v1"):
+        # the v1 collection's own baseUrl is the bare host; its paths all start with /v1
+        base += "/v1"
     timezone = r.raw("PMS_GHL_TIMEZONE")
     if timezone:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -522,7 +533,7 @@ def _load_ghl(env: Mapping[str, str]) -> ProviderConfig:
 def _load_salesforce(env: Mapping[str, str]) -> ProviderConfig:
     r = _Reader(env, ProviderName.SALESFORCE)
     base = r.url("PMS_SALESFORCE_BASE_URL", r.required("PMS_SALESFORCE_BASE_URL") or None)
-    token = r.required("PMS_SALESFORCE_TOKEN")
+    token = r.token("PMS_SALESFORCE_TOKEN", r.required("PMS_SALESFORCE_TOKEN") or None) or ""
     owner = r.check(
         "PMS_SALESFORCE_OWNER_ID", r.required("PMS_SALESFORCE_OWNER_ID"), _SF_ID, "a 15- or 18-character Salesforce id"
     )
@@ -541,8 +552,8 @@ def _load_salesforce(env: Mapping[str, str]) -> ProviderConfig:
     if mode not in ("delete", "soft"):
         r.problems.append("PMS_SALESFORCE_CANCEL_MODE must be delete or soft")
     client_id = r.raw("PMS_SALESFORCE_CLIENT_ID")
-    client_secret = r.raw("PMS_SALESFORCE_CLIENT_SECRET")
-    refresh = r.raw("PMS_SALESFORCE_REFRESH_TOKEN")
+    client_secret = r.token("PMS_SALESFORCE_CLIENT_SECRET", r.raw("PMS_SALESFORCE_CLIENT_SECRET"))
+    refresh = r.token("PMS_SALESFORCE_REFRESH_TOKEN", r.raw("PMS_SALESFORCE_REFRESH_TOKEN"))
     refresh_vars = {
         "PMS_SALESFORCE_CLIENT_ID": client_id,
         "PMS_SALESFORCE_CLIENT_SECRET": client_secret,
@@ -575,6 +586,7 @@ def _load_hubspot(env: Mapping[str, str]) -> ProviderConfig:
     token = r.raw("PMS_HUBSPOT_PRIVATE_APP_TOKEN") or r.raw(_HUBSPOT_TOKEN_ALIAS)
     if token is None:
         r.missing.append("PMS_HUBSPOT_PRIVATE_APP_TOKEN")
+    token = r.token("PMS_HUBSPOT_PRIVATE_APP_TOKEN", token)
     base = r.url("PMS_HUBSPOT_BASE_URL", r.optional("PMS_HUBSPOT_BASE_URL"))
     version = r.check(
         "PMS_HUBSPOT_API_VERSION",

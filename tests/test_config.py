@@ -81,6 +81,13 @@ def test_ghl_version_is_inferred_from_the_base_url() -> None:
     assert v2 is not None and v2.api_version == "v2" and v2.base_url == "https://services.leadconnectorhq.com"  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("url", ["https://rest.gohighlevel.com", "https://rest.gohighlevel.com/", "https://rest.gohighlevel.com/v1"])
+def test_ghl_v1_base_url_always_ends_in_v1(url: str) -> None:
+    settings = load_config(full_environ(PMS_GHL_BASE_URL=url)).get(ProviderName.GOHIGHLEVEL).settings
+    assert settings is not None
+    assert (settings.api_version, settings.base_url) == ("v1", "https://rest.gohighlevel.com/v1")  # type: ignore[union-attr]
+
+
 def test_hubspot_access_token_alias_is_accepted() -> None:
     env = full_environ()
     env["PMS_HUBSPOT_ACCESS_TOKEN"] = env.pop("PMS_HUBSPOT_PRIVATE_APP_TOKEN")
@@ -160,3 +167,14 @@ def test_variable_table_lists_every_variable_the_loader_reads() -> None:
     server = Path(pms.config.__file__).with_name("server.py").read_text(encoding="utf-8")  # type: ignore[attr-defined]
     assert "PMS_SERVER_TOKEN" in server  # the one variable the HTTP server reads itself
     assert declared - {"PMS_SERVER_TOKEN"} <= read
+
+
+@pytest.mark.parametrize("bad", ["tok\nen", "tok\ren", "“quoted”", "has space", "tab\tbed"])
+@pytest.mark.parametrize("variable", ["PMS_GHL_API_KEY", "PMS_SALESFORCE_TOKEN", "PMS_HUBSPOT_PRIVATE_APP_TOKEN"])
+def test_tokens_must_be_one_line_of_printable_ascii(variable: str, bad: str) -> None:
+    config = load_config(full_environ(**{variable: bad}))
+    provider = next(v.provider for v in VARIABLES if v.name == variable)
+    assert provider is not None
+    pc = config.get(provider)
+    assert not pc.enabled and any("printable ASCII" in p for p in pc.problems)
+    assert bad not in repr(pc) + str(pc.status())

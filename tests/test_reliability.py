@@ -172,6 +172,26 @@ def test_burst_of_300_at_50_per_second_sees_no_429(sandbox: Sandbox) -> None:
     assert sandbox.request_count(name, status=429) == 0
 
 
+@pytest.mark.parametrize(
+    ("provider", "client_limit", "vendor_limit"),
+    [("gohighlevel", "50/1", 30), ("hubspot", "100/10", 20), ("gohighlevel", "100/10", 20)],
+)
+def test_limiter_adapts_to_a_stricter_vendor_limit(sandbox: Sandbox, provider: str, client_limit: str, vendor_limit: int) -> None:
+    sandbox.set_rate_limit(provider, vendor_limit, 1.0)
+    prefix = {"gohighlevel": "GHL", "hubspot": "HUBSPOT"}[provider]
+    client = _client(sandbox, **{f"PMS_{prefix}_RATE_LIMIT": client_limit})
+    with client:
+        appt = client.book_appointment(_request(0), provider=provider)
+        before = sandbox.request_count(provider)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(lambda i: client.update_appointment(appt.id, {"title": f"T{i}"}, provider=provider), range(80)))
+    sent = sandbox.request_count(provider) - before
+    assert sent >= 80
+    # the vendor's headers report its limit with the very first answers; from then on the
+    # client keeps to it (at most the requests already on their way may be refused)
+    assert sandbox.request_count(provider, status=429) <= 8
+
+
 # -- hostile input -------------------------------------------------------------------------
 
 HOSTILE_IDS = ["../etc/passwd", "..", "a/b", "%2F", "a%2Fb", "id?x=1", "id#frag", "id\r\nX-Evil: 1", "idé", "日本", " ", ""]

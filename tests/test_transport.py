@@ -403,3 +403,24 @@ def test_limiter_does_not_pause_for_a_quota_it_used_itself() -> None:
     other.observe(RateLimitInfo(remaining=0, interval_seconds=10))  # someone else used it
     other.acquire()
     assert ft.sleeps == [pytest.approx(10)]
+
+
+def test_excerpt_never_leaks_part_of_a_token_cut_at_the_limit() -> None:
+    from pms_integration._redact import excerpt, register_secret
+
+    token = "straddling-token-0123456789abcdef0123456789"
+    register_secret(token)
+    for offset in range(150, 200):
+        text = "x" * offset + token + " trailing"
+        out = excerpt(text, 200)
+        assert "0123456789abcdef" not in out and "straddling-token" not in out
+
+
+@responses.activate
+def test_a_transport_error_keeps_no_request_with_the_auth_header(ft: FakeTime) -> None:
+    responses.add("POST", URL, body=requests.exceptions.ReadTimeout())
+    with pytest.raises(TransportError) as err:
+        make(ft).request("POST", "/things", operation="book")
+    cause = err.value.__cause__
+    assert isinstance(cause, requests.exceptions.ReadTimeout)
+    assert cause.request is None and cause.response is None
