@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import datetime
 import math
 import random
 import time
@@ -97,6 +98,8 @@ def parse_retry_after(value: str | None, *, now: Callable[[], float] = time.time
             return None
         if when is None:
             return None
+        if when.tzinfo is None:  # "-0000": RFC 5322's "UTC, source zone unknown"
+            when = when.replace(tzinfo=datetime.timezone.utc)
         seconds = when.timestamp() - now()
     if not math.isfinite(seconds):
         return None

@@ -85,17 +85,20 @@ def format_status_table(statuses: Sequence[ProviderStatus]) -> str:
 
 
 def _read_json(text: str | None, stdin: TextIO, what: str) -> Any:
-    if text is None or text == "-":
-        text = stdin.read()
-    elif text.startswith("@"):
-        try:
-            text = Path(text[1:]).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ValidationError.single(what, f"cannot read {text[1:]!r}: {exc.strerror}") from None
     try:
+        if text is None or text == "-":
+            text = stdin.read()
+        elif text.startswith("@"):
+            text = Path(text[1:]).read_text(encoding="utf-8")
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValidationError.single(what, f"is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except OSError as exc:
+        raise ValidationError.single(what, f"cannot be read: {exc.strerror or type(exc).__name__}") from None
+    except UnicodeDecodeError:
+        raise ValidationError.single(what, "is not valid UTF-8") from None
+    except RecursionError:
+        raise ValidationError.single(what, "nests too deeply") from None
 
 
 def _emit(obj: Any, raw: bool) -> None:

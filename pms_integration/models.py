@@ -52,11 +52,15 @@ __all__ = [
 MIN_DURATION_MINUTES = 5
 MAX_DURATION_MINUTES = 8 * 60
 DEFAULT_DURATION_MINUTES = 30
+#: Dates outside these years are typing mistakes, and near the ends of Python's range they
+#: overflow when converted to UTC or moved by a duration.
+MIN_YEAR = 2000
+MAX_YEAR = 2199
 
 _EMAIL = re.compile(
     r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
 )
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")  # ASCII digits only (\d would take any script's)
 _PHONE_SEPARATORS = re.compile(r"[\s().-]")
 # References and report ids end up in vendor search queries and titles: keep them to a safe,
 # quotable alphabet.
@@ -206,7 +210,20 @@ def _aware(errors: _Errors, path: str, value: object, *, required: bool) -> _dt.
     if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
         errors.add(path, "must include a time zone (e.g. 2026-12-01T10:00:00-05:00); naive times are ambiguous")
         return None
+    if not _in_range(value):
+        errors.add(path, f"must be between the years {MIN_YEAR} and {MAX_YEAR}")
+        return None
     return value
+
+
+def _in_range(value: _dt.date) -> bool:
+    """Within the years a booking or report can sensibly have (and safely converted to UTC)."""
+    if isinstance(value, _dt.datetime):
+        try:
+            value = value.astimezone(_dt.timezone.utc)
+        except OverflowError:
+            return False
+    return MIN_YEAR <= value.year <= MAX_YEAR
 
 
 def _duration(errors: _Errors, path: str, value: object) -> int | None:
@@ -551,9 +568,13 @@ class PerformanceReport:
         for field in ("period_start", "period_end"):
             value = getattr(self, field)
             if isinstance(value, _dt.datetime):
-                _set(self, field, value.date())
-            elif not isinstance(value, _dt.date):
+                value = value.date()
+                _set(self, field, value)
+            if not isinstance(value, _dt.date):
                 errors.add(field, "must be a date (YYYY-MM-DD)")
+                dates_ok = False
+            elif not _in_range(value):
+                errors.add(field, f"must be between the years {MIN_YEAR} and {MAX_YEAR}")
                 dates_ok = False
         if dates_ok and self.period_end < self.period_start:
             errors.add("period_end", "must not be before period_start")
@@ -572,7 +593,7 @@ class PerformanceReport:
                         "metrics", f"metric name {str(key)[:40]!r} must be 1-64 letters, digits, spaces or _.%/()-"
                     )
                     continue
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
                     errors.add(f"metrics.{key}", "must be a finite number")
                     continue
                 clean[key] = value
@@ -619,6 +640,14 @@ class PerformanceReport:
     def metrics_json(self) -> str:
         """The metrics as compact, key-sorted JSON."""
         return json.dumps(dict(self.metrics), sort_keys=True, separators=(",", ":"))
+
+
+def _finite(value: float) -> bool:
+    """Finite and representable as a float (a huge int overflows, and JSON readers choke)."""
+    try:
+        return math.isfinite(value) and abs(float(value)) < 1e300
+    except OverflowError:
+        return False
 
 
 def _format_number(value: float) -> str:
@@ -791,7 +820,7 @@ def _model_hook(conv: cattrs.Converter, cls: type) -> Callable[[Any, Any], Any]:
             result = base(data, cls)
         except ValidationError as exc:
             return _Invalid(errors + exc.errors)
-        except (BaseValidationError, ValueError, TypeError, KeyError) as exc:
+        except (BaseValidationError, ValueError, TypeError, KeyError, ArithmeticError) as exc:
             return _Invalid(errors + _flatten(exc, ""))
         if errors:
             return _Invalid(errors)
@@ -855,7 +884,7 @@ def _flatten(exc: BaseException, path: str) -> list[tuple[str, str]]:
     if isinstance(exc, (ValueError, TypeError)):
         message = str(exc) if isinstance(exc, ValueError) and str(exc) else "has the wrong type"
         return [(path, message)]
-    return [(path, "is invalid")]
+    return [(path, f"is invalid ({type(exc).__name__})")]
 
 
 def structure(data: object, cls: type[T], *, path: str = "") -> T:

@@ -378,7 +378,14 @@ async def _read_json(request: Request, limit: int) -> Any:
     try:
         return json.loads(body, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
-        message = str(exc) if isinstance(exc, json.JSONDecodeError) else "the body is not valid UTF-8 JSON"
+        if isinstance(exc, json.JSONDecodeError):
+            message = str(exc)
+        elif isinstance(exc, RecursionError):
+            message = "the body nests too deeply"
+        elif isinstance(exc, UnicodeDecodeError):
+            message = "the body is not valid UTF-8"
+        else:
+            message = str(exc) or "the body is not valid JSON"
         raise Problem(
             400,
             "malformed-json",
@@ -428,7 +435,7 @@ class _Api:
                 401,
                 "unauthorized",
                 "Invalid token",
-                "The bearer token is not valid for this server.",
+                "The token in the Authorization header is not valid for this server.",
                 headers={"WWW-Authenticate": 'Bearer realm="pms-integration", error="invalid_token"'},
             )
 

@@ -98,3 +98,14 @@ def test_demo_succeeds_on_every_provider(version: str) -> None:
             assert any(line.startswith(provider) and f" {step} " in line for line in text.splitlines()), (provider, step)
     if version == "v1":
         assert "skipped: GoHighLevel API v1 cannot hold performance reports" in text
+
+
+@pytest.mark.parametrize(("content", "message"), [(b"\xff\xfe{", "not valid UTF-8"), (b"[" * 5000 + b"]" * 5000, "nests too deeply")])
+def test_unreadable_json_files_are_exit_3(tmp_path: object, capsys: pytest.CaptureFixture[str], content: bytes, message: str) -> None:
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / "req.json"
+    path.write_bytes(content)
+    assert cli.main(["book", "--provider", "ghl", f"@{path}"]) == 3
+    assert message in capsys.readouterr().err
+    assert cli.main(["book", "--provider", "ghl", f"@{path}.missing"]) == 3

@@ -176,3 +176,24 @@ def test_hostile_ids_are_rejected(bad: object) -> None:
 def test_good_ids() -> None:
     for good in ("00U5e00000AbCdEFGH", "4821:9931", "abc-DEF_1.2"):
         assert validate_appointment_id(good) == good
+
+
+@pytest.mark.parametrize(
+    "start",
+    ["0001-01-01T00:00:00+14:00", "9999-12-31T23:50:00-12:00", "1999-12-31T10:00:00Z", "2200-01-01T10:00:00Z"],
+)
+def test_dates_outside_sensible_years_are_named_errors(start: str) -> None:
+    with pytest.raises(ValidationError) as exc:
+        structure(booking(start=start), AppointmentRequest)
+    assert fields_of(exc) == ["start"] and "years" in str(exc.value)
+
+
+def test_report_bounds_and_huge_metrics() -> None:
+    with pytest.raises(ValidationError) as exc:
+        structure({"period_start": "1900-01-01", "period_end": "2026-01-01", "metrics": {"a": 10**400}}, PerformanceReport)
+    assert set(fields_of(exc)) == {"period_start", "metrics.a"}
+
+
+def test_phone_digits_must_be_ascii() -> None:
+    with pytest.raises(ValidationError):
+        Patient(phone="+1٥٥٥٥٥٥٠١٢٣")

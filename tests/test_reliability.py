@@ -104,9 +104,11 @@ def test_thousand_bookings_under_random_faults_never_duplicate(sandbox: Sandbox)
     for name in names:
         # marginal share of each kind: 12% of requests (rules are tried in order)
         sandbox.inject(name, Fault.reset_after_commit(), probability=0.12)
-        sandbox.inject(name, Fault.server_error(503), probability=0.12 / 0.88)
-        sandbox.inject(name, Fault.rate_limit(retry_after=0.05), probability=0.12 / 0.76)
-        sandbox.inject(name, Fault.delay(timeout_ms / 1000 * 2), probability=0.12 / 0.64)
+        # half of the 503s come after the write was saved (a gateway timing out), half before
+        sandbox.inject(name, Fault.server_error(503, commit=True), probability=0.06 / 0.88)
+        sandbox.inject(name, Fault.server_error(503), probability=0.06 / 0.8272)
+        sandbox.inject(name, Fault.rate_limit(retry_after=0.05), probability=0.12 / 0.7776)
+        sandbox.inject(name, Fault.delay(timeout_ms / 1000 * 2), probability=0.12 / 0.6576)
     env = {f"PMS_{p}_TIMEOUT_MS": str(timeout_ms) for p in ("GHL", "SALESFORCE", "HUBSPOT")}
     env["PMS_DEADLINE_MS"] = str(int(deadline * 1000))
     client = _client(sandbox, **env)
@@ -238,6 +240,10 @@ def test_random_input_only_ever_raises_pms_errors(data: dict[str, Any], some_id:
                 call()
             except pms.ValidationError:
                 assert len(mock.calls) == before, "a request was sent for invalid input"
+            except pms.UnexpectedResponseError as exc:
+                # the client turns a crash inside the library into this error; for input that
+                # never reached a vendor that would be a bug, not an answer
+                assert "inside the library" not in str(exc), f"library crash on {data!r}: {exc.__cause__!r}"
             except pms.PMSError:
                 pass
 

@@ -278,3 +278,13 @@ def test_reload_keeps_the_duplicate_booking_memory(sandbox: Sandbox, provider: s
     assert client._account(pms.ProviderName.parse(provider)) != pms.PMSClient(environ=env, env_file=None)._account(
         pms.ProviderName.parse(provider)
     )
+
+
+def test_sandbox_is_loopback_only_and_takes_partial_tokens() -> None:
+    with pytest.raises(ValueError, match="loopback"):
+        Sandbox(host="0.0.0.0")
+    with Sandbox(host="::1", tokens={"ghl": "ghl-token-for-this-test"}) as sb:
+        assert sb.url.startswith("http://[::1]:")
+        assert sb.environ()["PMS_GHL_API_KEY"] == "ghl-token-for-this-test"
+        with pms.PMSClient(environ=sb.environ(), env_file=None) as client:
+            assert client.book_appointment(booking(13), provider="ghl").reference == "fault-13"

@@ -358,9 +358,17 @@ def test_default_client_is_looked_up_per_request(sandbox: Sandbox) -> None:
 
 
 def test_malformed_json_is_400(api: Api) -> None:
-    for raw in (b"{bad", b'{"start": ', b"\xff\xfe\x00garbage", b'{"metrics": NaN}'):
+    cases = [
+        (b"{bad", "Expecting property name"),
+        (b'{"start": ', "Expecting value"),
+        (b"\xff\xfe\x00garbage", "not valid JSON"),
+        (b'{"metrics": NaN}', "NaN is not valid JSON"),
+        (b"[" * 20_000 + b"]" * 20_000, "nests too deeply"),  # under the size limit
+    ]
+    for raw, why in cases:
         data = problem(api("POST", f"/{FIRST.value}/book", data=raw, headers={"Content-Type": "application/json"}), 400)
         assert data["type"].endswith(":malformed-json")
+        assert why in data["detail"], (raw[:20], data["detail"])
 
 
 def test_non_object_and_empty_bodies_are_422(api: Api) -> None:

@@ -424,3 +424,15 @@ def test_a_transport_error_keeps_no_request_with_the_auth_header(ft: FakeTime) -
     cause = err.value.__cause__
     assert isinstance(cause, requests.exceptions.ReadTimeout)
     assert cause.request is None and cause.response is None
+
+
+def test_retry_after_date_with_unknown_zone_is_utc(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        when = email.utils.formatdate(1_000_010.0)  # ends in -0000
+        assert when.endswith("-0000")
+        assert parse_retry_after(when, now=lambda: 1_000_000.0) == pytest.approx(10.0)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()

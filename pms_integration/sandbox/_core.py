@@ -391,6 +391,10 @@ class _Server(ThreadingHTTPServer):
     sandbox: Sandbox
 
 
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
 def _default_tokens() -> dict[ProviderName, str]:
     return {p: f"sandbox-{p.value}-{secrets.token_hex(8)}" for p in ProviderName}
 
@@ -413,14 +417,19 @@ class Sandbox:
         port: int = 0,
         seed: int | None = None,
         latency: float = 0.0,
-        tokens: Mapping[ProviderName, str] | None = None,
+        tokens: Mapping[ProviderName | str, str] | None = None,
     ) -> None:
+        from ..config import is_loopback_host
+
+        if not is_loopback_host(host):
+            raise ValueError(f"the sandbox serves loopback only (127.0.0.1, ::1 or localhost), not {host!r}")
         self.host = host
         self.port = port
         self.latency = latency
         self.seed = seed
         self._rng = random.Random(seed)
-        self.tokens: dict[ProviderName, str] = dict(tokens or _default_tokens())
+        self.tokens: dict[ProviderName, str] = _default_tokens()
+        self.tokens.update({ProviderName.parse(k): v for k, v in (tokens or {}).items()})
         self._lock = threading.Lock()
         self._rules: list[FaultRule] = []
         self._limits: dict[ProviderName, tuple[int, float, collections.deque[float]]] = {}
@@ -445,7 +454,8 @@ class Sandbox:
     def start(self) -> Sandbox:
         if self._server is not None:
             return self
-        server = _Server((self.host, self.port), _Handler)
+        server_class = _Server6 if ":" in self.host else _Server
+        server = server_class((self.host, self.port), _Handler)
         server.sandbox = self
         self._server = server
         self.port = server.server_address[1]
@@ -490,7 +500,8 @@ class Sandbox:
     def url(self) -> str:
         if self._server is None:
             raise RuntimeError("the sandbox is not running; use it as a context manager or call start()")
-        return f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     def base_url(self, provider: str | ProviderName) -> str:
         name = ProviderName.parse(provider)
