@@ -8,13 +8,12 @@ and retries all see the same budget.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import datetime
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import attrs
 
@@ -68,18 +67,27 @@ def current_deadline() -> Deadline | None:
     return _current.get()
 
 
-@contextlib.contextmanager
-def deadline_scope(seconds: float, clock: Callable[[], float] = time.monotonic) -> Iterator[Deadline]:
-    """Run the block under a deadline; an enclosing, earlier deadline stays in force."""
-    outer = _current.get()
-    mine = Deadline(seconds, clock)
-    if outer is not None and outer.clock is clock and outer.expires_at < mine.expires_at:
-        mine = outer
-    token = _current.set(mine)
-    try:
-        yield mine
-    finally:
-        _current.reset(token)
+class deadline_scope:
+    """Run the block under a deadline; an enclosing, earlier deadline stays in force.
+
+    A small class rather than a generator context manager: it runs once per operation.
+    """
+
+    __slots__ = ("_token", "deadline")
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        outer = _current.get()
+        mine = Deadline(seconds, clock)
+        if outer is not None and outer.clock is clock and outer.expires_at < mine.expires_at:
+            mine = outer
+        self.deadline = mine
+
+    def __enter__(self) -> Deadline:
+        self._token = _current.set(self.deadline)
+        return self.deadline
+
+    def __exit__(self, *exc: object) -> None:
+        _current.reset(self._token)
 
 
 def parse_retry_after(value: str | None, *, now: Callable[[], float] = time.time) -> float | None:

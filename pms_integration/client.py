@@ -7,8 +7,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from types import EllipsisType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -102,9 +101,11 @@ class BookingMemory:
             for key in stale:
                 del self._booked[key]
 
-    @contextmanager
-    def hold(self, key: _Key) -> Iterator[None]:
+    def hold(self, key: _Key) -> _KeyHold:
         """Serialise attempts at one booking (the lock is dropped when nobody holds it)."""
+        return _KeyHold(self, key)
+
+    def _enter(self, key: _Key) -> threading.Lock:
         with self._lock:
             entry = self._key_locks.get(key)
             if entry is None:
@@ -112,14 +113,49 @@ class BookingMemory:
                 self._key_locks[key] = entry
             entry[1] += 1
         lock: threading.Lock = entry[0]
-        try:
-            with lock:
-                yield
-        finally:
-            with self._lock:
-                entry[1] -= 1
-                if entry[1] == 0:
-                    self._key_locks.pop(key, None)
+        lock.acquire()
+        return lock
+
+    def _leave(self, key: _Key, lock: threading.Lock) -> None:
+        lock.release()
+        with self._lock:
+            entry = self._key_locks[key]
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._key_locks[key]
+
+
+class _KeyHold:
+    __slots__ = ("_key", "_lock", "_memory")
+
+    def __init__(self, memory: BookingMemory, key: _Key) -> None:
+        self._memory = memory
+        self._key = key
+
+    def __enter__(self) -> None:
+        self._lock = self._memory._enter(self._key)
+
+    def __exit__(self, *exc: object) -> None:
+        self._memory._leave(self._key, self._lock)
+
+
+class _InFlight:
+    """Counts a call in and out of a client (what ``retire()`` waits for)."""
+
+    __slots__ = ("_client",)
+
+    def __init__(self, client: PMSClient) -> None:
+        self._client = client
+
+    def __enter__(self) -> None:
+        client = self._client
+        with client._lock:
+            if client._closed:
+                raise ConfigurationError("This client is closed; create a new one.")
+            client._inflight += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._client.release()
 
 
 class PMSClient:
@@ -486,13 +522,5 @@ class PMSClient:
         if close_now:
             self.close()
 
-    @contextmanager
-    def _call(self) -> Iterator[None]:
-        with self._lock:
-            if self._closed:
-                raise ConfigurationError("This client is closed; create a new one.")
-            self._inflight += 1
-        try:
-            yield
-        finally:
-            self.release()
+    def _call(self) -> _InFlight:
+        return _InFlight(self)

@@ -28,6 +28,7 @@ once with the OAuth refresh-token flow when the client id, secret and refresh to
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import logging
 import re
@@ -119,6 +120,7 @@ _ID_SHAPE = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
 _CHECKSUM_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
 
 
+@functools.lru_cache(maxsize=4096)
 def id_checksum(id15: str) -> str:
     """The three-character suffix that turns a 15-character id into its 18-character form.
 
