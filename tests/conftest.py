@@ -9,7 +9,7 @@ from pms_integration import _default
 
 CANARY = {
     "PMS_GHL_API_KEY": "pit-canary-ghl-7f3e9a1b2c4d",
-    "PMS_SALESFORCE_TOKEN": "00Dcanary000000!AQcanarySalesforceToken42",
+    "PMS_SALESFORCE_TOKEN": "sf-canary-session!AQcanarySalesforceToken42",
     "PMS_HUBSPOT_PRIVATE_APP_TOKEN": "pat-na1-canary00-hubspot-secret-99",
     "PMS_SALESFORCE_CLIENT_SECRET": "canary-sf-client-secret-31337",
     "PMS_SALESFORCE_REFRESH_TOKEN": "canary-sf-refresh-token-8086",

@@ -162,7 +162,7 @@ def test_update_of_unknown_booking_is_not_found(sb: Sandbox) -> None:
 
 def test_bad_token_gets_hubspots_401(sb: Sandbox) -> None:
     with (
-        client(sb, PMS_HUBSPOT_PRIVATE_APP_TOKEN="pat-na1-00000000-wrong") as c,
+        client(sb, PMS_HUBSPOT_PRIVATE_APP_TOKEN="pat-na1-wrongtoken") as c,
         pytest.raises(AuthenticationError) as info,
     ):
         book(c)

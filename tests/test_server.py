@@ -343,7 +343,7 @@ def test_default_client_is_looked_up_per_request(sandbox: Sandbox) -> None:
         first = {p["name"]: p["enabled"] for p in api("GET", "/providers").json()["providers"]}
         assert first["hubspot"] is False
         pms_integration.reload(
-            {**without_hubspot, "PMS_HUBSPOT_PRIVATE_APP_TOKEN": "pat-na1-00000000-reload-test"}, env_file=None
+            {**without_hubspot, "PMS_HUBSPOT_PRIVATE_APP_TOKEN": "pat-na1-reloadtest"}, env_file=None
         )
         second = {p["name"]: p["enabled"] for p in api("GET", "/providers").json()["providers"]}
         assert second["hubspot"] is True
