@@ -40,7 +40,7 @@ import tenacity
 import urllib3.exceptions
 
 from ._ratelimit import LimiterTimeout, RateLimiter, RateLimitInfo
-from ._redact import excerpt, redact
+from ._redact import excerpt
 from ._retry import RetryPolicy, current_deadline, parse_retry_after
 from ._version import __version__
 from .config import RateLimit, Secret
@@ -678,11 +678,6 @@ def create_once(
     last.reference = reference
     last.outcome_unknown = True
     raise last
-
-
-def redact_text(text: str) -> str:
-    """Exposed for adapters building messages from vendor text."""
-    return redact(text)
 
 
 def unexpected(

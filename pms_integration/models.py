@@ -38,6 +38,7 @@ __all__ = [
     "ProviderStatus",
     "ProviderStatusList",
     "get_converter",
+    "parse_iso_datetime",
     "structure",
     "unstructure",
     "new_reference",
@@ -731,17 +732,31 @@ class ProviderStatusList(list[ProviderStatus]):
 # converter
 
 
+_FRACTION = re.compile(r"\.(\d+)")
+
+
+def parse_iso_datetime(value: object) -> _dt.datetime | None:
+    """ISO-8601 text (``Z`` allowed, any number of fraction digits) to ``datetime``, else None.
+
+    The result may be naive; callers decide what a missing offset means.
+    """
+    if not isinstance(value, str) or not 10 <= len(value) <= 40:
+        return None
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    # Python 3.10's fromisoformat takes only 3 or 6 fraction digits
+    text = _FRACTION.sub(lambda m: "." + (m.group(1) + "000000")[:6], text, count=1)
+    try:
+        return _dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
 def _parse_datetime(value: object, _: object) -> object:
     """ISO-8601 text to ``datetime``; anything else is passed on for the model to reject."""
-    if isinstance(value, str) and 10 <= len(value) <= 40:
-        text = value.strip()
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
-        try:
-            return _dt.datetime.fromisoformat(text)
-        except ValueError:
-            return value
-    return value
+    parsed = parse_iso_datetime(value)
+    return value if parsed is None else parsed
 
 
 def _parse_date(value: object, _: object) -> object:
@@ -772,7 +787,6 @@ class _Invalid:
 
     def __init__(self, errors: list[tuple[str, str]]) -> None:
         self.errors = errors
-
 
 
 def _make_converter() -> cattrs.Converter:
@@ -913,8 +927,3 @@ def structure(data: object, cls: type[T], *, path: str = "") -> T:
 def unstructure(obj: object) -> Any:
     """A JSON-ready representation (dicts, lists, strings, numbers) of a model."""
     return get_converter().unstructure(obj)
-
-
-def coerce(value: object, cls: type[T], field: str) -> T:
-    """Accept an instance of ``cls`` or a mapping; used by the public functions."""
-    return structure(value, cls, path="" if isinstance(value, Mapping) else field)

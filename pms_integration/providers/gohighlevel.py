@@ -47,6 +47,7 @@ from ..models import (
     PerformanceReport,
     ProviderName,
     ReportReceipt,
+    parse_iso_datetime,
 )
 from ..provider import ALL_CAPABILITIES, Capability, Provider
 
@@ -273,18 +274,8 @@ def _parse_time(value: object) -> _dt.datetime | None:
             return _dt.datetime.fromtimestamp(value / 1000, tz=_dt.timezone.utc)
         except (OverflowError, OSError, ValueError):
             return None
-    if not isinstance(value, str) or not 10 <= len(value) <= 40:
-        return None
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    # Python 3.10's fromisoformat wants 0, 3 or 6 fraction digits
-    text = re.sub(r"\.(\d+)", lambda m: "." + (m.group(1) + "000000")[:6], text, count=1)
-    try:
-        parsed = _dt.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
+    parsed = parse_iso_datetime(value)
+    return parsed if parsed is not None and parsed.tzinfo is not None else None
 
 
 def _str(record: Mapping[str, Any], key: str) -> str | None:

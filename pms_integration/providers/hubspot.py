@@ -45,6 +45,7 @@ from ..models import (
     PerformanceReport,
     ProviderName,
     ReportReceipt,
+    parse_iso_datetime,
 )
 from ..provider import ALL_CAPABILITIES, Capability, Provider
 
@@ -292,11 +293,8 @@ def parse_hubspot_time(value: object) -> _dt.datetime | None:
             return _dt.datetime.fromtimestamp(int(text) / 1000, tz=_UTC)
         except (OverflowError, OSError, ValueError):
             return None
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    try:
-        parsed = _dt.datetime.fromisoformat(text)
-    except ValueError:
+    parsed = parse_iso_datetime(text)
+    if parsed is None:
         return None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=_UTC)
 

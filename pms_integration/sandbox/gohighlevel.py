@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ..models import ProviderName
+from ..models import ProviderName, parse_iso_datetime
 from ._core import Emulator, Reply, Route, Sandbox, SandboxRequest, SandboxResponse, json_response
 
 __all__ = ["GoHighLevelEmulator", "EMULATOR", "CALENDARS_VERSION", "CONTACTS_VERSION"]
@@ -142,16 +142,8 @@ def _now() -> str:
 
 
 def _parse_iso(value: object) -> _dt.datetime | None:
-    if not isinstance(value, str) or not 10 <= len(value) <= 40:
-        return None
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    try:
-        parsed = _dt.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
+    parsed = parse_iso_datetime(value)
+    return parsed if parsed is not None and parsed.tzinfo is not None else None
 
 
 def _check_fields(body: Mapping[str, Any], fields: Mapping[str, _Field], required: tuple[str, ...]) -> list[str]:
