@@ -22,6 +22,7 @@ from .client import PMSClient
 from .config import Secret, load_config
 from .errors import (
     APIError,
+    AppointmentCancelledError,
     AuthenticationError,
     ConfigurationError,
     ConflictError,
@@ -106,6 +107,7 @@ __all__ = [
     "PermissionDeniedError",
     "NotFoundError",
     "ConflictError",
+    "AppointmentCancelledError",
     "InvalidRequestError",
     "RateLimitError",
     "ServerError",

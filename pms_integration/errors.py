@@ -35,6 +35,7 @@ __all__ = [
     "PermissionDeniedError",
     "NotFoundError",
     "ConflictError",
+    "AppointmentCancelledError",
     "InvalidRequestError",
     "RateLimitError",
     "ServerError",
@@ -254,6 +255,17 @@ class ConflictError(APIError):
     """409, or the vendor's "slot no longer available": the time is taken or the record clashes."""
 
     hint = "Offer the patient another time."
+
+
+class AppointmentCancelledError(ConflictError):
+    """The appointment was cancelled, so it cannot be moved or changed.
+
+    Raised before any write is sent, on every provider, when an update names a cancelled
+    booking (``code`` is ``"APPOINTMENT_CANCELLED"``, ``status_code`` 409). A cancelled
+    booking is never revived: book a new appointment instead.
+    """
+
+    hint = "This appointment was cancelled: book a new appointment instead of moving it."
 
 
 class InvalidRequestError(APIError):

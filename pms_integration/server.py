@@ -57,6 +57,7 @@ from .client import PMSClient
 from .config import Secret, is_loopback_host
 from .errors import (
     APIError,
+    AppointmentCancelledError,
     AuthenticationError,
     ConfigurationError,
     ConflictError,
@@ -223,6 +224,7 @@ def problem_for(exc: PMSError) -> Problem:
 # (class, status, slug, title), most specific first.
 _PROVIDER_TABLE: tuple[tuple[type[ProviderError], int, str, str], ...] = (
     (NotFoundError, 404, "not-found", "Booking not found"),
+    (AppointmentCancelledError, 409, "appointment-cancelled", "Appointment is cancelled"),
     (ConflictError, 409, "conflict", "Conflict"),
     (RateLimitError, 429, "rate-limited", "Provider rate limit reached"),
     (AuthenticationError, 502, "provider-authentication", "Provider rejected the credentials"),
