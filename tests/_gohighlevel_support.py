@@ -1,7 +1,7 @@
 """Shared by the GoHighLevel tests: settings, spec-shaped response bodies, and the OpenAPI checker.
 
 The checker validates a request (path, method, ``Version`` and ``Authorization`` headers, JSON
-body) against the official v2 specs in ``../shared/vendor-specs/gohighlevel`` with openapi-core.
+body) against the official v2 specs (CC0) copied into ``tests/vendor_specs/gohighlevel`` with openapi-core.
 Two deliberate adjustments, both made in memory (the spec files stay untouched):
 
 * Request-body schemas get ``additionalProperties: false``. The live API validates bodies with a
@@ -27,15 +27,14 @@ from typing import Any
 
 import requests
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-SPEC_DIR = SHARED / "vendor-specs" / "gohighlevel"
+SPEC_DIR = Path(__file__).resolve().parent / "vendor_specs" / "gohighlevel"
 SPEC_FILES = {
     "calendars": SPEC_DIR / "apps" / "calendars.json",
     "contacts": SPEC_DIR / "apps" / "contacts.json",
 }
 SKIP_REASON = (
     f"the GoHighLevel OpenAPI specs are not available at {SPEC_DIR} "
-    "(../shared/vendor-specs/gohighlevel beside the repository); contract checks need them"
+    "(tests/vendor_specs/gohighlevel, part of the repository); contract checks need them"
 )
 OFFICIAL_HOST = "https://services.leadconnectorhq.com"
 
