@@ -12,10 +12,12 @@ import pytest
 
 from pms_integration._http import Runtime
 from pms_integration.config import Secret
+from pms_integration.errors import AuthenticationError
 from pms_integration.models import AppointmentUpdate
 from pms_integration.providers.salesforce import create
 
 from ._salesforce_support import EVENT_ID, REFRESH_ENV, settings
+from .conftest import CANARY
 
 THREADS = 16
 NEW_TOKEN = "00Drefreshed!AQnew-access-token-77"
@@ -122,3 +124,84 @@ def test_sixteen_threads_cause_exactly_one_refresh(server: ThreadingHTTPServer) 
     assert state.accepted == THREADS
     assert isinstance(adapter.auth._token, Secret)
     assert adapter.auth._token.reveal() == NEW_TOKEN
+
+
+# ---------------------------------------------------------------------------------------------
+# a token endpoint that redirects
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    """The host a redirect names: it must never hear from the client."""
+
+    protocol_version = "HTTP/1.1"
+    server: Any
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _record(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        with self.server.lock:
+            self.server.seen.append((self.command, self.path, body))
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    do_GET = do_POST = do_PATCH = do_DELETE = _record
+
+
+class _Redirector(BaseHTTPRequestHandler):
+    """An org whose API says "expired" and whose token endpoint answers 307 to another host."""
+
+    protocol_version = "HTTP/1.1"
+    server: Any
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _answer(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.command == "POST" and self.path == "/services/oauth2/token":
+            self.send_response(307)
+            self.send_header("Location", self.server.target + "/services/oauth2/token?steal=1")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        payload = json.dumps([{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]).encode()
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = do_PATCH = do_DELETE = _answer
+
+
+def test_a_redirecting_token_endpoint_gets_no_credentials_and_the_error_says_what_to_do() -> None:
+    elsewhere = _Server(("127.0.0.1", 0), _Recorder)
+    elsewhere.seen = []  # type: ignore[attr-defined]
+    elsewhere.lock = threading.Lock()  # type: ignore[attr-defined]
+    org = _Server(("127.0.0.1", 0), _Redirector)
+    org.target = f"http://127.0.0.1:{elsewhere.server_address[1]}"  # type: ignore[attr-defined]
+    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in (elsewhere, org)]
+    for t in threads:
+        t.start()
+    try:
+        base = f"http://127.0.0.1:{org.server_address[1]}"
+        adapter = create(settings(PMS_SALESFORCE_BASE_URL=base, **REFRESH_ENV), Runtime(sleep=lambda s: None))
+        with pytest.raises(AuthenticationError) as caught:
+            adapter.cancel(EVENT_ID)
+        adapter.close()
+    finally:
+        for s in (org, elsewhere):
+            s.shutdown()
+            s.server_close()
+    assert elsewhere.seen == []  # type: ignore[attr-defined]
+    error = caught.value
+    assert error.status_code == 307 and error.code == "REDIRECT_REFUSED"
+    text = str(error)
+    assert "PMS_SALESFORCE_BASE_URL" in text and "My Domain" in text and "127.0.0.1" in text
+    assert "steal" not in text
+    for secret in (CANARY["PMS_SALESFORCE_CLIENT_SECRET"], CANARY["PMS_SALESFORCE_REFRESH_TOKEN"]):
+        assert secret not in text and secret not in repr(error)

@@ -36,6 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -391,6 +392,9 @@ class TokenRefreshAuth:
                 data=form,
                 headers={"Accept": "application/json", "Content-Type": "application/x-www-form-urlencoded"},
                 timeout=timeout,
+                # The form carries the client secret and the refresh token: a redirect must
+                # never carry them on to whatever host it names.
+                allow_redirects=False,
             )
         except requests.RequestException as exc:
             log.info("salesforce POST /services/oauth2/token -> %s (token refresh)", type(exc).__name__)
@@ -401,6 +405,8 @@ class TokenRefreshAuth:
             ) from None
         elapsed = (time.perf_counter() - started) * 1000
         log.info("salesforce POST /services/oauth2/token -> %d in %.0f ms (token refresh)", raw.status_code, elapsed)
+        if 300 <= raw.status_code < 400:
+            raise _redirect_refused(raw)
         body: Any = None
         try:
             body = raw.json()
@@ -432,6 +438,23 @@ class TokenRefreshAuth:
 
     def __repr__(self) -> str:
         return "TokenRefreshAuth(Secret('**********'))"
+
+
+def _redirect_refused(raw: requests.Response) -> AuthenticationError:
+    """The error for a token endpoint that answered with a redirect (which is never followed)."""
+    location = raw.headers.get("Location") or ""
+    target = urlsplit(location)
+    where = f" to {target.scheme}://{target.hostname}" if target.scheme and target.hostname else ""
+    return AuthenticationError(
+        f"Salesforce's token endpoint answered HTTP {raw.status_code}, a redirect{where}; the library never "
+        "sends the client secret or refresh token on to another address, so the token was not refreshed. "
+        "Set PMS_SALESFORCE_BASE_URL to your org's My Domain URL (https://<your-domain>.my.salesforce.com, "
+        "shown under Setup > My Domain) rather than a login, Lightning or old instance URL",
+        status_code=raw.status_code,
+        code="REDIRECT_REFUSED",
+        provider=PROVIDER.value,
+        operation="token refresh",
+    )
 
 
 def _copy_error(error: PMSError) -> PMSError:
