@@ -38,9 +38,76 @@ __all__ = [
     "VARIABLES",
     "load_config",
     "read_env_file",
+    "MIN_SECRET_LENGTH",
+    "secret_problem",
 ]
 
 _MASK = "**********"
+
+#: The shortest value accepted as a token, key or secret. Every configured secret is masked
+#: wherever it appears in text the library shows, so a short or common value (``2031``,
+#: ``true``) would mask ordinary data; and no real vendor credential is that short.
+MIN_SECRET_LENGTH = 16
+
+# Words that make up placeholders people paste instead of a real credential
+# ("your-api-key-here", "changeme-changeme", "test-token-test-token").
+_PLACEHOLDER_TEXT = """
+    true false null none nil undefined empty yes no on off
+    change changeme replace replaceme with your my the here insert put enter set fill
+    token tokens secret secrets password passwd pass pwd key keys apikey api access private app
+    bearer auth oauth client refresh session server service goes
+    test tests testing example examples sample dummy fake mock placeholder default demo
+    admin root user value values todo tbd fixme redacted hidden
+    foo bar baz qux qwerty letmein abc abcd abcdef
+"""
+_PLACEHOLDER_WORDS = frozenset(_PLACEHOLDER_TEXT.split())
+_SEQUENCES = ("0123456789", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _is_placeholder(value: str) -> bool:
+    """True when ``value`` is made only of placeholder words, repeats and runs like 1234."""
+    text = value.strip()
+    if "..." in text or (text[:1] in "<{[" and text[-1:] in ">}]") or text.startswith("${"):
+        return True
+    compact = re.sub(r"[^a-z0-9]", "", text.lower())
+    if len(set(compact)) <= 3:  # "xxxxxxxxxxxxxxxx", "0000-0000-0000-0000", "abababab..."
+        return True
+    # can ``compact`` be cut entirely into placeholder pieces? (dynamic programming over cuts)
+    n = len(compact)
+    reachable = [False] * (n + 1)
+    reachable[0] = True
+    for i in range(n):
+        if not reachable[i]:
+            continue
+        for j in range(i + 2, n + 1):
+            piece = compact[i:j]
+            if (
+                piece in _PLACEHOLDER_WORDS
+                or (j - i >= 3 and len(set(piece)) == 1)
+                or (j - i >= 3 and any(piece in seq for seq in _SEQUENCES))
+            ):
+                reachable[j] = True
+    return reachable[n]
+
+
+def secret_problem(name: str, value: object) -> str | None:
+    """Why ``value`` cannot be used as the secret called ``name``, or None when it can.
+
+    The message names ``name`` and never contains the value. The rule: a non-empty string of
+    at least :data:`MIN_SECRET_LENGTH` characters that is not a placeholder or a common word
+    (``true``, ``changeme``, ``your-api-key-here``, ``xxxxxxxx...``). The configuration, the
+    :class:`Secret` constructor and the HTTP server's ``PMS_SERVER_TOKEN`` all apply it.
+    """
+    if not isinstance(value, str) or not value.strip():
+        return f"{name} must be a non-empty string"
+    if len(value) < MIN_SECRET_LENGTH:
+        return (
+            f"{name} is too short to be a secret (fewer than {MIN_SECRET_LENGTH} characters); "
+            "use the credential the vendor issued, or a long random value"
+        )
+    if _is_placeholder(value):
+        return f"{name} looks like a placeholder or a common word, not a real secret"
+    return None
 
 
 class Secret:
@@ -52,9 +119,13 @@ class Secret:
 
     __slots__ = ("_value",)
 
-    def __init__(self, value: str) -> None:
-        if not isinstance(value, str) or not value:
-            raise ValueError("a Secret needs a non-empty string")
+    def __init__(self, value: str, *, name: str = "value") -> None:
+        # ``name`` is what an error calls the value (a variable name, say); never the value.
+        label = name if isinstance(name, str) and name else "value"
+        problem = secret_problem(label, value)
+        if problem is not None:
+            raise ConfigurationError(f"{problem}.", problems=[problem])
+        # only values that passed the rule reach the redaction layer
         register_secret(value)
         self._value = value
 
@@ -386,7 +457,7 @@ class _Reader:
         return value
 
     def check(self, name: str, value: str | None, pattern: str, what: str) -> str | None:
-        if value and not re.fullmatch(pattern, value):
+        if value and not re.fullmatch(pattern, value, re.ASCII):
             self.problems.append(f"{name} must be {what}")
             return None
         return value
@@ -402,7 +473,7 @@ class _Reader:
 
     def timeout(self, name: str) -> float:
         text = self.optional(name) or str(DEFAULT_TIMEOUT_MS)
-        if not text.isdigit() or not 100 <= int(text) <= 600_000:
+        if not _whole_number(text) or not 100 <= int(text) <= 600_000:
             self.problems.append(f"{name} must be a whole number of milliseconds from 100 to 600000")
             return DEFAULT_TIMEOUT_MS / 1000
         return int(text) / 1000
@@ -411,7 +482,7 @@ class _Reader:
         text = (self.optional(name) or "off").lower()
         if text in ("off", "none", "0", "unlimited"):
             return None
-        m = re.fullmatch(r"(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*s?", text)
+        m = re.fullmatch(r"([0-9]{1,9})\s*/\s*([0-9]{1,9}(?:\.[0-9]{1,9})?)\s*s?", text, re.ASCII)
         if not m or int(m.group(1)) < 1 or float(m.group(2)) <= 0:
             self.problems.append(f"{name} must look like 100/10 (requests per seconds) or off")
             return None
@@ -421,9 +492,16 @@ class _Reader:
         return Secret(value) if value else None
 
     def token(self, name: str, value: str | None) -> str | None:
-        """A token goes into an HTTP header: one line of printable ASCII, never echoed."""
-        if value is not None and not _TOKEN_CHARS.fullmatch(value):
+        """A token goes into an HTTP header: one line of printable ASCII, never echoed, and
+        long and uncommon enough to be a secret (see :func:`secret_problem`)."""
+        if value is None:
+            return None
+        if not _TOKEN_CHARS.fullmatch(value):
             self.problems.append(f"{name} must be one line of printable ASCII (check for stray quotes or line breaks)")
+            return None
+        problem = secret_problem(name, value)
+        if problem is not None:
+            self.problems.append(problem)
             return None
         return value
 
@@ -468,6 +546,12 @@ def _url_problem(value: str) -> str | None:
     if parts.scheme == "http" and is_loopback_host(host):
         return None
     return "must be an https URL (plain http is allowed only for loopback emulators)"
+
+
+def _whole_number(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also takes ``²`` and ``١٠``, which ``int`` rejects
+    or reads in another script."""
+    return re.fullmatch(r"[0-9]{1,9}", text) is not None
 
 
 _ID = r"[A-Za-z0-9_-]{1,64}"
@@ -544,9 +628,9 @@ def _load_salesforce(env: Mapping[str, str]) -> ProviderConfig:
         "a 15- or 18-character Salesforce id",
     )
     version = (r.optional("PMS_SALESFORCE_API_VERSION") or SALESFORCE_API_VERSION).lstrip("vV")
-    if re.fullmatch(r"\d{2,3}", version):
+    if re.fullmatch(r"[0-9]{2,3}", version):
         version += ".0"
-    if not re.fullmatch(r"\d{2,3}\.0", version) or float(version) < 46.0:
+    if not re.fullmatch(r"[0-9]{2,3}\.0", version) or float(version) < 46.0:
         r.problems.append("PMS_SALESFORCE_API_VERSION must be a version such as 67.0 (46.0 or later)")
     mode = (r.optional("PMS_SALESFORCE_CANCEL_MODE") or "delete").lower()
     if mode not in ("delete", "soft"):
@@ -591,7 +675,7 @@ def _load_hubspot(env: Mapping[str, str]) -> ProviderConfig:
     version = r.check(
         "PMS_HUBSPOT_API_VERSION",
         r.optional("PMS_HUBSPOT_API_VERSION"),
-        r"v3|20\d\d-(?:0[1-9]|1[0-2])",
+        r"v3|20[0-9][0-9]-(?:0[1-9]|1[0-2])",
         "v3 or a date version such as 2026-09",
     )
     prop = r"[A-Za-z0-9_-]{1,100}"
@@ -601,7 +685,7 @@ def _load_hubspot(env: Mapping[str, str]) -> ProviderConfig:
         "PMS_HUBSPOT_CANCEL_STAGE_ID", r.optional("PMS_HUBSPOT_CANCEL_STAGE_ID"), prop, "a deal stage id"
     )
     company = r.check(
-        "PMS_HUBSPOT_REPORT_COMPANY_ID", r.raw("PMS_HUBSPOT_REPORT_COMPANY_ID"), r"\d{1,20}", "a numeric company id"
+        "PMS_HUBSPOT_REPORT_COMPANY_ID", r.raw("PMS_HUBSPOT_REPORT_COMPANY_ID"), r"[0-9]{1,20}", "a numeric company id"
     )
     ref_prop = r.check(
         "PMS_HUBSPOT_REFERENCE_PROPERTY",
@@ -631,7 +715,15 @@ def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
     """The ``PMS_*`` values of a ``.env`` file (python-dotenv), without touching ``os.environ``."""
     from dotenv import dotenv_values
 
-    file = Path(path)
+    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        raise ConfigurationError(
+            f"env_file must be a file path (a str or pathlib.Path), not {type(path).__name__}.",
+            problems=["env_file must be a file path"],
+        )
+    try:
+        file = Path(path)
+    except TypeError:  # an os.PathLike whose __fspath__ returns bytes
+        raise ConfigurationError("env_file must be a text file path, not bytes.") from None
     if not file.is_file():
         raise ConfigurationError(f"The env file {str(file)!r} does not exist or is not a file.")
     try:
@@ -651,6 +743,11 @@ def load_config(
     * ``environ=<mapping>``: that mapping alone (plus ``env_file`` under it, if you pass one).
     * ``env_file=None``: no file; ``env_file=<path>``: that file, which must exist.
     """
+    if environ is not None and not isinstance(environ, Mapping):
+        raise ConfigurationError(
+            f"environ must be a mapping of variable names to strings (or None), not {type(environ).__name__}.",
+            problems=["environ must be a mapping"],
+        )
     values: dict[str, str] = {}
     if env_file is ...:
         if environ is None and Path(".env").is_file():
@@ -672,16 +769,22 @@ def load_config(
             g.problems.append("PMS_DEFAULT_PROVIDER must be one of gohighlevel (ghl), salesforce, hubspot")
     attempts_text = g.optional("PMS_MAX_ATTEMPTS") or "3"
     attempts = 3
-    if attempts_text.isdigit() and 1 <= int(attempts_text) <= 10:
+    if _whole_number(attempts_text) and 1 <= int(attempts_text) <= 10:
         attempts = int(attempts_text)
     else:
         g.problems.append("PMS_MAX_ATTEMPTS must be a whole number from 1 to 10")
     deadline_text = g.optional("PMS_DEADLINE_MS") or "30000"
     deadline = 30.0
-    if deadline_text.isdigit() and 1_000 <= int(deadline_text) <= 600_000:
+    if _whole_number(deadline_text) and 1_000 <= int(deadline_text) <= 600_000:
         deadline = int(deadline_text) / 1000
     else:
         g.problems.append("PMS_DEADLINE_MS must be a whole number of milliseconds from 1000 to 600000")
+
+    server_token = g.raw("PMS_SERVER_TOKEN")
+    if server_token is not None:
+        problem = secret_problem("PMS_SERVER_TOKEN", server_token)
+        if problem is not None:
+            g.problems.append(problem)
 
     providers = {
         ProviderName.GOHIGHLEVEL: _load_ghl(values),

@@ -125,7 +125,7 @@ def _write_env(path: Path, values: dict[str, str]) -> Path:
 
 def test_env_file_values_are_used_without_touching_os_environ(tmp_path: Path) -> None:
     before = dict(os.environ)
-    env_file = _write_env(tmp_path / "practice.env", {"PMS_HUBSPOT_PRIVATE_APP_TOKEN": "pat-file", "PMS_HUBSPOT_STAGE_ID": "fromfile"})
+    env_file = _write_env(tmp_path / "practice.env", {"PMS_HUBSPOT_PRIVATE_APP_TOKEN": "pat-na1-from-the-env-file-4f2a", "PMS_HUBSPOT_STAGE_ID": "fromfile"})
     config = load_config(env_file=env_file)
     settings = config.get(ProviderName.HUBSPOT).settings
     assert settings is not None and settings.stage_id == "fromfile"  # type: ignore[union-attr]
@@ -133,7 +133,7 @@ def test_env_file_values_are_used_without_touching_os_environ(tmp_path: Path) ->
 
 
 def test_process_environment_wins_over_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    env_file = _write_env(tmp_path / ".env", {"PMS_HUBSPOT_PRIVATE_APP_TOKEN": "pat-file", "PMS_HUBSPOT_STAGE_ID": "fromfile"})
+    env_file = _write_env(tmp_path / ".env", {"PMS_HUBSPOT_PRIVATE_APP_TOKEN": "pat-na1-from-the-env-file-4f2a", "PMS_HUBSPOT_STAGE_ID": "fromfile"})
     monkeypatch.setenv("PMS_HUBSPOT_STAGE_ID", "fromenv")
     monkeypatch.chdir(tmp_path)
     before = dict(os.environ)
@@ -145,9 +145,9 @@ def test_process_environment_wins_over_the_file(tmp_path: Path, monkeypatch: pyt
 
 
 def test_explicit_mapping_replaces_environment_and_default_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _write_env(tmp_path / ".env", {"PMS_HUBSPOT_PRIVATE_APP_TOKEN": "pat-file"})
+    _write_env(tmp_path / ".env", {"PMS_HUBSPOT_PRIVATE_APP_TOKEN": "pat-na1-from-the-env-file-4f2a"})
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("PMS_GHL_API_KEY", "from-env")
+    monkeypatch.setenv("PMS_GHL_API_KEY", "pit-from-the-environment-9c1d")
     config = load_config({"PMS_HUBSPOT_STAGE_ID": "x"})
     assert config.enabled() == []
 
@@ -178,3 +178,159 @@ def test_tokens_must_be_one_line_of_printable_ascii(variable: str, bad: str) -> 
     pc = config.get(provider)
     assert not pc.enabled and any("printable ASCII" in p for p in pc.problems)
     assert bad not in repr(pc) + str(pc.status())
+
+
+# -- numbers are ASCII digits ----------------------------------------------------------------
+
+NON_ASCII_NUMBERS = ["²", "١٠", "１０", "10²", "٣٠٠٠٠"]
+
+
+@pytest.mark.parametrize("value", NON_ASCII_NUMBERS)
+@pytest.mark.parametrize("variable", ["PMS_GHL_TIMEOUT_MS", "PMS_SALESFORCE_TIMEOUT_MS", "PMS_HUBSPOT_TIMEOUT_MS"])
+def test_non_ascii_digits_in_a_timeout_are_a_problem_not_a_crash(variable: str, value: str) -> None:
+    config = load_config(full_environ(**{variable: value}))
+    provider = next(v.provider for v in VARIABLES if v.name == variable)
+    assert provider is not None
+    pc = config.get(provider)
+    assert not pc.enabled and any(p.startswith(variable) for p in pc.problems), pc.problems
+
+
+@pytest.mark.parametrize("value", NON_ASCII_NUMBERS)
+@pytest.mark.parametrize("variable", ["PMS_MAX_ATTEMPTS", "PMS_DEADLINE_MS"])
+def test_non_ascii_digits_in_a_global_number_are_a_problem_everywhere(variable: str, value: str) -> None:
+    config = load_config(full_environ(**{variable: value}))
+    assert any(p.startswith(variable) for p in config.problems), config.problems
+    assert (config.max_attempts, config.deadline) == (3, 30.0)  # the defaults, not a misread
+    with pms.PMSClient(environ=full_environ(**{variable: value}), env_file=None) as client:
+        assert client.config.problems == config.problems
+    with pytest.raises(ConfigurationError, match=variable):
+        pms.reload(full_environ(**{variable: value}), env_file=None)
+
+
+@pytest.mark.parametrize("value", ["١٠٠/١٠", "100/١٠", "²/10"])
+def test_non_ascii_digits_in_a_rate_limit_are_a_problem(value: str) -> None:
+    pc = load_config(full_environ(PMS_HUBSPOT_RATE_LIMIT=value)).get(ProviderName.HUBSPOT)
+    assert not pc.enabled and any("PMS_HUBSPOT_RATE_LIMIT" in p for p in pc.problems)
+
+
+def test_non_ascii_digits_in_ids_and_versions_are_a_problem() -> None:
+    sf = load_config(full_environ(PMS_SALESFORCE_API_VERSION="٦٧.0")).get(ProviderName.SALESFORCE)
+    assert not sf.enabled and any("PMS_SALESFORCE_API_VERSION" in p for p in sf.problems)
+    hs = load_config(full_environ(PMS_HUBSPOT_REPORT_COMPANY_ID="١٢٣")).get(ProviderName.HUBSPOT)
+    assert not hs.enabled and any("PMS_HUBSPOT_REPORT_COMPANY_ID" in p for p in hs.problems)
+
+
+# -- secrets must look like secrets ----------------------------------------------------------
+
+SECRET_VARIABLES = [
+    "PMS_GHL_API_KEY",
+    "PMS_SALESFORCE_TOKEN",
+    "PMS_SALESFORCE_CLIENT_SECRET",
+    "PMS_SALESFORCE_REFRESH_TOKEN",
+    "PMS_HUBSPOT_PRIVATE_APP_TOKEN",
+    "PMS_HUBSPOT_ACCESS_TOKEN",
+]
+WEAK_SECRETS = [
+    "2031",
+    "true",
+    "null",
+    "changeme",
+    "short-but-15-ch",
+    "your-api-key-here",
+    "changeme-changeme",
+    "test-token-test-token",
+    "xxxxxxxxxxxxxxxxxxxxxxxx",
+    "0000-0000-0000-0000",
+    "1234567890123456",
+    "<your-private-app-token>",
+    "pat-na1-................",
+]
+
+
+def _env_with_secret(variable: str, value: str) -> dict[str, str]:
+    env = full_environ(PMS_SALESFORCE_CLIENT_ID="3MVG9canaryconsumerkey")
+    env.setdefault("PMS_SALESFORCE_CLIENT_SECRET", "canary-sf-client-secret-31337")
+    env.setdefault("PMS_SALESFORCE_REFRESH_TOKEN", "canary-sf-refresh-token-8086")
+    if variable == "PMS_HUBSPOT_ACCESS_TOKEN":
+        del env["PMS_HUBSPOT_PRIVATE_APP_TOKEN"]
+    env[variable] = value
+    return env
+
+
+def test_the_strong_secrets_the_suite_uses_are_accepted() -> None:
+    config = load_config(_env_with_secret("PMS_GHL_API_KEY", "pit-canary-ghl-7f3e9a1b2c4d"))
+    assert config.enabled() == list(ProviderName), config.all_problems()
+
+
+@pytest.mark.parametrize("value", WEAK_SECRETS)
+@pytest.mark.parametrize("variable", SECRET_VARIABLES)
+def test_a_short_or_common_secret_disables_its_provider(variable: str, value: str) -> None:
+    from pms_integration import _redact
+
+    config = load_config(_env_with_secret(variable, value))
+    provider = ProviderName.HUBSPOT if variable == "PMS_HUBSPOT_ACCESS_TOKEN" else next(
+        v.provider for v in VARIABLES if v.name == variable
+    )
+    assert provider is not None
+    pc = config.get(provider)
+    assert not pc.enabled
+    named = "PMS_HUBSPOT_PRIVATE_APP_TOKEN" if variable == "PMS_HUBSPOT_ACCESS_TOKEN" else variable
+    assert any(p.startswith(named) for p in pc.problems), pc.problems
+    shown = repr(pc) + str(pc.status()) + " ".join(config.all_problems())
+    assert value not in shown
+    # a refused value never reaches the redaction layer (it would mask ordinary data)
+    assert value not in _redact._known
+    # the other providers are untouched
+    assert len(config.enabled()) == 2
+
+
+@pytest.mark.parametrize("value", ["2031", "true", "your-server-token-here"])
+def test_a_weak_server_token_is_a_configuration_problem(value: str) -> None:
+    config = load_config(full_environ(PMS_SERVER_TOKEN=value))
+    assert any(p.startswith("PMS_SERVER_TOKEN") for p in config.problems), config.problems
+    assert all(value not in p for p in config.all_problems())
+    with pytest.raises(ConfigurationError, match="PMS_SERVER_TOKEN") as info:
+        pms.reload(full_environ(PMS_SERVER_TOKEN=value), env_file=None)
+    assert value not in str(info.value)
+    assert load_config(full_environ(PMS_SERVER_TOKEN="srv-canary-4b1d9e77c0ffee5a")).problems == ()
+
+
+def test_secret_problem_is_the_validator_the_server_shares() -> None:
+    from pms_integration.config import MIN_SECRET_LENGTH, secret_problem
+
+    assert MIN_SECRET_LENGTH == 16
+    assert secret_problem("PMS_SERVER_TOKEN", "srv-canary-4b1d9e77c0ffee5a") is None
+    problem = secret_problem("PMS_SERVER_TOKEN", "2031")
+    assert problem is not None and problem.startswith("PMS_SERVER_TOKEN") and "2031" not in problem
+    assert secret_problem("x", None) is not None
+
+
+@pytest.mark.parametrize("value", ["", "   ", None, 2031, b"bytes-are-not-a-secret", "2031", "true", "changeme-changeme"])
+def test_secret_refuses_bad_values_with_a_configuration_error(value: object) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        Secret(value, name="PMS_SERVER_TOKEN")  # type: ignore[arg-type]
+    assert "PMS_SERVER_TOKEN" in str(info.value)
+    if isinstance(value, str) and value.strip():
+        assert value not in str(info.value) + repr(info.value)
+
+
+def test_secret_accepts_a_real_looking_value() -> None:
+    secret = Secret("srv-canary-4b1d9e77c0ffee5a")
+    assert secret.reveal() == "srv-canary-4b1d9e77c0ffee5a" and "canary" not in repr(secret)
+
+
+# -- wrong argument types ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("environ", [0, "PMS_GHL_API_KEY=x", b"", ["PMS_X"], object()])
+def test_load_config_with_a_non_mapping_is_a_configuration_error(environ: object) -> None:
+    with pytest.raises(ConfigurationError, match="environ"):
+        load_config(environ)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("env_file", [b"practice.env", 0, 1.5, ["a.env"], "", "   "])
+def test_load_config_with_a_bad_env_file_is_a_configuration_error(env_file: object) -> None:
+    with pytest.raises(ConfigurationError, match="env_file"):
+        load_config({}, env_file)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="env_file"):
+        pms.reload({}, env_file=env_file)  # type: ignore[arg-type]
