@@ -278,7 +278,7 @@ def test_configuration_page_lists_every_variable_as_the_code_does() -> None:
 # -- providers.md --------------------------------------------------------------------------------
 
 BASE_ENV = {
-    "PMS_GHL_API_KEY": "pit-docs-0000",
+    "PMS_GHL_API_KEY": "pit-docs-0000-0000-0000",
     "PMS_GHL_LOCATION_ID": "loc123",
     "PMS_GHL_CALENDAR_ID": "cal456",
     "PMS_SALESFORCE_BASE_URL": "https://example.my.salesforce.com",

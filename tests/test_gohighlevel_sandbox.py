@@ -385,7 +385,7 @@ def test_v1_errors_have_v1_shapes(sb: Sandbox) -> None:
     invalid = requests.post(base + "/appointments/", json={}, headers={"Authorization": f"Bearer {token}"}, timeout=5)
     assert invalid.status_code == 422
     assert invalid.json()["selectedSlot"]["rule"] == "required"
-    with v1_client(sb, PMS_GHL_API_KEY="wrong-key-1234") as c, pytest.raises(AuthenticationError) as info:
+    with v1_client(sb, PMS_GHL_API_KEY="wrong-location-key-1234") as c, pytest.raises(AuthenticationError) as info:
         c.cancel_appointment("AAAAAAAAAAAAAAAAAAAA")
     assert "PMS_GHL_API_KEY" in str(info.value)
 

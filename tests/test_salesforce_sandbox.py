@@ -182,7 +182,7 @@ def test_expired_token_is_refreshed(sb: Sandbox) -> None:
 
 
 def test_bad_refresh_credentials_fail_cleanly(sb: Sandbox) -> None:
-    creds = {**org(sb).refresh_environ(), "PMS_SALESFORCE_REFRESH_TOKEN": "5Aep861revoked"}
+    creds = {**org(sb).refresh_environ(), "PMS_SALESFORCE_REFRESH_TOKEN": "5Aep861revoked-refresh-token-00"}
     with make_client(sb, **creds) as c:
         org(sb).expire_token()
         with pytest.raises(AuthenticationError) as info:
