@@ -44,15 +44,35 @@ _client: PMSClient | None = None
 
 
 def get_client() -> PMSClient:
-    """The default client, built from the environment (and ``./.env``) on first use."""
+    """The default client, built from the environment (and ``./.env``) on first use.
+
+    A default client that was closed (``with pms.get_client() as c: ...`` closes it on exit)
+    is replaced on the next call by a fresh one with the same configuration and booking
+    memory. A client you installed with :func:`use_client` is yours: once you close it, calls
+    raise :class:`ConfigurationError` until you install another or call :func:`reload`.
+    """
     global _client
     client = _client
-    if client is not None:
+    if client is not None and client.usable:
         return client
     with _lock:
-        if _client is None:
-            _client = PMSClient()
-        return _client
+        current = _client
+        if current is None:
+            current = _client = _built(PMSClient())
+        elif not current.usable:
+            if not getattr(current, "_pms_default_built", False):
+                raise ConfigurationError(
+                    "The default client (installed with use_client) is closed; "
+                    "install an open client with use_client(...), or call reload()."
+                )
+            current = _client = _built(PMSClient(current.config, memory=current.memory))
+        return current
+
+
+def _built(client: PMSClient) -> PMSClient:
+    """Mark a client this module built itself (and so may rebuild once it is closed)."""
+    client._pms_default_built = True  # type: ignore[attr-defined]
+    return client
 
 
 def reload(
@@ -66,6 +86,7 @@ def reload(
     configuration has problems (an invalid value, an unknown default provider, an unreadable
     env file). Missing variables are not a problem: that provider is simply disabled.
     """
+    global _client
     config = load_config(environ, env_file)
     problems = config.all_problems()
     if problems:
@@ -82,12 +103,24 @@ def reload(
     # the new client inherits what this process knows about its bookings (finished ones and
     # those whose outcome is unknown), so a reload never opens a door to a double booking
     current = _client
-    return use_client(PMSClient(config, memory=current.memory if current is not None else None))
+    fresh = _built(PMSClient(config, memory=current.memory if current is not None else None))
+    with _lock:
+        old, _client = _client, fresh
+    if old is not None and old is not fresh:
+        old.retire()
+    return fresh
 
 
 def use_client(client: PMSClient) -> PMSClient:
     """Make ``client`` the default (tests and the sandbox use this); retire the old one."""
     global _client
+    if not isinstance(client, PMSClient):
+        raise ConfigurationError(
+            f"use_client needs a PMSClient, not {type(client).__name__}; "
+            "build one with pms_integration.PMSClient(...)."
+        )
+    if not client.usable:
+        raise ConfigurationError("use_client was given a closed client; pass an open PMSClient.")
     with _lock:
         old, _client = _client, client
     if old is not None and old is not client:
@@ -96,10 +129,15 @@ def use_client(client: PMSClient) -> PMSClient:
 
 
 def _with_client(call: Callable[[PMSClient], T]) -> T:
-    while True:
+    # A client swapped out by reload()/use_client() refuses new calls; the next get_client()
+    # returns its successor. A closed default is rebuilt or raises in get_client(), so this
+    # loop only repeats when a swap races the call, and it is bounded regardless.
+    for _ in range(100):
         client = get_client()
         if client.acquire():
             break
+    else:
+        raise ConfigurationError("The default client kept being replaced; try the call again.")
     try:
         return call(client)
     finally:

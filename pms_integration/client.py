@@ -31,12 +31,14 @@ from .models import (
     ProviderName,
     ProviderStatusList,
     ReportReceipt,
+    check_not_past,
     structure,
     validate_appointment_id,
 )
 from .provider import Capability, Provider
 from .providers import load_factory
 from .reports import ReportSource, current_report
+from .tokens import TokenStore, check_token_store
 
 if TYPE_CHECKING:
     import requests
@@ -158,6 +160,43 @@ class _InFlight:
         self._client.release()
 
 
+def _check_arguments(
+    *,
+    config: object,
+    environ: object,
+    report_source: object,
+    retry_policy: object,
+    sleep: object,
+    clock: object,
+    session_factory: object,
+    memory: object,
+) -> None:
+    """PMSClient's arguments, checked up front so misuse is a ConfigurationError that names
+    the argument (not an AttributeError on first use)."""
+    problems: list[str] = []
+    if config is not None and not isinstance(config, PMSConfig):
+        hint = " (to pass variables, use environ=...)" if isinstance(config, Mapping) else ""
+        problems.append(f"config must be a PMSConfig from load_config(), not {type(config).__name__}{hint}")
+    if config is not None and environ is not None:
+        problems.append("give config or environ, not both")
+    if environ is not None and not isinstance(environ, Mapping):
+        problems.append(f"environ must be a mapping of variable names to strings, not {type(environ).__name__}")
+    if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
+        problems.append(f"retry_policy must be a RetryPolicy, not {type(retry_policy).__name__}")
+    if memory is not None and not isinstance(memory, BookingMemory):
+        problems.append(f"memory must be a BookingMemory, not {type(memory).__name__}")
+    for name, value, optional in (
+        ("report_source", report_source, True),
+        ("session_factory", session_factory, True),
+        ("sleep", sleep, False),
+        ("clock", clock, False),
+    ):
+        if (value is not None or not optional) and not callable(value):
+            problems.append(f"{name} must be a callable, not {type(value).__name__}")
+    if problems:
+        raise ConfigurationError("PMSClient: " + "; ".join(problems) + ".", problems=problems)
+
+
 class PMSClient:
     """A configured set of providers. Thread-safe: share one client between threads.
 
@@ -181,7 +220,18 @@ class PMSClient:
         clock: Callable[[], float] = time.monotonic,
         session_factory: Callable[[], requests.Session] | None = None,
         memory: BookingMemory | None = None,
+        token_store: TokenStore | None = None,
     ) -> None:
+        _check_arguments(
+            config=config,
+            environ=environ,
+            report_source=report_source,
+            retry_policy=retry_policy,
+            sleep=sleep,
+            clock=clock,
+            session_factory=session_factory,
+            memory=memory,
+        )
         self.config = config if config is not None else load_config(environ, env_file)
         self.report_source = report_source
         self._policy = retry_policy or RetryPolicy(max_attempts=self.config.max_attempts)
@@ -193,6 +243,8 @@ class PMSClient:
         self._adapters: dict[ProviderName, Provider] = {}
         #: duplicate-booking memory; reload() hands it to the next client
         self.memory = memory if memory is not None else BookingMemory()
+        #: where adapters keep rotated refresh tokens (see pms_integration.tokens)
+        self.token_store = check_token_store(token_store)
         self._inflight = 0
         self._retired = False
         self._closed = False
@@ -269,6 +321,9 @@ class PMSClient:
             existing = self._adapters.get(name)
             if existing is None:
                 existing = factory(pc.settings, self._runtime)
+                use_store = getattr(existing, "use_token_store", None)
+                if self.token_store is not None and callable(use_store):
+                    use_store(self.token_store)
                 self._adapters[name] = existing
             return existing
 
@@ -286,6 +341,7 @@ class PMSClient:
         a second create (a retried conversation turn never double-books).
         """
         req, name = self._prepare(request, AppointmentRequest, "request", provider)
+        check_not_past(req.start)
         adapter = self._adapter_for(name, Capability.BOOK)
         key = (name, self._account(name), req.reference)
         with self._call(), self.memory.hold(key):
@@ -351,6 +407,10 @@ class PMSClient:
             upd, name = self._prepare(changes, AppointmentUpdate, "changes", provider)
         except ValidationError as exc:
             raise ValidationError(errors + exc.errors) from None
+        try:
+            check_not_past(upd.start)
+        except ValidationError as exc:
+            errors += exc.errors
         if errors:
             raise ValidationError(errors)
         adapter = self._adapter_for(name, Capability.UPDATE)
@@ -505,6 +565,12 @@ class PMSClient:
                     outcome_unknown=creates,
                     reference=reference,
                 ) from exc
+
+    @property
+    def usable(self) -> bool:
+        """False once the client is closed or retired (the module-level calls then move on)."""
+        with self._lock:
+            return not (self._closed or self._retired)
 
     def acquire(self) -> bool:
         """Count a caller in; False once the client is retired or closed (take a newer one)."""

@@ -21,7 +21,7 @@ from .conftest import CANARY, full_environ
 
 provider_registry = importlib.import_module("pms_integration.providers")
 GHL = "https://services.leadconnectorhq.com"
-BOOKING = {"start": "2026-12-01T10:00:00-05:00", "patient": {"name": "Jane Doe", "email": "jane@example.com"}}
+BOOKING = {"start": "2030-03-05T10:00:00-05:00", "patient": {"name": "Jane Doe", "email": "jane@example.com"}}
 
 
 @pytest.fixture(autouse=True)
@@ -53,8 +53,8 @@ def client(env: dict[str, str] | None = None) -> PMSClient:
 @pytest.mark.parametrize(
     ("call", "field"),
     [
-        (lambda: pms.book_appointment({**BOOKING, "start": "2026-12-01T10:00:00"}), "start"),
-        (lambda: pms.book_appointment({**BOOKING, "end": "2026-12-01T09:00:00-05:00"}), "end"),
+        (lambda: pms.book_appointment({**BOOKING, "start": "2030-03-05T10:00:00"}), "start"),
+        (lambda: pms.book_appointment({**BOOKING, "end": "2030-03-05T09:00:00-05:00"}), "end"),
         (lambda: pms.book_appointment({**BOOKING, "patient": {"name": "X"}}), "patient.email"),
         (lambda: pms.book_appointment({**BOOKING, "patient": {"email": "x@"}}), "patient.email"),
         (lambda: pms.book_appointment(BOOKING, provider="zoho"), "provider"),
@@ -62,7 +62,7 @@ def client(env: dict[str, str] | None = None) -> PMSClient:
         (lambda: pms.book_appointment({**BOOKING, "duration_minutes": "long"}), "duration_minutes"),
         (lambda: pms.book_appointment("tuesday 10am"), "request"),  # type: ignore[arg-type]
         (lambda: pms.update_appointment("../admin", {"title": "x"}), "appointment_id"),
-        (lambda: pms.update_appointment("abc", {"start": "2026-12-01T10:00:00-05:00"}), "end"),
+        (lambda: pms.update_appointment("abc", {"start": "2030-03-05T10:00:00-05:00"}), "end"),
         (lambda: pms.update_appointment("abc", {"title": 5}), "title"),
         (lambda: pms.cancel_appointment("a%2Fb"), "appointment_id"),
         (lambda: pms.cancel_appointment("abc", reason=7), "reason"),  # type: ignore[arg-type]
@@ -131,7 +131,7 @@ def test_same_reference_twice_creates_once(mock: responses.RequestsMock) -> None
     again = c.book_appointment({**BOOKING, "reference": "conv-7"})
     assert first is again and len(mock.calls) == 1
     with pytest.raises(pms.ValidationError) as err:
-        c.book_appointment({**BOOKING, "reference": "conv-7", "start": "2026-12-02T10:00:00-05:00"})
+        c.book_appointment({**BOOKING, "reference": "conv-7", "start": "2030-03-06T10:00:00-05:00"})
     assert err.value.fields == ["reference"]
 
 
@@ -290,3 +290,146 @@ def test_canary_tokens_never_leak(mock: responses.RequestsMock, caplog: pytest.L
     blob = "\n".join(seen)
     for value in CANARY.values():
         assert value not in blob
+
+
+# -- bookings in the past ----------------------------------------------------------------------
+
+
+def _iso(moment: Any) -> str:
+    return str(moment.replace(microsecond=0).isoformat())
+
+
+def test_a_start_in_the_past_is_refused_before_any_request(mock: responses.RequestsMock) -> None:
+    import datetime as dt
+
+    mock.add("POST", GHL + "/book", json={"id": "apt1"})
+    now = dt.datetime.now(dt.timezone.utc)
+    c = client()
+    with pytest.raises(pms.ValidationError) as err:
+        c.book_appointment({**BOOKING, "start": _iso(now - dt.timedelta(days=1))})
+    assert err.value.fields == ["start"] and "past" in str(err.value)
+    with pytest.raises(pms.ValidationError) as err:
+        c.book_appointment({**BOOKING, "start": _iso(now - dt.timedelta(minutes=6))})
+    assert err.value.fields == ["start"]
+    with pytest.raises(pms.ValidationError) as err:
+        c.update_appointment("apt1", {"start": _iso(now - dt.timedelta(hours=2)), "duration_minutes": 30})
+    assert err.value.fields == ["start"]
+    assert len(mock.calls) == 0
+    # within the clock-skew allowance (five minutes) a start "now" still books
+    booked = c.book_appointment({**BOOKING, "start": _iso(now - dt.timedelta(minutes=1))})
+    assert booked.id == "apt1" and len(mock.calls) == 1
+
+
+def test_check_not_past_allows_five_minutes_of_clock_skew() -> None:
+    import datetime as dt
+
+    from pms_integration.models import PAST_ALLOWANCE_MINUTES, check_not_past
+
+    now = dt.datetime(2030, 3, 5, 15, 0, tzinfo=dt.timezone.utc)
+    assert PAST_ALLOWANCE_MINUTES == 5
+    check_not_past(now - dt.timedelta(minutes=5), now)
+    check_not_past(now + dt.timedelta(days=1), now)
+    check_not_past(None, now)
+    with pytest.raises(pms.ValidationError) as err:
+        check_not_past(now - dt.timedelta(minutes=5, seconds=1), now)
+    assert err.value.fields == ["start"]
+
+
+# -- the default client's lifecycle ------------------------------------------------------------
+
+
+def _in_thread(call: Any) -> Any:
+    """Run ``call`` in a thread; the test fails (instead of hanging) if it never returns."""
+    done = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # handed back to the test
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    assert done.wait(60), "the call never returned (spinning on a closed client?)"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+def test_a_closed_default_client_is_replaced_not_spun_on(
+    mock: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mock.add("POST", GHL + "/book", json={"id": "apt1"})
+    for key, value in ghl_only().items():
+        monkeypatch.setenv(key, value)
+    with pms.get_client() as first:
+        pass
+    assert not first.usable
+    booked = _in_thread(lambda: pms.book_appointment({**BOOKING, "reference": "after-close"}))
+    assert booked.id == "apt1"
+    second = pms.get_client()
+    assert second is not first and second.usable
+    assert second.config is first.config and second.memory is first.memory
+
+
+def test_a_closed_reloaded_client_is_replaced_with_the_same_configuration(mock: responses.RequestsMock) -> None:
+    mock.add("POST", GHL + "/book", json={"id": "apt1"})
+    reloaded = pms.reload(ghl_only(), env_file=None)
+    reloaded.close()
+    assert _in_thread(lambda: pms.book_appointment(BOOKING)).id == "apt1"
+    assert pms.get_client().config is reloaded.config
+
+
+def test_a_closed_client_you_installed_raises_instead_of_spinning() -> None:
+    mine = pms.use_client(client())
+    mine.close()
+    with pytest.raises(pms.ConfigurationError, match="use_client"):
+        _in_thread(lambda: pms.book_appointment(BOOKING))
+    with pytest.raises(pms.ConfigurationError, match="use_client"):
+        pms.get_client()
+    fresh = pms.use_client(client())
+    assert pms.get_client() is fresh
+
+
+@pytest.mark.parametrize("bad", [b"", None, "client", {}, 0])
+def test_use_client_refuses_anything_but_an_open_client(bad: object) -> None:
+    with pytest.raises(pms.ConfigurationError, match="PMSClient"):
+        pms.use_client(bad)  # type: ignore[arg-type]
+    closed = client()
+    closed.close()
+    with pytest.raises(pms.ConfigurationError, match="closed"):
+        pms.use_client(closed)
+
+
+# -- PMSClient's own arguments -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"config": {}}, "config"),
+        ({"config": {"PMS_GHL_API_KEY": "x"}}, "environ="),
+        ({"config": "PMS_GHL_API_KEY=x"}, "config"),
+        ({"environ": 0}, "environ"),
+        ({"environ": b"PMS_X=1"}, "environ"),
+        ({"env_file": b"practice.env", "environ": {}}, "env_file"),
+        ({"report_source": 5}, "report_source"),
+        ({"retry_policy": 3}, "retry_policy"),
+        ({"sleep": None}, "sleep"),
+        ({"clock": 1.0}, "clock"),
+        ({"session_factory": "requests"}, "session_factory"),
+        ({"memory": {}}, "memory"),
+    ],
+)
+def test_pmsclient_misuse_is_a_configuration_error_naming_the_argument(kwargs: dict[str, Any], named: str) -> None:
+    with pytest.raises(pms.ConfigurationError, match=named):
+        PMSClient(**kwargs)
+
+
+def test_config_and_environ_together_is_a_configuration_error() -> None:
+    config = pms.load_config(ghl_only())
+    with pytest.raises(pms.ConfigurationError, match="not both"):
+        PMSClient(config, environ=ghl_only())
