@@ -46,6 +46,8 @@ __all__ = [
     "MIN_DURATION_MINUTES",
     "MAX_DURATION_MINUTES",
     "DEFAULT_DURATION_MINUTES",
+    "PAST_ALLOWANCE_MINUTES",
+    "check_not_past",
 ]
 
 #: Bounds on an appointment's length. Eight hours covers the longest surgical session a
@@ -53,6 +55,10 @@ __all__ = [
 MIN_DURATION_MINUTES = 5
 MAX_DURATION_MINUTES = 8 * 60
 DEFAULT_DURATION_MINUTES = 30
+#: How far in the past a new start may lie and still be booked (or a booking moved to it):
+#: clocks of the caller, this process and the vendor disagree by a little, and a booking for
+#: "now" takes a moment to send. Anything older is refused as a mistake.
+PAST_ALLOWANCE_MINUTES = 5
 #: Dates outside these years are typing mistakes, and near the ends of Python's range they
 #: overflow when converted to UTC or moved by a duration.
 MIN_YEAR = 2000
@@ -145,6 +151,23 @@ def validate_appointment_id(value: object, field: str = "appointment_id") -> str
             "must be 1-128 characters of letters, digits, '_', '-', '.', ':' starting with a letter or digit",
         )
     return value
+
+
+def check_not_past(start: _dt.datetime | None, now: _dt.datetime | None = None, *, field: str = "start") -> None:
+    """Raise :class:`ValidationError` naming ``field`` when ``start`` lies more than
+    :data:`PAST_ALLOWANCE_MINUTES` before ``now`` (the current time by default).
+
+    Applied when booking and when moving a booking, not when a model is built: an
+    :class:`Appointment` read back from a vendor may well lie in the past.
+    """
+    if start is None:
+        return
+    current = now if now is not None else _dt.datetime.now(_dt.timezone.utc)
+    if start < current - _dt.timedelta(minutes=PAST_ALLOWANCE_MINUTES):
+        raise ValidationError.single(
+            field,
+            f"is in the past ({start.isoformat()}); appointments can only be booked or moved to a future time",
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -359,6 +382,44 @@ class Patient:
         return None
 
 
+def _to_patient(value: Patient | Mapping[str, Any]) -> Patient:
+    """``patient`` may be given as a dict (as ``book_appointment`` accepts it): structure it
+    here; a bad one becomes :class:`_Invalid`, reported with the request's other fields."""
+    if isinstance(value, Mapping) and not isinstance(value, Patient):
+        try:
+            return structure(value, Patient)
+        except ValidationError as exc:
+            return _Invalid(exc.errors)  # type: ignore[return-value]
+    return value
+
+
+def _offset_problem(start: _dt.datetime, zone_name: str) -> str | None:
+    """Why ``start`` contradicts the IANA zone it is said to be in, or None.
+
+    A start with a fixed offset other than UTC must carry the offset the zone has at that
+    instant: 10:00-05:00 "in America/New_York" in July (when New York is at -04:00) could mean
+    10:00 or 11:00 local, and silently picking one moves the patient by an hour. A UTC start
+    (``...Z``) names an instant only and is always consistent.
+    """
+    offset = start.utcoffset()
+    if offset is None or offset == _dt.timedelta(0):
+        return None
+    expected = start.astimezone(ZoneInfo(zone_name)).utcoffset()
+    if expected is None or expected == offset:
+        return None
+    return (
+        f"has the offset {_format_offset(offset)}, but {zone_name} is at {_format_offset(expected)} on that date; "
+        "give the local time with the zone's own offset, or a UTC time"
+    )
+
+
+def _format_offset(offset: _dt.timedelta) -> str:
+    minutes = int(offset.total_seconds() // 60)
+    sign = "-" if minutes < 0 else "+"
+    hours, rest = divmod(abs(minutes), 60)
+    return f"{sign}{hours:02d}:{rest:02d}"
+
+
 @attrs.frozen
 class AppointmentRequest:
     """A booking to make.
@@ -371,7 +432,7 @@ class AppointmentRequest:
     """
 
     start: _dt.datetime
-    patient: Patient
+    patient: Patient = attrs.field(converter=_to_patient)
     end: _dt.datetime | None = None
     duration_minutes: int | None = None
     timezone: str | None = None
@@ -410,6 +471,10 @@ class AppointmentRequest:
         timezone = _timezone(errors, "timezone", self.timezone)
         if timezone is None and start is not None and self.timezone is None:
             timezone = _zone_name(start)
+        elif timezone is not None and start is not None:
+            problem = _offset_problem(start, timezone)
+            if problem is not None:
+                errors.add("start", problem)
         _set(self, "timezone", timezone)
         _set(self, "title", _text(errors, "title", self.title, max_len=200, required=True))
         _set(self, "reason", _text(errors, "reason", self.reason, max_len=500))
@@ -485,6 +550,10 @@ class AppointmentUpdate:
         timezone = _timezone(errors, "timezone", self.timezone)
         if timezone is None and start is not None and self.timezone is None:
             timezone = _zone_name(start)
+        elif timezone is not None and start is not None:
+            problem = _offset_problem(start, timezone)
+            if problem is not None:
+                errors.add("start", problem)
         _set(self, "timezone", timezone)
         _set(self, "title", _text(errors, "title", self.title, max_len=200))
         _set(self, "notes", _text(errors, "notes", self.notes, max_len=4000, multiline=True))
@@ -723,6 +792,11 @@ class ProviderStatusList(list[ProviderStatus]):
 
     def __str__(self) -> str:
         return text_table([("PROVIDER", "STATUS", "DETAIL"), *(s.row() for s in self)])
+
+    def __repr__(self) -> str:
+        # what a plain REPL prints for ``pms.providers()``: the table, one provider a line
+        # (notebooks use _repr_html_ instead)
+        return str(self)
 
     def _repr_html_(self) -> str:
         return html_table(["provider", "status", "detail"], [s.row() for s in self])

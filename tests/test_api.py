@@ -22,7 +22,7 @@ EXPECTED_ALL = {
     "PMSError", "ConfigurationError", "ProviderNotConfiguredError", "UnsupportedOperationError",
     "ValidationError", "ProviderError", "TransportError", "UnexpectedResponseError", "APIError",
     "AuthenticationError", "PermissionDeniedError", "NotFoundError", "ConflictError",
-    "InvalidRequestError", "RateLimitError", "ServerError",
+    "InvalidRequestError", "RateLimitError", "ServerError", "AppointmentCancelledError",
 }  # fmt: skip
 
 

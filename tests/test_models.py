@@ -22,7 +22,7 @@ NY = ZoneInfo("America/New_York")
 
 def booking(**overrides: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
-        "start": "2026-12-01T10:00:00-05:00",
+        "start": "2030-03-05T10:00:00-05:00",
         "patient": {"name": "Jane Doe", "email": "jane@example.com"},
     }
     data.update(overrides)
@@ -35,7 +35,7 @@ def fields_of(exc: pytest.ExceptionInfo[ValidationError]) -> list[str]:
 
 def test_dict_input_is_structured_with_defaults() -> None:
     req = structure(booking(duration_minutes=45, reference="conv-42"), AppointmentRequest)
-    assert req.end == dt.datetime(2026, 12, 1, 10, 45, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
+    assert req.end == dt.datetime(2030, 3, 5, 10, 45, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
     assert req.duration_minutes == 45
     assert req.reference == "conv-42"
     assert req.title == "Dental appointment"
@@ -55,8 +55,8 @@ def test_timezone_comes_from_zoneinfo_start() -> None:
 @pytest.mark.parametrize(
     ("data", "field"),
     [
-        (booking(start="2026-12-01T10:00:00"), "start"),
-        (booking(end="2026-12-01T09:00:00-05:00"), "end"),
+        (booking(start="2030-03-05T10:00:00"), "start"),
+        (booking(end="2030-03-05T09:00:00-05:00"), "end"),
         (booking(patient={"name": "No Contact"}), "patient.email"),
         (booking(patient={"email": "not-an-email"}), "patient.email"),
         (booking(patient={"phone": "555-0123"}), "patient.phone"),
@@ -85,7 +85,7 @@ def test_each_bad_field_is_named(data: dict[str, Any], field: str) -> None:
 
 def test_all_bad_fields_are_listed_at_once() -> None:
     with pytest.raises(ValidationError) as exc:
-        structure(booking(start="2026-12-01T10:00:00", patient={"email": "bad"}, color="x", duration_minutes=True), AppointmentRequest)
+        structure(booking(start="2030-03-05T10:00:00", patient={"email": "bad"}, color="x", duration_minutes=True), AppointmentRequest)
     assert set(fields_of(exc)) == {"start", "patient.email", "color", "duration_minutes"}
 
 
@@ -119,23 +119,23 @@ def test_patient_names() -> None:
 
 
 def test_z_suffix_is_accepted() -> None:
-    req = structure(booking(start="2026-12-01T15:00:00Z"), AppointmentRequest)
+    req = structure(booking(start="2030-03-05T15:00:00Z"), AppointmentRequest)
     assert req.start.utcoffset() == dt.timedelta(0)
 
 
 def test_end_and_duration_must_agree() -> None:
     with pytest.raises(ValidationError) as exc:
-        structure(booking(end="2026-12-01T10:30:00-05:00", duration_minutes=45), AppointmentRequest)
+        structure(booking(end="2030-03-05T10:30:00-05:00", duration_minutes=45), AppointmentRequest)
     assert fields_of(exc) == ["duration_minutes"]
-    ok = structure(booking(end="2026-12-01T10:30:00-05:00", duration_minutes=30), AppointmentRequest)
+    ok = structure(booking(end="2030-03-05T10:30:00-05:00", duration_minutes=30), AppointmentRequest)
     assert ok.duration_minutes == 30
 
 
 def test_update_needs_length_with_new_start() -> None:
     with pytest.raises(ValidationError) as exc:
-        structure({"start": "2026-12-02T10:00:00-05:00"}, AppointmentUpdate)
+        structure({"start": "2030-03-06T10:00:00-05:00"}, AppointmentUpdate)
     assert fields_of(exc) == ["end"]
-    upd = structure({"start": "2026-12-02T10:00:00-05:00", "duration_minutes": 60}, AppointmentUpdate)
+    upd = structure({"start": "2030-03-06T10:00:00-05:00", "duration_minutes": 60}, AppointmentUpdate)
     assert upd.end is not None and upd.end.hour == 11
     with pytest.raises(ValidationError):
         structure({}, AppointmentUpdate)
@@ -162,7 +162,7 @@ def test_report_defaults_and_checks() -> None:
 def test_unstructure_is_json_ready_and_round_trips() -> None:
     req = structure(booking(notes="Prefers mornings"), AppointmentRequest)
     data = unstructure(req)
-    assert data["start"] == "2026-12-01T10:00:00-05:00"
+    assert data["start"] == "2030-03-05T10:00:00-05:00"
     assert structure(data, AppointmentRequest) == req
 
 
@@ -197,3 +197,88 @@ def test_report_bounds_and_huge_metrics() -> None:
 def test_phone_digits_must_be_ascii() -> None:
     with pytest.raises(ValidationError):
         Patient(phone="+1٥٥٥٥٥٥٠١٢٣")
+
+
+# -- patient as a dict -------------------------------------------------------------------------
+
+
+def test_request_accepts_the_patient_as_a_dict_like_book_appointment_does() -> None:
+    start = dt.datetime(2030, 3, 5, 10, tzinfo=NY)
+    from_dict = AppointmentRequest(start=start, patient={"name": "Jane Doe", "phone": "+1 (555) 555-0123"}, reference="r1")
+    from_model = AppointmentRequest(start=start, patient=Patient(name="Jane Doe", phone="+15555550123"), reference="r1")
+    assert isinstance(from_dict.patient, Patient) and from_dict == from_model
+    assert structure(booking(reference="r1"), AppointmentRequest).patient == Patient(name="Jane Doe", email="jane@example.com")
+
+
+def test_a_bad_patient_dict_names_its_fields_with_the_requests_other_errors() -> None:
+    with pytest.raises(ValidationError) as err:
+        AppointmentRequest(start=dt.datetime(2030, 3, 5, 10), patient={"email": "nope", "colour": "red"})
+    assert set(err.value.fields) == {"start", "patient.email", "patient.colour"}
+    with pytest.raises(ValidationError) as err:
+        AppointmentRequest(start=dt.datetime(2030, 3, 5, 10, tzinfo=NY), patient={})
+    assert err.value.fields == ["patient.email"]
+    with pytest.raises(ValidationError) as err:
+        AppointmentRequest(start=dt.datetime(2030, 3, 5, 10, tzinfo=NY), patient="Jane")  # type: ignore[arg-type]
+    assert err.value.fields == ["patient"]
+
+
+# -- an offset must agree with the named zone --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("start", "zone"),
+    [
+        ("2030-07-09T10:00:00-05:00", "America/New_York"),  # New York is at -04:00 in July
+        ("2030-01-09T10:00:00-04:00", "America/New_York"),  # and at -05:00 in January
+        ("2030-01-09T10:00:00+01:00", "Europe/London"),  # London is at +00:00 in January
+        ("2030-07-09T10:00:00+02:00", "America/New_York"),
+    ],
+)
+def test_an_offset_that_contradicts_the_named_zone_is_refused(start: str, zone: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        structure(booking(start=start, timezone=zone), AppointmentRequest)
+    assert err.value.fields == ["start"] and zone in str(err.value)
+    with pytest.raises(ValidationError) as err:
+        structure({"start": start, "duration_minutes": 30, "timezone": zone}, AppointmentUpdate)
+    assert err.value.fields == ["start"]
+
+
+@pytest.mark.parametrize(
+    ("start", "zone"),
+    [
+        ("2030-07-09T10:00:00-04:00", "America/New_York"),
+        ("2030-01-09T10:00:00-05:00", "America/New_York"),
+        ("2030-07-09T14:00:00Z", "America/New_York"),  # UTC names an instant: always consistent
+        ("2030-07-09T14:00:00+00:00", "America/Los_Angeles"),
+        ("2030-11-03T01:30:00-05:00", "America/New_York"),  # the repeated hour, second time
+        ("2030-11-03T01:30:00-04:00", "America/New_York"),  # the repeated hour, first time
+    ],
+)
+def test_an_offset_that_agrees_with_the_named_zone_is_kept(start: str, zone: str) -> None:
+    req = structure(booking(start=start, timezone=zone), AppointmentRequest)
+    assert req.timezone == zone and req.start.isoformat().startswith(start[:19])
+
+
+def test_a_zoneinfo_start_in_another_zone_than_named_is_refused() -> None:
+    with pytest.raises(ValidationError) as err:
+        AppointmentRequest(
+            start=dt.datetime(2030, 7, 9, 10, tzinfo=ZoneInfo("Europe/Berlin")),
+            patient=Patient(email="a@b.co"),
+            timezone="America/New_York",
+        )
+    assert err.value.fields == ["start"]
+
+
+# -- providers() in a plain REPL ----------------------------------------------------------------
+
+
+def test_provider_status_list_repr_is_a_readable_multi_line_table() -> None:
+    import pms_integration as pms
+
+    statuses = pms.providers()
+    text = repr(statuses)
+    lines = text.splitlines()
+    assert len(lines) == 4 and lines[0].split() == ["PROVIDER", "STATUS", "DETAIL"]
+    assert all(len(line) < 200 for line in lines)
+    assert statuses._repr_html_().count("<tr>") == 4  # notebooks keep their HTML table
+    assert statuses == list(statuses)  # still a plain list
