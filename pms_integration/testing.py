@@ -33,6 +33,10 @@ __all__ = ["SandboxSession", "sandbox_session", "use_client"]
 @contextmanager
 def use_client(client: PMSClient) -> Iterator[PMSClient]:
     """Make ``client`` the default client for the block, then restore the previous one."""
+    if not isinstance(client, PMSClient):
+        from .errors import ConfigurationError
+
+        raise ConfigurationError(f"use_client needs a PMSClient, not {type(client).__name__}.")
     with _default._lock:
         previous = _default._client
         _default._client = client

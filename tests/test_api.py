@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import ast
+import datetime as dt
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 import pms_integration as pms
 
@@ -138,3 +142,132 @@ def test_adapters_do_not_import_each_other() -> None:
         for other in ("gohighlevel", "salesforce", "hubspot"):
             if other != path.stem:
                 assert f"providers.{other}" not in source and f"from .{other}" not in source, path
+
+
+# -- misuse of any public entry point is a PMSError --------------------------------------------
+
+BAD_VALUES = [None, 0, -1, 1.5, True, float("nan"), b"", b"x", "", "   ", "²", [], {}, (), object()]
+_FUTURE = "2030-03-05T10:00:00-05:00"
+_PATIENT = {"name": "Jane Doe", "email": "jane@example.com"}
+_BOOKING = {"start": _FUTURE, "patient": _PATIENT}
+_REPORT = {"period_start": "2030-03-01", "period_end": "2030-03-07", "metrics": {"calls": 3}}
+
+
+def _client() -> pms.PMSClient:
+    return pms.PMSClient(environ={}, env_file=None)
+
+
+def _request_with(field: str) -> Any:
+    def build(value: Any) -> Any:
+        kwargs: dict[str, Any] = {"start": dt.datetime(2030, 3, 5, 10, tzinfo=dt.timezone.utc), "patient": _PATIENT}
+        kwargs[field] = value
+        return pms.AppointmentRequest(**kwargs)
+
+    return build
+
+
+def _report_with(field: str) -> Any:
+    def build(value: Any) -> Any:
+        kwargs: dict[str, Any] = {"period_start": dt.date(2030, 3, 1), "period_end": dt.date(2030, 3, 7), "metrics": {"a": 1}}
+        kwargs[field] = value
+        return pms.PerformanceReport(**kwargs)
+
+    return build
+
+
+def _use_testing_client(value: Any) -> None:
+    from pms_integration import testing
+
+    with testing.use_client(value):
+        pass
+
+
+ENTRY_POINTS: dict[str, Any] = {
+    "book_appointment(request)": lambda v: pms.book_appointment(v),
+    "book_appointment(provider)": lambda v: pms.book_appointment(_BOOKING, provider=v),
+    "bookAppointment(request)": lambda v: pms.bookAppointment(v),
+    "update_appointment(id)": lambda v: pms.update_appointment(v, {"title": "x"}),
+    "update_appointment(changes)": lambda v: pms.update_appointment("abc", v),
+    "update_appointment(provider)": lambda v: pms.update_appointment("abc", {"title": "x"}, provider=v),
+    "cancel_appointment(id)": lambda v: pms.cancel_appointment(v),
+    "cancel_appointment(reason)": lambda v: pms.cancel_appointment("abc", reason=v),
+    "cancel_appointment(provider)": lambda v: pms.cancel_appointment("abc", provider=v),
+    "push_performance_report(report)": lambda v: pms.push_performance_report(v),
+    "push_performance_report(provider)": lambda v: pms.push_performance_report(_REPORT, provider=v),
+    "reload(environ)": lambda v: pms.reload(v, env_file=None),
+    "reload(env_file)": lambda v: pms.reload({}, env_file=v),
+    "use_client": lambda v: pms.use_client(v),
+    "testing.use_client": _use_testing_client,
+    "set_report_source": lambda v: pms.set_report_source(v if v is not None else 0),
+    "load_config(environ)": lambda v: pms.load_config(v, env_file=None),
+    "load_config(env_file)": lambda v: pms.load_config({}, env_file=v),
+    "PMSClient(config)": lambda v: pms.PMSClient(v),
+    "PMSClient(environ)": lambda v: pms.PMSClient(environ=v, env_file=None),
+    "PMSClient(report_source)": lambda v: pms.PMSClient(environ={}, env_file=None, report_source=v),
+    "PMSClient(memory)": lambda v: pms.PMSClient(environ={}, env_file=None, memory=v),
+    "PMSClient.book_appointment": lambda v: _client().book_appointment(v),
+    "PMSClient.recover_booking": lambda v: _client().recover_booking(v),
+    "PMSClient.update_appointment": lambda v: _client().update_appointment("abc", v),
+    "PMSClient.cancel_appointment": lambda v: _client().cancel_appointment(v),
+    "PMSClient.push_performance_report": lambda v: _client().push_performance_report(v),
+    "PMSClient.resolve": lambda v: _client().resolve(v),
+    "PMSClient.adapter": lambda v: _client().adapter(v),
+    "PMSClient.rate_limit_info": lambda v: _client().rate_limit_info(v),
+    "Secret": lambda v: pms.Secret(v),
+    "Patient(name)": lambda v: pms.Patient(name=v),
+    "Patient(email)": lambda v: pms.Patient(email=v),
+    "Patient(phone)": lambda v: pms.Patient(phone=v),
+    "Patient(contact_id)": lambda v: pms.Patient(email="a@b.co", contact_id=v if v is not None else 0),
+    **{f"AppointmentRequest({f})": _request_with(f) for f in (
+        "start", "patient", "end", "duration_minutes", "timezone", "title", "reason", "notes", "location",
+        "reference", "extra",
+    )},
+    **{f"AppointmentUpdate({f})": (lambda f: lambda v: pms.AppointmentUpdate(**{f: v}))(f) for f in (
+        "start", "end", "duration_minutes", "timezone", "title", "notes", "location",
+    )},
+    **{f"PerformanceReport({f})": _report_with(f) for f in (
+        "period_start", "period_end", "metrics", "title", "summary", "report_id",
+    )},
+    "models.structure": lambda v: __import__("pms_integration.models").models.structure(v, pms.AppointmentRequest),
+    "models.validate_appointment_id": lambda v: __import__("pms_integration.models").models.validate_appointment_id(v),
+}  # fmt: skip
+
+# Enums (ProviderName, Capability, AppointmentStatus) keep Python's ValueError for an unknown
+# value, and the output models (Appointment, ReportReceipt, ProviderStatus) are built by the
+# library, not from caller input; the error classes and the Provider protocol take no input.
+NOT_INPUT = {
+    "__version__", "ProviderName", "Capability", "AppointmentStatus", "Appointment", "ReportReceipt",
+    "ProviderStatus", "Provider", "get_client", "providers", "TokenStore", "FileTokenStore", "CallbackTokenStore",
+}  # fmt: skip
+
+
+def test_the_sweep_covers_every_public_callable() -> None:
+    covered = {name.split("(")[0].split(".")[0] for name in ENTRY_POINTS}
+    for name in pms.__all__:
+        value = getattr(pms, name)
+        if isinstance(value, type) and issubclass(value, BaseException):
+            continue
+        if name in NOT_INPUT or name in {"updateAppointment", "cancelAppointment", "pushPerformanceReport"}:
+            continue  # the camelCase names are the very same functions
+        assert name in covered, f"{name} is public but not in the misuse sweep"
+
+
+@pytest.mark.parametrize("value", BAD_VALUES, ids=lambda v: repr(v)[:20])
+@pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
+def test_misuse_of_a_public_entry_point_raises_only_pms_errors(entry: str, value: Any) -> None:
+    try:
+        ENTRY_POINTS[entry](value)
+    except pms.PMSError:
+        return
+    except Exception as exc:  # the point of the test: nothing else may escape
+        pytest.fail(f"{entry} with {value!r} raised {type(exc).__name__}: {exc}")
+    # a few values are legitimate for some arguments (None for an optional one, {} for an
+    # environ); those must simply work
+    assert value is None or value in ({}, "", "   ", ()) or entry.startswith(("Patient(", "AppointmentRequest(", "AppointmentUpdate(", "PerformanceReport(")), (entry, value)
+
+
+def test_get_client_and_providers_never_raise_bare_errors_on_a_bad_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in {"PMS_MAX_ATTEMPTS": "²", "PMS_GHL_TIMEOUT_MS": "١٠", "PMS_DEADLINE_MS": "x"}.items():
+        monkeypatch.setenv(key, value)
+    assert len(pms.providers()) == 3
+    assert pms.get_client().config.problems
