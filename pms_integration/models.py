@@ -426,7 +426,9 @@ class AppointmentRequest:
 
     ``start`` must be time-zone aware. Give ``end`` or ``duration_minutes`` (default 30); after
     construction ``end`` and ``duration_minutes`` are both set and agree. ``timezone`` (IANA) is
-    taken from ``start`` when it carries a ``ZoneInfo``. ``reference`` is the idempotency key:
+    taken from ``start`` when it carries a ``ZoneInfo``; when both are given, a non-UTC offset
+    on ``start`` must be the zone's offset at that instant. ``patient`` is a :class:`Patient`
+    or a dict of its fields. ``reference`` is the idempotency key:
     pass your own (a conversation id, say) so a retried request is recognised; one is generated
     otherwise. ``extra`` holds vendor fields merged into the create payload last.
     """
