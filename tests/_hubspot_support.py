@@ -66,7 +66,7 @@ Action = Callable[[], Any]
 class FakeHubSpot:
     """In-memory contacts, deals, meetings and notes; one ``responses`` callback serves them all."""
 
-    OBJECTS = ("contacts", "deals", "meetings", "notes")
+    OBJECTS = ("contacts", "deals", "meetings", "notes", "companies")
 
     def __init__(self, rsps: responses.RequestsMock, base: str = BASE) -> None:
         self.base = base
@@ -77,9 +77,11 @@ class FakeHubSpot:
             "deals": itertools.count(987654321),
             "meetings": itertools.count(55501),
             "notes": itertools.count(70001),
+            "companies": itertools.count(3001),
         }
         self.faults: list[dict[str, Any]] = []
         self.search_sees_nothing = False
+        self.search_bodies: list[dict[str, Any]] = []
         self.hide_associations = False
         self.rate_headers: dict[str, str] = {
             "X-HubSpot-RateLimit-Max": "100",
@@ -279,18 +281,25 @@ class FakeHubSpot:
         return 404, error_body("no association route", "OBJECT_NOT_FOUND")
 
     def _search(self, object_type: str, data: dict[str, Any]) -> dict[str, Any]:
+        self.search_bodies.append(data)
         if self.search_sees_nothing:
             return {"total": 0, "results": []}
+
+        def ok(f: dict[str, Any], record: dict[str, Any]) -> bool:
+            have = str(record["properties"].get(f["propertyName"], "")).lower()
+            want = str(f.get("value", "")).lower()
+            return have == want if f["operator"] == "EQ" else want in have
+
         hits = []
-        for record in self.records[object_type].values():
-            for group in data.get("filterGroups", []):
-                if all(
-                    str(f.get("value", "")).lower() in str(record["properties"].get(f["propertyName"], "")).lower()
-                    for f in group["filters"]
-                ):
-                    hits.append(self._public(record))
-                    break
-        return {"total": len(hits), "results": hits[: data.get("limit", 10)]}
+        for record in sorted(self.records[object_type].values(), key=lambda r: int(r["id"])):
+            if any(all(ok(f, record) for f in group["filters"]) for group in data.get("filterGroups", [])):
+                hits.append(self._public(record))
+        start = int(data.get("after") or 0)
+        limit = data.get("limit", 10)
+        out: dict[str, Any] = {"total": len(hits), "results": hits[start : start + limit]}
+        if start + limit < len(hits):
+            out["paging"] = {"next": {"after": str(start + limit)}}
+        return out
 
 
 @contextmanager

@@ -65,7 +65,7 @@ def test_book_with_an_existing_contact_takes_three_requests() -> None:
         calls = sent(rsps)
         first_url = str(rsps.calls[0].request.url)
     assert [(m, p) for m, p, _ in calls] == [
-        ("GET", "/crm/v3/objects/contacts/jane@example.com"),
+        ("POST", "/crm/v3/objects/contacts/search"),
         ("POST", "/crm/v3/objects/deals"),
         ("POST", "/crm/v3/objects/meetings"),
     ]
@@ -74,6 +74,7 @@ def test_book_with_an_existing_contact_takes_three_requests() -> None:
     assert appt.status is AppointmentStatus.BOOKED
     assert appt.reference == REF and appt.contact_id == contact
     assert appt.start == booking().start and appt.end == booking().end
+    assert appt.start.tzinfo == NY  # the booking's own zone, not UTC
     deal = fake.props("deals", deal_id)
     assert deal["dealname"] == f"Dental appointment - Jane Doe [{REF}]"
     assert deal["pipeline"] == "default" and deal["dealstage"] == "appointmentscheduled"
@@ -83,20 +84,31 @@ def test_book_with_an_existing_contact_takes_three_requests() -> None:
     assert meeting["hs_timestamp"] == meeting["hs_meeting_start_time"] == "2026-10-05T13:00:00.000Z"
     assert meeting["hs_meeting_end_time"] == "2026-10-05T13:45:00.000Z"
     assert f"Booking reference: [{REF}]" in meeting["hs_meeting_body"]
+    assert "Booking time zone: [America/New_York]" in meeting["hs_meeting_body"]
     assert "Local time: 2026-10-05 09:00 (America/New_York)" in meeting["hs_meeting_body"]
     assert ("deals", deal_id, "contacts", contact, 3) in fake.associations
     assert ("meetings", meeting_id, "contacts", contact, 200) in fake.associations
     assert ("meetings", meeting_id, "deals", deal_id, 212) in fake.associations
-    assert calls[0][2] is None
-    assert first_url.endswith("?idProperty=email")
+    assert calls[0][2] == {
+        "filterGroups": [{"filters": [{"propertyName": "email", "operator": "EQ", "value": "jane@example.com"}]}],
+        "properties": ["email"],
+        "sorts": ["hs_object_id"],
+        "limit": hs.SEARCH_LIMIT,
+        "after": "0",
+    }
+    assert "jane" not in first_url and "example.com" not in first_url
 
 
-def test_emails_are_percent_encoded_except_the_at_sign(debug_logs: pytest.LogCaptureFixture) -> None:
-    """'@' stays literal (valid in a path) so the transport's log line masks the address."""
+def test_the_patient_email_and_phone_never_appear_in_a_url(debug_logs: pytest.LogCaptureFixture) -> None:
+    """The contact look-up is a search: the e-mail travels in the request body only."""
+    patient = Patient(name="A B", email="a+b/c@example.com", phone="+15555550123")
     with fake_hubspot() as (_, rsps):
-        make_adapter().book(booking(Patient(email="a+b/c@example.com")))
-        url = str(rsps.calls[0].request.url)
-    assert "/contacts/a%2Bb%2Fc@example.com?idProperty=email" in url
+        appt = make_adapter().book(booking(patient))
+        make_adapter().update(appt.id, AppointmentUpdate(title="x"))
+        make_adapter().cancel(appt.id)
+        urls = [str(c.request.url) for c in rsps.calls]
+    for url in urls:
+        assert "example.com" not in url and "5555550123" not in url and "a%2Bb" not in url
     assert "example.com" not in debug_logs.text
 
 
@@ -113,7 +125,7 @@ def test_book_creates_a_missing_contact() -> None:
         appt = make_adapter().book(booking())
         methods = [(m, p) for m, p, _ in sent(rsps)]
         assert methods[:2] == [
-            ("GET", "/crm/v3/objects/contacts/jane@example.com"),
+            ("POST", "/crm/v3/objects/contacts/search"),
             ("POST", "/crm/v3/objects/contacts"),
         ]
         assert len(methods) == 4
@@ -124,8 +136,8 @@ def test_book_creates_a_missing_contact() -> None:
 def test_book_recovers_the_contact_id_from_a_409_race() -> None:
     with fake_hubspot() as (fake, rsps):
         winner = fake.add("contacts", {"email": "jane@example.com"})
-        # The GET misses (the other request has not committed yet); the create then collides.
-        fake.fail("GET", "/contacts/", status=404, body={"status": "error", "message": "Object not found."})
+        # The search misses (the other request is not indexed yet); the create then collides.
+        fake.fail("POST", "/contacts/search", status=200, body={"total": 0, "results": []})
         appt = make_adapter().book(booking())
         assert len(rsps.calls) == 4
     assert appt.contact_id == winner
@@ -134,7 +146,7 @@ def test_book_recovers_the_contact_id_from_a_409_race() -> None:
 
 def test_a_409_without_an_existing_id_is_a_conflict_error() -> None:
     with fake_hubspot() as (fake, _):
-        fake.fail("GET", "/contacts/", status=404, body={})
+        fake.fail("POST", "/contacts/search", status=200, body={"total": 0, "results": []})
         fake.fail(
             "POST", "/contacts$", status=409, body={"status": "error", "message": "Conflict", "category": "CONFLICT"}
         )
@@ -192,7 +204,7 @@ def test_upsert_path_uses_the_reference_property_and_is_idempotent_across_proces
         first = make_adapter(PMS_HUBSPOT_REFERENCE_PROPERTY="pms_booking_id").book(booking())
         calls = sent(rsps)
         assert [(m, p) for m, p, _ in calls] == [
-            ("GET", "/crm/v3/objects/contacts/jane@example.com"),
+            ("POST", "/crm/v3/objects/contacts/search"),
             ("POST", "/crm/v3/objects/deals/batch/upsert"),
             ("PUT", f"/crm/v4/objects/deals/{first.id.split(':')[0]}/associations/default/contacts/{first.contact_id}"),
             ("POST", "/crm/v3/objects/meetings"),
@@ -215,7 +227,7 @@ def test_date_versioned_paths() -> None:
         )
         deal_id = appt.id.split(":")[0]
         assert [p for _, p, _ in sent(rsps)] == [
-            "/crm/objects/2026-09/contacts/jane@example.com",
+            "/crm/objects/2026-09/contacts/search",
             "/crm/objects/2026-09/deals/batch/upsert",
             f"/crm/objects/2026-09/deals/{deal_id}/associations/default/contacts/{appt.contact_id}",
             "/crm/objects/2026-09/meetings",
@@ -229,12 +241,19 @@ def test_date_versioned_paths() -> None:
 def _booked(fake: Any) -> tuple[str, str]:
     deal = fake.add("deals", {"dealname": f"x [{REF}]", "dealstage": "appointmentscheduled"})
     meeting = fake.add(
-        "meetings", {"hs_meeting_body": f"Booking reference: [{REF}]", "hs_meeting_outcome": "SCHEDULED"}
+        "meetings",
+        {
+            "hs_meeting_body": f"Booking reference: [{REF}]\nBooking time zone: [America/New_York]",
+            "hs_meeting_outcome": "SCHEDULED",
+            "hs_timestamp": "2026-10-05T13:00:00.000Z",
+            "hs_meeting_start_time": "2026-10-05T13:00:00.000Z",
+            "hs_meeting_end_time": "2026-10-05T13:45:00.000Z",
+        },
     )
     return deal, meeting
 
 
-def test_update_patches_meeting_and_deal_in_two_requests() -> None:
+def test_update_reads_then_patches_meeting_and_deal() -> None:
     with fake_hubspot() as (fake, rsps):
         deal, meeting = _booked(fake)
         start = dt.datetime(2026, 11, 2, 9, 30, tzinfo=NY)  # after the DST change: EST
@@ -242,41 +261,49 @@ def test_update_patches_meeting_and_deal_in_two_requests() -> None:
             f"{deal}:{meeting}", AppointmentUpdate(start=start, duration_minutes=60, title="Check-up")
         )
         assert [(m, p) for m, p, _ in sent(rsps)] == [
+            ("GET", f"/crm/v3/objects/meetings/{meeting}"),
             ("PATCH", f"/crm/v3/objects/meetings/{meeting}"),
             ("PATCH", f"/crm/v3/objects/deals/{deal}"),
         ]
-        assert sent(rsps)[1][2] == {"properties": {"closedate": "2026-11-02T14:30:00.000Z"}}
+        assert sent(rsps)[2][2] == {"properties": {"closedate": "2026-11-02T14:30:00.000Z"}}
     props = fake.props("meetings", meeting)
     assert props["hs_meeting_start_time"] == props["hs_timestamp"] == "2026-11-02T14:30:00.000Z"
     assert props["hs_meeting_end_time"] == "2026-11-02T15:30:00.000Z"
     assert props["hs_meeting_title"] == "Check-up"
     assert appt.id == f"{deal}:{meeting}" and appt.reference == REF
     assert appt.start == start and appt.title == "Check-up"
+    assert appt.start.utcoffset() == dt.timedelta(hours=-5) and appt.end is not None
 
 
 def test_update_without_a_new_time_patches_only_the_meeting() -> None:
     with fake_hubspot() as (fake, rsps):
         deal, meeting = _booked(fake)
         make_adapter().update(f"{deal}:{meeting}", AppointmentUpdate(notes="bring x-rays", location="Room 2"))
-        assert [(m, p) for m, p, _ in sent(rsps)] == [("PATCH", f"/crm/v3/objects/meetings/{meeting}")]
+        assert [(m, p) for m, p, _ in sent(rsps)] == [
+            ("GET", f"/crm/v3/objects/meetings/{meeting}"),
+            ("PATCH", f"/crm/v3/objects/meetings/{meeting}"),
+        ]
     assert fake.props("meetings", meeting)["hs_internal_meeting_notes"] == "bring x-rays"
     assert fake.props("meetings", meeting)["hs_meeting_location"] == "Room 2"
 
 
 @pytest.mark.parametrize("reason", [None, "patient called"])
-def test_cancel_marks_meeting_canceled_and_moves_the_deal_in_two_requests(reason: str | None) -> None:
+def test_cancel_reads_then_marks_meeting_canceled_and_moves_the_deal(reason: str | None) -> None:
     with fake_hubspot() as (fake, rsps):
         deal, meeting = _booked(fake)
         appt = make_adapter(PMS_HUBSPOT_CANCEL_STAGE_ID="lost42").cancel(f"{deal}:{meeting}", reason=reason)
         calls = sent(rsps)
     assert [(m, p) for m, p, _ in calls] == [
+        ("GET", f"/crm/v3/objects/meetings/{meeting}"),
         ("PATCH", f"/crm/v3/objects/meetings/{meeting}"),
         ("PATCH", f"/crm/v3/objects/deals/{deal}"),
     ]
-    assert calls[0][2] == {"properties": {"hs_meeting_outcome": "CANCELED"}}
+    assert calls[1][2] == {"properties": {"hs_meeting_outcome": "CANCELED"}}
     expected = {"dealstage": "lost42"} | ({"closed_lost_reason": reason} if reason else {})
-    assert calls[1][2] == {"properties": expected}
+    assert calls[2][2] == {"properties": expected}
     assert appt.status is AppointmentStatus.CANCELLED
+    assert appt.start == dt.datetime(2026, 10, 5, 9, 0, tzinfo=NY) and appt.start.tzinfo == NY
+    assert appt.end == dt.datetime(2026, 10, 5, 9, 45, tzinfo=NY)
     assert fake.count("deals") == 1 and fake.count("meetings") == 1  # nothing deleted
 
 
@@ -355,10 +382,38 @@ def test_push_report_creates_a_note_on_the_company_then_repush_patches_it() -> N
     assert fake.count("notes") == 1
 
 
-def test_push_report_without_company_has_no_associations() -> None:
-    with fake_hubspot() as (_, rsps):
-        make_adapter().push_report(report())
-        assert sent(rsps)[1][2]["associations"] == []
+def test_push_report_without_company_attaches_the_note_to_the_reports_company() -> None:
+    """Without PMS_HUBSPOT_REPORT_COMPANY_ID the note still lands where a person will see it."""
+    with fake_hubspot() as (fake, rsps):
+        adapter = make_adapter()
+        adapter.push_report(report())
+        calls = sent(rsps)
+        assert [(m, p) for m, p, _ in calls] == [
+            ("POST", "/crm/v3/objects/notes/search"),
+            ("POST", "/crm/v3/objects/companies/search"),
+            ("POST", "/crm/v3/objects/companies"),
+            ("POST", "/crm/v3/objects/notes"),
+        ]
+        assert calls[1][2]["filterGroups"] == [
+            {"filters": [{"propertyName": "name", "operator": "EQ", "value": hs.REPORTS_COMPANY_NAME}]}
+        ]
+        company = next(iter(fake.records["companies"]))
+        assert fake.props("companies", company) == {"name": "pms-integration reports"}
+        assert calls[3][2]["associations"] == [
+            {"to": {"id": company}, "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 190}]}
+        ]
+        # The company is looked up once per adapter ...
+        adapter.push_report(report(report_id="pms-report-b"))
+        assert [p for _, p, _ in sent(rsps)][4:] == ["/crm/v3/objects/notes/search", "/crm/v3/objects/notes"]
+        # ... and another process finds the same company instead of making a second one.
+        make_adapter().push_report(report(report_id="pms-report-c"))
+        assert [(m, p) for m, p, _ in sent(rsps)][6:] == [
+            ("POST", "/crm/v3/objects/notes/search"),
+            ("POST", "/crm/v3/objects/companies/search"),
+            ("POST", "/crm/v3/objects/notes"),
+        ]
+    assert fake.count("companies") == 1 and fake.count("notes") == 3
+    assert all(a[3] == company and a[4] == 190 for a in fake.associations if a[0] == "notes")
 
 
 def test_cached_note_deleted_in_hubspot_is_recreated() -> None:
@@ -367,7 +422,7 @@ def test_cached_note_deleted_in_hubspot_is_recreated() -> None:
         first = adapter.push_report(report())
         del fake.records["notes"][first.id]
         again = adapter.push_report(report())
-        assert [m for m, _, _ in sent(rsps)][2:] == ["PATCH", "POST", "POST"]
+        assert [m for m, _, _ in sent(rsps)][4:] == ["PATCH", "POST", "POST"]
     assert again.created and again.id != first.id
 
 
@@ -375,7 +430,7 @@ def test_note_body_is_cut_to_the_limit_keeping_the_marker(monkeypatch: pytest.Mo
     monkeypatch.setattr(hs, "NOTE_BODY_LIMIT", 200)
     with fake_hubspot() as (_, rsps):
         make_adapter().push_report(report(summary="x" * 1500))
-        body = sent(rsps)[1][2]["properties"]["hs_note_body"]
+        body = sent(rsps)[-1][2]["properties"]["hs_note_body"]
     assert len(body) <= 200
     assert body.endswith("[pms-report-id: pms-report-2026-09-29-2026-10-05]")
 
@@ -392,13 +447,15 @@ def test_report_search_is_sent_as_idempotent_and_retried() -> None:
 # reconcile after ambiguous create failures (never double-book)
 
 
-def test_deal_timeout_after_commit_is_found_by_search_and_not_recreated() -> None:
+def test_deal_timeout_after_commit_is_found_through_the_contact_and_not_recreated() -> None:
+    """The contact's associated deals are a consistent read: no wait for the search index."""
     with fake_hubspot() as (fake, rsps):
-        fake.add("contacts", {"email": "jane@example.com"})
+        contact = fake.add("contacts", {"email": "jane@example.com"})
         fake.fail("POST", "/deals$", exception=requests.exceptions.ReadTimeout("read timed out"), commit=True)
         appt = make_adapter().book(booking())
         methods = [(m, p) for m, p, _ in sent(rsps)]
-    assert ("POST", "/crm/v3/objects/deals/search") in methods
+    assert ("GET", f"/crm/v3/objects/contacts/{contact}") in methods
+    assert ("POST", "/crm/v3/objects/deals/search") not in methods
     assert fake.count("deals") == 1 and fake.count("meetings") == 1
     assert appt.id.split(":")[0] in fake.records["deals"]
 
@@ -420,6 +477,7 @@ def test_deal_failure_with_failing_lookup_is_outcome_unknown() -> None:
         fake.add("contacts", {"email": "jane@example.com"})
         fake.fail("POST", "/deals$", exception=requests.exceptions.ReadTimeout("slow"), commit=True)
         fake.fail("POST", "/deals/search$", status=503, body={}, times=10)
+        fake.fail("GET", "/contacts/", status=503, body={}, times=10)
         with pytest.raises(ProviderError) as info:
             make_adapter().book(booking())
     assert info.value.outcome_unknown
@@ -432,6 +490,7 @@ def test_unreadable_2xx_on_deal_create_is_never_repeated() -> None:
         fake.add("contacts", {"email": "jane@example.com"})
         fake.fail("POST", "/deals$", status=201, body="<html>ok</html>", commit=True)
         fake.search_sees_nothing = True  # index lag: the look-up cannot see it yet
+        fake.hide_associations = True  # and the contact's associations do not show it either
         with pytest.raises(UnexpectedResponseError) as info:
             make_adapter().book(booking())
     assert info.value.outcome_unknown and REF in str(info.value)
@@ -556,7 +615,7 @@ def test_client_book_update_cancel_report_and_rate_limit_info() -> None:
 def test_token_never_appears_in_errors() -> None:
     with fake_hubspot() as (fake, _):
         fake.fail(
-            "PATCH",
+            "GET",
             "/meetings/",
             status=401,
             body={

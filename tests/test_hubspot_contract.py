@@ -39,10 +39,10 @@ ASSOCIATION_PREFIX = {"v3": "/crm/v4/objects/", "dated": "/crm/objects/{version}
 #: Routes the adapter may use: method, path below the prefix, kind (§ of the note).
 ROUTES: list[tuple[str, str, str]] = [
     ("GET", r"contacts/(?P<email>[^/]+@[^/]+)", "read_by_email"),  # §3.3, ?idProperty=email
-    ("GET", r"(?P<type>deals|meetings|contacts|notes)/(?P<id>\d+)", "read"),  # §2 Read
-    ("POST", r"(?P<type>contacts|deals|meetings|notes)", "create"),  # §2 Create, §3.1-§3.4
+    ("GET", r"(?P<type>deals|meetings|contacts|notes|companies)/(?P<id>\d+)", "read"),  # §2 Read
+    ("POST", r"(?P<type>contacts|deals|meetings|notes|companies)", "create"),  # §2 Create, §3.1-§3.4
     ("PATCH", r"(?P<type>contacts|deals|meetings|notes)/(?P<id>\d+)", "update"),  # §2 Update
-    ("POST", r"(?P<type>contacts|deals|meetings|notes)/search", "search"),  # §2 Search
+    ("POST", r"(?P<type>contacts|deals|meetings|notes|companies)/search", "search"),  # §2 Search
     ("POST", r"(?P<type>deals)/batch/upsert", "upsert"),  # §3.1 idempotent variant
 ]
 ASSOCIATION_ROUTE = (
@@ -71,6 +71,8 @@ PROPERTIES: dict[str, set[str]] = {
         "hs_attachment_ids",
     },
     "notes": {"hs_timestamp", "hs_note_body", "hubspot_owner_id", "hs_attachment_ids"},
+    # the company report notes go to when no company is configured (TL;DR 3: a "practice" company)
+    "companies": {"name"},
 }
 #: What a create must carry: §3.1 ("include dealname, dealstage, and ... pipeline"), §3.2 and §3.4
 #: (``hs_timestamp`` required), §3.3 (at least one of email, firstname, lastname).
@@ -126,6 +128,8 @@ def check_request(
 ) -> list[str]:
     """Every way ``method url body`` departs from the note's contract (empty: it conforms)."""
     problems: list[str] = []
+    if "@" in unquote(url) or re.search(r"\d{7,}", urlsplit(url).query):
+        problems.append("a patient identifier (e-mail or phone) in the URL: use a search body")
     parts = urlsplit(url)
     path = unquote(parts.path) if "@" in unquote(parts.path) else parts.path
     query = {k: v[0] for k, v in parse_qs(parts.query).items()}
@@ -257,6 +261,15 @@ def _check_search(object_type: str, body: Any) -> list[str]:
     limit = body.get("limit")
     if not isinstance(limit, int) or not 1 <= limit <= MAX_SEARCH_LIMIT:
         problems.append("search limit must be 1..200 (§2)")
+    # The published spec's PublicObjectSearchRequest requires these five.
+    missing = {"filterGroups", "properties", "sorts", "limit", "after"} - set(body)
+    if missing:
+        problems.append(f"search body lacks {sorted(missing)} (required by PublicObjectSearchRequest)")
+    if not isinstance(body.get("after", ""), str):
+        problems.append("'after' is a string cursor")
+    sorts = body.get("sorts", [])
+    if not isinstance(sorts, list) or not all(isinstance(x, str) for x in sorts):
+        problems.append("'sorts' is a list of property names (strings) in the spec")
     for name in body.get("properties") or []:
         if name not in PROPERTIES[object_type]:
             problems.append(f"unknown {object_type} property {name!r} requested")
@@ -310,6 +323,8 @@ def scenario(api_version: str, reference_property: str | None) -> list[tuple[str
         adapter.push_report(report())
         adapter.push_report(report())
         make_adapter(None, **env).push_report(report())
+        no_company = {k: v for k, v in env.items() if k != "PMS_HUBSPOT_REPORT_COMPANY_ID"}
+        make_adapter(None, **no_company).push_report(report(report_id="pms-report-contract"))
         # reconcile paths
         fake.fail("POST", "/deals$", exception=requests.exceptions.ReadTimeout("t"), commit=True)
         fake.fail("POST", "/meetings$", exception=requests.exceptions.ReadTimeout("t"), commit=True)
@@ -362,10 +377,11 @@ def test_the_scenario_covers_every_route(
             kinds.add("upsert")
         else:
             kinds.add("create")
-    expected = {"read_by_email", "read", "create", "update", "search"}
+    expected = {"read", "create", "update", "search"}
     if ref:
         expected |= {"upsert", "associate"}
     assert expected <= kinds
+    assert "read_by_email" not in kinds, "patients are looked up with a search body, not by e-mail in the URL"
 
 
 def test_inline_associations_use_the_documented_ids_per_target() -> None:
@@ -467,7 +483,10 @@ def test_deliberately_wrong_requests_fail_the_contract() -> None:
         "filterGroups": [{"filters": [{"propertyName": "dealname", "operator": "LIKE", "value": "x"}]}],
         "limit": 500,
     }
-    assert len(check_request("POST", deal_url + "/search", headers, search)) == 2
+    assert len(check_request("POST", deal_url + "/search", headers, search)) == 3  # LIKE, limit, missing keys
+    spec_valid = {"filterGroups": [], "properties": ["dealname"], "sorts": ["hs_object_id"], "limit": 10, "after": "0"}
+    assert check_request("POST", deal_url + "/search", headers, spec_valid) == []
+    assert check_request("POST", deal_url + "/search", headers, {**spec_valid, "sorts": [{"propertyName": "x"}]})
     assert check_request("PUT", BASE + "/crm/v4/objects/deals/1/associations/default/notes/2", headers, None) == []
     assert check_request("PUT", BASE + "/crm/v4/objects/meetings/1/associations/default/notes/2", headers, None)
 

@@ -186,10 +186,11 @@ def test_error_mapping_table(
 ) -> None:
     waits: list[float] = []
     with fake_hubspot() as (fake, rsps):
+        fake.add("meetings", {"hs_meeting_outcome": "SCHEDULED", "hs_meeting_start_time": "1790000000000"}, "55501")
         fake.fail("PATCH", "/meetings/", status=status, body=body, headers=headers, times=3)
         with pytest.raises(APIError) as info:
             make_adapter(waits).update("987654321:55501", AppointmentUpdate(title="x"))
-        assert len(rsps.calls) == attempts
+        assert len(rsps.calls) == attempts + 1  # the read that checks the booking is not cancelled
     err = info.value
     assert type(err) is cls
     assert err.status_code == status
@@ -236,6 +237,7 @@ def test_daily_limit_is_not_retried_and_says_so() -> None:
 
 def test_migration_message_names_the_wait() -> None:
     with fake_hubspot() as (fake, _):
+        fake.add("meetings", {"hs_timestamp": "2026-10-05T13:00:00.000Z"}, "2")
         fake.fail("PATCH", "/meetings/", status=477, body={}, headers={"Retry-After": "86400"})
         with pytest.raises(APIError) as info:
             make_adapter().cancel("1:2")
@@ -251,10 +253,10 @@ def test_ten_secondly_429_then_success_recovers() -> None:
     waits: list[float] = []
     with fake_hubspot() as (fake, rsps):
         fake.fail("PATCH", "/meetings/", status=429, body={"policyName": "TEN_SECONDLY_ROLLING"})
-        fake.add("meetings", {"hs_meeting_title": "a"}, "55501")
+        fake.add("meetings", {"hs_meeting_title": "a", "hs_timestamp": "2026-10-05T13:00:00.000Z"}, "55501")
         fake.add("deals", {"dealname": "a"}, "987654321")
         make_adapter(waits).cancel("987654321:55501")
-        assert len(rsps.calls) == 3
+        assert len(rsps.calls) == 4  # read, 429, PATCH meeting, PATCH deal
     assert waits == [10.0]
 
 
@@ -368,7 +370,7 @@ def test_rate_headers_absent_or_garbage() -> None:
 def test_exhausted_quota_header_pauses_the_client_side_limiter() -> None:
     waits: list[float] = []
     with fake_hubspot() as (fake, _):
-        fake.add("meetings", {}, "55501")
+        fake.add("meetings", {"hs_timestamp": "2026-10-05T13:00:00.000Z"}, "55501")
         fake.add("deals", {}, "987654321")
         fake.rate_headers["X-HubSpot-RateLimit-Remaining"] = "0"
         adapter = make_adapter(waits, PMS_HUBSPOT_RATE_LIMIT="100/10")

@@ -26,16 +26,23 @@ import datetime as _dt
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
-from urllib.parse import quote
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .._http import BearerAuth, ErrorInfo, HttpResponse, Runtime, Transport, create_once, unexpected
 from .._ratelimit import RateLimitInfo
 from .._retry import current_deadline, parse_retry_after
 from ..config import HubSpotSettings
-from ..errors import ConflictError, InvalidRequestError, PMSError, UnexpectedResponseError, ValidationError
+from ..errors import (
+    AppointmentCancelledError,
+    ConflictError,
+    InvalidRequestError,
+    PMSError,
+    ProviderError,
+    UnexpectedResponseError,
+    ValidationError,
+)
 from ..models import (
     Appointment,
     AppointmentRequest,
@@ -60,6 +67,7 @@ __all__ = [
     "MEETING_TO_CONTACT",
     "MEETING_TO_DEAL",
     "NOTE_TO_COMPANY",
+    "REPORTS_COMPANY_NAME",
     "NOTE_BODY_LIMIT",
 ]
 
@@ -80,11 +88,19 @@ MAX_MEETINGS_CHECKED = 10
 SETTLE_SECONDS = 2.0
 #: Search page size for the reconcile look-ups (the search API allows up to 200).
 SEARCH_LIMIT = 100
+#: HubSpot's search answers at most 10,000 results per query; past that paging is refused.
+SEARCH_MAX_RESULTS = 10_000
+#: The company report notes are attached to when ``PMS_HUBSPOT_REPORT_COMPANY_ID`` is not set:
+#: found by this exact name (or created once), so the reports show on a company record in HubSpot.
+REPORTS_COMPANY_NAME = "pms-integration reports"
 
 _ID = re.compile(r"^\d{1,20}$")
 _APPOINTMENT_ID = re.compile(r"^(\d{1,20}):(\d{1,20})$")
 _EXISTING_ID = re.compile(r"Existing ID:\s*(\d{1,20})")
 _BODY_REFERENCE = re.compile(r"Booking reference: \[([A-Za-z0-9][A-Za-z0-9_.:-]{0,63})\]")
+_BODY_ZONE = re.compile(r"Booking time zone: \[([A-Za-z0-9_+:/-]{1,64})\]")
+_BODY_LOCAL_ZONE = re.compile(r"^Local time: .* \(([A-Za-z0-9_+/-]{1,64})\)$", re.MULTILINE)
+_OFFSET = re.compile(r"^([+-])(\d\d):(\d\d)$")
 _ALNUM_RUN = re.compile(r"[A-Za-z0-9]+")
 _UTC = _dt.timezone.utc
 T = TypeVar("T")
@@ -333,6 +349,50 @@ def _contact_name(patient: Patient) -> dict[str, str]:
     return names
 
 
+def _zone_label(request_zone: str | None, start: _dt.datetime) -> str:
+    """The booking's own zone as written on the meeting: an IANA name, else the start's offset."""
+    if request_zone:
+        return request_zone
+    offset = start.utcoffset() or _dt.timedelta(0)
+    minutes = int(offset.total_seconds() // 60)
+    sign = "-" if minutes < 0 else "+"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def _zone_from_label(label: str | None) -> _dt.tzinfo | None:
+    """The tzinfo a :func:`_zone_label` names, or ``None`` when it names none we know."""
+    if not label:
+        return None
+    match = _OFFSET.fullmatch(label)
+    if match:
+        minutes = int(match.group(2)) * 60 + int(match.group(3))
+        return _dt.timezone(_dt.timedelta(minutes=-minutes if match.group(1) == "-" else minutes))
+    try:
+        return ZoneInfo(label)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return None
+
+
+def _meeting_zone(meeting: Mapping[str, Any]) -> _dt.tzinfo:
+    """The zone a meeting was booked in, from its body; UTC for meetings that do not say."""
+    props = meeting.get("properties")
+    body = props.get("hs_meeting_body") if isinstance(props, dict) else None
+    if isinstance(body, str):
+        for pattern in (_BODY_ZONE, _BODY_LOCAL_ZONE):
+            match = pattern.search(body)
+            zone = _zone_from_label(match.group(1)) if match else None
+            if zone is not None:
+                return zone
+    return _UTC
+
+
+def _mark_outcome_unknown(exc: PMSError, reference: str) -> None:
+    """A failure after a committed write: the booking may (partly) exist, so say so."""
+    if isinstance(exc, ProviderError):
+        exc.outcome_unknown = True
+        exc.reference = exc.reference or reference
+
+
 # ---------------------------------------------------------------------------------------------
 # the adapter
 
@@ -356,6 +416,8 @@ class HubSpotAdapter:
         )
         self._notes_lock = threading.Lock()
         self._notes: OrderedDict[str, str] = OrderedDict()
+        self._company_lock = threading.Lock()
+        self._reports_company: str | None = settings.report_company_id
 
     # -- Provider ---------------------------------------------------------------------------
 
@@ -378,20 +440,25 @@ class HubSpotAdapter:
         if contact_id is None:
             contact_id = self._resolve_contact(request)
         deal, existing = self._deal(request, contact_id, deal_extra)
-        deal_id = self._object_id(deal, "book", "deal")
-        meeting: dict[str, Any] | None = None
-        if existing:
-            # The upsert found a deal made by an earlier attempt at this booking: its meeting may
-            # exist too, and must not be made twice.
-            meeting = self._find_meeting(deal_id, request.reference)
-        if meeting is None:
-            meeting = self._create_once(
-                lambda: self._create_meeting(request, contact_id, deal_id, meeting_extra),
-                lambda: self._find_meeting(deal_id, request.reference),
-                operation="book",
-                reference=request.reference,
-            )
-        return self._booked(request, contact_id, deal, meeting)
+        try:
+            deal_id = self._object_id(deal, "book", "deal")
+            meeting: dict[str, Any] | None = None
+            if existing:
+                # The upsert found a deal made by an earlier attempt at this booking: its meeting
+                # may exist too, and must not be made twice.
+                meeting = self._find_meeting(deal_id, request.reference)
+            if meeting is None:
+                meeting = self._create_once(
+                    lambda: self._create_meeting(request, contact_id, deal_id, meeting_extra),
+                    lambda: self._find_meeting(deal_id, request.reference),
+                    operation="book",
+                    reference=request.reference,
+                )
+            return self._booked(request, contact_id, deal, meeting)
+        except PMSError as exc:
+            # The deal is written: whatever failed after it, the booking may exist in part.
+            _mark_outcome_unknown(exc, request.reference)
+            raise
 
     def recover_booking(self, request: AppointmentRequest) -> Appointment | None:
         """The booking an earlier, unanswered attempt at ``request`` left behind, or None.
@@ -402,45 +469,55 @@ class HubSpotAdapter:
         up whole and single.
         """
         reference = request.reference
-        deal = self._deal_by_reference(reference)
+        deal = self._deal_by_reference(reference, request.patient)
         if deal is None:
             return None
-        deal_id = self._object_id(deal, "book", "deal")
-        contact_id = request.patient.contact_id or self._deal_contact(deal_id)
-        meeting = self._find_meeting(deal_id, reference)
-        if meeting is None:
-            if contact_id is None:
-                raise unexpected(PROVIDER, "book", f"deal {deal_id} for {reference} has no contact to attach a meeting to")
-            _, meeting_extra = self._split_extra(request.extra)
-            meeting = self._create_once(
-                lambda: self._create_meeting(request, contact_id, deal_id, meeting_extra),
-                lambda: self._find_meeting(deal_id, reference),
-                operation="book",
-                reference=reference,
-            )
-        return self._booked(request, contact_id, deal, meeting)
+        try:
+            deal_id = self._object_id(deal, "book", "deal")
+            contact_id = request.patient.contact_id or self._deal_contact(deal_id)
+            meeting = self._find_meeting(deal_id, reference)
+            if meeting is None:
+                if contact_id is None:
+                    raise unexpected(
+                        PROVIDER, "book", f"deal {deal_id} for {reference} has no contact to attach a meeting to"
+                    )
+                _, meeting_extra = self._split_extra(request.extra)
+                meeting = self._create_once(
+                    lambda: self._create_meeting(request, contact_id, deal_id, meeting_extra),
+                    lambda: self._find_meeting(deal_id, reference),
+                    operation="book",
+                    reference=reference,
+                )
+            return self._booked(request, contact_id, deal, meeting)
+        except PMSError as exc:
+            _mark_outcome_unknown(exc, reference)
+            raise
 
     def _booked(
         self, request: AppointmentRequest, contact_id: str | None, deal: dict[str, Any], meeting: dict[str, Any]
     ) -> Appointment:
         deal_id = self._object_id(deal, "book", "deal")
         meeting_id = self._object_id(meeting, "book", "meeting")
+        zone = _zone_from_label(_zone_label(request.timezone, request.start)) or _UTC
         return Appointment(
             provider=PROVIDER,
             id=f"{deal_id}:{meeting_id}",
             status=AppointmentStatus.BOOKED,
-            start=request.start,
-            end=request.end_time,
+            start=request.start.astimezone(zone),
+            end=request.end_time.astimezone(zone),
             reference=request.reference,
             contact_id=contact_id,
             title=request.title,
             raw={"contact_id": contact_id, "deal": deal, "meeting": meeting},
         )
 
-    def _deal_by_reference(self, reference: str) -> dict[str, Any] | None:
+    def _deal_by_reference(self, reference: str, patient: Patient | None = None) -> dict[str, Any] | None:
         prop = self.settings.reference_property
         if prop is None:
-            return self._find_deal(reference)
+            contact_id = patient.contact_id if patient is not None else None
+            if contact_id is None and patient is not None and patient.email:
+                contact_id = self._contact_by_email(patient.email)
+            return self._find_deal(reference, contact_id)
         resp = self.transport.request(
             "GET",
             self.paths.objects("deals", reference),
@@ -457,8 +534,30 @@ class HubSpotAdapter:
         ids = _associated_ids(self._json_object(resp, "book"), ("contacts", "contact", "0-1"))
         return ids[0] if ids else None
 
+    def _read_meeting(self, meeting_id: str, operation: str) -> dict[str, Any]:
+        """The meeting as it is now (a 404 is the caller's :class:`NotFoundError`)."""
+        resp = self.transport.request(
+            "GET",
+            self.paths.objects("meetings", meeting_id),
+            operation=operation,
+            params={"properties": ",".join(_MEETING_PROPERTIES)},
+        )
+        return self._json_object(resp, operation)
+
     def update(self, appointment_id: str, changes: AppointmentUpdate) -> Appointment:
         deal_id, meeting_id = self._split_id(appointment_id)
+        # Read first: a cancelled booking is never moved (the one rule for every provider), and
+        # the meeting's body says which zone the booking was made in.
+        current = self._read_meeting(meeting_id, "update")
+        if _outcome(current) == "CANCELED":
+            raise AppointmentCancelledError(
+                f"HubSpot appointment {appointment_id} was cancelled; it cannot be moved or changed. "
+                "Book a new appointment instead.",
+                status_code=409,
+                code="APPOINTMENT_CANCELLED",
+                provider=PROVIDER.value,
+                operation="update",
+            )
         props: dict[str, str] = {}
         if changes.start is not None:
             props["hs_timestamp"] = hubspot_time(changes.start)
@@ -471,7 +570,14 @@ class HubSpotAdapter:
             props["hs_meeting_location"] = changes.location
         if changes.notes is not None:
             props["hs_internal_meeting_notes"] = changes.notes
-        meeting = self._patch("meetings", meeting_id, props, "update")
+        body = _props(current).get("hs_meeting_body")
+        if changes.timezone is not None and isinstance(body, str):
+            # The update names the booking's zone: record it where the booking keeps it.
+            line = self._zone_marker(changes.timezone)
+            new_body = _BODY_ZONE.sub(lambda _m: line, body) if _BODY_ZONE.search(body) else f"{body}\n{line}"
+            if new_body != body:
+                props["hs_meeting_body"] = new_body
+        meeting = _merged(current, self._patch("meetings", meeting_id, props, "update"))
         deal: dict[str, Any] | None = None
         if changes.start is not None:
             deal = self._patch("deals", deal_id, {"closedate": hubspot_time(changes.start)}, "update")
@@ -479,10 +585,15 @@ class HubSpotAdapter:
 
     def cancel(self, appointment_id: str, *, reason: str | None = None) -> Appointment:
         deal_id, meeting_id = self._split_id(appointment_id)
-        meeting = self._patch("meetings", meeting_id, {"hs_meeting_outcome": "CANCELED"}, "cancel")
+        # Read first: an unknown id is a NotFoundError (404) before anything is written, and an
+        # already cancelled meeting is not written again (cancelling twice is a success).
+        meeting = self._read_meeting(meeting_id, "cancel")
+        if _outcome(meeting) != "CANCELED":
+            meeting = _merged(meeting, self._patch("meetings", meeting_id, {"hs_meeting_outcome": "CANCELED"}, "cancel"))
         deal_props = {"dealstage": self.settings.cancel_stage_id}
         if reason:
             deal_props["closed_lost_reason"] = reason
+        # Always sent (it is idempotent): it completes a cancel whose deal step failed earlier.
         deal = self._patch("deals", deal_id, deal_props, "cancel")
         return self._appointment(appointment_id, meeting, deal, AppointmentStatus.CANCELLED, None)
 
@@ -514,9 +625,7 @@ class HubSpotAdapter:
                 json={"properties": properties},
             )
             return self._receipt(resp, report_id, created=False)
-        associations = []
-        if self.settings.report_company_id:
-            associations.append(self._association(self.settings.report_company_id, NOTE_TO_COMPANY))
+        associations = [self._association(self._reports_company_id(), NOTE_TO_COMPANY)]
         payload = {"properties": properties, "associations": associations}
 
         def create_note() -> dict[str, Any]:
@@ -525,9 +634,21 @@ class HubSpotAdapter:
             )
             return self._created(resp, "push_report", "note", report_id)
 
-        note = self._create_once(
-            create_note, lambda: self._find_note(report_id, settle=True), operation="push_report", reference=report_id
-        )
+        def find_note() -> dict[str, Any] | None:
+            # The company's notes are read first (consistent), then search with its settle wait.
+            company = str(associations[0]["to"]["id"])
+            found = self._find_associated(
+                "companies",
+                company,
+                "notes",
+                ("notes", "note", "0-46"),
+                ["hs_note_body", "hs_timestamp"],
+                "hs_note_body",
+                self._note_marker(report_id),
+            )
+            return found if found is not None else self._find_note(report_id, settle=True)
+
+        note = self._create_once(create_note, find_note, operation="push_report", reference=report_id)
         note_id = self._object_id(note, "push_report", "note")
         self._remember_note(report_id, note_id)
         return ReportReceipt(provider=PROVIDER, id=note_id, report_id=report_id, created=True, raw=note)
@@ -553,16 +674,14 @@ class HubSpotAdapter:
         return self._create_contact(request, properties, lambda: self._contact_by_email(email))
 
     def _contact_by_email(self, email: str) -> str | None:
-        resp = self.transport.request(
-            "GET",
-            self.paths.objects("contacts", quote(email, safe="@")),
-            operation="book",
-            params={"idProperty": "email"},
-            expect=(404,),
-        )
-        if resp.status == 404:
-            return None
-        return self._object_id(self._json_object(resp, "book"), "book", "contact")
+        """The patient's contact, found with a search: the e-mail travels in the body, never the URL."""
+        groups = [{"filters": [{"propertyName": "email", "operator": "EQ", "value": email}]}]
+        wanted = email.casefold()
+        for record in self._search_pages("contacts", groups, ["email"], "book"):
+            value = _props(record).get("email")
+            if isinstance(value, str) and value.casefold() == wanted:
+                return self._object_id(record, "book", "contact")
+        return None
 
     def _create_contact(
         self, request: AppointmentRequest, properties: dict[str, str], find: Callable[[], str | None]
@@ -628,7 +747,7 @@ class HubSpotAdapter:
                 return self._created(resp, "book", "deal", reference)
 
             deal = self._create_once(
-                create_deal, lambda: self._find_deal(reference), operation="book", reference=reference
+                create_deal, lambda: self._find_deal(reference, contact_id), operation="book", reference=reference
             )
             return deal, False
 
@@ -647,13 +766,18 @@ class HubSpotAdapter:
 
         # The upsert is keyed by the reference, so repeating it is safe: it is its own look-up.
         deal = self._create_once(upsert_deal, upsert_deal, operation="book", reference=reference)
-        deal_id = self._object_id(deal, "book", "deal")
-        # batch/upsert takes no associations; add the deal -> contact one (a repeatable PUT).
-        self.transport.request(
-            "PUT",
-            self.paths.default_association("deals", deal_id, "contacts", contact_id),
-            operation="book",
-        )
+        try:
+            deal_id = self._object_id(deal, "book", "deal")
+            # batch/upsert takes no associations; add the deal -> contact one (a repeatable PUT).
+            self.transport.request(
+                "PUT",
+                self.paths.default_association("deals", deal_id, "contacts", contact_id),
+                operation="book",
+            )
+        except PMSError as exc:
+            # The upsert committed the deal: the error must say the booking may exist.
+            _mark_outcome_unknown(exc, reference)
+            raise
         return deal, deal.get("new") is False
 
     def _upsert_result(self, resp: HttpResponse, reference: str) -> dict[str, Any]:
@@ -681,15 +805,24 @@ class HubSpotAdapter:
             )
         return result
 
-    def _find_deal(self, reference: str) -> dict[str, Any] | None:
-        """Search deals whose name carries ``[reference]`` (eventually consistent; see docs)."""
+    def _find_deal(self, reference: str, contact_id: str | None = None) -> dict[str, Any] | None:
+        """The deal whose name carries ``[reference]``.
+
+        With the patient's contact known, the contact's associated deals are read first: that read
+        is consistent, so a deal created moments ago is found although search cannot see it yet.
+        Then deals are searched (eventually consistent; see docs).
+        """
         marker = f"[{reference}]"
-        body = {
-            "filterGroups": _search_filters("dealname", reference),
-            "properties": ["dealname", "pipeline", "dealstage", "closedate"],
-            "limit": SEARCH_LIMIT,
-        }
-        return self._search_marked("deals", body, "book", "dealname", marker, settle=True)
+        properties = ["dealname", "pipeline", "dealstage", "closedate"]
+        if contact_id is not None:
+            found = self._find_associated(
+                "contacts", contact_id, "deals", ("deals", "deal", "0-3"), properties, "dealname", marker
+            )
+            if found is not None:
+                return found
+        return self._search_marked(
+            "deals", _search_filters("dealname", reference), properties, "book", "dealname", marker, settle=True
+        )
 
     # -- meeting ----------------------------------------------------------------------------
 
@@ -706,7 +839,13 @@ class HubSpotAdapter:
         if request.reason:
             lines.append(f"Reason: {request.reason}")
         lines.append(self._meeting_marker(request.reference))
+        lines.append(self._zone_marker(_zone_label(request.timezone, request.start)))
         return "\n".join(lines)
+
+    @staticmethod
+    def _zone_marker(label: str) -> str:
+        """The line of the meeting body that records the booking's own zone (returned times use it)."""
+        return f"Booking time zone: [{label}]"
 
     def _create_meeting(
         self, request: AppointmentRequest, contact_id: str, deal_id: str, extra: Mapping[str, str]
@@ -737,6 +876,47 @@ class HubSpotAdapter:
         )
         return self._created(resp, "book", "meeting", request.reference)
 
+    def _find_associated(
+        self,
+        from_type: str,
+        from_id: str,
+        to_type: str,
+        keys: tuple[str, ...],
+        properties: list[str],
+        property_name: str,
+        marker: str,
+    ) -> dict[str, Any] | None:
+        """Among a record's associated ``to_type`` records (newest first), the one carrying ``marker``.
+
+        Reads by id are consistent, unlike search, so this finds a record created moments ago.
+        At most :data:`MAX_MEETINGS_CHECKED` of the newest associated records are read.
+        """
+        operation = "push_report" if to_type == "notes" else "book"
+        resp = self.transport.request(
+            "GET",
+            self.paths.objects(from_type, from_id),
+            operation=operation,
+            params={"associations": to_type},
+            expect=(404,),
+        )
+        if resp.status == 404:
+            return None
+        ids = sorted(_associated_ids(self._json_object(resp, operation), keys), key=int, reverse=True)
+        for record_id in ids[:MAX_MEETINGS_CHECKED]:
+            got = self.transport.request(
+                "GET",
+                self.paths.objects(to_type, record_id),
+                operation=operation,
+                params={"properties": ",".join(properties)},
+                expect=(404,),
+            )
+            if got.status == 404:
+                continue
+            record = self._json_object(got, operation)
+            if _has_marker(record, property_name, marker):
+                return record
+        return None
+
     def _find_meeting(self, deal_id: str, reference: str) -> dict[str, Any] | None:
         """The booking's meeting: first among the deal's associated meetings, then by search."""
         marker = self._meeting_marker(reference)
@@ -760,12 +940,15 @@ class HubSpotAdapter:
             meeting = self._json_object(got, "book")
             if _has_marker(meeting, "hs_meeting_body", marker):
                 return meeting
-        body = {
-            "filterGroups": _search_filters("hs_meeting_body", reference),
-            "properties": list(_MEETING_PROPERTIES),
-            "limit": SEARCH_LIMIT,
-        }
-        return self._search_marked("meetings", body, "book", "hs_meeting_body", marker, settle=True)
+        return self._search_marked(
+            "meetings",
+            _search_filters("hs_meeting_body", reference),
+            list(_MEETING_PROPERTIES),
+            "book",
+            "hs_meeting_body",
+            marker,
+            settle=True,
+        )
 
     # -- notes ------------------------------------------------------------------------------
 
@@ -788,13 +971,55 @@ class HubSpotAdapter:
         return hubspot_time(_dt.datetime(day_after.year, day_after.month, day_after.day, tzinfo=_UTC))
 
     def _find_note(self, report_id: str, *, settle: bool = False) -> dict[str, Any] | None:
-        body = {
-            "filterGroups": _search_filters("hs_note_body", report_id),
-            "properties": ["hs_note_body", "hs_timestamp"],
-            "limit": SEARCH_LIMIT,
-        }
         marker = self._note_marker(report_id)
-        return self._search_marked("notes", body, "push_report", "hs_note_body", marker, settle=settle)
+        return self._search_marked(
+            "notes",
+            _search_filters("hs_note_body", report_id),
+            ["hs_note_body", "hs_timestamp"],
+            "push_report",
+            "hs_note_body",
+            marker,
+            settle=settle,
+        )
+
+    def _reports_company_id(self) -> str:
+        """Where report notes go: the configured company, else the "pms-integration reports" company.
+
+        That company is looked up by its exact name once per adapter (and created on a portal that
+        has none), so the notes appear on a company record that anyone can open in HubSpot.
+        """
+        with self._company_lock:
+            if self._reports_company is None:
+                self._reports_company = self._find_or_create_reports_company()
+            return self._reports_company
+
+    def _find_reports_company(self, *, settle: bool = False) -> dict[str, Any] | None:
+        groups = [{"filters": [{"propertyName": "name", "operator": "EQ", "value": REPORTS_COMPANY_NAME}]}]
+        return self._search_marked(
+            "companies", groups, ["name"], "push_report", "name", REPORTS_COMPANY_NAME, settle=settle, exact=True
+        )
+
+    def _find_or_create_reports_company(self) -> str:
+        found = self._find_reports_company()
+        if found is None:
+
+            def create_company() -> dict[str, Any]:
+                resp = self.transport.request(
+                    "POST",
+                    self.paths.objects("companies"),
+                    operation="push_report",
+                    json={"properties": {"name": REPORTS_COMPANY_NAME}, "associations": []},
+                    reference=REPORTS_COMPANY_NAME,
+                )
+                return self._created(resp, "push_report", "company", REPORTS_COMPANY_NAME)
+
+            found = self._create_once(
+                create_company,
+                lambda: self._find_reports_company(settle=True),
+                operation="push_report",
+                reference=REPORTS_COMPANY_NAME,
+            )
+        return self._object_id(found, "push_report", "company")
 
     def _remember_note(self, report_id: str, note_id: str) -> None:
         with self._notes_lock:
@@ -853,27 +1078,69 @@ class HubSpotAdapter:
         )
         return self._json_object(resp, operation)
 
-    def _search(self, object_type: str, body: Mapping[str, Any], operation: str) -> list[dict[str, Any]]:
-        resp = self.transport.request(
-            "POST", self.paths.search(object_type), operation=operation, json=body, idempotent=True
-        )
-        data = self._json_object(resp, operation)
-        results = data.get("results")
-        if not isinstance(results, list):
-            raise unexpected(PROVIDER, operation, "a search response without results")
-        return [r for r in results if isinstance(r, dict) and _ID.fullmatch(str(r.get("id", "")))]
+    def _search_pages(
+        self, object_type: str, filter_groups: list[dict[str, Any]], properties: list[str], operation: str
+    ) -> Iterator[dict[str, Any]]:
+        """Every search result, oldest first, page by page (``after``), within the deadline.
+
+        Each body is a complete ``PublicObjectSearchRequest`` (``filterGroups``, ``properties``,
+        ``sorts``, ``limit``, ``after``: the published spec requires all five). Sorting by
+        ``hs_object_id`` keeps the pages stable and puts the oldest record first. A look-up that
+        cannot read every page (past HubSpot's 10,000-result cap, or out of time) fails instead of
+        answering "not found", because a miss would lead the caller to create a duplicate.
+        """
+        after = "0"
+        seen = 0
+        while True:
+            body = {
+                "filterGroups": filter_groups,
+                "properties": properties,
+                "sorts": ["hs_object_id"],
+                "limit": SEARCH_LIMIT,
+                "after": after,
+            }
+            resp = self.transport.request(
+                "POST", self.paths.search(object_type), operation=operation, json=body, idempotent=True
+            )
+            data = self._json_object(resp, operation)
+            results = data.get("results")
+            if not isinstance(results, list):
+                raise unexpected(PROVIDER, operation, "a search response without results")
+            for record in results:
+                if isinstance(record, dict) and _ID.fullmatch(str(record.get("id", ""))):
+                    yield record
+            seen += len(results)
+            paging = data.get("paging")
+            following = paging.get("next") if isinstance(paging, dict) else None
+            cursor = following.get("after") if isinstance(following, dict) else None
+            if not isinstance(cursor, str) or not cursor or not results:
+                return
+            deadline = current_deadline()
+            if seen >= SEARCH_MAX_RESULTS or (deadline is not None and deadline.remaining() < self.settings.timeout):
+                raise UnexpectedResponseError(
+                    f"HubSpot's search for {object_type} returned more results than could be checked "
+                    f"({seen} read) within the limits; the record may exist",
+                    provider=PROVIDER.value,
+                    operation=operation,
+                )
+            after = cursor
 
     def _search_marked(
         self,
         object_type: str,
-        body: Mapping[str, Any],
+        filter_groups: list[dict[str, Any]],
+        properties: list[str],
         operation: str,
         property_name: str,
         marker: str,
         *,
         settle: bool,
+        exact: bool = False,
     ) -> dict[str, Any] | None:
         """The oldest search result whose ``property_name`` contains ``marker`` exactly.
+
+        Every page is read (the filters only narrow the search; the exact check is done here),
+        so a match on page two is found. With ``exact`` the property must equal ``marker``.
 
         With ``settle`` (the reconcile path, right after a create whose outcome is unknown) a
         miss is searched again after :data:`SETTLE_SECONDS`, because HubSpot's search index
@@ -894,10 +1161,11 @@ class HubSpotAdapter:
                         operation=operation,
                     )
                 self.transport.sleep(wait)
-            matches = [r for r in self._search(object_type, body, operation) if _has_marker(r, property_name, marker)]
-            if matches:
-                # Several can only come from an earlier race; always settle on the oldest.
-                return min(matches, key=lambda r: int(str(r.get("id"))))
+            for record in self._search_pages(object_type, filter_groups, properties, operation):
+                value = _props(record).get(property_name)
+                if isinstance(value, str) and (value == marker if exact else marker in value):
+                    # Oldest first: several can only come from an earlier race; the oldest wins.
+                    return record
         return None
 
     @staticmethod
@@ -978,12 +1246,17 @@ class HubSpotAdapter:
             title = changes.title or title
         body = props.get("hs_meeting_body")
         match = _BODY_REFERENCE.search(body) if isinstance(body, str) else None
+        zone = _meeting_zone(meeting)
+        if start is None:
+            raise unexpected(PROVIDER, "update" if changes is not None else "cancel", "the meeting has no start time")
+        if end is None:
+            end = start
         return Appointment(
             provider=PROVIDER,
             id=appointment_id,
             status=status,
-            start=start,
-            end=end,
+            start=start.astimezone(zone),
+            end=end.astimezone(zone),
             reference=match.group(1) if match else None,
             title=title,
             raw={"meeting": dict(meeting), "deal": dict(deal) if deal is not None else None},
@@ -1010,6 +1283,23 @@ def _associated_ids(record: Mapping[str, Any], keys: Iterable[str]) -> list[str]
             if isinstance(value, str) and _ID.fullmatch(value) and value not in ids:
                 ids.append(value)
     return ids
+
+
+def _props(record: Mapping[str, Any]) -> dict[str, Any]:
+    props = record.get("properties")
+    return props if isinstance(props, dict) else {}
+
+
+def _outcome(meeting: Mapping[str, Any]) -> str | None:
+    value = _props(meeting).get("hs_meeting_outcome")
+    return value.upper() if isinstance(value, str) else None
+
+
+def _merged(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
+    """A PATCH answer on top of the record read before it (HubSpot may answer with fewer properties)."""
+    out = dict(after)
+    out["properties"] = {**_props(before), **{k: v for k, v in _props(after).items() if v is not None}}
+    return out
 
 
 def _has_marker(record: Mapping[str, Any], property_name: str, marker: str) -> bool:

@@ -15,8 +15,24 @@ its date-versioned twin), and it is strict where HubSpot is:
   at a record that exists;
 * e-mail is unique on contacts (409 ``Contact already exists. Existing ID: n``) and the deal
   property ``pms_booking_id`` is a unique-value property usable as ``idProperty``;
-* ids are numeric strings; search is limited to 5 requests a second and, when ``search_lag`` is
-  set, sees writes only after that many seconds (HubSpot's index lags behind writes).
+* ids are numeric strings; search is limited to 5 requests a second and is **eventually
+  consistent**: a write becomes visible to search only ``search_lag`` seconds later (1 s by
+  default; HubSpot's index lags "a few moments"), while reads by id see it at once;
+* search honours ``sorts``, the free-text ``query``, paging with ``after``, and compares
+  date-time filters as instants (epoch milliseconds or ISO-8601); without ``properties`` it
+  answers with the default property set, as HubSpot does;
+* repeated query parameters (``?properties=a&properties=b``, as the official SDK sends lists)
+  count as one list, like the comma-separated form;
+* the private-app burst limit, 100 requests per rolling 10 s, is on by default
+  (``burst_limit``; ``None`` turns it off, and an explicit ``Sandbox.set_rate_limit`` replaces it);
+* a route it does not emulate answers 501 ``NOT_EMULATED`` naming the route, never a 404 that a
+  caller would read as "record not found".
+
+Options (attributes of the emulator, ``sandbox.emulator("hubspot")``): ``search_lag`` (seconds,
+0 turns the lag off), ``burst_limit`` (``(requests, seconds)`` or ``None``), ``search_rate``
+(searches a second, or ``None``) and ``clock`` (a ``time.monotonic``-like function the lag and
+limits are measured with, injectable in tests). :meth:`HubSpotEmulator.settle` makes every write
+so far visible to search at once, so a test need not wait for the lag.
 
 State is inspected with :meth:`HubSpotEmulator.state` (``bookings`` joins each meeting to its
 deal), :meth:`HubSpotEmulator.records` and :meth:`HubSpotEmulator.associations_of`.
@@ -31,12 +47,26 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from ..models import ProviderName
 from ._core import Emulator, Reply, Route, Sandbox, SandboxRequest, SandboxResponse, json_response
 
-__all__ = ["HubSpotEmulator", "EMULATOR", "REFERENCE_PROPERTY", "ASSOCIATION_TYPES", "DEFAULT_PIPELINE_STAGES"]
+__all__ = [
+    "HubSpotEmulator",
+    "EMULATOR",
+    "REFERENCE_PROPERTY",
+    "ASSOCIATION_TYPES",
+    "DEFAULT_PIPELINE_STAGES",
+    "DEFAULT_SEARCH_LAG",
+    "DEFAULT_BURST_LIMIT",
+]
+
+#: Seconds before a write shows in search results (HubSpot: "a few moments").
+DEFAULT_SEARCH_LAG = 1.0
+#: The private-app burst limit of the Free/Starter tiers: 100 requests per rolling 10 seconds.
+DEFAULT_BURST_LIMIT: tuple[int, float] = (100, 10.0)
 
 #: The unique-value custom deal property the sandbox defines (``hasUniqueValue: true``).
 REFERENCE_PROPERTY = "pms_booking_id"
@@ -178,6 +208,15 @@ _DEFAULT_READ = {
     "notes": ("hs_timestamp",),
 }
 _CREATED_PROPERTY = {"contacts": "createdate", "companies": "createdate", "deals": "createdate"}
+#: Properties the free-text ``query`` of a search looks in (HubSpot's default searchable ones).
+_QUERY_PROPERTIES = {
+    "contacts": ("firstname", "lastname", "email", "phone", "company", "website"),
+    "companies": ("name", "domain", "website", "phone"),
+    "deals": ("dealname",),
+    "meetings": ("hs_meeting_title", "hs_meeting_body"),
+    "notes": ("hs_note_body",),
+}
+_SYSTEM_DATETIMES = {"createdate", "hs_createdate", "lastmodifieddate", "hs_lastmodifieddate"}
 _SEARCH_OPERATORS = {
     "EQ", "NEQ", "LT", "LTE", "GT", "GTE", "BETWEEN", "IN", "NOT_IN", "HAS_PROPERTY", "NOT_HAS_PROPERTY",
     "CONTAINS_TOKEN", "NOT_CONTAINS_TOKEN",
@@ -216,6 +255,38 @@ def _normalise_time(value: str) -> str | None:
     return parsed.astimezone(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _instant(value: str) -> float | None:
+    """A date-time filter value or property as epoch milliseconds (None if it is not one)."""
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        if text.lstrip("-").isdigit():
+            return float(int(text))
+        parsed = _dt.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    except (ValueError, OverflowError):
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=_dt.timezone.utc)
+    return parsed.timestamp() * 1000
+
+
+def _list_arg(req: SandboxRequest, name: str) -> list[str]:
+    """A list query parameter: repeated (``a=1&a=2``, as the SDK sends it), comma-separated, or both."""
+    out: list[str] = []
+    for value in req.query.get(name, []):
+        out += [v.strip() for v in value.split(",") if v.strip() and v.strip() not in out]
+    return out
+
+
+def _system_value(record: dict[str, Any], name: str) -> str:
+    if name == "hs_object_id":
+        return str(record["id"])
+    if name in ("createdate", "hs_createdate"):
+        return str(record["createdAt"])
+    return str(record["updatedAt"])
+
+
 def _tokens(text: str) -> list[str]:
     return [t.lower() for t in _TOKEN.findall(text)]
 
@@ -240,9 +311,14 @@ class HubSpotEmulator(Emulator):
 
     def __init__(self, sandbox: Sandbox) -> None:
         #: Seconds before a write is visible to search (HubSpot's index lag); 0 = immediately.
-        self.search_lag = 0.0
+        self.search_lag = DEFAULT_SEARCH_LAG
         #: Search requests allowed per second per account (None: unlimited).
         self.search_rate: int | None = 5
+        #: Requests allowed per rolling window, ``(requests, seconds)``; None: unlimited.
+        self.burst_limit: tuple[int, float] | None = DEFAULT_BURST_LIMIT
+        #: The clock the search lag and the limits are measured with (injectable in tests).
+        self.clock: Callable[[], float] = time.monotonic
+        self._burst: collections.deque[float] = collections.deque()
         #: Deal pipelines: id -> stage ids.
         self.pipelines: dict[str, tuple[str, ...]] = {"default": DEFAULT_PIPELINE_STAGES}
         self.objects: dict[str, dict[str, dict[str, Any]]] = {t: {} for t in _OBJECT_TYPE_IDS}
@@ -312,14 +388,30 @@ class HubSpotEmulator(Emulator):
             self.links.clear()
             self._next = dict(_FIRST_IDS)
             self._searches.clear()
+            self._burst.clear()
             self._daily = 0
-            self.search_lag = 0.0
+            # search_lag, burst_limit, search_rate and clock are configuration: they stay.
             self.company_id = self._seed_company()
 
     def check_auth(self, req: SandboxRequest) -> SandboxResponse | None:
         if req.bearer() == self.token:
             return None
         return self._error(401, _AUTH_MESSAGE, "INVALID_AUTHENTICATION")
+
+    def not_found(self, req: SandboxRequest) -> SandboxResponse:
+        """A route this emulator does not implement: 501, so nobody mistakes it for "no such record"."""
+        return self._error(
+            501,
+            f"The HubSpot sandbox does not emulate {req.method} {req.path.split('?')[0][:200]}",
+            "NOT_EMULATED",
+        )
+
+    def settle(self) -> None:
+        """Make every write so far visible to search now (as if the index lag had passed)."""
+        with self.lock:
+            for store in self.objects.values():
+                for record in store.values():
+                    record["index"] = [(float("-inf"), props) for _, props in record["index"][-1:]]
 
     def error_response(
         self, status: int, *, message: str | None = None, retry_after: float | None = None
@@ -445,10 +537,10 @@ class HubSpotEmulator(Emulator):
         object_type = self._begin(req, params)
         with self.lock:
             record = self._lookup(object_type, params["id"], req.arg("idProperty"))
-            wanted = [p for p in (req.arg("properties") or "").split(",") if p]
+            wanted = _list_arg(req, "properties")
             out = self._public(record, wanted or list(_DEFAULT_READ[object_type]))
             associations: dict[str, Any] = {}
-            for to_type in [a for a in (req.arg("associations") or "").split(",") if a]:
+            for to_type in _list_arg(req, "associations"):
                 target = _ALIASES.get(to_type)
                 if target is None:
                     raise Reply(self._error(400, f"Unknown object type {to_type}", "VALIDATION_ERROR"))
@@ -534,22 +626,91 @@ class HubSpotEmulator(Emulator):
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 200:
             raise Reply(self._error(400, "limit must be between 1 and 200", "VALIDATION_ERROR"))
         after = body.get("after") or "0"
-        offset = int(after) if isinstance(after, str) and after.isdigit() else 0
+        if not isinstance(after, str) or not after.isdigit():
+            raise Reply(self._error(400, "after must be a paging cursor from an earlier answer", "VALIDATION_ERROR"))
+        offset = int(after)
+        if offset + limit > 10_000:
+            raise Reply(self._error(400, "Search results are limited to 10,000 records per query", "VALIDATION_ERROR"))
         wanted = [p for p in body.get("properties") or [] if isinstance(p, str)]
-        cutoff = time.monotonic() - self.search_lag
+        sorts = self._sorts(object_type, body.get("sorts"))
+        query = body.get("query")
+        if query is not None and (not isinstance(query, str) or len(query) > 3000):
+            raise Reply(self._error(400, "query must be a string of at most 3000 characters", "VALIDATION_ERROR"))
+        cutoff = self.clock() - self.search_lag
         with self.lock:
-            hits = []
+            found: list[tuple[dict[str, Any], dict[str, str]]] = []
             for record in sorted(self.objects[object_type].values(), key=lambda r: int(r["id"])):
                 visible = self._indexed(record, cutoff)
                 if visible is None:
                     continue
-                if not groups or any(self._matches(visible, g["filters"]) for g in groups):
-                    hits.append(self._public({**record, "properties": visible}, wanted or None))
+                if groups and not any(self._matches(object_type, record, visible, g["filters"]) for g in groups):
+                    continue
+                if query and not self._query_matches(object_type, visible, query):
+                    continue
+                found.append((record, visible))
+            for name, descending in reversed(sorts):
+
+                def key(pair: tuple[dict[str, Any], dict[str, str]], n: str = name) -> tuple[int, int, Any]:
+                    return self._sort_key(object_type, pair[0], pair[1], n)
+
+                found.sort(key=key, reverse=descending)
+            hits = [
+                self._public({**record, "properties": visible}, wanted or list(_DEFAULT_READ[object_type]))
+                for record, visible in found
+            ]
         page = hits[offset : offset + limit]
         out: dict[str, Any] = {"total": len(hits), "results": page}
         if offset + limit < len(hits):
             out["paging"] = {"next": {"after": str(offset + limit)}}
         return self._reply(200, out)
+
+    def _sorts(self, object_type: str, value: Any) -> list[tuple[str, bool]]:
+        """``sorts`` as (property, descending) pairs.
+
+        The published spec types each entry as a string (a property name, ascending; a leading
+        ``-`` sorts descending); HubSpot's guides show ``{"propertyName", "direction"}`` objects.
+        Both are accepted.
+        """
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise Reply(self._error(400, "sorts must be a list", "VALIDATION_ERROR"))
+        out: list[tuple[str, bool]] = []
+        for item in value:
+            if isinstance(item, str):
+                name, descending = item.lstrip("-"), item.startswith("-")
+            elif isinstance(item, dict) and isinstance(item.get("propertyName"), str):
+                direction = item.get("direction", "ASCENDING")
+                if direction not in ("ASCENDING", "DESCENDING"):
+                    raise Reply(self._error(400, f"Invalid sort direction {direction!r}", "VALIDATION_ERROR"))
+                name, descending = item["propertyName"], direction == "DESCENDING"
+            else:
+                raise Reply(self._error(400, "Each sort is a property name or {propertyName, direction}", "VALIDATION_ERROR"))
+            if name not in _PROPERTIES[object_type] and name not in _READ_ONLY:
+                raise Reply(self._invalid([(name, "PROPERTY_DOESNT_EXIST", f'Property "{name}" does not exist')]))
+            out.append((name, descending))
+        return out
+
+    @staticmethod
+    def _sort_key(object_type: str, record: dict[str, Any], props: dict[str, str], name: str) -> tuple[int, int, Any]:
+        value = _system_value(record, name) if name in _READ_ONLY else props.get(name)
+        if not value:
+            return (1, 0, 0.0)  # records without the property sort last
+        if name in _SYSTEM_DATETIMES or _PROPERTIES[object_type].get(name) == _DATETIME:
+            instant = _instant(value)
+            if instant is not None:
+                return (0, 0, instant)
+        try:
+            return (0, 0, float(value))
+        except ValueError:
+            return (0, 1, value.lower())
+
+    @staticmethod
+    def _query_matches(object_type: str, props: dict[str, str], query: str) -> bool:
+        """The free-text query: every word of it starts a word of a default searchable property."""
+        words = [w for p in _QUERY_PROPERTIES[object_type] for w in _tokens(props.get(p) or "")]
+        wanted = _tokens(query)
+        return bool(wanted) and all(any(w.startswith(q) for w in words) for q in wanted)
 
     # -- request checks ----------------------------------------------------------------------
 
@@ -557,8 +718,26 @@ class HubSpotEmulator(Emulator):
         denied = self.check_auth(req)
         if denied is not None:
             raise Reply(denied)
+        self._burst_slot()
         with self.lock:
             self._daily += 1
+
+    def _burst_slot(self) -> None:
+        """HubSpot's rolling burst window (private apps: 100 requests per 10 s)."""
+        limit = self.burst_limit
+        # An explicit window set with Sandbox.set_rate_limit replaces this one.
+        if limit is None or self.provider in self.sandbox._limits:
+            return
+        allowed, per = limit
+        with self.lock:
+            now = self.clock()
+            while self._burst and self._burst[0] <= now - per:
+                self._burst.popleft()
+            if len(self._burst) >= allowed:
+                limited = self._rate_limited("TEN_SECONDLY_ROLLING", None)
+                limited.headers.update(self.rate_limit_headers(0, allowed, int(per * 1000)))
+                raise Reply(limited)
+            self._burst.append(now)
 
     def _begin(self, req: SandboxRequest, params: dict[str, str]) -> str:
         self._auth(req)
@@ -715,7 +894,7 @@ class HubSpotEmulator(Emulator):
         if self.search_rate is None:
             return
         with self.lock:
-            now = time.monotonic()
+            now = self.clock()
             while self._searches and self._searches[0] <= now - 1.0:
                 self._searches.popleft()
             if len(self._searches) >= self.search_rate:
@@ -752,10 +931,10 @@ class HubSpotEmulator(Emulator):
         record["updatedAt"] = _now_iso()
         self._reindex(record)
 
-    @staticmethod
-    def _reindex(record: dict[str, Any]) -> None:
+    def _reindex(self, record: dict[str, Any]) -> None:
+        """Queue the record's new properties for search: visible ``search_lag`` seconds from now."""
         index: list[tuple[float, dict[str, str]]] = record["index"]
-        index.append((time.monotonic(), dict(record["properties"])))
+        index.append((self.clock(), dict(record["properties"])))
         del index[:-20]
 
     @staticmethod
@@ -812,11 +991,17 @@ class HubSpotEmulator(Emulator):
             )
         return found
 
-    def _matches(self, props: dict[str, str], filters: list[dict[str, Any]]) -> bool:
+    def _matches(
+        self, object_type: str, record: dict[str, Any], props: dict[str, str], filters: list[dict[str, Any]]
+    ) -> bool:
         for f in filters:
             name, op = f["propertyName"], f["operator"]
-            current = props.get(name) or ""
+            current = (_system_value(record, name) if name in _READ_ONLY else props.get(name)) or ""
             value = str(f.get("value", ""))
+            if name in _SYSTEM_DATETIMES or _PROPERTIES[object_type].get(name) == _DATETIME:
+                if not self._time_matches(op, current, value, str(f.get("highValue", ""))):
+                    return False
+                continue
             values = [str(v).lower() for v in f.get("values") or []]
             if op == "HAS_PROPERTY":
                 ok = bool(current)
@@ -839,6 +1024,27 @@ class HubSpotEmulator(Emulator):
             if not ok:
                 return False
         return True
+
+    @staticmethod
+    def _time_matches(op: str, current: str, value: str, high: str) -> bool:
+        """Date-time filters compare instants: epoch milliseconds and ISO-8601 alike."""
+        if op == "HAS_PROPERTY":
+            return bool(current)
+        if op == "NOT_HAS_PROPERTY":
+            return not current
+        a, b = _instant(current), _instant(value)
+        if a is None or b is None:
+            return False
+        if op == "EQ":
+            return a == b
+        if op == "NEQ":
+            return a != b
+        if op == "BETWEEN":
+            c = _instant(high)
+            return c is not None and b <= a <= c
+        if op in ("LT", "LTE", "GT", "GTE"):
+            return bool({"LT": a < b, "LTE": a <= b, "GT": a > b, "GTE": a >= b}[op])
+        return False
 
     @staticmethod
     def _compare(op: str, current: str, value: str, high: str) -> bool:
@@ -908,11 +1114,15 @@ class HubSpotEmulator(Emulator):
         return response
 
     def _common_headers(self) -> dict[str, str]:
-        return {
+        headers = {
             "X-HubSpot-Correlation-Id": str(uuid.uuid4()),
             "X-HubSpot-RateLimit-Daily": "250000",
             "X-HubSpot-RateLimit-Daily-Remaining": str(max(250_000 - self._daily, 0)),
         }
+        limit = self.burst_limit
+        if limit is not None and self.provider not in self.sandbox._limits:
+            headers.update(self.rate_limit_headers(limit[0] - len(self._burst), limit[0], int(limit[1] * 1000)))
+        return headers
 
     def _error(self, status: int, message: str, category: str, **extra: Any) -> SandboxResponse:
         correlation = str(uuid.uuid4())
