@@ -76,7 +76,7 @@ def upsert_response(contact_id: str = CONTACT_ID, *, new: bool = True) -> dict[s
             "lastName": "doe",
             "email": "jane.doe@example.com",
             "phone": "+15555550123",
-            "dateAdded": "2026-03-01T10:00:00.000Z",
+            "dateAdded": "2037-03-01T10:00:00.000Z",
         },
         "traceId": "9f3c2d4e-0b1a-4c5d-8e7f-001122334455",
     }
@@ -85,8 +85,8 @@ def upsert_response(contact_id: str = CONTACT_ID, *, new: bool = True) -> dict[s
 def appointment_response(
     *,
     event_id: str = EVENT_ID,
-    start: str = "2026-03-10T10:00:00-04:00",
-    end: str = "2026-03-10T10:30:00-04:00",
+    start: str = "2037-03-10T10:00:00-04:00",
+    end: str = "2037-03-10T10:30:00-04:00",
     title: str = "Cleaning (ref bk-test)",
     status: str = "confirmed",
     contact_id: str = CONTACT_ID,
@@ -111,8 +111,8 @@ def appointment_response(
 def calendar_event(
     *,
     event_id: str = EVENT_ID,
-    start: str = "2026-03-10T10:00:00-04:00",
-    end: str = "2026-03-10T10:30:00-04:00",
+    start: str = "2037-03-10T10:00:00-04:00",
+    end: str = "2037-03-10T10:30:00-04:00",
     title: str = "Cleaning (ref bk-test)",
     description: str = "",
     status: str = "confirmed",
@@ -134,8 +134,8 @@ def calendar_event(
         "isRecurring": False,
         "startTime": start,
         "endTime": end,
-        "dateAdded": "2026-03-01T10:00:00.000Z",
-        "dateUpdated": "2026-03-01T10:00:00.000Z",
+        "dateAdded": "2037-03-01T10:00:00.000Z",
+        "dateUpdated": "2037-03-01T10:00:00.000Z",
     }
 
 
@@ -145,7 +145,7 @@ def note(body: str, *, note_id: str = NOTE_ID, contact_id: str = REPORT_CONTACT_
         "id": note_id,
         "body": body,
         "userId": "",
-        "dateAdded": "2026-03-08T09:00:00.000Z",
+        "dateAdded": "2037-03-08T09:00:00.000Z",
         "contactId": contact_id,
         "title": title,
         "color": "",
@@ -260,8 +260,8 @@ GOOD_CREATE = {
     "calendarId": CALENDAR_ID,
     "locationId": LOCATION_ID,
     "contactId": CONTACT_ID,
-    "startTime": "2026-03-10T10:00:00-04:00",
-    "endTime": "2026-03-10T10:30:00-04:00",
+    "startTime": "2037-03-10T10:00:00-04:00",
+    "endTime": "2037-03-10T10:30:00-04:00",
     "title": "Cleaning",
 }
 BAD_REQUESTS: list[tuple[str, Callable[[], dict[str, Any]]]] = [
@@ -287,7 +287,7 @@ BAD_REQUESTS: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         lambda: {
             "method": "POST",
             "path": "/calendars/events/appointments",
-            "body": {**GOOD_CREATE, "selectedSlot": "2026-03-10T10:00:00-04:00"},
+            "body": {**GOOD_CREATE, "selectedSlot": "2037-03-10T10:00:00-04:00"},
             "version": CAL,
         },
     ),

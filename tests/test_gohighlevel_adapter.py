@@ -17,6 +17,7 @@ from pms_integration import PMSClient
 from pms_integration._http import HttpResponse, Runtime
 from pms_integration.config import load_config
 from pms_integration.errors import (
+    AppointmentCancelledError,
     AuthenticationError,
     ConflictError,
     InvalidRequestError,
@@ -30,7 +31,7 @@ from pms_integration.errors import (
     UnsupportedOperationError,
     ValidationError,
 )
-from pms_integration.models import AppointmentStatus, ProviderName
+from pms_integration.models import AppointmentRequest, AppointmentStatus, Patient, ProviderName
 from pms_integration.provider import Capability
 from pms_integration.providers import gohighlevel as ghl
 from tests._gohighlevel_support import (
@@ -56,12 +57,27 @@ UPSERT = f"{HOST}/contacts/upsert"
 CREATE = f"{HOST}/calendars/events/appointments"
 EVENTS = f"{HOST}/calendars/events"
 EVENT = f"{HOST}/calendars/events/appointments/{EVENT_ID}"
+SEARCH = f"{HOST}/contacts/search"
+DESCRIPTION = "Six-month check-up\n\nTime zone: America/New_York\nBooking reference: bk-test"
 
 
 @pytest.fixture
 def rsps() -> Iterator[responses.RequestsMock]:
+    """Mocked HTTP where, unless a test says otherwise, the contact search finds nobody and the
+    event read before an update or cancel finds a booked event."""
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.post(SEARCH, json={"contacts": [], "total": 0})
+        mock.get(EVENT, json={"event": calendar_event(description=DESCRIPTION)})
         yield mock
+
+
+def event_is(rsps: responses.RequestsMock, **fields: Any) -> None:
+    """What the read before an update or cancel finds."""
+    rsps.replace(responses.GET, EVENT, json={"event": calendar_event(**fields)})
+
+
+def requests_made(rsps: responses.RequestsMock) -> list[str]:
+    return [f"{call.request.method} {call.request.url.replace(HOST, '').split('?')[0]}" for call in rsps.calls]
 
 
 def client(env: dict[str, str] | None = None, **extra: str) -> PMSClient:
@@ -70,7 +86,7 @@ def client(env: dict[str, str] | None = None, **extra: str) -> PMSClient:
 
 def booking(**over: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
-        "start": "2026-03-10T10:00:00-04:00",
+        "start": "2037-03-10T10:00:00-04:00",
         "duration_minutes": 30,
         "timezone": "America/New_York",
         "title": "Cleaning",
@@ -90,8 +106,8 @@ def sent(call: Any) -> Any:
 
 def report(**over: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
-        "period_start": "2026-03-01",
-        "period_end": "2026-03-07",
+        "period_start": "2037-03-01",
+        "period_end": "2037-03-07",
         "metrics": {"calls handled": 142, "bookings made": 37, "conversion rate %": 26.1},
     }
     base.update(over)
@@ -102,14 +118,36 @@ def report(**over: Any) -> dict[str, Any]:
 # v2 book
 
 
-def test_v2_book_upserts_contact_then_creates_event(rsps: responses.RequestsMock) -> None:
+def test_v2_book_searches_then_creates_contact_then_event(rsps: responses.RequestsMock) -> None:
     rsps.post(UPSERT, json=upsert_response())
-    rsps.post(CREATE, json=appointment_response(title="Cleaning (ref bk-test)"))
+    rsps.post(CREATE, json=appointment_response(title="Cleaning"))
     with client() as c:
         appt = c.book_appointment(booking(), provider="ghl")
 
-    assert len(rsps.calls) == 2  # pinned: v2 book = 2 requests
-    upsert, create = rsps.calls
+    # pinned: v2 book of a new patient = 3 requests (search, create the contact, the event)
+    assert requests_made(rsps) == [
+        "POST /contacts/search",
+        "POST /contacts/upsert",
+        "POST /calendars/events/appointments",
+    ]
+    search, upsert, create = rsps.calls
+    assert search.request.headers["Version"] == "2021-07-28"
+    assert sent(search) == {
+        "locationId": LOCATION_ID,
+        "page": 1,
+        "pageLimit": 20,
+        "filters": [
+            {
+                "group": "OR",
+                "filters": [
+                    {"field": "email", "operator": "eq", "value": "jane.doe@example.com"},
+                    {"field": "phone", "operator": "eq", "value": "+15555550123"},
+                ],
+            }
+        ],
+    }
+    for call in rsps.calls:  # no patient identifier in any URL
+        assert "jane" not in call.request.url and "555" not in call.request.url
     assert upsert.request.headers["Version"] == "2021-07-28"
     assert upsert.request.headers["Authorization"] == f"Bearer {TOKEN}"
     assert sent(upsert) == {
@@ -124,10 +162,11 @@ def test_v2_book_upserts_contact_then_creates_event(rsps: responses.RequestsMock
     assert body["calendarId"] == CALENDAR_ID
     assert body["locationId"] == LOCATION_ID
     assert body["contactId"] == CONTACT_ID
-    assert body["startTime"] == "2026-03-10T10:00:00-04:00"
-    assert body["endTime"] == "2026-03-10T10:30:00-04:00"
-    assert body["title"] == "Cleaning (ref bk-test)"
-    assert body["description"].endswith("Booking reference: bk-test")
+    assert body["startTime"] == "2037-03-10T10:00:00-04:00"
+    assert body["endTime"] == "2037-03-10T10:30:00-04:00"
+    # the title is what reminders show the patient: no reference in it
+    assert body["title"] == "Cleaning"
+    assert body["description"].endswith("Time zone: America/New_York\nBooking reference: bk-test")
     assert "Six-month check-up" in body["description"] and "Prefers Dr. Lee" in body["description"]
     assert set(body) <= {
         "calendarId",
@@ -146,8 +185,38 @@ def test_v2_book_upserts_contact_then_creates_event(rsps: responses.RequestsMock
     assert appt.status is AppointmentStatus.BOOKED
     assert appt.reference == "bk-test"
     assert appt.contact_id == CONTACT_ID
-    assert appt.start == dt.datetime(2026, 3, 10, 10, tzinfo=NY)
-    assert appt.end == dt.datetime(2026, 3, 10, 10, 30, tzinfo=NY)
+    assert appt.start == dt.datetime(2037, 3, 10, 10, tzinfo=NY)
+    assert appt.end == dt.datetime(2037, 3, 10, 10, 30, tzinfo=NY)
+    assert isinstance(appt.start.tzinfo, ZoneInfo) and appt.start.tzinfo.key == "America/New_York"
+
+
+def test_v2_returning_patient_is_found_and_never_written(rsps: responses.RequestsMock) -> None:
+    """A mother and her son share a phone and an e-mail: booking for one must not rename the other."""
+    mother = {"id": "motherContact01", "firstName": "jane", "lastName": "doe", "email": "jane.doe@example.com",
+              "phone": "+15555550123"}  # fmt: skip
+    son = {"id": "sonContact00001", "firstName": "tom", "lastName": "doe", "email": "jane.doe@example.com",
+           "phone": "+15555550123"}  # fmt: skip
+    rsps.replace(responses.POST, SEARCH, json={"contacts": [mother, son], "total": 2})
+    rsps.post(CREATE, json=appointment_response(contact_id="sonContact00001"))
+    with client() as c:
+        appt = c.book_appointment(booking(patient={"name": "Tom Doe", "email": "jane.doe@example.com",
+                                                   "phone": "+15555550123"}))  # fmt: skip
+    # pinned: v2 book of a returning patient = 2 requests; no contact write at all
+    assert requests_made(rsps) == ["POST /contacts/search", "POST /calendars/events/appointments"]
+    assert sent(rsps.calls[1])["contactId"] == "sonContact00001"  # the one with the patient's name
+    assert appt.contact_id == "sonContact00001"
+
+
+def test_v2_contact_search_prefers_both_keys_then_email(rsps: responses.RequestsMock) -> None:
+    phone_only = {"id": "phoneOnly000001", "phone": "+15555550123"}
+    email_only = {"id": "emailOnly000001", "email": "JANE.DOE@example.com"}
+    unrelated = {"id": "unrelated000001", "email": "someone@example.com"}  # the vendor's search is not trusted
+    rsps.replace(responses.POST, SEARCH, json={"contacts": [unrelated, phone_only, email_only]})
+    rsps.post(CREATE, json=appointment_response())
+    with client() as c:
+        c.book_appointment(booking(patient={"name": "Ann Other", "email": "jane.doe@example.com",
+                                            "phone": "+15555550123"}))  # fmt: skip
+    assert sent(rsps.calls[1])["contactId"] == "emailOnly000001"
 
 
 def test_v2_book_with_known_contact_skips_upsert(rsps: responses.RequestsMock) -> None:
@@ -165,19 +234,52 @@ def test_v2_book_converts_utc_start_into_the_request_zone_dst_correct(rsps: resp
     rsps.post(CREATE, json=appointment_response())
     rsps.post(CREATE, json=appointment_response())
     with client() as c:
-        # 8 March 2026 is the US spring-forward: one day apart, different offsets
-        c.book_appointment(booking(start="2026-03-07T15:00:00Z", reference="bk-winter"))
-        c.book_appointment(booking(start="2026-03-09T14:00:00Z", reference="bk-summer"))
+        # 8 March 2037 is the US spring-forward (2037 has 2026's calendar): one day apart, different offsets
+        c.book_appointment(booking(start="2037-03-07T15:00:00Z", reference="bk-winter"))
+        c.book_appointment(booking(start="2037-03-09T14:00:00Z", reference="bk-summer"))
     starts = [sent(call)["startTime"] for call in rsps.calls if call.request.url == CREATE]
-    assert starts == ["2026-03-07T10:00:00-05:00", "2026-03-09T10:00:00-04:00"]
+    assert starts == ["2037-03-07T10:00:00-05:00", "2037-03-09T10:00:00-04:00"]
+
+
+def test_v2_utc_start_without_a_named_zone_is_sent_in_the_practice_zone(rsps: responses.RequestsMock) -> None:
+    """A ``...Z`` start names no zone: PMS_GHL_TIMEZONE wins over the model's defaulted "UTC"."""
+    rsps.post(UPSERT, json=upsert_response())
+    rsps.post(CREATE, json=appointment_response(start="2037-03-10T14:00:00Z", end="2037-03-10T14:30:00Z"))
+    with client(PMS_GHL_TIMEZONE="America/Chicago") as c:
+        appt = c.book_appointment(booking(start="2037-03-10T14:00:00Z", timezone=None))
+    body = sent(rsps.calls[-1])
+    assert body["startTime"] == "2037-03-10T09:00:00-05:00"
+    assert "Time zone: America/Chicago" in body["description"]
+    assert appt.start is not None and appt.start.isoformat() == "2037-03-10T09:00:00-05:00"
+
+
+def test_v2_a_named_zone_beats_the_practice_zone(rsps: responses.RequestsMock) -> None:
+    rsps.post(UPSERT, json=upsert_response())
+    rsps.post(CREATE, json=appointment_response())
+    rsps.post(CREATE, json=appointment_response())
+    with client(PMS_GHL_TIMEZONE="America/Chicago") as c:
+        c.book_appointment(booking(start="2037-03-10T14:00:00Z", timezone="America/New_York"))
+        adapter = c.adapter("ghl")
+        assert isinstance(adapter, ghl.GoHighLevelV2)
+        # a start carrying ZoneInfo("UTC") names its zone; a bare ...Z does not
+        named = AppointmentRequest(
+            start=dt.datetime(2037, 3, 11, 14, tzinfo=ZoneInfo("UTC")), patient=Patient(email="a@example.com")
+        )
+        bare = AppointmentRequest(
+            start=dt.datetime(2037, 3, 11, 14, tzinfo=dt.timezone.utc), patient=Patient(email="a@example.com")
+        )
+        assert adapter.appointment_body(named, CONTACT_ID)["startTime"] == "2037-03-11T14:00:00+00:00"
+        assert adapter.appointment_body(bare, CONTACT_ID)["startTime"] == "2037-03-11T09:00:00-05:00"
+    starts = [sent(call)["startTime"] for call in rsps.calls if call.request.url == CREATE]
+    assert starts == ["2037-03-10T10:00:00-04:00"]
 
 
 def test_v2_book_keeps_the_callers_offset_when_no_zone_is_known(rsps: responses.RequestsMock) -> None:
     rsps.post(UPSERT, json=upsert_response())
     rsps.post(CREATE, json=appointment_response())
     with client() as c:
-        c.book_appointment(booking(start="2026-03-10T10:00:00+05:30", timezone=None))
-    assert sent(rsps.calls[1])["startTime"] == "2026-03-10T10:00:00+05:30"
+        c.book_appointment(booking(start="2037-03-10T10:00:00+05:30", timezone=None))
+    assert sent(rsps.calls[2])["startTime"] == "2037-03-10T10:00:00+05:30"
 
 
 def test_v2_book_merges_extra_and_location(rsps: responses.RequestsMock) -> None:
@@ -185,7 +287,7 @@ def test_v2_book_merges_extra_and_location(rsps: responses.RequestsMock) -> None
     rsps.post(CREATE, json=appointment_response())
     with client() as c:
         c.book_appointment(booking(location="12 High St", extra={"assignedUserId": "user1", "toNotify": False}))
-    body = sent(rsps.calls[1])
+    body = sent(rsps.calls[2])
     assert body["address"] == "12 High St"
     assert body["assignedUserId"] == "user1"
     assert body["toNotify"] is False
@@ -209,58 +311,117 @@ def test_v2_book_slot_taken_is_a_conflict_and_not_retried(rsps: responses.Reques
     assert err.code == "SLOT_UNAVAILABLE"
     assert not err.outcome_unknown
     assert "no longer available" in str(err)
-    assert len(rsps.calls) == 2
+    assert len(rsps.calls) == 3  # search, upsert, one create
 
 
 # ---------------------------------------------------------------------------------------------
 # v2 update and cancel
 
 
-def test_v2_update_sends_only_changed_fields(rsps: responses.RequestsMock) -> None:
-    rsps.put(EVENT, json=appointment_response(title="Whitening", start="2026-03-11T14:30:00-04:00"))
+def test_v2_update_reads_then_sends_only_changed_fields(rsps: responses.RequestsMock) -> None:
+    rsps.put(EVENT, json=appointment_response(title="Whitening", start="2037-03-11T14:30:00-04:00"))
     with client() as c:
         appt = c.update_appointment(EVENT_ID, {"title": "Whitening"})
-    assert len(rsps.calls) == 1  # pinned: update = 1 request
-    call = rsps.calls[0]
-    assert call.request.method == "PUT"
+    # pinned: update = 2 requests (read: a cancelled booking is refused without a write)
+    assert requests_made(rsps) == [
+        f"GET /calendars/events/appointments/{EVENT_ID}",
+        f"PUT /calendars/events/appointments/{EVENT_ID}",
+    ]
+    call = rsps.calls[1]
     assert call.request.headers["Version"] == "2021-04-15"
     assert sent(call) == {"title": "Whitening"}
     assert appt.id == EVENT_ID
     assert appt.title == "Whitening"
+    assert appt.reference == "bk-test"  # from the description the read returned
 
 
 def test_v2_update_reschedule(rsps: responses.RequestsMock) -> None:
-    rsps.put(EVENT, json=appointment_response(start="2026-11-02T09:00:00-05:00", end="2026-11-02T10:00:00-05:00"))
+    rsps.put(EVENT, json=appointment_response(start="2037-11-02T09:00:00-05:00", end="2037-11-02T10:00:00-05:00"))
     with client() as c:
         appt = c.update_appointment(
-            EVENT_ID, {"start": "2026-11-02T14:00:00Z", "duration_minutes": 60, "timezone": "America/New_York"}
+            EVENT_ID, {"start": "2037-11-02T14:00:00Z", "duration_minutes": 60, "timezone": "America/New_York"}
         )
-    assert sent(rsps.calls[0]) == {"startTime": "2026-11-02T09:00:00-05:00", "endTime": "2026-11-02T10:00:00-05:00"}
-    assert appt.start == dt.datetime(2026, 11, 2, 14, tzinfo=dt.timezone.utc)
+    assert sent(rsps.calls[1]) == {"startTime": "2037-11-02T09:00:00-05:00", "endTime": "2037-11-02T10:00:00-05:00"}
+    assert appt.start is not None and appt.start.isoformat() == "2037-11-02T09:00:00-05:00"
     assert appt.status is AppointmentStatus.BOOKED
 
 
-def test_v2_update_notes_and_location(rsps: responses.RequestsMock) -> None:
+def test_v2_reschedule_without_a_zone_uses_the_bookings_own_zone(rsps: responses.RequestsMock) -> None:
+    event_is(rsps, description="Time zone: America/Los_Angeles\nBooking reference: bk-test")
+    rsps.put(EVENT, json=appointment_response(start="2037-11-02T06:00:00-08:00", end="2037-11-02T06:30:00-08:00"))
+    with client(PMS_GHL_TIMEZONE="America/Chicago") as c:
+        appt = c.update_appointment(EVENT_ID, {"start": "2037-11-02T14:00:00Z", "duration_minutes": 30})
+    assert sent(rsps.calls[1])["startTime"] == "2037-11-02T06:00:00-08:00"
+    assert appt.start is not None and appt.start.isoformat() == "2037-11-02T06:00:00-08:00"
+
+
+def test_v2_update_notes_keeps_the_reference_and_zone_lines(rsps: responses.RequestsMock) -> None:
     rsps.put(EVENT, json=appointment_response())
     with client() as c:
         c.update_appointment(EVENT_ID, {"notes": "Bring X-rays", "location": "Room 2"})
-    assert sent(rsps.calls[0]) == {"description": "Bring X-rays", "address": "Room 2"}
+    assert sent(rsps.calls[1]) == {
+        "description": "Bring X-rays\n\nTime zone: America/New_York\nBooking reference: bk-test",
+        "address": "Room 2",
+    }
 
 
-def test_v2_cancel_sets_status_and_keeps_the_event(rsps: responses.RequestsMock) -> None:
+def test_v2_changing_a_cancelled_booking_is_refused_without_a_write(rsps: responses.RequestsMock) -> None:
+    event_is(rsps, status="cancelled", description=DESCRIPTION)
+    with client() as c:
+        for change in ({"start": "2037-03-11T10:00:00-04:00", "duration_minutes": 30}, {"title": "Whitening"}):
+            with pytest.raises(AppointmentCancelledError) as info:
+                c.update_appointment(EVENT_ID, change)
+            assert info.value.code == "APPOINTMENT_CANCELLED" and info.value.status_code == 409
+            assert "book a new appointment" in str(info.value).lower()
+    assert {call.request.method for call in rsps.calls} == {"GET"}
+
+
+def test_v2_cancel_reads_sets_status_and_records_the_reason(rsps: responses.RequestsMock) -> None:
     rsps.put(EVENT, json=appointment_response(status="cancelled"))
     with client() as c:
         appt = c.cancel_appointment(EVENT_ID, reason="patient is ill")
-    assert len(rsps.calls) == 1  # pinned: cancel = 1 request
-    assert rsps.calls[0].request.method == "PUT"
-    assert sent(rsps.calls[0]) == {"appointmentStatus": "cancelled"}
+    # pinned: cancel = 2 requests (read, then the status PUT)
+    assert requests_made(rsps) == [
+        f"GET /calendars/events/appointments/{EVENT_ID}",
+        f"PUT /calendars/events/appointments/{EVENT_ID}",
+    ]
+    assert sent(rsps.calls[1]) == {
+        "appointmentStatus": "cancelled",
+        "description": DESCRIPTION + "\n\nCancellation reason: patient is ill",
+    }
     assert appt.status is AppointmentStatus.CANCELLED
-    assert appt.reference == "bk-test"  # read back from the title
+    assert appt.reference == "bk-test"  # read back from the description
+    assert appt.start is not None and appt.end is not None
+    assert appt.start.isoformat() == "2037-03-10T10:00:00-04:00"
+
+
+def test_v2_cancel_without_reason_leaves_the_description(rsps: responses.RequestsMock) -> None:
+    rsps.put(EVENT, json=appointment_response(status="cancelled"))
+    with client() as c:
+        c.cancel_appointment(EVENT_ID)
+    assert sent(rsps.calls[1]) == {"appointmentStatus": "cancelled"}
+
+
+def test_v2_cancelling_twice_succeeds_without_a_second_write(rsps: responses.RequestsMock) -> None:
+    event_is(rsps, status="cancelled", description=DESCRIPTION)
+    with client() as c:
+        appt = c.cancel_appointment(EVENT_ID, reason="again")
+    assert [call.request.method for call in rsps.calls] == ["GET"]
+    assert appt.status is AppointmentStatus.CANCELLED and appt.start is not None and appt.end is not None
+
+
+def test_v2_cancelling_an_unknown_id_is_not_found(rsps: responses.RequestsMock) -> None:
+    rsps.replace(responses.GET, EVENT, status=404, json={"statusCode": 404, "message": "Appointment not found"})
+    with client() as c, pytest.raises(NotFoundError):
+        c.cancel_appointment(EVENT_ID)
+    assert [call.request.method for call in rsps.calls] == ["GET"]
 
 
 def test_recurring_instance_ids_are_accepted(rsps: responses.RequestsMock) -> None:
     instance = f"{EVENT_ID}_1729821600000_1800"
-    rsps.put(f"{HOST}/calendars/events/appointments/{instance}", json=appointment_response(event_id=instance))
+    url = f"{HOST}/calendars/events/appointments/{instance}"
+    rsps.get(url, json={"event": calendar_event(event_id=instance)})
+    rsps.put(url, json=appointment_response(event_id=instance))
     with client() as c:
         assert c.cancel_appointment(instance).id == instance
 
@@ -292,12 +453,12 @@ def test_push_report_creates_note_on_upserted_reports_contact(rsps: responses.Re
     upsert_body = sent(rsps.calls[0])
     assert upsert_body["email"] == ghl.REPORTS_CONTACT_EMAIL and upsert_body["locationId"] == LOCATION_ID
     body = sent(rsps.calls[2])
-    assert body["title"] == "AI receptionist report 2026-03-01 to 2026-03-07"
+    assert body["title"] == "AI receptionist report 2037-03-01 to 2037-03-07"
     assert "calls handled" in body["body"] and "142" in body["body"]
-    assert body["body"].endswith("Report id: pms-report-2026-03-01-2026-03-07")
+    assert body["body"].endswith("Report id: pms-report-2037-03-01-2037-03-07")
     assert body["pinned"] is False
     assert receipt.id == NOTE_ID and receipt.created is True
-    assert receipt.report_id == "pms-report-2026-03-01-2026-03-07"
+    assert receipt.report_id == "pms-report-2037-03-01-2037-03-07"
 
 
 def test_repush_updates_the_same_note_and_contact_is_cached(rsps: responses.RequestsMock) -> None:
@@ -310,7 +471,7 @@ def test_repush_updates_the_same_note_and_contact_is_cached(rsps: responses.Requ
         rsps.replace(
             responses.GET,
             notes_url,
-            json={"notes": [note("old\n\nReport id: pms-report-2026-03-01-2026-03-07")]},
+            json={"notes": [note("old\n\nReport id: pms-report-2037-03-01-2037-03-07")]},
         )
         rsps.put(f"{notes_url}/{NOTE_ID}", json={"note": note("new")})
         second = c.push_performance_report(report(metrics={"calls handled": 150}))
@@ -363,7 +524,7 @@ def test_configured_report_contact_needs_no_upsert(rsps: responses.RequestsMock)
 def test_report_note_marker_must_match_exactly(rsps: responses.RequestsMock) -> None:
     notes_url = f"{HOST}/contacts/configuredC01/notes"
     # a different report whose id merely starts with ours must not be overwritten
-    rsps.get(notes_url, json={"notes": [note("Report id: pms-report-2026-03-01-2026-03-070")]})
+    rsps.get(notes_url, json={"notes": [note("Report id: pms-report-2037-03-01-2037-03-070")]})
     rsps.post(notes_url, status=201, json={"note": note("x", note_id="newNote0001")})
     with client(PMS_GHL_REPORT_CONTACT_ID="configuredC01") as c:
         receipt = c.push_performance_report(report())
@@ -411,7 +572,7 @@ def test_timeout_on_create_then_lookup_finds_it(rsps: responses.RequestsMock) ->
     assert lookup.request.headers["Version"] == "2021-04-15"
     params = dict(requests.utils.urlparse(lookup.request.url).query.split("&")[i].split("=") for i in range(4))
     assert params["locationId"] == LOCATION_ID and params["calendarId"] == CALENDAR_ID
-    start_ms = int(dt.datetime(2026, 3, 10, 14, tzinfo=dt.timezone.utc).timestamp() * 1000)
+    start_ms = int(dt.datetime(2037, 3, 10, 14, tzinfo=dt.timezone.utc).timestamp() * 1000)
     assert int(params["startTime"]) <= start_ms < int(params["endTime"])
 
 
@@ -423,7 +584,7 @@ def test_5xx_on_create_then_lookup_empty_creates_once(rsps: responses.RequestsMo
     with client() as c:
         appt = c.book_appointment(booking())
     assert appt.id == EVENT_ID
-    assert [call.request.method for call in rsps.calls] == ["POST", "POST", "GET", "POST"]
+    assert [call.request.method for call in rsps.calls] == ["POST", "POST", "POST", "GET", "POST"]
 
 
 def test_lookup_failure_leaves_outcome_unknown_with_reference(rsps: responses.RequestsMock) -> None:
@@ -443,7 +604,7 @@ def test_lookup_matches_same_contact_at_same_instant(rsps: responses.RequestsMoc
     rsps.post(UPSERT, json=upsert_response())
     rsps.post(CREATE, status=500, json={"statusCode": 500, "message": "Internal server error"})
     # the title lost its suffix (edited in the UI) but it is this patient at this time
-    rsps.get(EVENTS, json={"events": [calendar_event(title="Cleaning", start="2026-03-10T14:00:00.000Z")]})
+    rsps.get(EVENTS, json={"events": [calendar_event(title="Cleaning", start="2037-03-10T14:00:00.000Z")]})
     with client() as c:
         appt = c.book_appointment(booking())
     assert appt.id == EVENT_ID
@@ -601,7 +762,7 @@ def test_429_is_retried_by_the_transport(rsps: responses.RequestsMock) -> None:
     rsps.put(EVENT, json=appointment_response())
     with client() as c:
         assert c.update_appointment(EVENT_ID, {"title": "x"}).id == EVENT_ID
-    assert len(rsps.calls) == 2
+    assert [call.request.method for call in rsps.calls] == ["GET", "PUT", "PUT"]
 
 
 def test_rate_limit_headers_are_parsed(rsps: responses.RequestsMock) -> None:
@@ -641,19 +802,19 @@ def test_v1_book_is_one_request_with_selected_slot_in_the_zone(rsps: responses.R
         adapter = c.adapter("ghl")
         assert isinstance(adapter, ghl.GoHighLevelV1)
         assert Capability.PUSH_REPORT not in adapter.capabilities
-        appt = c.book_appointment(booking(start="2026-03-09T14:00:00Z"))
+        appt = c.book_appointment(booking(start="2037-03-09T14:00:00Z"))
     assert len(rsps.calls) == 1  # pinned: v1 book = 1 request
     call = rsps.calls[0]
     assert "Version" not in call.request.headers
     assert call.request.headers["Authorization"] == "Bearer v1-location-api-key-0123456789"
     body = sent(call)
     assert body["calendarId"] == CALENDAR_ID
-    assert body["selectedSlot"] == "2026-03-09T10:00:00-04:00"  # DST already in force
+    assert body["selectedSlot"] == "2037-03-09T10:00:00-04:00"  # DST already in force
     assert body["selectedTimezone"] == "America/New_York"
     assert body["email"] == "jane.doe@example.com" and body["phone"] == "+15555550123"
     assert body["name"] == "Jane Doe"
-    assert body["title"] == "Cleaning (ref bk-test)"
-    assert body["calendarNotes"].endswith("Booking reference: bk-test")
+    assert body["title"] == "Cleaning"  # no reference where reminders show it
+    assert body["calendarNotes"].endswith("\n\nBooking reference: bk-test")  # v1 keeps the zone itself
     assert "locationId" not in body and "contactId" not in body
     assert appt.id == "004B1SpcAvh3s9E3rqk8" and appt.contact_id == "c1" and appt.reference == "bk-test"
 
@@ -661,13 +822,13 @@ def test_v1_book_is_one_request_with_selected_slot_in_the_zone(rsps: responses.R
 def test_v1_winter_offset(rsps: responses.RequestsMock) -> None:
     rsps.post(f"{V1_BASE}/appointments/", json={"id": "v1appt01"})
     with client(ENV_V1) as c:
-        c.book_appointment(booking(start="2026-03-07T15:00:00Z"))
-    assert sent(rsps.calls[0])["selectedSlot"] == "2026-03-07T10:00:00-05:00"
+        c.book_appointment(booking(start="2037-03-07T15:00:00Z"))
+    assert sent(rsps.calls[0])["selectedSlot"] == "2037-03-07T10:00:00-05:00"
 
 
 def test_v1_needs_a_timezone(rsps: responses.RequestsMock) -> None:
     with client(ENV_V1) as c, pytest.raises(ValidationError) as info:
-        c.book_appointment(booking(start="2026-03-10T10:00:00-04:00", timezone=None))
+        c.book_appointment(booking(start="2037-03-10T10:00:00-04:00", timezone=None))
     assert info.value.fields == ["timezone"]
     assert "PMS_GHL_TIMEZONE" in str(info.value)
     assert len(rsps.calls) == 0
@@ -676,26 +837,69 @@ def test_v1_needs_a_timezone(rsps: responses.RequestsMock) -> None:
 def test_v1_uses_configured_timezone(rsps: responses.RequestsMock) -> None:
     rsps.post(f"{V1_BASE}/appointments/", json={"id": "v1appt01"})
     with client(ENV_V1, PMS_GHL_TIMEZONE="Europe/Berlin") as c:
-        c.book_appointment(booking(start="2026-03-10T10:00:00-04:00", timezone=None))
+        c.book_appointment(booking(start="2037-03-10T10:00:00-04:00", timezone=None))
     body = sent(rsps.calls[0])
     assert body["selectedTimezone"] == "Europe/Berlin"
-    assert body["selectedSlot"] == "2026-03-10T15:00:00+01:00"
+    assert body["selectedSlot"] == "2037-03-10T15:00:00+01:00"
+
+
+def test_v1_utc_start_uses_the_practice_zone(rsps: responses.RequestsMock) -> None:
+    rsps.post(f"{V1_BASE}/appointments/", json={"id": "v1appt01"})
+    rsps.post(f"{V1_BASE}/appointments/", json={"id": "v1appt02"})
+    with client(ENV_V1, PMS_GHL_TIMEZONE="America/Chicago") as c:
+        c.book_appointment(booking(start="2037-03-10T15:00:00Z", timezone=None))
+    body = sent(rsps.calls[0])
+    assert body["selectedTimezone"] == "America/Chicago"  # not "UTC"
+    assert body["selectedSlot"] == "2037-03-10T10:00:00-05:00"
+    with client(ENV_V1) as c:  # no practice zone: the start's own (UTC) is all there is
+        c.book_appointment(booking(start="2037-03-11T15:00:00Z", timezone=None, reference="bk-2"))
+    assert sent(rsps.calls[1])["selectedTimezone"] == "UTC"
+
+
+def _v1_record(status: str = "confirmed") -> dict[str, Any]:
+    return {
+        "id": "v1appt01",
+        "calendarId": CALENDAR_ID,
+        "contactId": "c1",
+        "status": "booked",
+        "appoinmentStatus": status,
+        "title": "Cleaning",
+        "notes": "Booking reference: bk-test",
+        "startTime": "2037-03-10T14:00:00.000Z",
+        "endTime": "2037-03-10T14:30:00.000Z",
+        "selectedTimezone": "America/New_York",
+    }
 
 
 def test_v1_reschedule_and_cancel(rsps: responses.RequestsMock) -> None:
-    rsps.put(f"{V1_BASE}/appointments/v1appt01", json={"id": "v1appt01", "contactId": "c1"})
-    rsps.put(f"{V1_BASE}/appointments/v1appt01/status", body="")
+    url = f"{V1_BASE}/appointments/v1appt01"
+    rsps.get(url, json=_v1_record())
+    rsps.put(url, json={"id": "v1appt01", "contactId": "c1"})
+    rsps.put(f"{url}/status", body="")
     with client(ENV_V1) as c:
         moved = c.update_appointment(
-            "v1appt01", {"start": "2026-03-11T14:30:00-04:00", "duration_minutes": 30, "timezone": "America/New_York"}
+            "v1appt01", {"start": "2037-03-11T14:30:00-04:00", "duration_minutes": 30, "timezone": "America/New_York"}
         )
-        assert len(rsps.calls) == 1
+        assert [call.request.method for call in rsps.calls] == ["GET", "PUT"]  # pinned: v1 update = 2
         cancelled = c.cancel_appointment("v1appt01")
-    assert sent(rsps.calls[0]) == {"selectedSlot": "2026-03-11T14:30:00-04:00", "selectedTimezone": "America/New_York"}
-    assert sent(rsps.calls[1]) == {"status": "cancelled"}
-    assert len(rsps.calls) == 2
-    assert moved.start == dt.datetime(2026, 3, 11, 14, 30, tzinfo=dt.timezone(dt.timedelta(hours=-4)))
+    assert sent(rsps.calls[1]) == {"selectedSlot": "2037-03-11T14:30:00-04:00", "selectedTimezone": "America/New_York"}
+    assert [call.request.method for call in rsps.calls][2:] == ["GET", "PUT"]  # pinned: v1 cancel = 2
+    assert sent(rsps.calls[3]) == {"status": "cancelled"}
+    assert moved.start == dt.datetime(2037, 3, 11, 14, 30, tzinfo=dt.timezone(dt.timedelta(hours=-4)))
+    assert moved.end is not None and moved.end - moved.start == dt.timedelta(minutes=30)  # v1 keeps the length
+    assert moved.reference == "bk-test"
     assert cancelled.status is AppointmentStatus.CANCELLED and cancelled.id == "v1appt01"
+    assert cancelled.start is not None and cancelled.start.isoformat() == "2037-03-10T10:00:00-04:00"
+
+
+def test_v1_cancelled_booking_is_not_moved_and_not_cancelled_again(rsps: responses.RequestsMock) -> None:
+    rsps.get(f"{V1_BASE}/appointments/v1appt01", json=_v1_record("cancelled"))
+    with client(ENV_V1) as c:
+        with pytest.raises(AppointmentCancelledError):
+            c.update_appointment("v1appt01", {"start": "2037-03-11T14:30:00-04:00", "duration_minutes": 30})
+        again = c.cancel_appointment("v1appt01")
+    assert [call.request.method for call in rsps.calls] == ["GET", "GET"]
+    assert again.status is AppointmentStatus.CANCELLED
 
 
 def test_v1_cannot_change_title_and_says_v2_can(rsps: responses.RequestsMock) -> None:
@@ -738,8 +942,8 @@ def test_v1_reconcile_lists_appointments_in_the_window(rsps: responses.RequestsM
                     "appoinmentStatus": "confirmed",
                     "title": "Cleaning (ref bk-test)",
                     "notes": "Booking reference: bk-test",
-                    "startTime": "2026-03-10T14:00:00.000Z",
-                    "endTime": "2026-03-10T14:30:00.000Z",
+                    "startTime": "2037-03-10T14:00:00.000Z",
+                    "endTime": "2037-03-10T14:30:00.000Z",
                     "selectedTimezone": "America/New_York",
                 }
             ]

@@ -1,6 +1,7 @@
 """Contract tests: every v2 request the adapter sends is valid against GoHighLevel's OpenAPI specs.
 
-The adapter runs each operation (book, book with a known contact, the reconcile look-up, update,
+The adapter runs each operation (book, book of a returning patient, book with a known contact,
+the reconcile look-up, update,
 cancel, push_report, re-push) against ``responses``; every request it sent is then validated with
 openapi-core against ``apps/calendars.json`` / ``apps/contacts.json`` (path, method, the required
 ``Version`` header and its enum, the bearer token, the JSON body). The canned responses the
@@ -54,7 +55,7 @@ def rsps() -> Iterator[responses.RequestsMock]:
 
 def booking(**over: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
-        "start": "2026-03-10T10:00:00-04:00",
+        "start": "2037-03-10T10:00:00-04:00",
         "duration_minutes": 45,
         "timezone": "America/New_York",
         "title": "Cleaning",
@@ -68,10 +69,11 @@ def booking(**over: Any) -> dict[str, Any]:
     return base
 
 
-REPORT = {"period_start": "2026-03-01", "period_end": "2026-03-07", "metrics": {"calls": 10, "bookings": 4}}
+REPORT = {"period_start": "2037-03-01", "period_end": "2037-03-07", "metrics": {"calls": 10, "bookings": 4}}
 
 
 def _book(c: PMSClient, rsps: responses.RequestsMock) -> None:
+    rsps.post(f"{HOST}/contacts/search", json={"contacts": [], "total": 0})
     rsps.post(f"{HOST}/contacts/upsert", json=upsert_response())
     rsps.post(f"{HOST}/calendars/events/appointments", json=appointment_response())
     c.book_appointment(booking())
@@ -82,19 +84,36 @@ def _book_known_contact(c: PMSClient, rsps: responses.RequestsMock) -> None:
     c.book_appointment(booking(patient={"name": "Jane", "phone": "+15555550123", "contact_id": CONTACT_ID}))
 
 
-def _book_reconciled(c: PMSClient, rsps: responses.RequestsMock) -> None:
-    rsps.post(f"{HOST}/contacts/upsert", json=upsert_response())
-    rsps.post(f"{HOST}/calendars/events/appointments", body=requests.exceptions.ReadTimeout("timed out"))
-    rsps.get(f"{HOST}/calendars/events", json={"events": [calendar_event(title="Cleaning (ref bk-contract)")]})
+def _book_returning(c: PMSClient, rsps: responses.RequestsMock) -> None:
+    found = {"id": CONTACT_ID, "email": "jane@example.com", "phone": "+15555550123"}
+    rsps.post(f"{HOST}/contacts/search", json={"contacts": [found], "total": 1})
+    rsps.post(f"{HOST}/calendars/events/appointments", json=appointment_response())
     c.book_appointment(booking())
 
 
+def _book_reconciled(c: PMSClient, rsps: responses.RequestsMock) -> None:
+    rsps.post(f"{HOST}/contacts/search", json={"contacts": [], "total": 0})
+    rsps.post(f"{HOST}/contacts/upsert", json=upsert_response())
+    rsps.post(f"{HOST}/calendars/events/appointments", body=requests.exceptions.ReadTimeout("timed out"))
+    rsps.get(
+        f"{HOST}/calendars/events",
+        json={"events": [calendar_event(title="Cleaning", description="Booking reference: bk-contract")]},
+    )
+    c.book_appointment(booking())
+
+
+def _read(rsps: responses.RequestsMock) -> None:
+    event = calendar_event(description="Time zone: America/New_York\nBooking reference: bk-contract")
+    rsps.get(f"{HOST}/calendars/events/appointments/{EVENT_ID}", json={"event": event})
+
+
 def _update(c: PMSClient, rsps: responses.RequestsMock) -> None:
+    _read(rsps)
     rsps.put(f"{HOST}/calendars/events/appointments/{EVENT_ID}", json=appointment_response())
     c.update_appointment(
         EVENT_ID,
         {
-            "start": "2026-03-11T09:00:00-04:00",
+            "start": "2037-03-11T09:00:00-04:00",
             "duration_minutes": 30,
             "title": "Whitening",
             "notes": "Moved by the patient",
@@ -104,6 +123,7 @@ def _update(c: PMSClient, rsps: responses.RequestsMock) -> None:
 
 
 def _cancel(c: PMSClient, rsps: responses.RequestsMock) -> None:
+    _read(rsps)
     rsps.put(f"{HOST}/calendars/events/appointments/{EVENT_ID}", json=appointment_response(status="cancelled"))
     c.cancel_appointment(EVENT_ID, reason="ill")
 
@@ -116,21 +136,39 @@ def _report(c: PMSClient, rsps: responses.RequestsMock) -> None:
 
 
 def _repush(c: PMSClient, rsps: responses.RequestsMock) -> None:
-    rsps.get(NOTES, json={"notes": [note("old\n\nReport id: pms-report-2026-03-01-2026-03-07")]})
+    rsps.get(NOTES, json={"notes": [note("old\n\nReport id: pms-report-2037-03-01-2037-03-07")]})
     rsps.put(f"{NOTES}/{NOTE_ID}", json={"note": note("new")})
     c.push_performance_report(REPORT)
 
 
 OPERATIONS: dict[str, tuple[Callable[[PMSClient, responses.RequestsMock], None], dict[str, str], list[str]]] = {
-    "book": (_book, {}, ["POST /contacts/upsert", "POST /calendars/events/appointments"]),
+    "book": (
+        _book,
+        {},
+        ["POST /contacts/search", "POST /contacts/upsert", "POST /calendars/events/appointments"],
+    ),
+    "book_returning": (_book_returning, {}, ["POST /contacts/search", "POST /calendars/events/appointments"]),
     "book_known_contact": (_book_known_contact, {}, ["POST /calendars/events/appointments"]),
     "book_reconciled": (
         _book_reconciled,
         {},
-        ["POST /contacts/upsert", "POST /calendars/events/appointments", "GET /calendars/events"],
+        [
+            "POST /contacts/search",
+            "POST /contacts/upsert",
+            "POST /calendars/events/appointments",
+            "GET /calendars/events",
+        ],
     ),
-    "update": (_update, {}, [f"PUT /calendars/events/appointments/{EVENT_ID}"]),
-    "cancel": (_cancel, {}, [f"PUT /calendars/events/appointments/{EVENT_ID}"]),
+    "update": (
+        _update,
+        {},
+        [f"GET /calendars/events/appointments/{EVENT_ID}", f"PUT /calendars/events/appointments/{EVENT_ID}"],
+    ),
+    "cancel": (
+        _cancel,
+        {},
+        [f"GET /calendars/events/appointments/{EVENT_ID}", f"PUT /calendars/events/appointments/{EVENT_ID}"],
+    ),
     "push_report": (
         _report,
         {},
@@ -181,6 +219,11 @@ def test_the_canned_responses_match_the_spec_response_schemas() -> None:
             ),
             200,
             {"events": [calendar_event()]},
+        ),
+        (
+            prepared("GET", f"/calendars/events/appointments/{EVENT_ID}", version=CAL),
+            200,
+            {"event": calendar_event(status="cancelled")},
         ),
         (prepared("GET", f"/contacts/{CONTACT_ID}/notes", version=CON), 200, {"notes": [note("x")]}),
         (prepared("POST", f"/contacts/{CONTACT_ID}/notes", body={"body": "x"}, version=CON), 201, {"note": note("x")}),

@@ -6,10 +6,13 @@ Two API generations sit behind one adapter, chosen by ``settings.api_version``:
   request carries the ``Version`` header its endpoint declares in the official OpenAPI spec:
   ``2021-04-15`` for calendars, ``2021-07-28`` for contacts.
 
-  - book: ``POST /contacts/upsert`` (skipped when the patient's ``contact_id`` is known), then
-    ``POST /calendars/events/appointments``.
-  - update: ``PUT /calendars/events/appointments/{id}`` with only the changed fields.
-  - cancel: the same PUT with ``{"appointmentStatus": "cancelled"}``; the event stays.
+  - book: ``POST /contacts/search`` (by e-mail or phone, in the body); only when nobody matches,
+    ``POST /contacts/upsert`` to create the contact; then ``POST /calendars/events/appointments``.
+    A found contact is never written to, so family members sharing a phone or e-mail do not
+    rename each other. Both contact steps are skipped when the patient's ``contact_id`` is known.
+  - update: ``GET /calendars/events/appointments/{id}``, then a ``PUT`` of the changed fields.
+  - cancel: the same ``GET``, then a ``PUT`` with ``{"appointmentStatus": "cancelled"}`` (and the
+    reason appended to the description); the event stays.
   - push_report: a note on a "reports" contact (``POST /contacts/{id}/notes``); a re-push of
     the same ``report_id`` finds that note (``GET /contacts/{id}/notes``) and ``PUT``s it.
 
@@ -18,11 +21,17 @@ Two API generations sit behind one adapter, chosen by ``settings.api_version``:
   change titles or notes, and this adapter does not push reports over it; those raise
   :class:`UnsupportedOperationError` pointing at v2.
 
-The booking reference is written into the event twice - as a ``(ref ...)`` suffix of the title
-and as a ``Booking reference: ...`` line of the description (v1: ``calendarNotes``) - so it can
-be read back from either. After a create whose outcome is unknown (timeout, reset, 5xx) the
-adapter lists the events in the slot's window and looks for that reference before anything is
-sent again (:func:`~pms_integration._http.create_once`).
+The booking reference is written into the event's description (v1: ``calendarNotes``) as a
+``Booking reference: ...`` line, next to a ``Time zone: ...`` line naming the IANA zone the
+booking was made in; the title stays the caller's, because calendar reminders show it to the
+patient. After a create whose outcome is unknown (timeout, reset, 5xx) the adapter lists the
+events in the slot's window and looks for that reference before anything is sent again
+(:func:`~pms_integration._http.create_once`).
+
+Update and cancel read the appointment first: a cancelled booking is never changed
+(:class:`~pms_integration.errors.AppointmentCancelledError`, no write sent), a second cancel
+sends nothing, the description's reference and zone lines survive a change of notes, and the
+cancel reason is appended to the description (v2).
 """
 
 from __future__ import annotations
@@ -33,12 +42,18 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .._http import BearerAuth, ErrorInfo, HttpResponse, Runtime, Transport, create_once, unexpected
 from .._ratelimit import RateLimitInfo
 from ..config import GoHighLevelSettings
-from ..errors import ConflictError, InvalidRequestError, UnsupportedOperationError, ValidationError
+from ..errors import (
+    AppointmentCancelledError,
+    ConflictError,
+    InvalidRequestError,
+    UnsupportedOperationError,
+    ValidationError,
+)
 from ..models import (
     Appointment,
     AppointmentRequest,
@@ -92,6 +107,9 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 _REF = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}"
 _TITLE_REF = re.compile(r"\(ref (" + _REF + r")\)\s*$")
 _NOTES_REF = re.compile(r"(?m)^Booking reference: (" + _REF + r")\s*$")
+_ZONE_LINE = re.compile(r"(?m)^Time zone: ([A-Za-z0-9_+/-]{1,64})\s*$")
+#: how many contacts a patient look-up reads (people sharing an e-mail or phone: a family)
+_CONTACT_SEARCH_LIMIT = 20
 _SLOT_TAKEN = re.compile(r"\bslot\b.*\b(?:no longer available|not available|unavailable|already booked)", re.I)
 _UNKNOWN_PROPERTY = re.compile(r"^property (\S+) should not exist", re.I)
 _FIELD_FIRST = re.compile(r"^([A-Za-z_][A-Za-z0-9_.]*) (?:must|should)\b")
@@ -212,14 +230,82 @@ def parse_rate_headers(headers: Mapping[str, str]) -> RateLimitInfo | None:
 
 
 def title_with_reference(title: str, reference: str) -> str:
-    """The event title with the booking reference appended where staff and look-ups can see it."""
+    """The title with a ``(ref ...)`` suffix, as releases before 2026-12 wrote it.
+
+    Bookings no longer carry the reference in the title (calendar reminders show the title to
+    the patient); :func:`reference_in` still reads the suffix on older events.
+    """
     return f"{title} (ref {reference})"
 
 
-def _notes_with_reference(parts: list[str | None], reference: str) -> str:
+def _trailer(reference: str | None, zone: str | None) -> str:
+    """The description's machine-readable tail: the booking's zone and its reference."""
+    lines = []
+    if zone:
+        lines.append(f"Time zone: {zone}")
+    if reference:
+        lines.append(f"Booking reference: {reference}")
+    return "\n".join(lines)
+
+
+def _notes_with_reference(parts: list[str | None], reference: str, zone: str | None = None) -> str:
     lines = [p for p in parts if p]
-    lines.append(f"Booking reference: {reference}")
+    lines.append(_trailer(reference, zone))
     return "\n\n".join(lines)
+
+
+def _recorded_zone(record: Mapping[str, Any]) -> str | None:
+    """The IANA zone a booking was made in, as this adapter recorded it (or v1's own field)."""
+    for key in ("description", "notes", "calendarNotes"):
+        value = record.get(key)
+        if isinstance(value, str):
+            m = _ZONE_LINE.search(value)
+            if m and _zone_or_none(m.group(1)) is not None:
+                return m.group(1)
+    selected = record.get("selectedTimezone")
+    if isinstance(selected, str) and _zone_or_none(selected) is not None:
+        return selected
+    return None
+
+
+def _zone_or_none(name: str) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(name)
+    except (ValueError, OSError, ZoneInfoNotFoundError):
+        return None
+
+
+def _named_zone(requested: str | None, start: _dt.datetime | None) -> str | None:
+    """The zone the caller named, or None when the model only derived it from a bare UTC start.
+
+    ``AppointmentRequest`` fills ``timezone`` in from the start when the caller gave none; for a
+    start written as ``...Z`` that is "UTC", which says nothing about the practice. Such a
+    defaulted "UTC" gives way to ``PMS_GHL_TIMEZONE``. A start carrying a ``ZoneInfo`` (even
+    ``ZoneInfo("UTC")``) names its zone.
+    """
+    if not requested:
+        return None
+    if (
+        requested == "UTC"
+        and start is not None
+        and not isinstance(start.tzinfo, ZoneInfo)
+        and start.utcoffset() == _dt.timedelta(0)
+    ):
+        return None
+    return requested
+
+
+def _local(value: _dt.datetime | None, zone: str | None, fallback: _dt.tzinfo | None) -> _dt.datetime | None:
+    """``value`` expressed in the booking's zone (same instant), else in ``fallback``'s offset."""
+    if value is None:
+        return None
+    if zone:
+        tz = _zone_or_none(zone)
+        if tz is not None:
+            return value.astimezone(tz)
+    if fallback is not None:
+        return value.astimezone(fallback)
+    return value
 
 
 def _reference_pattern(reference: str) -> re.Pattern[str]:
@@ -365,15 +451,24 @@ class _GoHighLevel:
         end: _dt.datetime | None = None,
         contact_id: str | None = None,
         status: AppointmentStatus | None = None,
+        zone: str | None = None,
         raw: Mapping[str, Any] | None = None,
     ) -> Appointment:
+        """An :class:`Appointment` from a vendor record, its times in the booking's zone.
+
+        ``zone`` is the booking's IANA zone when known; otherwise the times keep the offset of
+        ``start`` (what the caller gave), else the vendor's own.
+        """
         appointment_id = self._appointment_id(record.get("id"), operation, creates=creates, reference=reference)
+        fallback = start.tzinfo if start is not None else None
+        found_start = _parse_time(record.get("startTime")) or start
+        found_end = _parse_time(record.get("endTime")) or end
         return Appointment(
             provider=PROVIDER,
             id=appointment_id,
             status=status or _status(record),
-            start=_parse_time(record.get("startTime")) or start,
-            end=_parse_time(record.get("endTime")) or end,
+            start=_local(found_start, zone, fallback),
+            end=_local(found_end, zone, fallback),
             reference=reference or reference_in(record),
             contact_id=_str(record, "contactId") or contact_id,
             title=_str(record, "title"),
@@ -384,9 +479,19 @@ class _GoHighLevel:
         if not isinstance(appointment_id, str) or not pattern.fullmatch(appointment_id):
             raise ValidationError.single("appointment_id", f"is not a GoHighLevel appointment id (e.g. {example})")
 
-    def _selected_zone(self, requested: str | None) -> str | None:
-        """The request's IANA zone, else PMS_GHL_TIMEZONE, else None."""
-        return requested or self.settings.timezone
+    def _selected_zone(self, requested: str | None, start: _dt.datetime | None = None) -> str | None:
+        """The zone the caller named, else PMS_GHL_TIMEZONE, else None (keep the start's offset)."""
+        return _named_zone(requested, start) or self.settings.timezone
+
+    def _cancelled(self, appointment_id: str) -> AppointmentCancelledError:
+        return AppointmentCancelledError(
+            f"GoHighLevel appointment {appointment_id} was cancelled; it cannot be moved or changed. "
+            "Book a new appointment instead",
+            status_code=409,
+            code="APPOINTMENT_CANCELLED",
+            provider=PROVIDER.value,
+            operation="update",
+        )
 
 
 class GoHighLevelV2(_GoHighLevel):
@@ -433,7 +538,7 @@ class GoHighLevelV2(_GoHighLevel):
     # -- book -------------------------------------------------------------------------------
 
     def upsert_body(self, request: AppointmentRequest) -> dict[str, Any]:
-        """The ``UpsertContactDto`` for the patient (only fields the caller gave)."""
+        """The ``UpsertContactDto`` that creates the patient (only fields the caller gave)."""
         patient = request.patient
         body: dict[str, Any] = {"locationId": self.settings.location_id}
         if patient.given_name:
@@ -446,18 +551,82 @@ class GoHighLevelV2(_GoHighLevel):
             body["phone"] = patient.phone
         return body
 
+    def search_body(self, request: AppointmentRequest) -> dict[str, Any]:
+        """``POST /contacts/search``: contacts with the patient's e-mail or phone (in the body,
+        never in a URL)."""
+        patient = request.patient
+        filters: list[dict[str, Any]] = []
+        if patient.email:
+            filters.append({"field": "email", "operator": "eq", "value": patient.email})
+        if patient.phone:
+            filters.append({"field": "phone", "operator": "eq", "value": patient.phone})
+        if len(filters) > 1:
+            filters = [{"group": "OR", "filters": filters}]
+        return {
+            "locationId": self.settings.location_id,
+            "page": 1,
+            "pageLimit": _CONTACT_SEARCH_LIMIT,
+            "filters": filters,
+        }
+
+    def find_contact(self, request: AppointmentRequest) -> str | None:
+        """The id of the patient's existing contact, or None; reads only, never writes.
+
+        Among contacts sharing the e-mail or phone (a family), the one with the patient's name
+        wins, then one matching both e-mail and phone, then e-mail, then phone.
+        """
+        resp = self._contacts(
+            "POST", "/contacts/search", operation="book", json=self.search_body(request), idempotent=True
+        )
+        contacts = self._object(resp, "book").get("contacts")
+        if not isinstance(contacts, list):
+            raise unexpected(PROVIDER, "book", "the contact search answer has no 'contacts' array")
+        patient = request.patient
+        email = (patient.email or "").lower()
+        wanted_name = " ".join((patient.display_name or "").lower().split())
+        best: tuple[int, int, int] | None = None
+        best_id: str | None = None
+        for contact in contacts:
+            if not isinstance(contact, dict):
+                continue
+            contact_id = contact.get("id")
+            if not isinstance(contact_id, str) or not _RECORD_ID.fullmatch(contact_id):
+                continue
+            found_email = contact.get("email")
+            same_email = bool(email) and isinstance(found_email, str) and found_email.lower() == email
+            same_phone = bool(patient.phone) and contact.get("phone") == patient.phone
+            if not (same_email or same_phone):
+                continue  # the search is the vendor's; the match is checked here
+            names = [contact.get(k) for k in ("firstName", "lastName")]
+            full = " ".join(str(n) for n in names if isinstance(n, str) and n) or str(contact.get("name") or "")
+            same_name = bool(wanted_name) and " ".join(full.lower().split()) == wanted_name
+            score = (int(same_name), int(same_email and same_phone), int(same_email))
+            if best is None or score > best:
+                best, best_id = score, contact_id
+        return best_id
+
+    def contact_for(self, request: AppointmentRequest) -> str:
+        """The patient's contact id: given, found by e-mail/phone, or created (upsert)."""
+        if request.patient.contact_id:
+            return request.patient.contact_id
+        found = self.find_contact(request)
+        if found is not None:
+            return found
+        return self._upsert(self.upsert_body(request), "book")
+
     def appointment_body(self, request: AppointmentRequest, contact_id: str) -> dict[str, Any]:
         """The ``AppointmentCreateSchema`` body; ``request.extra`` is merged last."""
-        zone = _zone(self._selected_zone(request.timezone))
+        zone_name = self._selected_zone(request.timezone, request.start)
+        zone = _zone(zone_name)
         body: dict[str, Any] = {
             "calendarId": self.settings.calendar_id,
             "locationId": self.settings.location_id,
             "contactId": contact_id,
             "startTime": _iso(request.start, zone),
             "endTime": _iso(request.end_time, zone),
-            "title": title_with_reference(request.title, request.reference),
+            "title": request.title,
             "appointmentStatus": "confirmed",
-            "description": _notes_with_reference([request.reason, request.notes], request.reference),
+            "description": _notes_with_reference([request.reason, request.notes], request.reference, zone_name),
         }
         if request.location:
             body["address"] = request.location
@@ -465,8 +634,9 @@ class GoHighLevelV2(_GoHighLevel):
         return body
 
     def book(self, request: AppointmentRequest) -> Appointment:
-        contact_id = request.patient.contact_id or self._upsert(self.upsert_body(request), "book")
+        contact_id = self.contact_for(request)
         body = self.appointment_body(request, contact_id)
+        zone = self._selected_zone(request.timezone, request.start)
 
         def create_event() -> Appointment:
             resp = self._calendars(
@@ -481,6 +651,7 @@ class GoHighLevelV2(_GoHighLevel):
                 start=request.start,
                 end=request.end,
                 contact_id=contact_id,
+                zone=zone,
             )
 
         return create_once(
@@ -529,14 +700,38 @@ class GoHighLevelV2(_GoHighLevel):
         if match is None:
             return None
         return self._appointment(
-            match, "book", reference=request.reference, start=request.start, end=request.end, contact_id=contact_id
+            match,
+            "book",
+            reference=request.reference,
+            start=request.start,
+            end=request.end,
+            contact_id=contact_id,
+            zone=_recorded_zone(match) or self._selected_zone(request.timezone, request.start),
         )
 
     # -- update / cancel --------------------------------------------------------------------
 
-    def update_body(self, changes: AppointmentUpdate) -> dict[str, Any]:
-        """Only the changed fields, in ``AppointmentEditSchema`` names."""
-        zone = _zone(self._selected_zone(changes.timezone))
+    def read_event(self, appointment_id: str, operation: str) -> dict[str, Any]:
+        """``GET /calendars/events/appointments/{id}``: the event (404 is NotFoundError)."""
+        resp = self._calendars("GET", f"/calendars/events/appointments/{appointment_id}", operation=operation)
+        event = self._object(resp, operation).get("event")
+        if not isinstance(event, dict):
+            raise unexpected(PROVIDER, operation, "the appointment read has no 'event' object")
+        event.setdefault("id", appointment_id)
+        return event
+
+    def _booking_zone(self, event: Mapping[str, Any]) -> str | None:
+        return _recorded_zone(event) or self.settings.timezone
+
+    def update_body(self, changes: AppointmentUpdate, event: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Only the changed fields, in ``AppointmentEditSchema`` names.
+
+        Times are expressed in the zone the update names, else the booking's own zone, else
+        PMS_GHL_TIMEZONE. New notes keep the description's ``Time zone:`` and
+        ``Booking reference:`` lines.
+        """
+        current = event or {}
+        zone = _zone(_named_zone(changes.timezone, changes.start) or self._booking_zone(current))
         body: dict[str, Any] = {}
         if changes.start is not None:
             body["startTime"] = _iso(changes.start, zone)
@@ -545,39 +740,71 @@ class GoHighLevelV2(_GoHighLevel):
         if changes.title is not None:
             body["title"] = changes.title
         if changes.notes is not None:
-            body["description"] = changes.notes
+            old = current.get("description")
+            old_text = old if isinstance(old, str) else ""
+            kept_ref, kept_zone = _NOTES_REF.search(old_text), _ZONE_LINE.search(old_text)
+            tail = _trailer(kept_ref.group(1) if kept_ref else None, kept_zone.group(1) if kept_zone else None)
+            body["description"] = "\n\n".join(p for p in (changes.notes, tail) if p)
         if changes.location is not None:
             body["address"] = changes.location
         return body
 
     def update(self, appointment_id: str, changes: AppointmentUpdate) -> Appointment:
+        """Read the event (a cancelled one is refused, nothing written), then ``PUT`` the changes."""
         self._check_id(appointment_id, _EVENT_ID, "ocQHyuzHvysMo5N5VsXc")
+        event = self.read_event(appointment_id, "update")
+        if _status(event) is AppointmentStatus.CANCELLED:
+            raise self._cancelled(appointment_id)
         resp = self._calendars(
             "PUT",
             f"/calendars/events/appointments/{appointment_id}",
             operation="update",
-            json=self.update_body(changes),
+            json=self.update_body(changes, event),
         )
         data = self._object(resp, "update")
         data.setdefault("id", appointment_id)
-        return self._appointment(data, "update", start=changes.start, end=changes.end)
+        zone = _named_zone(changes.timezone, changes.start) or self._booking_zone(event)
+        start = changes.start or _parse_time(event.get("startTime"))
+        return self._appointment(
+            data,
+            "update",
+            reference=reference_in(event),
+            start=start,
+            end=changes.end or _parse_time(event.get("endTime")),
+            contact_id=_str(event, "contactId"),
+            zone=zone,
+        )
 
     def cancel(self, appointment_id: str, *, reason: str | None = None) -> Appointment:
         """Set ``appointmentStatus`` to ``cancelled``; the event stays in the calendar.
 
-        ``reason`` is not stored: the only free-text field is the description, and overwriting
-        it would lose the booking notes and reference.
+        The event is read first: an already cancelled one is returned as it is (no second
+        write, so no second round of cancellation messages). ``reason`` is appended to the
+        description as a ``Cancellation reason:`` line, below the booking's notes.
         """
         self._check_id(appointment_id, _EVENT_ID, "ocQHyuzHvysMo5N5VsXc")
-        resp = self._calendars(
-            "PUT",
-            f"/calendars/events/appointments/{appointment_id}",
-            operation="cancel",
-            json={"appointmentStatus": "cancelled"},
-        )
+        event = self.read_event(appointment_id, "cancel")
+        zone = self._booking_zone(event)
+        if _status(event) is AppointmentStatus.CANCELLED:
+            return self._appointment(event, "cancel", status=AppointmentStatus.CANCELLED, zone=zone)
+        body: dict[str, Any] = {"appointmentStatus": "cancelled"}
+        if reason:
+            old = event.get("description")
+            line = f"Cancellation reason: {reason}"
+            body["description"] = f"{old}\n\n{line}" if isinstance(old, str) and old.strip() else line
+        resp = self._calendars("PUT", f"/calendars/events/appointments/{appointment_id}", operation="cancel", json=body)
         data = self._object(resp, "cancel")
         data.setdefault("id", appointment_id)
-        return self._appointment(data, "cancel", status=AppointmentStatus.CANCELLED)
+        return self._appointment(
+            data,
+            "cancel",
+            reference=reference_in(event),
+            start=_parse_time(event.get("startTime")),
+            end=_parse_time(event.get("endTime")),
+            contact_id=_str(event, "contactId"),
+            status=AppointmentStatus.CANCELLED,
+            zone=zone,
+        )
 
     # -- reports ----------------------------------------------------------------------------
 
@@ -654,7 +881,9 @@ class GoHighLevelV2(_GoHighLevel):
         if resp.status == 404:
             return None
         note = self._object(resp, "push_report").get("note")
-        return self._note_receipt(note if isinstance(note, dict) else {"id": note_id}, report, contact_id, created=False)
+        return self._note_receipt(
+            note if isinstance(note, dict) else {"id": note_id}, report, contact_id, created=False
+        )
 
     def _push_report_fresh(self, report: PerformanceReport, payload: Mapping[str, Any]) -> ReportReceipt:
         contact_id = self.report_contact_id()
@@ -696,8 +925,10 @@ class GoHighLevelV1(_GoHighLevel):
     api_version = "v1"
     capabilities = frozenset({Capability.BOOK, Capability.UPDATE, Capability.CANCEL})
 
-    def _zone_or_fail(self, requested: str | None) -> str:
-        zone = self._selected_zone(requested)
+    def _zone_or_fail(self, requested: str | None, start: _dt.datetime | None = None) -> str:
+        # a defaulted "UTC" (from a bare ...Z start) yields to PMS_GHL_TIMEZONE, but is still
+        # the start's own zone when nothing else names one
+        zone = self._selected_zone(requested, start) or requested
         if zone is None:
             raise ValidationError.single(
                 "timezone",
@@ -708,7 +939,7 @@ class GoHighLevelV1(_GoHighLevel):
 
     def appointment_body(self, request: AppointmentRequest) -> dict[str, Any]:
         """The ``POST /appointments/`` body; ``request.extra`` is merged last."""
-        zone = self._zone_or_fail(request.timezone)
+        zone = self._zone_or_fail(request.timezone, request.start)
         patient = request.patient
         body: dict[str, Any] = {
             "calendarId": self.settings.calendar_id,
@@ -725,13 +956,14 @@ class GoHighLevelV1(_GoHighLevel):
             body["firstName"] = patient.given_name
         if patient.family_name:
             body["lastName"] = patient.family_name
-        body["title"] = title_with_reference(request.title, request.reference)
+        body["title"] = request.title
         body["calendarNotes"] = _notes_with_reference([request.reason, request.notes], request.reference)
         body.update(request.extra)
         return body
 
     def book(self, request: AppointmentRequest) -> Appointment:
         body = self.appointment_body(request)
+        zone = str(body["selectedTimezone"])
 
         def create_appointment() -> Appointment:
             resp = self.transport.request(
@@ -746,7 +978,9 @@ class GoHighLevelV1(_GoHighLevel):
                 creates=True,
                 reference=request.reference,
                 start=request.start,
+                end=request.end,
                 contact_id=_str(contact, "id") if isinstance(contact, dict) else None,
+                zone=zone,
             )
 
         return create_once(
@@ -801,10 +1035,23 @@ class GoHighLevelV1(_GoHighLevel):
             )
         if match is None:
             return None
-        return self._appointment(match, "book", reference=request.reference, start=request.start)
+        return self._appointment(
+            match,
+            "book",
+            reference=request.reference,
+            start=request.start,
+            zone=_recorded_zone(match) or self._selected_zone(request.timezone, request.start),
+        )
+
+    def read_appointment(self, appointment_id: str, operation: str) -> dict[str, Any]:
+        """``GET /appointments/{id}`` (a flat record; 404 is NotFoundError)."""
+        resp = self.transport.request("GET", f"/appointments/{appointment_id}", operation=operation)
+        record = self._object(resp, operation)
+        record.setdefault("id", appointment_id)
+        return record
 
     def update(self, appointment_id: str, changes: AppointmentUpdate) -> Appointment:
-        """Reschedule (``PUT /appointments/{id}``); v1 has no way to change anything else."""
+        """Reschedule (``GET`` then ``PUT /appointments/{id}``); v1 has no way to change anything else."""
         self._check_id(appointment_id, _V1_ID, "004B1SpcAvh3s9E3rqk8")
         other = [f for f in ("title", "notes", "location") if getattr(changes, f) is not None]
         if other:
@@ -817,29 +1064,39 @@ class GoHighLevelV1(_GoHighLevel):
                 "GoHighLevel API v1 reschedules by start time only (the calendar sets the length); "
                 "give a new start. " + _V2_ONLY_HINT
             )
-        zone = self._zone_or_fail(changes.timezone)
+        record = self.read_appointment(appointment_id, "update")
+        if _status(record) is AppointmentStatus.CANCELLED:
+            raise self._cancelled(appointment_id)
+        zone = _named_zone(changes.timezone, changes.start) or _recorded_zone(record)
+        zone = self._zone_or_fail(zone, None)
         body = {"selectedSlot": _iso(changes.start, ZoneInfo(zone)), "selectedTimezone": zone}
         resp = self.transport.request("PUT", f"/appointments/{appointment_id}", operation="update", json=body)
         data = self._object(resp, "update")
         data.setdefault("id", appointment_id)
-        return self._appointment(data, "update", start=changes.start)
+        # v1 keeps the appointment's length; the answer carries no times
+        old_start, old_end = _parse_time(record.get("startTime")), _parse_time(record.get("endTime"))
+        length = old_end - old_start if old_start is not None and old_end is not None else None
+        return self._appointment(
+            data,
+            "update",
+            reference=reference_in(record),
+            start=changes.start,
+            end=changes.start + length if length is not None else changes.end,
+            contact_id=_str(record, "contactId"),
+            zone=zone,
+        )
 
     def cancel(self, appointment_id: str, *, reason: str | None = None) -> Appointment:
-        """``PUT /appointments/{id}/status`` ``{"status": "cancelled"}`` (answers with an empty body)."""
+        """``GET``, then ``PUT /appointments/{id}/status`` ``{"status": "cancelled"}`` unless it
+        already is. v1 has no field that could hold ``reason``; it is not stored."""
         self._check_id(appointment_id, _V1_ID, "004B1SpcAvh3s9E3rqk8")
-        resp = self.transport.request(
-            "PUT", f"/appointments/{appointment_id}/status", operation="cancel", json={"status": "cancelled"}
-        )
-        body = resp.json_or_none()
-        raw = body if isinstance(body, dict) else {}
-        return Appointment(
-            provider=PROVIDER,
-            id=appointment_id,
-            status=AppointmentStatus.CANCELLED,
-            start=_parse_time(raw.get("startTime")),
-            end=_parse_time(raw.get("endTime")),
-            raw=raw,
-        )
+        record = self.read_appointment(appointment_id, "cancel")
+        zone = _recorded_zone(record) or self.settings.timezone
+        if _status(record) is not AppointmentStatus.CANCELLED:
+            self.transport.request(
+                "PUT", f"/appointments/{appointment_id}/status", operation="cancel", json={"status": "cancelled"}
+            )
+        return self._appointment(record, "cancel", status=AppointmentStatus.CANCELLED, zone=zone)
 
     def unsupported_reason(self, capability: Capability) -> str | None:
         """Why this adapter lacks ``capability`` (for the client's UnsupportedOperationError)."""

@@ -6,24 +6,37 @@ share it (a v1 booking shows up in a v2 event list and the other way round).
 v2, as the official OpenAPI spec and the observed API behave:
 
 * ``Version`` header first (NestJS middleware runs before the auth guard): missing gives
-  401 ``version header was not found.``, a value outside the endpoint's enum gives 401
-  ``version header is invalid``. (The live API was seen accepting any known version on any
-  endpoint; the emulator holds every endpoint to the value its spec declares, which is stricter.)
+  401 ``version header was not found.``, a value that is not a supported API version gives 401
+  ``version header is invalid``. Like the live API, any supported version (``2021-04-15``,
+  ``2021-07-28``, ``2023-02-21``, ``v3``) is accepted on any endpoint; the spec's per-endpoint
+  value is what the library sends, and the contract tests check that.
 * Bearer token, else 401 ``UnauthorizedDTO``.
 * Bodies are whitelisted like the API's validation pipe: an unknown property gives 422
   ``property X should not exist``; wrong types, enum values and missing required fields give
   422 with class-validator style messages (``message`` is a list).
 * ``locationId`` must be the sandbox location (403 otherwise); ids must exist (404).
-* Booking a time that overlaps an active event of the calendar gives 400 ``The slot you have
-  selected is no longer available.`` (unless ``ignoreFreeSlotValidation``); cancelled events
-  free their slot.
+* The calendar has open hours (``open_hours``, in ``calendar_timezone``; by default every day
+  07:00-20:00 America/New_York). A booking or move outside them gives 400 ``The slot you have
+  selected is no longer available.``, as does one overlapping an active event of the calendar;
+  ``ignoreFreeSlotValidation: true`` skips both checks. Cancelled events free their slot. Set
+  ``open_hours = None`` on the emulator for a calendar that is always open (stress tests that
+  book round the clock).
+* 429 answers carry the ``X-RateLimit-*`` headers and no ``Retry-After`` (GoHighLevel documents
+  none); the window to wait is ``X-RateLimit-Interval-Milliseconds``. An injected
+  ``Fault.rate_limit(retry_after=s)`` becomes an interval of ``s`` seconds.
+* A route the emulator does not implement answers 501 ``not emulated: <METHOD> <path>``, so it
+  is never mistaken for a record that does not exist.
+* ``POST /contacts/search`` (the advanced search) understands ``filters`` of
+  ``{"field", "operator": "eq", "value"}`` on ``email``, ``phone``, ``firstName``,
+  ``lastName`` and ``id``, groups ``{"group": "AND" | "OR", "filters": [...]}``, ``page`` and
+  ``pageLimit``; it answers ``{"contacts": [...], "total": n}``.
 
 v1: bearer token (401 ``{"msg": "Unauthorized"}``), 422 field maps
 (``{"selectedSlot": {"message": ..., "rule": "required"}}``), ``selectedTimezone`` must be an
 IANA zone, the slot length is the calendar's (``slot_minutes``), status changes through
 ``PUT /appointments/{id}/status``.
 
-Operation names for fault injection: ``contacts.upsert``, ``notes.list``, ``notes.create``,
+Operation names for fault injection: ``contacts.search``, ``contacts.upsert``, ``notes.list``, ``notes.create``,
 ``notes.update``, ``appointments.create``, ``appointments.update``, ``appointments.get``,
 ``appointments.list``, ``appointments.delete``, and ``v1.appointments.create`` / ``.list`` /
 ``.get`` / ``.update`` / ``.status`` / ``.delete``.
@@ -45,12 +58,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from ..models import ProviderName, parse_iso_datetime
 from ._core import Emulator, Reply, Route, Sandbox, SandboxRequest, SandboxResponse, json_response
 
-__all__ = ["GoHighLevelEmulator", "EMULATOR", "CALENDARS_VERSION", "CONTACTS_VERSION"]
+__all__ = ["GoHighLevelEmulator", "EMULATOR", "CALENDARS_VERSION", "CONTACTS_VERSION", "DEFAULT_OPEN_HOURS"]
 
 CALENDARS_VERSION = "2021-04-15"
 CONTACTS_VERSION = "2021-07-28"
 KNOWN_VERSIONS = frozenset({"2021-04-15", "2021-07-28", "2023-02-21", "v3"})
 SLOT_TAKEN = "The slot you have selected is no longer available."
+#: every day 07:00-20:00: wide enough for the dates the docs, examples and tests book
+DEFAULT_OPEN_HOURS: dict[int, tuple[_dt.time, _dt.time]] = {day: (_dt.time(7), _dt.time(20)) for day in range(7)}
+#: the burst window GoHighLevel documents (100 requests per 10 s)
+BURST_WINDOW_MS = 10_000
 _ID_ALPHABET = string.ascii_letters + string.digits
 _REASONS = {
     400: "Bad Request",
@@ -60,6 +77,7 @@ _REASONS = {
     422: "Unprocessable Entity",
     429: "Too Many Requests",
     500: "Internal Server Error",
+    501: "Not Implemented",
     502: "Bad Gateway",
     503: "Service Unavailable",
     504: "Gateway Timeout",
@@ -191,8 +209,13 @@ class GoHighLevelEmulator(Emulator):
     prefix = "/ghl"
     #: the calendar's slot length, used when a booking has no end (v1 never has one)
     slot_minutes = 30
+    #: the zone the calendar's open hours are in
+    calendar_timezone = "America/New_York"
 
     def __init__(self, sandbox: Sandbox) -> None:
+        #: weekday (Monday = 0) -> (opening, closing) in ``calendar_timezone``; a missing day is
+        #: closed. ``None``: always open (no open-hours check at all).
+        self.open_hours: dict[int, tuple[_dt.time, _dt.time]] | None = dict(DEFAULT_OPEN_HOURS)
         self.location_id = _new_id()
         self.calendar_id = _new_id()
         self.user_id = _new_id()
@@ -211,6 +234,7 @@ class GoHighLevelEmulator(Emulator):
         cal, con = self._v2(CALENDARS_VERSION), self._v2(CONTACTS_VERSION)
         return [
             Route("POST", r"/contacts/upsert", con(self._upsert), "contacts.upsert", True),
+            Route("POST", r"/contacts/search", con(self._search_contacts), "contacts.search"),
             Route("GET", rf"/contacts/{cid}/notes", con(self._list_notes), "notes.list"),
             Route("POST", rf"/contacts/{cid}/notes", con(self._create_note), "notes.create", True),
             Route("GET", rf"/contacts/{cid}/notes/{nid}", con(self._get_note), "notes.get"),
@@ -261,7 +285,13 @@ class GoHighLevelEmulator(Emulator):
     def error_response(
         self, status: int, *, message: str | None = None, retry_after: float | None = None
     ) -> SandboxResponse:
-        headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else {}
+        headers: dict[str, str] = {}
+        if status == 429:
+            # GoHighLevel sends no Retry-After: the quota headers say how long the window is
+            interval_ms = BURST_WINDOW_MS if retry_after is None else max(int(retry_after * 1000), 1)
+            headers = self.rate_limit_headers(0, 100, interval_ms)
+        elif retry_after is not None:
+            headers = {"Retry-After": f"{retry_after:g}"}
         if getattr(self._local, "v1", False):
             return json_response(status, {"msg": message or _REASONS.get(status, "Error")}, headers)
         if message is None:
@@ -279,7 +309,12 @@ class GoHighLevelEmulator(Emulator):
         return json_response(status, body, headers)
 
     def not_found(self, req: SandboxRequest) -> SandboxResponse:
-        return self.error_response(404, message=f"Cannot {req.method} {req.path.split('?')[0]}")
+        """501 for a route the emulator lacks: not a 404 that reads as "no such record"."""
+        route = f"{req.method} {self.prefix}{req.path.split('?')[0]}"
+        return self.error_response(
+            501,
+            message=f"not emulated: {route} is not implemented by the pms-integration GoHighLevel sandbox",
+        )
 
     def rate_limit_headers(self, remaining: int, limit: int, interval_ms: int) -> dict[str, str]:
         return {
@@ -314,7 +349,7 @@ class GoHighLevelEmulator(Emulator):
                 sent = req.header("Version")
                 if sent is None:
                     return self.error_response(401, message="version header was not found.")
-                if sent.strip() != version:
+                if sent.strip() not in KNOWN_VERSIONS:  # the live API takes any supported version
                     return self.error_response(401, message="version header is invalid")
                 denied = self.check_auth(req)
                 if denied is not None:
@@ -417,6 +452,50 @@ class GoHighLevelEmulator(Emulator):
             contact, new = self._store_contact(body)
             return json_response(200, {"new": new, "contact": dict(contact), "traceId": str(uuid.uuid4())})
 
+    def _search_contacts(self, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
+        body = self._body(req)
+        messages = []
+        if not isinstance(body.get("locationId"), str) or not body.get("locationId"):
+            messages.append("locationId should not be empty")
+        for key in ("page", "pageLimit"):
+            value = body.get(key, 1)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                messages.append(f"{key} must be a positive number")
+        filters = body.get("filters", [])
+        if not isinstance(filters, list):
+            messages.append("filters must be an array")
+            filters = []
+        if messages:
+            raise self._invalid(messages)
+        self._check_location(body["locationId"])
+        page, limit = int(body.get("page", 1)), min(int(body.get("pageLimit", 20)), 500)
+        with self.lock:
+            found = [dict(c) for c in self.contacts.values() if all(self._matches(c, f) for f in filters)]
+        found.sort(key=lambda c: str(c.get("dateAdded", "")), reverse=True)
+        return json_response(200, {"contacts": found[(page - 1) * limit : page * limit], "total": len(found)})
+
+    def _matches(self, contact: Mapping[str, Any], condition: object) -> bool:
+        """One search filter (or filter group) against a contact; a bad filter is a 422."""
+        if not isinstance(condition, dict):
+            raise self._invalid(["each value in filters must be an object"])
+        if "group" in condition:
+            group, members = condition.get("group"), condition.get("filters")
+            if group not in ("AND", "OR") or not isinstance(members, list):
+                raise self._invalid(["group must be one of the following values: AND, OR, with a filters array"])
+            results = [self._matches(contact, member) for member in members]
+            return all(results) if group == "AND" else any(results)
+        field, operator, value = condition.get("field"), condition.get("operator"), condition.get("value")
+        if field not in ("email", "phone", "firstName", "lastName", "id") or operator != "eq":
+            raise self._invalid([f"filter {field!r} with operator {operator!r} is not supported by the sandbox"])
+        if not isinstance(value, str):
+            raise self._invalid(["value must be a string"])
+        actual = contact.get(str(field))
+        if not isinstance(actual, str):
+            return False
+        if field in ("email", "firstName", "lastName"):
+            return actual.lower() == value.lower()
+        return actual == value
+
     def _list_notes(self, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
         with self.lock:
             self._contact(params["contact_id"])
@@ -478,7 +557,24 @@ class GoHighLevelEmulator(Emulator):
             raise Reply(self.error_response(400, message="endTime must be after startTime"))
         return start, end
 
+    def is_open(self, start: _dt.datetime, end: _dt.datetime) -> bool:
+        """Whether ``start``-``end`` lies within one day's open hours of the calendar."""
+        if self.open_hours is None:
+            return True
+        zone = ZoneInfo(self.calendar_timezone)
+        local_start, local_end = start.astimezone(zone), end.astimezone(zone)
+        hours = self.open_hours.get(local_start.weekday())
+        if hours is None:
+            return False
+        opening = _dt.datetime.combine(local_start.date(), hours[0])
+        closing = _dt.datetime.combine(local_start.date(), hours[1])
+        return opening <= local_start.replace(tzinfo=None) and local_end.replace(tzinfo=None) <= closing
+
     def _check_free(self, start: _dt.datetime, end: _dt.datetime, *, ignore: str | None = None, v1: bool) -> None:
+        if not self.is_open(start, end):
+            if v1:
+                raise self._v1_invalid("selectedSlot", SLOT_TAKEN, "slot")
+            raise Reply(self.error_response(400, message=SLOT_TAKEN))
         for event in self.events.values():
             if event["id"] == ignore or event["appointmentStatus"] == "cancelled":
                 continue
