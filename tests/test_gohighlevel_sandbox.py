@@ -6,6 +6,7 @@ official response schemas, and every request the contract checker rejects, the e
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -19,12 +20,13 @@ from pms_integration.errors import (
     ConflictError,
     InvalidRequestError,
     NotFoundError,
+    ServerError,
     UnsupportedOperationError,
     ValidationError,
 )
 from pms_integration.models import AppointmentStatus
 from pms_integration.sandbox import Fault, Sandbox
-from pms_integration.sandbox.gohighlevel import GoHighLevelEmulator
+from pms_integration.sandbox.gohighlevel import DEFAULT_OPEN_HOURS, GoHighLevelEmulator
 from tests._gohighlevel_support import (
     BAD_REQUESTS,
     SKIP_REASON,
@@ -489,3 +491,129 @@ def test_get_event_and_list_responses_match_the_spec(sb: Sandbox, ghl: GoHighLev
         validate_response(official, resp)
     events = resp.json()["events"]
     assert [e["id"] for e in events] == [appt.id]
+
+
+# ---------------------------------------------------------------------------------------------
+# the emulator behaves like the live API where the library's users rely on it
+
+
+def test_family_members_sharing_phone_and_email_keep_their_names(sb: Sandbox, ghl: GoHighLevelEmulator) -> None:
+    mother = ghl.add_contact(firstName="Jane", lastName="Doe", email="family@example.com", phone="+15555550123")
+    with client(sb) as c:
+        booked = c.book_appointment(
+            booking(patient={"name": "Tom Doe", "email": "family@example.com", "phone": "+15555550123"})
+        )
+        again = c.book_appointment(
+            booking(
+                start="2037-03-10T11:00:00-04:00",
+                reference="bk-sandbox-2",
+                patient={"name": "Jane Doe", "email": "family@example.com", "phone": "+15555550123"},
+            )
+        )
+    contacts = {c["id"]: c for c in ghl.state()["contacts"]}
+    assert contacts[mother]["firstName"] == "Jane"  # not renamed to Tom
+    assert booked.contact_id == mother  # no contact of Tom's name exists: the family's contact
+    assert again.contact_id == mother
+    assert len(contacts) == 1
+    searches = [r for r in sb.records if r.operation == "contacts.search"]
+    assert len(searches) == 2 and all("family" not in r.path and "555" not in r.path for r in sb.records)
+
+
+def test_a_new_patient_is_created_once_and_found_next_time(sb: Sandbox, ghl: GoHighLevelEmulator) -> None:
+    with client(sb) as c:
+        first = c.book_appointment(booking())
+        second = c.book_appointment(booking(start="2037-03-11T10:00:00-04:00", reference="bk-sandbox-2"))
+    assert first.contact_id == second.contact_id
+    operations = [r.operation for r in sb.records]
+    assert operations.count("contacts.upsert") == 1 and operations.count("contacts.search") == 2
+
+
+def test_contact_search_filters_and_pages(sb: Sandbox, ghl: GoHighLevelEmulator) -> None:
+    a = ghl.add_contact(email="A@example.com", phone="+15555550001", firstName="Ann")
+    b = ghl.add_contact(email="b@example.com", phone="+15555550002")
+    ghl.add_contact(email="c@example.com")
+    token = sb.tokens[ghl.provider]
+
+    def search(**body: Any) -> Any:
+        resp = _raw(sb, "POST", "/contacts/search", version="2021-07-28", token=token,
+                    body={"locationId": ghl.location_id, **body})  # fmt: skip
+        return resp
+
+    by_email = search(filters=[{"field": "email", "operator": "eq", "value": "a@EXAMPLE.com"}]).json()
+    assert [x["id"] for x in by_email["contacts"]] == [a] and by_email["total"] == 1
+    either = {"group": "OR", "filters": [{"field": "email", "operator": "eq", "value": "c@example.com"},
+                                         {"field": "phone", "operator": "eq", "value": "+15555550001"}]}  # fmt: skip
+    assert search(filters=[either]).json()["total"] == 2
+    both = {"group": "AND", "filters": [{"field": "phone", "operator": "eq", "value": "+15555550001"},
+                                        {"field": "firstName", "operator": "eq", "value": "ann"}]}  # fmt: skip
+    assert [x["id"] for x in search(filters=[both]).json()["contacts"]] == [a]
+    paged = search(page=2, pageLimit=2, filters=[]).json()
+    assert paged["total"] == 3 and len(paged["contacts"]) == 1
+    assert b not in {x["id"] for x in search(filters=[either]).json()["contacts"]}
+    assert search(filters=[{"field": "email", "operator": "contains", "value": "a"}]).status_code == 422
+    assert search(pageLimit=0).status_code == 422
+
+
+def test_bookings_outside_the_calendars_open_hours_are_refused(sb: Sandbox, ghl: GoHighLevelEmulator) -> None:
+    assert ghl.open_hours is not None and ghl.calendar_timezone == "America/New_York"
+    with client(sb) as c:
+        for start in ("2037-03-10T06:30:00-04:00", "2037-03-10T19:45:00-04:00", "2037-03-11T01:00:00Z"):
+            with pytest.raises(ConflictError) as info:
+                c.book_appointment(booking(start=start))
+            assert info.value.code == "SLOT_UNAVAILABLE" and info.value.status_code == 400
+        assert ghl.bookings() == []
+        # the first and the last slot of the day are fine
+        c.book_appointment(booking(start="2037-03-10T07:00:00-04:00"))
+        late = c.book_appointment(booking(start="2037-03-10T19:30:00-04:00", reference="bk-late"))
+        # moving into the night is refused too
+        with pytest.raises(ConflictError):
+            c.update_appointment(late.id, {"start": "2037-03-10T21:00:00-04:00", "duration_minutes": 30})
+        # ignoreFreeSlotValidation books anyway, as on the live API
+        c.book_appointment(
+            booking(start="2037-03-10T22:00:00-04:00", reference="bk-night", extra={"ignoreFreeSlotValidation": True})
+        )
+    assert len(ghl.bookings()) == 3
+    with v1_client(sb) as c1, pytest.raises(ConflictError):
+        c1.book_appointment(booking(start="2037-03-11T05:00:00-04:00", reference="bk-v1-early"))
+
+
+def test_a_calendar_can_be_always_open_or_closed_on_a_day(sb: Sandbox, ghl: GoHighLevelEmulator) -> None:
+    sunday_night = dt.datetime(2037, 3, 15, 23, tzinfo=dt.timezone.utc)  # 19:00 in New York, a Sunday
+    try:
+        ghl.open_hours = {d: (dt.time(7), dt.time(20)) for d in range(6)}  # closed on Sundays
+        assert not ghl.is_open(sunday_night, sunday_night + dt.timedelta(minutes=30))
+        ghl.open_hours = None
+        assert ghl.is_open(sunday_night, sunday_night + dt.timedelta(hours=9))
+    finally:
+        ghl.open_hours = dict(DEFAULT_OPEN_HOURS)
+    assert ghl.is_open(sunday_night, sunday_night + dt.timedelta(minutes=30))
+
+
+def test_429_carries_the_quota_headers_and_no_retry_after(sb: Sandbox, ghl: GoHighLevelEmulator) -> None:
+    token = sb.tokens[ghl.provider]
+    sb.inject("ghl", Fault.rate_limit(retry_after=0.25), operation="contacts.upsert", times=1)
+    injected = _raw(sb, "POST", "/contacts/upsert", version="2021-07-28", token=token, body={"locationId": "x"})
+    assert injected.status_code == 429 and "Retry-After" not in injected.headers
+    assert injected.headers["X-RateLimit-Remaining"] == "0"
+    assert injected.headers["X-RateLimit-Interval-Milliseconds"] == "250"
+    sb.set_rate_limit("ghl", 1, 10.0)
+    try:
+        _raw(sb, "POST", "/contacts/upsert", version="2021-07-28", token=token, body={"locationId": ghl.location_id})
+        limited = _raw(sb, "POST", "/contacts/upsert", version="2021-07-28", token=token, body={"locationId": "x"})
+    finally:
+        sb.set_rate_limit("ghl", None)
+    assert limited.status_code == 429 and "Retry-After" not in limited.headers
+    assert limited.headers["X-RateLimit-Interval-Milliseconds"] == "10000"
+    assert limited.headers["X-RateLimit-Max"] == "1"
+
+
+def test_a_route_the_emulator_lacks_is_501_naming_it(sb: Sandbox, ghl: GoHighLevelEmulator) -> None:
+    token = sb.tokens[ghl.provider]
+    resp = _raw(sb, "GET", "/calendars/groups", version="2021-04-15", token=token)
+    assert resp.status_code == 501
+    assert "GET /ghl/calendars/groups" in resp.json()["message"] and "not emulated" in resp.json()["message"]
+    with client(sb) as c:  # through the library it is a server error, never "not found"
+        adapter = c.adapter("ghl")
+        with pytest.raises(ServerError) as info:
+            adapter.transport.request("DELETE", "/contacts/abc/tags", operation="x")  # type: ignore[attr-defined]
+    assert not isinstance(info.value, NotFoundError) and info.value.status_code == 501
