@@ -249,8 +249,12 @@ MINIMUMS: dict[str, list[tuple[str, int, str]]] = {
     "salesforce": [
         ("book (new patient)", 1, "one Event create (patient details go into the Event)"),
         ("book (returning patient)", 1, "one Event create"),
-        ("update (reschedule)", 1, "one PATCH of the Event"),
-        ("cancel", 1, "one DELETE of the Event"),
+        (
+            "update (reschedule)",
+            2,
+            "read the Event (a cancelled booking is never written to; the answer carries its times), one PATCH",
+        ),
+        ("cancel", 2, "read the Event (unknown id vs already cancelled; the answer's times), one DELETE"),
         (
             "push-report (first push)",
             2,

@@ -77,7 +77,7 @@ def client(**overrides: str) -> PMSClient:
 
 def booking(**overrides: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
-        "start": dt.datetime(2026, 3, 9, 9, 0, tzinfo=NY).isoformat(),
+        "start": dt.datetime(2037, 3, 9, 9, 0, tzinfo=NY).isoformat(),
         "duration_minutes": 45,
         "patient": {"name": "Jane Doe", "email": "jane@example.com", "phone": "+15555550123"},
         "title": "Cleaning",

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -14,6 +15,7 @@ import responses
 from pms_integration._http import HttpResponse
 from pms_integration.config import Secret
 from pms_integration.errors import (
+    AppointmentCancelledError,
     AuthenticationError,
     ConflictError,
     InvalidRequestError,
@@ -115,11 +117,11 @@ def test_soql_quoting() -> None:
 
 
 def test_wire_datetime_is_utc_and_dst_correct() -> None:
-    assert wire_datetime(dt.datetime(2026, 3, 6, 9, 0, tzinfo=NY)) == "2026-03-06T14:00:00Z"  # EST
-    assert wire_datetime(dt.datetime(2026, 3, 9, 9, 0, tzinfo=NY)) == "2026-03-09T13:00:00Z"  # EDT
-    assert wire_datetime(dt.datetime(2026, 3, 9, 9, 0, 0, 999_999, tzinfo=dt.timezone.utc)) == "2026-03-09T09:00:00Z"
+    assert wire_datetime(dt.datetime(2037, 3, 6, 9, 0, tzinfo=NY)) == "2037-03-06T14:00:00Z"  # EST
+    assert wire_datetime(dt.datetime(2037, 3, 9, 9, 0, tzinfo=NY)) == "2037-03-09T13:00:00Z"  # EDT
+    assert wire_datetime(dt.datetime(2037, 3, 9, 9, 0, 0, 999_999, tzinfo=dt.timezone.utc)) == "2037-03-09T09:00:00Z"
     with pytest.raises(ValueError):
-        wire_datetime(dt.datetime(2026, 3, 9, 9, 0))
+        wire_datetime(dt.datetime(2037, 3, 9, 9, 0))
 
 
 def test_parse_salesforce_datetime_forms() -> None:
@@ -146,8 +148,8 @@ def test_book_sends_one_event_create(rsps: responses.RequestsMock) -> None:
     assert calls(rsps) == [("POST", "/services/data/v67.0/sobjects/Event/")]
     body = body_of(rsps.calls[0])
     assert body["Subject"] == "Cleaning - Jane Doe [bk-0123456789abcdef0123]"
-    assert body["StartDateTime"] == "2026-03-09T13:00:00Z"
-    assert body["EndDateTime"] == "2026-03-09T13:45:00Z"
+    assert body["StartDateTime"] == "2037-03-09T13:00:00Z"
+    assert body["EndDateTime"] == "2037-03-09T13:45:00Z"
     assert body["IsAllDayEvent"] is False
     assert body["ShowAs"] == "Busy"
     assert body["OwnerId"] == OWNER
@@ -163,7 +165,7 @@ def test_book_sends_one_event_create(rsps: responses.RequestsMock) -> None:
     assert appt.reference == "bk-0123456789abcdef0123"
     assert appt.status is AppointmentStatus.BOOKED
     assert appt.contact_id == CONTACT
-    assert appt.start == dt.datetime(2026, 3, 9, 9, 0, tzinfo=NY)
+    assert appt.start == dt.datetime(2037, 3, 9, 9, 0, tzinfo=NY)
 
 
 def test_book_optional_fields_are_left_out(rsps: responses.RequestsMock) -> None:
@@ -232,12 +234,19 @@ def found_event(**extra: Any) -> dict[str, Any]:
     record = {
         "Id": EVENT_ID,
         "Subject": "Cleaning - Jane Doe [bk-0123456789abcdef0123]",
-        "StartDateTime": "2026-03-09T13:00:00.000+0000",
-        "EndDateTime": "2026-03-09T13:45:00.000+0000",
+        "StartDateTime": "2037-03-09T13:00:00.000+0000",
+        "EndDateTime": "2037-03-09T13:45:00.000+0000",
         "WhoId": None,
+        "Description": "--- booking details (pms-integration) ---\nTime zone: America/New_York",
+        "ShowAs": "Busy",
     }
     record.update(extra)
     return record
+
+
+def live_event(rsps: responses.RequestsMock, **extra: Any) -> None:
+    """The read every update and cancel starts with: the Event exists and is booked."""
+    rsps.get(EVENT_URL, json={"attributes": {"type": "Event"}, **found_event(**extra)})
 
 
 def test_timeout_on_create_then_lookup_finds_it(rsps: responses.RequestsMock) -> None:
@@ -245,12 +254,13 @@ def test_timeout_on_create_then_lookup_finds_it(rsps: responses.RequestsMock) ->
     rsps.get(QUERY, json=query_result([found_event()]))
     appt = adapter().book(req())
     assert appt.id == EVENT_ID and appt.reference == "bk-0123456789abcdef0123"
-    assert appt.start == dt.datetime(2026, 3, 9, 13, 0, tzinfo=dt.timezone.utc)
+    assert appt.start == dt.datetime(2037, 3, 9, 9, 0, tzinfo=NY)
+    assert str(appt.start.tzinfo) == "America/New_York"
     assert [m for m, _ in calls(rsps)] == ["POST", "GET"]
     soql = soql_of(rsps.calls[1])
     assert soql == (
-        "SELECT Id, Subject, StartDateTime, EndDateTime, WhoId FROM Event WHERE "
-        f"OwnerId = '{OWNER}' AND StartDateTime = 2026-03-09T13:00:00Z "
+        "SELECT Id, Subject, Description, StartDateTime, EndDateTime, WhoId FROM Event WHERE "
+        f"OwnerId = '{OWNER}' AND StartDateTime = 2037-03-09T13:00:00Z "
         "AND Subject LIKE '%[bk-0123456789abcdef0123]%' LIMIT 2"
     )
 
@@ -298,20 +308,26 @@ def test_definite_create_failure_is_not_reconciled(rsps: responses.RequestsMock)
 # update
 
 
-def test_reschedule_is_one_patch_with_start_and_end(rsps: responses.RequestsMock) -> None:
+def test_reschedule_is_a_read_and_one_patch_with_start_and_end(rsps: responses.RequestsMock) -> None:
+    live_event(rsps)
     rsps.patch(EVENT_URL, status=204)
-    new_start = dt.datetime(2026, 11, 2, 10, 0, tzinfo=NY)  # after the DST change
+    new_start = dt.datetime(2037, 11, 2, 10, 0, tzinfo=NY)  # after the DST change
     with client() as c:
         appt = c.update_appointment(EVENT_ID, {"start": new_start.isoformat(), "duration_minutes": 60})
-    assert calls(rsps) == [("PATCH", f"/services/data/v67.0/sobjects/Event/{EVENT_ID}")]
-    assert body_of(rsps.calls[0]) == {"StartDateTime": "2026-11-02T15:00:00Z", "EndDateTime": "2026-11-02T16:00:00Z"}
+    path = f"/services/data/v67.0/sobjects/Event/{EVENT_ID}"
+    assert calls(rsps) == [("GET", path), ("PATCH", path)]
+    assert body_of(rsps.calls[1]) == {"StartDateTime": "2037-11-02T15:00:00Z", "EndDateTime": "2037-11-02T16:00:00Z"}
     assert appt.id == EVENT_ID and appt.start == new_start
 
 
 def test_location_change_is_one_patch(rsps: responses.RequestsMock) -> None:
+    live_event(rsps)
     rsps.patch(EVENT_URL, status=204)
-    adapter().update(EVENT_ID, AppointmentUpdate(location="Chair 3"))
-    assert body_of(rsps.calls[0]) == {"Location": "Chair 3"}
+    appt = adapter().update(EVENT_ID, AppointmentUpdate(location="Chair 3"))
+    assert body_of(rsps.calls[1]) == {"Location": "Chair 3"}
+    # the answer carries the booking's times, in the zone it was booked in
+    assert appt.start == dt.datetime(2037, 3, 9, 9, 0, tzinfo=NY) and str(appt.start.tzinfo) == "America/New_York"
+    assert appt.end == dt.datetime(2037, 3, 9, 9, 45, tzinfo=NY)
 
 
 def test_title_change_keeps_name_and_reference(rsps: responses.RequestsMock) -> None:
@@ -319,7 +335,7 @@ def test_title_change_keeps_name_and_reference(rsps: responses.RequestsMock) -> 
     rsps.patch(EVENT_URL, status=204)
     appt = adapter().update(EVENT_ID, AppointmentUpdate(title="Check-up"))
     assert [m for m, _ in calls(rsps)] == ["GET", "PATCH"]
-    assert "fields=Subject%2CDescription" in rsps.calls[0].request.url
+    assert "fields=Id%2CSubject%2CDescription" in rsps.calls[0].request.url
     assert body_of(rsps.calls[1]) == {"Subject": "Check-up - Jane Doe [bk-0123456789abcdef0123]"}
     assert appt.reference == "bk-0123456789abcdef0123"
 
@@ -362,6 +378,7 @@ def test_bad_ids_are_rejected_before_any_request(rsps: responses.RequestsMock, w
 
 
 def test_15_character_event_id_is_accepted(rsps: responses.RequestsMock) -> None:
+    rsps.get(f"{API}/sobjects/Event/{EVENT_ID[:15]}", json=found_event())
     rsps.delete(f"{API}/sobjects/Event/{EVENT_ID[:15]}", status=204)
     assert adapter().cancel(EVENT_ID[:15]).status is AppointmentStatus.CANCELLED
 
@@ -370,30 +387,84 @@ def test_15_character_event_id_is_accepted(rsps: responses.RequestsMock) -> None
 # cancel
 
 
-def test_cancel_deletes_with_one_request(rsps: responses.RequestsMock) -> None:
+def test_cancel_reads_then_deletes(rsps: responses.RequestsMock) -> None:
+    live_event(rsps)
     rsps.delete(EVENT_URL, status=204)
     with client() as c:
         appt = c.cancel_appointment(EVENT_ID, reason="patient called")
-    assert calls(rsps) == [("DELETE", f"/services/data/v67.0/sobjects/Event/{EVENT_ID}")]
+    path = f"/services/data/v67.0/sobjects/Event/{EVENT_ID}"
+    assert calls(rsps) == [("GET", path), ("DELETE", path)]
     assert appt.status is AppointmentStatus.CANCELLED and appt.id == EVENT_ID
+    assert appt.start == dt.datetime(2037, 3, 9, 9, 0, tzinfo=NY) and str(appt.start.tzinfo) == "America/New_York"
+    assert appt.end == dt.datetime(2037, 3, 9, 9, 45, tzinfo=NY)
+    assert appt.reference == "bk-0123456789abcdef0123"
 
 
-@pytest.mark.parametrize(
-    ("code", "message"),
-    [("ENTITY_IS_DELETED", "entity is deleted"), ("NOT_FOUND", "The requested resource does not exist")],
-)
-def test_cancel_is_idempotent(rsps: responses.RequestsMock, code: str, message: str) -> None:
-    rsps.delete(EVENT_URL, json=sf_error(code, message, []), status=404)
+def test_cancel_of_an_already_deleted_event_succeeds_with_its_times(rsps: responses.RequestsMock) -> None:
+    rsps.get(EVENT_URL, json=sf_error("ENTITY_IS_DELETED", "entity is deleted", []), status=404)
+    rsps.get(f"{API}/queryAll/", json=query_result([found_event()]))
     appt = adapter().cancel(EVENT_ID)
+    assert [m for m, _ in calls(rsps)] == ["GET", "GET"]  # no DELETE
+    assert urlsplit(rsps.calls[1].request.url).path == "/services/data/v67.0/queryAll/"
+    assert soql_of(rsps.calls[1]).endswith(f"FROM Event WHERE Id = '{EVENT_ID}'")
     assert appt.status is AppointmentStatus.CANCELLED
-    assert appt.raw["already_cancelled"] == code
-    assert len(rsps.calls) == 1
+    assert appt.raw["already_cancelled"] == "ENTITY_IS_DELETED"
+    assert appt.start == dt.datetime(2037, 3, 9, 9, 0, tzinfo=NY) and str(appt.start.tzinfo) == "America/New_York"
+
+
+@pytest.mark.parametrize("mode", ["delete", "soft"])
+def test_cancel_of_an_id_that_never_existed_is_not_found(rsps: responses.RequestsMock, mode: str) -> None:
+    rsps.get(EVENT_URL, json=sf_error("NOT_FOUND", "The requested resource does not exist"), status=404)
+    with pytest.raises(NotFoundError) as info:
+        adapter(PMS_SALESFORCE_CANCEL_MODE=mode).cancel(EVENT_ID)
+    assert info.value.code == "NOT_FOUND"
+    assert [m for m, _ in calls(rsps)] == ["GET"]  # nothing written
+
+
+def test_cancel_racing_a_delete_is_still_success(rsps: responses.RequestsMock) -> None:
+    live_event(rsps)
+    rsps.delete(EVENT_URL, json=sf_error("ENTITY_IS_DELETED", "entity is deleted", []), status=404)
+    appt = adapter().cancel(EVENT_ID)
+    assert appt.status is AppointmentStatus.CANCELLED and appt.raw["already_cancelled"] == "ENTITY_IS_DELETED"
+    assert appt.start is not None and appt.end is not None
 
 
 def test_cancel_404_without_a_salesforce_body_is_an_error(rsps: responses.RequestsMock) -> None:
-    rsps.delete(EVENT_URL, body="<html><title>Not Found</title></html>", status=404)
+    rsps.get(EVENT_URL, body="<html><title>Not Found</title></html>", status=404)
     with pytest.raises(NotFoundError):
         adapter().cancel(EVENT_ID)
+
+
+@pytest.mark.parametrize(
+    "current",
+    [
+        pytest.param({"status": 404, "json": sf_error("ENTITY_IS_DELETED", "entity is deleted", [])}, id="deleted"),
+        pytest.param(
+            {"json": found_event(Subject=CANCELLED_PREFIX + "Cleaning - Jane Doe [bk-1]", ShowAs="Free")},
+            id="soft-cancelled",
+        ),
+    ],
+)
+@pytest.mark.parametrize(
+    "changes",
+    [{"start": dt.datetime(2037, 4, 1, 9, tzinfo=NY), "duration_minutes": 30}, {"title": "Check-up"}],
+)
+def test_changing_a_cancelled_booking_is_refused_without_a_write(
+    rsps: responses.RequestsMock, current: dict[str, Any], changes: dict[str, Any]
+) -> None:
+    rsps.get(EVENT_URL, **current)
+    with pytest.raises(AppointmentCancelledError) as info:
+        adapter().update(EVENT_ID, AppointmentUpdate(**changes))
+    assert info.value.code == "APPOINTMENT_CANCELLED" and info.value.status_code == 409
+    assert "book a new appointment" in str(info.value).lower()
+    assert [m for m, _ in calls(rsps)] == ["GET"]
+
+
+def test_update_of_an_id_that_never_existed_is_not_found(rsps: responses.RequestsMock) -> None:
+    rsps.get(EVENT_URL, json=sf_error("NOT_FOUND", "The requested resource does not exist"), status=404)
+    with pytest.raises(NotFoundError):
+        adapter().update(EVENT_ID, AppointmentUpdate(location="x"))
+    assert [m for m, _ in calls(rsps)] == ["GET"]
 
 
 def test_soft_cancel_marks_and_frees_the_event(rsps: responses.RequestsMock) -> None:
@@ -420,9 +491,10 @@ def test_soft_cancel_twice_sends_no_second_patch(rsps: responses.RequestsMock) -
 
 def test_soft_cancel_of_a_deleted_event_succeeds(rsps: responses.RequestsMock) -> None:
     rsps.get(EVENT_URL, json=sf_error("ENTITY_IS_DELETED", "entity is deleted", []), status=404)
+    rsps.get(f"{API}/queryAll/", json=query_result([found_event()]))
     appt = adapter(PMS_SALESFORCE_CANCEL_MODE="soft").cancel(EVENT_ID)
     assert appt.status is AppointmentStatus.CANCELLED
-    assert len(rsps.calls) == 1
+    assert [m for m, _ in calls(rsps)] == ["GET", "GET"]
 
 
 def test_soft_cancel_keeps_a_long_subject_within_255(rsps: responses.RequestsMock) -> None:
@@ -584,17 +656,22 @@ ERROR_TABLE = [
 def test_error_mapping_table(
     rsps: responses.RequestsMock, status: int, body: Any, cls: type, code: str | None, attempts: int
 ) -> None:
+    live_event(rsps)
     if isinstance(body, str):
         rsps.patch(EVENT_URL, body=body, status=status, content_type="text/html")
     else:
         rsps.patch(EVENT_URL, json=body, status=status)
+    if code == "ENTITY_IS_DELETED":
+        # deleted between the read and the write: the booking is cancelled
+        cls, status = AppointmentCancelledError, 409
+        code = "APPOINTMENT_CANCELLED"
     with pytest.raises(cls) as info:
         adapter().update(EVENT_ID, AppointmentUpdate(location="x"))
     err = info.value
     assert type(err) is cls
     assert err.status_code == status
     assert err.code == code
-    assert len(rsps.calls) == attempts
+    assert len(rsps.calls) == 1 + attempts  # the read, then the PATCH attempts
     if cls is AuthenticationError:
         assert "PMS_SALESFORCE_TOKEN" in str(err)
 
@@ -661,6 +738,7 @@ def test_limit_info_is_parsed_exposed_and_logged(
     rsps: responses.RequestsMock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="pms_integration")
+    live_event(rsps)
     rsps.delete(EVENT_URL, status=204, headers={"Sforce-Limit-Info": "api-usage=18/15000; api-bursts=1/750"})
     with client() as c:
         c.cancel_appointment(EVENT_ID)
@@ -695,6 +773,7 @@ def test_limit_info_parser(header: dict[str, str], want: tuple[int, int] | None)
 def test_expired_token_is_refreshed_once_and_the_request_replayed(
     rsps: responses.RequestsMock, caplog: pytest.LogCaptureFixture
 ) -> None:
+    live_event(rsps)
     caplog.set_level(logging.DEBUG)
     rsps.patch(EVENT_URL, json=sf_error("INVALID_SESSION_ID", "Session expired or invalid"), status=401)
     rsps.patch(EVENT_URL, status=204)
@@ -710,14 +789,14 @@ def test_expired_token_is_refreshed_once_and_the_request_replayed(
     )
     a = adapter(**REFRESH_ENV)
     a.update(EVENT_ID, AppointmentUpdate(location="x"))
-    assert [m for m, _ in calls(rsps)] == ["PATCH", "POST", "PATCH"]
-    form = dict(p.split("=", 1) for p in rsps.calls[1].request.body.split("&"))
+    assert [m for m, _ in calls(rsps)] == ["GET", "PATCH", "POST", "PATCH"]
+    form = dict(p.split("=", 1) for p in rsps.calls[2].request.body.split("&"))
     assert form["grant_type"] == "refresh_token"
     assert form["client_id"] == "3MVG9clientid"
     assert form["client_secret"] == CANARY["PMS_SALESFORCE_CLIENT_SECRET"]
     assert form["refresh_token"] == CANARY["PMS_SALESFORCE_REFRESH_TOKEN"]
-    assert "Authorization" not in rsps.calls[1].request.headers
-    assert rsps.calls[2].request.headers["Authorization"] == "Bearer 00Dnewtoken!AQ4fresh-token-value"
+    assert "Authorization" not in rsps.calls[2].request.headers
+    assert rsps.calls[3].request.headers["Authorization"] == "Bearer 00Dnewtoken!AQ4fresh-token-value"
     assert isinstance(a.auth._token, Secret)
     assert "fresh-token-value" not in repr(a.auth) and "fresh-token-value" not in caplog.text
     for secret in CANARY.values():
@@ -725,16 +804,18 @@ def test_expired_token_is_refreshed_once_and_the_request_replayed(
 
 
 def test_rotated_refresh_token_is_used_next_time(rsps: responses.RequestsMock) -> None:
-    rsps.post(TOKEN_URL, json={"access_token": "tokenA-123456", "refresh_token": "rotated-refresh-42"})
+    live_event(rsps)
+    rsps.post(TOKEN_URL, json={"access_token": "tokenA-123456-long-enough-x", "refresh_token": "rotated-refresh-42-long-enough-x"})
     rsps.patch(EVENT_URL, json=sf_error("INVALID_SESSION_ID", "Session expired or invalid"), status=401)
     rsps.patch(EVENT_URL, status=204)
     a = adapter(**REFRESH_ENV)
     a.update(EVENT_ID, AppointmentUpdate(location="x"))
     assert isinstance(a.auth._refresh_token, Secret)
-    assert a.auth._refresh_token.reveal() == "rotated-refresh-42"
+    assert a.auth._refresh_token.reveal() == "rotated-refresh-42-long-enough-x"
 
 
 def test_refresh_failure_names_the_variables_without_secrets(rsps: responses.RequestsMock) -> None:
+    live_event(rsps)
     rsps.patch(EVENT_URL, json=sf_error("INVALID_SESSION_ID", "Session expired or invalid"), status=401)
     rsps.post(
         TOKEN_URL, json={"error": "invalid_grant", "error_description": "expired access/refresh token"}, status=400
@@ -751,10 +832,11 @@ def test_refresh_failure_names_the_variables_without_secrets(rsps: responses.Req
     # a second call with the same rejected token does not hammer the token endpoint
     with pytest.raises(AuthenticationError):
         a.update(EVENT_ID, AppointmentUpdate(location="x"))
-    assert [m for m, _ in calls(rsps)] == ["PATCH", "POST", "PATCH"]
+    assert [m for m, _ in calls(rsps)] == ["GET", "PATCH", "POST", "GET", "PATCH"]
 
 
 def test_refresh_network_failure_is_a_transport_error(rsps: responses.RequestsMock) -> None:
+    live_event(rsps)
     rsps.patch(EVENT_URL, json=sf_error("INVALID_SESSION_ID", "Session expired or invalid"), status=401)
     rsps.post(TOKEN_URL, body=requests.exceptions.ConnectionError("refused"))
     a = adapter(**REFRESH_ENV)
@@ -762,32 +844,34 @@ def test_refresh_network_failure_is_a_transport_error(rsps: responses.RequestsMo
         a.update(EVENT_ID, AppointmentUpdate(location="x"))
     assert "token refresh" in str(info.value)
     # a network failure is not remembered: the next request tries the refresh again
-    rsps.replace(responses.POST, TOKEN_URL, json={"access_token": "tokenD-123456"})
+    rsps.replace(responses.POST, TOKEN_URL, json={"access_token": "tokenD-123456-long-enough-x"})
     rsps.patch(EVENT_URL, json=sf_error("INVALID_SESSION_ID", "Session expired or invalid"), status=401)
     rsps.patch(EVENT_URL, status=204)
     a.update(EVENT_ID, AppointmentUpdate(location="x"))
     assert a.auth.refresh_count == 1
-    assert [m for m, _ in calls(rsps)] == ["PATCH", "POST", "PATCH", "POST", "PATCH"]
+    assert [m for m, _ in calls(rsps)] == ["GET", "PATCH", "POST", "GET", "PATCH", "POST", "PATCH"]
 
 
 def test_replayed_request_rejected_again_is_an_authentication_error(rsps: responses.RequestsMock) -> None:
+    live_event(rsps)
     rsps.patch(EVENT_URL, json=sf_error("INVALID_SESSION_ID", "Session expired or invalid"), status=401)
-    rsps.post(TOKEN_URL, json={"access_token": "tokenB-123456"})
+    rsps.post(TOKEN_URL, json={"access_token": "tokenB-123456-long-enough-x"})
     with pytest.raises(AuthenticationError):
         adapter(**REFRESH_ENV).update(EVENT_ID, AppointmentUpdate(location="x"))
-    assert [m for m, _ in calls(rsps)] == ["PATCH", "POST", "PATCH"]
+    assert [m for m, _ in calls(rsps)] == ["GET", "PATCH", "POST", "PATCH"]
 
 
 def test_no_refresh_without_its_variables(rsps: responses.RequestsMock) -> None:
+    live_event(rsps)
     rsps.patch(EVENT_URL, json=sf_error("INVALID_SESSION_ID", "Session expired or invalid"), status=401)
     with pytest.raises(AuthenticationError):
         adapter().update(EVENT_ID, AppointmentUpdate(location="x"))
-    assert len(rsps.calls) == 1
+    assert len(rsps.calls) == 2
 
 
 def test_expired_token_on_create_refreshes_and_creates_once(rsps: responses.RequestsMock) -> None:
     rsps.post(EVENTS, json=sf_error("INVALID_SESSION_ID", "Session expired or invalid"), status=401)
-    rsps.post(TOKEN_URL, json={"access_token": "tokenC-123456"})
+    rsps.post(TOKEN_URL, json={"access_token": "tokenC-123456-long-enough-x"})
     rsps.post(EVENTS, json=created(EVENT_ID), status=201)
     assert adapter(**REFRESH_ENV).book(req()).id == EVENT_ID
     assert [u for _, u in calls(rsps)] == [
@@ -803,6 +887,7 @@ def test_expired_token_on_create_refreshes_and_creates_once(rsps: responses.Requ
 
 def test_requests_per_operation(rsps: responses.RequestsMock) -> None:
     rsps.post(EVENTS, json=created(EVENT_ID), status=201)
+    live_event(rsps)
     rsps.patch(EVENT_URL, status=204)
     rsps.delete(EVENT_URL, status=204)
     rsps.get(QUERY, json=query_result([], "Task"))
@@ -819,12 +904,12 @@ def test_requests_per_operation(rsps: responses.RequestsMock) -> None:
     assert (
         count(
             lambda: a.update(
-                EVENT_ID, AppointmentUpdate(start=dt.datetime(2026, 4, 1, 9, tzinfo=NY), duration_minutes=30)
+                EVENT_ID, AppointmentUpdate(start=dt.datetime(2037, 4, 1, 9, tzinfo=NY), duration_minutes=30)
             )
         )
-        == 1
+        == 2  # read (a cancelled booking is never written to; the answer carries its times) + PATCH
     )
-    assert count(lambda: a.cancel(EVENT_ID)) == 1
+    assert count(lambda: a.cancel(EVENT_ID)) == 2  # read (never-existed vs already cancelled) + DELETE
     assert count(lambda: a.push_report(rep())) == 2  # first push: look-up + create
     assert count(lambda: a.push_report(rep())) == 1  # re-push from the same process: patch
 

@@ -353,8 +353,8 @@ class Recorder:
                 "Id": EVENT_ID,
                 "Subject": "Cleaning - Jane Doe [bk-0123456789abcdef0123]",
                 "Description": "notes\n\n--- booking details (pms-integration) ---\nPatient: Jane Doe",
-                "StartDateTime": "2026-03-09T13:00:00.000+0000",
-                "EndDateTime": "2026-03-09T13:45:00.000+0000",
+                "StartDateTime": "2037-03-09T13:00:00.000+0000",
+                "EndDateTime": "2037-03-09T13:45:00.000+0000",
                 "WhoId": None,
                 "ShowAs": "Busy",
             }
@@ -383,9 +383,9 @@ SCENARIOS: dict[str, Callable[[SalesforceProvider, Recorder], Any]] = {
     "book with extra": lambda a, r: a.book(_req(extra={"Type": "Meeting", "IsReminderSet": True})),
     "reconcile": lambda a, r: a._find_booking(_req(reference="bk-a_b.c:d")),
     "reschedule": lambda a, r: a.update(
-        EVENT_ID, AppointmentUpdate(start=dt.datetime(2026, 11, 2, 9, tzinfo=NY), duration_minutes=30)
+        EVENT_ID, AppointmentUpdate(start=dt.datetime(2037, 11, 2, 9, tzinfo=NY), duration_minutes=30)
     ),
-    "extend": lambda a, r: a.update(EVENT_ID, AppointmentUpdate(end=dt.datetime(2026, 3, 9, 10, tzinfo=NY))),
+    "extend": lambda a, r: a.update(EVENT_ID, AppointmentUpdate(end=dt.datetime(2037, 3, 9, 10, tzinfo=NY))),
     "retitle": lambda a, r: a.update(
         EVENT_ID, AppointmentUpdate(title="Check-up", notes="Bring X-rays", location="Chair 1")
     ),
@@ -415,8 +415,8 @@ def test_soft_cancel_and_report_repush_match(recorder: Recorder, shapes: list[Sh
 def test_token_refresh_request(recorder: Recorder, shapes: list[Shape]) -> None:
     recorder.expired = 1
     adapter(**REFRESH_ENV).cancel(EVENT_ID)
-    api, token, replay = recorder.sent
-    assert check(api, shapes) == [] and check(replay, shapes) == []
+    read, api, token, replay = recorder.sent
+    assert check(read, shapes) == [] and check(api, shapes) == [] and check(replay, shapes) == []
     assert check_token_request(token) == []
 
 
@@ -424,7 +424,7 @@ def test_token_refresh_request(recorder: Recorder, shapes: list[Shape]) -> None:
 # the checker itself must be able to fail
 
 
-GOOD_EVENT = {"Subject": "x [bk-1]", "StartDateTime": "2026-03-09T13:00:00Z", "EndDateTime": "2026-03-09T13:30:00Z"}
+GOOD_EVENT = {"Subject": "x [bk-1]", "StartDateTime": "2037-03-09T13:00:00Z", "EndDateTime": "2037-03-09T13:30:00Z"}
 HEADERS = {"Content-Type": "application/json", "Authorization": "Bearer t"}
 API = "https://example.my.salesforce.com/services/data/v67.0"
 
@@ -435,10 +435,10 @@ def _sent(method: str, path: str, body: Any = None, headers: dict[str, str] | No
 
 
 WRONG = {
-    "unknown field": _sent("POST", "/sobjects/Event/", {**GOOD_EVENT, "StartTime": "2026-03-09T13:00:00Z"}),
-    "read-only field": _sent("POST", "/sobjects/Event/", {**GOOD_EVENT, "EndDate": "2026-03-09"}),
-    "no end": _sent("POST", "/sobjects/Event/", {"Subject": "x", "StartDateTime": "2026-03-09T13:00:00Z"}),
-    "naive time": _sent("POST", "/sobjects/Event/", {**GOOD_EVENT, "StartDateTime": "2026-03-09T13:00:00"}),
+    "unknown field": _sent("POST", "/sobjects/Event/", {**GOOD_EVENT, "StartTime": "2037-03-09T13:00:00Z"}),
+    "read-only field": _sent("POST", "/sobjects/Event/", {**GOOD_EVENT, "EndDate": "2037-03-09"}),
+    "no end": _sent("POST", "/sobjects/Event/", {"Subject": "x", "StartDateTime": "2037-03-09T13:00:00Z"}),
+    "naive time": _sent("POST", "/sobjects/Event/", {**GOOD_EVENT, "StartDateTime": "2037-03-09T13:00:00"}),
     "subject too long": _sent("POST", "/sobjects/Event/", {**GOOD_EVENT, "Subject": "x" * 256}),
     "bad picklist": _sent("POST", "/sobjects/Event/", {**GOOD_EVENT, "ShowAs": "Maybe"}),
     "bad who id": _sent("POST", "/sobjects/Event/", {**GOOD_EVENT, "WhoId": EVENT_ID}),

@@ -21,6 +21,13 @@ from .conftest import CANARY
 
 THREADS = 16
 NEW_TOKEN = "00Drefreshed!AQnew-access-token-77"
+EVENT = {
+    "Id": EVENT_ID,
+    "Subject": "Cleaning - Jane Doe [bk-1]",
+    "StartDateTime": "2037-03-09T13:00:00.000+0000",
+    "EndDateTime": "2037-03-09T13:45:00.000+0000",
+    "ShowAs": "Busy",
+}
 
 
 class _State:
@@ -47,13 +54,21 @@ class _Handler(BaseHTTPRequestHandler):
         head = f"HTTP/1.1 {status} X\r\nContent-Length: {len(payload)}\r\nContent-Type: application/json\r\n\r\n"
         self.wfile.write(head.encode() + payload)
 
+    def do_GET(self) -> None:
+        # the read an update starts with: the first request each thread makes
+        self._api(200, EVENT)
+
     def do_PATCH(self) -> None:
+        self._api(204, None)
+
+    def _api(self, status: int, body: Any) -> None:
         state: _State = self.server.state
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if self.headers.get("Authorization") == f"Bearer {NEW_TOKEN}":
-            with state.lock:
-                state.accepted += 1
-            self._send(204)
+            if self.command == "PATCH":
+                with state.lock:
+                    state.accepted += 1
+            self._send(status, body)
             return
         # Hold every stale-token request until all of them are in, so that no thread can see a
         # refreshed token before all 16 have been rejected.

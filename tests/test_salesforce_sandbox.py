@@ -12,9 +12,15 @@ import pytest
 import requests
 
 from pms_integration import PMSClient
-from pms_integration.errors import AuthenticationError, RateLimitError, ValidationError
+from pms_integration.errors import (
+    AppointmentCancelledError,
+    AuthenticationError,
+    NotFoundError,
+    RateLimitError,
+    ValidationError,
+)
 from pms_integration.models import AppointmentStatus
-from pms_integration.providers.salesforce import SalesforceProvider, is_salesforce_id
+from pms_integration.providers.salesforce import SalesforceProvider, id_checksum, is_salesforce_id
 from pms_integration.sandbox import Fault, Sandbox
 from pms_integration.sandbox.salesforce import SalesforceEmulator, parse_soql
 
@@ -48,7 +54,7 @@ def make_client(sb: Sandbox, **extra: str) -> PMSClient:
 def booking(sb: Sandbox, **overrides: Any) -> dict[str, Any]:
     contact = next(c["Id"] for c in sb.state("salesforce")["contacts"] if c["type"] == "Contact")
     data: dict[str, Any] = {
-        "start": dt.datetime(2026, 3, 9, 9, 0, tzinfo=NY).isoformat(),
+        "start": dt.datetime(2037, 3, 9, 9, 0, tzinfo=NY).isoformat(),
         "duration_minutes": 45,
         "patient": {"name": "Jane Doe", "email": "jane@example.com", "contact_id": contact},
         "title": "Cleaning",
@@ -72,19 +78,19 @@ def test_every_operation_end_to_end(sb: Sandbox) -> None:
         [event] = sb.state("salesforce")["bookings"]
         assert event["Id"] == appt.id and is_salesforce_id(appt.id) and appt.id.startswith("00U") and len(appt.id) == 18
         assert event["Subject"] == f"Cleaning - Jane Doe [{appt.reference}]"
-        assert event["StartDateTime"] == "2026-03-09T13:00:00.000+0000"
-        assert event["EndDateTime"] == "2026-03-09T13:45:00.000+0000"
+        assert event["StartDateTime"] == "2037-03-09T13:00:00.000+0000"
+        assert event["EndDateTime"] == "2037-03-09T13:45:00.000+0000"
         assert event["DurationInMinutes"] == 45
         assert event["WhoId"] == appt.contact_id and event["ShowAs"] == "Busy"
         assert event["OwnerId"] == org(sb).owner_id
 
-        moved = c.update_appointment(appt.id, {"start": "2026-11-02T10:00:00-05:00", "duration_minutes": 60})
-        assert moved.start == dt.datetime(2026, 11, 2, 10, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
+        moved = c.update_appointment(appt.id, {"start": "2037-11-02T10:00:00-05:00", "duration_minutes": 60})
+        assert moved.start == dt.datetime(2037, 11, 2, 10, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
         event = org(sb).record(appt.id)
         assert event is not None
         assert (event["StartDateTime"], event["EndDateTime"]) == (
-            "2026-11-02T15:00:00.000+0000",
-            "2026-11-02T16:00:00.000+0000",
+            "2037-11-02T15:00:00.000+0000",
+            "2037-11-02T16:00:00.000+0000",
         )
 
         renamed = c.update_appointment(appt.id, {"title": "Check-up", "notes": "Bring X-rays."})
@@ -124,6 +130,52 @@ def test_soft_cancel_end_to_end(sb: Sandbox) -> None:
     assert event["Subject"] == f"CANCELLED: Cleaning - Jane Doe [{appt.reference}]"
     assert event["ShowAs"] == "Free"
     assert event["Description"].count("Cancelled by the AI receptionist") == 1
+
+
+def _writes(sb: Sandbox) -> int:
+    return sum(1 for r in sb.records if r.provider.value == "salesforce" and r.method in ("POST", "PATCH", "DELETE"))
+
+
+@pytest.mark.parametrize("mode", ["delete", "soft"])
+def test_cancel_and_move_follow_the_one_rule(sb: Sandbox, mode: str) -> None:
+    with make_client(sb, PMS_SALESFORCE_CANCEL_MODE=mode) as c:
+        appt = c.book_appointment(booking(sb, timezone="America/New_York"))
+        # an id that never existed: NotFoundError, and nothing written
+        never = appt.id[:3] + "Zz" + appt.id[5:15]
+        never += id_checksum(never)
+        writes = _writes(sb)
+        with pytest.raises(NotFoundError):
+            c.cancel_appointment(never)
+        assert _writes(sb) == writes
+
+        first = c.cancel_appointment(appt.id, reason="called")
+        again = c.cancel_appointment(appt.id)
+        for answer in (first, again):
+            assert answer.status is AppointmentStatus.CANCELLED
+            # the booking's times, in the zone it was booked in (New York)
+            assert answer.start == dt.datetime(2037, 3, 9, 9, 0, tzinfo=NY) and str(answer.start.tzinfo) == str(NY)
+            assert answer.end == dt.datetime(2037, 3, 9, 9, 45, tzinfo=NY)
+            assert answer.reference == appt.reference
+
+        # moving or retitling the cancelled booking: a typed error, and no write
+        writes = _writes(sb)
+        for changes in ({"start": "2037-11-02T10:00:00-05:00", "duration_minutes": 60}, {"title": "Check-up"}):
+            with pytest.raises(AppointmentCancelledError) as info:
+                c.update_appointment(appt.id, changes)
+            assert info.value.code == "APPOINTMENT_CANCELLED" and info.value.status_code == 409
+        assert _writes(sb) == writes
+
+
+def test_answers_carry_the_booking_zone_even_for_an_offset_only_booking(sb: Sandbox) -> None:
+    with make_client(sb) as c:
+        appt = c.book_appointment(booking(sb, start="2037-03-09T09:00:00-07:00"))
+        assert appt.start is not None and appt.start.utcoffset() == dt.timedelta(hours=-7)
+        moved = c.update_appointment(appt.id, {"location": "Chair 2"})
+        assert moved.start == appt.start and moved.start is not None
+        assert moved.start.utcoffset() == dt.timedelta(hours=-7)
+        gone = c.cancel_appointment(appt.id)
+        assert gone.end is not None and gone.end.utcoffset() == dt.timedelta(hours=-7)
+        assert gone.end == dt.datetime(2037, 3, 9, 16, 45, tzinfo=dt.timezone.utc)
 
 
 def test_record_type_when_configured(sb: Sandbox) -> None:
@@ -319,7 +371,7 @@ def test_strict_record_checks(sb: Sandbox) -> None:
     assert versions.status_code == 200 and "Sforce-Limit-Info" not in versions.headers
     assert {"label": "Summer '26", "url": "/services/data/v67.0", "version": "67.0"} in versions.json()
     query = sb.base_url("salesforce") + "/services/data/v67.0/query/"
-    quoted = "SELECT Id FROM Event WHERE StartDateTime = '2026-03-09T13:00:00Z'"
+    quoted = "SELECT Id FROM Event WHERE StartDateTime = '2037-03-09T13:00:00Z'"
     resp = requests.get(query, params={"q": quoted}, headers=auth, timeout=5)
     assert resp.status_code == 400 and "should not be enclosed in quotes" in resp.json()[0]["message"]
     resp = requests.get(base.replace("v67.0", "v99.0") + appt.id, headers=auth, timeout=5)

@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import requests
 
@@ -46,6 +47,7 @@ from .._retry import current_deadline
 from ..config import SalesforceSettings, Secret
 from ..errors import (
     APIError,
+    AppointmentCancelledError,
     AuthenticationError,
     ConflictError,
     NotFoundError,
@@ -112,7 +114,9 @@ REPORT_SCHEMA = "pms_integration.performance_report/1"
 _PROTECTED_EXTRA = frozenset({"Id", "Subject", "StartDateTime", "OwnerId"})
 _FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
 _REFERENCE_IN_SUBJECT = re.compile(r"\[([A-Za-z0-9][A-Za-z0-9_.:-]{0,63})\]\s*$")
-_EVENT_READ_FIELDS = ("Subject", "Description", "StartDateTime", "EndDateTime", "WhoId", "ShowAs")
+_EVENT_READ_FIELDS = ("Id", "Subject", "Description", "StartDateTime", "EndDateTime", "WhoId", "ShowAs")
+_ZONE_LINE = re.compile(r"^Time zone: (\S{1,64})\s*$", re.MULTILINE)
+_OFFSET_ZONE = re.compile(r"^(?:UTC)?([+-])(\d{2}):(\d{2})$")
 
 # ---------------------------------------------------------------------------------------------
 # record ids
@@ -534,6 +538,12 @@ class SalesforceProvider:
 
     def update(self, appointment_id: str, changes: AppointmentUpdate) -> Appointment:
         event_id = _check_id(appointment_id, "appointment_id", (EVENT_PREFIX,), "a Salesforce Event id")
+        # Read first: a cancelled booking (deleted, or soft-cancelled) is never written to, the
+        # title and notes keep the text around them, and the answer carries the booking's times.
+        current = self._load_event(event_id, "update")
+        subject = str(current.get("Subject") or "")
+        if current.get("IsDeleted") is True or _status_of(subject) is AppointmentStatus.CANCELLED:
+            raise _cancelled_error(event_id)
         patch: dict[str, Any] = {}
         if changes.start is not None:
             patch["StartDateTime"] = wire_datetime(changes.start)
@@ -541,40 +551,50 @@ class SalesforceProvider:
             patch["EndDateTime"] = wire_datetime(changes.end)
         if changes.location is not None:
             patch["Location"] = changes.location[:LOCATION_MAX]
-        current: Mapping[str, Any] | None = None
-        if changes.title is not None or changes.notes is not None:
-            current, _ = self._read_event(event_id, "update")
-            if changes.title is not None:
-                patch["Subject"] = _retitle(str(current.get("Subject") or ""), changes.title)
-            if changes.notes is not None:
-                patch["Description"] = _renote(str(current.get("Description") or ""), changes.notes)
-        self.transport.request("PATCH", f"{self.api}/sobjects/Event/{event_id}", operation="update", json=patch)
-        subject = patch.get("Subject") or (current or {}).get("Subject")
-        start = changes.start or (parse_salesforce_datetime(current.get("StartDateTime")) if current else None)
-        end = changes.end or (parse_salesforce_datetime(current.get("EndDateTime")) if current else None)
+        if changes.title is not None:
+            patch["Subject"] = _retitle(subject, changes.title)
+        if changes.notes is not None:
+            patch["Description"] = _renote(str(current.get("Description") or ""), changes.notes)
+        resp = self.transport.request(
+            "PATCH", f"{self.api}/sobjects/Event/{event_id}", operation="update", json=patch, expect=(404,)
+        )
+        if resp.status == 404:
+            self._gone_code(resp, "update")  # NotFoundError unless it was deleted since the read
+            raise _cancelled_error(event_id)
+        new_subject = patch.get("Subject") or subject
+        zone = _booking_zone(current, changes.timezone, changes.start)
+        start = changes.start or parse_salesforce_datetime(current.get("StartDateTime"))
+        end = changes.end or parse_salesforce_datetime(current.get("EndDateTime"))
+        if start is None or end is None:
+            raise unexpected(PROVIDER, "update", "the Event has no StartDateTime or EndDateTime")
         return Appointment(
             provider=PROVIDER,
             id=event_id,
-            status=_status_of(subject),
-            start=start,
-            end=end,
-            reference=_reference_in(subject),
-            contact_id=_str_or_none((current or {}).get("WhoId")),
-            title=subject if isinstance(subject, str) else None,
-            raw={"patch": patch, **({"read": dict(current)} if current is not None else {})},
+            status=AppointmentStatus.BOOKED,
+            start=start.astimezone(zone),
+            end=end.astimezone(zone),
+            reference=_reference_in(new_subject),
+            contact_id=_str_or_none(current.get("WhoId")),
+            title=new_subject or None,
+            raw={"patch": patch, "read": dict(current)},
         )
 
     def cancel(self, appointment_id: str, *, reason: str | None = None) -> Appointment:
         event_id = _check_id(appointment_id, "appointment_id", (EVENT_PREFIX,), "a Salesforce Event id")
+        # Read first (deleted records too): an id that never existed is NotFoundError, one that
+        # is already cancelled is success, and the answer carries the booking's times.
+        current = self._load_event(event_id, "cancel", deleted_too=True)
+        if current.get("IsDeleted") is True:
+            return self._cancelled(event_id, current, {"already_cancelled": "ENTITY_IS_DELETED"})
         if self.settings.cancel_mode == "soft":
-            return self._soft_cancel(event_id, reason)
+            return self._soft_cancel(event_id, current, reason)
         resp = self.transport.request(
             "DELETE", f"{self.api}/sobjects/Event/{event_id}", operation="cancel", expect=(404,)
         )
         raw: dict[str, Any] = {"deleted": True}
         if resp.status == 404:
             raw = {"already_cancelled": self._gone_code(resp, "cancel")}
-        return Appointment(PROVIDER, event_id, AppointmentStatus.CANCELLED, None, None, raw=raw)
+        return self._cancelled(event_id, current, raw)
 
     def push_report(self, report: PerformanceReport) -> ReportReceipt:
         payload = self.task_payload(report)
@@ -680,20 +700,22 @@ class SalesforceProvider:
     def _booked(
         self, record_id: str, request: AppointmentRequest, payload: Mapping[str, Any], raw: Mapping[str, Any]
     ) -> Appointment:
+        zone = _request_zone(request)
         return Appointment(
             provider=PROVIDER,
             id=record_id,
             status=AppointmentStatus.BOOKED,
-            start=request.start,
-            end=request.end_time,
+            start=request.start.astimezone(zone),
+            end=request.end_time.astimezone(zone),
             reference=request.reference,
             contact_id=payload.get("WhoId"),
             title=payload["Subject"],
             raw=raw,
         )
 
-    def _query(self, soql: str, operation: str) -> list[Mapping[str, Any]]:
-        resp = self.transport.request("GET", f"{self.api}/query/", operation=operation, params={"q": soql})
+    def _query(self, soql: str, operation: str, *, resource: str = "query") -> list[Mapping[str, Any]]:
+        """One page of a SOQL query (``resource="queryAll"`` includes deleted records)."""
+        resp = self.transport.request("GET", f"{self.api}/{resource}/", operation=operation, params={"q": soql})
         body = resp.json_or_none()
         records = body.get("records") if isinstance(body, Mapping) else None
         if not isinstance(records, list):
@@ -734,7 +756,7 @@ class SalesforceProvider:
             f"StartDateTime = {soql_datetime(request.start)}",
             f"Subject LIKE {soql_like_contains(f'[{request.reference}]')}",
         ]
-        fields = "Id, Subject, StartDateTime, EndDateTime, WhoId"
+        fields = "Id, Subject, Description, StartDateTime, EndDateTime, WhoId"
         soql = f"SELECT {fields} FROM Event WHERE " + " AND ".join(where) + " LIMIT 2"  # noqa: S608 - escaped
         records = self._query(soql, "book")
         if not records:
@@ -747,40 +769,73 @@ class SalesforceProvider:
             raise unexpected(PROVIDER, "book", "the look-up returned an Event without a valid Id")
         assert isinstance(record_id, str)
         subject = record.get("Subject")
+        zone = _recorded_zone(record.get("Description")) or _request_zone(request)
+        start = parse_salesforce_datetime(record.get("StartDateTime")) or request.start
+        end = parse_salesforce_datetime(record.get("EndDateTime")) or request.end_time
         return Appointment(
             provider=PROVIDER,
             id=record_id,
             status=_status_of(subject),
-            start=parse_salesforce_datetime(record.get("StartDateTime")) or request.start,
-            end=parse_salesforce_datetime(record.get("EndDateTime")) or request.end_time,
+            start=start.astimezone(zone),
+            end=end.astimezone(zone),
             reference=request.reference,
             contact_id=_str_or_none(record.get("WhoId")),
             title=subject if isinstance(subject, str) else None,
             raw={"found": dict(record)},
         )
 
-    def _read_event(
-        self, event_id: str, operation: str, *, allow_gone: bool = False
-    ) -> tuple[Mapping[str, Any], str | None]:
-        """GET the Event's fields. With ``allow_gone``, a deleted Event gives ``({}, code)``."""
+    def _load_event(self, event_id: str, operation: str, *, deleted_too: bool = False) -> Mapping[str, Any]:
+        """The Event's fields; NotFoundError if no such Event ever existed.
+
+        A deleted Event (in the recycle bin) gives ``{"Id": ..., "IsDeleted": True}``; with
+        ``deleted_too``, a second request (``queryAll``, which still sees deleted records) adds
+        its times, so an answer about an already cancelled booking can carry them.
+        """
         resp = self.transport.request(
             "GET",
             f"{self.api}/sobjects/Event/{event_id}",
             operation=operation,
             params={"fields": ",".join(_EVENT_READ_FIELDS)},
-            expect=(404,) if allow_gone else (),
+            expect=(404,),
         )
-        if resp.status == 404:
-            return {}, self._gone_code(resp, operation)
-        body = resp.json_or_none()
-        if not isinstance(body, Mapping):
-            raise unexpected(PROVIDER, operation, "the Event record is not a JSON object")
-        return body, None
+        if resp.status != 404:
+            body = resp.json_or_none()
+            if not isinstance(body, Mapping):
+                raise unexpected(PROVIDER, operation, "the Event record is not a JSON object")
+            return body
+        self._gone_code(resp, operation)  # NotFoundError unless it is in the recycle bin
+        gone: dict[str, Any] = {"Id": event_id, "IsDeleted": True}
+        if deleted_too:
+            soql = f"SELECT {', '.join(_EVENT_READ_FIELDS)} FROM Event WHERE Id = {soql_string(event_id)}"  # noqa: S608
+            found = self._query(soql, operation, resource="queryAll")
+            if found:
+                gone.update(found[0])
+        return gone
+
+    def _cancelled(self, event_id: str, current: Mapping[str, Any], raw: dict[str, Any]) -> Appointment:
+        """The answer to a cancel, with the booking's times in its own zone."""
+        subject = _str_or_none(current.get("Subject"))
+        zone = _booking_zone(current, None, None)
+        start = parse_salesforce_datetime(current.get("StartDateTime"))
+        end = parse_salesforce_datetime(current.get("EndDateTime"))
+        # Both are always there, except for a record purged from the recycle bin between the
+        # two reads of an already cancelled booking: the cancel still succeeded then.
+        return Appointment(
+            provider=PROVIDER,
+            id=event_id,
+            status=AppointmentStatus.CANCELLED,
+            start=start.astimezone(zone) if start else None,
+            end=end.astimezone(zone) if end else None,
+            reference=_reference_in(subject),
+            contact_id=_str_or_none(current.get("WhoId")),
+            title=subject,
+            raw={**raw, "read": dict(current)},
+        )
 
     def _gone_code(self, resp: HttpResponse, operation: str) -> str:
-        """For a 404 on a record: the code if it says "already gone", else raise NotFoundError."""
+        """For a 404 on a record: ``ENTITY_IS_DELETED`` if it is in the recycle bin, else NotFoundError."""
         info = parse_error(resp)
-        if info.code in ("ENTITY_IS_DELETED", "NOT_FOUND"):
+        if info.code == "ENTITY_IS_DELETED":
             return info.code or ""
         raise NotFoundError(
             f"Salesforce {operation} failed with HTTP 404"
@@ -792,45 +847,25 @@ class SalesforceProvider:
             operation=operation,
         )
 
-    def _soft_cancel(self, event_id: str, reason: str | None) -> Appointment:
-        current, gone = self._read_event(event_id, "cancel", allow_gone=True)
-        if gone is not None:
-            return Appointment(
-                PROVIDER, event_id, AppointmentStatus.CANCELLED, None, None, raw={"already_cancelled": gone}
-            )
+    def _soft_cancel(self, event_id: str, current: Mapping[str, Any], reason: str | None) -> Appointment:
         subject = str(current.get("Subject") or "")
-        raw: dict[str, Any] = {"read": dict(current)}
-        new_subject = subject
-        if not (subject.startswith(CANCELLED_PREFIX) and current.get("ShowAs") == "Free"):
-            when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
-            line = f"Cancelled by the AI receptionist at {when}." + (f" Reason: {reason}" if reason else "")
-            description = str(current.get("Description") or "")
-            description = (description + "\n\n" + line) if description else line
-            if len(description) > DESCRIPTION_MAX:
-                description = description[: DESCRIPTION_MAX - len(line) - 2] + "\n\n" + line
-            if not subject.startswith(CANCELLED_PREFIX):
-                new_subject = _cancelled_subject(subject)
-            patch = {"Subject": new_subject, "ShowAs": "Free", "Description": description}
-            resp = self.transport.request(
-                "PATCH", f"{self.api}/sobjects/Event/{event_id}", operation="cancel", json=patch, expect=(404,)
-            )
-            if resp.status == 404:
-                code = self._gone_code(resp, "cancel")
-                return Appointment(
-                    PROVIDER, event_id, AppointmentStatus.CANCELLED, None, None, raw={"already_cancelled": code}
-                )
-            raw["patch"] = patch
-        return Appointment(
-            provider=PROVIDER,
-            id=event_id,
-            status=AppointmentStatus.CANCELLED,
-            start=parse_salesforce_datetime(current.get("StartDateTime")),
-            end=parse_salesforce_datetime(current.get("EndDateTime")),
-            reference=_reference_in(subject),
-            contact_id=_str_or_none(current.get("WhoId")),
-            title=new_subject,
-            raw=raw,
+        if subject.startswith(CANCELLED_PREFIX) and current.get("ShowAs") == "Free":
+            return self._cancelled(event_id, current, {"already_cancelled": "SOFT_CANCELLED"})
+        when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
+        line = f"Cancelled by the AI receptionist at {when}." + (f" Reason: {reason}" if reason else "")
+        description = str(current.get("Description") or "")
+        description = (description + "\n\n" + line) if description else line
+        if len(description) > DESCRIPTION_MAX:
+            description = description[: DESCRIPTION_MAX - len(line) - 2] + "\n\n" + line
+        new_subject = subject if subject.startswith(CANCELLED_PREFIX) else _cancelled_subject(subject)
+        patch = {"Subject": new_subject, "ShowAs": "Free", "Description": description}
+        resp = self.transport.request(
+            "PATCH", f"{self.api}/sobjects/Event/{event_id}", operation="cancel", json=patch, expect=(404,)
         )
+        if resp.status == 404:
+            code = self._gone_code(resp, "cancel")
+            return self._cancelled(event_id, current, {"already_cancelled": code})
+        return self._cancelled(event_id, {**current, "Subject": new_subject}, {"patch": patch})
 
     # -- report helpers ---------------------------------------------------------------------
 
@@ -919,8 +954,7 @@ def _event_description(request: AppointmentRequest, who_id: str | None) -> str:
         lines.append(f"Phone: {patient.phone}")
     if patient.contact_id and not who_id:
         lines.append(f"Patient id: {patient.contact_id}")
-    if request.timezone:
-        lines.append(f"Time zone: {request.timezone}")
+    lines.append(f"Time zone: {_zone_label(request)}")
     lines.append(f"Booking reference: {request.reference}")
     lines.append("Booked by the AI receptionist (pms-integration).")
     text = "\n".join(lines)
@@ -967,6 +1001,67 @@ def _cancelled_subject(subject: str) -> str:
     if m is None:
         return _fit(CANCELLED_PREFIX + subject, "", SUBJECT_MAX)
     return _fit(CANCELLED_PREFIX + subject[: m.start()].rstrip(), " " + m.group(0).strip(), SUBJECT_MAX)
+
+
+def _cancelled_error(event_id: str) -> AppointmentCancelledError:
+    return AppointmentCancelledError(
+        f"Salesforce Event {event_id} is cancelled; it cannot be moved or changed. Book a new appointment instead",
+        status_code=409,
+        code="APPOINTMENT_CANCELLED",
+        provider=PROVIDER.value,
+        operation="update",
+    )
+
+
+def _zone_label(request: AppointmentRequest) -> str:
+    """The booking's zone as written on the Event: an IANA name, else the start's UTC offset."""
+    if request.timezone:
+        return request.timezone
+    offset = request.start.utcoffset() or _dt.timedelta(0)
+    minutes = int(offset.total_seconds() // 60)
+    sign = "-" if minutes < 0 else "+"
+    return f"UTC{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def _parse_zone(label: str) -> _dt.tzinfo | None:
+    m = _OFFSET_ZONE.fullmatch(label)
+    if m:
+        minutes = int(m.group(2)) * 60 + int(m.group(3))
+        if minutes >= 24 * 60:
+            return None
+        return _dt.timezone(_dt.timedelta(minutes=-minutes if m.group(1) == "-" else minutes))
+    try:
+        return ZoneInfo(label)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return None
+
+
+def _request_zone(request: AppointmentRequest) -> _dt.tzinfo:
+    zone = _parse_zone(_zone_label(request))
+    return zone if zone is not None else (request.start.tzinfo or _dt.timezone.utc)
+
+
+def _recorded_zone(description: object) -> _dt.tzinfo | None:
+    """The zone the booking was made in, from the ``Time zone:`` line of its details block."""
+    if not isinstance(description, str):
+        return None
+    index = description.find(DETAILS_MARKER)
+    if index < 0:
+        return None
+    m = _ZONE_LINE.search(description, index)
+    return _parse_zone(m.group(1)) if m else None
+
+
+def _booking_zone(
+    record: Mapping[str, Any], fallback_name: str | None, fallback_start: _dt.datetime | None
+) -> _dt.tzinfo:
+    """The zone recorded on the Event; else the change's zone or offset; else UTC (what Salesforce stores)."""
+    zone = _recorded_zone(record.get("Description"))
+    if zone is None and fallback_name:
+        zone = _parse_zone(fallback_name)
+    if zone is None and fallback_start is not None:
+        zone = fallback_start.tzinfo
+    return zone or _dt.timezone.utc
 
 
 def create(settings: SalesforceSettings, runtime: Runtime) -> SalesforceProvider:

@@ -420,6 +420,7 @@ class SalesforceEmulator(Emulator):
         return [
             Route("GET", r"/services/data/?", self._versions, "versions"),
             Route("GET", rf"{ver}/query/?", self._api(self._query), "query"),
+            Route("GET", rf"{ver}/queryAll/?", self._api(self._query_all), "queryAll"),
             Route("POST", rf"{ver}/sobjects/{obj}/?", self._api(self._create), "sobjects.create", True),
             Route("GET", rf"{ver}/sobjects/{obj}/{rid}/?", self._api(self._read), "sobjects.get"),
             Route("PATCH", rf"{ver}/sobjects/{obj}/{rid}/?", self._api(self._update), "sobjects.update", True),
@@ -783,7 +784,13 @@ class SalesforceEmulator(Emulator):
         record["IsDeleted"] = True
         return SandboxResponse(204)
 
-    def _query(self, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
+    def _query_all(self, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
+        """``queryAll``: like ``query``, but deleted records (the recycle bin) are included."""
+        return self._query(req, params, include_deleted=True)
+
+    def _query(
+        self, req: SandboxRequest, params: dict[str, str], *, include_deleted: bool = False
+    ) -> SandboxResponse:
         soql = req.arg("q")
         if not soql:
             raise _fail(400, "MALFORMED_QUERY", "A query string must be provided with the q parameter")
@@ -812,7 +819,7 @@ class SalesforceEmulator(Emulator):
             r
             for r in self.records.values()
             if r["attributes"]["type"] == sobject
-            and not r["IsDeleted"]
+            and (include_deleted or not r["IsDeleted"])
             and (not query.where or any(all(self._holds(r, fields, c) for c in g) for g in query.where))
         ]
         if query.order:
@@ -886,7 +893,7 @@ class SalesforceEmulator(Emulator):
             self.token = "00D" + self.org_id[3:15] + "!AQ" + secrets.token_urlsafe(24)
             self.token_refreshes += 1
             base = self.sandbox.base_url(self.provider)
-            body = {
+            body: dict[str, Any] = {
                 "access_token": self.token,
                 "signature": secrets.token_urlsafe(32),
                 "scope": "api refresh_token",
