@@ -95,8 +95,8 @@ def secret_problem(name: str, value: object) -> str | None:
 
     The message names ``name`` and never contains the value. The rule: a non-empty string of
     at least :data:`MIN_SECRET_LENGTH` characters that is not a placeholder or a common word
-    (``true``, ``changeme``, ``your-api-key-here``, ``xxxxxxxx...``). The configuration, the
-    :class:`Secret` constructor and the HTTP server's ``PMS_SERVER_TOKEN`` all apply it.
+    (``true``, ``changeme``, ``your-api-key-here``, ``xxxxxxxx...``). The configuration,
+    :meth:`Secret.checked` and the HTTP server's ``PMS_SERVER_TOKEN`` apply it.
     """
     if not isinstance(value, str) or not value.strip():
         return f"{name} must be a non-empty string"
@@ -122,12 +122,26 @@ class Secret:
     def __init__(self, value: str, *, name: str = "value") -> None:
         # ``name`` is what an error calls the value (a variable name, say); never the value.
         label = name if isinstance(name, str) and name else "value"
+        if not isinstance(value, str) or not value.strip():
+            problem = f"{label} must be a non-empty string"
+            raise ConfigurationError(f"A Secret needs a value: {problem}.", problems=[problem])
+        # Only values that pass the secret rule reach the redaction layer: a short or common
+        # value (a vendor's test token, say) masked wherever it appears would corrupt data.
+        # Configured secrets always pass (load_config refuses the others); see checked().
+        if secret_problem(label, value) is None:
+            register_secret(value)
+        self._value = value
+
+    @classmethod
+    def checked(cls, value: str, *, name: str = "value") -> Secret:
+        """A Secret for a value someone *configures* (a server token, say): raises
+        :class:`ConfigurationError` naming ``name`` when the value is too short or a
+        placeholder (see :func:`secret_problem`). Values a vendor issues use the constructor."""
+        label = name if isinstance(name, str) and name else "value"
         problem = secret_problem(label, value)
         if problem is not None:
             raise ConfigurationError(f"{problem}.", problems=[problem])
-        # only values that passed the rule reach the redaction layer
-        register_secret(value)
-        self._value = value
+        return cls(value, name=label)
 
     def reveal(self) -> str:
         return self._value

@@ -27,6 +27,7 @@ EXPECTED_ALL = {
     "ValidationError", "ProviderError", "TransportError", "UnexpectedResponseError", "APIError",
     "AuthenticationError", "PermissionDeniedError", "NotFoundError", "ConflictError",
     "InvalidRequestError", "RateLimitError", "ServerError", "AppointmentCancelledError",
+    "TokenStore", "FileTokenStore", "CallbackTokenStore",
 }  # fmt: skip
 
 
@@ -96,7 +97,8 @@ ALLOWED = {
     "_retry": set(),
     "reports": {"errors", "models"},
     "_http": {"_ratelimit", "_redact", "_retry", "_version", "config", "errors", "models"},
-    "providers": {"_http", "_ratelimit", "_redact", "_retry", "config", "errors", "models", "provider"},
+    "providers": {"_http", "_ratelimit", "_redact", "_retry", "config", "errors", "models", "provider", "tokens"},
+    "tokens": {"errors"},
 }
 
 
@@ -214,6 +216,7 @@ ENTRY_POINTS: dict[str, Any] = {
     "PMSClient.adapter": lambda v: _client().adapter(v),
     "PMSClient.rate_limit_info": lambda v: _client().rate_limit_info(v),
     "Secret": lambda v: pms.Secret(v),
+    "Secret.checked": lambda v: pms.Secret.checked(v, name="PMS_SERVER_TOKEN"),
     "Patient(name)": lambda v: pms.Patient(name=v),
     "Patient(email)": lambda v: pms.Patient(email=v),
     "Patient(phone)": lambda v: pms.Patient(phone=v),
@@ -263,7 +266,7 @@ def test_misuse_of_a_public_entry_point_raises_only_pms_errors(entry: str, value
         pytest.fail(f"{entry} with {value!r} raised {type(exc).__name__}: {exc}")
     # a few values are legitimate for some arguments (None for an optional one, {} for an
     # environ); those must simply work
-    assert value is None or value in ({}, "", "   ", ()) or entry.startswith(("Patient(", "AppointmentRequest(", "AppointmentUpdate(", "PerformanceReport(")), (entry, value)
+    assert value is None or value in ({}, "", "   ", ()) or entry.startswith(("Secret", "Patient(", "AppointmentRequest(", "AppointmentUpdate(", "PerformanceReport(")), (entry, value)
 
 
 def test_get_client_and_providers_never_raise_bare_errors_on_a_bad_environment(monkeypatch: pytest.MonkeyPatch) -> None:
