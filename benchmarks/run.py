@@ -235,10 +235,14 @@ def _check_replay(script: Script, statuses: list[int], provider: str) -> None:
 #: created itself in this process.
 MINIMUMS: dict[str, list[tuple[str, int, str]]] = {
     "gohighlevel": [
-        ("book (new patient)", 2, "contact upsert (an event needs a contactId), then the event"),
-        ("book (returning patient)", 2, "the same two: the upsert is how a patient known by e-mail gets its id"),
-        ("update (reschedule)", 1, "one PUT of the event"),
-        ("cancel", 1, "one PUT of the event's status"),
+        (
+            "book (new patient)",
+            3,
+            "contact search (an upsert would rename a family member's contact), contact create, the event",
+        ),
+        ("book (returning patient)", 2, "contact search (found: never written to), then the event"),
+        ("update (reschedule)", 2, "read (a cancelled booking gets no write), then one PUT of the event"),
+        ("cancel", 2, "read (already cancelled: no second write), then one PUT of the event's status"),
         (
             "push-report (first push)",
             3,
