@@ -52,6 +52,7 @@ from .models import (
 )
 from .provider import Capability, Provider
 from .reports import set_report_source
+from .tokens import CallbackTokenStore, FileTokenStore, TokenStore
 
 # A library adds a NullHandler and nothing else: where logs go is the application's choice.
 _logging.getLogger("pms_integration").addHandler(_logging.NullHandler())
@@ -93,6 +94,9 @@ __all__ = [
     "PerformanceReport",
     "ReportReceipt",
     "ProviderStatus",
+    "TokenStore",
+    "FileTokenStore",
+    "CallbackTokenStore",
     # errors
     "PMSError",
     "ConfigurationError",

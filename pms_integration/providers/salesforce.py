@@ -69,6 +69,7 @@ from ..models import (
     ReportReceipt,
 )
 from ..provider import ALL_CAPABILITIES, Capability
+from ..tokens import TokenStore
 
 __all__ = [
     "SalesforceProvider",
@@ -341,6 +342,9 @@ class TokenRefreshAuth:
         self._lock = threading.Lock()
         self._session: requests.Session | None = None
         self._failure: tuple[Secret, float, PMSError] | None = None
+        self._store: TokenStore | None = None
+        #: what the token store files the refresh token under: the org and the app, no secret
+        self.store_key = f"salesforce {settings.base_url} {settings.client_id or ''}".rstrip()
         self.refresh_count = 0
 
     @property
@@ -350,6 +354,44 @@ class TokenRefreshAuth:
     def bind(self, session: requests.Session) -> None:
         """Use ``session`` (the transport's) for token requests."""
         self._session = session
+
+    def use_store(self, store: TokenStore | None) -> None:
+        """Read the refresh token from ``store`` before each refresh; save rotated ones to it."""
+        with self._lock:
+            self._store = store
+
+    def _stored_refresh_token(self) -> Secret | None:
+        """The store's refresh token (it wins over the configured one), if there is a usable one."""
+        store = self._store
+        if store is None:
+            return None
+        try:
+            value = store.load(self.store_key)
+            return Secret(value, name="the stored Salesforce refresh token") if value else None
+        except Exception as exc:  # noqa: BLE001 - a broken store must not stop the refresh
+            log.warning(
+                "salesforce token refresh: could not read the token store (%s); using the refresh token in memory",
+                type(exc).__name__,
+            )
+            return None
+
+    def _keep_refresh_token(self, value: str) -> None:
+        """A rotated refresh token: into the store first (the old one is already dead), then memory."""
+        token = Secret(value, name="the rotated Salesforce refresh token")
+        store = self._store
+        if store is not None:
+            try:
+                store.save(self.store_key, value)
+            except Exception as exc:  # noqa: BLE001 - the new token still works in this process
+                log.error(
+                    "salesforce token refresh: the rotated refresh token could not be saved to the token store "
+                    "(%s). This process keeps using it, but after a restart the configured "
+                    "PMS_SALESFORCE_REFRESH_TOKEN is no longer valid: fix the store",
+                    type(exc).__name__,
+                )
+            else:
+                log.info("salesforce token refresh: the rotated refresh token was saved to the token store")
+        self._refresh_token = token
 
     def apply(self, headers: dict[str, str]) -> object:
         with self._lock:
@@ -377,6 +419,24 @@ class TokenRefreshAuth:
             return True
 
     def _request_token(self) -> Secret:
+        stored = self._stored_refresh_token()
+        if stored is not None:
+            self._refresh_token = stored
+        try:
+            return self._post_refresh()
+        except AuthenticationError as exc:
+            if exc.code != "invalid_grant":
+                raise
+            # Another process may have rotated the token since we read the store: one more try
+            # with what the store holds now, if that is a different token.
+            newer = self._stored_refresh_token()
+            if newer is None or newer == self._refresh_token:
+                raise
+            log.info("salesforce token refresh: retrying with the refresh token another process saved")
+            self._refresh_token = newer
+            return self._post_refresh()
+
+    def _post_refresh(self) -> Secret:
         assert self._client_id and self._client_secret and self._refresh_token
         session = self._session or requests.Session()
         timeout = self._timeout
@@ -419,9 +479,9 @@ class TokenRefreshAuth:
         token = body.get("access_token") if isinstance(body, Mapping) else None
         if raw.status_code == 200 and isinstance(token, str) and token:
             new_refresh = body.get("refresh_token") if isinstance(body, Mapping) else None
-            if isinstance(new_refresh, str) and new_refresh:
+            if isinstance(new_refresh, str) and new_refresh and new_refresh != self._refresh_token.reveal():
                 # Refresh-token rotation: the old refresh token stops working now.
-                self._refresh_token = Secret(new_refresh)
+                self._keep_refresh_token(new_refresh)
             return Secret(token)
         code = None
         detail = ""
@@ -520,6 +580,10 @@ class SalesforceProvider:
 
     def close(self) -> None:
         self.transport.close()
+
+    def use_token_store(self, store: TokenStore | None) -> None:
+        """Persist rotated refresh tokens in ``store`` (``PMSClient(token_store=...)`` calls this)."""
+        self.auth.use_store(store)
 
     def book(self, request: AppointmentRequest) -> Appointment:
         payload = self.event_payload(request)

@@ -403,6 +403,9 @@ class SalesforceEmulator(Emulator):
         self.api_usage = 0
         self.api_limit = API_LIMIT
         self.token_refreshes = 0
+        #: refresh-token rotation (an option of the connected app): each refresh answers with a
+        #: new refresh token and the one it used stops working at once
+        self.rotate_refresh_tokens = False
         super().__init__(sandbox)
         self._seed_people()
 
@@ -458,6 +461,7 @@ class SalesforceEmulator(Emulator):
         }
 
     def reset(self) -> None:
+        self.rotate_refresh_tokens = False
         self.records.clear()
         self.api_usage = 0
         self.api_limit = API_LIMIT
@@ -902,6 +906,9 @@ class SalesforceEmulator(Emulator):
                 "token_type": "Bearer",
                 "issued_at": str(int(time.time() * 1000)),
             }
+            if self.rotate_refresh_tokens:
+                self.refresh_token = "5Aep861sandbox" + secrets.token_hex(16)
+                body["refresh_token"] = self.refresh_token
         return json_response(200, body)
 
     # -- helpers -----------------------------------------------------------------------------
