@@ -11,16 +11,19 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-from ._redact import redact
+from ._redact import redact, redact_data
 from ._render import text_table as _table
 from .config import VARIABLES, load_config
 from .errors import (
+    APIError,
     AuthenticationError,
     ConfigurationError,
     ConflictError,
@@ -35,7 +38,9 @@ from .errors import (
 )
 from .models import ProviderName, ProviderStatus, ProviderStatusList, unstructure
 
-__all__ = ["EXIT_CODES", "format_status_table", "main"]
+__all__ = ["EXIT_CODES", "describe_error", "for_the_command_line", "format_status_table", "main"]
+
+_TOKEN_VARIABLE = "PMS_SERVER_TOKEN"  # noqa: S105 - a variable name, not a secret (server.TOKEN_VARIABLE)
 
 #: Exit codes, most specific first. ``outcome unknown`` wins over the error's own class: a
 #: script must not book again before looking the booking up.
@@ -48,7 +53,11 @@ EXIT_CODES: list[tuple[str, int]] = [
     ("operation not supported (UnsupportedOperationError)", 5),
     ("credentials rejected (AuthenticationError, PermissionDeniedError)", 6),
     ("not found (NotFoundError)", 7),
-    ("conflict, e.g. slot taken (ConflictError)", 8),
+    (
+        "conflict: the slot is taken (ConflictError), or the booking was cancelled and cannot be moved; "
+        "book a new one (AppointmentCancelledError)",
+        8,
+    ),
     ("rate limited (RateLimitError)", 9),
     ("vendor rejected the data (InvalidRequestError)", 10),
     ("provider unavailable (TransportError, ServerError, other ProviderError)", 11),
@@ -102,10 +111,28 @@ def _read_json(text: str | None, stdin: TextIO, what: str) -> Any:
 
 
 def _emit(obj: Any, raw: bool) -> None:
+    """Print a result as JSON: the library's own model as it is, the vendor's ``raw`` redacted.
+
+    Never redact the JSON text as a whole: a secret that happens to read ``2031`` or ``true``
+    would mask part of a start time or break the JSON.
+    """
     data = unstructure(obj)
-    if isinstance(data, dict) and not raw:
-        data.pop("raw", None)
-    print(redact(json.dumps(data, indent=2, sort_keys=False)))
+    if isinstance(data, dict):
+        if raw:
+            data["raw"] = redact_data(data.get("raw", {}))
+        else:
+            data.pop("raw", None)
+    print(json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False, allow_nan=False))
+
+
+def _provider(args: argparse.Namespace) -> ProviderName | None:
+    """``--provider``, checked here so a bad value is reported under the flag's own name."""
+    if args.provider is None:
+        return None
+    try:
+        return ProviderName.parse(args.provider)
+    except ValueError as exc:
+        raise ValidationError.single("--provider", str(exc)) from None
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -121,34 +148,38 @@ def _cmd_providers(args: argparse.Namespace) -> int:
     config = load_config(env_file=args.env_file if args.env_file else ...)
     print(format_status_table(config.statuses()))
     for problem in config.problems:
-        print(f"problem: {problem}", file=sys.stderr)
+        print(f"problem: {redact(problem)}", file=sys.stderr)
     return 0
 
 
 def _cmd_book(args: argparse.Namespace) -> int:
+    provider = _provider(args)
     data = _read_json(args.json, sys.stdin, "request")
     with _client(args) as client:
-        _emit(client.book_appointment(data, provider=args.provider), args.raw)
+        _emit(client.book_appointment(data, provider=provider), args.raw)
     return 0
 
 
 def _cmd_update(args: argparse.Namespace) -> int:
+    provider = _provider(args)
     data = _read_json(args.json, sys.stdin, "changes")
     with _client(args) as client:
-        _emit(client.update_appointment(args.id, data, provider=args.provider), args.raw)
+        _emit(client.update_appointment(args.id, data, provider=provider), args.raw)
     return 0
 
 
 def _cmd_cancel(args: argparse.Namespace) -> int:
+    provider = _provider(args)
     with _client(args) as client:
-        _emit(client.cancel_appointment(args.id, reason=args.reason, provider=args.provider), args.raw)
+        _emit(client.cancel_appointment(args.id, reason=args.reason, provider=provider), args.raw)
     return 0
 
 
 def _cmd_push_report(args: argparse.Namespace) -> int:
+    provider = _provider(args)
     data = _read_json(args.json, sys.stdin, "report")
     with _client(args) as client:
-        _emit(client.push_performance_report(data, provider=args.provider), args.raw)
+        _emit(client.push_performance_report(data, provider=provider), args.raw)
     return 0
 
 
@@ -279,19 +310,45 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     try:
-        from .server import run  # type: ignore[import-not-found,unused-ignore]
+        from .server import _resolve_token, check_exposure, run  # type: ignore[import-not-found,unused-ignore]
     except ImportError as exc:
-        raise ConfigurationError(str(exc)) from None
+        print(f"error: {exc}", file=sys.stderr)  # names how to install the server extra
+        return 4
+    # Everything is checked before anything is bound or started.
+    check_exposure(args.host, _resolve_token(...), insecure_no_auth=args.insecure_no_auth)
+    if args.insecure_no_auth and not _is_loopback_arg(args.host):
+        print(
+            f"warning: serving on {args.host} WITHOUT authentication (--insecure-no-auth): anyone who can reach "
+            "this address can book and cancel appointments.",
+            file=sys.stderr,
+        )
+    if args.report_source:
+        _register_report_source(args.report_source)
     if args.sandbox:
         from .client import PMSClient
         from .sandbox import Sandbox
 
         with Sandbox() as sandbox, PMSClient(environ=sandbox.environ(), env_file=None) as client:
-            print(f"Serving against the sandbox at {sandbox.url}")
-            run(host=args.host, port=args.port, client=client)
+            print(f"Serving against the sandbox at {sandbox.url}.", flush=True)
+            run(host=args.host, port=args.port, client=client, insecure_no_auth=args.insecure_no_auth)
         return 0
-    run(host=args.host, port=args.port)
+    run(host=args.host, port=args.port, insecure_no_auth=args.insecure_no_auth)
     return 0
+
+
+def _is_loopback_arg(host: str) -> bool:
+    from .server import is_loopback  # type: ignore[import-not-found,unused-ignore]
+
+    return bool(is_loopback(host))
+
+
+def _register_report_source(spec: str) -> None:
+    """Import ``module:function`` (from the current directory too, as uvicorn does) and register it."""
+    from .reports import load_report_source, set_report_source
+
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    set_report_source(load_report_source(spec, name="--report-source"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -345,11 +402,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_sandbox)
 
     p = sub.add_parser("serve", help="serve the /api/integrations/pms HTTP endpoints (needs the server extra)")
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help=f"the address to bind (default: loopback only); any other address needs {_TOKEN_VARIABLE}",
+    )
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--sandbox", action="store_true", help="serve against a fresh sandbox instead of the configuration")
+    p.add_argument(
+        "--report-source",
+        metavar="MODULE:FUNCTION",
+        help="the callable that returns the current report, pushed by POST .../performance without a body "
+        "(imported and checked at start-up; the current directory is searched too)",
+    )
+    p.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help=f"serve beyond loopback without {_TOKEN_VARIABLE}: anyone who can reach the address can book "
+        "and cancel (only behind another layer that authenticates)",
+    )
     p.set_defaults(func=_cmd_serve)
     return parser
+
+
+# The library's messages name Python arguments; the command line has flags instead.
+_CLI_WORDS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"\bprovider=(?:\.\.\.|<[^>\s]*>)"), "--provider NAME"),
+    (re.compile(r"\bprovider=([\"']?)([\w-]+)\1"), r"--provider \2"),
+    (re.compile(r"\binsecure_no_auth=True\b"), "--insecure-no-auth"),
+    (
+        re.compile(r"\(PMS_\* variables\) and call reload\(\)"),
+        "(the PMS_* variables, in the environment or the .env file) and run the command again",
+    ),
+    (re.compile(r"\band call reload\(\)"), "and run the command again"),
+)
+
+
+def for_the_command_line(text: str) -> str:
+    """A library message in the command line's own words (``provider=...`` is ``--provider``)."""
+    for pattern, replacement in _CLI_WORDS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def describe_error(error: PMSError) -> list[str]:
+    """The lines the command prints for ``error``: the message, then one line per detail."""
+    lines = [f"error: {for_the_command_line(str(error))}"]
+    if isinstance(error, ValidationError):
+        lines += [f"  {field or '(input)'}: {for_the_command_line(message)}" for field, message in error.errors]
+    if isinstance(error, APIError) and error.request_id:
+        # Scrubbed when the error was built; redacted again here, never shown raw.
+        lines.append(f"  vendor request id: {redact(error.request_id)} (quote it to the vendor's support)")
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -358,10 +462,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except PMSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        if isinstance(exc, ValidationError):
-            for field, message in exc.errors:
-                print(f"  {field or '(input)'}: {message}", file=sys.stderr)
+        for line in describe_error(exc):
+            print(line, file=sys.stderr)
         return exit_code(exc)
     except KeyboardInterrupt:
         return 130

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ._redact import excerpt as _excerpt
-from ._redact import redact
+from ._redact import redact, redact_path
 
 __all__ = [
     "PMSError",
@@ -42,6 +42,33 @@ __all__ = [
 ]
 
 
+_ENDS_A_SENTENCE = (".", "!", "?", "…")
+
+
+def _end_sentence(text: str) -> str:
+    """``text`` with a full stop unless it already ends a sentence."""
+    text = text.rstrip()
+    if not text or text.endswith(_ENDS_A_SENTENCE):
+        return text
+    return text + "."
+
+
+def _join_sentences(first: str, then: str) -> str:
+    """Two sentences, punctuated: ``"HTTP 400: bad" + "Fix it."`` is ``"HTTP 400: bad. Fix it."``."""
+    first = _end_sentence(first)
+    return f"{first} {then}" if first else then
+
+
+def _vendor_word(value: object, limit: int) -> str | None:
+    """A vendor's code or request id as one short, printable, redacted line (or ``None``)."""
+    if value is None:
+        return None
+    text = redact("".join(ch if ch.isprintable() else " " for ch in str(value)).strip())
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text or None
+
+
 class PMSError(Exception):
     """Base class of every error raised by pms_integration."""
 
@@ -58,7 +85,7 @@ class PMSError(Exception):
     def __str__(self) -> str:
         text = self.message
         if self.hint and self.hint not in text:
-            text = f"{text} {self.hint}"
+            text = _join_sentences(text, self.hint)
         return text
 
     def __repr__(self) -> str:
@@ -104,7 +131,7 @@ class ProviderNotConfiguredError(ConfigurationError):
         if missing:
             parts.append("Set " + ", ".join(missing) + ".")
         if problems:
-            parts.append("Problems: " + "; ".join(problems) + ".")
+            parts.append("Problems: " + "; ".join(p.rstrip(". ") for p in problems) + ".")
         super().__init__(" ".join(parts), missing=missing, problems=problems)
         self.provider = provider
 
@@ -123,13 +150,16 @@ class ValidationError(PMSError, ValueError):
     hint = "Nothing was sent; correct the listed fields and try again."
 
     def __init__(self, errors: Iterable[tuple[str, str]]) -> None:
-        self.errors: list[tuple[str, str]] = [(redact(p), redact(m)) for p, m in errors]
+        # A path is the caller's own data: only a segment that *is* a secret is masked (a key
+        # sent by mistake). A message may quote an exception's text: redacted as free text.
+        self.errors: list[tuple[str, str]] = [(redact_path(str(p)), redact(str(m))) for p, m in errors]
         if not self.errors:
             self.errors = [("", "invalid input")]
         count = len(self.errors)
         head = "1 invalid field" if count == 1 else f"{count} invalid fields"
         detail = "; ".join(f"{p}: {m}" if p else m for p, m in self.errors)
-        super().__init__(f"{head}: {detail}.")
+        # Built from parts redacted above; redacting the whole again would mask inside paths.
+        Exception.__init__(self, _end_sentence(f"{head}: {detail}"))
 
     @property
     def fields(self) -> list[str]:
@@ -171,9 +201,10 @@ class ProviderError(PMSError):
         prefix = f"[{self.provider}] " if self.provider else ""
         if self.outcome_unknown:
             ref = f" reference {self.reference!r}" if self.reference else " its reference"
-            text += (
-                " The change may have been applied: retry with the same"
-                f"{ref} (the library looks it up before creating anything), never a new one."
+            text = _join_sentences(
+                text,
+                "The change may have been applied: retry with the same"
+                f"{ref} (the library looks it up before creating anything), never a new one.",
             )
         return prefix + text
 
@@ -219,10 +250,11 @@ class APIError(ProviderError):
             reference=reference,
         )
         self.status_code = status_code
-        self.code = code
-        self.request_id = request_id
+        # Vendor-supplied text: scrubbed like the rest of what a vendor says.
+        self.code = _vendor_word(code, 100)
+        self.request_id = _vendor_word(request_id, 200)
         self.body_excerpt = _excerpt(body_excerpt) if body_excerpt else None
-        self.fields: tuple[str, ...] = tuple(fields)
+        self.fields: tuple[str, ...] = tuple(redact(str(f)) for f in fields)
 
     def __repr__(self) -> str:
         return (
@@ -287,10 +319,8 @@ class RateLimitError(APIError):
     def __str__(self) -> str:
         text = super().__str__()
         if self.retry_after is not None:
-            text += f" Retry after {self.retry_after:g} s."
-        else:
-            text += " Retry later."
-        return text
+            return _join_sentences(text, f"Retry after {self.retry_after:g} s.")
+        return _join_sentences(text, "Retry later.")
 
 
 class ServerError(APIError):

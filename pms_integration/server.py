@@ -1,6 +1,7 @@
 """HTTP endpoints for frontends: ``/api/integrations/pms/...`` as a Starlette (ASGI) app.
 
-Install the extra first: ``pip install 'pms-integration[server]'``.
+Install the server extra first: ``pip install -e '.[server]'`` from a checkout of the project,
+or ``pip install starlette uvicorn`` into the environment that has pms-integration.
 
 ::
 
@@ -22,7 +23,9 @@ POST     ``/api/integrations/pms/{provider}/performance``   200, the :class:`Rep
 
 Bodies are JSON in the library's own model shapes (the same converter as the Python API).
 Every error is ``application/problem+json`` (RFC 9457) and passes through the redactor; no
-secret and no stack trace ever leaves the server. See docs/http-api.md.
+secret and no stack trace ever leaves the server. A successful answer is the library's own
+model, sent as it is (only the vendor's ``raw`` response in it is redacted), so a secret that
+happens to look like a date never masks part of a start time. See docs/http-api.md.
 
 The library calls block (they talk to the vendor over ``requests``), so each one runs in
 Starlette's thread pool and the event loop stays free.
@@ -47,12 +50,13 @@ try:
     from starlette.responses import Response
     from starlette.routing import Route
 except ImportError as _exc:  # pragma: no cover - exercised in a subprocess test
-    raise ImportError(
-        "pms_integration.server needs Starlette and uvicorn; install them with: pip install 'pms-integration[server]'"
-    ) from _exc
+    from ._extras import server_extra_hint
+
+    raise ImportError(f"pms_integration.server needs Starlette and uvicorn. {server_extra_hint()}") from _exc
 
 from . import _default
-from ._redact import redact
+from ._extras import server_extra_hint
+from ._redact import redact, redact_data, redact_path
 from .client import PMSClient
 from .config import Secret, is_loopback_host
 from .errors import (
@@ -83,7 +87,19 @@ from .models import (
     unstructure,
 )
 
-__all__ = ["create_app", "run", "Problem", "problem_for", "PREFIX", "DEFAULT_MAX_BODY_BYTES", "TOKEN_VARIABLE"]
+__all__ = [
+    "create_app",
+    "run",
+    "check_exposure",
+    "is_loopback",
+    "Problem",
+    "problem_for",
+    "server_extra_hint",
+    "UnprotectedServerError",
+    "PREFIX",
+    "DEFAULT_MAX_BODY_BYTES",
+    "TOKEN_VARIABLE",
+]
 
 log = logging.getLogger("pms_integration.server")
 
@@ -133,6 +149,9 @@ class Problem(Exception):
         self.detail = detail
         self.headers = dict(headers or {})
         self.extensions = extensions
+        #: True when ``detail`` was composed by the library from parts redacted already (an
+        #: error's ``str()``): it is then sent as it is, so a field path in it stays intact.
+        self.detail_is_redacted = False
 
     @property
     def type(self) -> str:
@@ -144,30 +163,52 @@ class Problem(Exception):
         data.update((k, v) for k, v in self.extensions.items() if v is not None)
         return data
 
+    def redacted_dict(self) -> dict[str, Any]:
+        """The JSON members with every string passed through the redactor.
+
+        Free text (``title``, ``detail``, vendor codes and request ids, anything you add) is
+        redacted as text; a field path in ``errors`` and the ``reference`` are the caller's
+        own data, so only a part that *is* a registered secret is masked there.
+        """
+        out: dict[str, Any] = {}
+        for key, value in self.to_dict().items():
+            if key == "detail" and self.detail_is_redacted and isinstance(value, str):
+                out[key] = value
+            elif key == "errors" and isinstance(value, (list, tuple)):
+                out[key] = [_redacted_field_error(e) for e in value]
+            elif key == "reference" and isinstance(value, str):
+                out[key] = redact_path(value)
+            else:
+                out[key] = redact_data(value)
+        return out
+
     def response(self) -> Response:
         """An ``application/problem+json`` response, every string passed through the redactor."""
-        return _json_response(self.status, self.to_dict(), media_type=PROBLEM_JSON, headers=self.headers)
+        return _json_response(self.status, self.redacted_dict(), media_type=PROBLEM_JSON, headers=self.headers)
 
 
-def _scrub(value: Any) -> Any:
-    """Redact every string in a JSON-ready structure (keys included)."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, Mapping):
-        return {_scrub(str(k)): _scrub(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_scrub(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, (bool, int, float)):
-        return value
-    return redact(str(value))  # anything else is shown as (redacted) text
+def _redacted_field_error(entry: Any) -> Any:
+    if not isinstance(entry, Mapping):
+        return redact_data(entry)
+    return {
+        redact(str(k)): redact_path(v) if k == "field" and isinstance(v, str) else redact_data(v)
+        for k, v in entry.items()
+    }
+
+
+def _model_json(model: object) -> Any:
+    """A model as JSON, as it is: only the vendor's ``raw`` response in it is redacted."""
+    data = unstructure(model)
+    if isinstance(data, dict) and "raw" in data:
+        data["raw"] = redact_data(data["raw"])
+    return data
 
 
 def _json_response(
     status: int, data: Any, *, media_type: str = "application/json", headers: Mapping[str, str] | None = None
 ) -> Response:
-    body = json.dumps(_scrub(data), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    """``data`` as JSON. The caller redacts what needs it (see :func:`_model_json`, :class:`Problem`)."""
+    body = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     # WWW-Authenticate is built from constants here; the redactor's "Bearer <value>" pattern
     # would otherwise eat its realm parameter.
     safe_headers = {k: v if k.lower() == "www-authenticate" else redact(v) for k, v in (headers or {}).items()}
@@ -186,6 +227,13 @@ def problem_for(exc: PMSError) -> Problem:
 
     Public so an application that calls the library itself can answer the same way.
     """
+    problem = _problem_for(exc)
+    # str() of a library error is safe to show (errors.py redacts when the error is built).
+    problem.detail_is_redacted = True
+    return problem
+
+
+def _problem_for(exc: PMSError) -> Problem:
     detail = str(exc)
     if isinstance(exc, ValidationError):
         return Problem(
@@ -276,7 +324,11 @@ class _Backend:
         client = self._client if self._client is not None else _default.get_client()
         default = client.config.default_provider
         return {
-            "providers": [unstructure(s) for s in client.providers()],
+            # Statuses never hold a secret; a problem's text is redacted all the same.
+            "providers": [
+                {**status, "problems": redact_data(status.get("problems", []))}
+                for status in (unstructure(s) for s in client.providers())
+            ],
             "default_provider": default.value if default is not None else None,
         }
 
@@ -479,7 +531,7 @@ class _Api:
         name = _provider_from(request)
         body = _object_body(await _read_json(request, self.max_body), what="an AppointmentRequest")
         appointment = await run_in_threadpool(self.backend.book, name, body)
-        return _json_response(201, unstructure(appointment))
+        return _json_response(201, _model_json(appointment))
 
     async def booking(self, request: Request) -> Response:
         """PATCH reschedules or edits; DELETE cancels."""
@@ -492,7 +544,7 @@ class _Api:
         appointment_id = str(request.path_params["id"])
         body = _object_body(await _read_json(request, self.max_body), what="an AppointmentUpdate")
         appointment = await run_in_threadpool(self.backend.update, name, appointment_id, body)
-        return _json_response(200, unstructure(appointment))
+        return _json_response(200, _model_json(appointment))
 
     async def cancel(self, request: Request) -> Response:
         name = _provider_from(request)
@@ -510,7 +562,7 @@ class _Api:
         if reason is not None and not isinstance(reason, str):
             raise ValidationError.single("reason", "must be a string")
         appointment = await run_in_threadpool(self.backend.cancel, name, appointment_id, reason)
-        return _json_response(200, unstructure(appointment))
+        return _json_response(200, _model_json(appointment))
 
     async def performance(self, request: Request) -> Response:
         name = _provider_from(request)
@@ -528,7 +580,7 @@ class _Api:
                 raise ValidationError(unknown)
             report = data.get("report")
         receipt = await run_in_threadpool(self.backend.push, name, report)
-        return _json_response(200, unstructure(receipt))
+        return _json_response(200, _model_json(receipt))
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
@@ -551,7 +603,7 @@ def _resolve_token(token: str | EllipsisType | None) -> Secret | None:
     if token is None:
         return None
     if not isinstance(token, str) or not token.strip():
-        raise ValueError("token must be a non-empty string, or None to disable authentication")
+        raise ValidationError.single("token", "must be a non-empty string, or None to disable authentication")
     return Secret(token.strip())
 
 
@@ -570,7 +622,7 @@ def create_app(
     ``max_body_bytes``: larger request bodies are refused with 413.
     """
     if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int) or max_body_bytes < 1:
-        raise ValueError("max_body_bytes must be a positive integer")
+        raise ValidationError.single("max_body_bytes", "must be a positive integer")
     secret = _resolve_token(token)
     if secret is None:
         log.info("pms_integration.server: no %s set; the endpoints accept unauthenticated requests", TOKEN_VARIABLE)
@@ -592,6 +644,45 @@ def create_app(
     return Starlette(routes=routes, exception_handlers={HTTPException: _http_exception})
 
 
+class UnprotectedServerError(ConfigurationError):
+    """Serving the endpoints beyond loopback without a token was refused."""
+
+    hint = ""
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ``::1``, ``[::1]``)."""
+    name = host.strip().lower().rstrip(".")
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    return bool(name) and is_loopback_host(name)
+
+
+def check_exposure(host: str, token: Secret | None, *, insecure_no_auth: bool = False) -> None:
+    """Refuse to serve beyond loopback without a token, unless told so explicitly.
+
+    Anyone who can reach a non-loopback address could book and cancel appointments, so
+    ``host`` other than loopback needs a token, or ``insecure_no_auth=True`` (for when another
+    layer, a proxy that authenticates, say, guards the endpoints). Raises
+    :class:`UnprotectedServerError` (a :class:`ConfigurationError`) before anything is bound.
+    """
+    if token is not None or is_loopback(host):
+        return
+    if insecure_no_auth:
+        log.warning(
+            "serving the booking endpoints on %s WITHOUT authentication (insecure_no_auth): anyone who can "
+            "reach this address can book and cancel appointments",
+            host,
+        )
+        return
+    raise UnprotectedServerError(
+        f"Refusing to serve on {host!r} without a token: anyone who can reach that address could book and "
+        f"cancel appointments. Set {TOKEN_VARIABLE} to a long random value (your frontend sends it in "
+        "the Authorization header as a bearer token), or serve on 127.0.0.1 only. If another layer already guards "
+        "the endpoints, pass insecure_no_auth=True."
+    )
+
+
 def run(
     host: str = "127.0.0.1",
     port: int = 8000,
@@ -599,20 +690,21 @@ def run(
     client: PMSClient | None = None,
     token: str | EllipsisType | None = ...,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    insecure_no_auth: bool = False,
 ) -> None:
-    """Serve :func:`create_app` with uvicorn until interrupted (127.0.0.1 by default)."""
+    """Serve :func:`create_app` with uvicorn until interrupted (127.0.0.1 by default).
+
+    Any ``host`` other than loopback needs a token (``token=`` or ``PMS_SERVER_TOKEN``), or
+    ``insecure_no_auth=True``; otherwise :class:`UnprotectedServerError` is raised before
+    anything is bound (see :func:`check_exposure`).
+    """
+    if not isinstance(host, str):
+        raise ValidationError.single("host", "must be a host name or an IP address")
+    secret = _resolve_token(token)
+    check_exposure(host, secret, insecure_no_auth=insecure_no_auth)
     try:
         import uvicorn
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "pms_integration.server.run needs uvicorn; install it with: pip install 'pms-integration[server]'"
-        ) from exc
-    secret = _resolve_token(token)
+        raise ImportError(f"pms_integration.server.run needs uvicorn. {server_extra_hint()}") from exc
     app = create_app(client, token=secret.reveal() if secret is not None else None, max_body_bytes=max_body_bytes)
-    if not is_loopback_host(host) and secret is None:
-        log.warning(
-            "serving the booking endpoints on %s without a token; set %s so only your frontend can book",
-            host,
-            TOKEN_VARIABLE,
-        )
     uvicorn.run(app, host=host, port=port, server_header=False, log_level="info")

@@ -11,13 +11,18 @@ import pytest
 
 from pms_integration import cli
 from pms_integration.errors import (
+    APIError,
+    AppointmentCancelledError,
     AuthenticationError,
+    ConfigurationError,
     ConflictError,
     NotFoundError,
+    ProviderError,
     ProviderNotConfiguredError,
     RateLimitError,
     ServerError,
     TransportError,
+    UnexpectedResponseError,
     ValidationError,
 )
 
@@ -73,13 +78,13 @@ def test_invalid_json_is_exit_3_with_the_field(capsys: pytest.CaptureFixture[str
 
 
 def test_unconfigured_provider_is_exit_4(capsys: pytest.CaptureFixture[str]) -> None:
-    body = json.dumps({"start": "2026-12-01T10:00:00-05:00", "patient": {"email": "a@b.co"}})
+    body = json.dumps({"start": "2031-12-01T10:00:00-05:00", "patient": {"email": "a@b.co"}})
     assert cli.main(["book", "--provider", "hubspot", body]) == 4
     assert "PMS_HUBSPOT_PRIVATE_APP_TOKEN" in capsys.readouterr().err
 
 
 def test_validation_errors_are_listed_per_field(capsys: pytest.CaptureFixture[str]) -> None:
-    body = json.dumps({"start": "2026-12-01T10:00:00", "patient": {"email": "nope"}})
+    body = json.dumps({"start": "2031-12-01T10:00:00", "patient": {"email": "nope"}})
     assert cli.main(["book", "--provider", "ghl", body]) == 3
     err = capsys.readouterr().err
     assert "  start: " in err and "  patient.email: " in err
@@ -109,3 +114,259 @@ def test_unreadable_json_files_are_exit_3(tmp_path: object, capsys: pytest.Captu
     assert cli.main(["book", "--provider", "ghl", f"@{path}"]) == 3
     assert message in capsys.readouterr().err
     assert cli.main(["book", "--provider", "ghl", f"@{path}.missing"]) == 3
+
+
+# -- messages in the command line's own words -----------------------------------------------------
+
+
+def test_library_argument_names_become_flags() -> None:
+    assert cli.for_the_command_line("pass provider=... or set X.") == "pass --provider NAME or set X."
+    assert cli.for_the_command_line('use provider="hubspot"') == "use --provider hubspot"
+    assert cli.for_the_command_line("or pass insecure_no_auth=True.") == "or pass --insecure-no-auth."
+
+
+def test_several_providers_message_names_the_flag(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    for key, value in full_environ().items():
+        monkeypatch.setenv(key, value)
+    assert cli.main(["cancel", "abc123"]) == 4
+    assert capsys.readouterr().err == (
+        "error: Several providers are enabled (gohighlevel, salesforce, hubspot); pass --provider NAME or set "
+        "PMS_DEFAULT_PROVIDER. Fix the configuration (the PMS_* variables, in the environment or the .env file) "
+        "and run the command again.\n"
+    )
+
+
+def test_unknown_provider_is_reported_under_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["cancel", "--provider", "pipedrive", "abc123"]) == 3
+    err = capsys.readouterr().err
+    assert err.splitlines()[1] == (
+        "  --provider: unknown provider 'pipedrive'; expected one of gohighlevel, salesforce, hubspot (or ghl)"
+    )
+    assert "provider=" not in err
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (
+            ConflictError("GoHighLevel book failed with HTTP 409: slot taken", status_code=409),
+            "GoHighLevel book failed with HTTP 409: slot taken. Offer the patient another time.",
+        ),
+        (
+            RateLimitError("HubSpot book failed with HTTP 429", status_code=429, retry_after=7),
+            "HubSpot book failed with HTTP 429. Retry after 7 s.",
+        ),
+        (
+            ServerError("Salesforce book failed with HTTP 503", status_code=503, outcome_unknown=True, reference="r1"),
+            "Salesforce book failed with HTTP 503. The provider is having trouble; try again shortly. The change may "
+            "have been applied: retry with the same reference 'r1' (the library looks it up before creating "
+            "anything), never a new one.",
+        ),
+        (
+            ProviderNotConfiguredError("hubspot", problems=["PMS_HUBSPOT_TIMEOUT_MS must be a whole number."]),
+            "Provider 'hubspot' is not configured. Problems: PMS_HUBSPOT_TIMEOUT_MS must be a whole number. Fix the "
+            "configuration (PMS_* variables) and call reload().",
+        ),
+        (
+            AppointmentCancelledError("The appointment abc is cancelled", status_code=409),
+            "The appointment abc is cancelled. This appointment was cancelled: book a new appointment instead of "
+            "moving it.",
+        ),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, Exception) else "",
+)
+def test_error_messages_are_punctuated_sentences(error: Exception, expected: str) -> None:
+    assert str(error) == expected
+
+
+# -- exit codes for every kind of provider error --------------------------------------------------
+
+
+class _TooLarge(UnexpectedResponseError):
+    """Stands for a subclass the library may add later (a response over the size cap, say)."""
+
+
+class _OtherProviderError(ProviderError):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (AppointmentCancelledError("cancelled", status_code=409, code="APPOINTMENT_CANCELLED"), 8),
+        (_TooLarge("too big"), 11),
+        (_TooLarge("too big", outcome_unknown=True), 12),
+        (_OtherProviderError("odd"), 11),
+        (APIError("teapot", status_code=418), 11),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, Exception) else str(v),
+)
+def test_exit_codes_for_cancelled_and_unknown_provider_errors(error: BaseException, code: int) -> None:
+    assert cli.exit_code(error) == code
+
+
+def test_exit_code_table_explains_the_cancelled_booking() -> None:
+    (row,) = [what for what, code in cli.EXIT_CODES if code == 8]
+    assert "AppointmentCancelledError" in row and "book a new one" in row
+
+
+def test_response_too_large_maps_like_an_unexpected_response() -> None:
+    from pms_integration import errors
+
+    cls = getattr(errors, "ResponseTooLargeError", None)
+    if cls is None:
+        pytest.skip("ResponseTooLargeError is not in this build")
+    assert issubclass(cls, UnexpectedResponseError)
+    assert cli.exit_code(cls("too big")) == 11
+
+
+# -- serve: who may connect, the report source, the server extra ---------------------------------
+
+
+@pytest.fixture
+def fake_uvicorn(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
+    """uvicorn.run replaced: nothing is ever bound; the calls are recorded."""
+    pytest.importorskip("starlette")
+    import uvicorn
+
+    calls: list[dict[str, object]] = []
+
+    def run(app: object, **kwargs: object) -> None:
+        calls.append(kwargs)
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    return calls
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", "pms.example.com", "127.0.0.1.nip.io", ""])
+def test_serve_beyond_loopback_without_a_token_refuses_to_start(
+    fake_uvicorn: list[dict[str, object]], capsys: pytest.CaptureFixture[str], host: str
+) -> None:
+    assert cli.main(["serve", "--host", host]) == 4
+    assert fake_uvicorn == []
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: Refusing to serve on {host!r} without a token: anyone who can reach that address could book and "
+        "cancel appointments. Set PMS_SERVER_TOKEN to a long random value (your frontend sends it in "
+        "the Authorization header as a bearer token), or serve on 127.0.0.1 only. If another layer already guards the "
+        "endpoints, pass --insecure-no-auth.\n"
+    )
+
+
+def test_serve_beyond_loopback_with_a_token_or_the_insecure_flag(
+    fake_uvicorn: list[dict[str, object]], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["serve", "--host", "0.0.0.0", "--insecure-no-auth"]) == 0
+    assert fake_uvicorn[-1]["host"] == "0.0.0.0"
+    assert "WITHOUT authentication (--insecure-no-auth)" in capsys.readouterr().err
+    monkeypatch.setenv("PMS_SERVER_TOKEN", "srv-canary-cli-5d2f8a61b7e94c03")
+    assert cli.main(["serve", "--host", "0.0.0.0", "--port", "9000"]) == 0
+    assert fake_uvicorn[-1]["host"] == "0.0.0.0" and fake_uvicorn[-1]["port"] == 9000
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.8.9.10", "::1", "[::1]", "localhost", "LOCALHOST"])
+def test_serve_on_loopback_needs_no_token(fake_uvicorn: list[dict[str, object]], host: str) -> None:
+    assert cli.main(["serve", "--host", host]) == 0
+    assert fake_uvicorn[-1]["host"] == host
+
+
+def test_run_itself_refuses_before_binding(fake_uvicorn: list[dict[str, object]]) -> None:
+    from pms_integration.server import UnprotectedServerError, run
+
+    with pytest.raises(UnprotectedServerError) as info:
+        run("0.0.0.0", 8000, token=None)
+    assert isinstance(info.value, ConfigurationError)
+    assert "pass insecure_no_auth=True." in str(info.value)
+    assert fake_uvicorn == []
+    run("0.0.0.0", 8000, token=None, insecure_no_auth=True)
+    run("0.0.0.0", 8000, token="srv-canary-run-0a9b8c7d6e5f4a3b")
+    assert [c["host"] for c in fake_uvicorn] == ["0.0.0.0", "0.0.0.0"]
+
+
+def test_serve_without_the_server_extra_says_how_to_install_it(tmp_path: object) -> None:
+    code = "import sys; sys.modules['starlette'] = None\nfrom pms_integration.cli import main\nraise SystemExit(main(['serve']))\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False, cwd=str(tmp_path))
+    assert done.returncode == 4, done.stderr
+    assert "pip install 'pms-integration[server]'" not in done.stderr  # no index has it
+    assert "pip install starlette uvicorn" in done.stderr
+    assert "[server]'" in done.stderr  # the checkout or URL it was installed from
+    assert "call reload()" not in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("weekly", "--report-source 'weekly' is not of the form module:function"),
+        ("no_such_module_x1:current", "--report-source: cannot import module 'no_such_module_x1'"),
+        ("weekly:missing", "--report-source: module 'weekly' has no attribute 'missing'"),
+        ("weekly:NOT_CALLABLE", "--report-source: 'weekly:NOT_CALLABLE' is a str, not a callable"),
+        ("weekly:needs_argument", "--report-source: 'weekly:needs_argument' cannot be called without arguments"),
+        ("broken:current", "importing 'broken' for --report-source failed: RuntimeError: broken on import"),
+    ],
+)
+def test_report_source_is_checked_before_serving(
+    fake_uvicorn: list[dict[str, object]], tmp_path: object, capsys: pytest.CaptureFixture[str], spec: str, message: str
+) -> None:
+    from pathlib import Path
+
+    here = Path(str(tmp_path))  # conftest made it the working directory
+    (here / "weekly.py").write_text(
+        "NOT_CALLABLE = 'x'\n\ndef needs_argument(day):\n    return {}\n", encoding="utf-8"
+    )
+    (here / "broken.py").write_text("raise RuntimeError('broken on import')\n", encoding="utf-8")
+    assert cli.main(["serve", "--report-source", spec]) == 4
+    err = capsys.readouterr().err
+    assert err.startswith("error: " + message), err
+    assert err.rstrip().endswith("Give the report source as module:function, a callable that takes no arguments.")
+    assert fake_uvicorn == []
+
+
+def test_serve_with_a_report_source_pushes_it_end_to_end(tmp_path: object) -> None:
+    pytest.importorskip("starlette")
+    import signal
+    import socket
+    import time
+    from pathlib import Path
+
+    import requests
+
+    here = Path(str(tmp_path))
+    (here / "weekly_cli_report.py").write_text(
+        "CALLS = []\n\n"
+        "def current():\n"
+        "    CALLS.append(1)\n"
+        "    return {'period_start': '2031-03-01', 'period_end': '2031-03-07', 'metrics': {'calls': 42},\n"
+        "            'report_id': 'weekly-from-the-cli'}\n",
+        encoding="utf-8",
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PMS_")}
+    argv = ["serve", "--sandbox", "--port", str(port), "--report-source", "weekly_cli_report:current"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pms_integration", *argv], env=env, cwd=here, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/api/integrations/pms/ghl/performance"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                r = requests.post(url, timeout=10)
+                break
+            except requests.ConnectionError:
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < deadline, "serve did not start"
+                time.sleep(0.05)
+        assert r.status_code == 200, r.text
+        assert r.json()["report_id"] == "weekly-from-the-cli"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert proc.returncode == 0, err
+    assert "Serving against the sandbox at http://127.0.0.1:" in out

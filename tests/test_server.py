@@ -672,6 +672,7 @@ def test_unexpected_exception_is_a_generic_500(
         (E.UnsupportedOperationError("no"), 501),
         (E.NotFoundError("gone", status_code=404), 404),
         (E.ConflictError("taken", status_code=409), 409),
+        (E.AppointmentCancelledError("cancelled", status_code=409, code="APPOINTMENT_CANCELLED"), 409),
         (E.RateLimitError("slow down", status_code=429), 429),
         (E.RateLimitError("slow down", status_code=429, retry_after=0.2), 429),
         (E.RateLimitError("slow down", status_code=429, retry_after=7.5), 429),
@@ -694,6 +695,75 @@ def test_error_to_status_table(error: E.PMSError, status: int) -> None:
         assert p.headers["Retry-After"] == expected
     if isinstance(error, E.TransportError):
         assert p.extensions["outcome_unknown"] is True and p.extensions["reference"] == "bk-1"
+
+
+class _TooLarge(E.UnexpectedResponseError):
+    """Stands for a subclass the library may add later (a response over the size cap, say)."""
+
+
+class _OtherProviderError(E.ProviderError):
+    pass
+
+
+class _OtherAPIError(E.APIError):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "slug"),
+    [
+        (E.AppointmentCancelledError("cancelled", status_code=409), 409, "appointment-cancelled"),
+        (_TooLarge("too big", provider="hubspot", operation="book"), 502, "provider-unexpected-response"),
+        (_OtherProviderError("odd"), 502, "provider-error"),
+        (_OtherAPIError("odd", status_code=413), 502, "provider-error"),
+        *(
+            [(E.ResponseTooLargeError("too big"), 502, "provider-unexpected-response")]  # type: ignore[attr-defined]
+            if hasattr(E, "ResponseTooLargeError")
+            else []
+        ),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, Exception) else str(v),
+)
+def test_subclasses_map_through_their_base_class(error: E.PMSError, status: int, slug: str) -> None:
+    p = problem_for(error)
+    assert (p.status, p.slug) == (status, slug)
+    assert json.loads(bytes(p.response().body))["type"] == f"urn:pms-integration:problem:{slug}"
+
+
+@pytest.fixture
+def registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Secrets registered in a test are forgotten afterwards."""
+    from pms_integration import _redact
+
+    monkeypatch.setattr(_redact, "_known", set(_redact._known))
+    monkeypatch.setattr(_redact, "_plain", set(_redact._plain))
+
+
+def test_vendor_request_id_is_never_shown_raw(registry: None) -> None:
+    plain = pms_integration.Secret("request-id-echo-secret-7731").reveal()
+    error = E.ServerError(
+        "down", status_code=503, request_id=f"abc\r\nX-Injected: 1 {plain} Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.x"
+    )
+    body = bytes(problem_for(error).response().body).decode()
+    data = json.loads(body)
+    assert plain not in body and "eyJhbGci" not in body and "\r" not in data["request_id"]
+    assert data["request_id"].startswith("abc  X-Injected: 1 [redacted]")
+
+
+def test_model_responses_are_sent_as_they_are_except_raw(registry: None) -> None:
+    from pms_integration.models import Appointment, AppointmentStatus
+    from pms_integration.server import _json_response, _model_json
+
+    secret = pms_integration.Secret("2031-03-01T08:30:00")  # reads like the start below
+    tz = datetime.timezone(datetime.timedelta(hours=-5))
+    appointment = Appointment(
+        ProviderName.HUBSPOT, "1:2", AppointmentStatus.BOOKED,
+        datetime.datetime(2031, 3, 1, 8, 30, tzinfo=tz), datetime.datetime(2031, 3, 1, 9, tzinfo=tz),
+        "call-1", "c1", "Cleaning", raw={"echo": f"token={secret.reveal()}", "access_token": "x-1", "true": True},
+    )  # fmt: skip
+    data = json.loads(bytes(_json_response(200, _model_json(appointment)).body))
+    assert data["start"] == "2031-03-01T08:30:00-05:00"
+    assert data["raw"] == {"echo": "token=[redacted]", "access_token": "[redacted]", "true": True}
 
 
 def test_mounts_inside_an_existing_app(sandbox: Sandbox, client: PMSClient) -> None:
@@ -723,7 +793,9 @@ def test_import_without_starlette_names_the_extra() -> None:
         "try:\n    import pms_integration.server\nexcept ImportError as e:\n    print(e)\n"
     )
     assert done.returncode == 0, done.stderr
-    assert "pip install 'pms-integration[server]'" in done.stdout
+    # No package index has pms-integration: name what works from where it was installed.
+    assert "pip install 'pms-integration[server]'" not in done.stdout
+    assert "pip install starlette uvicorn" in done.stdout and "[server]'" in done.stdout
 
 
 def test_secrets_sent_in_requests_are_not_echoed(api: Api, sandbox: Sandbox) -> None:
