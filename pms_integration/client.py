@@ -248,6 +248,10 @@ class PMSClient:
         self._inflight = 0
         self._retired = False
         self._closed = False
+        for problem in self.config.problems:
+            # a general variable that is wrong (PMS_MAX_ATTEMPTS=², a weak PMS_SERVER_TOKEN):
+            # its default applies; say so once (the message names the variable, not its value)
+            log.warning("configuration problem: %s", problem)
         for name in ProviderName:
             pc = self.config.get(name)
             if pc.partially_configured:

@@ -63,6 +63,30 @@ class SandboxSession:
         return f"<SandboxSession {self.sandbox.url}>"
 
 
+def _check_session_arguments(default_provider: object, ghl_api_version: object, seed: object, environ: object) -> None:
+    """Misuse is a ConfigurationError naming the argument, before any server starts."""
+    from .errors import ConfigurationError
+    from .models import ProviderName
+
+    problems: list[str] = []
+    if default_provider is not None:
+        try:
+            ProviderName.parse(default_provider)
+        except ValueError:
+            problems.append("default_provider must be gohighlevel (ghl), salesforce, hubspot or None")
+    if ghl_api_version not in ("v1", "v2"):
+        problems.append("ghl_api_version must be 'v1' or 'v2'")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        problems.append("seed must be an int or None")
+    if environ is not None and (
+        not isinstance(environ, Mapping)
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in environ.items())
+    ):
+        problems.append("environ must be a mapping of PMS_* names to strings")
+    if problems:
+        raise ConfigurationError("sandbox_session: " + "; ".join(problems) + ".", problems=problems)
+
+
 @contextmanager
 def sandbox_session(
     *,
@@ -75,6 +99,7 @@ def sandbox_session(
 
     ``environ`` adds or overrides ``PMS_*`` variables (``{"PMS_MAX_ATTEMPTS": "1"}``, say).
     """
+    _check_session_arguments(default_provider, ghl_api_version, seed, environ)
     from .sandbox import Sandbox
 
     with Sandbox(seed=seed) as sandbox:

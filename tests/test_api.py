@@ -184,6 +184,13 @@ def _use_testing_client(value: Any) -> None:
         pass
 
 
+def _session(**kwargs: Any) -> None:
+    from pms_integration import testing
+
+    with testing.sandbox_session(**kwargs):
+        pass
+
+
 ENTRY_POINTS: dict[str, Any] = {
     "book_appointment(request)": lambda v: pms.book_appointment(v),
     "book_appointment(provider)": lambda v: pms.book_appointment(_BOOKING, provider=v),
@@ -200,6 +207,10 @@ ENTRY_POINTS: dict[str, Any] = {
     "reload(env_file)": lambda v: pms.reload({}, env_file=v),
     "use_client": lambda v: pms.use_client(v),
     "testing.use_client": _use_testing_client,
+    "testing.sandbox_session(default_provider)": lambda v: _session(default_provider=v if v is not None else 0),
+    "testing.sandbox_session(ghl_api_version)": lambda v: _session(ghl_api_version=v),
+    "testing.sandbox_session(seed)": lambda v: _session(seed=v if not isinstance(v, int) or isinstance(v, bool) else "1"),
+    "testing.sandbox_session(environ)": lambda v: _session(environ=v if v is not None else 0),
     "set_report_source": lambda v: pms.set_report_source(v if v is not None else 0),
     "load_config(environ)": lambda v: pms.load_config(v, env_file=None),
     "load_config(env_file)": lambda v: pms.load_config({}, env_file=v),

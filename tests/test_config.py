@@ -347,3 +347,11 @@ def test_load_config_with_a_bad_env_file_is_a_configuration_error(env_file: obje
         load_config({}, env_file)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="env_file"):
         pms.reload({}, env_file=env_file)  # type: ignore[arg-type]
+
+
+def test_a_general_problem_is_logged_once_when_a_client_is_built(caplog: pytest.LogCaptureFixture) -> None:
+    with pms.PMSClient(environ={"PMS_MAX_ATTEMPTS": "²", "PMS_SERVER_TOKEN": "2031"}, env_file=None):
+        pass
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("PMS_MAX_ATTEMPTS" in w for w in warnings) and any("PMS_SERVER_TOKEN" in w for w in warnings)
+    assert not any("2031" in w for w in warnings)
