@@ -292,7 +292,7 @@ def main() -> int:
         sandbox.inject("ghl", Fault.expired_token(), operation="appointments.list", times=1)
         turn("lee", "Lee Park, lee@example.com, Tuesday 3pm.", "book",
              {"start": (start + dt.timedelta(hours=5)).isoformat(), "patient": {"name": "Lee Park", "email": "lee@example.com"}})  # fmt: skip
-        lee_bookings = [b for b in session.state("ghl")["bookings"] if "lee-1" in b["title"]]
+        lee_bookings = [b for b in session.state("ghl")["bookings"] if "reference: lee-1" in b["description"]]
         print(f"  (the calendar holds {len(lee_bookings)} booking with reference lee-1)")
 
         print("\n--- Jane moves, John cancels")
@@ -309,7 +309,8 @@ def main() -> int:
 
         bookings = session.state("ghl")["bookings"]
         live = [b for b in bookings if b["appointmentStatus"] != "cancelled"]
-        references = [b["title"].rsplit("(ref ", 1)[-1].rstrip(")") for b in bookings]
+        # the library keeps the reference in the appointment's description, not in its title
+        references = [b["description"].split("Booking reference: ", 1)[-1].split()[0] for b in bookings]
         assert len(references) == len(set(references)), "a reference was booked twice"
         assert len(bookings) == 4 and len(live) == 3, bookings
         print(f"\nAll conversations finished: {len(live)} live bookings, 1 cancelled, no reference booked twice.")
