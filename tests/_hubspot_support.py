@@ -189,6 +189,8 @@ class FakeHubSpot:
             return 200, self._search(object_type, data)
         if method == "POST" and parts[1:] == ["batch", "upsert"]:
             return self._upsert(object_type, data)
+        if method == "POST" and parts[1:] == ["batch", "read"]:
+            return self._batch_read(object_type, data)
         if len(parts) == 2:
             key = unquote(parts[1])
             if method == "GET" and query.get("idProperty") == "email":
@@ -247,6 +249,27 @@ class FakeHubSpot:
                     (object_type, rid, self._type_of(assoc["to"]["id"]), assoc["to"]["id"], t["associationTypeId"])
                 )
         return 201, self._public(self.records[object_type][rid])
+
+    def _batch_read(self, object_type: str, data: dict[str, Any]) -> tuple[int, Any]:
+        prop = data.get("idProperty")
+        results, missing = [], []
+        for item in data["inputs"]:
+            key = item["id"]
+            if prop:
+                found = next(
+                    (r for r in self.records[object_type].values() if str(r["properties"].get(prop, "")).lower() == key.lower()),
+                    None,
+                )
+            else:
+                found = self.records[object_type].get(key)
+            if found is None:
+                missing.append(key)
+            else:
+                results.append(self._public(found))
+        body: dict[str, Any] = {"status": "COMPLETE", "results": results, "startedAt": "x", "completedAt": "y"}
+        if missing:
+            body["errors"] = [{"status": "error", "category": "OBJECT_NOT_FOUND", "context": {"ids": missing}}]
+        return (207 if missing else 200), body
 
     def _type_of(self, record_id: str) -> str:
         for object_type, store in self.records.items():

@@ -65,7 +65,7 @@ def test_book_with_an_existing_contact_takes_three_requests() -> None:
         calls = sent(rsps)
         first_url = str(rsps.calls[0].request.url)
     assert [(m, p) for m, p, _ in calls] == [
-        ("POST", "/crm/v3/objects/contacts/search"),
+        ("POST", "/crm/v3/objects/contacts/batch/read"),
         ("POST", "/crm/v3/objects/deals"),
         ("POST", "/crm/v3/objects/meetings"),
     ]
@@ -90,17 +90,16 @@ def test_book_with_an_existing_contact_takes_three_requests() -> None:
     assert ("meetings", meeting_id, "contacts", contact, 200) in fake.associations
     assert ("meetings", meeting_id, "deals", deal_id, 212) in fake.associations
     assert calls[0][2] == {
-        "filterGroups": [{"filters": [{"propertyName": "email", "operator": "EQ", "value": "jane@example.com"}]}],
+        "idProperty": "email",
+        "inputs": [{"id": "jane@example.com"}],
         "properties": ["email"],
-        "sorts": ["hs_object_id"],
-        "limit": hs.SEARCH_LIMIT,
-        "after": "0",
+        "propertiesWithHistory": [],
     }
     assert "jane" not in first_url and "example.com" not in first_url
 
 
 def test_the_patient_email_and_phone_never_appear_in_a_url(debug_logs: pytest.LogCaptureFixture) -> None:
-    """The contact look-up is a search: the e-mail travels in the request body only."""
+    """The contact look-up is a batch read: the e-mail travels in the request body only."""
     patient = Patient(name="A B", email="a+b/c@example.com", phone="+15555550123")
     with fake_hubspot() as (_, rsps):
         appt = make_adapter().book(booking(patient))
@@ -125,7 +124,7 @@ def test_book_creates_a_missing_contact() -> None:
         appt = make_adapter().book(booking())
         methods = [(m, p) for m, p, _ in sent(rsps)]
         assert methods[:2] == [
-            ("POST", "/crm/v3/objects/contacts/search"),
+            ("POST", "/crm/v3/objects/contacts/batch/read"),
             ("POST", "/crm/v3/objects/contacts"),
         ]
         assert len(methods) == 4
@@ -136,8 +135,8 @@ def test_book_creates_a_missing_contact() -> None:
 def test_book_recovers_the_contact_id_from_a_409_race() -> None:
     with fake_hubspot() as (fake, rsps):
         winner = fake.add("contacts", {"email": "jane@example.com"})
-        # The search misses (the other request is not indexed yet); the create then collides.
-        fake.fail("POST", "/contacts/search", status=200, body={"total": 0, "results": []})
+        # The read misses (the other request has not committed yet); the create then collides.
+        fake.fail("POST", "/contacts/batch/read", status=207, body={"status": "COMPLETE", "results": []})
         appt = make_adapter().book(booking())
         assert len(rsps.calls) == 4
     assert appt.contact_id == winner
@@ -146,7 +145,7 @@ def test_book_recovers_the_contact_id_from_a_409_race() -> None:
 
 def test_a_409_without_an_existing_id_is_a_conflict_error() -> None:
     with fake_hubspot() as (fake, _):
-        fake.fail("POST", "/contacts/search", status=200, body={"total": 0, "results": []})
+        fake.fail("POST", "/contacts/batch/read", status=207, body={"status": "COMPLETE", "results": []})
         fake.fail(
             "POST", "/contacts$", status=409, body={"status": "error", "message": "Conflict", "category": "CONFLICT"}
         )
@@ -204,7 +203,7 @@ def test_upsert_path_uses_the_reference_property_and_is_idempotent_across_proces
         first = make_adapter(PMS_HUBSPOT_REFERENCE_PROPERTY="pms_booking_id").book(booking())
         calls = sent(rsps)
         assert [(m, p) for m, p, _ in calls] == [
-            ("POST", "/crm/v3/objects/contacts/search"),
+            ("POST", "/crm/v3/objects/contacts/batch/read"),
             ("POST", "/crm/v3/objects/deals/batch/upsert"),
             ("PUT", f"/crm/v4/objects/deals/{first.id.split(':')[0]}/associations/default/contacts/{first.contact_id}"),
             ("POST", "/crm/v3/objects/meetings"),
@@ -227,7 +226,7 @@ def test_date_versioned_paths() -> None:
         )
         deal_id = appt.id.split(":")[0]
         assert [p for _, p, _ in sent(rsps)] == [
-            "/crm/objects/2026-09/contacts/search",
+            "/crm/objects/2026-09/contacts/batch/read",
             "/crm/objects/2026-09/deals/batch/upsert",
             f"/crm/objects/2026-09/deals/{deal_id}/associations/default/contacts/{appt.contact_id}",
             "/crm/objects/2026-09/meetings",
@@ -578,7 +577,7 @@ def test_client_book_update_cancel_report_and_rate_limit_info() -> None:
         client = PMSClient(environ=hubspot_env(), env_file=None, sleep=lambda s: None)
         appt = client.book_appointment(
             {
-                "start": "2026-12-01T10:00:00-05:00",
+                "start": "2027-12-01T10:00:00-05:00",
                 "duration_minutes": 30,
                 "patient": {"name": "Jane Doe", "email": "jane@example.com"},
                 "reference": "bk-client-1",
@@ -590,7 +589,7 @@ def test_client_book_update_cancel_report_and_rate_limit_info() -> None:
         assert (
             client.book_appointment(
                 {
-                    "start": "2026-12-01T10:00:00-05:00",
+                    "start": "2027-12-01T10:00:00-05:00",
                     "duration_minutes": 30,
                     "patient": {"name": "Jane Doe", "email": "jane@example.com"},
                     "reference": "bk-client-1",

@@ -27,7 +27,7 @@ from pms_integration.sandbox.hubspot import REFERENCE_PROPERTY, HubSpotEmulator
 from .test_hubspot_contract import check_request
 
 BOOKING: dict[str, Any] = {
-    "start": "2026-12-01T10:00:00-05:00",
+    "start": "2027-12-01T10:00:00-05:00",
     "duration_minutes": 45,
     "patient": {"name": "Jane Doe", "email": "jane@example.com", "phone": "+15555550100"},
     "title": "Cleaning",
@@ -77,24 +77,24 @@ def test_full_lifecycle(sb: Sandbox, api_version: str, reference_property: str |
         assert appt.status is AppointmentStatus.BOOKED and appt.reference == "bk-life-1"
         booking = sb.state("hubspot")["bookings"][0]
         assert booking["id"] == appt.id and booking["reference"] == "bk-life-1"
-        assert booking["start"] == "2026-12-01T15:00:00.000Z" and booking["end"] == "2026-12-01T15:45:00.000Z"
+        assert booking["start"] == "2027-12-01T15:00:00.000Z" and booking["end"] == "2027-12-01T15:45:00.000Z"
         assert booking["outcome"] == "SCHEDULED" and booking["dealstage"] == "appointmentscheduled"
         assert booking["contact_id"] == appt.contact_id
 
         moved = c.update_appointment(
             appt.id,
-            {"start": "2026-12-03T14:00:00-05:00", "duration_minutes": 60, "title": "Check-up"},
+            {"start": "2027-12-03T14:00:00-05:00", "duration_minutes": 60, "title": "Check-up"},
             provider="hubspot",
         )
         assert moved.id == appt.id and moved.reference == "bk-life-1"
         booking = sb.state("hubspot")["bookings"][0]
         assert (booking["start"], booking["end"], booking["title"]) == (
-            "2026-12-03T19:00:00.000Z",
-            "2026-12-03T20:00:00.000Z",
+            "2027-12-03T19:00:00.000Z",
+            "2027-12-03T20:00:00.000Z",
             "Check-up",
         )
         deal = next(d for d in sb.state("hubspot")["deals"] if d["id"] == booking["deal_id"])
-        assert deal["properties"]["closedate"] == "2026-12-03T19:00:00.000Z"
+        assert deal["properties"]["closedate"] == "2027-12-03T19:00:00.000Z"
 
         cancelled = c.cancel_appointment(appt.id, reason="patient called", provider="hubspot")
         assert cancelled.status is AppointmentStatus.CANCELLED
@@ -126,7 +126,7 @@ def test_requests_per_operation_over_the_wire(sb: Sandbox) -> None:
         assert sb.request_count("hubspot") - before == 3
         before = sb.request_count("hubspot")
         c.update_appointment(
-            appt.id, {"start": "2026-12-02T10:00:00-05:00", "duration_minutes": 30}, provider="hubspot"
+            appt.id, {"start": "2027-12-02T10:00:00-05:00", "duration_minutes": 30}, provider="hubspot"
         )
         assert sb.request_count("hubspot") - before == 3  # read (cancelled? which zone?), 2 PATCHes
         before = sb.request_count("hubspot")

@@ -4,8 +4,9 @@ Objects and what they carry (the property names and association type ids are the
 vendor note, ``notes/hubspot.md`` sections 3.1-3.5):
 
 * **contact** - the patient. Taken from ``patient.contact_id`` when given; otherwise read by
-  e-mail (``GET .../contacts/{email}?idProperty=email``), created on a 404, and recovered from a
-  409 ``Existing ID: n`` when a concurrent create won the race. A patient known only by phone
+  e-mail with a batch read (``POST .../contacts/batch/read``, ``idProperty: email`` in the body,
+  so no patient identifier is ever in a URL), created when missing, and recovered from a 409
+  ``Existing ID: n`` when a concurrent create won the race. A patient known only by phone
   gets a new contact.
 * **deal** - the booking in the configured pipeline and stage. ``dealname`` carries the booking
   reference in square brackets, ``closedate`` the start time. When a unique deal property is
@@ -674,11 +675,27 @@ class HubSpotAdapter:
         return self._create_contact(request, properties, lambda: self._contact_by_email(email))
 
     def _contact_by_email(self, email: str) -> str | None:
-        """The patient's contact, found with a search: the e-mail travels in the body, never the URL."""
-        groups = [{"filters": [{"propertyName": "email", "operator": "EQ", "value": email}]}]
+        """The patient's contact, read by its unique e-mail with a batch read.
+
+        The e-mail travels in the request body (``idProperty: email``), never in the URL, so it
+        stays out of access and debug logs. A batch read is a consistent read, unlike search: a
+        contact created moments ago is found.
+        """
+        body = {"idProperty": "email", "inputs": [{"id": email}], "properties": ["email"], "propertiesWithHistory": []}
+        resp = self.transport.request(
+            "POST",
+            self.paths.objects("contacts", "batch", "read"),
+            operation="book",
+            json=body,
+            idempotent=True,
+            expect=(404,),
+        )
+        if resp.status == 404:
+            return None
+        results = self._json_object(resp, "book").get("results")
         wanted = email.casefold()
-        for record in self._search_pages("contacts", groups, ["email"], "book"):
-            value = _props(record).get("email")
+        for record in results if isinstance(results, list) else []:
+            value = _props(record).get("email") if isinstance(record, dict) else None
             if isinstance(value, str) and value.casefold() == wanted:
                 return self._object_id(record, "book", "contact")
         return None

@@ -342,6 +342,7 @@ class HubSpotEmulator(Emulator):
             routes += [
                 Route("POST", objects + "/search", self._search, f"{name}.search"),
                 Route("POST", objects + "/batch/upsert", self._upsert, f"{name}.upsert", mutating=True),
+                Route("POST", objects + "/batch/read", self._batch_read, f"{name}.batch_read"),
                 Route("POST", objects, self._create, f"{name}.create", mutating=True),
                 Route("GET", objects + r"/(?P<id>[^/]+)", self._read, f"{name}.read"),
                 Route("PATCH", objects + r"/(?P<id>[^/]+)", self._update, f"{name}.update", mutating=True),
@@ -532,6 +533,55 @@ class HubSpotEmulator(Emulator):
             return self._reply(
                 200, {"status": "COMPLETE", "results": results, "startedAt": started, "completedAt": _now_iso()}
             )
+
+    def _batch_read(self, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
+        """``batch/read``: records by id or by a unique property (``idProperty``), read consistently."""
+        object_type = self._begin(req, params)
+        body = self._body(req, {"inputs", "properties", "propertiesWithHistory", "idProperty"})
+        inputs = body.get("inputs")
+        if not isinstance(inputs, list) or len(inputs) > 100:
+            raise Reply(self._error(400, "inputs must be a list of at most 100 {id} objects", "VALIDATION_ERROR"))
+        keys: list[str] = []
+        for item in inputs:
+            if not isinstance(item, dict) or set(item) != {"id"} or not isinstance(item["id"], str):
+                raise Reply(self._error(400, "Each input is {\"id\": \"...\"}", "VALIDATION_ERROR"))
+            keys.append(item["id"])
+        id_property = body.get("idProperty")
+        if id_property is not None and (not isinstance(id_property, str) or id_property not in _UNIQUE.get(object_type, set())):
+            raise Reply(
+                self._error(
+                    400,
+                    f"Unable to read by non-unique {_OBJECT_TYPE_IDS[object_type]} property {id_property}",
+                    "VALIDATION_ERROR",
+                )
+            )
+        wanted = [p for p in body.get("properties") or [] if isinstance(p, str)]
+        started = _now_iso()
+        results: list[dict[str, Any]] = []
+        missing: list[str] = []
+        with self.lock:
+            for key in keys:
+                if id_property:
+                    found = self._find_by(object_type, id_property, key)
+                else:
+                    record = self.objects[object_type].get(key) if _NUMERIC_ID.fullmatch(key) else None
+                    found = record if record is not None and not record["archived"] else None
+                if found is None:
+                    missing.append(key)
+                else:
+                    results.append(self._public(found, wanted or list(_DEFAULT_READ[object_type])))
+        out: dict[str, Any] = {"status": "COMPLETE", "results": results, "startedAt": started, "completedAt": _now_iso()}
+        if missing:
+            out["numErrors"] = 1
+            out["errors"] = [
+                {
+                    "status": "error",
+                    "category": "OBJECT_NOT_FOUND",
+                    "message": f"Could not get some {object_type[:-1].upper()} objects, they may be deleted or not exist.",
+                    "context": {"ids": missing},
+                }
+            ]
+        return self._reply(207 if missing else 200, out)
 
     def _read(self, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
         object_type = self._begin(req, params)
