@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Iterator
+from email.message import Message
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
@@ -22,7 +23,16 @@ from pms_integration.errors import (
 from pms_integration.models import AppointmentStatus
 from pms_integration.providers.salesforce import SalesforceProvider, id_checksum, is_salesforce_id
 from pms_integration.sandbox import Fault, Sandbox
-from pms_integration.sandbox.salesforce import SalesforceEmulator, parse_soql
+from pms_integration.sandbox._core import Emulator, SandboxRequest
+from pms_integration.sandbox.salesforce import (
+    SalesforceEmulator,
+    _Bool,
+    _Cond,
+    _SoqlError,
+    date_literal_range,
+    parse_soql,
+    salesforce_id,
+)
 
 from .test_salesforce_contract import WRONG, Sent
 
@@ -313,7 +323,7 @@ SANDBOX_ERRORS = {
     "unfilterable": (400, "INVALID_FIELD"),
     "unescaped quote": (400, "MALFORMED_QUERY"),
     "unknown select": (400, "INVALID_FIELD"),
-    "unversioned": (404, "NOT_FOUND"),
+    "unversioned": (501, "NOT_EMULATED"),  # not a Salesforce resource the sandbox serves
 }
 # A body on DELETE is ignored by the real API as far as anyone has documented; not enforced.
 NOT_ENFORCED = {"delete with body"}
@@ -380,8 +390,150 @@ def test_strict_record_checks(sb: Sandbox) -> None:
 
 def test_soql_subset_parser() -> None:
     q = parse_soql(
-        "SELECT Id, Subject FROM Task WHERE OwnerId = '005' AND Subject LIKE '%[a\\_b]%' OR IsClosed = true ORDER BY CreatedDate DESC LIMIT 2"
+        "SELECT Id, Subject FROM Task WHERE (OwnerId = '005' AND Subject LIKE '%[a\\_b]%') OR IsClosed = true "
+        "ORDER BY CreatedDate DESC, Subject NULLS LAST LIMIT 2 OFFSET 1"
     )
-    assert q.sobject == "Task" and q.fields == ["Id", "Subject"] and q.limit == 2
-    assert [[c.field for c in g] for g in q.where] == [["OwnerId", "Subject"], ["IsClosed"]]
-    assert q.order == ("CreatedDate", True)
+    assert q.sobject == "Task" and q.fields == ["Id", "Subject"] and (q.limit, q.offset) == (2, 1)
+    assert isinstance(q.where, _Bool) and q.where.op == "OR"
+    first = q.where.items[0]
+    assert isinstance(first, _Bool) and first.op == "AND"
+    assert [c.field for c in first.items if isinstance(c, _Cond)] == ["OwnerId", "Subject"]
+    assert q.order == [("CreatedDate", True, True), ("Subject", False, True)]
+    # SOQL needs parentheses to mix AND and OR
+    with pytest.raises(_SoqlError, match="unexpected token: 'OR'"):
+        parse_soql("SELECT Id FROM Task WHERE IsClosed = true AND Subject = 'a' OR Subject = 'b'")
+    counted = parse_soql("SELECT COUNT() FROM Event WHERE Who.Name IN ('A', 'B') AND NOT ActivityDate = TODAY")
+    assert counted.count == "COUNT()" and counted.fields == []
+    literal = parse_soql("SELECT Id FROM Event WHERE StartDateTime = LAST_N_DAYS:30")
+    assert isinstance(literal.where, _Cond) and literal.where.value == ("LAST_N_DAYS", 30)
+
+
+def test_date_literal_ranges() -> None:
+    wednesday = dt.date(2037, 3, 11)
+    day = dt.timedelta(days=1)
+    assert date_literal_range("TODAY", 0, wednesday) == (wednesday, wednesday + day)
+    assert date_literal_range("THIS_WEEK", 0, wednesday) == (dt.date(2037, 3, 8), dt.date(2037, 3, 15))  # Sunday on
+    assert date_literal_range("LAST_N_DAYS", 7, wednesday) == (dt.date(2037, 3, 4), dt.date(2037, 3, 12))
+    assert date_literal_range("NEXT_N_DAYS", 2, wednesday) == (dt.date(2037, 3, 12), dt.date(2037, 3, 14))
+    assert date_literal_range("N_DAYS_AGO", 3, wednesday) == (dt.date(2037, 3, 8), dt.date(2037, 3, 9))
+    assert date_literal_range("LAST_MONTH", 0, wednesday) == (dt.date(2037, 2, 1), dt.date(2037, 3, 1))
+    assert date_literal_range("NEXT_N_MONTHS", 10, wednesday) == (dt.date(2037, 4, 1), dt.date(2038, 2, 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# SOQL over HTTP: paging, COUNT(), IN, parentheses, relationships, date literals, other objects
+
+
+def _soql(sb: Sandbox, soql: str, **headers: str) -> requests.Response:
+    url = sb.base_url("salesforce") + "/services/data/v67.0/query/"
+    auth = {"Authorization": "Bearer " + org(sb).token, **headers}
+    return requests.get(url, params={"q": soql}, headers=auth, timeout=10)
+
+
+def _fill(sb: Sandbox, total: int) -> dict[str, Any]:
+    """``total`` Events: one booked over HTTP, the rest copied from it straight into the org."""
+    with make_client(sb) as c:
+        c.book_appointment(booking(sb))
+    emulator = org(sb)
+    with emulator.lock:
+        [template] = list(emulator.records.values())
+        for _ in range(total - 1):
+            record_id = salesforce_id("00U")
+            emulator.records[record_id] = {
+                **template,
+                "Id": record_id,
+                "attributes": {**template["attributes"], "url": f"/services/data/v67.0/sobjects/Event/{record_id}"},
+            }
+    return template
+
+
+def test_a_large_query_pages_at_2000_with_next_records_url(sb: Sandbox) -> None:
+    _fill(sb, 2105)
+    first = _soql(sb, "SELECT Id FROM Event").json()
+    assert (first["totalSize"], first["done"], len(first["records"])) == (2105, False, 2000)
+    next_url = first["nextRecordsUrl"]
+    assert next_url.startswith("/services/data/v67.0/query/01g") and next_url.endswith("-2000")
+    auth = {"Authorization": "Bearer " + org(sb).token}
+    second = requests.get(sb.base_url("salesforce") + next_url, headers=auth, timeout=10).json()
+    assert (second["totalSize"], second["done"], len(second["records"])) == (2105, True, 105)
+    assert "nextRecordsUrl" not in second
+    ids = {r["Id"] for r in first["records"]} | {r["Id"] for r in second["records"]}
+    assert len(ids) == 2105
+    # a smaller batch on request; LIMIT under the page size answers in one page
+    small = _soql(sb, "SELECT Id FROM Event", **{"Sforce-Query-Options": "batchSize=500"}).json()
+    assert len(small["records"]) == 500 and small["nextRecordsUrl"].endswith("-500")
+    assert _soql(sb, "SELECT Id FROM Event LIMIT 10").json()["done"] is True
+    assert _soql(sb, "SELECT COUNT() FROM Event").json() == {"totalSize": 2105, "done": True, "records": []}
+    bad = requests.get(sb.base_url("salesforce") + "/services/data/v67.0/query/01gAAAAAAAAAAAAAAA-2000", headers=auth, timeout=10)
+    assert (bad.status_code, bad.json()[0]["errorCode"]) == (400, "INVALID_QUERY_LOCATOR")
+
+
+def test_common_soql_is_understood(sb: Sandbox) -> None:
+    contact = next(c for c in sb.state("salesforce")["contacts"] if c["type"] == "Contact")
+    soon = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(days=2)
+    with make_client(sb) as c:
+        a = c.book_appointment(booking(sb, start=soon.isoformat(), title="Cleaning"))
+        b = c.book_appointment(
+            booking(sb, start=(soon + dt.timedelta(hours=1)).isoformat(), title="Filling", patient={"phone": "+15555550123"})
+        )
+        c.push_performance_report(REPORT)
+
+    def ids(soql: str) -> set[str]:
+        resp = _soql(sb, soql)
+        assert resp.status_code == 200, resp.text
+        return {r["Id"] for r in resp.json()["records"]}
+
+    assert ids(f"SELECT Id FROM Event WHERE Id IN ('{a.id}', '{b.id}')") == {a.id, b.id}
+    assert ids(f"SELECT Id FROM Event WHERE Id NOT IN ('{a.id}')") == {b.id}
+    assert ids("SELECT Id FROM Event WHERE (Subject LIKE 'Cleaning%' OR Subject LIKE 'Filling%') AND IsAllDayEvent = false") == {a.id, b.id}
+    assert ids("SELECT Id FROM Event WHERE NOT (Subject LIKE 'Cleaning%')") == {b.id}
+    assert ids("SELECT Id FROM Event WHERE StartDateTime = NEXT_N_DAYS:3") == {a.id, b.id}
+    assert ids("SELECT Id FROM Event WHERE StartDateTime = LAST_N_DAYS:3") == set()
+    assert ids("SELECT Id FROM Event WHERE CreatedDate = TODAY AND StartDateTime > TODAY") == {a.id, b.id}
+    assert ids("SELECT Id FROM Event WHERE ActivityDate >= TOMORROW") == {a.id, b.id}
+    assert ids("SELECT Id FROM Event WHERE Who.Name = 'jane doe'") == {a.id}
+    rows = _soql(sb, f"SELECT Id, Who.Name, Owner.Name FROM Event WHERE Id = '{a.id}'").json()["records"]
+    assert rows[0]["Who"]["Name"] == "Jane Doe" and rows[0]["Who"]["attributes"]["type"] == "Name"
+    assert rows[0]["Who"]["attributes"]["url"].endswith(contact["Id"]) and rows[0]["Owner"]["Name"]
+    no_who = _soql(sb, f"SELECT Who.Name FROM Event WHERE Id = '{b.id}'").json()["records"]
+    assert no_who[0]["Who"] is None
+    ordered = _soql(sb, "SELECT Subject FROM Event ORDER BY Subject DESC").json()["records"]
+    assert [r["Subject"].split(" ")[0] for r in ordered] == ["Filling", "Cleaning"]
+    assert _soql(sb, "SELECT COUNT(Id) FROM Task").json()["records"][0]["expr0"] == 1
+    # objects beyond Event and Task
+    assert ids("SELECT Id, Name FROM Contact") == {contact["Id"]}
+    leads = _soql(sb, "SELECT Id, Name FROM Lead WHERE Name LIKE 'John%'").json()["records"]
+    assert [r["Name"] for r in leads] == ["John Roe"]
+    assert ids("SELECT Id FROM User WHERE IsActive = true") == {org(sb).owner_id}
+    # still strict: unknown relationship, field on the related object, object, quoting
+    for soql, code in (
+        ("SELECT What.Nope FROM Event", "INVALID_FIELD"),
+        ("SELECT Who.Salary FROM Event", "INVALID_FIELD"),
+        ("SELECT Id FROM Account", "INVALID_TYPE"),
+        ("SELECT Id FROM Event WHERE StartDateTime = 'TODAY'", "INVALID_FIELD"),
+        ("SELECT Id FROM Event WHERE Subject = TODAY", "INVALID_FIELD"),
+        ("SELECT Id FROM Event WHERE Subject = 'a' AND (Subject = 'b' OR Subject = 'c'", "MALFORMED_QUERY"),
+    ):
+        resp = _soql(sb, soql)
+        assert (resp.status_code, resp.json()[0]["errorCode"]) == (400, code), soql
+
+
+def test_what_the_sandbox_does_not_emulate_is_501_not_404(sb: Sandbox) -> None:
+    base = sb.base_url("salesforce") + "/services/data/v67.0"
+    auth = {"Authorization": "Bearer " + org(sb).token, "Content-Type": "application/json"}
+    for method, path in (("GET", "/limits"), ("POST", "/composite/sobjects"), ("POST", "/sobjects/Account/")):
+        resp = requests.request(method, base + path, json={}, headers=auth, timeout=5)
+        assert resp.status_code == 501, (method, path)
+        [error] = resp.json()
+        assert error["errorCode"] == "NOT_EMULATED"
+        assert f"{method} /salesforce/services/data/v67.0{path}" in error["message"]
+    # a real "not found" stays a 404: an sObject type no org has, a record id never created
+    assert requests.post(base + "/sobjects/Appointment/", json={}, headers=auth, timeout=5).status_code == 404
+    missing = base + "/sobjects/Event/" + salesforce_id("00U")
+    assert requests.get(missing, headers=auth, timeout=5).json()[0]["errorCode"] == "NOT_FOUND"
+
+
+def test_the_core_default_for_an_unknown_route_is_501(sb: Sandbox) -> None:
+    req = SandboxRequest("GET", "/nowhere", {}, Message(), b"")
+    resp = Emulator.not_found(org(sb), req)
+    assert resp.status == 501 and "not emulated" in str(resp.body).lower() and "GET" in str(resp.body)

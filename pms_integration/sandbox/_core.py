@@ -226,7 +226,13 @@ class Emulator:
         return None
 
     def not_found(self, req: SandboxRequest) -> SandboxResponse:
-        return self.error_response(404, message=f"no route for {req.method} {req.path}")
+        """The answer for a route the emulator does not implement: ``501``, naming the route.
+
+        Never the vendor's 404, which a caller would take for "record not found". Emulators
+        override it to word it like the vendor (or to answer 405 for a known path).
+        """
+        message = f"Not emulated: the pms-integration sandbox does not implement {req.method} {self.prefix}{req.path}"
+        return json_response(501, {"message": message, "error": "NOT_EMULATED"})
 
 
 _REASONS = {

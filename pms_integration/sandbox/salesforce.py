@@ -8,9 +8,17 @@ Endpoints (paths below the prefix):
 * ``POST /services/data/vXX.X/sobjects/{Event|Task}/`` - create, ``201 {"id", "success", "errors"}``;
 * ``GET|PATCH|DELETE /services/data/vXX.X/sobjects/{Event|Task}/{id}`` - read (``?fields=``), update
   (``204``), delete (``204``; the record goes to the recycle bin);
-* ``GET /services/data/vXX.X/query/?q=`` - the SOQL subset ``SELECT f, ... FROM o [WHERE a op v
-  [AND|OR ...]] [ORDER BY f [ASC|DESC]] [LIMIT n]`` with ``=, !=, <, <=, >, >=, LIKE``;
-* ``POST /services/oauth2/token`` - the refresh-token grant.
+* ``GET /services/data/vXX.X/query/?q=`` (and ``queryAll``, which includes deleted records) - the
+  common SOQL: fields, relationship fields (``Who.Name``) or ``COUNT()``; ``FROM`` Event, Task,
+  Contact, Lead or User; ``WHERE`` with ``=, !=, <, <=, >, >=, LIKE, IN, NOT IN``, ``AND``/``OR``/
+  ``NOT`` and parentheses, date literals (``TODAY``, ``LAST_N_DAYS:n``, ...); ``ORDER BY``,
+  ``LIMIT``, ``OFFSET``. Results page at 2,000 records with ``nextRecordsUrl``
+  (``GET .../query/01g...-2000``);
+* ``POST /services/oauth2/token`` - the refresh-token grant (with ``rotate_refresh_tokens``, each
+  refresh issues a new refresh token and invalidates the old one).
+
+Any other route answers ``501 NOT_EMULATED`` naming it, never a 404 a caller would read as
+"record not found".
 
 Strict like a real org: a bearer token on every API call (``401 INVALID_SESSION_ID`` as a JSON
 array), unknown fields ``400 INVALID_FIELD``, read-only fields
@@ -141,6 +149,51 @@ TASK_FIELDS: dict[str, FieldSpec] = {
     "IsClosed": _read_only("bool", "Closed"),
 }
 SOBJECTS: dict[str, tuple[str, dict[str, FieldSpec]]] = {"Event": ("00U", EVENT_FIELDS), "Task": ("00T", TASK_FIELDS)}
+#: Contacts and Leads (the patients the org knows) and Users (the owner): readable by SOQL only
+PERSON_FIELDS: dict[str, FieldSpec] = {
+    "Id": _read_only("reference", "Record ID"),
+    "Name": _read_only("string", "Full Name"),
+    "FirstName": FieldSpec("string", "First Name", length=40),
+    "LastName": FieldSpec("string", "Last Name", length=80),
+    "Email": FieldSpec("string", "Email", length=80),
+    "Phone": FieldSpec("string", "Phone", length=40),
+    "IsDeleted": _read_only("bool", "Deleted"),
+    "CreatedDate": _read_only("datetime", "Created Date"),
+}
+USER_FIELDS: dict[str, FieldSpec] = {
+    "Id": _read_only("reference", "User ID"),
+    "Name": _read_only("string", "Full Name"),
+    "Username": _read_only("string", "Username"),
+    "IsActive": _read_only("bool", "Active"),
+}
+#: the polymorphic "Name" object behind Who and Owner
+NAME_FIELDS: dict[str, FieldSpec] = {
+    "Id": _read_only("reference", "ID"),
+    "Name": _read_only("string", "Name"),
+    "FirstName": _read_only("string", "First Name"),
+    "LastName": _read_only("string", "Last Name"),
+    "Email": _read_only("string", "Email"),
+    "Phone": _read_only("string", "Phone"),
+    "Type": _read_only("string", "Type"),
+}
+QUERYABLE: dict[str, dict[str, FieldSpec]] = {
+    "Event": EVENT_FIELDS,
+    "Task": TASK_FIELDS,
+    "Contact": PERSON_FIELDS,
+    "Lead": PERSON_FIELDS,
+    "User": USER_FIELDS,
+}
+#: relationship name -> the id field it follows (Event and Task)
+RELATIONSHIPS = {"Who": "WhoId", "Owner": "OwnerId"}
+#: standard objects a real org has but this sandbox does not emulate through /sobjects: 501, not 404
+NOT_EMULATED_SOBJECTS = frozenset(
+    {
+        "Account", "Contact", "Lead", "User", "Opportunity", "Case", "Campaign", "Note", "ContentNote",
+        "ContentVersion", "Attachment", "EventRelation", "EventWhoRelation", "TaskRelation", "RecordType",
+        "Calendar", "FeedItem", "Organization", "Group",
+    }
+)  # fmt: skip
+QUERY_BATCH = 2000  # records per query page, as the REST API answers by default
 
 _DATETIME = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(\.\d{1,3})?(Z|[+-]\d{2}:?\d{2})$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -182,15 +235,30 @@ def _fail(status: int, code: str, message: str, fields: list[str] | None = None)
 
 
 # ---------------------------------------------------------------------------------------------
-# SOQL (the subset the library and simple tooling use)
+# SOQL: the common subset - SELECT fields (relationship fields such as Who.Name too) or COUNT(),
+# FROM one object, WHERE with AND / OR / NOT and parentheses, =, !=, <, <=, >, >=, LIKE, IN,
+# NOT IN, date literals (TODAY, LAST_N_DAYS:n, ...), ORDER BY, LIMIT and OFFSET.
 
 _TOKEN = re.compile(
-    r"\s*(?:(?P<str>'(?:[^'\\]|\\.)*')|(?P<dt>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:Z|[+-]\d{2}:\d{2}))"
+    r"\s*(?:(?P<str>'(?:[^'\\]|\\.)*')"
+    r"|(?P<dt>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,3})?(?:Z|[+-]\d{2}:\d{2}))"
     r"|(?P<date>\d{4}-\d{2}-\d{2})|(?P<num>-?\d+(?:\.\d+)?)|(?P<op><=|>=|!=|=|<|>)|(?P<comma>,)"
-    r"|(?P<word>[A-Za-z_][A-Za-z0-9_]*)|(?P<bad>\S))"
+    r"|(?P<lp>\()|(?P<rp>\))|(?P<colon>:)"
+    r"|(?P<word>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)|(?P<bad>\S))"
 )
 _ESCAPES = {"'": "'", '"': '"', "\\": "\\", "n": "\n", "r": "\r", "t": "\t", "b": "\b", "f": "\f"}
 _LIT_PERCENT, _LIT_UNDERSCORE = "\x01", "\x02"
+
+#: date literals without a number, and those that take one (``LAST_N_DAYS:7``)
+DATE_LITERALS = frozenset(
+    {
+        "YESTERDAY", "TODAY", "TOMORROW", "LAST_WEEK", "THIS_WEEK", "NEXT_WEEK", "LAST_MONTH",
+        "THIS_MONTH", "NEXT_MONTH", "LAST_90_DAYS", "NEXT_90_DAYS", "THIS_YEAR", "LAST_YEAR", "NEXT_YEAR",
+    }
+)  # fmt: skip
+DATE_LITERALS_N = frozenset(
+    {"LAST_N_DAYS", "NEXT_N_DAYS", "N_DAYS_AGO", "LAST_N_WEEKS", "NEXT_N_WEEKS", "LAST_N_MONTHS", "NEXT_N_MONTHS"}
+)
 
 
 class _SoqlError(Exception):
@@ -203,18 +271,26 @@ class _SoqlError(Exception):
 @attrs.frozen
 class _Cond:
     field: str
-    op: str
-    kind: str  # str, dt, date, num, bool, null
+    op: str  # =, !=, <, <=, >, >=, LIKE, IN, NOT IN
+    kind: str  # str, dt, date, num, bool, null, range (a date literal), list (IN)
     value: Any
+
+
+@attrs.frozen
+class _Bool:
+    op: str  # AND, OR, NOT
+    items: tuple[Any, ...]
 
 
 @attrs.frozen
 class _Query:
     sobject: str
     fields: list[str]
-    where: list[list[_Cond]]  # OR of ANDs
-    order: tuple[str, bool] | None
+    where: _Cond | _Bool | None
+    order: list[tuple[str, bool, bool]]  # (field, descending, nulls last)
     limit: int | None
+    offset: int | None = None
+    count: str | None = None  # "COUNT()" or the field of COUNT(field)
 
 
 def _unquote_soql(literal: str) -> str:
@@ -257,94 +333,188 @@ def _tokens(soql: str) -> list[tuple[str, str]]:
     return out
 
 
+def _where_fields(node: _Cond | _Bool | None) -> list[str]:
+    if node is None:
+        return []
+    if isinstance(node, _Cond):
+        return [node.field]
+    return [f for item in node.items for f in _where_fields(item)]
+
+
+def _conditions(node: _Cond | _Bool | None) -> list[_Cond]:
+    if node is None:
+        return []
+    if isinstance(node, _Cond):
+        return [node]
+    return [c for item in node.items for c in _conditions(item)]
+
+
 def parse_soql(soql: str) -> _Query:
-    """Parse the supported SOQL subset; raises ``_SoqlError`` like the org would."""
+    """Parse the supported SOQL; raises ``_SoqlError`` like the org would."""
     toks = _tokens(soql)
     i = 0
 
     def peek(offset: int = 0) -> tuple[str, str]:
         return toks[i + offset] if i + offset < len(toks) else ("end", "")
 
-    def take_word(*words: str) -> str:
+    def fail() -> _SoqlError:
+        return _SoqlError("MALFORMED_QUERY", f"unexpected token: '{peek()[1] or '<EOF>'}'")
+
+    def is_word(*words: str, offset: int = 0) -> bool:
+        kind, text = peek(offset)
+        return kind == "word" and text.upper() in words
+
+    def take(kind: str) -> str:
         nonlocal i
-        kind, text = peek()
-        if kind != "word" or (words and text.upper() not in words):
-            raise _SoqlError("MALFORMED_QUERY", f"unexpected token: '{text or '<EOF>'}'")
+        if peek()[0] != kind:
+            raise fail()
         i += 1
-        return text
+        return toks[i - 1][1]
+
+    def take_word(*words: str) -> str:
+        if words and not is_word(*words):
+            raise fail()
+        return take("word")
+
+    def literal() -> tuple[str, Any]:
+        nonlocal i
+        vkind, vtext = peek()
+        i += 1
+        if vkind == "str":
+            return "str", _unquote_soql(vtext)
+        if vkind == "dt":
+            parsed = _parse_datetime(vtext)
+            if parsed is None:
+                raise _SoqlError("MALFORMED_QUERY", f"line 1: invalid date-time literal {vtext}")
+            return "dt", parsed
+        if vkind == "date":
+            try:
+                return "date", _dt.date.fromisoformat(vtext)
+            except ValueError:
+                raise _SoqlError("MALFORMED_QUERY", f"line 1: invalid date literal {vtext}") from None
+        if vkind == "num":
+            return "num", float(vtext)
+        if vkind == "word" and vtext.lower() in ("true", "false"):
+            return "bool", vtext.lower() == "true"
+        if vkind == "word" and vtext.lower() == "null":
+            return "null", None
+        if vkind == "word" and vtext.upper() in DATE_LITERALS:
+            return "range", (vtext.upper(), 0)
+        if vkind == "word" and vtext.upper() in DATE_LITERALS_N:
+            take("colon")
+            number = take("num")
+            if not number.isdigit():
+                raise _SoqlError("MALFORMED_QUERY", f"invalid integer for {vtext.upper()}: {number}")
+            return "range", (vtext.upper(), int(number))
+        i -= 1
+        raise fail()
+
+    def condition() -> _Cond:
+        nonlocal i
+        field = take_word()
+        if is_word("NOT") and is_word("IN", offset=1):
+            i += 2
+            op = "NOT IN"
+        elif is_word("IN", "LIKE"):
+            op = take_word().upper()
+        elif peek()[0] == "op":
+            op = take("op")
+        else:
+            raise fail()
+        if op in ("IN", "NOT IN"):
+            take("lp")
+            values = [literal()]
+            while peek()[0] == "comma":
+                i += 1
+                values.append(literal())
+            take("rp")
+            return _Cond(field, op, "list", tuple(values))
+        kind, value = literal()
+        return _Cond(field, op, kind, value)
+
+    def unary() -> _Cond | _Bool:
+        nonlocal i
+        if is_word("NOT") and not is_word("IN", offset=1):
+            i += 1
+            return _Bool("NOT", (unary(),))
+        if peek()[0] == "lp":
+            i += 1
+            inner = expression()
+            take("rp")
+            return inner
+        return condition()
+
+    def expression() -> _Cond | _Bool:
+        nonlocal i
+        items = [unary()]
+        joiner: str | None = None
+        while is_word("AND", "OR"):
+            word = peek()[1].upper()
+            if joiner is not None and word != joiner:
+                # SOQL needs parentheses to mix AND and OR
+                raise fail()
+            joiner = word
+            i += 1
+            items.append(unary())
+        return items[0] if joiner is None else _Bool(joiner, tuple(items))
 
     take_word("SELECT")
-    fields = [take_word()]
-    while peek()[0] == "comma":
-        i += 1
+    count: str | None = None
+    fields: list[str] = []
+    if is_word("COUNT") and peek(1)[0] == "lp":
+        i += 2
+        count = "COUNT()" if peek()[0] == "rp" else take_word()
+        take("rp")
+    else:
         fields.append(take_word())
+        while peek()[0] == "comma":
+            i += 1
+            fields.append(take_word())
     take_word("FROM")
     sobject = take_word()
-    where: list[list[_Cond]] = []
-    order: tuple[str, bool] | None = None
+    where: _Cond | _Bool | None = None
+    order: list[tuple[str, bool, bool]] = []
     limit: int | None = None
-    if peek()[0] == "word" and peek()[1].upper() == "WHERE":
+    offset: int | None = None
+    if is_word("WHERE"):
         i += 1
-        group: list[_Cond] = []
-        while True:
-            field = take_word()
-            kind, text = peek()
-            if kind == "op":
-                op = text
-            elif kind == "word" and text.upper() == "LIKE":
-                op = "LIKE"
-            else:
-                raise _SoqlError("MALFORMED_QUERY", f"unexpected token: '{text or '<EOF>'}'")
-            i += 1
-            vkind, vtext = peek()
-            i += 1
-            if vkind == "str":
-                cond = _Cond(field, op, "str", _unquote_soql(vtext))
-            elif vkind == "dt":
-                parsed = _parse_datetime(vtext)
-                if parsed is None:
-                    raise _SoqlError("MALFORMED_QUERY", f"line 1: invalid date-time literal {vtext}")
-                cond = _Cond(field, op, "dt", parsed)
-            elif vkind == "date":
-                cond = _Cond(field, op, "date", _dt.date.fromisoformat(vtext))
-            elif vkind == "num":
-                cond = _Cond(field, op, "num", float(vtext))
-            elif vkind == "word" and vtext.lower() in ("true", "false"):
-                cond = _Cond(field, op, "bool", vtext.lower() == "true")
-            elif vkind == "word" and vtext.lower() == "null":
-                cond = _Cond(field, op, "null", None)
-            else:
-                raise _SoqlError("MALFORMED_QUERY", f"unexpected token: '{vtext or '<EOF>'}'")
-            group.append(cond)
-            kind, text = peek()
-            if kind == "word" and text.upper() == "AND":
-                i += 1
-            elif kind == "word" and text.upper() == "OR":
-                i += 1
-                where.append(group)
-                group = []
-            else:
-                break
-        where.append(group)
-    if peek()[0] == "word" and peek()[1].upper() == "ORDER":
+        where = expression()
+    if is_word("ORDER"):
         i += 1
         take_word("BY")
-        field = take_word()
-        descending = False
-        if peek()[0] == "word" and peek()[1].upper() in ("ASC", "DESC"):
-            descending = peek()[1].upper() == "DESC"
+        while True:
+            field = take_word()
+            descending = False
+            if is_word("ASC", "DESC"):
+                descending = take_word().upper() == "DESC"
+            nulls_last = descending  # Salesforce: nulls first ascending, last descending
+            if is_word("NULLS"):
+                i += 1
+                nulls_last = take_word("FIRST", "LAST").upper() == "LAST"
+            order.append((field, descending, nulls_last))
+            if peek()[0] != "comma":
+                break
             i += 1
-        order = (field, descending)
-    if peek()[0] == "word" and peek()[1].upper() == "LIMIT":
-        i += 1
-        kind, text = peek()
-        if kind != "num" or not text.isdigit():
-            raise _SoqlError("MALFORMED_QUERY", f"unexpected token: '{text or '<EOF>'}'")
-        i += 1
-        limit = int(text)
+    for keyword in ("LIMIT", "OFFSET"):
+        if is_word(keyword):
+            i += 1
+            number = take("num")
+            if not number.isdigit():
+                raise _SoqlError("MALFORMED_QUERY", f"unexpected token: '{number}'")
+            if keyword == "LIMIT":
+                limit = int(number)
+            else:
+                offset = int(number)
     if i != len(toks):
-        raise _SoqlError("MALFORMED_QUERY", f"unexpected token: '{peek()[1]}'")
-    return _Query(sobject, fields, where, order, limit)
+        raise fail()
+    if offset is not None and offset > 2000:
+        raise _SoqlError("NUMBER_OUTSIDE_VALID_RANGE", f"Maximum SOQL offset allowed is 2000, not {offset}")
+    return _Query(sobject, fields, where, order, limit, offset, count)
+
+
+def _sort_key(value: Any) -> Any:
+    """ORDER BY: text ignores case; other values compare as they are."""
+    return value.lower() if isinstance(value, str) else value
 
 
 def _like(pattern: str) -> re.Pattern[str]:
@@ -380,6 +550,47 @@ def _compare(op: str, left: Any, right: Any) -> bool:
         return False
 
 
+def _month_start(day: _dt.date, months: int) -> _dt.date:
+    total = day.year * 12 + day.month - 1 + months
+    return _dt.date(total // 12, total % 12 + 1, 1)
+
+
+def date_literal_range(name: str, n: int, today: _dt.date) -> tuple[_dt.date, _dt.date]:
+    """The days a date literal covers, as ``[first, end)`` (the org's zone is UTC here)."""
+    day = _dt.timedelta(days=1)
+    week = today - _dt.timedelta(days=(today.weekday() + 1) % 7)  # weeks start on Sunday
+    month = _month_start(today, 0)
+    year = _dt.date(today.year, 1, 1)
+    fixed = {
+        "YESTERDAY": (today - day, today),
+        "TODAY": (today, today + day),
+        "TOMORROW": (today + day, today + 2 * day),
+        "LAST_WEEK": (week - 7 * day, week),
+        "THIS_WEEK": (week, week + 7 * day),
+        "NEXT_WEEK": (week + 7 * day, week + 14 * day),
+        "LAST_MONTH": (_month_start(today, -1), month),
+        "THIS_MONTH": (month, _month_start(today, 1)),
+        "NEXT_MONTH": (_month_start(today, 1), _month_start(today, 2)),
+        "LAST_90_DAYS": (today - 90 * day, today + day),
+        "NEXT_90_DAYS": (today + day, today + 91 * day),
+        "THIS_YEAR": (year, _dt.date(today.year + 1, 1, 1)),
+        "LAST_YEAR": (_dt.date(today.year - 1, 1, 1), year),
+        "NEXT_YEAR": (_dt.date(today.year + 1, 1, 1), _dt.date(today.year + 2, 1, 1)),
+    }
+    if name in fixed:
+        return fixed[name]
+    counted = {
+        "LAST_N_DAYS": (today - n * day, today + day),
+        "NEXT_N_DAYS": (today + day, today + (n + 1) * day),
+        "N_DAYS_AGO": (today - n * day, today - (n - 1) * day),
+        "LAST_N_WEEKS": (week - 7 * n * day, week),
+        "NEXT_N_WEEKS": (week + 7 * day, week + 7 * (n + 1) * day),
+        "LAST_N_MONTHS": (_month_start(today, -n), month),
+        "NEXT_N_MONTHS": (_month_start(today, 1), _month_start(today, n + 1)),
+    }
+    return counted[name]
+
+
 # ---------------------------------------------------------------------------------------------
 # the emulator
 
@@ -406,6 +617,8 @@ class SalesforceEmulator(Emulator):
         #: refresh-token rotation (an option of the connected app): each refresh answers with a
         #: new refresh token and the one it used stops working at once
         self.rotate_refresh_tokens = False
+        #: open query cursors: locator -> (the serialised records, page size)
+        self.cursors: dict[str, tuple[list[dict[str, Any]], int]] = {}
         super().__init__(sandbox)
         self._seed_people()
 
@@ -424,6 +637,12 @@ class SalesforceEmulator(Emulator):
             Route("GET", r"/services/data/?", self._versions, "versions"),
             Route("GET", rf"{ver}/query/?", self._api(self._query), "query"),
             Route("GET", rf"{ver}/queryAll/?", self._api(self._query_all), "queryAll"),
+            Route(
+                "GET",
+                rf"{ver}/query(?:All)?/(?P<locator>01g[0-9A-Za-z]{{15}})-(?P<offset>\d{{1,7}})/?",
+                self._api(self._query_more),
+                "query.more",
+            ),
             Route("POST", rf"{ver}/sobjects/{obj}/?", self._api(self._create), "sobjects.create", True),
             Route("GET", rf"{ver}/sobjects/{obj}/{rid}/?", self._api(self._read), "sobjects.get"),
             Route("PATCH", rf"{ver}/sobjects/{obj}/{rid}/?", self._api(self._update), "sobjects.update", True),
@@ -462,6 +681,7 @@ class SalesforceEmulator(Emulator):
 
     def reset(self) -> None:
         self.rotate_refresh_tokens = False
+        self.cursors.clear()
         self.records.clear()
         self.api_usage = 0
         self.api_limit = API_LIMIT
@@ -502,7 +722,17 @@ class SalesforceEmulator(Emulator):
         if allowed:
             text = f"HTTP Method '{req.method}' not allowed. Allowed are {','.join(['HEAD', *allowed])}"
             return json_response(405, _errors("METHOD_NOT_ALLOWED", text))
-        return self.error_response(404)
+        return self._not_emulated(req)
+
+    def _not_emulated(self, req: SandboxRequest, what: str = "") -> SandboxResponse:
+        """501: a real org may well serve this, but the sandbox does not (never a "not found")."""
+        text = (
+            f"Not emulated: the pms-integration sandbox does not implement {req.method} {self.prefix}{req.path}"
+            + (f" ({what})" if what else "")
+            + ". It emulates the versions list, create/read/update/delete of Event and Task, query and "
+            "queryAll (Event, Task, Contact, Lead, User) and the OAuth refresh-token grant."
+        )
+        return json_response(501, _errors("NOT_EMULATED", text))
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -529,8 +759,10 @@ class SalesforceEmulator(Emulator):
 
         return run
 
-    def _sobject(self, name: str) -> tuple[str, dict[str, FieldSpec]]:
+    def _sobject(self, name: str, req: SandboxRequest | None = None) -> tuple[str, dict[str, FieldSpec]]:
         if name not in SOBJECTS:
+            if name in NOT_EMULATED_SOBJECTS and req is not None:
+                raise Reply(self._not_emulated(req, f"the sObject {name} is only readable through SOQL here"))
             raise _fail(404, "NOT_FOUND", f"The requested resource does not exist: sObject type '{name}'")
         return SOBJECTS[name]
 
@@ -667,7 +899,7 @@ class SalesforceEmulator(Emulator):
 
     def _create(self, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
         sobject = params["sobject"]
-        prefix, fields = self._sobject(sobject)
+        prefix, fields = self._sobject(sobject, req)
         values = self._coerce(sobject, fields, self._body(req), creating=True)
         now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
         record: dict[str, Any] = {name: None for name in fields}
@@ -756,7 +988,7 @@ class SalesforceEmulator(Emulator):
 
     def _read(self, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
         sobject = params["sobject"]
-        _, fields = self._sobject(sobject)
+        _, fields = self._sobject(sobject, req)
         record = self._record(sobject, params["record_id"])
         wanted = req.arg("fields")
         names = list(fields) if not wanted else [f.strip() for f in wanted.split(",") if f.strip()]
@@ -770,7 +1002,7 @@ class SalesforceEmulator(Emulator):
 
     def _update(self, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
         sobject = params["sobject"]
-        _, fields = self._sobject(sobject)
+        _, fields = self._sobject(sobject, req)
         record = self._record(sobject, params["record_id"])
         values = self._coerce(sobject, fields, self._body(req), creating=False)
         candidate = dict(record)
@@ -784,6 +1016,7 @@ class SalesforceEmulator(Emulator):
         return SandboxResponse(204)
 
     def _delete(self, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
+        self._sobject(params["sobject"], req)
         record = self._record(params["sobject"], params["record_id"])
         record["IsDeleted"] = True
         return SandboxResponse(204)
@@ -798,84 +1031,270 @@ class SalesforceEmulator(Emulator):
         soql = req.arg("q")
         if not soql:
             raise _fail(400, "MALFORMED_QUERY", "A query string must be provided with the q parameter")
+        version = params["version"]
         try:
             query = parse_soql(soql)
-            sobject = query.sobject
-            if sobject not in SOBJECTS:
-                raise _SoqlError("INVALID_TYPE", f"sObject type '{sobject}' is not supported.")
-            _, fields = SOBJECTS[sobject]
-            for name in (
-                query.fields + [c.field for g in query.where for c in g] + ([query.order[0]] if query.order else [])
-            ):
-                if name not in fields:
-                    raise _SoqlError(
-                        "INVALID_FIELD",
-                        f"No such column '{name}' on entity '{sobject}'. If you are attempting to use a custom field, "
-                        "be sure to append the '__c' after the custom field name. Please reference your WSDL or the "
-                        "describe call for the appropriate names.",
-                    )
-            for group in query.where:
-                for cond in group:
-                    self._check_condition(fields, cond)
+            sobject = next((name for name in QUERYABLE if name.lower() == query.sobject.lower()), None)
+            if sobject is None:
+                raise _SoqlError(
+                    "INVALID_TYPE",
+                    f"sObject type '{query.sobject}' is not supported. If you are attempting to use a custom "
+                    "object, be sure to append the '__c' after the entity name.",
+                )
+            fields = QUERYABLE[sobject]
+            selected = [self._resolve(sobject, fields, name) for name in query.fields]
+            resolved = {name: self._resolve(sobject, fields, name) for name in _where_fields(query.where)}
+            order = [(self._resolve(sobject, fields, name), desc, last) for name, desc, last in query.order]
+            if query.count not in (None, "COUNT()"):
+                counted = self._resolve(sobject, fields, query.count)
+            for cond in _conditions(query.where):
+                self._check_condition(resolved[cond.field][1], cond)
         except _SoqlError as exc:
             raise _fail(400, exc.code, exc.message) from None
+        today = _dt.datetime.now(_dt.timezone.utc).date()
         rows = [
             r
-            for r in self.records.values()
-            if r["attributes"]["type"] == sobject
-            and (include_deleted or not r["IsDeleted"])
-            and (not query.where or any(all(self._holds(r, fields, c) for c in g) for g in query.where))
+            for r in self._rows(sobject, version)
+            if (include_deleted or not r.get("IsDeleted"))
+            and (query.where is None or self._holds(query.where, r, resolved, today))
         ]
-        if query.order:
-            name, descending = query.order
-            rows.sort(key=lambda r: (r.get(name) is None, str(_wire(r.get(name)))), reverse=descending)
+        if query.count == "COUNT()":
+            return json_response(200, {"totalSize": len(rows), "done": True, "records": []})
+        if query.count is not None:
+            number = sum(1 for r in rows if counted[2](r) is not None)
+            aggregate = {"attributes": {"type": "AggregateResult"}, "expr0": number}
+            return json_response(200, {"totalSize": 1, "done": True, "records": [aggregate]})
+        for (_, _, getter), descending, nulls_last in reversed(order):
+            present = [r for r in rows if getter(r) is not None]
+            missing = [r for r in rows if getter(r) is None]
+            present.sort(key=lambda r, g=getter: _sort_key(g(r)), reverse=descending)  # type: ignore[misc]
+            rows = present + missing if nulls_last else missing + present
+        if query.offset:
+            rows = rows[query.offset :]
         if query.limit is not None:
             rows = rows[: query.limit]
-        records = [{"attributes": dict(r["attributes"]), **{f: _wire(r.get(f)) for f in query.fields}} for r in rows]
-        return json_response(200, {"totalSize": len(records), "done": True, "records": records})
+        records = [self._shape(r, selected, version) for r in rows]
+        return self._page(records, self._batch_size(req), 0, version)
 
-    def _check_condition(self, fields: dict[str, FieldSpec], cond: _Cond) -> None:
-        spec = fields[cond.field]
+    def _query_more(self, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
+        """The next page of a query (the ``nextRecordsUrl`` of the previous one)."""
+        cursor = self.cursors.get(params["locator"])
+        offset = int(params["offset"])
+        if cursor is None or offset > len(cursor[0]):
+            raise _fail(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
+        records, batch = cursor
+        return self._page(records, batch, offset, params["version"], locator=params["locator"])
+
+    def _page(
+        self, records: list[dict[str, Any]], batch: int, offset: int, version: str, *, locator: str | None = None
+    ) -> SandboxResponse:
+        body: dict[str, Any] = {"totalSize": len(records), "done": True, "records": records[offset : offset + batch]}
+        following = offset + batch
+        if following < len(records):
+            if locator is None:
+                locator = "01g" + "".join(secrets.choice(_BASE62) for _ in range(15))
+                self.cursors[locator] = (records, batch)
+                while len(self.cursors) > 50:  # the org keeps a bounded number of open cursors
+                    self.cursors.pop(next(iter(self.cursors)))
+            body["done"] = False
+            body["nextRecordsUrl"] = f"/services/data/v{version}/query/{locator}-{following}"
+        return json_response(200, body)
+
+    @staticmethod
+    def _batch_size(req: SandboxRequest) -> int:
+        """``Sforce-Query-Options: batchSize=n`` (200 to 2,000; a hint, as in the real API)."""
+        options = req.header("Sforce-Query-Options") or ""
+        m = re.search(r"batchSize\s*=\s*(\d{1,6})", options)
+        if m is None:
+            return QUERY_BATCH
+        return min(max(int(m.group(1)), 200), QUERY_BATCH)
+
+    def _rows(self, sobject: str, version: str) -> list[dict[str, Any]]:
+        if sobject in SOBJECTS:
+            return [r for r in self.records.values() if r["attributes"]["type"] == sobject]
+        if sobject == "User":
+            return [self._user(version)]
+        return [self._person(c, version) for c in self.contacts.values() if c["type"] == sobject]
+
+    def _person(self, contact: dict[str, Any], version: str) -> dict[str, Any]:
+        name = str(contact["Name"])
+        first, _, last = name.partition(" ")
+        kind = contact["type"]
+        return {
+            "Id": contact["Id"],
+            "Name": name,
+            "FirstName": first if last else None,
+            "LastName": last or first,
+            "Email": contact.get("Email"),
+            "Phone": contact.get("Phone"),
+            "IsDeleted": False,
+            "CreatedDate": None,
+            "Type": kind,
+            "attributes": {"type": kind, "url": f"/services/data/v{version}/sobjects/{kind}/{contact['Id']}"},
+        }
+
+    def _user(self, version: str) -> dict[str, Any]:
+        return {
+            "Id": self.owner_id,
+            "Name": "Sandbox Receptionist",
+            "FirstName": "Sandbox",
+            "LastName": "Receptionist",
+            "Email": "receptionist@sandbox.invalid",
+            "Phone": None,
+            "Username": "receptionist@sandbox.invalid",
+            "IsActive": True,
+            "Type": "User",
+            "attributes": {"type": "User", "url": f"/services/data/v{version}/sobjects/User/{self.owner_id}"},
+        }
+
+    def _related(self, relationship: str, record: dict[str, Any], version: str) -> dict[str, Any] | None:
+        target = record.get(RELATIONSHIPS[relationship])
+        if not isinstance(target, str):
+            return None
+        if _id15(target) == _id15(self.owner_id):
+            return self._user(version)
+        contact = next((c for c in self.contacts.values() if _id15(c["Id"]) == _id15(target)), None)
+        return None if contact is None else self._person(contact, version)
+
+    def _resolve(
+        self, sobject: str, fields: dict[str, FieldSpec], name: str
+    ) -> tuple[str, FieldSpec, Callable[[dict[str, Any]], Any]]:
+        """A field path's canonical spelling, spec and value getter (names ignore case, as in SOQL)."""
+        head, dot, rest = name.partition(".")
+        if dot:
+            relationship = next((r for r in RELATIONSHIPS if r.lower() == head.lower()), None)
+            if relationship is None or sobject not in SOBJECTS or "." in rest:
+                raise _SoqlError(
+                    "INVALID_FIELD",
+                    f"Didn't understand relationship '{head}' in field path. If you are attempting to use a "
+                    "custom relationship, be sure to append the '__r' after the custom relationship name.",
+                )
+            sub = next((f for f in NAME_FIELDS if f.lower() == rest.lower()), None)
+            if sub is None:
+                raise _SoqlError("INVALID_FIELD", f"No such column '{rest}' on entity 'Name'.")
+            version = self.api_version
+
+            def related(record: dict[str, Any]) -> Any:
+                row = self._related(relationship, record, version)
+                return None if row is None else row.get(sub)
+
+            return f"{relationship}.{sub}", NAME_FIELDS[sub], related
+        canonical = next((f for f in fields if f.lower() == name.lower()), None)
+        if canonical is None:
+            raise _SoqlError(
+                "INVALID_FIELD",
+                f"No such column '{name}' on entity '{sobject}'. If you are attempting to use a custom field, "
+                "be sure to append the '__c' after the custom field name. Please reference your WSDL or the "
+                "describe call for the appropriate names.",
+            )
+        return canonical, fields[canonical], lambda record: record.get(canonical)
+
+    def _shape(
+        self,
+        row: dict[str, Any],
+        selected: list[tuple[str, FieldSpec, Callable[[dict[str, Any]], Any]]],
+        version: str,
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {"attributes": dict(row["attributes"])}
+        for name, _, getter in selected:
+            relationship, dot, sub = name.partition(".")
+            if not dot:
+                out[name] = _wire(getter(row))
+                continue
+            related = self._related(relationship, row, version)
+            if related is None:
+                out[relationship] = None
+                continue
+            holder = out.get(relationship) or {"attributes": {"type": "Name", "url": related["attributes"]["url"]}}
+            holder[sub] = _wire(related.get(sub))
+            out[relationship] = holder
+        return out
+
+    def _check_condition(self, spec: FieldSpec, cond: _Cond) -> None:
         if not spec.filterable:
             raise _SoqlError("INVALID_FIELD", f"field '{cond.field}' can not be filtered in a query call")
-        if cond.kind == "null":
-            if cond.op not in ("=", "!="):
-                raise _SoqlError("INVALID_QUERY_FILTER_OPERATOR", f"invalid operator on null for {cond.field}")
+        values = cond.value if cond.kind == "list" else ((cond.kind, cond.value),)
+        for kind, value in values:
+            self._check_value(spec, cond.field, cond.op, kind, value)
+
+    def _check_value(self, spec: FieldSpec, field: str, op: str, kind: str, value: Any) -> None:
+        if kind == "null":
+            if op not in ("=", "!=", "IN", "NOT IN"):
+                raise _SoqlError("INVALID_QUERY_FILTER_OPERATOR", f"invalid operator on null for {field}")
             return
         expected = {"datetime": "dt", "date": "date", "int": "num", "bool": "bool"}.get(spec.kind, "str")
-        if cond.kind != expected:
-            if expected in ("dt", "date") and cond.kind == "str":
+        if kind == "range":
+            if expected not in ("dt", "date") or op in ("LIKE", "IN", "NOT IN"):
+                raise _SoqlError(
+                    "INVALID_FIELD", f"value of filter criterion for field '{field}' must be of the field's type"
+                )
+            return
+        if kind != expected:
+            if expected in ("dt", "date") and kind == "str":
                 type_name = "dateTime" if expected == "dt" else "date"
                 raise _SoqlError(
                     "INVALID_FIELD",
-                    f"value of filter criterion for field '{cond.field}' must be of type {type_name} "
+                    f"value of filter criterion for field '{field}' must be of type {type_name} "
                     "and should not be enclosed in quotes",
                 )
             raise _SoqlError(
-                "INVALID_FIELD", f"value of filter criterion for field '{cond.field}' must be of the field's type"
+                "INVALID_FIELD", f"value of filter criterion for field '{field}' must be of the field's type"
             )
-        if cond.op == "LIKE" and expected != "str":
-            raise _SoqlError("INVALID_QUERY_FILTER_OPERATOR", f"invalid operator on field '{cond.field}': LIKE")
-        if spec.kind == "reference" and cond.op != "LIKE" and not _valid_id(_plain(cond.value)):
-            raise _SoqlError("INVALID_QUERY_FILTER_OPERATOR", f"invalid ID field: {_plain(cond.value)}")
+        if op == "LIKE" and expected != "str":
+            raise _SoqlError("INVALID_QUERY_FILTER_OPERATOR", f"invalid operator on field '{field}': LIKE")
+        if spec.kind == "reference" and op != "LIKE" and not _valid_id(_plain(value)):
+            raise _SoqlError("INVALID_QUERY_FILTER_OPERATOR", f"invalid ID field: {_plain(value)}")
 
-    def _holds(self, record: dict[str, Any], fields: dict[str, FieldSpec], cond: _Cond) -> bool:
-        actual = record.get(cond.field)
-        spec = fields[cond.field]
-        if cond.kind == "null":
-            return (actual is None) == (cond.op == "=")
-        if cond.op == "LIKE":
-            return isinstance(actual, str) and bool(_like(cond.value).fullmatch(actual))
-        value = cond.value
-        if cond.kind == "str":
-            value = _plain(value)
+    def _holds(
+        self,
+        node: _Cond | _Bool,
+        record: dict[str, Any],
+        resolved: dict[str, tuple[str, FieldSpec, Callable[[dict[str, Any]], Any]]],
+        today: _dt.date,
+    ) -> bool:
+        if isinstance(node, _Bool):
+            if node.op == "NOT":
+                return not self._holds(node.items[0], record, resolved, today)
+            results = (self._holds(item, record, resolved, today) for item in node.items)
+            return all(results) if node.op == "AND" else any(results)
+        _, spec, getter = resolved[node.field]
+        actual = getter(record)
+        if node.kind == "list":
+            found = any(self._matches(spec, "=", kind, value, actual, today) for kind, value in node.value)
+            return found if node.op == "IN" else not found
+        return self._matches(spec, node.op, node.kind, node.value, actual, today)
+
+    @staticmethod
+    def _matches(spec: FieldSpec, op: str, kind: str, value: Any, actual: Any, today: _dt.date) -> bool:
+        if kind == "null":
+            return (actual is None) == (op == "=")
+        if op == "LIKE":
+            return isinstance(actual, str) and bool(_like(value).fullmatch(actual))
+        if kind == "range":
+            first, end = date_literal_range(value[0], value[1], today)
+            if actual is None:
+                return op == "!="
+            low: Any = first
+            high: Any = end
+            if spec.kind == "datetime":
+                low = _dt.datetime(first.year, first.month, first.day, tzinfo=_dt.timezone.utc)
+                high = _dt.datetime(end.year, end.month, end.day, tzinfo=_dt.timezone.utc)
+            inside = bool(low <= actual < high)
+            return {
+                "=": inside,
+                "!=": not inside,
+                "<": bool(actual < low),
+                "<=": bool(actual < high),
+                ">": bool(actual >= high),
+                ">=": bool(actual >= low),
+            }[op]
+        if kind == "str":
+            text = _plain(value)
             if spec.kind == "reference":
-                return _compare(cond.op, _id15(actual) if actual else None, _id15(value))
+                return _compare(op, _id15(actual) if actual else None, _id15(text))
             # SOQL text comparisons ignore case.
-            return _compare(cond.op, actual.lower() if isinstance(actual, str) else None, value.lower())
-        if cond.kind == "num":
-            return _compare(cond.op, actual, value)
-        return _compare(cond.op, actual, value)
+            return _compare(op, actual.lower() if isinstance(actual, str) else None, text.lower())
+        return _compare(op, actual, value)
 
     def _token(self, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
         ctype = (req.header("Content-Type") or "").split(";")[0].strip().lower()
