@@ -65,7 +65,9 @@ def get_client() -> PMSClient:
                     "The default client (installed with use_client) is closed; "
                     "install an open client with use_client(...), or call reload()."
                 )
-            current = _client = _built(PMSClient(current.config, memory=current.memory))
+            current = _client = _built(
+                PMSClient(current.config, memory=current.memory, token_store=current.token_store)
+            )
         return current
 
 
@@ -103,7 +105,14 @@ def reload(
     # the new client inherits what this process knows about its bookings (finished ones and
     # those whose outcome is unknown), so a reload never opens a door to a double booking
     current = _client
-    fresh = _built(PMSClient(config, memory=current.memory if current is not None else None))
+    fresh = _built(
+        PMSClient(
+            config,
+            memory=current.memory if current is not None else None,
+            # rotated refresh tokens keep going to the same store
+            token_store=current.token_store if current is not None else None,
+        )
+    )
     with _lock:
         old, _client = _client, fresh
     if old is not None and old is not fresh:

@@ -206,3 +206,16 @@ def test_canary_secrets_never_reach_the_store_key() -> None:
     a = adapter(**REFRESH_ENV)
     for secret in CANARY.values():
         assert secret not in a.auth.store_key
+
+
+def test_reload_keeps_the_token_store(sb: Sandbox, tmp_path: Path) -> None:
+    import pms_integration as pms
+
+    store = FileTokenStore(tmp_path / "tokens.json")
+    env = environ(sb, org(sb).refresh_environ())
+    pms.use_client(PMSClient(environ=env, env_file=None, token_store=store))
+    fresh = pms.reload(env, env_file=None)
+    assert fresh.token_store is store
+    org(sb).expire_token()
+    pms.book_appointment(booking(0))
+    assert store.load(key_of(fresh)) == org(sb).refresh_token

@@ -6,12 +6,19 @@ Wire format (REST API, ``/services/data/v{version}``, JSON, ``Authorization: Bea
   reference in brackets), ``StartDateTime``/``EndDateTime`` in UTC, ``Description``, ``OwnerId``,
   ``IsAllDayEvent: false``, ``ShowAs: "Busy"`` and, when known, ``RecordTypeId``, ``WhoId`` and
   ``Location``. Salesforce answers ``201 {"id", "success", "errors"}``.
-* **update** - ``PATCH /sobjects/Event/{id}`` with only the changed fields (``204``). A new title or
-  new notes need the current ``Subject``/``Description`` first (one ``GET``), because both carry
-  text the adapter must keep (the booking reference, the patient's details).
-* **cancel** - ``DELETE /sobjects/Event/{id}`` (``204``); ``ENTITY_IS_DELETED``/``NOT_FOUND`` means
-  it is already gone. ``cancel_mode="soft"`` keeps the record instead: ``GET`` it, then ``PATCH``
-  ``Subject`` to ``"CANCELLED: ..."``, ``ShowAs`` to ``Free`` and a line onto ``Description``.
+* **update** - one ``GET /sobjects/Event/{id}`` first (a cancelled booking is refused with
+  :class:`AppointmentCancelledError` before any write; the answer needs the booking's times and
+  zone; a new title or notes must keep the reference and patient details around them), then
+  ``PATCH /sobjects/Event/{id}`` with only the changed fields (``204``).
+* **cancel** - the same ``GET`` (``404 NOT_FOUND``: the id never existed, ``NotFoundError``;
+  ``404 ENTITY_IS_DELETED``: already cancelled, success, its times read by ``queryAll``), then
+  ``DELETE /sobjects/Event/{id}`` (``204``). ``cancel_mode="soft"`` keeps the record instead:
+  ``PATCH`` ``Subject`` to ``"CANCELLED: ..."``, ``ShowAs`` to ``Free`` and a line onto
+  ``Description``.
+
+The booking's time zone is written into the Event's details block (``Time zone: ...``, an IANA
+name or ``UTC-05:00``), since Salesforce keeps only UTC; every returned Appointment carries its
+start and end in that zone.
 * **push_report** - a ``Task`` with ``Status: "Completed"`` whose ``Subject`` ends in
   ``[<report_id>]``; a SOQL query finds an earlier push of the same report, which is patched
   instead of creating another.
@@ -22,7 +29,9 @@ look-up by the bracketed reference in ``Subject`` decides whether the record alr
 Errors arrive as a JSON array ``[{"message", "errorCode", "fields"}]``; :func:`parse_error`
 reads it (and survives HTML pages from Salesforce's edge). ``Sforce-Limit-Info`` is read into the
 transport's :class:`~pms_integration._ratelimit.RateLimitInfo`. An expired token is refreshed
-once with the OAuth refresh-token flow when the client id, secret and refresh token are set.
+once with the OAuth refresh-token flow when the client id, secret and refresh token are set; the
+token request never follows a redirect, and a rotated refresh token goes to the client's
+:class:`~pms_integration.tokens.TokenStore`, when it has one, before it is used.
 """
 
 from __future__ import annotations
