@@ -139,7 +139,13 @@ SHAPE_FILES = ("sobject_create", "sobject_rows_update", "sobject_rows_delete", "
 
 @pytest.fixture(scope="module")
 def shapes() -> list[Shape]:
-    return [_shape(f) for f in SHAPE_FILES]
+    loaded = [_shape(f) for f in SHAPE_FILES]
+    # The collection has no template for queryAll, which Salesforce documents as the query
+    # resource under another name (same method, headers and ``q`` parameter, deleted records
+    # included): derived from the query template, so its SOQL is checked the same way.
+    query = next(s for s in loaded if s.name == "query")
+    all_rows = re.compile(query.path.pattern.replace("/query/", "/queryAll/"))
+    return [*loaded, attrs.evolve(query, name="queryAll", path=all_rows)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,7 +299,7 @@ def check(sent: Sent, shapes: list[Shape]) -> list[str]:
         ]
     elif shape.name == "sobject_rows" and set(params) - {"fields"}:
         problems.append(f"unexpected parameters {sorted(params)}")
-    if shape.name == "query":
+    if shape.name in ("query", "queryAll"):
         problems += _check_soql(params["q"][0])
     return problems
 
@@ -327,6 +333,7 @@ class Recorder:
         self.mock = mock
         self.find: list[dict[str, Any]] = []
         self.expired = 0
+        self.deleted = False  # the Event is in the recycle bin
         any_url = re.compile(r"https://example\.my\.salesforce\.com/.*")
         for method in ("GET", "POST", "PATCH", "DELETE"):
             mock.add_callback(method, any_url, callback=self._answer)
@@ -340,7 +347,9 @@ class Recorder:
         if self.expired and request.method != "GET":
             self.expired -= 1
             return 401, {}, json.dumps(sf_error("INVALID_SESSION_ID", "Session expired or invalid"))
-        if path.endswith("/query/"):
+        if self.deleted and request.method == "GET" and "/sobjects/Event/" in path:
+            return 404, {}, json.dumps(sf_error("ENTITY_IS_DELETED", "entity is deleted", []))
+        if path.endswith(("/query/", "/queryAll/")):
             sobject = "Task" if "FROM Task" in parse_qs(urlsplit(str(request.url)).query)["q"][0] else "Event"
             return 200, {}, json.dumps(query_result(self.find, sobject))
         if path == "/services/data/":
@@ -390,6 +399,7 @@ SCENARIOS: dict[str, Callable[[SalesforceProvider, Recorder], Any]] = {
         EVENT_ID, AppointmentUpdate(title="Check-up", notes="Bring X-rays", location="Chair 1")
     ),
     "cancel": lambda a, r: a.cancel(EVENT_ID, reason="called"),
+    "cancel again": lambda a, r: (setattr(r, "deleted", True), a.cancel(EVENT_ID)),
     "report": lambda a, r: a.push_report(_rep()),
     "versions": lambda a, r: a.available_versions(),
 }
@@ -525,3 +535,15 @@ def test_classified_error_codes_are_documented_codes() -> None:
         if code.startswith("INSUFFICIENT_ACCESS_ON"):
             continue
         assert code in note, code
+
+
+def test_cancelling_a_deleted_event_reads_the_recycle_bin_within_the_contract(
+    recorder: Recorder, shapes: list[Shape]
+) -> None:
+    recorder.deleted = True
+    adapter().cancel(EVENT_ID)
+    assert [urlsplit(s.url).path.rsplit("/", 2)[-2] for s in recorder.sent] == ["Event", "queryAll"]
+    for sent in recorder.sent:
+        assert check(sent, shapes) == [], (sent.method, sent.url)
+    wrong = Sent("GET", API + "/queryAll/?q=SELECT+Id+FROM+Event+WHERE+Description+LIKE+%27%25x%25%27", HEADERS, None)
+    assert any("not filterable" in p for p in check(wrong, shapes))
