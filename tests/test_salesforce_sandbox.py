@@ -489,7 +489,7 @@ def test_common_soql_is_understood(sb: Sandbox) -> None:
     assert ids("SELECT Id FROM Event WHERE NOT (Subject LIKE 'Cleaning%')") == {b.id}
     assert ids("SELECT Id FROM Event WHERE StartDateTime = NEXT_N_DAYS:3") == {a.id, b.id}
     assert ids("SELECT Id FROM Event WHERE StartDateTime = LAST_N_DAYS:3") == set()
-    assert ids("SELECT Id FROM Event WHERE CreatedDate = TODAY AND StartDateTime > TODAY") == {a.id, b.id}
+    assert ids("SELECT Id FROM Event WHERE CreatedDate = LAST_N_DAYS:1 AND StartDateTime > TODAY") == {a.id, b.id}
     assert ids("SELECT Id FROM Event WHERE ActivityDate >= TOMORROW") == {a.id, b.id}
     assert ids("SELECT Id FROM Event WHERE Who.Name = 'jane doe'") == {a.id}
     rows = _soql(sb, f"SELECT Id, Who.Name, Owner.Name FROM Event WHERE Id = '{a.id}'").json()["records"]
