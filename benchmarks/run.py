@@ -270,13 +270,17 @@ MINIMUMS: dict[str, list[tuple[str, int, str]]] = {
         (
             "book (new patient)",
             4,
-            "e-mail look-up (404), contact, deal and meeting creates. The API minimum is 3 (create the "
+            "e-mail look-up (a batch read, e-mail in the body), contact, deal and meeting creates. The API minimum is 3 (create the "
             "contact blind, read a 409), but that would turn every returning patient's booking into a 4xx, "
             "which HubSpot counts against its 5% error guideline; we look up first by design",
         ),
         ("book (returning patient)", 3, "contact look-up or create, deal create, meeting create"),
-        ("update (reschedule)", 2, "PATCH meeting times and PATCH the deal's close date: two objects"),
-        ("cancel", 2, "PATCH meeting outcome and PATCH deal stage: two objects"),
+        (
+            "update (reschedule)",
+            3,
+            "read the meeting (a cancelled booking is never written to; its zone), PATCH meeting times and deal close date",
+        ),
+        ("cancel", 3, "read the meeting (unknown id vs already cancelled; its zone), PATCH meeting outcome and deal stage"),
         ("push-report (first push)", 2, "note search (pushed before?), note create"),
         ("re-push (same report)", 1, "one PATCH of the note this client created"),
     ],
