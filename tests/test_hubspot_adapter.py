@@ -644,3 +644,16 @@ def test_responses_library_is_the_transport_seam() -> None:
     # A guard that the fake really intercepts: an unregistered host fails loudly.
     with responses.RequestsMock() as _, pytest.raises(ProviderError):
         make_adapter(PMS_HUBSPOT_BASE_URL="https://other.example.com").cancel("1:2")
+
+
+def test_an_update_naming_a_new_zone_records_it_and_answers_in_it() -> None:
+    chicago = ZoneInfo("America/Chicago")
+    with fake_hubspot() as (fake, _):
+        deal, meeting = _booked(fake)
+        start = dt.datetime(2026, 10, 6, 9, 0, tzinfo=chicago)
+        appt = make_adapter().update(f"{deal}:{meeting}", AppointmentUpdate(start=start, duration_minutes=30))
+        body = fake.props("meetings", meeting)["hs_meeting_body"]
+        again = make_adapter().update(f"{deal}:{meeting}", AppointmentUpdate(title="Check-up"))
+    assert "Booking time zone: [America/Chicago]" in body and "America/New_York" not in body
+    assert appt.start == start and appt.start.tzinfo == chicago
+    assert again.start is not None and again.start.tzinfo == chicago  # read back from the meeting

@@ -1264,6 +1264,8 @@ class HubSpotAdapter:
         body = props.get("hs_meeting_body")
         match = _BODY_REFERENCE.search(body) if isinstance(body, str) else None
         zone = _meeting_zone(meeting)
+        if changes is not None and changes.timezone:
+            zone = _zone_from_label(changes.timezone) or zone
         if start is None:
             raise unexpected(PROVIDER, "update" if changes is not None else "cancel", "the meeting has no start time")
         if end is None:
