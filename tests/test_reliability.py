@@ -87,6 +87,7 @@ def _client(sandbox: Sandbox, **env: str) -> pms.PMSClient:
 def sandbox() -> Iterator[Sandbox]:
     with Sandbox(seed=20261124) as sb:
         sb.emulator("ghl").open_hours = None  # type: ignore[attr-defined]  # these tests book round the clock
+        sb.emulator("hubspot").burst_limit = None  # type: ignore[attr-defined]  # on by default: 100/10 s
         yield sb
 
 
