@@ -18,16 +18,31 @@ other 4xx                                   raise                 raise
 
 "Raise, outcome_unknown" is where the adapter's reconcile step takes over: it looks the booking
 up by its reference before anything is sent again (see :func:`create_once`).
+
+Every request is bounded as a whole, not per socket read: a watchdog cuts the connection when
+the request's time is up (the per-request timeout, or what is left of the operation's deadline,
+whichever is sooner), whether the server is silent, trickles its headers or trickles its body;
+that failure counts as a read timeout in the table. Bodies are read in chunks and capped
+(:attr:`Transport.MAX_BODY_BYTES` for a success, :attr:`Transport.MAX_ERROR_BODY_BYTES` for an
+error, both counted after gzip/deflate decoding); a larger success body is a
+:class:`~pms_integration.errors.ResponseTooLargeError`. A ``Retry-After`` on any answer holds
+back every later request through the transport until it has passed (bounded by the deadline).
 """
 
 from __future__ import annotations
 
+import contextlib
+import heapq
+import http.client
+import itertools
 import json as _json
 import logging
 import os
 import re
+import socket
 import threading
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
@@ -37,10 +52,12 @@ import requests
 import requests.adapters
 import requests.utils
 import tenacity
+import urllib3
+import urllib3.connection
 import urllib3.exceptions
 
-from ._ratelimit import LimiterTimeout, RateLimiter, RateLimitInfo
-from ._redact import excerpt
+from ._ratelimit import LimiterTimeout, RateLimiter, RateLimitInfo, Slot
+from ._redact import excerpt, redact
 from ._retry import RetryPolicy, current_deadline, parse_retry_after
 from ._version import __version__
 from .config import RateLimit, Secret
@@ -54,6 +71,7 @@ from .errors import (
     PMSError,
     ProviderError,
     RateLimitError,
+    ResponseTooLargeError,
     ServerError,
     TransportError,
     UnexpectedResponseError,
@@ -76,7 +94,202 @@ USER_AGENT = f"pms-integration/{__version__} python-requests/{requests.__version
 POOL_SIZE = 64
 _EMAILISH = re.compile(r"[^/]*(?:@|%40)[^/]*", re.IGNORECASE)
 _REQUEST_ID_HEADERS = ("x-request-id", "x-hubspot-correlation-id", "sforce-call-id", "x-trace-id", "traceid")
+#: A vendor's request id is vendor text: scrubbed, cut to this length, printable ASCII only.
+REQUEST_ID_MAX_CHARS = 128
+_NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]+")
+#: Waits longer than this many seconds are logged as a WARNING, with the reason.
+WARN_WAITS_OVER = 1.0
+_CHUNK = 64 * 1024
 T = TypeVar("T")
+
+
+def clean_request_id(value: object) -> str | None:
+    """A vendor-echoed request id fit for logs and errors: printable, short and redacted."""
+    if not isinstance(value, str):
+        return None
+    text = _NOT_PRINTABLE.sub("?", value.strip())[: REQUEST_ID_MAX_CHARS * 4]
+    text = redact(text)[:REQUEST_ID_MAX_CHARS]
+    return text or None
+
+
+# -- the watchdog: a whole request, not each socket read, is bounded ---------------------------
+
+
+class _Watch:
+    """One request's cut-off (on ``time.monotonic``) and the connection it is using."""
+
+    __slots__ = ("at", "closed", "conn", "fired")
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+        self.conn: Any = None
+        self.fired = False
+        self.closed = False
+
+
+def _cut(conn: Any) -> None:
+    """Shut a connection's socket so that a read blocked on it returns at once."""
+    sock = getattr(conn, "sock", None)
+    if sock is None:
+        return
+    # the plain socket's shutdown, also for TLS sockets: it wakes a blocked read without
+    # touching the TLS object another thread is using
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _Watchdog:
+    """One daemon thread for the process that shuts the socket of every request past its cut-off.
+
+    Each request registers a :class:`_Watch` before it is sent; the connection urllib3 picks
+    binds itself to the watch of the thread sending on it, and unbinds when it goes back to the
+    pool, so a cut can never hit a connection another request is using.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._heap: list[tuple[float, int, _Watch]] = []
+        self._seq = itertools.count()
+        self._closed = 0
+        self._thread: threading.Thread | None = None
+        self._local = threading.local()
+
+    def start(self, seconds: float) -> _Watch:
+        watch = _Watch(time.monotonic() + seconds)
+        with self._cond:
+            heapq.heappush(self._heap, (watch.at, next(self._seq), watch))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="pms-integration-watchdog", daemon=True)
+                self._thread.start()
+            if self._heap[0][2] is watch:
+                self._cond.notify()
+        self._local.watch = watch
+        return watch
+
+    def sending(self) -> None:
+        """The request is out of urllib3's hands (headers in): later connections are not ours."""
+        self._local.watch = None
+
+    def bind(self, conn: Any) -> None:
+        watch: _Watch | None = getattr(self._local, "watch", None)
+        if watch is None:
+            return
+        with self._cond:
+            if watch.closed:
+                return
+            watch.conn = conn
+            conn._pms_watch = watch
+            if watch.fired:
+                _cut(conn)
+
+    def unbind(self, conn: Any) -> None:
+        with self._cond:
+            watch = getattr(conn, "_pms_watch", None)
+            if watch is not None:
+                watch.conn = None
+                conn._pms_watch = None
+
+    def finish(self, watch: _Watch) -> None:
+        self._local.watch = None
+        with self._cond:
+            watch.closed = True
+            if watch.conn is not None:
+                watch.conn._pms_watch = None
+                watch.conn = None
+            self._closed += 1
+            if self._closed > 1024 and self._closed * 2 > len(self._heap):
+                self._heap = [entry for entry in self._heap if not entry[2].closed]
+                heapq.heapify(self._heap)
+                self._closed = 0
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                while self._heap and (self._heap[0][2].closed or self._heap[0][0] <= now):
+                    _, _, watch = heapq.heappop(self._heap)
+                    if watch.closed:
+                        self._closed = max(self._closed - 1, 0)
+                        continue
+                    watch.fired = True
+                    if watch.conn is not None:
+                        _cut(watch.conn)
+                self._cond.wait(self._heap[0][0] - now if self._heap else None)
+
+
+_WATCHDOG = _Watchdog()
+
+
+class _WatchedHTTPConnection(urllib3.connection.HTTPConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _WATCHDOG.bind(self)
+        super().request(*args, **kwargs)
+
+    def getresponse(self) -> Any:
+        watch = getattr(self, "_pms_watch", None)
+        if watch is not None and watch.fired:
+            _cut(self)  # the time ran out while connecting or sending
+        return super().getresponse()
+
+
+class _WatchedHTTPSConnection(urllib3.connection.HTTPSConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _WATCHDOG.bind(self)
+        super().request(*args, **kwargs)
+
+    def getresponse(self) -> Any:
+        watch = getattr(self, "_pms_watch", None)
+        if watch is not None and watch.fired:
+            _cut(self)  # the time ran out while connecting or sending
+        return super().getresponse()
+
+
+class _WatchedHTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+    def _put_conn(self, conn: Any) -> None:
+        if conn is not None:
+            _WATCHDOG.unbind(conn)
+        super()._put_conn(conn)
+
+
+class _WatchedHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+    def _put_conn(self, conn: Any) -> None:
+        if conn is not None:
+            _WATCHDOG.unbind(conn)
+        super()._put_conn(conn)
+
+
+_WATCHED_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+class _WatchedAdapter(requests.adapters.HTTPAdapter):
+    """An adapter whose connections the watchdog can cut (SOCKS proxies keep their own pools)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):
+            manager.pool_classes_by_scheme = _WATCHED_POOLS
+        return manager
+
+
+class _Cut(Exception):
+    """Internal: reading the answer failed; ``timed_out`` when it was the clock."""
+
+    def __init__(self, cause: BaseException, timed_out: bool) -> None:
+        super().__init__(type(cause).__name__)
+        self.cause = cause
+        self.timed_out = timed_out
+
+
+class _TooLarge(Exception):
+    """Internal: a success body went past the cap."""
 
 
 @attrs.frozen
@@ -178,12 +391,13 @@ def default_error_parser(resp: HttpResponse) -> ErrorInfo:
 
 
 class _Retry(Exception):
-    """Internal: this attempt failed in a way the table says may be retried."""
+    """Internal: this attempt failed in a way the table says may be retried (``why``: for the log)."""
 
-    def __init__(self, error: PMSError, delay: float | None = None) -> None:
+    def __init__(self, error: PMSError, delay: float | None = None, why: str = "") -> None:
         super().__init__(str(error))
         self.error = error
         self.delay = delay
+        self.why = why
 
 
 def _never_sent(exc: requests.ConnectionError) -> bool:
@@ -212,8 +426,72 @@ def _log_path(url: str) -> str:
     return _EMAILISH.sub("{email}", path)
 
 
+def _inflater(encoding: str) -> Callable[[bytes, int], bytes] | None:
+    """A decoder for one Content-Encoding that never returns more than ``max_length`` bytes."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return None
+    if encoding in ("gzip", "x-gzip"):
+        gz = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        return gz.decompress
+    if encoding == "deflate":
+        # "deflate" is meant to be zlib-wrapped; some servers send the raw stream
+        state: dict[str, Any] = {"d": zlib.decompressobj(zlib.MAX_WBITS), "first": True}
+
+        def inflate(data: bytes, max_length: int) -> bytes:
+            if state["first"]:
+                state["first"] = False
+                try:
+                    return bytes(state["d"].decompress(data, max_length))
+                except zlib.error:
+                    state["d"] = zlib.decompressobj(-zlib.MAX_WBITS)
+            return bytes(state["d"].decompress(data, max_length))
+
+        return inflate
+    raise zlib.error(f"unsupported Content-Encoding {encoding[:40]!r}")
+
+
+def _read_capped(raw: requests.Response, limit: int, *, cut: bool) -> bytes:
+    """Up to ``limit`` bytes of the decoded body; past it the rest is left unread and either the
+    first ``limit`` bytes are returned (``cut``) or :class:`_TooLarge` is raised."""
+    stream = raw.raw
+    if stream is None:
+        return b""
+    inflate = _inflater(raw.headers.get("Content-Encoding", ""))
+    if inflate is None and not cut:
+        length = raw.headers.get("Content-Length", "")
+        if length.strip().isdigit() and int(length) > limit:
+            raise _TooLarge()
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        chunk = stream.read(_CHUNK, decode_content=False)
+        if not chunk:
+            break
+        if inflate is None:
+            parts.append(chunk)
+            size += len(chunk)
+        else:
+            # at most one byte past the cap is ever inflated: a gzip bomb costs nothing
+            out = inflate(chunk, limit - size + 1)
+            parts.append(out)
+            size += len(out)
+        if size > limit:
+            if cut:
+                return b"".join(parts)[:limit]
+            raise _TooLarge()
+    return b"".join(parts)
+
+
 class Transport:
     """HTTP for one provider. Thread-safe; share it between threads."""
+
+    #: The largest success body read (after gzip/deflate decoding); a larger one is a
+    #: :class:`~pms_integration.errors.ResponseTooLargeError`.
+    MAX_BODY_BYTES = 8 * 1024 * 1024
+    #: How much of an error body is read (for the message and excerpt); the rest is discarded
+    #: with the connection.
+    MAX_ERROR_BODY_BYTES = 64 * 1024
 
     def __init__(
         self,
@@ -231,6 +509,7 @@ class Transport:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         default_headers: Mapping[str, str] | None = None,
+        rate_limit_window: float | None = None,
     ) -> None:
         self.provider = provider
         self.base_url = base_url.rstrip("/")
@@ -242,8 +521,15 @@ class Transport:
         self.policy = policy or RetryPolicy()
         self.sleep = sleep
         self.clock = clock
+        #: The vendor's documented rate-limit window in seconds: how long a 429 that names no
+        #: ``Retry-After`` (and whose headers name no window) is waited out.
+        self.rate_limit_window = rate_limit_window
         self.limiter = (
-            RateLimiter(rate_limit.requests, rate_limit.per_seconds, clock=clock, sleep=sleep) if rate_limit else None
+            RateLimiter(
+                rate_limit.requests, rate_limit.per_seconds, clock=clock, sleep=sleep, on_wait=self._limiter_waits
+            )
+            if rate_limit
+            else None
         )
         self.session = session or requests.Session()
         # requests re-reads proxy variables and ~/.netrc on every call when trust_env is on -
@@ -254,11 +540,13 @@ class Transport:
         if ca_bundle:
             self.session.verify = ca_bundle
         self.session.trust_env = False
-        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE, max_retries=0)
+        adapter = _WatchedAdapter(pool_connections=4, pool_maxsize=POOL_SIZE, max_retries=0)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
         self.session.headers["User-Agent"] = USER_AGENT
         self.session.headers["Accept"] = "application/json"
+        # only the encodings whose inflated size the transport can cap itself
+        self.session.headers["Accept-Encoding"] = "gzip, deflate"
         # Session defaults, proxies and CA settings merged once: each request is prepared here
         # and handed to Session.send, skipping Session.request's per-call merging (about a
         # tenth of a millisecond of CPU per request in requests 2.3x).
@@ -270,7 +558,8 @@ class Transport:
             "proxies": dict(self.session.proxies),
             "verify": self.session.verify,
             "cert": self.session.cert,
-            "stream": False,
+            # the body is read here, in chunks, against the size caps and the watchdog
+            "stream": True,
             # API calls are never redirected: a redirect could replay a create elsewhere, and
             # requests would drop the Authorization header on the way anyway
             "allow_redirects": False,
@@ -279,6 +568,10 @@ class Transport:
         self._info_lock = threading.Lock()
         self._rate_info: RateLimitInfo | None = None
         self.request_count = 0
+        # "not before": no request leaves before this time on ``clock`` (a vendor's Retry-After)
+        self._not_before = float("-inf")
+        self._not_before_why = ""
+        self._not_before_status = 503
 
     # -- public -----------------------------------------------------------------------------
 
@@ -375,29 +668,91 @@ class Transport:
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
         delay = self._next_delay(state)
-        log.debug("%s: retrying in %.2f s (attempt %d)", self.provider.value, delay, state.attempt_number)
+        outcome = state.outcome
+        exc = outcome.exception() if outcome is not None else None
+        why = exc.why if isinstance(exc, _Retry) and exc.why else "backoff after a failed attempt"
+        if delay > WARN_WAITS_OVER:
+            log.warning(
+                "%s: waiting %.1f s before retrying (attempt %d failed): %s",
+                self.provider.value,
+                delay,
+                state.attempt_number,
+                why,
+            )
+        else:
+            log.debug("%s: retrying in %.2f s (attempt %d): %s", self.provider.value, delay, state.attempt_number, why)
         return delay
+
+    # -- waits the vendor asked for ---------------------------------------------------------
+
+    def _limiter_waits(self, seconds: float, why: str) -> None:
+        log.warning("%s: waiting %.1f s for a request slot: %s", self.provider.value, seconds, why)
+
+    def _hold(self, seconds: float, why: str, status: int) -> None:
+        """No request leaves this transport for ``seconds`` (capped at ``max_retry_after``)."""
+        seconds = min(max(seconds, 0.0), self.policy.max_retry_after)
+        with self._info_lock:
+            until = self.clock() + seconds
+            if until > self._not_before:
+                self._not_before = until
+                self._not_before_why = why
+                self._not_before_status = status
+
+    def _honour_hold(self, operation: str) -> None:
+        """Wait out a vendor's Retry-After before any request; raise if the deadline is nearer."""
+        with self._info_lock:
+            until, why, status = self._not_before, self._not_before_why, self._not_before_status
+        wait = until - self.clock()
+        if wait <= 0:
+            return
+        deadline = current_deadline()
+        if deadline is not None and wait > deadline.remaining():
+            cls: type[RateLimitError | ServerError] = RateLimitError if status == 429 else ServerError
+            raise cls(
+                f"{self.provider.label} asked to wait {wait:.3g} s before the next request ({why}); "
+                f"the deadline for {operation} is nearer",
+                status_code=status,
+                code="RETRY_AFTER",
+                retry_after=round(wait, 3),
+                provider=self.provider.value,
+                operation=operation,
+            )
+        if wait > WARN_WAITS_OVER:
+            log.warning("%s: waiting %.1f s before %s: %s", self.provider.value, wait, operation, why)
+        self.sleep(wait)
+
+    def _window(self, resp: HttpResponse) -> float | None:
+        """The rate-limit window this response's headers describe, else the vendor's documented one."""
+        if self.rate_header_parser is not None:
+            try:
+                info = self.rate_header_parser(resp.headers)
+            except Exception:  # noqa: BLE001 - odd quota headers fall back to the documented window
+                info = None
+            if info is not None and info.interval_seconds and info.interval_seconds > 0:
+                return float(info.interval_seconds)
+        return self.rate_limit_window
 
     # -- one attempt ------------------------------------------------------------------------
 
-    def _timeout(self) -> float:
+    def _timeout(self) -> tuple[float, bool]:
+        """Seconds this request may take in all, and whether the operation's deadline set it."""
         deadline = current_deadline()
         if deadline is None:
-            return self.timeout
+            return self.timeout, False
         remaining = deadline.remaining()
         if remaining <= 0:
             raise TransportError(
                 "the operation's deadline passed before the request could be sent",
                 provider=self.provider.value,
             )
-        return max(0.05, min(self.timeout, remaining))
+        return max(0.05, min(self.timeout, remaining)), remaining <= self.timeout
 
-    def _acquire_slot(self) -> None:
+    def _acquire_slot(self) -> Slot | None:
         if self.limiter is None:
-            return
+            return None
         deadline = current_deadline()
         try:
-            self.limiter.acquire(None if deadline is None else max(deadline.remaining(), 0.0))
+            return self.limiter.acquire(None if deadline is None else max(deadline.remaining(), 0.0))
         except LimiterTimeout as exc:
             raise RateLimitError(
                 "the client-side rate limit has no free slot before the operation's deadline",
@@ -424,8 +779,9 @@ class Transport:
     ) -> HttpResponse:
         replayed = False
         while True:
-            timeout = self._timeout()
-            self._acquire_slot()
+            self._honour_hold(operation)
+            timeout, by_deadline = self._timeout()
+            slot = self._acquire_slot()
             hdrs = dict(self._base_headers)
             if headers:
                 hdrs.update(headers)
@@ -433,17 +789,44 @@ class Transport:
             started = time.perf_counter()
             with self._info_lock:
                 self.request_count += 1
+            watch = _WATCHDOG.start(timeout)
+            failure: dict[str, Any] = dict(
+                method=method,
+                url=url,
+                operation=operation,
+                idempotent=idempotent,
+                reference=reference,
+                number=number,
+                started=started,
+                by_deadline=by_deadline,
+                timeout=timeout,
+            )
             try:
-                prepared = requests.Request(
-                    method, url, headers=hdrs, json=json, params=params, data=data, hooks=self.session.hooks
-                ).prepare()
-                raw = self.session.send(prepared, timeout=timeout, **self._send_options)
-            except requests.RequestException as exc:
-                self._raise_transport(exc, method, url, operation, idempotent, reference, number, started)
-            resp = HttpResponse(raw.status_code, raw.headers, raw.text, method, _log_path(url))
+                try:
+                    prepared = requests.Request(
+                        method, url, headers=hdrs, json=json, params=params, data=data, hooks=self.session.hooks
+                    ).prepare()
+                    raw = self.session.send(prepared, timeout=timeout, **self._send_options)
+                except requests.RequestException as exc:
+                    self._raise_transport(exc, timed_out=watch.fired, **failure)
+                finally:
+                    _WATCHDOG.sending()
+                    if slot is not None and self.limiter is not None:
+                        # the answer's headers are back: an upper bound on when the vendor counted it
+                        self.limiter.release(slot)
+                try:
+                    resp = self._read(raw, method, url, watch, expect)
+                except _Cut as cut:
+                    self._raise_transport(cut.cause, timed_out=cut.timed_out, **failure)
+                except _TooLarge:
+                    raise self._too_large(raw.status_code, operation, idempotent, reference) from None
+            finally:
+                _WATCHDOG.finish(watch)
             request_id: str | None = None
             if resp.status >= 300 or log.isEnabledFor(logging.INFO):
-                request_id = next((raw.headers[h] for h in _REQUEST_ID_HEADERS if h in raw.headers), None)
+                request_id = clean_request_id(
+                    next((raw.headers[h] for h in _REQUEST_ID_HEADERS if h in raw.headers), None)
+                )
             if log.isEnabledFor(logging.INFO):
                 log.info(
                     "%s %s %s -> %d in %.0f ms (attempt %d%s)",
@@ -463,9 +846,42 @@ class Transport:
                 continue
             raise self._error(resp, operation, idempotent, reference, request_id)
 
+    def _read(
+        self, raw: requests.Response, method: str, url: str, watch: _Watch, expect: tuple[int, ...]
+    ) -> HttpResponse:
+        """Read the body under the caps; the connection is closed when anything is left unread."""
+        status = raw.status_code
+        success = status < 300 or status in expect
+        limit = self.MAX_BODY_BYTES if success else self.MAX_ERROR_BODY_BYTES
+        try:
+            body = _read_capped(raw, limit, cut=not success)
+        except (urllib3.exceptions.HTTPError, requests.RequestException, http.client.HTTPException, OSError) as exc:
+            raise _Cut(exc, watch.fired) from None
+        except zlib.error as exc:
+            raise _Cut(exc, False) from None
+        finally:
+            raw.close()
+        encoding = requests.utils.get_encoding_from_headers(raw.headers) or "utf-8"
+        try:
+            text = body.decode(encoding, errors="replace")
+        except LookupError:
+            text = body.decode("utf-8", errors="replace")
+        return HttpResponse(status, raw.headers, text, method, _log_path(url))
+
+    def _too_large(self, status: int, operation: str, idempotent: bool, reference: str | None) -> ResponseTooLargeError:
+        return ResponseTooLargeError(
+            f"{self.provider.label} answered {operation} (HTTP {status}) with a body over "
+            f"{self.MAX_BODY_BYTES // (1024 * 1024)} MiB; it was not read",
+            provider=self.provider.value,
+            operation=operation,
+            outcome_unknown=not idempotent,
+            reference=None if idempotent else reference,
+        )
+
     def _raise_transport(
         self,
-        exc: requests.RequestException,
+        exc: BaseException,
+        *,
         method: str,
         url: str,
         operation: str,
@@ -473,18 +889,22 @@ class Transport:
         reference: str | None,
         number: int,
         started: float,
+        timed_out: bool = False,
+        by_deadline: bool = False,
+        timeout: float = 0.0,
     ) -> Any:
         elapsed = (time.perf_counter() - started) * 1000
         kind = type(exc).__name__
-        # requests keeps the prepared request - Authorization header included - on the
-        # exception; it will travel as our error's __cause__, so drop it
-        exc.request = None
-        exc.response = None
+        if isinstance(exc, requests.RequestException):
+            # requests keeps the prepared request - Authorization header included - on the
+            # exception; it will travel as our error's __cause__, so drop it
+            exc.request = None
+            exc.response = None
         path = _log_path(url)
         log.info("%s %s %s -> %s after %.0f ms (attempt %d)", self.provider.value, method, path, kind, elapsed, number)
         label = self.provider.label
         if isinstance(exc, requests.ConnectionError) and not isinstance(exc, requests.exceptions.ReadTimeout):
-            if _never_sent(exc):
+            if not timed_out and _never_sent(exc):
                 err = TransportError(
                     f"{label} could not be reached ({kind}) for {operation}",
                     provider=self.provider.value,
@@ -493,18 +913,29 @@ class Transport:
                 err.__cause__ = exc
                 raise _Retry(err)
             sent = True
-        elif isinstance(exc, (requests.exceptions.ReadTimeout, requests.exceptions.ChunkedEncodingError)):
-            sent = True
-        else:
+        elif isinstance(exc, requests.RequestException) and not isinstance(
+            exc, (requests.exceptions.ReadTimeout, requests.exceptions.ChunkedEncodingError)
+        ):
             err = TransportError(
                 f"{label} request for {operation} failed before sending ({kind})",
                 provider=self.provider.value,
                 operation=operation,
             )
             raise err from exc
-        what = "timed out waiting for" if isinstance(exc, requests.Timeout) else "lost the connection during"
+        else:
+            sent = True  # a read timeout, or the answer broke off while it was being read
+        if timed_out or isinstance(exc, (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)):
+            if by_deadline:
+                what = (
+                    f"timed out waiting for {operation}: the operation's deadline (PMS_DEADLINE_MS) "
+                    "ran out before a complete answer arrived"
+                )
+            else:
+                what = f"timed out waiting for {operation}: no complete answer within the {timeout:g} s request timeout"
+        else:
+            what = f"lost the connection during {operation}"
         err = TransportError(
-            f"{label} {what} {operation}",
+            f"{label} {what}",
             provider=self.provider.value,
             operation=operation,
             outcome_unknown=sent and not idempotent,
@@ -561,7 +992,7 @@ class Transport:
         common: dict[str, Any] = dict(
             status_code=status,
             code=info.code,
-            request_id=info.request_id or request_id,
+            request_id=clean_request_id(info.request_id) or request_id,
             body_excerpt=resp.text if status >= 500 else None,
             fields=info.fields,
             provider=self.provider.value,
@@ -569,23 +1000,36 @@ class Transport:
             outcome_unknown=ambiguous,
             reference=reference if ambiguous else None,
         )
-        if issubclass(cls, RateLimitError):
+        if issubclass(cls, (RateLimitError, ServerError)):
             error: APIError = cls(message, retry_after=retry_after, **common)
         else:
             error = cls(message, **common)
+        why = f"{operation} answered HTTP {status}" + (
+            f" with Retry-After {retry_after:g} s" if retry_after is not None else ""
+        )
         if isinstance(error, RateLimitError):
-            wait = retry_after if retry_after is not None else None
-            if self.limiter is not None and wait is not None:
-                self.limiter.pause(min(wait, self.policy.max_retry_after))
+            wait = retry_after
+            if wait is None and info.retryable is not False:
+                # no Retry-After: wait out the window the vendor counts in, not a short backoff
+                window = self._window(resp)
+                if window is not None:
+                    wait = window
+                    error.retry_after = window
+                    why = f"{operation} answered HTTP {status} without Retry-After; waiting out the {window:g} s rate-limit window"
+            if wait is not None:
+                # every request through this transport holds back, not only this one's retry
+                self._hold(wait, why, status)
             if info.retryable is False or (wait is not None and wait > self.policy.max_retry_after):
                 return error
-            return _Retry(error, wait)
+            return _Retry(error, wait, why)
+        if isinstance(error, ServerError) and retry_after is not None:
+            self._hold(retry_after, why, status)
         if info.retryable is True:
             if retry_after is not None and retry_after > self.policy.max_retry_after:
                 return error
-            return _Retry(error, retry_after)
+            return _Retry(error, retry_after, why)
         if info.retryable is None and cls is ServerError and idempotent:
-            return _Retry(error, retry_after)
+            return _Retry(error, retry_after, why)
         return error
 
 
@@ -610,6 +1054,7 @@ class Runtime:
         rate_header_parser: RateHeaderParser | None = None,
         rate_limit: RateLimit | None = None,
         default_headers: Mapping[str, str] | None = None,
+        rate_limit_window: float | None = None,
     ) -> Transport:
         return Transport(
             provider=provider,
@@ -625,6 +1070,7 @@ class Runtime:
             sleep=self.sleep,
             clock=self.clock,
             default_headers=default_headers,
+            rate_limit_window=rate_limit_window,
         )
 
 

@@ -1,10 +1,20 @@
 """A client-side rate limiter shared by every thread of a client.
 
-It keeps the send times of the last ``N`` requests (a sliding-window log), so no window of
-``per_seconds`` ever holds more than ``N`` requests - the same rule the vendors' rolling windows
-enforce - while a burst still goes out at the full rate. Callers reserve a slot under a lock
-and sleep outside it, so waiting threads are served in arrival order. Vendor headers that report
-the remaining quota tighten it further (:meth:`RateLimiter.observe`).
+The vendors count requests when they *arrive*; a client can only see when it *sends* (when a
+thread is granted a slot) and when the answer *comes back*. A thread granted a slot may be
+descheduled before its request leaves, so counting grants alone lets two windows' worth of
+arrivals bunch up on a busy machine. The rule here does not depend on scheduling:
+
+    request number ``i`` is granted only once every request up to ``i - N`` has come back
+    and ``window`` has passed since the last of them came back.
+
+A request arrives after it was granted and before its answer comes back, so any ``N + 1``
+requests include two, ``j <= i - N``, whose arrivals are at least one window apart: no window
+at the vendor can ever hold more than ``N`` of them, however late a thread runs. A burst still
+goes out at full speed (the first ``N`` need nothing), and afterwards slots open at the pace
+the previous window's answers came back, which keeps throughput close to the limit.
+
+Vendor headers that report the remaining quota tighten it further (:meth:`RateLimiter.observe`).
 """
 
 from __future__ import annotations
@@ -16,7 +26,11 @@ from collections.abc import Callable
 
 import attrs
 
-__all__ = ["RateLimiter", "RateLimitInfo", "LimiterTimeout"]
+__all__ = ["RateLimiter", "RateLimitInfo", "LimiterTimeout", "Slot"]
+
+#: Seconds after which a slot whose request never reported back is treated as finished (a
+#: caller that lost track of it must not stall the limiter forever).
+STALE_AFTER = 300.0
 
 
 @attrs.frozen
@@ -38,17 +52,35 @@ class LimiterTimeout(Exception):
         self.wait = wait
 
 
-class RateLimiter:
-    """Sliding-window limiter: no window of ``per_seconds`` ever holds more than ``requests``.
+class Slot:
+    """One granted request: when it was granted, when its answer came back, how long it waited."""
 
-    The vendor's own limit, once its headers report one (``X-RateLimit-Max`` with
-    ``X-RateLimit-Interval-Milliseconds``, say), becomes a second rule that every grant must
-    also satisfy, so a configured limit looser than the account's real one cannot cause 429s.
+    __slots__ = ("done", "granted", "waited")
+
+    def __init__(self, granted: float, waited: float) -> None:
+        self.granted = granted
+        self.done: float | None = None
+        self.waited = waited
+
+
+#: Called before a wait of more than a second: ``(seconds, why)``.
+WaitHook = Callable[[float, str], None]
+
+
+class RateLimiter:
+    """No window of ``per_seconds`` ever holds more than ``requests`` arrivals at the vendor.
+
+    Call :meth:`acquire` before sending and :meth:`release` with the returned :class:`Slot`
+    once the answer (or the failure) is back. The vendor's own limit, once its headers report
+    one (``X-RateLimit-Max`` with ``X-RateLimit-Interval-Milliseconds``, say), becomes a second
+    rule that every grant must also satisfy, so a configured limit looser than the account's
+    real one cannot cause 429s.
     """
 
-    #: Safety margin on each window, covering jitter between our send time and the vendor's
-    #: arrival time (a request sent exactly one window later could still land inside it).
+    #: Safety margin on each window (clock granularity between us and the vendor).
     MARGIN = 0.03
+    #: Waits longer than this many seconds are reported to ``on_wait``.
+    REPORT_WAITS_OVER = 1.0
 
     def __init__(
         self,
@@ -57,6 +89,7 @@ class RateLimiter:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        on_wait: WaitHook | None = None,
     ) -> None:
         if requests < 1 or per_seconds <= 0:
             raise ValueError("a rate limit needs requests >= 1 and per_seconds > 0")
@@ -64,43 +97,106 @@ class RateLimiter:
         self.per_seconds = per_seconds
         self._clock = clock
         self._sleep = sleep
-        self._lock = threading.Lock()
+        self.on_wait = on_wait
+        self._cond = threading.Condition(threading.Lock())
         self._configured = (requests, per_seconds * (1 + self.MARGIN))
         self._vendor: tuple[int, float] | None = None
-        self._grants: collections.deque[float] = collections.deque()
+        # the most recent slots in grant order; older ones are folded into _floor, the
+        # latest time any of them came back (they all count against every rule)
+        self._slots: collections.deque[Slot] = collections.deque()
+        self._floor = float("-inf")
         self._blocked_until = 0.0
+        self._blocked_why = "the vendor said no quota is left"
 
     @property
     def rules(self) -> list[tuple[int, float]]:
         """(requests, window seconds incl. margin) pairs every grant satisfies."""
         return [self._configured] if self._vendor is None else [self._configured, self._vendor]
 
-    def _next_slot(self, now: float) -> float:
-        at = max(now, self._blocked_until)
-        for count, window in self.rules:
-            if len(self._grants) >= count:
-                at = max(at, self._grants[-count] + window)
-        return at
+    def _fold(self, now: float) -> None:
+        """Forget slots no rule needs one by one (all finished, older than the longest rule)."""
+        keep = max(count for count, _ in self.rules)
+        while len(self._slots) > keep:
+            first = self._slots[0]
+            done = first.done
+            if done is None:
+                if now - first.granted < STALE_AFTER:
+                    return
+                done = first.granted + STALE_AFTER
+            self._floor = max(self._floor, done)
+            self._slots.popleft()
 
-    def acquire(self, timeout: float | None = None) -> float:
-        """Wait for a slot; return how long was waited.
+    def _ready_at(self, now: float) -> tuple[float | None, str]:
+        """When the next slot may be granted (None: only after a request in flight is back), and why."""
+        at = max(now, self._blocked_until)
+        why = self._blocked_why if self._blocked_until > now else ""
+        held = len(self._slots)
+        for count, window in self.rules:
+            if self._floor != float("-inf") and self._floor + window > at:
+                at, why = self._floor + window, f"client-side rate limit ({count} per {window:.3g} s)"
+            # slots at positions 0 .. held-count are "request i - N or earlier"
+            for position in range(held - count + 1):
+                slot = self._slots[position]
+                done = slot.done
+                if done is None:
+                    if now - slot.granted < STALE_AFTER:
+                        return None, f"client-side rate limit ({count} per {window:.3g} s)"
+                    done = slot.granted + STALE_AFTER
+                if done + window > at:
+                    at, why = done + window, f"client-side rate limit ({count} per {window:.3g} s)"
+        return at, why
+
+    def acquire(self, timeout: float | None = None) -> Slot:
+        """Wait for a slot and take it.
 
         Raises :class:`LimiterTimeout` (without taking a slot) when the slot is further away
-        than ``timeout``.
+        than ``timeout`` seconds.
         """
-        with self._lock:
-            now = self._clock()
-            at = self._next_slot(now)
-            wait = at - now
-            if timeout is not None and wait > timeout:
-                raise LimiterTimeout(wait)
-            self._grants.append(at)
-            keep = max(count for count, _ in self.rules)
-            while len(self._grants) > keep:
-                self._grants.popleft()
-        if wait > 0:
-            self._sleep(wait)
-        return max(wait, 0.0)
+        start = self._clock()
+        reported = False
+        self._cond.acquire()
+        try:
+            while True:
+                now = self._clock()
+                at, why = self._ready_at(now)
+                if at is not None and at <= now:
+                    slot = Slot(now, max(now - start, 0.0))
+                    self._slots.append(slot)
+                    self._fold(now)
+                    return slot
+                left = None if timeout is None else start + timeout - now
+                if at is not None and left is not None and at - now > left:
+                    raise LimiterTimeout(at - now)
+                if at is None and left is not None and left <= 0:
+                    raise LimiterTimeout(self.per_seconds)
+                if at is not None and at - now > self.REPORT_WAITS_OVER and not reported and self.on_wait:
+                    reported = True
+                    hook = self.on_wait
+                    self._cond.release()
+                    try:
+                        hook(at - now, why)
+                    finally:
+                        self._cond.acquire()
+                    continue
+                if at is None:
+                    # a request that must come back first is still in flight: release() wakes us
+                    self._cond.wait(0.25 if left is None else max(min(left, 0.25), 0.0))
+                    continue
+                self._cond.release()
+                try:
+                    self._sleep(at - now)
+                finally:
+                    self._cond.acquire()
+        finally:
+            self._cond.release()
+
+    def release(self, slot: Slot) -> None:
+        """The answer to ``slot``'s request is back (or the request failed): record when."""
+        with self._cond:
+            if slot.done is None:
+                slot.done = self._clock()
+            self._fold(slot.done)
+            self._cond.notify_all()
 
     def observe(self, info: RateLimitInfo) -> None:
         """Adapt to the vendor's own view of the quota.
@@ -111,7 +207,7 @@ class RateLimiter:
         next caller back - so everyone is paused for the vendor's window only when the log does
         not explain it (another process sharing the quota, say).
         """
-        with self._lock:
+        with self._cond:
             if info.limit and info.interval_seconds and info.limit > 0 and info.interval_seconds > 0:
                 vendor = (info.limit, info.interval_seconds * (1 + self.MARGIN))
                 if vendor != self._vendor:
@@ -120,12 +216,15 @@ class RateLimiter:
                 return
             now = self._clock()
             own_doing = any(
-                len(self._grants) >= count and self._grants[-count] > now - window for count, window in self.rules
+                len(self._slots) >= count and self._slots[-count].granted > now - window for count, window in self.rules
             )
         if not own_doing:
-            self.pause(info.interval_seconds or self.per_seconds)
+            self.pause(info.interval_seconds or self.per_seconds, "the vendor said no quota is left")
 
-    def pause(self, seconds: float) -> None:
-        """Hold every caller for ``seconds`` (after a 429, or an exhausted quota header)."""
-        with self._lock:
-            self._blocked_until = max(self._blocked_until, self._clock() + max(seconds, 0.0))
+    def pause(self, seconds: float, why: str = "the vendor asked to wait") -> None:
+        """Hold every caller for ``seconds`` (an exhausted quota header, say)."""
+        with self._cond:
+            until = self._clock() + max(seconds, 0.0)
+            if until > self._blocked_until:
+                self._blocked_until = until
+                self._blocked_why = why

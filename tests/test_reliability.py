@@ -13,6 +13,7 @@ import os
 import re
 import threading
 import time
+import zoneinfo
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -31,13 +32,15 @@ from pms_integration.sandbox import Fault, Sandbox
 from .conftest import full_environ
 
 START = dt.datetime(2027, 3, 1, 8, 0, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
+NEW_YORK = zoneinfo.ZoneInfo("America/New_York")
 FAST_RETRIES = RetryPolicy(max_attempts=3, backoff_initial=0.02, backoff_max=0.1, jitter=0.02)
 
 
 def _request(i: int, reference: str | None = None) -> dict[str, Any]:
     return {
         # a distinct 30-minute slot per booking: GoHighLevel refuses a taken slot
-        "start": (START + dt.timedelta(minutes=30 * i)).isoformat(),
+        # (given with New York's own offset on that date: later slots fall after the DST change)
+        "start": (START + dt.timedelta(minutes=30 * i)).astimezone(NEW_YORK).isoformat(),
         "duration_minutes": 30,
         "timezone": "America/New_York",
         "title": "Cleaning",

@@ -344,8 +344,9 @@ def test_rate_limiter_never_exceeds_n_per_window() -> None:
     limiter = RateLimiter(5, 1.0, clock=ft.clock, sleep=ft.sleep)
     grants = []
     for _ in range(23):
-        limiter.acquire()
+        slot = limiter.acquire()
         grants.append(ft.now)
+        limiter.release(slot)
     for i in range(len(grants) - 5):
         assert grants[i + 5] - grants[i] >= 1.0
     # the burst goes out at once, then the rate holds: 23 requests need about 4 windows
@@ -392,16 +393,16 @@ def test_environment_proxies_are_read_once_at_construction(ft: FakeTime, monkeyp
 def test_limiter_does_not_pause_for_a_quota_it_used_itself() -> None:
     ft = FakeTime()
     limiter = RateLimiter(2, 1.0, clock=ft.clock, sleep=ft.sleep)
-    limiter.acquire()
-    limiter.acquire()
+    limiter.release(limiter.acquire())
+    limiter.release(limiter.acquire())
     limiter.observe(RateLimitInfo(remaining=0, interval_seconds=10))  # our own two requests
     ft.now += 1.1
-    limiter.acquire()
+    limiter.release(limiter.acquire())
     assert ft.sleeps == []
     other = RateLimiter(5, 1.0, clock=ft.clock, sleep=ft.sleep)
-    other.acquire()
+    other.release(other.acquire())
     other.observe(RateLimitInfo(remaining=0, interval_seconds=10))  # someone else used it
-    other.acquire()
+    other.release(other.acquire())
     assert ft.sleeps == [pytest.approx(10)]
 
 
