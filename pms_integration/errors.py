@@ -30,6 +30,7 @@ __all__ = [
     "ProviderError",
     "TransportError",
     "UnexpectedResponseError",
+    "ResponseTooLargeError",
     "APIError",
     "AuthenticationError",
     "PermissionDeniedError",
@@ -225,6 +226,14 @@ class UnexpectedResponseError(ProviderError):
     """The vendor answered with success, but in a shape the library cannot read."""
 
 
+class ResponseTooLargeError(UnexpectedResponseError):
+    """The vendor's answer was larger than the transport reads (``Transport.MAX_BODY_BYTES``).
+
+    The body was not read. For a create, ``outcome_unknown`` is true: the vendor answered
+    with success, so look the record up by ``reference`` before creating it again.
+    """
+
+
 class APIError(ProviderError):
     """The vendor answered with an error status."""
 
@@ -324,6 +333,20 @@ class RateLimitError(APIError):
 
 
 class ServerError(APIError):
-    """5xx: the vendor failed."""
+    """5xx: the vendor failed.
+
+    ``retry_after`` is the number of seconds the vendor asked to wait (a 503's
+    ``Retry-After``), when it said.
+    """
 
     hint = "The provider is having trouble; try again shortly."
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.retry_after is not None:
+            return _join_sentences(text, f"Retry after {self.retry_after:g} s.")
+        return text
