@@ -369,9 +369,18 @@ def _provider_from(request: Request) -> ProviderName:
             404,
             "unknown-provider",
             "Unknown provider",
-            str(exc),
+            _sentence(str(exc)),
             known=[p.value for p in ProviderName],
         ) from None
+
+
+def _sentence(text: str) -> str:
+    """``text`` as a sentence: capital first letter, full stop at the end."""
+    text = text.strip()
+    if not text:
+        return text
+    text = text[0].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
 
 
 def _is_json_type(content_type: str) -> bool:

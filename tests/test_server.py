@@ -459,7 +459,7 @@ def test_default_limit_is_64_kib(api: Api) -> None:
 def test_unknown_provider_is_404(api: Api) -> None:
     data = problem(api("POST", "/pipedrive/book", json=booking_body()), 404)
     assert data["type"].endswith(":unknown-provider")
-    assert "pipedrive" in data["detail"]
+    assert data["detail"] == "Unknown provider 'pipedrive'; expected one of gohighlevel, salesforce, hubspot (or ghl)."
     problem(api("DELETE", "/pipedrive/booking/abc"), 404)
     problem(api("POST", "/pipedrive/performance", json={}), 404)
 
