@@ -606,14 +606,15 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
 
 
 def _resolve_token(token: str | EllipsisType | None) -> Secret | None:
+    """The server's token; one too short or too common to be a secret is refused (ConfigurationError)."""
     if token is ...:
         value = os.environ.get(TOKEN_VARIABLE, "").strip()
-        return Secret(value) if value else None
+        return Secret.checked(value, name=TOKEN_VARIABLE) if value else None
     if token is None:
         return None
     if not isinstance(token, str) or not token.strip():
         raise ValidationError.single("token", "must be a non-empty string, or None to disable authentication")
-    return Secret(token.strip())
+    return Secret.checked(token.strip(), name="token")
 
 
 def create_app(

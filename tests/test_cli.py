@@ -370,3 +370,13 @@ def test_serve_with_a_report_source_pushes_it_end_to_end(tmp_path: object) -> No
             raise
     assert proc.returncode == 0, err
     assert "Serving against the sandbox at http://127.0.0.1:" in out
+
+
+def test_serve_refuses_a_weak_server_token(
+    fake_uvicorn: list[dict[str, object]], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PMS_SERVER_TOKEN", "2031")
+    assert cli.main(["serve"]) == 4
+    err = capsys.readouterr().err
+    assert err.startswith("error: PMS_SERVER_TOKEN is too short to be a secret"), err
+    assert "2031" not in err.replace("PMS_SERVER_TOKEN", "") and fake_uvicorn == []
