@@ -306,16 +306,30 @@ def test_serve_without_the_server_extra_says_how_to_install_it(tmp_path: object)
     ],
 )
 def test_report_source_is_checked_before_serving(
-    fake_uvicorn: list[dict[str, object]], tmp_path: object, capsys: pytest.CaptureFixture[str], spec: str, message: str
+    fake_uvicorn: list[dict[str, object]],
+    tmp_path: object,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    spec: str,
+    message: str,
 ) -> None:
     from pathlib import Path
+
+    # The command adds the working directory to sys.path and imports from it: undo both.
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    for name in ("weekly", "broken"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
 
     here = Path(str(tmp_path))  # conftest made it the working directory
     (here / "weekly.py").write_text(
         "NOT_CALLABLE = 'x'\n\ndef needs_argument(day):\n    return {}\n", encoding="utf-8"
     )
     (here / "broken.py").write_text("raise RuntimeError('broken on import')\n", encoding="utf-8")
-    assert cli.main(["serve", "--report-source", spec]) == 4
+    try:
+        assert cli.main(["serve", "--report-source", spec]) == 4
+    finally:
+        for name in ("weekly", "broken"):
+            sys.modules.pop(name, None)
     err = capsys.readouterr().err
     assert err.startswith("error: " + message), err
     assert err.rstrip().endswith("Give the report source as module:function, a callable that takes no arguments.")
