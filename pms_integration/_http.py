@@ -150,7 +150,7 @@ class _Watchdog:
         self._cond = threading.Condition(threading.Lock())
         self._heap: list[tuple[float, int, _Watch]] = []
         self._seq = itertools.count()
-        self._closed = 0
+        self._live = 0
         self._thread: threading.Thread | None = None
         self._local = threading.local()
 
@@ -158,6 +158,7 @@ class _Watchdog:
         watch = _Watch(time.monotonic() + seconds)
         with self._cond:
             heapq.heappush(self._heap, (watch.at, next(self._seq), watch))
+            self._live += 1
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="pms-integration-watchdog", daemon=True)
                 self._thread.start()
@@ -196,11 +197,15 @@ class _Watchdog:
             if watch.conn is not None:
                 watch.conn._pms_watch = None
                 watch.conn = None
-            self._closed += 1
-            if self._closed > 1024 and self._closed * 2 > len(self._heap):
-                self._heap = [entry for entry in self._heap if not entry[2].closed]
+            self._live -= 1
+            # finished watches leave the heap from its head (so the thread does not wake for
+            # them), or all at once if a long request at the head holds many back
+            heap = self._heap
+            while heap and heap[0][2].closed:
+                heapq.heappop(heap)
+            if len(heap) > 2 * self._live + 1024:
+                self._heap = [entry for entry in heap if not entry[2].closed]
                 heapq.heapify(self._heap)
-                self._closed = 0
 
     def _run(self) -> None:
         with self._cond:
@@ -209,7 +214,6 @@ class _Watchdog:
                 while self._heap and (self._heap[0][2].closed or self._heap[0][0] <= now):
                     _, _, watch = heapq.heappop(self._heap)
                     if watch.closed:
-                        self._closed = max(self._closed - 1, 0)
                         continue
                     watch.fired = True
                     if watch.conn is not None:
