@@ -13,12 +13,14 @@ Everything else - method, path, headers, JSON body - is sent exactly as the libr
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
 import requests
+import urllib3
 
 __all__ = ["Exchange", "RecordingSession", "Script", "Step", "compile_script"]
 
@@ -57,6 +59,15 @@ class RecordingSession(requests.Session):
                 response=response.content,
             )
         )
+        # the library streams the body and reads it from ``raw`` itself: hand it a fresh copy
+        # of what was just consumed (already decoded, so without its Content-Encoding)
+        response.headers.pop("Content-Encoding", None)
+        response.raw = urllib3.HTTPResponse(
+            body=io.BytesIO(response.content),
+            headers=dict(response.headers),
+            status=response.status_code,
+            preload_content=False,
+        )
         return response
 
 
@@ -82,7 +93,8 @@ class Step:
             return "/".join(self.url_parts)
         parts = list(self.url_parts)
         for index in self.url_holes:
-            parts[index] = ids[parts[index]]
+            recorded, mark, query = parts[index].partition("?")  # the last part keeps the query
+            parts[index] = ids[recorded] + mark + query
         return "/".join(parts)
 
     def json(self, ids: Mapping[str, str]) -> Any:
@@ -144,10 +156,10 @@ def compile_script(exchanges: Sequence[Exchange]) -> Script:
     for index, ex in enumerate(exchanges):
         url_parts = ex.url.split("/")
         path_start = 3  # "http:", "", host, then the path
-        url_holes = tuple(i for i in range(path_start, len(url_parts)) if url_parts[i] in produced)
+        url_holes = tuple(i for i in range(path_start, len(url_parts)) if url_parts[i].partition("?")[0] in produced)
         body = json.loads(ex.body) if ex.body else None
         body_holes = tuple((p, v) for p, v in _leaves(body) if isinstance(v, str) and v in produced)
-        for recorded in [url_parts[i] for i in url_holes] + [v for _, v in body_holes]:
+        for recorded in [url_parts[i].partition("?")[0] for i in url_holes] + [v for _, v in body_holes]:
             source, source_path = produced[recorded]
             used.setdefault(source, set()).add((source_path, recorded))
         headers = {k: v for k, v in ex.headers.items() if k.lower() != "content-length"}
