@@ -979,3 +979,14 @@ def test_reference_helpers() -> None:
     assert ghl.reference_in({"title": ghl.title_with_reference("Cleaning", "bk-1")}) == "bk-1"
     assert ghl.reference_in({"title": "x", "description": "a\n\nBooking reference: bk-2"}) == "bk-2"
     assert ghl.reference_in({"title": None, "notes": 5}) is None
+
+
+def test_a_429_without_any_hint_waits_out_the_documented_10_second_window(rsps: responses.RequestsMock) -> None:
+    waits: list[float] = []
+    rsps.put(EVENT, status=429, json={"statusCode": 429, "message": "Too Many Requests"})
+    rsps.put(EVENT, json=appointment_response())
+    with PMSClient(environ=ENV_V2, env_file=None, sleep=waits.append) as c:
+        assert c.adapter("ghl").transport.rate_limit_window == 10.0  # type: ignore[attr-defined]
+        c.update_appointment(EVENT_ID, {"title": "x"})
+    assert [call.request.method for call in rsps.calls] == ["GET", "PUT", "PUT"]
+    assert waits and max(waits) >= 10.0

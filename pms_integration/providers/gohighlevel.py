@@ -92,6 +92,8 @@ _V2_ONLY_HINT = (
     "GoHighLevel API v2 can: set PMS_GHL_API_VERSION=v2 (or PMS_GHL_BASE_URL=https://services.leadconnectorhq.com) "
     "with a Private Integration Token in PMS_GHL_API_KEY."
 )
+#: GoHighLevel's documented burst window (100 requests per 10 s, v1 and v2).
+BURST_WINDOW_SECONDS = 10.0
 #: Slack around the slot when listing events to reconcile an ambiguous create.
 _LOOKUP_MARGIN = _dt.timedelta(minutes=1)
 # How many report ids a client remembers the note of (a report a day for years fits).
@@ -397,6 +399,9 @@ class _GoHighLevel:
             error_parser=parse_error,
             rate_header_parser=parse_rate_headers,
             rate_limit=settings.rate_limit,
+            # a 429 from GoHighLevel carries no Retry-After; without quota headers either, wait
+            # out the documented burst window (100 requests per 10 s)
+            rate_limit_window=BURST_WINDOW_SECONDS,
         )
 
     @property
