@@ -151,6 +151,7 @@ class _Watchdog:
         self._heap: list[tuple[float, int, _Watch]] = []
         self._seq = itertools.count()
         self._live = 0
+        self._wakes_at = float("inf")  # when the thread will next look at the heap by itself
         self._thread: threading.Thread | None = None
         self._local = threading.local()
 
@@ -162,7 +163,7 @@ class _Watchdog:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="pms-integration-watchdog", daemon=True)
                 self._thread.start()
-            if self._heap[0][2] is watch:
+            if watch.at < self._wakes_at:
                 self._cond.notify()
         self._local.watch = watch
         return watch
@@ -218,7 +219,12 @@ class _Watchdog:
                     watch.fired = True
                     if watch.conn is not None:
                         _cut(watch.conn)
-                self._cond.wait(self._heap[0][0] - now if self._heap else None)
+                if self._heap:
+                    self._wakes_at = self._heap[0][0]
+                    self._cond.wait(self._wakes_at - now)
+                else:
+                    self._wakes_at = float("inf")
+                    self._cond.wait()
 
 
 _WATCHDOG = _Watchdog()
@@ -462,10 +468,14 @@ def _read_capped(raw: requests.Response, limit: int, *, cut: bool) -> bytes:
     if stream is None:
         return b""
     inflate = _inflater(raw.headers.get("Content-Encoding", ""))
-    if inflate is None and not cut:
-        length = raw.headers.get("Content-Length", "")
-        if length.strip().isdigit() and int(length) > limit:
-            raise _TooLarge()
+    if inflate is None:
+        length = raw.headers.get("Content-Length", "").strip()
+        if length.isdigit():
+            if int(length) <= limit:
+                # the common case: a known, small body in one read (never more than its length)
+                return bytes(stream.read(None, decode_content=False) or b"")
+            if not cut:
+                raise _TooLarge()
     parts: list[bytes] = []
     size = 0
     while True:
