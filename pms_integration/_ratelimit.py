@@ -147,48 +147,36 @@ class RateLimiter:
         return at, why
 
     def acquire(self, timeout: float | None = None) -> Slot:
-        """Wait for a slot and take it.
+        """Reserve the next slot and wait until its time; return it (pass it to :meth:`release`).
 
-        Raises :class:`LimiterTimeout` (without taking a slot) when the slot is further away
-        than ``timeout`` seconds.
+        Slots are reserved in arrival order under the lock and waited for outside it, so many
+        threads can wait for their own, successive slots at once. Raises
+        :class:`LimiterTimeout` (without taking a slot) when the slot is further away than
+        ``timeout`` seconds.
         """
         start = self._clock()
-        reported = False
-        self._cond.acquire()
-        try:
+        with self._cond:
             while True:
                 now = self._clock()
                 at, why = self._ready_at(now)
-                if at is not None and at <= now:
-                    slot = Slot(now, max(now - start, 0.0))
+                if at is not None:
+                    if timeout is not None and at - start > timeout:
+                        raise LimiterTimeout(at - now)
+                    slot = Slot(max(at, now), max(at - start, 0.0))
                     self._slots.append(slot)
                     self._fold(now)
-                    return slot
+                    break
+                # a request that must come back first is still in flight: release() wakes us
                 left = None if timeout is None else start + timeout - now
-                if at is not None and left is not None and at - now > left:
-                    raise LimiterTimeout(at - now)
-                if at is None and left is not None and left <= 0:
+                if left is not None and left <= 0:
                     raise LimiterTimeout(self.per_seconds)
-                if at is not None and at - now > self.REPORT_WAITS_OVER and not reported and self.on_wait:
-                    reported = True
-                    hook = self.on_wait
-                    self._cond.release()
-                    try:
-                        hook(at - now, why)
-                    finally:
-                        self._cond.acquire()
-                    continue
-                if at is None:
-                    # a request that must come back first is still in flight: release() wakes us
-                    self._cond.wait(0.25 if left is None else max(min(left, 0.25), 0.0))
-                    continue
-                self._cond.release()
-                try:
-                    self._sleep(at - now)
-                finally:
-                    self._cond.acquire()
-        finally:
-            self._cond.release()
+                self._cond.wait(0.25 if left is None else min(left, 0.25))
+        wait = slot.granted - now
+        if wait > 0:
+            if wait > self.REPORT_WAITS_OVER and self.on_wait is not None:
+                self.on_wait(wait, why)
+            self._sleep(wait)
+        return slot
 
     def release(self, slot: Slot) -> None:
         """The answer to ``slot``'s request is back (or the request failed): record when."""

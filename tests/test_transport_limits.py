@@ -524,3 +524,13 @@ def test_arrivals_never_exceed_the_limit_even_when_senders_are_descheduled() -> 
     assert len(arrivals) == 36
     for i in range(len(arrivals) - limit):
         assert arrivals[i + limit] - arrivals[i] >= window, (i, arrivals[i : i + limit + 1])
+
+
+def test_a_wait_is_slept_once_even_with_a_sleep_that_does_not_pass_time() -> None:
+    # adapters' tests inject a recording sleep on the real clock: the limiter must trust it,
+    # not spin until the wall clock catches up
+    waits: list[float] = []
+    limiter = RateLimiter(1, 30.0, sleep=waits.append)
+    limiter.release(limiter.acquire())
+    limiter.release(limiter.acquire())
+    assert len(waits) == 1 and waits[0] > 29
