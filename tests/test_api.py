@@ -26,7 +26,7 @@ EXPECTED_ALL = {
     "PMSError", "ConfigurationError", "ProviderNotConfiguredError", "UnsupportedOperationError",
     "ValidationError", "ProviderError", "TransportError", "UnexpectedResponseError", "APIError",
     "AuthenticationError", "PermissionDeniedError", "NotFoundError", "ConflictError",
-    "InvalidRequestError", "RateLimitError", "ServerError", "AppointmentCancelledError",
+    "InvalidRequestError", "RateLimitError", "ServerError", "AppointmentCancelledError", "ResponseTooLargeError",
     "TokenStore", "FileTokenStore", "CallbackTokenStore",
 }  # fmt: skip
 
