@@ -794,16 +794,24 @@ def test_rate_header_parser_edge_cases() -> None:
 # v1
 
 
-def test_v1_book_is_one_request_with_selected_slot_in_the_zone(rsps: responses.RequestsMock) -> None:
+def test_v1_book_posts_then_reads_back_the_calendars_length(rsps: responses.RequestsMock) -> None:
     rsps.post(
         f"{V1_BASE}/appointments/", json={"id": "004B1SpcAvh3s9E3rqk8", "contactId": "c1", "contact": {"id": "c1"}}
     )
+    held = {**_v1_record(), "id": "004B1SpcAvh3s9E3rqk8"}
+    held.update(startTime="2037-03-09T14:00:00.000Z", endTime="2037-03-09T14:30:00.000Z")
+    rsps.get(f"{V1_BASE}/appointments/004B1SpcAvh3s9E3rqk8", json=held)
     with client(ENV_V1) as c:
         adapter = c.adapter("ghl")
         assert isinstance(adapter, ghl.GoHighLevelV1)
         assert Capability.PUSH_REPORT not in adapter.capabilities
         appt = c.book_appointment(booking(start="2037-03-09T14:00:00Z"))
-    assert len(rsps.calls) == 1  # pinned: v1 book = 1 request
+    # pinned: v1 book = 2 requests; the create's answer has no times and v1 cannot set a
+    # length, so the appointment is read back to report the end the calendar holds
+    assert [call.request.method for call in rsps.calls] == ["POST", "GET"]
+    assert appt.end is not None and appt.start is not None
+    assert appt.end - appt.start == dt.timedelta(minutes=30)
+    assert appt.start.utcoffset() == dt.timedelta(hours=-4)  # in the booking's zone, not UTC
     call = rsps.calls[0]
     assert "Version" not in call.request.headers
     assert call.request.headers["Authorization"] == "Bearer v1-location-api-key-0123456789"
@@ -845,7 +853,9 @@ def test_v1_uses_configured_timezone(rsps: responses.RequestsMock) -> None:
 
 def test_v1_utc_start_uses_the_practice_zone(rsps: responses.RequestsMock) -> None:
     rsps.post(f"{V1_BASE}/appointments/", json={"id": "v1appt01"})
+    rsps.get(f"{V1_BASE}/appointments/v1appt01", json=_v1_record())
     rsps.post(f"{V1_BASE}/appointments/", json={"id": "v1appt02"})
+    rsps.get(f"{V1_BASE}/appointments/v1appt02", json={**_v1_record(), "id": "v1appt02"})
     with client(ENV_V1, PMS_GHL_TIMEZONE="America/Chicago") as c:
         c.book_appointment(booking(start="2037-03-10T15:00:00Z", timezone=None))
     body = sent(rsps.calls[0])
@@ -853,7 +863,7 @@ def test_v1_utc_start_uses_the_practice_zone(rsps: responses.RequestsMock) -> No
     assert body["selectedSlot"] == "2037-03-10T10:00:00-05:00"
     with client(ENV_V1) as c:  # no practice zone: the start's own (UTC) is all there is
         c.book_appointment(booking(start="2037-03-11T15:00:00Z", timezone=None, reference="bk-2"))
-    assert sent(rsps.calls[1])["selectedTimezone"] == "UTC"
+    assert sent(rsps.calls[2])["selectedTimezone"] == "UTC"
 
 
 def _v1_record(status: str = "confirmed") -> dict[str, Any]:

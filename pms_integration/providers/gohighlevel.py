@@ -37,6 +37,7 @@ cancel reason is appended to the description (v2).
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import re
 import threading
 from collections import OrderedDict
@@ -51,6 +52,7 @@ from ..errors import (
     AppointmentCancelledError,
     ConflictError,
     InvalidRequestError,
+    PMSError,
     UnsupportedOperationError,
     ValidationError,
 )
@@ -65,6 +67,8 @@ from ..models import (
     parse_iso_datetime,
 )
 from ..provider import ALL_CAPABILITIES, Capability, Provider
+
+_log = logging.getLogger("pms_integration.providers.gohighlevel")
 
 __all__ = [
     "create",
@@ -988,12 +992,33 @@ class GoHighLevelV1(_GoHighLevel):
                 zone=zone,
             )
 
-        return create_once(
+        booked = create_once(
             create_appointment,
             lambda: self.find_booking(request),
             provider=PROVIDER,
             operation="book",
             reference=request.reference,
+        )
+        # v1 cannot set a length: the calendar's slot length decides the end, and the create's
+        # answer carries no times. Read the appointment back so the caller sees what the
+        # practice's calendar holds, not the length that was asked for.
+        try:
+            record = self.read_appointment(booked.id, "book")
+        except PMSError as exc:
+            _log.warning(
+                "gohighlevel book: booked %s, but reading it back failed (%s); its end is the requested one",
+                booked.id,
+                type(exc).__name__,
+            )
+            return booked
+        return self._appointment(
+            record,
+            "book",
+            reference=request.reference,
+            start=request.start,
+            end=request.end,
+            contact_id=booked.contact_id,
+            zone=zone,
         )
 
     def recover_booking(self, request: AppointmentRequest) -> Appointment | None:
