@@ -75,14 +75,14 @@ def _assert_in_booking_zone(appointment: pms.Appointment, start: dt.datetime, mi
 
 
 def test_cancelling_an_id_that_never_existed_is_not_found(session: tuple[str, SandboxSession]) -> None:
-    provider, s = session
+    provider, _ = session
     booked = pms.book_appointment(_request(f"one-behaviour-nf-{provider}"))
     with pytest.raises(pms.NotFoundError):
         pms.cancel_appointment(_unknown_id(provider, booked.id))
 
 
 def test_cancelling_twice_succeeds_both_times(session: tuple[str, SandboxSession]) -> None:
-    provider, s = session
+    provider, _ = session
     booked = pms.book_appointment(_request(f"one-behaviour-twice-{provider}"))
     first = pms.cancel_appointment(booked.id, reason="Patient called to cancel")
     second = pms.cancel_appointment(booked.id, reason="Patient called to cancel")
