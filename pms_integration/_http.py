@@ -660,6 +660,91 @@ class Transport:
             raise exc.error from exc.error.__cause__
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def send_once(
+        self,
+        method: str,
+        url: str,
+        *,
+        operation: str,
+        data: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        max_body: int | None = None,
+    ) -> HttpResponse:
+        """One request outside the API's auth, limiter and retries, bounded like every other.
+
+        For requests that carry their own credentials (an OAuth token refresh, say): the
+        whole exchange is cut off at the per-request timeout or the operation's deadline,
+        whichever is sooner, the body is read up to ``max_body`` bytes (``MAX_ERROR_BODY_BYTES``
+        by default; more is :class:`ResponseTooLargeError`), and a redirect is returned as it
+        is, never followed. A failure is a :class:`TransportError` and is not retried here.
+        """
+        timeout, by_deadline = self._timeout()
+        hdrs = dict(self._base_headers)
+        hdrs.update(headers or {})
+        started = time.perf_counter()
+        with self._info_lock:
+            self.request_count += 1
+        watch = _WATCHDOG.start(timeout)
+        failure: dict[str, Any] = dict(
+            method=method,
+            url=url,
+            operation=operation,
+            idempotent=True,  # a token refresh does not change a booking: no "may have been applied"
+            reference=None,
+            number=1,
+            started=started,
+            by_deadline=by_deadline,
+            timeout=timeout,
+        )
+        limit = self.MAX_ERROR_BODY_BYTES if max_body is None else max_body
+        try:
+            return self._send_once(method, url, hdrs, data, watch, failure, limit, operation)
+        except _Retry as exc:  # the retry table's verdict does not apply here: one try only
+            raise exc.error from exc.error.__cause__
+        finally:
+            _WATCHDOG.finish(watch)
+
+    def _send_once(
+        self,
+        method: str,
+        url: str,
+        hdrs: dict[str, str],
+        data: Mapping[str, str] | None,
+        watch: _Watch,
+        failure: dict[str, Any],
+        limit: int,
+        operation: str,
+    ) -> HttpResponse:
+        timeout = failure["timeout"]
+        try:
+            prepared = requests.Request(method, url, headers=hdrs, data=data, hooks=self.session.hooks).prepare()
+            raw = self.session.send(prepared, timeout=timeout, **self._send_options)
+        except requests.RequestException as exc:
+            self._raise_transport(exc, timed_out=watch.fired, **failure)
+        finally:
+            _WATCHDOG.sending()
+        try:
+            body = _read_capped(raw, limit, cut=False)
+        except _TooLarge:
+            raise ResponseTooLargeError(
+                f"{self.provider.label} answered {operation} (HTTP {raw.status_code}) with a body over "
+                f"{limit // 1024} KiB; it was not read",
+                provider=self.provider.value,
+                operation=operation,
+            ) from None
+        except (urllib3.exceptions.HTTPError, requests.RequestException, http.client.HTTPException, OSError) as exc:
+            self._raise_transport(exc, timed_out=watch.fired, **failure)
+        except zlib.error as exc:
+            self._raise_transport(exc, timed_out=False, **failure)
+        finally:
+            raw.close()
+        encoding = requests.utils.get_encoding_from_headers(raw.headers) or "utf-8"
+        try:
+            text = body.decode(encoding, errors="replace")
+        except LookupError:
+            text = body.decode("utf-8", errors="replace")
+        return HttpResponse(raw.status_code, raw.headers, text, method, _log_path(url))
+
     def close(self) -> None:
         self.session.close()
 

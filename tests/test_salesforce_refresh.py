@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
+import tracemalloc
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -11,8 +13,9 @@ from typing import Any
 import pytest
 
 from pms_integration._http import Runtime
+from pms_integration._retry import deadline_scope
 from pms_integration.config import Secret
-from pms_integration.errors import AuthenticationError
+from pms_integration.errors import AuthenticationError, ResponseTooLargeError, TransportError
 from pms_integration.models import AppointmentUpdate
 from pms_integration.providers.salesforce import create
 
@@ -220,3 +223,102 @@ def test_a_redirecting_token_endpoint_gets_no_credentials_and_the_error_says_wha
     assert "steal" not in text
     for secret in (CANARY["PMS_SALESFORCE_CLIENT_SECRET"], CANARY["PMS_SALESFORCE_REFRESH_TOKEN"]):
         assert secret not in text and secret not in repr(error)
+
+
+class _BadTokenEndpoint(BaseHTTPRequestHandler):
+    """An org whose API says "expired" and whose token endpoint misbehaves (``server.mode``)."""
+
+    protocol_version = "HTTP/1.1"
+    server: Any
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _answer(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.command == "POST" and self.path == "/services/oauth2/token":
+            mode = self.server.mode
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            if mode == "gzip-bomb":
+                bomb = self.server.bomb
+                self.send_header("Content-Encoding", "gzip")
+                self.send_header("Content-Length", str(len(bomb)))
+                self.end_headers()
+                self.wfile.write(bomb)
+            elif mode == "huge":
+                size = 100 * 1024 * 1024
+                self.send_header("Content-Length", str(size))
+                self.end_headers()
+                chunk = b" " * (1024 * 1024)
+                try:
+                    for _ in range(size // len(chunk)):
+                        self.wfile.write(chunk)
+                except OSError:
+                    pass  # the client stopped reading, as it should
+            else:  # "trickle": one byte at a time, for far longer than any deadline
+                self.send_header("Content-Length", "100000")
+                self.end_headers()
+                try:
+                    while not self.server.stop.is_set():
+                        self.wfile.write(b" ")
+                        self.wfile.flush()
+                        self.server.stop.wait(0.2)
+                except OSError:
+                    pass
+            return
+        payload = json.dumps([{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]).encode()
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = do_PATCH = do_DELETE = _answer
+
+
+@pytest.mark.parametrize("mode", ["trickle", "huge", "gzip-bomb"])
+def test_the_token_refresh_is_bounded_like_any_api_call(mode: str) -> None:
+    """The refresh goes through the transport's cut-off and body cap: a trickling, huge or
+    compressed-bomb answer from the token endpoint ends the call with a typed error."""
+    org = _Server(("127.0.0.1", 0), _BadTokenEndpoint)
+    org.mode = mode  # type: ignore[attr-defined]
+    org.stop = threading.Event()  # type: ignore[attr-defined]
+    # made before memory is traced: only what the client allocates is measured
+    org.bomb = gzip.compress(b" " * (64 * 1024 * 1024), compresslevel=9) if mode == "gzip-bomb" else b""  # type: ignore[attr-defined]
+    thread = threading.Thread(target=org.serve_forever, daemon=True)
+    thread.start()
+    outcome: dict[str, BaseException] = {}
+    done = threading.Event()
+
+    def call() -> None:
+        adapter = create(settings(PMS_SALESFORCE_BASE_URL=base, **REFRESH_ENV), Runtime(sleep=lambda s: None))
+        try:
+            with deadline_scope(1.5):
+                adapter.cancel(EVENT_ID)
+        except BaseException as exc:  # the test inspects whatever ended the call
+            outcome["error"] = exc
+        finally:
+            adapter.close()
+            done.set()
+
+    base = f"http://127.0.0.1:{org.server_address[1]}"
+    tracemalloc.start()
+    try:
+        caller = threading.Thread(target=call, daemon=True)
+        caller.start()
+        # Without a bound the trickle runs until the server is stopped (never, here) and the
+        # huge body is read whole: a generous wait that only a hung call can exhaust.
+        assert done.wait(60), "the token refresh was not cut off"
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        org.stop.set()  # type: ignore[attr-defined]
+        org.shutdown()
+        org.server_close()
+    error = outcome.get("error")
+    assert isinstance(error, (TransportError, ResponseTooLargeError)), repr(error)
+    assert error.operation == "token refresh"
+    assert peak < 50 * 1024 * 1024
+    for secret in (CANARY["PMS_SALESFORCE_CLIENT_SECRET"], CANARY["PMS_SALESFORCE_REFRESH_TOKEN"]):
+        assert secret not in str(error) and secret not in repr(error)

@@ -48,16 +48,14 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import requests
-
 from .._http import ErrorInfo, HttpResponse, Runtime, Transport, create_once, unexpected
 from .._ratelimit import RateLimitInfo
-from .._retry import current_deadline
 from ..config import SalesforceSettings, Secret
 from ..errors import (
     APIError,
     AppointmentCancelledError,
     AuthenticationError,
+    ConfigurationError,
     ConflictError,
     NotFoundError,
     PermissionDeniedError,
@@ -349,7 +347,7 @@ class TokenRefreshAuth:
         self._timeout = settings.timeout
         self._clock = clock
         self._lock = threading.Lock()
-        self._session: requests.Session | None = None
+        self._transport: Transport | None = None
         self._failure: tuple[Secret, float, PMSError] | None = None
         self._store: TokenStore | None = None
         #: what the token store files the refresh token under: the org and the app, no secret
@@ -360,9 +358,9 @@ class TokenRefreshAuth:
     def can_refresh(self) -> bool:
         return bool(self._client_id and self._client_secret and self._refresh_token)
 
-    def bind(self, session: requests.Session) -> None:
-        """Use ``session`` (the transport's) for token requests."""
-        self._session = session
+    def bind(self, transport: Transport) -> None:
+        """Send token requests through ``transport``: bounded in time and size like API calls."""
+        self._transport = transport
 
     def use_store(self, store: TokenStore | None) -> None:
         """Read the refresh token from ``store`` before each refresh; save rotated ones to it."""
@@ -447,11 +445,8 @@ class TokenRefreshAuth:
 
     def _post_refresh(self) -> Secret:
         assert self._client_id and self._client_secret and self._refresh_token
-        session = self._session or requests.Session()
-        timeout = self._timeout
-        deadline = current_deadline()
-        if deadline is not None:
-            timeout = max(0.05, min(timeout, deadline.remaining()))
+        if self._transport is None:
+            raise ConfigurationError("the Salesforce token refresh is not bound to a transport")
         form = {
             "grant_type": "refresh_token",
             "client_id": self._client_id,
@@ -459,34 +454,30 @@ class TokenRefreshAuth:
             "refresh_token": self._refresh_token.reveal(),
         }
         started = time.perf_counter()
+        # The form carries the client secret and the refresh token: the transport never follows
+        # a redirect, and bounds the exchange (deadline, body size) like any API call.
         try:
-            raw = session.post(
+            raw = self._transport.send_once(
+                "POST",
                 self._token_url,
+                operation="token refresh",
                 data=form,
                 headers={"Accept": "application/json", "Content-Type": "application/x-www-form-urlencoded"},
-                timeout=timeout,
-                # The form carries the client secret and the refresh token: a redirect must
-                # never carry them on to whatever host it names.
-                allow_redirects=False,
             )
-        except requests.RequestException as exc:
-            log.info("salesforce POST /services/oauth2/token -> %s (token refresh)", type(exc).__name__)
+        except TransportError as exc:
+            log.info("salesforce POST /services/oauth2/token -> %s (token refresh)", type(exc.__cause__).__name__)
             raise TransportError(
-                f"Salesforce token refresh could not complete ({type(exc).__name__}); the request was not sent again",
+                f"{exc.message}. The token was not refreshed and the request was not sent again",
                 provider=PROVIDER.value,
                 operation="token refresh",
             ) from None
         elapsed = (time.perf_counter() - started) * 1000
-        log.info("salesforce POST /services/oauth2/token -> %d in %.0f ms (token refresh)", raw.status_code, elapsed)
-        if 300 <= raw.status_code < 400:
+        log.info("salesforce POST /services/oauth2/token -> %d in %.0f ms (token refresh)", raw.status, elapsed)
+        if 300 <= raw.status < 400:
             raise _redirect_refused(raw)
-        body: Any = None
-        try:
-            body = raw.json()
-        except ValueError:
-            body = None
+        body: Any = raw.json_or_none()
         token = body.get("access_token") if isinstance(body, Mapping) else None
-        if raw.status_code == 200 and isinstance(token, str) and token:
+        if raw.status == 200 and isinstance(token, str) and token:
             new_refresh = body.get("refresh_token") if isinstance(body, Mapping) else None
             if isinstance(new_refresh, str) and new_refresh and new_refresh != self._refresh_token.reveal():
                 # Refresh-token rotation: the old refresh token stops working now.
@@ -498,12 +489,12 @@ class TokenRefreshAuth:
             code = _str_or_none(body.get("error"))
             description = _str_or_none(body.get("error_description"))
             detail = f": {code or 'error'}" + (f" ({description[:120]})" if description else "")
-        elif raw.status_code == 200:
+        elif raw.status == 200:
             detail = ": the answer held no access_token"
         raise AuthenticationError(
-            f"Salesforce rejected the expired token and refreshing it failed with HTTP {raw.status_code}{detail}. "
+            f"Salesforce rejected the expired token and refreshing it failed with HTTP {raw.status}{detail}. "
             f"Check {', '.join(REFRESH_VARIABLES)} (and {TOKEN_VARIABLE})",
-            status_code=raw.status_code if raw.status_code >= 400 else 401,
+            status_code=raw.status if raw.status >= 400 else 401,
             code=code,
             provider=PROVIDER.value,
             operation="token refresh",
@@ -513,17 +504,17 @@ class TokenRefreshAuth:
         return "TokenRefreshAuth(Secret('**********'))"
 
 
-def _redirect_refused(raw: requests.Response) -> AuthenticationError:
+def _redirect_refused(raw: HttpResponse) -> AuthenticationError:
     """The error for a token endpoint that answered with a redirect (which is never followed)."""
-    location = raw.headers.get("Location") or ""
+    location = raw.header("Location") or ""
     target = urlsplit(location)
     where = f" to {target.scheme}://{target.hostname}" if target.scheme and target.hostname else ""
     return AuthenticationError(
-        f"Salesforce's token endpoint answered HTTP {raw.status_code}, a redirect{where}; the library never "
+        f"Salesforce's token endpoint answered HTTP {raw.status}, a redirect{where}; the library never "
         "sends the client secret or refresh token on to another address, so the token was not refreshed. "
         "Set PMS_SALESFORCE_BASE_URL to your org's My Domain URL (https://<your-domain>.my.salesforce.com, "
         "shown under Setup > My Domain) rather than a login, Lightning or old instance URL",
-        status_code=raw.status_code,
+        status_code=raw.status,
         code="REDIRECT_REFUSED",
         provider=PROVIDER.value,
         operation="token refresh",
@@ -566,7 +557,7 @@ class SalesforceProvider:
             rate_limit=settings.rate_limit,
             default_headers={"Content-Type": "application/json"},
         )
-        self.auth.bind(self.transport.session)
+        self.auth.bind(self.transport)
         self.api = f"/services/data/v{settings.api_version}"
         self._report_tasks: dict[str, str] = {}
         self._report_lock = threading.Lock()
