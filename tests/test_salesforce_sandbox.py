@@ -509,7 +509,7 @@ def test_common_soql_is_understood(sb: Sandbox) -> None:
     for soql, code in (
         ("SELECT What.Nope FROM Event", "INVALID_FIELD"),
         ("SELECT Who.Salary FROM Event", "INVALID_FIELD"),
-        ("SELECT Id FROM Account", "INVALID_TYPE"),
+        ("SELECT Id FROM Appointment", "INVALID_TYPE"),
         ("SELECT Id FROM Event WHERE StartDateTime = 'TODAY'", "INVALID_FIELD"),
         ("SELECT Id FROM Event WHERE Subject = TODAY", "INVALID_FIELD"),
         ("SELECT Id FROM Event WHERE Subject = 'a' AND (Subject = 'b' OR Subject = 'c'", "MALFORMED_QUERY"),
@@ -527,6 +527,12 @@ def test_what_the_sandbox_does_not_emulate_is_501_not_404(sb: Sandbox) -> None:
         [error] = resp.json()
         assert error["errorCode"] == "NOT_EMULATED"
         assert f"{method} /salesforce/services/data/v67.0{path}" in error["message"]
+    # SOQL on a standard object every org has, but the sandbox does not hold: "not emulated",
+    # never INVALID_TYPE (which a caller's code would read as "this org has no such object")
+    for sobject in ("Account", "Opportunity", "Case"):
+        resp = _soql(sb, f"SELECT Id FROM {sobject}")
+        assert resp.status_code == 501, sobject
+        assert resp.json()[0]["errorCode"] == "NOT_EMULATED" and sobject in resp.json()[0]["message"]
     # a real "not found" stays a 404: an sObject type no org has, a record id never created
     assert requests.post(base + "/sobjects/Appointment/", json={}, headers=auth, timeout=5).status_code == 404
     missing = base + "/sobjects/Event/" + salesforce_id("00U")

@@ -1035,6 +1035,10 @@ class SalesforceEmulator(Emulator):
         try:
             query = parse_soql(soql)
             sobject = next((name for name in QUERYABLE if name.lower() == query.sobject.lower()), None)
+            standard = next((name for name in NOT_EMULATED_SOBJECTS if name.lower() == query.sobject.lower()), None)
+            if sobject is None and standard is not None:
+                # every real org has it: "no such object" would mislead a caller's code
+                raise Reply(self._not_emulated(req, f"SOQL on {standard} is not emulated by the sandbox"))
             if sobject is None:
                 raise _SoqlError(
                     "INVALID_TYPE",
