@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from ._redact import register_secret
-from .errors import ConfigurationError
+from .errors import ConfigurationError, with_article
 from .models import ProviderName, ProviderStatus, ProviderStatusList
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "VARIABLES",
     "load_config",
     "read_env_file",
+    "read_variables",
     "MIN_SECRET_LENGTH",
     "secret_problem",
 ]
@@ -747,21 +748,42 @@ def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
     return {k: v for k, v in values.items() if k.startswith("PMS_") and v is not None}
 
 
-def load_config(
-    environ: Mapping[str, str] | None = None,
-    env_file: str | os.PathLike[str] | EllipsisType | None = ...,
-) -> PMSConfig:
-    """Read the configuration.
-
-    * ``environ=None`` (the default): the process environment over ``./.env`` when it exists.
-    * ``environ=<mapping>``: that mapping alone (plus ``env_file`` under it, if you pass one).
-    * ``env_file=None``: no file; ``env_file=<path>``: that file, which must exist.
-    """
-    if environ is not None and not isinstance(environ, Mapping):
+def _check_environ(environ: object) -> None:
+    """Refuse an ``environ`` that is not a mapping of strings to strings (ConfigurationError)."""
+    if environ is None:
+        return
+    if not isinstance(environ, Mapping):
         raise ConfigurationError(
             f"environ must be a mapping of variable names to strings (or None), not {type(environ).__name__}.",
             problems=["environ must be a mapping"],
         )
+    for key, value in environ.items():
+        if not isinstance(key, str):
+            raise ConfigurationError(
+                f"environ must map variable names (strings) to strings; it has {with_article(type(key).__name__)} key.",
+                problems=["environ must have string keys"],
+            )
+        if not isinstance(value, str):
+            # Name the variable only when it is one of ours; never show the value.
+            where = f" for {key}" if key.startswith("PMS_") and key.isprintable() and len(key) <= 64 else ""
+            raise ConfigurationError(
+                f"environ must map variable names to strings; it has {with_article(type(value).__name__)} value{where}.",
+                problems=["environ must have string values"],
+            )
+
+
+def read_variables(
+    environ: Mapping[str, str] | None = None,
+    env_file: str | os.PathLike[str] | EllipsisType | None = ...,
+) -> dict[str, str]:
+    """The ``PMS_*`` variables from the sources :func:`load_config` reads, later winning.
+
+    The same rules as :func:`load_config`: the process environment over ``./.env`` (when it
+    exists) by default; an explicit ``environ`` mapping alone, with ``env_file`` under it if
+    given. The HTTP server reads ``PMS_SERVER_TOKEN`` this way, so a token in ``.env`` or in
+    ``--env-file`` counts exactly as it does for the client's own variables.
+    """
+    _check_environ(environ)
     values: dict[str, str] = {}
     if env_file is ...:
         if environ is None and Path(".env").is_file():
@@ -772,7 +794,20 @@ def load_config(
     values.update(
         {k: v for k, v in source.items() if isinstance(k, str) and k.startswith("PMS_") and isinstance(v, str)}
     )
+    return values
 
+
+def load_config(
+    environ: Mapping[str, str] | None = None,
+    env_file: str | os.PathLike[str] | EllipsisType | None = ...,
+) -> PMSConfig:
+    """Read the configuration.
+
+    * ``environ=None`` (the default): the process environment over ``./.env`` when it exists.
+    * ``environ=<mapping>``: that mapping alone (plus ``env_file`` under it, if you pass one).
+    * ``env_file=None``: no file; ``env_file=<path>``: that file, which must exist.
+    """
+    values = read_variables(environ, env_file)
     g = _Reader(values, None)
     default: ProviderName | None = None
     name = g.raw("PMS_DEFAULT_PROVIDER")

@@ -70,6 +70,20 @@ def _vendor_word(value: object, limit: int) -> str | None:
     return text or None
 
 
+# Words that start with a vowel letter but a consonant sound ("a UUID", "a UnicodeError").
+_SOUNDS_LIKE_YOU = ("uu", "uni", "url", "uri", "use", "usa", "utf", "one")
+
+
+def with_article(word: str) -> str:
+    """``word`` after its indefinite article: ``"an AppointmentRequest"``, ``"a Patient"``, ``"an int"``.
+
+    For messages built from class or type names, so none reads "a AppointmentRequest".
+    """
+    lowered = word.lower()
+    vowel = lowered[:1] in ("a", "e", "i", "o", "u") and not lowered.startswith(_SOUNDS_LIKE_YOU)
+    return f"{'an' if vowel else 'a'} {word}"
+
+
 class PMSError(Exception):
     """Base class of every error raised by pms_integration."""
 
@@ -116,6 +130,12 @@ class ConfigurationError(PMSError):
         super().__init__(message)
         self.missing: tuple[str, ...] = tuple(missing)
         self.problems: tuple[str, ...] = tuple(redact(p) for p in problems)
+
+    def __str__(self) -> str:
+        # A message that already says to call reload() needs no second "call reload()".
+        if "reload()" in self.message:
+            return _end_sentence(self.message)
+        return super().__str__()
 
 
 class ProviderNotConfiguredError(ConfigurationError):

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import attrs
 
 from ._render import html_table, text_table
-from .errors import ValidationError
+from .errors import ValidationError, with_article
 
 if TYPE_CHECKING:
     import cattrs
@@ -900,7 +900,7 @@ def _model_hook(conv: cattrs.Converter, cls: type) -> Callable[[Any, Any], Any]:
 
     def hook(value: Any, _: Any) -> Any:
         if not isinstance(value, Mapping):
-            return _Invalid([("", f"must be an object (a {cls.__name__} or a dict)")])
+            return _Invalid([("", f"must be an object ({with_article(cls.__name__)} or a dict)")])
         errors = [(str(k), "is not a known field") for k in value if k not in known]
         data = {k: v for k, v in value.items() if k in known}
         for f in fields:
@@ -986,7 +986,7 @@ def structure(data: object, cls: type[T], *, path: str = "") -> T:
     if isinstance(data, cls):
         return data
     if not isinstance(data, Mapping):
-        raise ValidationError.single(path, f"must be an object (a {cls.__name__} or a dict)")
+        raise ValidationError.single(path, f"must be an object ({with_article(cls.__name__)} or a dict)")
     from cattrs.errors import BaseValidationError, ForbiddenExtraKeysError
 
     try:

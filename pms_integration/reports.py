@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .errors import ConfigurationError, PMSError, ValidationError
+from .errors import ConfigurationError, PMSError, ValidationError, with_article
 from .models import PerformanceReport, structure
 
 __all__ = ["ReportSource", "set_report_source", "get_report_source", "current_report", "load_report_source"]
@@ -99,7 +99,7 @@ def load_report_source(spec: str, *, name: str = "report source") -> ReportSourc
         except AttributeError:
             raise _source_error(f"{name}: module {module_name!r} has no attribute {attr!r}") from None
     if not callable(target):
-        raise _source_error(f"{name}: {spec!r} is a {type(target).__name__}, not a callable")
+        raise _source_error(f"{name}: {spec!r} is {with_article(type(target).__name__)}, not a callable")
     try:
         signature = inspect.signature(target)
     except (TypeError, ValueError):

@@ -355,3 +355,41 @@ def test_a_general_problem_is_logged_once_when_a_client_is_built(caplog: pytest.
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("PMS_MAX_ATTEMPTS" in w for w in warnings) and any("PMS_SERVER_TOKEN" in w for w in warnings)
     assert not any("2031" in w for w in warnings)
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [{1: 2}, {"PMS_MAX_ATTEMPTS": b"3"}, {"PMS_GHL_API_KEY": None}, {b"PMS_MAX_ATTEMPTS": "3"}, {"OTHER": 5}],
+    ids=["int-key-int-value", "bytes-value", "none-value", "bytes-key", "non-pms-int-value"],
+)
+def test_an_environ_with_keys_or_values_that_are_not_strings_is_refused(environ: dict[object, object]) -> None:
+    # Before, these were silently dropped and the configuration said problems=().
+    for load in (
+        lambda: load_config(environ, env_file=None),  # type: ignore[arg-type]
+        lambda: pms.PMSClient(environ=environ, env_file=None),  # type: ignore[arg-type]
+        lambda: pms.reload(environ, env_file=None),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(ConfigurationError, match=r"^environ must map variable names") as info:
+            load()
+        assert "b'3'" not in str(info.value) and " a int" not in str(info.value)
+
+
+def test_the_type_in_an_environ_message_takes_the_right_article() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        load_config({1: "x"}, env_file=None)  # type: ignore[dict-item]
+    assert "it has an int key" in str(info.value)
+    with pytest.raises(ConfigurationError) as info:
+        load_config({"PMS_MAX_ATTEMPTS": b"3"}, env_file=None)  # type: ignore[dict-item]
+    assert "it has a bytes value for PMS_MAX_ATTEMPTS" in str(info.value)
+
+
+def test_read_variables_is_what_load_config_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pms_integration.config import read_variables
+
+    (tmp_path / ".env").write_text("PMS_SERVER_TOKEN=from-the-file-7Qw2Lk9Zp4\nPMS_MAX_ATTEMPTS=2\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert read_variables() == {"PMS_SERVER_TOKEN": "from-the-file-7Qw2Lk9Zp4", "PMS_MAX_ATTEMPTS": "2"}
+    monkeypatch.setenv("PMS_MAX_ATTEMPTS", "4")
+    assert read_variables()["PMS_MAX_ATTEMPTS"] == "4"  # the process environment wins
+    assert read_variables({"PMS_X": "1"}) == {"PMS_X": "1"}  # a mapping alone: no ./.env
+    assert read_variables({"PMS_X": "1"}, env_file=tmp_path / ".env")["PMS_X"] == "1"
