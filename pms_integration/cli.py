@@ -314,8 +314,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"error: {exc}", file=sys.stderr)  # names how to install the server extra
         return 4
-    # Everything is checked before anything is bound or started.
-    check_exposure(args.host, _resolve_token(...), insecure_no_auth=args.insecure_no_auth)
+    # Everything is checked before anything is bound or started. The token comes from the same
+    # sources as the configuration: --env-file (or ./.env), then the process environment.
+    env_file = args.env_file if args.env_file else ...
+    check_exposure(args.host, _resolve_token(..., env_file=env_file), insecure_no_auth=args.insecure_no_auth)
     if args.insecure_no_auth and not _is_loopback_arg(args.host):
         print(
             f"warning: serving on {args.host} WITHOUT authentication (--insecure-no-auth): anyone who can reach "
@@ -330,7 +332,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
         with Sandbox() as sandbox, PMSClient(environ=sandbox.environ(), env_file=None) as client:
             print(f"Serving against the sandbox at {sandbox.url}.", flush=True)
-            run(host=args.host, port=args.port, client=client, insecure_no_auth=args.insecure_no_auth)
+            run(
+                host=args.host,
+                port=args.port,
+                client=client,
+                insecure_no_auth=args.insecure_no_auth,
+                env_file=env_file,
+            )
+        return 0
+    if args.env_file:
+        # The providers come from --env-file too, not only the token.
+        with _client(args) as client:
+            run(host=args.host, port=args.port, client=client, insecure_no_auth=args.insecure_no_auth, env_file=env_file)
         return 0
     run(host=args.host, port=args.port, insecure_no_auth=args.insecure_no_auth)
     return 0

@@ -58,7 +58,7 @@ from . import _default
 from ._extras import server_extra_hint
 from ._redact import redact, redact_data, redact_path
 from .client import PMSClient
-from .config import Secret, is_loopback_host
+from .config import Secret, is_loopback_host, read_variables
 from .errors import (
     APIError,
     AppointmentCancelledError,
@@ -605,11 +605,23 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     return Problem(status, "about:blank", title, detail, headers=headers).response()
 
 
-def _resolve_token(token: str | EllipsisType | None) -> Secret | None:
-    """The server's token; one too short or too common to be a secret is refused (ConfigurationError)."""
+def _resolve_token(
+    token: str | EllipsisType | None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    env_file: str | os.PathLike[str] | EllipsisType | None = ...,
+) -> Secret | None:
+    """The server's token; one too short or too common to be a secret is refused (ConfigurationError).
+
+    ``token=...`` reads ``PMS_SERVER_TOKEN`` from the same sources as the client's configuration
+    (:func:`pms_integration.config.read_variables`): ``./.env`` or ``env_file``, then the process
+    environment (which wins), or the explicit ``environ`` mapping.
+    """
     if token is ...:
-        value = os.environ.get(TOKEN_VARIABLE, "").strip()
+        value = read_variables(environ, env_file).get(TOKEN_VARIABLE, "").strip()
         return Secret.checked(value, name=TOKEN_VARIABLE) if value else None
+    if environ is not None or env_file not in (..., None):
+        read_variables(environ, env_file)  # unused with an explicit token, but a bad one is still misuse
     if token is None:
         return None
     if not isinstance(token, str) or not token.strip():
@@ -617,23 +629,36 @@ def _resolve_token(token: str | EllipsisType | None) -> Secret | None:
     return Secret.checked(token.strip(), name="token")
 
 
+def _check_arguments(client: object, max_body_bytes: object) -> None:
+    """Misuse of create_app/run is a ConfigurationError naming the argument, before anything runs."""
+    if client is not None and not isinstance(client, PMSClient):
+        raise ConfigurationError(
+            f"client must be a PMSClient (or None for the default client), not {type(client).__name__}.",
+            problems=["client must be a PMSClient or None"],
+        )
+    if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int) or max_body_bytes < 1:
+        raise ValidationError.single("max_body_bytes", "must be a positive integer")
+
+
 def create_app(
     client: PMSClient | None = None,
     *,
     token: str | EllipsisType | None = ...,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    env_file: str | os.PathLike[str] | EllipsisType | None = ...,
+    environ: Mapping[str, str] | None = None,
 ) -> Starlette:
     """The ASGI app serving the ``/api/integrations/pms`` endpoints.
 
     ``client``: the :class:`PMSClient` to use; ``None`` uses the module-level default client,
     looked up on every request (so :func:`pms_integration.reload` takes effect at once).
-    ``token``: the bearer token every request must carry; left out, it is read from
-    ``PMS_SERVER_TOKEN`` now (unset or empty: no authentication); ``None`` disables it.
-    ``max_body_bytes``: larger request bodies are refused with 413.
+    ``token``: the bearer token every request must carry; left out, ``PMS_SERVER_TOKEN`` is read
+    now, from the same sources as the configuration (``./.env`` or ``env_file``, then the process
+    environment; or the ``environ`` mapping alone). Unset or empty: no authentication. ``None``
+    disables it. ``max_body_bytes``: larger request bodies are refused with 413.
     """
-    if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int) or max_body_bytes < 1:
-        raise ValidationError.single("max_body_bytes", "must be a positive integer")
-    secret = _resolve_token(token)
+    _check_arguments(client, max_body_bytes)
+    secret = _resolve_token(token, environ=environ, env_file=env_file)
     if secret is None:
         log.info("pms_integration.server: no %s set; the endpoints accept unauthenticated requests", TOKEN_VARIABLE)
     api = _Api(_Backend(client), secret, max_body_bytes)
@@ -701,16 +726,23 @@ def run(
     token: str | EllipsisType | None = ...,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     insecure_no_auth: bool = False,
+    env_file: str | os.PathLike[str] | EllipsisType | None = ...,
+    environ: Mapping[str, str] | None = None,
 ) -> None:
     """Serve :func:`create_app` with uvicorn until interrupted (127.0.0.1 by default).
 
-    Any ``host`` other than loopback needs a token (``token=`` or ``PMS_SERVER_TOKEN``), or
-    ``insecure_no_auth=True``; otherwise :class:`UnprotectedServerError` is raised before
-    anything is bound (see :func:`check_exposure`).
+    Any ``host`` other than loopback needs a token (``token=``, or ``PMS_SERVER_TOKEN`` read as
+    :func:`create_app` reads it), or ``insecure_no_auth=True``; otherwise
+    :class:`UnprotectedServerError` is raised before anything is bound (see :func:`check_exposure`).
     """
     if not isinstance(host, str):
         raise ValidationError.single("host", "must be a host name or an IP address")
-    secret = _resolve_token(token)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValidationError.single("port", "must be a whole number from 0 to 65535")
+    if not isinstance(insecure_no_auth, bool):
+        raise ValidationError.single("insecure_no_auth", "must be True or False")
+    _check_arguments(client, max_body_bytes)
+    secret = _resolve_token(token, environ=environ, env_file=env_file)
     check_exposure(host, secret, insecure_no_auth=insecure_no_auth)
     try:
         import uvicorn

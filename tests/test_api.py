@@ -191,6 +191,33 @@ def _session(**kwargs: Any) -> None:
         pass
 
 
+def _server(name: str, **kwargs: Any) -> None:
+    """create_app/run with one argument under test; run never binds (uvicorn.run is stubbed)."""
+    pytest.importorskip("starlette")
+    import uvicorn
+
+    from pms_integration import server
+
+    def no_binding(app: Any, **options: Any) -> None:
+        raise pms.ConfigurationError("reached uvicorn.run: the arguments were accepted")
+
+    original, uvicorn.run = uvicorn.run, no_binding  # type: ignore[assignment]
+    try:
+        getattr(server, name)(**{"token": None, **kwargs})
+    finally:
+        uvicorn.run = original  # type: ignore[assignment]
+
+
+SERVER_ENTRY_POINTS: dict[str, Any] = {
+    **{f"server.create_app({a})": (lambda a: lambda v: _server("create_app", **{a: v}))(a) for a in (
+        "client", "token", "max_body_bytes", "env_file", "environ",
+    )},
+    **{f"server.run({a})": (lambda a: lambda v: _server("run", **{a: v}))(a) for a in (
+        "client", "token", "max_body_bytes", "env_file", "environ", "host", "port", "insecure_no_auth",
+    )},
+}  # fmt: skip
+
+
 ENTRY_POINTS: dict[str, Any] = {
     "book_appointment(request)": lambda v: pms.book_appointment(v),
     "book_appointment(provider)": lambda v: pms.book_appointment(_BOOKING, provider=v),
@@ -244,6 +271,7 @@ ENTRY_POINTS: dict[str, Any] = {
     )},
     "models.structure": lambda v: __import__("pms_integration.models").models.structure(v, pms.AppointmentRequest),
     "models.validate_appointment_id": lambda v: __import__("pms_integration.models").models.validate_appointment_id(v),
+    **SERVER_ENTRY_POINTS,
 }  # fmt: skip
 
 # Enums (ProviderName, Capability, AppointmentStatus) keep Python's ValueError for an unknown
@@ -285,3 +313,36 @@ def test_get_client_and_providers_never_raise_bare_errors_on_a_bad_environment(m
         monkeypatch.setenv(key, value)
     assert len(pms.providers()) == 3
     assert pms.get_client().config.problems
+
+
+# -- message wording ------------------------------------------------------------------------------
+
+
+def test_messages_built_from_class_names_take_the_right_article() -> None:
+    from pms_integration.errors import with_article
+    from pms_integration.models import structure
+
+    with pytest.raises(pms.ValidationError) as info:
+        structure(5, pms.AppointmentRequest)
+    assert "an AppointmentRequest or a dict" in str(info.value) and "a AppointmentRequest" not in str(info.value)
+    with pytest.raises(pms.ValidationError) as info:
+        structure("x", pms.PerformanceReport)
+    assert "a PerformanceReport or a dict" in str(info.value)
+    words = ["AppointmentUpdate", "Event", "int", "object", "UUID", "Patient", "URL", "unicode_error", "str"]
+    assert [with_article(w) for w in words] == [
+        "an AppointmentUpdate", "an Event", "an int", "an object", "a UUID", "a Patient", "a URL",
+        "a unicode_error", "a str",
+    ]  # fmt: skip
+
+
+def test_a_closed_installed_client_says_call_reload_once() -> None:
+    client = pms.use_client(_client())
+    client.close()
+    try:
+        with pytest.raises(pms.ConfigurationError) as info:
+            pms.get_client()
+        text = str(info.value)
+        assert text.count("reload()") == 1, text
+        assert text.endswith("call reload()."), text
+    finally:
+        pms.reload({}, env_file=None)

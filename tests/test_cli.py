@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -384,6 +385,55 @@ def test_serve_with_a_report_source_pushes_it_end_to_end(tmp_path: object) -> No
             raise
     assert proc.returncode == 0, err
     assert "Serving against the sandbox at http://127.0.0.1:" in out
+
+
+def _get_status(app: Any, path: str, headers: dict[str, str]) -> int:
+    """The status an ASGI app answers to GET ``path``, called in-process (no socket bound)."""
+    import asyncio
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+        "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000),
+    }  # fmt: skip
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    return int(next(m["status"] for m in sent if m["type"] == "http.response.start"))
+
+
+@pytest.mark.parametrize("where", [".env", "--env-file"])
+def test_serve_reads_the_server_token_from_the_env_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    pytest.importorskip("starlette")
+    import uvicorn
+
+    token = "Zx81kQ2031mPa7Lw9rT5"
+    providers = "/api/integrations/pms/providers"
+    answers: list[tuple[int, int, int]] = []
+
+    def run(app: Any, **kwargs: Any) -> None:  # what the served app answers, while it is served
+        bearer = {"Authorization": f"Bearer {token}"}
+        answers.append((kwargs["port"], _get_status(app, providers, {}), _get_status(app, providers, bearer)))
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    path = tmp_path / (".env" if where == ".env" else "serve.env")
+    path.write_text(f"PMS_SERVER_TOKEN={token}\n", encoding="utf-8")
+    extra = [] if where == ".env" else ["--env-file", str(path)]
+    # Off loopback, the token in the file is enough to start; on loopback the endpoints ask for it too.
+    assert cli.main([*extra, "serve", "--host", "0.0.0.0", "--port", "9000"]) == 0, capsys.readouterr().err
+    assert cli.main([*extra, "serve", "--port", "9001"]) == 0
+    assert answers == [(9000, 401, 200), (9001, 401, 200)]
+    out, err = capsys.readouterr()
+    assert token not in out + err and "Set PMS_SERVER_TOKEN" not in err
 
 
 def test_serve_refuses_a_weak_server_token(

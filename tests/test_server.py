@@ -550,6 +550,66 @@ def test_token_read_from_environment(sandbox: Sandbox, client: PMSClient, monkey
         create_app(client, token="")
 
 
+def test_token_read_from_dot_env_and_env_file_like_the_configuration(
+    sandbox: Sandbox, client: PMSClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    # The autouse fixture runs each test in an empty temporary directory with no PMS_* set.
+    (tmp_path / ".env").write_text(f"PMS_SERVER_TOKEN={SERVER_TOKEN}\n", encoding="utf-8")
+    with serving(create_app(client), sandbox) as api:
+        problem(api("GET", "/providers"), 401)
+        assert api("GET", "/providers", headers=AUTH).status_code == 200
+    # The process environment wins over ./.env, as it does for every other variable.
+    other = "srv-canary-env-wins-8c1f0e9d7b6a"
+    monkeypatch.setenv("PMS_SERVER_TOKEN", other)
+    with serving(create_app(client), sandbox) as api:
+        problem(api("GET", "/providers", headers=AUTH), 401)
+        assert api("GET", "/providers", headers={"Authorization": f"Bearer {other}"}).status_code == 200
+    monkeypatch.delenv("PMS_SERVER_TOKEN")
+    # An explicit env_file (the CLI's --env-file), and an explicit mapping, are read the same way.
+    elsewhere = tmp_path / "prod.env"
+    elsewhere.write_text(f"PMS_SERVER_TOKEN={other}\n", encoding="utf-8")
+    with serving(create_app(client, env_file=elsewhere), sandbox) as api:
+        problem(api("GET", "/providers", headers=AUTH), 401)
+        assert api("GET", "/providers", headers={"Authorization": f"Bearer {other}"}).status_code == 200
+    with serving(create_app(client, environ={"PMS_SERVER_TOKEN": other}, env_file=None), sandbox) as api:
+        problem(api("GET", "/providers"), 401)
+    # A weak token in the file is refused like one in the environment, without showing it.
+    (tmp_path / ".env").write_text("PMS_SERVER_TOKEN=2031\n", encoding="utf-8")
+    with pytest.raises(E.ConfigurationError) as info:
+        create_app(client)
+    assert "too short" in str(info.value) and "2031" not in str(info.value).replace("PMS_SERVER_TOKEN", "")
+
+
+@pytest.mark.parametrize("value", ["x", 5, b"", {}, object(), True])
+def test_create_app_and_run_refuse_a_client_that_is_not_a_pms_client(value: Any) -> None:
+    from pms_integration.server import run
+
+    for entry in (lambda: create_app(value, token=None), lambda: run(client=value, token=None)):
+        with pytest.raises(E.ConfigurationError, match=r"^client must be a PMSClient") as info:
+            entry()
+        assert type(value).__name__ in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"max_body_bytes": "64"}, "max_body_bytes"),
+        ({"max_body_bytes": 0}, "max_body_bytes"),
+        ({"port": "8000"}, "port"),
+        ({"port": 70000}, "port"),
+        ({"port": True}, "port"),
+        ({"insecure_no_auth": "yes"}, "insecure_no_auth"),
+        ({"host": 5}, "host"),
+    ],
+)
+def test_run_checks_its_arguments_before_binding(kwargs: dict[str, Any], field: str) -> None:
+    from pms_integration.server import run
+
+    with pytest.raises(E.ValidationError) as info:
+        run(**{"token": None, **kwargs})
+    assert [f for f, _ in info.value.errors] == [field]
+
+
 # ---------------------------------------------------------------------------------------------
 # provider faults
 
