@@ -287,19 +287,20 @@ def test_update_without_a_new_time_patches_only_the_meeting() -> None:
 
 
 @pytest.mark.parametrize("reason", [None, "patient called"])
-def test_cancel_reads_then_marks_meeting_canceled_and_moves_the_deal(reason: str | None) -> None:
+def test_cancel_reads_then_moves_the_deal_then_marks_meeting_canceled(reason: str | None) -> None:
+    # The deal first: a cancel stage the deal's pipeline refuses then writes nothing at all.
     with fake_hubspot() as (fake, rsps):
         deal, meeting = _booked(fake)
         appt = make_adapter(PMS_HUBSPOT_CANCEL_STAGE_ID="lost42").cancel(f"{deal}:{meeting}", reason=reason)
         calls = sent(rsps)
     assert [(m, p) for m, p, _ in calls] == [
         ("GET", f"/crm/v3/objects/meetings/{meeting}"),
-        ("PATCH", f"/crm/v3/objects/meetings/{meeting}"),
         ("PATCH", f"/crm/v3/objects/deals/{deal}"),
+        ("PATCH", f"/crm/v3/objects/meetings/{meeting}"),
     ]
-    assert calls[1][2] == {"properties": {"hs_meeting_outcome": "CANCELED"}}
     expected = {"dealstage": "lost42"} | ({"closed_lost_reason": reason} if reason else {})
-    assert calls[2][2] == {"properties": expected}
+    assert calls[1][2] == {"properties": expected}
+    assert calls[2][2] == {"properties": {"hs_meeting_outcome": "CANCELED"}}
     assert appt.status is AppointmentStatus.CANCELLED
     assert appt.start == dt.datetime(2026, 10, 5, 9, 0, tzinfo=NY) and appt.start.tzinfo == NY
     assert appt.end == dt.datetime(2026, 10, 5, 9, 45, tzinfo=NY)

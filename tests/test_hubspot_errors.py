@@ -240,6 +240,7 @@ def test_daily_limit_is_not_retried_and_says_so() -> None:
 def test_migration_message_names_the_wait() -> None:
     with fake_hubspot() as (fake, _):
         fake.add("meetings", {"hs_timestamp": "2026-10-05T13:00:00.000Z"}, "2")
+        fake.add("deals", {"dealname": "Cleaning", "dealstage": "appointmentscheduled"}, "1")
         fake.fail("PATCH", "/meetings/", status=477, body={}, headers={"Retry-After": "86400"})
         with pytest.raises(APIError) as info:
             make_adapter().cancel("1:2")

@@ -223,7 +223,7 @@ def test_cancel_unknown_twice_and_move_a_cancelled_booking(sb: Sandbox) -> None:
             c.update_appointment(appt.id, {"title": "Still on?"}, provider="hubspot")
     assert info.value.code == "APPOINTMENT_CANCELLED" and info.value.status_code == 409
     assert len(writes(sb)) == written, "moving a cancelled booking sent a write"
-    assert written - before == 3  # meeting + deal, then the deal again (the meeting is already cancelled)
+    assert written - before == 3  # deal + meeting, then the deal again (the meeting is already cancelled)
     booking = sb.state("hubspot")["bookings"][0]
     assert booking["outcome"] == "CANCELED" and booking["dealstage"] == "closedlost"
 

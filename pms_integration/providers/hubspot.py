@@ -101,6 +101,7 @@ _EXISTING_ID = re.compile(r"Existing ID:\s*(\d{1,20})")
 _BODY_REFERENCE = re.compile(r"Booking reference: \[([A-Za-z0-9][A-Za-z0-9_.:-]{0,63})\]")
 _BODY_ZONE = re.compile(r"Booking time zone: \[([A-Za-z0-9_+:/-]{1,64})\]")
 _BODY_LOCAL_ZONE = re.compile(r"^Local time: .* \(([A-Za-z0-9_+/-]{1,64})\)$", re.MULTILINE)
+_BODY_LOCAL_LINE = re.compile(r"^Local time: .*$", re.MULTILINE)
 _OFFSET = re.compile(r"^([+-])(\d\d):(\d\d)$")
 _ALNUM_RUN = re.compile(r"[A-Za-z0-9]+")
 _UTC = _dt.timezone.utc
@@ -360,6 +361,21 @@ def _zone_label(request_zone: str | None, start: _dt.datetime) -> str:
     return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
+def _named_zone(requested: str | None, start: _dt.datetime | None) -> str | None:
+    """The zone an update names, or None when the model only derived "UTC" from a bare UTC start.
+
+    ``AppointmentUpdate`` fills ``timezone`` in from the start when the caller gave none, so a
+    start written as ``...Z`` arrives with ``timezone="UTC"``. That says nothing about where the
+    patient is, so it must not move the booking out of its own zone. A start carrying a
+    ``ZoneInfo`` (even ``ZoneInfo("UTC")``) does name its zone.
+    """
+    if not requested:
+        return None
+    if requested == "UTC" and start is not None and not isinstance(start.tzinfo, ZoneInfo):
+        return None
+    return requested
+
+
 def _zone_from_label(label: str | None) -> _dt.tzinfo | None:
     """The tzinfo a :func:`_zone_label` names, or ``None`` when it names none we know."""
     if not label:
@@ -374,17 +390,21 @@ def _zone_from_label(label: str | None) -> _dt.tzinfo | None:
         return None
 
 
+def _body_zone_label(body: str) -> str | None:
+    """The booking's zone as its meeting body records it (zone line, else the local-time line)."""
+    for pattern in (_BODY_ZONE, _BODY_LOCAL_ZONE):
+        match = pattern.search(body)
+        if match and _zone_from_label(match.group(1)) is not None:
+            return match.group(1)
+    return None
+
+
 def _meeting_zone(meeting: Mapping[str, Any]) -> _dt.tzinfo:
     """The zone a meeting was booked in, from its body; UTC for meetings that do not say."""
     props = meeting.get("properties")
     body = props.get("hs_meeting_body") if isinstance(props, dict) else None
-    if isinstance(body, str):
-        for pattern in (_BODY_ZONE, _BODY_LOCAL_ZONE):
-            match = pattern.search(body)
-            zone = _zone_from_label(match.group(1)) if match else None
-            if zone is not None:
-                return zone
-    return _UTC
+    label = _body_zone_label(body) if isinstance(body, str) else None
+    return (_zone_from_label(label) if label else None) or _UTC
 
 
 def _mark_outcome_unknown(exc: PMSError, reference: str) -> None:
@@ -392,6 +412,16 @@ def _mark_outcome_unknown(exc: PMSError, reference: str) -> None:
     if isinstance(exc, ProviderError):
         exc.outcome_unknown = True
         exc.reference = exc.reference or reference
+
+
+def _say_half_cancelled(exc: PMSError, deal_id: str, meeting_id: str) -> None:
+    """Put what is already done, and what to do, in front of the error of a cancel's second write."""
+    note = (
+        f"The booking is half cancelled: deal {deal_id} is already in the cancel stage, but meeting "
+        f"{meeting_id} could not be marked CANCELED. Call cancel again with the same id to finish it "
+        "(repeating a cancel is safe)."
+    )
+    exc.args = (f"{note} {exc.message}", *exc.args[1:])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -572,10 +602,9 @@ class HubSpotAdapter:
         if changes.notes is not None:
             props["hs_internal_meeting_notes"] = changes.notes
         body = _props(current).get("hs_meeting_body")
-        if changes.timezone is not None and isinstance(body, str):
-            # The update names the booking's zone: record it where the booking keeps it.
-            line = self._zone_marker(changes.timezone)
-            new_body = _BODY_ZONE.sub(lambda _m: line, body) if _BODY_ZONE.search(body) else f"{body}\n{line}"
+        named = _named_zone(changes.timezone, changes.start)
+        if isinstance(body, str):
+            new_body = self._moved_body(body, named, changes.start)
             if new_body != body:
                 props["hs_meeting_body"] = new_body
         meeting = _merged(current, self._patch("meetings", meeting_id, props, "update"))
@@ -589,13 +618,21 @@ class HubSpotAdapter:
         # Read first: an unknown id is a NotFoundError (404) before anything is written, and an
         # already cancelled meeting is not written again (cancelling twice is a success).
         meeting = self._read_meeting(meeting_id, "cancel")
-        if _outcome(meeting) != "CANCELED":
-            meeting = _merged(meeting, self._patch("meetings", meeting_id, {"hs_meeting_outcome": "CANCELED"}, "cancel"))
         deal_props = {"dealstage": self.settings.cancel_stage_id}
         if reason:
             deal_props["closed_lost_reason"] = reason
-        # Always sent (it is idempotent): it completes a cancel whose deal step failed earlier.
+        # The deal first, the meeting second. The deal step is the one a configuration mistake
+        # (a cancel stage outside the deal's pipeline) fails, and then nothing is written yet:
+        # the meeting still says SCHEDULED, which is the truth. The deal PATCH is always sent
+        # (it is idempotent), so a repeated cancel completes one that stopped half-way.
         deal = self._patch("deals", deal_id, deal_props, "cancel")
+        if _outcome(meeting) != "CANCELED":
+            try:
+                patched = self._patch("meetings", meeting_id, {"hs_meeting_outcome": "CANCELED"}, "cancel")
+            except PMSError as exc:
+                _say_half_cancelled(exc, deal_id, meeting_id)
+                raise
+            meeting = _merged(meeting, patched)
         return self._appointment(appointment_id, meeting, deal, AppointmentStatus.CANCELLED, None)
 
     def push_report(self, report: PerformanceReport) -> ReportReceipt:
@@ -858,6 +895,32 @@ class HubSpotAdapter:
         lines.append(self._meeting_marker(request.reference))
         lines.append(self._zone_marker(_zone_label(request.timezone, request.start)))
         return "\n".join(lines)
+
+    def _moved_body(self, body: str, named: str | None, start: _dt.datetime | None) -> str:
+        """The meeting body after an update: the booking's zone and its ``Local time:`` line.
+
+        The zone line changes only when the update names a zone (a bare UTC start names none);
+        the local time is rewritten on every move, in the booking's zone, so staff reading the
+        meeting see the new time.
+        """
+        if named is not None:
+            # The update names the booking's zone: record it where the booking keeps it.
+            line = self._zone_marker(named)
+            body = _BODY_ZONE.sub(lambda _m: line, body, count=1) if _BODY_ZONE.search(body) else f"{body}\n{line}"
+        if start is None:
+            return body
+        label = named or _body_zone_label(body)
+        zone = _zone_from_label(label) if label else None
+        if zone is None:
+            zone, label = _UTC, "UTC"
+        local = start.astimezone(zone)
+        line = f"Local time: {local:%Y-%m-%d %H:%M} ({label})"
+        if _BODY_LOCAL_LINE.search(body):
+            return _BODY_LOCAL_LINE.sub(lambda _m: line, body, count=1)
+        # Where a booking made with a named zone has it: just before the reference line.
+        lines = body.split("\n")
+        at = next((i for i, text in enumerate(lines) if _BODY_REFERENCE.fullmatch(text)), len(lines))
+        return "\n".join([*lines[:at], line, *lines[at:]])
 
     @staticmethod
     def _zone_marker(label: str) -> str:
@@ -1264,8 +1327,9 @@ class HubSpotAdapter:
         body = props.get("hs_meeting_body")
         match = _BODY_REFERENCE.search(body) if isinstance(body, str) else None
         zone = _meeting_zone(meeting)
-        if changes is not None and changes.timezone:
-            zone = _zone_from_label(changes.timezone) or zone
+        named = _named_zone(changes.timezone, changes.start) if changes is not None else None
+        if named:
+            zone = _zone_from_label(named) or zone
         if start is None:
             raise unexpected(PROVIDER, "update" if changes is not None else "cancel", "the meeting has no start time")
         if end is None:

@@ -6,7 +6,8 @@ its date-versioned twin), and it is strict where HubSpot is:
 
 * a bearer token is required; anything else gets HubSpot's 401 body (``INVALID_AUTHENTICATION``);
 * unknown properties, read-only properties, values that are not strings (the spec's type), bad
-  enumeration values (meeting outcome, deal stage of the pipeline), date-times that are neither
+  enumeration values (meeting outcome; a deal stage outside its pipeline, which for a PATCH
+  without ``pipeline`` is the deal's stored one, as in HubSpot), date-times that are neither
   epoch milliseconds nor UTC ISO-8601, and missing required properties are a 400 ``VALIDATION_ERROR``
   whose message embeds the per-property list (``PROPERTY_DOESNT_EXIST``, ``INVALID_OPTION``, ...);
 * unrecognised JSON fields (``associations`` on a batch upsert input, say) are a 400;
@@ -478,6 +479,7 @@ class HubSpotEmulator(Emulator):
         properties = self._properties(object_type, body.get("properties"), creating=True)
         with self.lock:
             self._check_unique(object_type, properties)
+            self._check_stage(object_type, None, properties)
             links = self._inline_associations(object_type, body.get("associations"))
             record = self._insert(object_type, properties)
             for to_type, to_id, type_id, category in links:
@@ -518,6 +520,8 @@ class HubSpotEmulator(Emulator):
             checked.append((id_property, value, self._properties(object_type, item.get("properties"), creating=False)))
         results = []
         with self.lock:
+            for id_property, value, properties in checked:  # all checked before any is written
+                self._check_stage(object_type, self._find_by(object_type, id_property, value), properties)
             for id_property, value, properties in checked:
                 existing = self._find_by(object_type, id_property, value)
                 if existing is None:
@@ -609,6 +613,7 @@ class HubSpotEmulator(Emulator):
         with self.lock:
             record = self._lookup(object_type, params["id"], req.arg("idProperty"))
             self._check_unique(object_type, properties, exclude=record["id"])
+            self._check_stage(object_type, record, properties)
             self._write(record, properties)
             return self._reply(200, self._public(record, None))
 
@@ -859,18 +864,37 @@ class HubSpotEmulator(Emulator):
                 return (name, "INVALID_DOUBLE", f"{text} was not a valid number")
         if name == "hs_meeting_outcome" and text not in MEETING_OUTCOMES:
             return (name, "INVALID_OPTION", f"{text} was not one of the allowed options: {list(MEETING_OUTCOMES)}")
-        if name == "dealstage":
-            pipeline = str(given.get("pipeline") or "default")
-            stages = self.pipelines.get(pipeline)
-            if stages is None:
-                return ("pipeline", "INVALID_OPTION", f"{pipeline} was not one of the allowed options")
-            if text not in stages:
-                return (name, "INVALID_OPTION", f"{text} was not one of the allowed options for pipeline {pipeline}")
+        if name == "dealstage" and given.get("pipeline"):
+            # A stage sent without its pipeline is checked once the deal is known (_check_stage).
+            return self._stage_problem(text, str(given["pipeline"]))
         if name == "email" and not _EMAIL.fullmatch(text):
             return (name, "INVALID_EMAIL", f"Email address {text} is invalid")
         if name == "hs_note_body" and len(text) > NOTE_BODY_LIMIT:
             return (name, "INVALID_VALUE", f"hs_note_body is limited to {NOTE_BODY_LIMIT} characters")
         return None
+
+    def _stage_problem(self, stage: str, pipeline: str) -> tuple[str, str, str] | None:
+        stages = self.pipelines.get(pipeline)
+        if stages is None:
+            return ("pipeline", "INVALID_OPTION", f"{pipeline} was not one of the allowed options")
+        if stage not in stages:
+            message = f"{stage} was not one of the allowed options for pipeline {pipeline}"
+            return ("dealstage", "INVALID_OPTION", message)
+        return None
+
+    def _check_stage(self, object_type: str, record: dict[str, Any] | None, properties: dict[str, str]) -> None:
+        """A deal stage given without ``pipeline`` belongs to the deal's stored pipeline.
+
+        HubSpot checks such a stage against the pipeline the deal is in (``default`` only for a
+        new deal, or one that never had a pipeline), not against ``default`` regardless.
+        """
+        stage = properties.get("dealstage")
+        if object_type != "deals" or not stage or properties.get("pipeline"):
+            return
+        stored = record["properties"].get("pipeline") if record is not None else None
+        problem = self._stage_problem(stage, str(stored or "default"))
+        if problem is not None:
+            raise Reply(self._invalid([problem]))
 
     @staticmethod
     def _missing_required(object_type: str, properties: dict[str, str]) -> list[tuple[str, str, str]]:
