@@ -199,3 +199,17 @@ def test_a_move_of_an_offset_booking_adds_the_local_time(sb: Sandbox) -> None:
     assert moved.start.utcoffset() == dt.timedelta(hours=-7)
     assert "Booking time zone: [-07:00]" in body
     assert "Local time: 2030-03-07 16:00 (-07:00)" in body
+
+
+def test_naming_a_new_zone_without_a_move_rewrites_the_local_time(sb: Sandbox) -> None:
+    with client(sb) as c:
+        appt = c.book_appointment(
+            {**BOOKING, "reference": "bk-rezone", "timezone": "America/Denver"}, provider="hubspot"
+        )
+        changed = c.update_appointment(
+            appt.id, {"title": "Cleaning", "timezone": "America/New_York"}, provider="hubspot"
+        )
+        body = meeting_body(sb, appt.id.split(":")[1])
+    assert changed.start.isoformat() == "2030-03-07T12:00:00-05:00"
+    assert "Booking time zone: [America/New_York]" in body
+    assert "Local time: 2030-03-07 12:00 (America/New_York)" in body and "Denver" not in body

@@ -416,9 +416,10 @@ def _mark_outcome_unknown(exc: PMSError, reference: str) -> None:
 
 def _say_half_cancelled(exc: PMSError, deal_id: str, meeting_id: str) -> None:
     """Put what is already done, and what to do, in front of the error of a cancel's second write."""
+    meeting_state = "may not have been" if isinstance(exc, ProviderError) and exc.outcome_unknown else "could not be"
     note = (
         f"The booking is half cancelled: deal {deal_id} is already in the cancel stage, but meeting "
-        f"{meeting_id} could not be marked CANCELED. Call cancel again with the same id to finish it "
+        f"{meeting_id} {meeting_state} marked CANCELED. Call cancel again with the same id to finish it "
         "(repeating a cancel is safe)."
     )
     exc.args = (f"{note} {exc.message}", *exc.args[1:])
@@ -604,7 +605,14 @@ class HubSpotAdapter:
         body = _props(current).get("hs_meeting_body")
         named = _named_zone(changes.timezone, changes.start)
         if isinstance(body, str):
-            new_body = self._moved_body(body, named, changes.start)
+            start = changes.start
+            if start is None and named is not None:
+                # A new zone without a new start: the local time is re-expressed in that zone.
+                current_props = _props(current)
+                start = parse_hubspot_time(current_props.get("hs_meeting_start_time")) or parse_hubspot_time(
+                    current_props.get("hs_timestamp")
+                )
+            new_body = self._moved_body(body, named, start)
             if new_body != body:
                 props["hs_meeting_body"] = new_body
         meeting = _merged(current, self._patch("meetings", meeting_id, props, "update"))
@@ -900,8 +908,8 @@ class HubSpotAdapter:
         """The meeting body after an update: the booking's zone and its ``Local time:`` line.
 
         The zone line changes only when the update names a zone (a bare UTC start names none);
-        the local time is rewritten on every move, in the booking's zone, so staff reading the
-        meeting see the new time.
+        the local time is rewritten on every move (and when the zone changes), in the booking's
+        zone, so staff reading the meeting see the new time.
         """
         if named is not None:
             # The update names the booking's zone: record it where the booking keeps it.
