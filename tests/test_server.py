@@ -581,9 +581,13 @@ def test_token_read_from_dot_env_and_env_file_like_the_configuration(
 
 
 @pytest.mark.parametrize("value", ["x", 5, b"", {}, object(), True])
-def test_create_app_and_run_refuse_a_client_that_is_not_a_pms_client(value: Any) -> None:
+def test_create_app_and_run_refuse_a_client_that_is_not_a_pms_client(value: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from pms_integration.server import run
 
+    def never_bind(app: Any, **kwargs: Any) -> None:
+        raise AssertionError("run() reached uvicorn with a bad client")
+
+    monkeypatch.setattr(uvicorn, "run", never_bind)
     for entry in (lambda: create_app(value, token=None), lambda: run(client=value, token=None)):
         with pytest.raises(E.ConfigurationError, match=r"^client must be a PMSClient") as info:
             entry()
@@ -602,8 +606,12 @@ def test_create_app_and_run_refuse_a_client_that_is_not_a_pms_client(value: Any)
         ({"host": 5}, "host"),
     ],
 )
-def test_run_checks_its_arguments_before_binding(kwargs: dict[str, Any], field: str) -> None:
+def test_run_checks_its_arguments_before_binding(
+    kwargs: dict[str, Any], field: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from pms_integration.server import run
+
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: pytest.fail("run() reached uvicorn"))
 
     with pytest.raises(E.ValidationError) as info:
         run(**{"token": None, **kwargs})
