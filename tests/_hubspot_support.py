@@ -18,11 +18,14 @@ from urllib.parse import unquote
 import requests
 import responses
 
+from pms_integration import PMSClient
 from pms_integration._http import Runtime
 from pms_integration._retry import RetryPolicy
 from pms_integration.config import HubSpotSettings, load_config
 from pms_integration.models import ProviderName
 from pms_integration.providers.hubspot import HubSpotAdapter, create
+from pms_integration.sandbox import Sandbox
+from pms_integration.sandbox.hubspot import HubSpotEmulator
 
 from .conftest import CANARY
 
@@ -340,3 +343,26 @@ def sent(rsps: responses.RequestsMock) -> list[tuple[str, str, Any]]:
         body = json.loads(req.body) if req.body else None
         out.append((str(req.method), path, body))
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# against the sandbox's HubSpot emulator
+
+
+def sandbox_emulator(sb: Sandbox) -> HubSpotEmulator:
+    """The sandbox's HubSpot emulator, typed."""
+    emu = sb.emulator("hubspot")
+    assert isinstance(emu, HubSpotEmulator)
+    return emu
+
+
+def sandbox_client(sb: Sandbox, **env: str) -> PMSClient:
+    """A client on the sandbox with its own rate limit off and no real sleeping."""
+    environ = {**sb.environ(), "PMS_HUBSPOT_RATE_LIMIT": "off", **env}
+    return PMSClient(environ=environ, env_file=None, sleep=lambda s: None)
+
+
+def sandbox_raw(sb: Sandbox, method: str, path: str, body: Any = None) -> requests.Response:
+    """One authorised request straight to the emulator."""
+    headers = {"Authorization": "Bearer " + sandbox_emulator(sb).token}
+    return requests.request(method, sb.base_url("hubspot") + path, json=body, headers=headers, timeout=5)

@@ -17,13 +17,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-import requests
 
-from pms_integration import PMSClient
 from pms_integration.errors import InvalidRequestError, ProviderError
 from pms_integration.models import AppointmentStatus
 from pms_integration.sandbox import Fault, Sandbox
 from pms_integration.sandbox.hubspot import HubSpotEmulator
+
+from ._hubspot_support import sandbox_client as client
+from ._hubspot_support import sandbox_raw as raw
 
 DENVER = ZoneInfo("America/Denver")
 DENTAL = {
@@ -46,18 +47,6 @@ def sb() -> Iterator[Sandbox]:
         assert isinstance(emu, HubSpotEmulator)
         emu.pipelines["dental"] = ("dental-booked", "dental-cancelled")
         yield sandbox
-
-
-def client(sb: Sandbox, **env: str) -> PMSClient:
-    environ = {**sb.environ(), "PMS_HUBSPOT_RATE_LIMIT": "off", **env}
-    return PMSClient(environ=environ, env_file=None, sleep=lambda s: None)
-
-
-def raw(sb: Sandbox, method: str, path: str, body: Any = None) -> requests.Response:
-    emu = sb.emulator("hubspot")
-    assert isinstance(emu, HubSpotEmulator)
-    headers = {"Authorization": "Bearer " + emu.token}
-    return requests.request(method, sb.base_url("hubspot") + path, json=body, headers=headers, timeout=5)
 
 
 def booking(sb: Sandbox) -> dict[str, Any]:

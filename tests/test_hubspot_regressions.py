@@ -22,7 +22,11 @@ from pms_integration import PMSClient
 from pms_integration.errors import AppointmentCancelledError, NotFoundError, ProviderError
 from pms_integration.models import AppointmentStatus
 from pms_integration.sandbox import Fault, Sandbox
-from pms_integration.sandbox.hubspot import DEFAULT_BURST_LIMIT, DEFAULT_SEARCH_LAG, REFERENCE_PROPERTY, HubSpotEmulator
+from pms_integration.sandbox.hubspot import DEFAULT_BURST_LIMIT, DEFAULT_SEARCH_LAG, REFERENCE_PROPERTY
+
+from ._hubspot_support import sandbox_client as client
+from ._hubspot_support import sandbox_emulator as emulator
+from ._hubspot_support import sandbox_raw as raw
 
 NY = ZoneInfo("America/New_York")
 EMAIL = "grace.hopper@example.com"
@@ -52,24 +56,8 @@ def sb() -> Iterator[Sandbox]:
         yield sandbox
 
 
-def emulator(sb: Sandbox) -> HubSpotEmulator:
-    emu = sb.emulator("hubspot")
-    assert isinstance(emu, HubSpotEmulator)
-    return emu
-
-
-def client(sb: Sandbox, **env: str) -> PMSClient:
-    environ = {**sb.environ(), "PMS_HUBSPOT_RATE_LIMIT": "off", **env}
-    return PMSClient(environ=environ, env_file=None, sleep=lambda s: None)
-
-
 def book(c: PMSClient, **overrides: Any) -> Any:
     return c.book_appointment({**BOOKING, **overrides}, provider="hubspot")
-
-
-def raw(sb: Sandbox, method: str, path: str, body: Any = None) -> requests.Response:
-    headers = {"Authorization": "Bearer " + emulator(sb).token}
-    return requests.request(method, sb.base_url("hubspot") + path, json=body, headers=headers, timeout=5)
 
 
 def writes(sb: Sandbox) -> list[str]:

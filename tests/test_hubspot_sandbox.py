@@ -22,8 +22,10 @@ from pms_integration.errors import AuthenticationError, InvalidRequestError, Not
 from pms_integration.models import AppointmentStatus
 from pms_integration.providers.hubspot import HubSpotErrorParser
 from pms_integration.sandbox import Fault, Sandbox
-from pms_integration.sandbox.hubspot import REFERENCE_PROPERTY, HubSpotEmulator
+from pms_integration.sandbox.hubspot import REFERENCE_PROPERTY
 
+from ._hubspot_support import sandbox_client as client
+from ._hubspot_support import sandbox_emulator as emulator
 from .test_hubspot_contract import check_request
 
 BOOKING: dict[str, Any] = {
@@ -45,17 +47,6 @@ def sandbox() -> Iterator[Sandbox]:
 def sb(sandbox: Sandbox) -> Sandbox:
     sandbox.reset()
     return sandbox
-
-
-def emulator(sb: Sandbox) -> HubSpotEmulator:
-    emu = sb.emulator("hubspot")
-    assert isinstance(emu, HubSpotEmulator)
-    return emu
-
-
-def client(sb: Sandbox, **env: str) -> PMSClient:
-    environ = {**sb.environ(), "PMS_HUBSPOT_RATE_LIMIT": "off", **env}
-    return PMSClient(environ=environ, env_file=None, sleep=lambda s: None)
 
 
 def book(c: PMSClient, **overrides: Any) -> Any:
