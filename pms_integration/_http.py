@@ -242,16 +242,8 @@ class _WatchedHTTPConnection(urllib3.connection.HTTPConnection):
         return super().getresponse()
 
 
-class _WatchedHTTPSConnection(urllib3.connection.HTTPSConnection):
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _WATCHDOG.bind(self)
-        super().request(*args, **kwargs)
-
-    def getresponse(self) -> Any:
-        watch = getattr(self, "_pms_watch", None)
-        if watch is not None and watch.fired:
-            _cut(self)  # the time ran out while connecting or sending
-        return super().getresponse()
+class _WatchedHTTPSConnection(_WatchedHTTPConnection, urllib3.connection.HTTPSConnection):
+    """TLS: the same two hooks (HTTPSConnection derives from HTTPConnection, so super() reaches it)."""
 
 
 class _WatchedHTTPPool(urllib3.HTTPConnectionPool):
@@ -263,13 +255,8 @@ class _WatchedHTTPPool(urllib3.HTTPConnectionPool):
         super()._put_conn(conn)
 
 
-class _WatchedHTTPSPool(urllib3.HTTPSConnectionPool):
-    ConnectionCls = _WatchedHTTPSConnection
-
-    def _put_conn(self, conn: Any) -> None:
-        if conn is not None:
-            _WATCHDOG.unbind(conn)
-        super()._put_conn(conn)
+class _WatchedHTTPSPool(_WatchedHTTPPool, urllib3.HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection  # the scheme and TLS settings come from HTTPSConnectionPool
 
 
 _WATCHED_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
