@@ -335,31 +335,8 @@ class InvalidRequestError(APIError):
     hint = "The vendor rejected the data; see the message for the field."
 
 
-class RateLimitError(APIError):
-    """429 (or the vendor's equivalent): too many requests.
-
-    ``retry_after`` is the number of seconds the vendor asked to wait, when it said.
-    """
-
-    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
-        super().__init__(message, **kwargs)
-        self.retry_after = retry_after
-
-    def __str__(self) -> str:
-        text = super().__str__()
-        if self.retry_after is not None:
-            return _join_sentences(text, f"Retry after {self.retry_after:g} s.")
-        return _join_sentences(text, "Retry later.")
-
-
-class ServerError(APIError):
-    """5xx: the vendor failed.
-
-    ``retry_after`` is the number of seconds the vendor asked to wait (a 503's
-    ``Retry-After``), when it said.
-    """
-
-    hint = "The provider is having trouble; try again shortly."
+class _AsksToWait(APIError):
+    """An error answer that may say how long to wait: ``retry_after`` seconds, when it said."""
 
     def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
@@ -370,3 +347,24 @@ class ServerError(APIError):
         if self.retry_after is not None:
             return _join_sentences(text, f"Retry after {self.retry_after:g} s.")
         return text
+
+
+class RateLimitError(_AsksToWait):
+    """429 (or the vendor's equivalent): too many requests.
+
+    ``retry_after`` is the number of seconds the vendor asked to wait, when it said.
+    """
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return text if self.retry_after is not None else _join_sentences(text, "Retry later.")
+
+
+class ServerError(_AsksToWait):
+    """5xx: the vendor failed.
+
+    ``retry_after`` is the number of seconds the vendor asked to wait (a 503's
+    ``Retry-After``), when it said.
+    """
+
+    hint = "The provider is having trouble; try again shortly."
