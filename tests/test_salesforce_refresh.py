@@ -169,8 +169,8 @@ class _Recorder(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PATCH = do_DELETE = _record
 
 
-class _Redirector(BaseHTTPRequestHandler):
-    """An org whose API says "expired" and whose token endpoint answers 307 to another host."""
+class _ExpiredOrg(BaseHTTPRequestHandler):
+    """An org whose API says "expired" to every call; subclasses answer the token endpoint."""
 
     protocol_version = "HTTP/1.1"
     server: Any
@@ -178,13 +178,13 @@ class _Redirector(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
+    def token_endpoint(self) -> None:
+        raise NotImplementedError
+
     def _answer(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if self.command == "POST" and self.path == "/services/oauth2/token":
-            self.send_response(307)
-            self.send_header("Location", self.server.target + "/services/oauth2/token?steal=1")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            self.token_endpoint()
             return
         payload = json.dumps([{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]).encode()
         self.send_response(401)
@@ -194,6 +194,16 @@ class _Redirector(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
     do_GET = do_POST = do_PATCH = do_DELETE = _answer
+
+
+class _Redirector(_ExpiredOrg):
+    """The token endpoint answers 307 to another host."""
+
+    def token_endpoint(self) -> None:
+        self.send_response(307)
+        self.send_header("Location", self.server.target + "/services/oauth2/token?steal=1")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
 
 def test_a_redirecting_token_endpoint_gets_no_credentials_and_the_error_says_what_to_do() -> None:
@@ -225,56 +235,39 @@ def test_a_redirecting_token_endpoint_gets_no_credentials_and_the_error_says_wha
         assert secret not in text and secret not in repr(error)
 
 
-class _BadTokenEndpoint(BaseHTTPRequestHandler):
-    """An org whose API says "expired" and whose token endpoint misbehaves (``server.mode``)."""
+class _BadTokenEndpoint(_ExpiredOrg):
+    """The token endpoint misbehaves as ``server.mode`` says."""
 
-    protocol_version = "HTTP/1.1"
-    server: Any
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def _answer(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if self.command == "POST" and self.path == "/services/oauth2/token":
-            mode = self.server.mode
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            if mode == "gzip-bomb":
-                bomb = self.server.bomb
-                self.send_header("Content-Encoding", "gzip")
-                self.send_header("Content-Length", str(len(bomb)))
-                self.end_headers()
-                self.wfile.write(bomb)
-            elif mode == "huge":
-                size = 100 * 1024 * 1024
-                self.send_header("Content-Length", str(size))
-                self.end_headers()
-                chunk = b" " * (1024 * 1024)
-                try:
-                    for _ in range(size // len(chunk)):
-                        self.wfile.write(chunk)
-                except OSError:
-                    pass  # the client stopped reading, as it should
-            else:  # "trickle": one byte at a time, for far longer than any deadline
-                self.send_header("Content-Length", "100000")
-                self.end_headers()
-                try:
-                    while not self.server.stop.is_set():
-                        self.wfile.write(b" ")
-                        self.wfile.flush()
-                        self.server.stop.wait(0.2)
-                except OSError:
-                    pass
-            return
-        payload = json.dumps([{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]).encode()
-        self.send_response(401)
+    def token_endpoint(self) -> None:
+        mode = self.server.mode
+        self.send_response(200)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    do_GET = do_POST = do_PATCH = do_DELETE = _answer
+        if mode == "gzip-bomb":
+            bomb = self.server.bomb
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(bomb)))
+            self.end_headers()
+            self.wfile.write(bomb)
+        elif mode == "huge":
+            size = 100 * 1024 * 1024
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            chunk = b" " * (1024 * 1024)
+            try:
+                for _ in range(size // len(chunk)):
+                    self.wfile.write(chunk)
+            except OSError:
+                pass  # the client stopped reading, as it should
+        else:  # "trickle": one byte at a time, for far longer than any deadline
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            try:
+                while not self.server.stop.is_set():
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    self.server.stop.wait(0.2)
+            except OSError:
+                pass
 
 
 @pytest.mark.parametrize("mode", ["trickle", "huge", "gzip-bomb"])
