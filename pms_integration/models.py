@@ -289,6 +289,26 @@ def _timezone(errors: _Errors, path: str, value: object) -> str | None:
     return value
 
 
+def named_timezone(timezone: str | None, start: _dt.datetime | None) -> str | None:
+    """The zone a request or update *names*, or None when this module only derived it.
+
+    A request with no ``timezone`` gets one from its start; for a start written as ``...Z``
+    that is "UTC", which says nothing about where the practice or the patient is, so adapters
+    let the practice's zone (or the booking's recorded one) win over it. A start carrying a
+    ``ZoneInfo`` (even ``ZoneInfo("UTC")``) does name its zone.
+    """
+    if not timezone:
+        return None
+    if (
+        timezone == "UTC"
+        and start is not None
+        and not isinstance(start.tzinfo, ZoneInfo)
+        and start.utcoffset() == _dt.timedelta(0)
+    ):
+        return None
+    return timezone
+
+
 def _zone_name(value: _dt.datetime) -> str | None:
     tz = value.tzinfo
     if isinstance(tz, ZoneInfo):

@@ -64,6 +64,7 @@ from ..models import (
     PerformanceReport,
     ProviderName,
     ReportReceipt,
+    named_timezone,
     parse_iso_datetime,
 )
 from ..provider import ALL_CAPABILITIES, Capability, Provider
@@ -281,26 +282,6 @@ def _zone_or_none(name: str) -> ZoneInfo | None:
         return None
 
 
-def _named_zone(requested: str | None, start: _dt.datetime | None) -> str | None:
-    """The zone the caller named, or None when the model only derived it from a bare UTC start.
-
-    ``AppointmentRequest`` fills ``timezone`` in from the start when the caller gave none; for a
-    start written as ``...Z`` that is "UTC", which says nothing about the practice. Such a
-    defaulted "UTC" gives way to ``PMS_GHL_TIMEZONE``. A start carrying a ``ZoneInfo`` (even
-    ``ZoneInfo("UTC")``) names its zone.
-    """
-    if not requested:
-        return None
-    if (
-        requested == "UTC"
-        and start is not None
-        and not isinstance(start.tzinfo, ZoneInfo)
-        and start.utcoffset() == _dt.timedelta(0)
-    ):
-        return None
-    return requested
-
-
 def _local(value: _dt.datetime | None, zone: str | None, fallback: _dt.tzinfo | None) -> _dt.datetime | None:
     """``value`` expressed in the booking's zone (same instant), else in ``fallback``'s offset."""
     if value is None:
@@ -490,7 +471,7 @@ class _GoHighLevel:
 
     def _selected_zone(self, requested: str | None, start: _dt.datetime | None = None) -> str | None:
         """The zone the caller named, else PMS_GHL_TIMEZONE, else None (keep the start's offset)."""
-        return _named_zone(requested, start) or self.settings.timezone
+        return named_timezone(requested, start) or self.settings.timezone
 
     def _cancelled(self, appointment_id: str) -> AppointmentCancelledError:
         return AppointmentCancelledError(
@@ -740,7 +721,7 @@ class GoHighLevelV2(_GoHighLevel):
         ``Booking reference:`` lines.
         """
         current = event or {}
-        zone = _zone(_named_zone(changes.timezone, changes.start) or self._booking_zone(current))
+        zone = _zone(named_timezone(changes.timezone, changes.start) or self._booking_zone(current))
         body: dict[str, Any] = {}
         if changes.start is not None:
             body["startTime"] = _iso(changes.start, zone)
@@ -772,7 +753,7 @@ class GoHighLevelV2(_GoHighLevel):
         )
         data = self._object(resp, "update")
         data.setdefault("id", appointment_id)
-        zone = _named_zone(changes.timezone, changes.start) or self._booking_zone(event)
+        zone = named_timezone(changes.timezone, changes.start) or self._booking_zone(event)
         start = changes.start or _parse_time(event.get("startTime"))
         return self._appointment(
             data,
@@ -1097,7 +1078,7 @@ class GoHighLevelV1(_GoHighLevel):
         record = self.read_appointment(appointment_id, "update")
         if _status(record) is AppointmentStatus.CANCELLED:
             raise self._cancelled(appointment_id)
-        zone = _named_zone(changes.timezone, changes.start) or _recorded_zone(record)
+        zone = named_timezone(changes.timezone, changes.start) or _recorded_zone(record)
         zone = self._zone_or_fail(zone, None)
         body = {"selectedSlot": _iso(changes.start, ZoneInfo(zone)), "selectedTimezone": zone}
         resp = self.transport.request("PUT", f"/appointments/{appointment_id}", operation="update", json=body)

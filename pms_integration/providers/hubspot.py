@@ -53,6 +53,7 @@ from ..models import (
     PerformanceReport,
     ProviderName,
     ReportReceipt,
+    named_timezone,
     parse_iso_datetime,
 )
 from ..provider import ALL_CAPABILITIES, Capability, Provider
@@ -361,21 +362,6 @@ def _zone_label(request_zone: str | None, start: _dt.datetime) -> str:
     return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
-def _named_zone(requested: str | None, start: _dt.datetime | None) -> str | None:
-    """The zone an update names, or None when the model only derived "UTC" from a bare UTC start.
-
-    ``AppointmentUpdate`` fills ``timezone`` in from the start when the caller gave none, so a
-    start written as ``...Z`` arrives with ``timezone="UTC"``. That says nothing about where the
-    patient is, so it must not move the booking out of its own zone. A start carrying a
-    ``ZoneInfo`` (even ``ZoneInfo("UTC")``) does name its zone.
-    """
-    if not requested:
-        return None
-    if requested == "UTC" and start is not None and not isinstance(start.tzinfo, ZoneInfo):
-        return None
-    return requested
-
-
 def _zone_from_label(label: str | None) -> _dt.tzinfo | None:
     """The tzinfo a :func:`_zone_label` names, or ``None`` when it names none we know."""
     if not label:
@@ -603,7 +589,7 @@ class HubSpotAdapter:
         if changes.notes is not None:
             props["hs_internal_meeting_notes"] = changes.notes
         body = _props(current).get("hs_meeting_body")
-        named = _named_zone(changes.timezone, changes.start)
+        named = named_timezone(changes.timezone, changes.start)
         if isinstance(body, str):
             start = changes.start
             if start is None and named is not None:
@@ -1335,7 +1321,7 @@ class HubSpotAdapter:
         body = props.get("hs_meeting_body")
         match = _BODY_REFERENCE.search(body) if isinstance(body, str) else None
         zone = _meeting_zone(meeting)
-        named = _named_zone(changes.timezone, changes.start) if changes is not None else None
+        named = named_timezone(changes.timezone, changes.start) if changes is not None else None
         if named:
             zone = _zone_from_label(named) or zone
         if start is None:
