@@ -23,9 +23,7 @@ secret, e.g. ``"salesforce https://acme.my.salesforce.com 3MVG9..."``.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -129,6 +127,8 @@ class FileTokenStore:
             self._write(data)
 
     def _read(self) -> dict[str, str]:
+        import json  # only a file store needs it; keep it off `import pms_integration`
+
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -142,6 +142,9 @@ class FileTokenStore:
         return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
 
     def _write(self, data: dict[str, str]) -> None:
+        import json
+        import tempfile  # like json: loaded by the first write, not at import
+
         directory = self.path.parent
         directory.mkdir(parents=True, exist_ok=True)
         # mkstemp creates the file with mode 0600 before anything is written into it
