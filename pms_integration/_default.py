@@ -125,8 +125,7 @@ def use_client(client: PMSClient) -> PMSClient:
     global _client
     if not isinstance(client, PMSClient):
         raise ConfigurationError(
-            f"use_client needs a PMSClient, not {type(client).__name__}; "
-            "build one with pms_integration.PMSClient(...)."
+            f"use_client needs a PMSClient, not {type(client).__name__}; build one with pms_integration.PMSClient(...)."
         )
     if not client.usable:
         raise ConfigurationError("use_client was given a closed client; pass an open PMSClient.")

@@ -69,12 +69,10 @@ from .errors import (
     NotFoundError,
     PermissionDeniedError,
     PMSError,
-    ProviderError,
     RateLimitError,
     ResponseTooLargeError,
     ServerError,
     TransportError,
-    UnexpectedResponseError,
 )
 from .models import ProviderName
 
@@ -85,7 +83,6 @@ __all__ = [
     "ErrorInfo",
     "BearerAuth",
     "Auth",
-    "create_once",
     "USER_AGENT",
 ]
 
@@ -1158,68 +1155,3 @@ class Runtime:
             default_headers=default_headers,
             rate_limit_window=rate_limit_window,
         )
-
-
-def create_once(
-    create: Callable[[], T],
-    find: Callable[[], T | None],
-    *,
-    provider: ProviderName,
-    operation: str,
-    reference: str,
-    attempts: int = 2,
-) -> T:
-    """Create a record without ever creating it twice.
-
-    ``create`` sends the non-idempotent request; ``find`` looks the record up by its reference
-    (with idempotent requests only). After a failure whose outcome is unknown (a timeout or a
-    reset after the request went out, a 5xx), ``find`` runs first: a record that exists is
-    returned as the result; otherwise the create is tried again, up to ``attempts`` times in
-    all. If the look-up itself fails, the original error is raised with ``outcome_unknown``
-    and the reference in its message, because nobody can tell whether the record exists.
-    """
-    last: ProviderError | None = None
-    for _ in range(max(attempts, 1)):
-        try:
-            return create()
-        except ProviderError as exc:
-            if not exc.outcome_unknown:
-                raise
-            last = exc
-            log.warning(
-                "%s %s: outcome unknown (%s); looking up reference %s before any retry",
-                provider.value,
-                operation,
-                type(exc).__name__,
-                reference,
-            )
-        deadline = current_deadline()
-        if deadline is not None and deadline.expired():
-            break
-        try:
-            found = find()
-        except PMSError as lookup_error:
-            log.warning(
-                "%s %s: look-up of %s failed (%s)", provider.value, operation, reference, type(lookup_error).__name__
-            )
-            break
-        if found is not None:
-            log.info("%s %s: reference %s already exists; not creating again", provider.value, operation, reference)
-            return found
-    assert last is not None
-    last.reference = reference
-    last.outcome_unknown = True
-    raise last
-
-
-def unexpected(
-    provider: ProviderName, operation: str, what: str, *, outcome_unknown: bool = False, reference: str | None = None
-) -> UnexpectedResponseError:
-    """An error for a 2xx response the adapter cannot read."""
-    return UnexpectedResponseError(
-        f"{provider.label} answered {operation} with an unreadable response: {what}",
-        provider=provider.value,
-        operation=operation,
-        outcome_unknown=outcome_unknown,
-        reference=reference,
-    )

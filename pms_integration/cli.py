@@ -101,7 +101,9 @@ def _read_json(text: str | None, stdin: TextIO, what: str) -> Any:
             text = Path(text[1:]).read_text(encoding="utf-8")
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValidationError.single(what, f"is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+        raise ValidationError.single(
+            what, f"is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        ) from None
     except OSError as exc:
         raise ValidationError.single(what, f"cannot be read: {exc.strerror or type(exc).__name__}") from None
     except UnicodeDecodeError:
@@ -198,7 +200,10 @@ def run_demo(out: TextIO = sys.stdout, *, ghl_api_version: str = "v2") -> int:
 
     rows: list[list[str]] = [["PROVIDER", "STEP", "RESULT", "HTTP"]]
     failures = 0
-    with Sandbox() as sandbox, PMSClient(environ=sandbox.environ(ghl_api_version=ghl_api_version), env_file=None) as client:
+    with (
+        Sandbox() as sandbox,
+        PMSClient(environ=sandbox.environ(ghl_api_version=ghl_api_version), env_file=None) as client,
+    ):
         print(f"Sandbox running at {sandbox.url} (in-memory emulators; nothing leaves this machine)\n", file=out)
         for name in ProviderName:
             if name not in sandbox.emulators:
@@ -343,7 +348,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.env_file:
         # The providers come from --env-file too, not only the token.
         with _client(args) as client:
-            run(host=args.host, port=args.port, client=client, insecure_no_auth=args.insecure_no_auth, env_file=env_file)
+            run(
+                host=args.host, port=args.port, client=client, insecure_no_auth=args.insecure_no_auth, env_file=env_file
+            )
         return 0
     run(host=args.host, port=args.port, insecure_no_auth=args.insecure_no_auth)
     return 0
@@ -379,7 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_providers)
 
     def with_provider(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--provider", "-p", help="gohighlevel (ghl), salesforce or hubspot (default: PMS_DEFAULT_PROVIDER)")
+        p.add_argument(
+            "--provider", "-p", help="gohighlevel (ghl), salesforce or hubspot (default: PMS_DEFAULT_PROVIDER)"
+        )
         p.add_argument("--raw", action="store_true", help="include the vendor's raw response in the output")
 
     p = sub.add_parser("book", help="book an appointment from a JSON request")

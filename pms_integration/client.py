@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
 import threading
@@ -11,6 +10,7 @@ from collections.abc import Callable, Mapping
 from types import EllipsisType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._once import BookingMemory
 from ._ratelimit import RateLimitInfo
 from ._retry import RetryPolicy, deadline_scope
 from .config import PMSConfig, load_config
@@ -49,96 +49,6 @@ __all__ = ["BookingMemory", "PMSClient"]
 
 log = logging.getLogger("pms_integration")
 T = TypeVar("T")
-_DEDUPE_SIZE = 10_000
-
-
-_Key = tuple[ProviderName, str, str]  # provider, the account it points at, booking reference
-
-
-class BookingMemory:
-    """What a process remembers about its bookings, shared by a client and its reloads.
-
-    * finished bookings by reference: booking the same reference again returns the first
-      result without a second create;
-    * references whose last attempt ended with ``outcome_unknown``: the next attempt looks the
-      booking up before it creates anything;
-    * one lock per reference in flight, so concurrent attempts at one booking run one at a time.
-
-    Keys include the account a provider points at (host plus location, owner or pipeline), so a
-    reload that points a provider elsewhere does not reuse another account's bookings. Both
-    stores are bounded (oldest forgotten first).
-    """
-
-    def __init__(self, size: int = _DEDUPE_SIZE) -> None:
-        self.size = size
-        self._lock = threading.Lock()
-        self._booked: collections.OrderedDict[_Key, tuple[AppointmentRequest, Appointment]] = collections.OrderedDict()
-        self._uncertain: collections.OrderedDict[_Key, None] = collections.OrderedDict()
-        self._key_locks: dict[_Key, list[Any]] = {}
-
-    def booked(self, key: _Key) -> tuple[AppointmentRequest, Appointment] | None:
-        with self._lock:
-            return self._booked.get(key)
-
-    def is_uncertain(self, key: _Key) -> bool:
-        with self._lock:
-            return key in self._uncertain
-
-    def remember(self, key: _Key, request: AppointmentRequest, appointment: Appointment) -> None:
-        with self._lock:
-            self._uncertain.pop(key, None)
-            self._booked[key] = (request, appointment)
-            while len(self._booked) > self.size:
-                self._booked.popitem(last=False)
-
-    def mark_uncertain(self, key: _Key) -> None:
-        with self._lock:
-            self._uncertain[key] = None
-            while len(self._uncertain) > self.size:
-                self._uncertain.popitem(last=False)
-
-    def forget_appointment(self, provider: ProviderName, appointment_id: str) -> None:
-        with self._lock:
-            stale = [k for k, (_, a) in self._booked.items() if k[0] == provider and a.id == appointment_id]
-            for key in stale:
-                del self._booked[key]
-
-    def hold(self, key: _Key) -> _KeyHold:
-        """Serialise attempts at one booking (the lock is dropped when nobody holds it)."""
-        return _KeyHold(self, key)
-
-    def _enter(self, key: _Key) -> threading.Lock:
-        with self._lock:
-            entry = self._key_locks.get(key)
-            if entry is None:
-                entry = [threading.Lock(), 0]
-                self._key_locks[key] = entry
-            entry[1] += 1
-        lock: threading.Lock = entry[0]
-        lock.acquire()
-        return lock
-
-    def _leave(self, key: _Key, lock: threading.Lock) -> None:
-        lock.release()
-        with self._lock:
-            entry = self._key_locks[key]
-            entry[1] -= 1
-            if entry[1] == 0:
-                del self._key_locks[key]
-
-
-class _KeyHold:
-    __slots__ = ("_key", "_lock", "_memory")
-
-    def __init__(self, memory: BookingMemory, key: _Key) -> None:
-        self._memory = memory
-        self._key = key
-
-    def __enter__(self) -> None:
-        self._lock = self._memory._enter(self._key)
-
-    def __exit__(self, *exc: object) -> None:
-        self._memory._leave(self._key, self._lock)
 
 
 class _InFlight:

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import attrs
 
 from ._render import html_table, text_table
+from ._time import parse_iso as parse_iso_datetime
 from .errors import ValidationError, with_article
 
 if TYPE_CHECKING:
@@ -826,27 +827,6 @@ class ProviderStatusList(list[ProviderStatus]):
 
 # ---------------------------------------------------------------------------------------------
 # converter
-
-
-_FRACTION = re.compile(r"\.(\d+)")
-
-
-def parse_iso_datetime(value: object) -> _dt.datetime | None:
-    """ISO-8601 text (``Z`` allowed, any number of fraction digits) to ``datetime``, else None.
-
-    The result may be naive; callers decide what a missing offset means.
-    """
-    if not isinstance(value, str) or not 10 <= len(value) <= 40:
-        return None
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    # Python 3.10's fromisoformat takes only 3 or 6 fraction digits
-    text = _FRACTION.sub(lambda m: "." + (m.group(1) + "000000")[:6], text, count=1)
-    try:
-        return _dt.datetime.fromisoformat(text)
-    except ValueError:
-        return None
 
 
 def _parse_datetime(value: object, _: object) -> object:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from .models import (
     Appointment,
@@ -13,6 +13,10 @@ from .models import (
     ProviderName,
     ReportReceipt,
 )
+
+if TYPE_CHECKING:
+    from ._ratelimit import RateLimitInfo
+    from .tokens import TokenStore
 
 __all__ = ["Capability", "Provider", "ProviderName", "ALL_CAPABILITIES"]
 
@@ -47,6 +51,24 @@ class Provider(Protocol):
 
     @property
     def capabilities(self) -> frozenset[Capability]: ...
+
+    @property
+    def account(self) -> str:
+        """Which vendor account the adapter points at (never a secret); keys booking memory."""
+        ...
+
+    @property
+    def rate_limit_info(self) -> RateLimitInfo | None:
+        """The vendor's last word on the remaining quota (None before the first answer)."""
+        ...
+
+    def unsupported_reason(self, capability: Capability) -> str | None:
+        """Why ``capability`` is missing, in the user's terms (None: a generic message)."""
+        ...
+
+    def use_token_store(self, store: TokenStore | None) -> None:
+        """Keep rotated credentials in ``store`` (a no-op for adapters without refresh)."""
+        ...
 
     def book(self, request: AppointmentRequest) -> Appointment:
         """Create the booking. Never creates a duplicate for the same ``request.reference``."""

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pms_integration._http import BearerAuth, Runtime, create_once
+from pms_integration._http import BearerAuth, Runtime
+from pms_integration._once import create_once
 from pms_integration.config import GoHighLevelSettings
 from pms_integration.models import (
     Appointment,

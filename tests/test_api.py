@@ -89,15 +89,29 @@ ALLOWED = {
     "_redact": set(),
     "_version": set(),
     "_render": set(),
+    "_time": set(),
     "errors": {"_redact", "_render"},
-    "models": {"_render", "errors"},
+    "models": {"_render", "_time", "errors"},
     "config": {"_redact", "errors", "models"},
-    "provider": {"models"},
+    "provider": {"_ratelimit", "models", "tokens"},
+    "_once": {"_retry", "errors", "models"},
     "_ratelimit": set(),
     "_retry": set(),
     "reports": {"errors", "models"},
     "_http": {"_ratelimit", "_redact", "_retry", "_version", "config", "errors", "models"},
-    "providers": {"_http", "_ratelimit", "_redact", "_retry", "config", "errors", "models", "provider", "tokens"},
+    "providers": {
+        "_http",
+        "_once",
+        "_ratelimit",
+        "_redact",
+        "_retry",
+        "_time",
+        "config",
+        "errors",
+        "models",
+        "provider",
+        "tokens",
+    },
     "tokens": {"errors"},
 }
 
@@ -170,7 +184,11 @@ def _request_with(field: str) -> Any:
 
 def _report_with(field: str) -> Any:
     def build(value: Any) -> Any:
-        kwargs: dict[str, Any] = {"period_start": dt.date(2030, 3, 1), "period_end": dt.date(2030, 3, 7), "metrics": {"a": 1}}
+        kwargs: dict[str, Any] = {
+            "period_start": dt.date(2030, 3, 1),
+            "period_end": dt.date(2030, 3, 7),
+            "metrics": {"a": 1},
+        }
         kwargs[field] = value
         return pms.PerformanceReport(**kwargs)
 
@@ -305,7 +323,11 @@ def test_misuse_of_a_public_entry_point_raises_only_pms_errors(entry: str, value
         pytest.fail(f"{entry} with {value!r} raised {type(exc).__name__}: {exc}")
     # a few values are legitimate for some arguments (None for an optional one, {} for an
     # environ); those must simply work
-    assert value is None or value in ({}, "", "   ", ()) or entry.startswith(("Secret", "Patient(", "AppointmentRequest(", "AppointmentUpdate(", "PerformanceReport(")), (entry, value)
+    assert (
+        value is None
+        or value in ({}, "", "   ", ())
+        or entry.startswith(("Secret", "Patient(", "AppointmentRequest(", "AppointmentUpdate(", "PerformanceReport("))
+    ), (entry, value)
 
 
 def test_get_client_and_providers_never_raise_bare_errors_on_a_bad_environment(monkeypatch: pytest.MonkeyPatch) -> None:

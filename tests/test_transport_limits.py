@@ -21,7 +21,8 @@ import pytest
 import responses
 
 import pms_integration as pms
-from pms_integration._http import REQUEST_ID_MAX_CHARS, BearerAuth, Runtime, Transport, create_once
+from pms_integration._http import REQUEST_ID_MAX_CHARS, BearerAuth, Runtime, Transport
+from pms_integration._once import create_once
 from pms_integration._ratelimit import RateLimiter, RateLimitInfo
 from pms_integration._retry import RetryPolicy, deadline_scope
 from pms_integration.config import RateLimit, Secret

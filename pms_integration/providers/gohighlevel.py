@@ -45,7 +45,8 @@ from collections.abc import Mapping
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .._http import BearerAuth, ErrorInfo, HttpResponse, Runtime, Transport, create_once, unexpected
+from .._http import BearerAuth, ErrorInfo, HttpResponse, Runtime, Transport
+from .._once import create_once
 from .._ratelimit import RateLimitInfo
 from ..config import GoHighLevelSettings
 from ..errors import (
@@ -68,6 +69,7 @@ from ..models import (
     parse_iso_datetime,
 )
 from ..provider import ALL_CAPABILITIES, Capability, Provider
+from ._base import unexpected
 
 _log = logging.getLogger("pms_integration.providers.gohighlevel")
 

@@ -31,7 +31,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .._http import BearerAuth, ErrorInfo, HttpResponse, Runtime, Transport, create_once, unexpected
+from .._http import BearerAuth, ErrorInfo, HttpResponse, Runtime, Transport
+from .._once import create_once
 from .._ratelimit import RateLimitInfo
 from .._retry import current_deadline, parse_retry_after
 from ..config import HubSpotSettings
@@ -57,6 +58,7 @@ from ..models import (
     parse_iso_datetime,
 )
 from ..provider import ALL_CAPABILITIES, Capability, Provider
+from ._base import unexpected
 
 __all__ = [
     "HubSpotAdapter",

@@ -48,7 +48,8 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .._http import ErrorInfo, HttpResponse, Runtime, Transport, create_once, unexpected
+from .._http import ErrorInfo, HttpResponse, Runtime, Transport
+from .._once import create_once
 from .._ratelimit import RateLimitInfo
 from ..config import SalesforceSettings, Secret
 from ..errors import (
@@ -77,6 +78,7 @@ from ..models import (
 )
 from ..provider import ALL_CAPABILITIES, Capability
 from ..tokens import TokenStore
+from ._base import unexpected
 
 __all__ = [
     "SalesforceProvider",

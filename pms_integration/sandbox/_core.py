@@ -290,8 +290,6 @@ class Fault:
         return cls("expired_token", status=401)
 
 
-
-
 @attrs.define
 class FaultRule:
     provider: ProviderName
@@ -305,7 +303,9 @@ class FaultRule:
     def matches(self, provider: ProviderName, operation: str) -> bool:
         if provider != self.provider:
             return False
-        return self.operation in ("*", operation) or (self.operation.endswith("*") and operation.startswith(self.operation[:-1]))
+        return self.operation in ("*", operation) or (
+            self.operation.endswith("*") and operation.startswith(self.operation[:-1])
+        )
 
     def fire(self) -> bool:
         if self.times is not None and self.fired >= self.times:
@@ -634,7 +634,12 @@ class Sandbox:
             if len(window) >= limit:
                 self.rate_limited += 1
                 retry = per - (now - window[0])
-                return True, {"remaining": 0, "limit": limit, "interval_ms": int(per * 1000), "retry_ms": int(retry * 1000) + 1}
+                return True, {
+                    "remaining": 0,
+                    "limit": limit,
+                    "interval_ms": int(per * 1000),
+                    "retry_ms": int(retry * 1000) + 1,
+                }
             window.append(now)
             return False, {"remaining": limit - len(window), "limit": limit, "interval_ms": int(per * 1000)}
 

@@ -548,10 +548,12 @@ class HubSpotEmulator(Emulator):
         keys: list[str] = []
         for item in inputs:
             if not isinstance(item, dict) or set(item) != {"id"} or not isinstance(item["id"], str):
-                raise Reply(self._error(400, "Each input is {\"id\": \"...\"}", "VALIDATION_ERROR"))
+                raise Reply(self._error(400, 'Each input is {"id": "..."}', "VALIDATION_ERROR"))
             keys.append(item["id"])
         id_property = body.get("idProperty")
-        if id_property is not None and (not isinstance(id_property, str) or id_property not in _UNIQUE.get(object_type, set())):
+        if id_property is not None and (
+            not isinstance(id_property, str) or id_property not in _UNIQUE.get(object_type, set())
+        ):
             raise Reply(
                 self._error(
                     400,
@@ -574,7 +576,12 @@ class HubSpotEmulator(Emulator):
                     missing.append(key)
                 else:
                     results.append(self._public(found, wanted or list(_DEFAULT_READ[object_type])))
-        out: dict[str, Any] = {"status": "COMPLETE", "results": results, "startedAt": started, "completedAt": _now_iso()}
+        out: dict[str, Any] = {
+            "status": "COMPLETE",
+            "results": results,
+            "startedAt": started,
+            "completedAt": _now_iso(),
+        }
         if missing:
             out["numErrors"] = 1
             out["errors"] = [
@@ -740,7 +747,9 @@ class HubSpotEmulator(Emulator):
                     raise Reply(self._error(400, f"Invalid sort direction {direction!r}", "VALIDATION_ERROR"))
                 name, descending = item["propertyName"], direction == "DESCENDING"
             else:
-                raise Reply(self._error(400, "Each sort is a property name or {propertyName, direction}", "VALIDATION_ERROR"))
+                raise Reply(
+                    self._error(400, "Each sort is a property name or {propertyName, direction}", "VALIDATION_ERROR")
+                )
             if name not in _PROPERTIES[object_type] and name not in _READ_ONLY:
                 raise Reply(self._invalid([(name, "PROPERTY_DOESNT_EXIST", f'Property "{name}" does not exist')]))
             out.append((name, descending))

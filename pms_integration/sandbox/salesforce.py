@@ -1025,9 +1025,7 @@ class SalesforceEmulator(Emulator):
         """``queryAll``: like ``query``, but deleted records (the recycle bin) are included."""
         return self._query(req, params, include_deleted=True)
 
-    def _query(
-        self, req: SandboxRequest, params: dict[str, str], *, include_deleted: bool = False
-    ) -> SandboxResponse:
+    def _query(self, req: SandboxRequest, params: dict[str, str], *, include_deleted: bool = False) -> SandboxResponse:
         soql = req.arg("q")
         if not soql:
             raise _fail(400, "MALFORMED_QUERY", "A query string must be provided with the q parameter")

@@ -1,0 +1,272 @@
+"""The shape every vendor adapter shares.
+
+:class:`BaseAdapter` owns what is the same on every vendor: the transport (built from the
+common settings), ``name``/``capabilities``/``close``, reading JSON objects, the duplicate-safe
+create, the read-before-write flow of update and cancel, and the report push. A vendor module
+writes only what is its own:
+
+======================  ===================================================================
+``create_booking``      send the create(s) for a new booking; return the Appointment
+``find_booking``        look a booking up by its reference (idempotent requests only)
+``read_booking``        the booking as the vendor holds it now (``NotFoundError`` if unknown)
+``write_update``        send the changes for a booking that ``read_booking`` returned
+``write_cancel``        cancel a booking that ``read_booking`` returned (not yet cancelled)
+``report_payload``      the record a performance report becomes
+``find_report``         the id of an earlier push of the same report, or None
+``update_report``       overwrite that record (False when it has gone)
+``create_report``       create the record; return its id
+======================  ===================================================================
+
+plus, as class attributes, ``provider`` and ``token_variable``, and optionally
+``parse_error``/``parse_rate_headers`` for the vendor's error and quota formats. The contributor's
+guide (``docs/adding-a-provider.md``) walks through a complete adapter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Protocol, TypeVar
+
+import attrs
+
+from .._http import Auth, BearerAuth, ErrorInfo, HttpResponse, Runtime, Transport, default_error_parser
+from .._once import BoundedCache, create_once
+from .._ratelimit import RateLimitInfo
+from ..config import RateLimit, Secret
+from ..errors import AppointmentCancelledError, UnexpectedResponseError
+from ..models import (
+    Appointment,
+    AppointmentRequest,
+    AppointmentStatus,
+    AppointmentUpdate,
+    PerformanceReport,
+    ProviderName,
+    ReportReceipt,
+)
+from ..provider import ALL_CAPABILITIES, Capability
+from ..tokens import TokenStore
+
+__all__ = ["BaseAdapter", "CommonSettings", "text", "unexpected"]
+
+T = TypeVar("T")
+
+
+class CommonSettings(Protocol):
+    """What every provider's settings carry (see :mod:`pms_integration.config`)."""
+
+    @property
+    def base_url(self) -> str: ...
+    @property
+    def timeout(self) -> float: ...
+    @property
+    def rate_limit(self) -> RateLimit | None: ...
+    @property
+    def api_version(self) -> str: ...
+    @property
+    def account(self) -> str:
+        """Which vendor account the settings point at (never a secret)."""
+        ...
+
+
+def text(value: object) -> str | None:
+    """``value`` when it is a non-empty string, else None (vendors send nulls, numbers, "")."""
+    return value if isinstance(value, str) and value else None
+
+
+def unexpected(
+    provider: ProviderName, operation: str, what: str, *, outcome_unknown: bool = False, reference: str | None = None
+) -> UnexpectedResponseError:
+    """An error for a 2xx response the adapter cannot read."""
+    return UnexpectedResponseError(
+        f"{provider.label} answered {operation} with an unreadable response: {what}",
+        provider=provider.value,
+        operation=operation,
+        outcome_unknown=outcome_unknown,
+        reference=reference,
+    )
+
+
+class BaseAdapter:
+    """The common part of every adapter. Thread-safe; one per client and provider."""
+
+    provider: ClassVar[ProviderName]
+    #: the variable holding the credential, named in authentication errors
+    token_variable: ClassVar[str]
+    capabilities: frozenset[Capability] = ALL_CAPABILITIES
+    default_headers: ClassVar[Mapping[str, str]] = {"Content-Type": "application/json"}
+    #: the vendor's rate-limit window in seconds, when a 429 without Retry-After should wait it out
+    rate_limit_window: ClassVar[float | None] = None
+    parse_error: ClassVar[Callable[[HttpResponse], ErrorInfo]] = staticmethod(default_error_parser)
+    parse_rate_headers: ClassVar[Callable[[Mapping[str, str]], RateLimitInfo | None] | None] = None
+
+    def __init__(self, settings: Any, runtime: Runtime) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.transport: Transport = runtime.transport(
+            provider=self.provider,
+            base_url=settings.base_url,
+            auth=self.make_auth(),
+            timeout=settings.timeout,
+            token_variable=self.token_variable,
+            error_parser=type(self).parse_error,
+            rate_header_parser=type(self).parse_rate_headers,
+            rate_limit=settings.rate_limit,
+            default_headers=self.default_headers,
+            rate_limit_window=self.rate_limit_window,
+        )
+        #: report id -> the vendor record it was pushed to (saves the look-up on a re-push)
+        self.report_records: BoundedCache[str, str] = BoundedCache(1000)
+
+    # -- identity and lifecycle ---------------------------------------------------------------
+
+    @property
+    def name(self) -> ProviderName:
+        return self.provider
+
+    @property
+    def account(self) -> str:
+        """Which account the adapter points at (host plus location/owner/pipeline; no secret)."""
+        return str(self.settings.account)
+
+    @property
+    def rate_limit_info(self) -> RateLimitInfo | None:
+        """The vendor's last word on the remaining quota (None before the first answer)."""
+        return self.transport.rate_limit_info
+
+    def make_auth(self) -> Auth:
+        """The credential for every request; Bearer ``settings.token`` unless overridden."""
+        token: Secret = self.settings.token
+        return BearerAuth(token)
+
+    def unsupported_reason(self, capability: Capability) -> str | None:
+        """Why ``capability`` is missing, in the user's terms (None: the generic message)."""
+        return None
+
+    def use_token_store(self, store: TokenStore | None) -> None:
+        """Keep rotated credentials in ``store`` (adapters with refreshable tokens override)."""
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.settings.base_url} {self.settings.api_version}>"
+
+    # -- reading answers ----------------------------------------------------------------------
+
+    def unexpected(
+        self, operation: str, what: str, *, outcome_unknown: bool = False, reference: str | None = None
+    ) -> UnexpectedResponseError:
+        return unexpected(self.provider, operation, what, outcome_unknown=outcome_unknown, reference=reference)
+
+    def json_object(
+        self, resp: HttpResponse, operation: str, what: str, *, creates: bool = False, reference: str | None = None
+    ) -> dict[str, Any]:
+        """The body as a JSON object; an unexpected-response error naming ``what`` otherwise.
+
+        With ``creates``, the error says the outcome is unknown: a 2xx to a create may have
+        made the record even when its answer cannot be read.
+        """
+        body = resp.json_or_none()
+        if not isinstance(body, dict):
+            raise self.unexpected(
+                operation, f"{what} is not a JSON object", outcome_unknown=creates, reference=reference
+            )
+        return body
+
+    # -- duplicate safety ---------------------------------------------------------------------
+
+    def create_once(
+        self, create: Callable[[], T], find: Callable[[], T | None], *, operation: str, reference: str
+    ) -> T:
+        """``create``, never twice: after an ambiguous failure ``find`` decides (see ``_once``)."""
+        return create_once(create, find, provider=self.provider, operation=operation, reference=reference)
+
+    # -- bookings -----------------------------------------------------------------------------
+
+    def book(self, request: AppointmentRequest) -> Appointment:
+        return self.create_once(
+            lambda: self.create_booking(request),
+            lambda: self.find_booking(request),
+            operation="book",
+            reference=request.reference,
+        )
+
+    def recover_booking(self, request: AppointmentRequest) -> Appointment | None:
+        return self.find_booking(request)
+
+    def update(self, appointment_id: str, changes: AppointmentUpdate) -> Appointment:
+        # Read first: a cancelled booking is never written to, and the answer carries the
+        # booking's times and zone even when only the title changes.
+        current = self.read_booking(self.check_id(appointment_id), "update")
+        if current.status is AppointmentStatus.CANCELLED:
+            raise self.cancelled_error(current.id)
+        return self.write_update(current, changes)
+
+    def cancel(self, appointment_id: str, *, reason: str | None = None) -> Appointment:
+        current = self.read_booking(self.check_id(appointment_id), "cancel")
+        if current.status is AppointmentStatus.CANCELLED:
+            return attrs.evolve(current, raw={"already_cancelled": True, **current.raw})
+        return self.write_cancel(current, reason)
+
+    def cancelled_error(self, appointment_id: str) -> AppointmentCancelledError:
+        return AppointmentCancelledError(
+            f"{self.provider.label} appointment {appointment_id} was cancelled; it cannot be moved or changed. "
+            "Book a new appointment instead.",
+            status_code=409,
+            code="APPOINTMENT_CANCELLED",
+            provider=self.provider.value,
+            operation="update",
+        )
+
+    def check_id(self, appointment_id: str) -> str:
+        """The vendor's own id check, before the id goes into a URL (ValidationError if wrong)."""
+        return appointment_id
+
+    def create_booking(self, request: AppointmentRequest) -> Appointment:
+        raise NotImplementedError
+
+    def find_booking(self, request: AppointmentRequest) -> Appointment | None:
+        raise NotImplementedError
+
+    def read_booking(self, appointment_id: str, operation: str) -> Appointment:
+        raise NotImplementedError
+
+    def write_update(self, current: Appointment, changes: AppointmentUpdate) -> Appointment:
+        raise NotImplementedError
+
+    def write_cancel(self, current: Appointment, reason: str | None) -> Appointment:
+        raise NotImplementedError
+
+    # -- performance reports ------------------------------------------------------------------
+
+    def push_report(self, report: PerformanceReport) -> ReportReceipt:
+        """Update the record of an earlier push of the same report, else create it once."""
+        payload = self.report_payload(report)
+        cached = self.report_records.get(report.id)
+        if cached is not None and self.update_report(cached, report, payload):
+            return ReportReceipt(self.provider, cached, report.id, created=False, raw={"update": payload})
+        self.report_records.pop(report.id)  # unknown, or gone since we saw it: look it up
+        found = self.find_report(report)
+        if found is not None and self.update_report(found, report, payload):
+            self.report_records.put(report.id, found)
+            return ReportReceipt(self.provider, found, report.id, created=False, raw={"update": payload})
+        record_id = self.create_once(
+            lambda: self.create_report(report, payload),
+            lambda: self.find_report(report),
+            operation="push_report",
+            reference=report.id,
+        )
+        self.report_records.put(report.id, record_id)
+        return ReportReceipt(self.provider, record_id, report.id, created=True, raw={"create": payload})
+
+    def report_payload(self, report: PerformanceReport) -> Mapping[str, Any]:
+        raise NotImplementedError
+
+    def find_report(self, report: PerformanceReport) -> str | None:
+        raise NotImplementedError
+
+    def update_report(self, record_id: str, report: PerformanceReport, payload: Mapping[str, Any]) -> bool:
+        raise NotImplementedError
+
+    def create_report(self, report: PerformanceReport, payload: Mapping[str, Any]) -> str:
+        raise NotImplementedError
