@@ -197,6 +197,15 @@ class GoHighLevelSettings:
     report_contact_id: str | None
     rate_limit: RateLimit | None
 
+    @property
+    def account(self) -> str:
+        """Which account this points at (never a secret): base URL, location and calendar."""
+        return _account(self.base_url, self.location_id, self.calendar_id)
+
+    @property
+    def version_label(self) -> str:
+        return self.api_version
+
 
 @attrs.frozen
 class SalesforceSettings:
@@ -220,6 +229,15 @@ class SalesforceSettings:
     def token_url(self) -> str:
         return f"{self.base_url}/services/oauth2/token"
 
+    @property
+    def account(self) -> str:
+        """Which account this points at (never a secret): base URL and owner."""
+        return _account(self.base_url, self.owner_id)
+
+    @property
+    def version_label(self) -> str:
+        return f"v{self.api_version}"
+
 
 @attrs.frozen
 class HubSpotSettings:
@@ -233,6 +251,19 @@ class HubSpotSettings:
     reference_property: str | None
     timeout: float
     rate_limit: RateLimit | None
+
+    @property
+    def account(self) -> str:
+        """Which account this points at (never a secret): base URL and pipeline."""
+        return _account(self.base_url, self.pipeline_id)
+
+    @property
+    def version_label(self) -> str:
+        return self.api_version
+
+
+def _account(base_url: str, *ids: str) -> str:
+    return "|".join([base_url, *(i for i in ids if i)])
 
 
 Settings = GoHighLevelSettings | SalesforceSettings | HubSpotSettings
@@ -261,11 +292,7 @@ class ProviderConfig:
         s = self.settings
         if s is None:
             return ProviderStatus(self.name, False, self.missing, self.problems)
-        if isinstance(s, SalesforceSettings):
-            version = f"v{s.api_version}"
-        else:
-            version = s.api_version
-        return ProviderStatus(self.name, True, (), (), version, s.base_url)
+        return ProviderStatus(self.name, True, (), (), s.version_label, s.base_url)
 
 
 @attrs.frozen
