@@ -149,7 +149,7 @@ def run_guide(monkeypatch: pytest.MonkeyPatch, url: str) -> dict[str, Any]:
     blocks = [b for b in code_blocks(GUIDE) if b["lang"] == "python"]
     assert len(blocks) == 3, "the guide has a settings block, an adapter block and a try-it block"
     for block in blocks:
-        exec(compile(block["code"], f"{GUIDE.name}:{block['line']}", "exec"), namespace)  # noqa: S102
+        exec(compile(block["code"], f"{GUIDE.name}:{block['line']}", "exec"), namespace)
     return namespace
 
 
@@ -167,7 +167,9 @@ def test_the_toy_adapter_keeps_every_promise(toy: tuple[ToyCrm, str], monkeypatc
     adapter = ns["create"](ns["ToyCrmSettings"](base_url=url, token=ns["Secret"](TOKEN), calendar="chair-2"), runtime)
     zone = ZoneInfo("Europe/Dublin")
     start = dt.datetime(2032, 6, 1, 10, 0, tzinfo=zone)
-    request = AppointmentRequest(patient=Patient(name="Grace Hopper", email="grace@example.com"), start=start, reference="conv-7")
+    request = AppointmentRequest(
+        patient=Patient(name="Grace Hopper", email="grace@example.com"), start=start, reference="conv-7"
+    )
 
     # the create's answer is lost: the base class looks the booking up instead of booking twice
     crm.drop_next_create_answer = True
