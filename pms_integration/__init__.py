@@ -7,6 +7,7 @@ until the first call.
 
 import logging as _logging
 
+from . import errors as _errors
 from ._default import (
     book_appointment,
     cancel_appointment,
@@ -20,26 +21,7 @@ from ._default import (
 from ._version import __version__
 from .client import PMSClient
 from .config import Secret, load_config
-from .errors import (
-    APIError,
-    AppointmentCancelledError,
-    AuthenticationError,
-    ConfigurationError,
-    ConflictError,
-    InvalidRequestError,
-    NotFoundError,
-    PermissionDeniedError,
-    PMSError,
-    ProviderError,
-    ProviderNotConfiguredError,
-    RateLimitError,
-    ResponseTooLargeError,
-    ServerError,
-    TransportError,
-    UnexpectedResponseError,
-    UnsupportedOperationError,
-    ValidationError,
-)
+from .errors import *  # noqa: F403 - every error class, as errors.__all__ lists them
 from .models import (
     Appointment,
     AppointmentRequest,
@@ -98,23 +80,5 @@ __all__ = [
     "TokenStore",
     "FileTokenStore",
     "CallbackTokenStore",
-    # errors
-    "PMSError",
-    "ConfigurationError",
-    "ProviderNotConfiguredError",
-    "UnsupportedOperationError",
-    "ValidationError",
-    "ProviderError",
-    "TransportError",
-    "UnexpectedResponseError",
-    "ResponseTooLargeError",
-    "APIError",
-    "AuthenticationError",
-    "PermissionDeniedError",
-    "NotFoundError",
-    "ConflictError",
-    "AppointmentCancelledError",
-    "InvalidRequestError",
-    "RateLimitError",
-    "ServerError",
 ]
+__all__ += _errors.__all__

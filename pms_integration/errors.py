@@ -1,22 +1,13 @@
-"""The exception hierarchy.
+"""The exception hierarchy: every error is a :class:`PMSError`, and its class says what to do next.
 
-Every error the library raises is a :class:`PMSError`. The classes say *what to do next*:
-
-* :class:`ValidationError` - the input is wrong; nothing was sent. Fix the named fields.
-* :class:`ConfigurationError` / :class:`ProviderNotConfiguredError` - set the named variables.
-* :class:`UnsupportedOperationError` - this provider (or API version) cannot do that.
-* :class:`ProviderError` and subclasses - the vendor or the network failed. Read
-  ``outcome_unknown``: when it is true a booking may have been created; look it up by
-  ``reference`` before booking again.
-
-``str()`` and ``repr()`` of every error are safe to log: they never carry a token and carry at
-most a short, redacted excerpt of a vendor response.
+Each class also carries its :class:`Outcome` (the CLI's exit code, the HTTP server's problem), the
+one table the CLI and the server read. ``str()`` and ``repr()`` are safe to log. See docs/errors.md.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, ClassVar, NamedTuple
 
 from ._redact import excerpt as _excerpt
 from ._redact import redact, redact_path
@@ -84,11 +75,21 @@ def with_article(word: str) -> str:
     return f"{'an' if vowel else 'a'} {word}"
 
 
+class Outcome(NamedTuple):
+    """What an error class means outside Python (a CLI exit code, an HTTP problem); inherited."""
+
+    exit_code: int
+    http_status: int
+    slug: str  # the problem type: ``urn:pms-integration:problem:<slug>``
+    title: str
+
+
 class PMSError(Exception):
     """Base class of every error raised by pms_integration."""
 
     #: A sentence telling the caller what to do about this kind of error.
     hint: str = ""
+    outcome: ClassVar[Outcome] = Outcome(1, 500, "internal", "Internal error")
 
     def __init__(self, message: str) -> None:
         super().__init__(redact(message))
@@ -119,14 +120,9 @@ class ConfigurationError(PMSError):
     """The configuration cannot be used as it is."""
 
     hint = "Fix the configuration (PMS_* variables) and call reload()."
+    outcome = Outcome(4, 503, "configuration", "Configuration error")
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        missing: Sequence[str] = (),
-        problems: Sequence[str] = (),
-    ) -> None:
+    def __init__(self, message: str, *, missing: Sequence[str] = (), problems: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.missing: tuple[str, ...] = tuple(missing)
         self.problems: tuple[str, ...] = tuple(redact(p) for p in problems)
@@ -141,13 +137,9 @@ class ConfigurationError(PMSError):
 class ProviderNotConfiguredError(ConfigurationError):
     """The requested provider is disabled because variables are missing or invalid."""
 
-    def __init__(
-        self,
-        provider: str,
-        *,
-        missing: Sequence[str] = (),
-        problems: Sequence[str] = (),
-    ) -> None:
+    outcome = Outcome(4, 503, "not-configured", "Provider not configured")
+
+    def __init__(self, provider: str, *, missing: Sequence[str] = (), problems: Sequence[str] = ()) -> None:
         parts = [f"Provider {provider!r} is not configured."]
         if missing:
             parts.append("Set " + ", ".join(missing) + ".")
@@ -160,6 +152,8 @@ class ProviderNotConfiguredError(ConfigurationError):
 class UnsupportedOperationError(PMSError):
     """The provider, or the API version it is configured for, cannot perform the operation."""
 
+    outcome = Outcome(5, 501, "unsupported-operation", "Operation not supported")
+
 
 class ValidationError(PMSError, ValueError):
     """The input is invalid. Raised before any request is sent.
@@ -169,6 +163,7 @@ class ValidationError(PMSError, ValueError):
     """
 
     hint = "Nothing was sent; correct the listed fields and try again."
+    outcome = Outcome(3, 422, "validation", "Invalid request")
 
     def __init__(self, errors: Iterable[tuple[str, str]]) -> None:
         # A path is the caller's own data: only a segment that *is* a secret is masked (a key
@@ -200,7 +195,7 @@ class ProviderError(PMSError):
     ``reference`` before booking again.
     """
 
-    hint = ""
+    outcome = Outcome(11, 502, "provider-error", "Provider error")
 
     def __init__(
         self,
@@ -230,9 +225,7 @@ class ProviderError(PMSError):
         return prefix + text
 
     def __repr__(self) -> str:
-        extra = ""
-        if self.outcome_unknown:
-            extra = ", outcome_unknown=True"
+        extra = ", outcome_unknown=True" if self.outcome_unknown else ""
         return f"{type(self).__name__}({self.message!r}, provider={self.provider!r}{extra})"
 
 
@@ -240,10 +233,13 @@ class TransportError(ProviderError):
     """The request did not complete: connection refused, reset, or timed out."""
 
     hint = "The provider could not be reached; try again shortly."
+    outcome = Outcome(11, 504, "provider-timeout", "Provider did not answer")
 
 
 class UnexpectedResponseError(ProviderError):
     """The vendor answered with success, but in a shape the library cannot read."""
+
+    outcome = Outcome(11, 502, "provider-unexpected-response", "Unexpected provider response")
 
 
 class ResponseTooLargeError(UnexpectedResponseError):
@@ -298,24 +294,28 @@ class AuthenticationError(APIError):
     """401: the credentials were rejected."""
 
     hint = "Check the provider's token variable; the token may have expired or been revoked."
+    outcome = Outcome(6, 502, "provider-authentication", "Provider rejected the credentials")
 
 
 class PermissionDeniedError(APIError):
     """403: the credentials lack a scope or access to the record or location."""
 
     hint = "Grant the token the needed scopes or access."
+    outcome = Outcome(6, 502, "provider-permission-denied", "Provider denied access")
 
 
 class NotFoundError(APIError):
     """404: the record (or route) does not exist."""
 
     hint = "Check the appointment id; it may have been deleted."
+    outcome = Outcome(7, 404, "not-found", "Booking not found")
 
 
 class ConflictError(APIError):
     """409, or the vendor's "slot no longer available": the time is taken or the record clashes."""
 
     hint = "Offer the patient another time."
+    outcome = Outcome(8, 409, "conflict", "Conflict")
 
 
 class AppointmentCancelledError(ConflictError):
@@ -327,26 +327,28 @@ class AppointmentCancelledError(ConflictError):
     """
 
     hint = "This appointment was cancelled: book a new appointment instead of moving it."
+    outcome = Outcome(8, 409, "appointment-cancelled", "Appointment is cancelled")
 
 
 class InvalidRequestError(APIError):
     """400 / 422: the vendor rejected the request's content."""
 
     hint = "The vendor rejected the data; see the message for the field."
+    outcome = Outcome(10, 502, "provider-invalid-request", "Provider rejected the request")
 
 
 class _AsksToWait(APIError):
     """An error answer that may say how long to wait: ``retry_after`` seconds, when it said."""
+
+    unsaid_wait = ""  # what str() says when the vendor named no wait
 
     def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.retry_after = retry_after
 
     def __str__(self) -> str:
-        text = super().__str__()
-        if self.retry_after is not None:
-            return _join_sentences(text, f"Retry after {self.retry_after:g} s.")
-        return text
+        wait = self.unsaid_wait if self.retry_after is None else f"Retry after {self.retry_after:g} s."
+        return _join_sentences(super().__str__(), wait) if wait else super().__str__()
 
 
 class RateLimitError(_AsksToWait):
@@ -355,9 +357,8 @@ class RateLimitError(_AsksToWait):
     ``retry_after`` is the number of seconds the vendor asked to wait, when it said.
     """
 
-    def __str__(self) -> str:
-        text = super().__str__()
-        return text if self.retry_after is not None else _join_sentences(text, "Retry later.")
+    outcome = Outcome(9, 429, "rate-limited", "Provider rate limit reached")
+    unsaid_wait = "Retry later."
 
 
 class ServerError(_AsksToWait):
@@ -368,3 +369,22 @@ class ServerError(_AsksToWait):
     """
 
     hint = "The provider is having trouble; try again shortly."
+    outcome = Outcome(11, 503, "provider-unavailable", "Provider unavailable")
+
+
+# The class of a vendor's error answer by its HTTP status, when its body names no better one.
+_BY_VENDOR_STATUS: dict[int, type[APIError]] = {
+    400: InvalidRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    410: NotFoundError,
+    422: InvalidRequestError,
+    429: RateLimitError,
+}
+
+
+def error_class_for_status(status: int) -> type[APIError]:
+    """The error class for a vendor's HTTP ``status``: the table above, else 5xx a ServerError."""
+    return _BY_VENDOR_STATUS.get(status) or (ServerError if status >= 500 else APIError)
