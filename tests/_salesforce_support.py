@@ -15,7 +15,7 @@ from pms_integration._http import Runtime
 from pms_integration._retry import RetryPolicy
 from pms_integration.config import SalesforceSettings, load_config
 from pms_integration.models import ProviderName
-from pms_integration.providers.salesforce import SalesforceProvider, create, id_checksum
+from pms_integration.providers.salesforce import SalesforceAdapter, create, id_checksum
 
 from .conftest import CANARY
 
@@ -66,7 +66,7 @@ def settings(**overrides: str) -> SalesforceSettings:
     return pc.settings
 
 
-def adapter(attempts: int = 3, **overrides: str) -> SalesforceProvider:
+def adapter(attempts: int = 3, **overrides: str) -> SalesforceAdapter:
     policy = RetryPolicy(max_attempts=attempts, backoff_initial=0.0, backoff_max=0.0, jitter=0.0)
     return create(settings(**overrides), Runtime(policy=policy, sleep=lambda s: None))
 

@@ -12,6 +12,7 @@ import pytest
 import requests
 import responses
 
+from pms_integration import _time
 from pms_integration._http import HttpResponse
 from pms_integration.config import Secret
 from pms_integration.errors import (
@@ -34,16 +35,15 @@ from pms_integration.models import (
     PerformanceReport,
     structure,
 )
+from pms_integration.providers import salesforce
 from pms_integration.providers.salesforce import (
     CANCELLED_PREFIX,
     id_checksum,
     is_salesforce_id,
     parse_error,
-    parse_limit_info,
-    parse_salesforce_datetime,
+    parse_rate_headers,
     soql_like_contains,
     soql_string,
-    wire_datetime,
 )
 
 from ._salesforce_support import (
@@ -116,21 +116,32 @@ def test_soql_quoting() -> None:
     assert soql_like_contains("it's") == "'%it\\'s%'"
 
 
-def test_wire_datetime_is_utc_and_dst_correct() -> None:
-    assert wire_datetime(dt.datetime(2037, 3, 6, 9, 0, tzinfo=NY)) == "2037-03-06T14:00:00Z"  # EST
-    assert wire_datetime(dt.datetime(2037, 3, 9, 9, 0, tzinfo=NY)) == "2037-03-09T13:00:00Z"  # EDT
-    assert wire_datetime(dt.datetime(2037, 3, 9, 9, 0, 0, 999_999, tzinfo=dt.timezone.utc)) == "2037-03-09T09:00:00Z"
+def test_wire_times_are_utc_and_dst_correct_and_salesforce_forms_are_read() -> None:
+    assert _time.utc_text(dt.datetime(2037, 3, 6, 9, 0, tzinfo=NY)) == "2037-03-06T14:00:00Z"  # EST
+    assert _time.utc_text(dt.datetime(2037, 3, 9, 9, 0, tzinfo=NY)) == "2037-03-09T13:00:00Z"  # EDT
     with pytest.raises(ValueError):
-        wire_datetime(dt.datetime(2037, 3, 9, 9, 0))
-
-
-def test_parse_salesforce_datetime_forms() -> None:
+        _time.utc_text(dt.datetime(2037, 3, 9, 9, 0))
     want = dt.datetime(2025, 3, 14, 15, 0, tzinfo=dt.timezone.utc)
-    assert parse_salesforce_datetime("2025-03-14T15:00:00.000+0000") == want
-    assert parse_salesforce_datetime("2025-03-14T15:00:00Z") == want
-    assert parse_salesforce_datetime("2025-03-14T15:00:00.000Z") == want
-    assert parse_salesforce_datetime("yesterday") is None
-    assert parse_salesforce_datetime(None) is None
+    for form in ("2025-03-14T15:00:00.000+0000", "2025-03-14T15:00:00Z", "2025-03-14T15:00:00.000Z"):
+        assert _time.parse_instant(form) == want
+    assert _time.parse_instant("yesterday") is None and _time.parse_instant(None) is None
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("SalesforceProvider", salesforce.SalesforceAdapter),
+        ("parse_limit_info", parse_rate_headers),
+        ("wire_datetime", _time.utc_text),
+        ("soql_datetime", _time.utc_text),
+        ("parse_salesforce_datetime", _time.parse_instant),
+    ],
+)
+def test_old_names_still_work_with_a_deprecation_warning(old: str, new: object) -> None:
+    with pytest.warns(DeprecationWarning, match=old):
+        assert getattr(salesforce, old) is new
+    with pytest.raises(AttributeError):
+        salesforce.no_such_name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -759,7 +770,7 @@ def test_limit_info_is_parsed_exposed_and_logged(
     ],
 )
 def test_limit_info_parser(header: dict[str, str], want: tuple[int, int] | None) -> None:
-    info = parse_limit_info(header)
+    info = parse_rate_headers(header)
     if want is None:
         assert info is None
     else:
@@ -805,7 +816,10 @@ def test_expired_token_is_refreshed_once_and_the_request_replayed(
 
 def test_rotated_refresh_token_is_used_next_time(rsps: responses.RequestsMock) -> None:
     live_event(rsps)
-    rsps.post(TOKEN_URL, json={"access_token": "tokenA-123456-long-enough-x", "refresh_token": "rotated-refresh-42-long-enough-x"})
+    rsps.post(
+        TOKEN_URL,
+        json={"access_token": "tokenA-123456-long-enough-x", "refresh_token": "rotated-refresh-42-long-enough-x"},
+    )
     rsps.patch(EVENT_URL, json=sf_error("INVALID_SESSION_ID", "Session expired or invalid"), status=401)
     rsps.patch(EVENT_URL, status=204)
     a = adapter(**REFRESH_ENV)

@@ -23,7 +23,7 @@ import requests
 import responses
 
 from pms_integration.models import AppointmentRequest, AppointmentUpdate, PerformanceReport, structure
-from pms_integration.providers.salesforce import SalesforceProvider, is_salesforce_id
+from pms_integration.providers.salesforce import SalesforceAdapter, is_salesforce_id
 
 from ._salesforce_support import (
     CONTACT,
@@ -385,12 +385,12 @@ def _rep() -> PerformanceReport:
     return structure(report(report_id="weekly_2026-10"), PerformanceReport)
 
 
-SCENARIOS: dict[str, Callable[[SalesforceProvider, Recorder], Any]] = {
+SCENARIOS: dict[str, Callable[[SalesforceAdapter, Recorder], Any]] = {
     "book": lambda a, r: a.book(
         _req(patient={"name": "Jane Doe", "email": "j@example.com", "contact_id": CONTACT}, location="Chair 2")
     ),
     "book with extra": lambda a, r: a.book(_req(extra={"Type": "Meeting", "IsReminderSet": True})),
-    "reconcile": lambda a, r: a._find_booking(_req(reference="bk-a_b.c:d")),
+    "reconcile": lambda a, r: a.find_booking(_req(reference="bk-a_b.c:d")),
     "reschedule": lambda a, r: a.update(
         EVENT_ID, AppointmentUpdate(start=dt.datetime(2037, 11, 2, 9, tzinfo=NY), duration_minutes=30)
     ),
@@ -499,14 +499,14 @@ def test_a_wrong_request_fails_the_contract(shapes: list[Shape], name: str) -> N
 def test_a_deliberately_wrong_adapter_request_fails(
     recorder: Recorder, shapes: list[Shape], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = SalesforceProvider.event_payload
+    real = SalesforceAdapter.event_payload
 
-    def wrong(self: SalesforceProvider, request: AppointmentRequest) -> dict[str, Any]:
+    def wrong(self: SalesforceAdapter, request: AppointmentRequest) -> dict[str, Any]:
         payload = real(self, request)
         payload["StartTime"] = payload.pop("StartDateTime")  # a plausible but non-existent name
         return payload
 
-    monkeypatch.setattr(SalesforceProvider, "event_payload", wrong)
+    monkeypatch.setattr(SalesforceAdapter, "event_payload", wrong)
     adapter().book(_req())
     problems = check(recorder.sent[0], shapes)
     assert "unknown Event field 'StartTime'" in problems
@@ -524,7 +524,8 @@ def test_the_collection_shapes_are_what_the_checker_expects(shapes: list[Shape])
 
 
 @pytest.mark.skipif(
-    not (SHARED / "notes/salesforce.md").is_file(), reason="the team's vendor note (../shared/notes) is not beside the clone"
+    not (SHARED / "notes/salesforce.md").is_file(),
+    reason="the team's vendor note (../shared/notes) is not beside the clone",
 )
 def test_classified_error_codes_are_documented_codes() -> None:
     # the error codes the adapter classifies appear in the note's tables (guards against typos)

@@ -21,7 +21,7 @@ from pms_integration.errors import (
     ValidationError,
 )
 from pms_integration.models import AppointmentStatus
-from pms_integration.providers.salesforce import SalesforceProvider, id_checksum, is_salesforce_id
+from pms_integration.providers.salesforce import SalesforceAdapter, id_checksum, is_salesforce_id
 from pms_integration.sandbox import Fault, Sandbox
 from pms_integration.sandbox._core import Emulator, SandboxRequest
 from pms_integration.sandbox.salesforce import (
@@ -127,7 +127,7 @@ def test_every_operation_end_to_end(sb: Sandbox) -> None:
         assert info is not None and info.daily_limit == 15000
         assert info.daily_remaining == 15000 - sb.state("salesforce")["api_usage"]
         adapter = c.adapter("salesforce")
-        assert isinstance(adapter, SalesforceProvider)
+        assert isinstance(adapter, SalesforceAdapter)
         assert "67.0" in adapter.available_versions()
 
 
@@ -216,10 +216,10 @@ def test_like_escaping_keeps_similar_references_apart(sb: Sandbox) -> None:
         other = c.book_appointment(booking(sb, reference="bk-axb"))
         mine = c.book_appointment(booking(sb, reference="bk-a_b"))
         adapter = c.adapter("salesforce")
-        assert isinstance(adapter, SalesforceProvider)
+        assert isinstance(adapter, SalesforceAdapter)
         from pms_integration.models import AppointmentRequest, structure
 
-        found = adapter._find_booking(structure(booking(sb, reference="bk-a_b"), AppointmentRequest))
+        found = adapter.find_booking(structure(booking(sb, reference="bk-a_b"), AppointmentRequest))
         assert found is not None and found.id == mine.id != other.id
 
 

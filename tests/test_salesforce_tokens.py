@@ -15,7 +15,7 @@ import pytest
 
 from pms_integration import CallbackTokenStore, FileTokenStore, PMSClient, TokenStore
 from pms_integration.errors import AuthenticationError, ConfigurationError
-from pms_integration.providers.salesforce import SalesforceProvider
+from pms_integration.providers.salesforce import SalesforceAdapter
 from pms_integration.sandbox import Sandbox
 from pms_integration.sandbox.salesforce import SalesforceEmulator
 from pms_integration.tokens import MemoryTokenStore
@@ -54,7 +54,7 @@ def booking(n: int) -> dict[str, Any]:
 
 def key_of(client: PMSClient) -> str:
     adapter = client.adapter("salesforce")
-    assert isinstance(adapter, SalesforceProvider)
+    assert isinstance(adapter, SalesforceAdapter)
     return adapter.auth.store_key
 
 
