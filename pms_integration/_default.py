@@ -1,21 +1,20 @@
 """The process-wide default client behind the module-level functions, and ``reload()``.
 
-One module-level reference guarded by a lock. ``reload()`` builds the new client *outside* the
-lock (a bad configuration raises and the old client keeps serving), then swaps it in one
-assignment. Each call takes the client once, so it finishes on the configuration it began with;
-a replaced client closes when its last call is done.
+One module-level reference, swapped under a lock; a replaced client is never closed under the
+calls still running on it (see docs/reliability.md, "Reload and the default client").
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Mapping
+import weakref
+from collections.abc import Mapping
 from types import EllipsisType
-from typing import Any, TypeVar
+from typing import Any
 
 from .client import PMSClient
-from .config import load_config
+from .config import PMSConfig, load_config
 from .errors import ConfigurationError
 from .models import (
     Appointment,
@@ -38,9 +37,18 @@ __all__ = [
     "push_performance_report",
 ]
 
-T = TypeVar("T")
 _lock = threading.Lock()
 _client: PMSClient | None = None
+#: the clients this module built itself (and so may rebuild once they are closed)
+_built: weakref.WeakSet[PMSClient] = weakref.WeakSet()
+
+
+def _successor(config: PMSConfig | None, old: PMSClient | None) -> PMSClient:
+    """A default client that inherits ``old``'s booking memory and token store, so a reload
+    never opens a door to a double booking and rotated tokens keep going to the same store."""
+    client = PMSClient(config, memory=old.memory if old else None, token_store=old.token_store if old else None)
+    _built.add(client)
+    return client
 
 
 def get_client() -> PMSClient:
@@ -53,28 +61,17 @@ def get_client() -> PMSClient:
     """
     global _client
     client = _client
-    if client is not None and client.usable:
+    if client is not None and not client.closed:
         return client
     with _lock:
-        current = _client
-        if current is None:
-            current = _client = _built(PMSClient())
-        elif not current.usable:
-            if not getattr(current, "_pms_default_built", False):
-                raise ConfigurationError(
-                    "The default client (installed with use_client) is closed; "
-                    "install an open client with use_client(...), or call reload()."
-                )
-            current = _client = _built(
-                PMSClient(current.config, memory=current.memory, token_store=current.token_store)
+        if _client is None or (_client.closed and _client in _built):
+            _client = _successor(_client.config if _client else None, _client)
+        elif _client.closed:
+            raise ConfigurationError(
+                "The default client (installed with use_client) is closed; "
+                "install an open client with use_client(...), or call reload()."
             )
-        return current
-
-
-def _built(client: PMSClient) -> PMSClient:
-    """Mark a client this module built itself (and so may rebuild once it is closed)."""
-    client._pms_default_built = True  # type: ignore[attr-defined]
-    return client
+        return _client
 
 
 def reload(
@@ -102,54 +99,28 @@ def reload(
             f"(missing {', '.join(pc.missing)}); the new configuration was not applied.",
             missing=pc.missing,
         )
-    # the new client inherits what this process knows about its bookings (finished ones and
-    # those whose outcome is unknown), so a reload never opens a door to a double booking
-    current = _client
-    fresh = _built(
-        PMSClient(
-            config,
-            memory=current.memory if current is not None else None,
-            # rotated refresh tokens keep going to the same store
-            token_store=current.token_store if current is not None else None,
-        )
-    )
     with _lock:
-        old, _client = _client, fresh
-    if old is not None and old is not fresh:
-        old.retire()
+        # the old client is dropped, not closed: calls running on it finish, then it is collected
+        _client = fresh = _successor(config, _client)
     return fresh
 
 
 def use_client(client: PMSClient) -> PMSClient:
-    """Make ``client`` the default (tests and the sandbox use this); retire the old one."""
+    """Make ``client`` the default until the next :func:`use_client` or :func:`reload`.
+
+    The client stays yours to close; for a default that is put back afterwards, see
+    :func:`pms_integration.testing.as_default`.
+    """
     global _client
     if not isinstance(client, PMSClient):
         raise ConfigurationError(
             f"use_client needs a PMSClient, not {type(client).__name__}; build one with pms_integration.PMSClient(...)."
         )
-    if not client.usable:
+    if client.closed:
         raise ConfigurationError("use_client was given a closed client; pass an open PMSClient.")
     with _lock:
-        old, _client = _client, client
-    if old is not None and old is not client:
-        old.retire()
+        _client = client
     return client
-
-
-def _with_client(call: Callable[[PMSClient], T]) -> T:
-    # A client swapped out by reload()/use_client() refuses new calls; the next get_client()
-    # returns its successor. A closed default is rebuilt or raises in get_client(), so this
-    # loop only repeats when a swap races the call, and it is bounded regardless.
-    for _ in range(100):
-        client = get_client()
-        if client.acquire():
-            break
-    else:
-        raise ConfigurationError("The default client kept being replaced; try the call again.")
-    try:
-        return call(client)
-    finally:
-        client.release()
 
 
 def providers() -> ProviderStatusList:
@@ -163,7 +134,7 @@ def book_appointment(
     provider: str | ProviderName | None = None,
 ) -> Appointment:
     """Book an appointment with the default client. See :meth:`PMSClient.book_appointment`."""
-    return _with_client(lambda c: c.book_appointment(request, provider=provider))
+    return get_client().book_appointment(request, provider=provider)
 
 
 def update_appointment(
@@ -173,7 +144,7 @@ def update_appointment(
     provider: str | ProviderName | None = None,
 ) -> Appointment:
     """Reschedule or edit an appointment. See :meth:`PMSClient.update_appointment`."""
-    return _with_client(lambda c: c.update_appointment(appointment_id, changes, provider=provider))
+    return get_client().update_appointment(appointment_id, changes, provider=provider)
 
 
 def cancel_appointment(
@@ -183,7 +154,7 @@ def cancel_appointment(
     provider: str | ProviderName | None = None,
 ) -> Appointment:
     """Cancel an appointment. See :meth:`PMSClient.cancel_appointment`."""
-    return _with_client(lambda c: c.cancel_appointment(appointment_id, reason=reason, provider=provider))
+    return get_client().cancel_appointment(appointment_id, reason=reason, provider=provider)
 
 
 def push_performance_report(
@@ -192,4 +163,4 @@ def push_performance_report(
     provider: str | ProviderName | None = None,
 ) -> ReportReceipt:
     """Push a performance report (the registered source's when ``report`` is None)."""
-    return _with_client(lambda c: c.push_performance_report(report, provider=provider))
+    return get_client().push_performance_report(report, provider=provider)

@@ -2,9 +2,8 @@
 
 Three layers, from the outside in:
 
-* :class:`BookingMemory` (used by the client): finished references -> their booking, references
-  whose outcome is unknown (looked up before any new create), and one lock per reference in
-  flight so concurrent attempts at one booking run one at a time.
+* :class:`BookingMemory` (used by the client): what this process booked, or left uncertain,
+  by reference; ``BookingMemory.book`` runs one attempt per reference at a time.
 * :func:`create_once` (used by every adapter through ``BaseAdapter.create_once``): a create that
   failed ambiguously is followed by a look-up by reference, never by a blind second create.
 * :class:`BoundedCache`: the one bounded, thread-safe map behind the memory and the adapters'
@@ -14,13 +13,14 @@ Three layers, from the outside in:
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
 from ._retry import current_deadline
-from .errors import PMSError, ProviderError
+from .errors import PMSError, ProviderError, ValidationError
 from .models import Appointment, AppointmentRequest, ProviderName
 
 __all__ = ["BookingMemory", "BoundedCache", "create_once"]
@@ -89,60 +89,55 @@ class BookingMemory:
         self._lock = threading.Lock()
         self._booked: BoundedCache[_Key, tuple[AppointmentRequest, Appointment]] = BoundedCache(size)
         self._uncertain: BoundedCache[_Key, bool] = BoundedCache(size)
-        self._key_locks: dict[_Key, list[Any]] = {}
+        self._key_locks: dict[_Key, list[Any]] = {}  # key -> [lock, holders]
 
-    def booked(self, key: _Key) -> tuple[AppointmentRequest, Appointment] | None:
-        return self._booked.get(key)
-
-    def is_uncertain(self, key: _Key) -> bool:
-        return key in self._uncertain
-
-    def remember(self, key: _Key, request: AppointmentRequest, appointment: Appointment) -> None:
-        self._uncertain.pop(key)
-        self._booked.put(key, (request, appointment))
-
-    def mark_uncertain(self, key: _Key) -> None:
-        self._uncertain.put(key, True)
+    def book(
+        self,
+        key: _Key,
+        request: AppointmentRequest,
+        create: Callable[[], Appointment],
+        recover: Callable[[], Appointment | None],
+    ) -> Appointment:
+        """``create`` the booking once per key: a finished one is returned again (the same
+        request only), an uncertain one is ``recover``-ed before anything is created."""
+        with self._hold(key):
+            done = self._booked.get(key)
+            if done is not None:
+                if done[0] != request:
+                    raise ValidationError.single(
+                        "reference",
+                        f"{request.reference!r} was already used for a different booking; use a new reference",
+                    )
+                return done[1]
+            try:
+                appointment = recover() if key in self._uncertain else None
+                if appointment is None:
+                    appointment = create()
+            except ProviderError as exc:
+                if exc.outcome_unknown:
+                    self._uncertain.put(key, True)
+                raise
+            self._uncertain.pop(key)
+            self._booked.put(key, (request, appointment))
+            return appointment
 
     def forget_appointment(self, provider: ProviderName, appointment_id: str) -> None:
         self._booked.drop_where(lambda k, v: k[0] == provider and v[1].id == appointment_id)
 
-    def hold(self, key: _Key) -> _KeyHold:
+    @contextlib.contextmanager
+    def _hold(self, key: _Key) -> Iterator[None]:
         """Serialise attempts at one booking (the lock is dropped when nobody holds it)."""
-        return _KeyHold(self, key)
-
-    def _enter(self, key: _Key) -> threading.Lock:
         with self._lock:
-            entry = self._key_locks.get(key)
-            if entry is None:
-                entry = [threading.Lock(), 0]
-                self._key_locks[key] = entry
+            entry = self._key_locks.setdefault(key, [threading.Lock(), 0])
             entry[1] += 1
-        lock: threading.Lock = entry[0]
-        lock.acquire()
-        return lock
-
-    def _leave(self, key: _Key, lock: threading.Lock) -> None:
-        lock.release()
-        with self._lock:
-            entry = self._key_locks[key]
-            entry[1] -= 1
-            if entry[1] == 0:
-                del self._key_locks[key]
-
-
-class _KeyHold:
-    __slots__ = ("_key", "_lock", "_memory")
-
-    def __init__(self, memory: BookingMemory, key: _Key) -> None:
-        self._memory = memory
-        self._key = key
-
-    def __enter__(self) -> None:
-        self._lock = self._memory._enter(self._key)
-
-    def __exit__(self, *exc: object) -> None:
-        self._memory._leave(self._key, self._lock)
+        try:
+            with entry[0]:
+                yield
+        finally:
+            with self._lock:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._key_locks[key]
 
 
 def create_once(

@@ -51,36 +51,7 @@ log = logging.getLogger("pms_integration")
 T = TypeVar("T")
 
 
-class _InFlight:
-    """Counts a call in and out of a client (what ``retire()`` waits for)."""
-
-    __slots__ = ("_client",)
-
-    def __init__(self, client: PMSClient) -> None:
-        self._client = client
-
-    def __enter__(self) -> None:
-        client = self._client
-        with client._lock:
-            if client._closed:
-                raise ConfigurationError("This client is closed; create a new one.")
-            client._inflight += 1
-
-    def __exit__(self, *exc: object) -> None:
-        self._client.release()
-
-
-def _check_arguments(
-    *,
-    config: object,
-    environ: object,
-    report_source: object,
-    retry_policy: object,
-    sleep: object,
-    clock: object,
-    session_factory: object,
-    memory: object,
-) -> None:
+def _check_arguments(config: object, environ: object, **given: object) -> None:
     """PMSClient's arguments, checked up front so misuse is a ConfigurationError that names
     the argument (not an AttributeError on first use)."""
     problems: list[str] = []
@@ -91,20 +62,35 @@ def _check_arguments(
         problems.append("give config or environ, not both")
     if environ is not None and not isinstance(environ, Mapping):
         problems.append(f"environ must be a mapping of variable names to strings, not {type(environ).__name__}")
-    if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
-        problems.append(f"retry_policy must be a RetryPolicy, not {type(retry_policy).__name__}")
-    if memory is not None and not isinstance(memory, BookingMemory):
-        problems.append(f"memory must be a BookingMemory, not {type(memory).__name__}")
-    for name, value, optional in (
-        ("report_source", report_source, True),
-        ("session_factory", session_factory, True),
-        ("sleep", sleep, False),
-        ("clock", clock, False),
-    ):
-        if (value is not None or not optional) and not callable(value):
+    for name, value in given.items():
+        cls = {"retry_policy": RetryPolicy, "memory": BookingMemory}.get(name)
+        if value is None and name not in ("sleep", "clock"):
+            continue
+        if cls is not None and not isinstance(value, cls):
+            problems.append(f"{name} must be a {cls.__name__}, not {type(value).__name__}")
+        elif cls is None and not callable(value):
             problems.append(f"{name} must be a callable, not {type(value).__name__}")
     if problems:
         raise ConfigurationError("PMSClient: " + "; ".join(problems) + ".", problems=problems)
+
+
+def _gather(*checks: Callable[[], Any]) -> list[Any]:
+    """Every check's result; one ValidationError listing every failed check's fields."""
+    errors: list[tuple[str, str]] = []
+    results: list[Any] = []
+    for check in checks:
+        try:
+            results.append(check())
+        except ValidationError as exc:
+            errors += exc.errors
+    if errors:
+        raise ValidationError(errors)
+    return results
+
+
+def _check_reason(reason: object) -> None:
+    if reason is not None and (not isinstance(reason, str) or len(reason) > 500):
+        raise ValidationError.single("reason", "must be a string of at most 500 characters")
 
 
 class PMSClient:
@@ -133,14 +119,14 @@ class PMSClient:
         token_store: TokenStore | None = None,
     ) -> None:
         _check_arguments(
-            config=config,
-            environ=environ,
-            report_source=report_source,
+            config,
+            environ,
             retry_policy=retry_policy,
+            memory=memory,
+            report_source=report_source,
+            session_factory=session_factory,
             sleep=sleep,
             clock=clock,
-            session_factory=session_factory,
-            memory=memory,
         )
         self.config = config if config is not None else load_config(environ, env_file)
         self.report_source = report_source
@@ -155,8 +141,6 @@ class PMSClient:
         self.memory = memory if memory is not None else BookingMemory()
         #: where adapters keep rotated refresh tokens (see pms_integration.tokens)
         self.token_store = check_token_store(token_store)
-        self._inflight = 0
-        self._retired = False
         self._closed = False
         for problem in self.config.problems:
             # a general variable that is wrong (PMS_MAX_ATTEMPTS=², a weak PMS_SERVER_TOKEN):
@@ -191,9 +175,7 @@ class PMSClient:
 
     def rate_limit_info(self, provider: str | ProviderName) -> RateLimitInfo | None:
         """The vendor's last word on the remaining quota (``None`` before the first request)."""
-        adapter = self.adapter(provider)
-        transport = getattr(adapter, "transport", None)
-        return getattr(transport, "rate_limit_info", None)
+        return self.adapter(provider).rate_limit_info
 
     def resolve(self, provider: str | ProviderName | None) -> ProviderName:
         """The provider a call goes to: explicit, else PMS_DEFAULT_PROVIDER, else the only one."""
@@ -235,9 +217,8 @@ class PMSClient:
             existing = self._adapters.get(name)
             if existing is None:
                 existing = factory(pc.settings, self._runtime)
-                use_store = getattr(existing, "use_token_store", None)
-                if self.token_store is not None and callable(use_store):
-                    use_store(self.token_store)
+                if self.token_store is not None:
+                    existing.use_token_store(self.token_store)
                 self._adapters[name] = existing
             return existing
 
@@ -254,29 +235,14 @@ class PMSClient:
         Booking the same ``reference`` again in this process returns the first result without
         a second create (a retried conversation turn never double-books).
         """
-        req, name = self._prepare(request, AppointmentRequest, "request", provider)
-        check_not_past(req.start)
+        req, name = self._prepare(request, AppointmentRequest, "request", provider, future=True)
         adapter = self._adapter_for(name, Capability.BOOK)
-        key = (name, self._account(name), req.reference)
-        with self._call(), self.memory.hold(key):
-            done = self.memory.booked(key)
-            if done is not None:
-                if done[0] != req:
-                    raise ValidationError.single(
-                        "reference",
-                        f"{req.reference!r} was already used for a different booking; use a new reference",
-                    )
-                return done[1]
-            try:
-                appointment = self._recover(name, adapter, req) if self.memory.is_uncertain(key) else None
-                if appointment is None:
-                    appointment = self._run(name, "book", True, lambda: adapter.book(req), req.reference)
-            except ProviderError as exc:
-                if exc.outcome_unknown:
-                    self.memory.mark_uncertain(key)
-                raise
-            self.memory.remember(key, req, appointment)
-            return appointment
+        return self.memory.book(
+            (name, adapter.account, req.reference),
+            req,
+            create=lambda: self._run(name, "book", True, lambda: adapter.book(req), req.reference),
+            recover=lambda: self._recover(name, adapter, req),
+        )
 
     def recover_booking(
         self,
@@ -291,9 +257,7 @@ class PMSClient:
         ``None`` when no attempt reached the vendor - then booking again is safe.
         """
         req, name = self._prepare(request, AppointmentRequest, "request", provider)
-        adapter = self._adapter_for(name, Capability.BOOK)
-        with self._call():
-            return self._recover(name, adapter, req)
+        return self._recover(name, self._adapter_for(name, Capability.BOOK), req)
 
     def _recover(self, name: ProviderName, adapter: Provider, req: AppointmentRequest) -> Appointment | None:
         try:
@@ -312,24 +276,12 @@ class PMSClient:
         provider: str | ProviderName | None = None,
     ) -> Appointment:
         """Change an appointment's time, title, notes or location."""
-        errors: list[tuple[str, str]] = []
-        try:
-            validate_appointment_id(appointment_id)
-        except ValidationError as exc:
-            errors += exc.errors
-        try:
-            upd, name = self._prepare(changes, AppointmentUpdate, "changes", provider)
-        except ValidationError as exc:
-            raise ValidationError(errors + exc.errors) from None
-        try:
-            check_not_past(upd.start)
-        except ValidationError as exc:
-            errors += exc.errors
-        if errors:
-            raise ValidationError(errors)
+        _, (upd, name) = _gather(
+            lambda: validate_appointment_id(appointment_id),
+            lambda: self._prepare(changes, AppointmentUpdate, "changes", provider, future=True),
+        )
         adapter = self._adapter_for(name, Capability.UPDATE)
-        with self._call():
-            return self._run(name, "update", False, lambda: adapter.update(appointment_id, upd), None)
+        return self._run(name, "update", False, lambda: adapter.update(appointment_id, upd), None)
 
     def cancel_appointment(
         self,
@@ -339,22 +291,13 @@ class PMSClient:
         provider: str | ProviderName | None = None,
     ) -> Appointment:
         """Cancel an appointment. Cancelling one that is already cancelled succeeds."""
-        errors: list[tuple[str, str]] = []
-        try:
-            validate_appointment_id(appointment_id)
-        except ValidationError as exc:
-            errors += exc.errors
-        if reason is not None and (not isinstance(reason, str) or len(reason) > 500):
-            errors.append(("reason", "must be a string of at most 500 characters"))
-        try:
-            name = self.resolve(provider)
-        except ValidationError as exc:
-            errors += exc.errors
-        if errors:
-            raise ValidationError(errors)
+        *_, name = _gather(
+            lambda: validate_appointment_id(appointment_id),
+            lambda: _check_reason(reason),
+            lambda: self.resolve(provider),
+        )
         adapter = self._adapter_for(name, Capability.CANCEL)
-        with self._call():
-            result = self._run(name, "cancel", False, lambda: adapter.cancel(appointment_id, reason=reason), None)
+        result = self._run(name, "cancel", False, lambda: adapter.cancel(appointment_id, reason=reason), None)
         self.memory.forget_appointment(name, appointment_id)
         return result
 
@@ -371,30 +314,28 @@ class PMSClient:
         else:
             rep, name = self._prepare(report, PerformanceReport, "report", provider)
         adapter = self._adapter_for(name, Capability.PUSH_REPORT)
-        with self._call():
-            return self._run(name, "push_report", True, lambda: adapter.push_report(rep), rep.report_id)
+        return self._run(name, "push_report", True, lambda: adapter.push_report(rep), rep.report_id)
 
     # -- lifecycle --------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close every adapter's connections. Calls already running may fail."""
+        """Close every adapter's connections. Calls already running may fail.
+
+        A client nothing refers to any more needs no ``close()``: its connection pools close
+        when it is garbage-collected (this is how ``reload()`` retires the client it replaces).
+        """
         with self._lock:
             self._closed = True
-            adapters = list(self._adapters.values())
-            self._adapters.clear()
+            adapters, self._adapters = list(self._adapters.values()), {}
         for adapter in adapters:
             try:
                 adapter.close()
             except Exception:  # closing must not raise
                 log.debug("error while closing an adapter", exc_info=True)
 
-    def retire(self) -> None:
-        """Close once the calls now running have finished (used by ``reload()``)."""
-        with self._lock:
-            self._retired = True
-            idle = self._inflight == 0
-        if idle:
-            self.close()
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def __enter__(self) -> PMSClient:
         return self
@@ -409,59 +350,26 @@ class PMSClient:
     # -- internals --------------------------------------------------------------------------
 
     def _prepare(
-        self,
-        value: Any,
-        cls: type[T],
-        field: str,
-        provider: str | ProviderName | None,
+        self, value: Any, cls: type[T], field: str, provider: str | ProviderName | None, *, future: bool = False
     ) -> tuple[T, ProviderName]:
-        """Validate the input and the provider together, so one error lists both."""
-        errors: list[tuple[str, str]] = []
-        result: T | None = None
-        name: ProviderName | None = None
-        try:
-            result = structure(value, cls, path="" if isinstance(value, Mapping) else field)
-        except ValidationError as exc:
-            errors += exc.errors
-        try:
-            name = self.resolve(provider)
-        except ValidationError as exc:
-            errors += exc.errors
-        if errors:
-            raise ValidationError(errors)
-        assert result is not None and name is not None
+        """Validate the input and the provider together, so one error lists both; with
+        ``future``, then check that the (booking's) start is not in the past."""
+        path = "" if isinstance(value, Mapping) else field
+        result, name = _gather(lambda: structure(value, cls, path=path), lambda: self.resolve(provider))
+        if future:
+            check_not_past(result.start)
         return result, name
-
-    def _account(self, name: ProviderName) -> str:
-        """Which account a provider points at (never a secret): the key's middle part."""
-        settings = self.config.get(name).settings
-        if settings is None:
-            return ""
-        parts = [settings.base_url]
-        for attribute in ("location_id", "calendar_id", "owner_id", "pipeline_id"):
-            value = getattr(settings, attribute, None)
-            if value:
-                parts.append(str(value))
-        return "|".join(parts)
 
     def _adapter_for(self, name: ProviderName, capability: Capability) -> Provider:
         adapter = self.adapter(name)
         if capability not in adapter.capabilities:
             # an adapter may explain itself (GoHighLevel v1: "v2 can do this")
-            explain = getattr(adapter, "unsupported_reason", None)
-            reason = explain(capability) if callable(explain) else None
-            if not (isinstance(reason, str) and reason):
-                reason = f"{name.label} as configured cannot {capability.value.replace('_', ' ')}."
-            raise UnsupportedOperationError(reason)
+            generic = f"{name.label} as configured cannot {capability.value.replace('_', ' ')}."
+            raise UnsupportedOperationError(adapter.unsupported_reason(capability) or generic)
         return adapter
 
     def _run(
-        self,
-        name: ProviderName,
-        operation: str,
-        creates: bool,
-        call: Callable[[], T],
-        reference: str | None,
+        self, name: ProviderName, operation: str, creates: bool, call: Callable[[], T], reference: str | None
     ) -> T:
         with deadline_scope(self.config.deadline, self._clock):
             try:
@@ -479,28 +387,3 @@ class PMSClient:
                     outcome_unknown=creates,
                     reference=reference,
                 ) from exc
-
-    @property
-    def usable(self) -> bool:
-        """False once the client is closed or retired (the module-level calls then move on)."""
-        with self._lock:
-            return not (self._closed or self._retired)
-
-    def acquire(self) -> bool:
-        """Count a caller in; False once the client is retired or closed (take a newer one)."""
-        with self._lock:
-            if self._retired or self._closed:
-                return False
-            self._inflight += 1
-            return True
-
-    def release(self) -> None:
-        """Count a caller out; the last one out of a retired client closes it."""
-        with self._lock:
-            self._inflight -= 1
-            close_now = self._retired and self._inflight == 0 and not self._closed
-        if close_now:
-            self.close()
-
-    def _call(self) -> _InFlight:
-        return _InFlight(self)

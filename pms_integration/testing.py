@@ -1,45 +1,45 @@
 """Helpers for testing your own code against pms-integration, without credentials.
 
-Installed as a pytest plugin (entry point ``pytest11``), so in any project that installs
-pms-integration the ``pms_sandbox`` fixture is available with no conftest import::
-
-    def test_my_bot_books(pms_sandbox):
-        my_bot.handle("book me Tuesday 10am")          # calls pms_integration.book_appointment
-        assert len(pms_sandbox.state("hubspot")["bookings"]) == 1
-
-    @pytest.mark.pms_provider("salesforce")              # the default provider for this test
-    def test_salesforce_flow(pms_sandbox): ...
-
-The fixture starts a :class:`~pms_integration.sandbox.Sandbox` on a free loopback port, builds a
-:class:`~pms_integration.PMSClient` pointed at it, and makes that client the default for the
-test, so the module-level functions use it. Everything is torn down afterwards.
+A pytest plugin (entry point ``pytest11``): the ``pms_sandbox`` fixture runs the three vendor
+emulators and makes a client pointed at them the default. See docs/testing.md.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from . import _default
 from .client import PMSClient
+from .errors import ConfigurationError
+from .models import ProviderName
 
 if TYPE_CHECKING:
     from .sandbox import Sandbox
 
-__all__ = ["SandboxSession", "sandbox_session", "use_client"]
+__all__ = ["SandboxSession", "as_default", "sandbox_session"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "use_client":  # its old name, which pms_integration.use_client also had
+        warnings.warn(
+            "pms_integration.testing.use_client is deprecated; use pms_integration.testing.as_default",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return as_default
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @contextmanager
-def use_client(client: PMSClient) -> Iterator[PMSClient]:
-    """Make ``client`` the default client for the block, then restore the previous one."""
+def as_default(client: PMSClient) -> Iterator[PMSClient]:
+    """Make ``client`` the default client for the block, then put the previous one back."""
     if not isinstance(client, PMSClient):
-        from .errors import ConfigurationError
-
-        raise ConfigurationError(f"use_client needs a PMSClient, not {type(client).__name__}.")
+        raise ConfigurationError(f"as_default needs a PMSClient, not {type(client).__name__}.")
     with _default._lock:
-        previous = _default._client
-        _default._client = client
+        previous, _default._client = _default._client, client
     try:
         yield client
     finally:
@@ -65,9 +65,6 @@ class SandboxSession:
 
 def _check_session_arguments(default_provider: object, ghl_api_version: object, seed: object, environ: object) -> None:
     """Misuse is a ConfigurationError naming the argument, before any server starts."""
-    from .errors import ConfigurationError
-    from .models import ProviderName
-
     problems: list[str] = []
     if default_provider is not None:
         try:
@@ -105,7 +102,7 @@ def sandbox_session(
     with Sandbox(seed=seed) as sandbox:
         env = sandbox.environ(ghl_api_version=ghl_api_version, default_provider=default_provider)
         env.update(environ or {})
-        with PMSClient(environ=env, env_file=None) as client, use_client(client):
+        with PMSClient(environ=env, env_file=None) as client, as_default(client):
             yield SandboxSession(sandbox, client, env)
 
 

@@ -195,10 +195,10 @@ def _report_with(field: str) -> Any:
     return build
 
 
-def _use_testing_client(value: Any) -> None:
+def _as_default(value: Any) -> None:
     from pms_integration import testing
 
-    with testing.use_client(value):
+    with testing.as_default(value):
         pass
 
 
@@ -251,7 +251,7 @@ ENTRY_POINTS: dict[str, Any] = {
     "reload(environ)": lambda v: pms.reload(v, env_file=None),
     "reload(env_file)": lambda v: pms.reload({}, env_file=v),
     "use_client": lambda v: pms.use_client(v),
-    "testing.use_client": _use_testing_client,
+    "testing.as_default": _as_default,
     "testing.sandbox_session(default_provider)": lambda v: _session(default_provider=v if v is not None else 0),
     "testing.sandbox_session(ghl_api_version)": lambda v: _session(ghl_api_version=v),
     "testing.sandbox_session(seed)": lambda v: _session(seed=v if not isinstance(v, int) or isinstance(v, bool) else "1"),

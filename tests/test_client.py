@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -273,7 +275,11 @@ def test_canary_tokens_never_leak(mock: responses.RequestsMock, caplog: pytest.L
     seen += [repr(s) + str(s) for s in c.providers()]
     seen += [repr(p) for p in c.config.providers.values()]
     echo = " ".join(CANARY.values())
-    for status, body in [(401, {"message": f"bad token {echo}"}), (500, f"<html>{echo}</html>"), (422, {"message": [echo]})]:
+    for status, body in [
+        (401, {"message": f"bad token {echo}"}),
+        (500, f"<html>{echo}</html>"),
+        (422, {"message": [echo]}),
+    ]:
         mock.upsert("POST", GHL + "/book", status=status, json=body) if isinstance(body, dict) else mock.upsert(
             "POST", GHL + "/book", status=status, body=body
         )
@@ -367,11 +373,11 @@ def test_a_closed_default_client_is_replaced_not_spun_on(
         monkeypatch.setenv(key, value)
     with pms.get_client() as first:
         pass
-    assert not first.usable
+    assert first.closed
     booked = _in_thread(lambda: pms.book_appointment({**BOOKING, "reference": "after-close"}))
     assert booked.id == "apt1"
     second = pms.get_client()
-    assert second is not first and second.usable
+    assert second is not first and not second.closed
     assert second.config is first.config and second.memory is first.memory
 
 
@@ -433,3 +439,42 @@ def test_config_and_environ_together_is_a_configuration_error() -> None:
     config = pms.load_config(ghl_only())
     with pytest.raises(pms.ConfigurationError, match="not both"):
         PMSClient(config, environ=ghl_only())
+
+
+def test_reload_swaps_without_closing_the_client_a_call_is_running_on(mock: responses.RequestsMock) -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(request: Any) -> tuple[int, dict[str, str], str]:
+        entered.set()
+        assert release.wait(60)
+        return 200, {}, '{"id": "old"}'
+
+    mock.add_callback("POST", "https://a.example/book", callback=slow)
+    mock.add("POST", "https://b.example/book", json={"id": "new"})
+    old = pms.reload(ghl_only(PMS_GHL_BASE_URL="https://a.example"), env_file=None)
+    result: dict[str, Any] = {}
+    worker = threading.Thread(target=lambda: result.update(done=pms.book_appointment({**BOOKING, "reference": "r1"})))
+    worker.start()
+    assert entered.wait(60)
+    new = pms.reload(ghl_only(PMS_GHL_BASE_URL="https://b.example"), env_file=None)
+    assert new.memory is old.memory and new.token_store is old.token_store and not old.closed
+    assert pms.book_appointment(BOOKING).id == "new"  # later calls use the new configuration
+    release.set()
+    worker.join(60)
+    assert result["done"].id == "old"  # the running call finished on the configuration it began with
+    # nothing holds the replaced client any more: it is collected (its connection pools close)
+    gone = weakref.ref(old)
+    del old
+    gc.collect()
+    assert gone() is None
+
+
+def test_testing_use_client_is_a_deprecated_alias_of_as_default() -> None:
+    from pms_integration import testing
+
+    with pytest.warns(DeprecationWarning, match="as_default"):
+        assert testing.use_client is testing.as_default  # type: ignore[attr-defined]
+    mine = client()
+    with testing.as_default(mine):
+        assert pms.get_client() is mine
+    assert pms.get_client() is not mine

@@ -277,9 +277,7 @@ def test_reload_keeps_the_duplicate_booking_memory(sandbox: Sandbox, provider: s
     other = dict(env, PMS_SALESFORCE_OWNER_ID="005000000000002AAA", PMS_GHL_CALENDAR_ID="otherCal", PMS_HUBSPOT_PIPELINE_ID="other")
     client = pms.reload(other, env_file=None)
     assert client.memory is pms.get_client().memory
-    assert client._account(pms.ProviderName.parse(provider)) != pms.PMSClient(environ=env, env_file=None)._account(
-        pms.ProviderName.parse(provider)
-    )
+    assert client.adapter(provider).account != pms.PMSClient(environ=env, env_file=None).adapter(provider).account
 
 
 def test_sandbox_is_loopback_only_and_takes_partial_tokens() -> None:
