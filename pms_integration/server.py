@@ -1,34 +1,8 @@
 """HTTP endpoints for frontends: ``/api/integrations/pms/...`` as a Starlette (ASGI) app.
 
-Install the server extra first: ``pip install -e '.[server]'`` from a checkout of the project,
-or ``pip install starlette uvicorn`` into the environment that has pms-integration.
-
-::
-
-    from pms_integration.server import create_app, run
-
-    app = create_app()          # an ASGI app; serve it with any ASGI server
-    run(port=8000)              # or let uvicorn serve it on 127.0.0.1:8000
-
-Routes (absolute paths, so the app can be mounted at the root of a larger app with
-``Mount("", app=create_app())`` placed last):
-
-=======  ==============================================  ===================================
-GET      ``/api/integrations/pms/providers``             providers and configuration status
-POST     ``/api/integrations/pms/{provider}/book``       201, the :class:`Appointment`
-PATCH    ``/api/integrations/pms/{provider}/booking/{id}``  200, the updated :class:`Appointment`
-DELETE   ``/api/integrations/pms/{provider}/booking/{id}``  200, the cancelled :class:`Appointment`
-POST     ``/api/integrations/pms/{provider}/performance``   200, the :class:`ReportReceipt`
-=======  ==============================================  ===================================
-
-Bodies are JSON in the library's own model shapes (the same converter as the Python API).
-Every error is ``application/problem+json`` (RFC 9457) and passes through the redactor; no
-secret and no stack trace ever leaves the server. A successful answer is the library's own
-model, sent as it is (only the vendor's ``raw`` response in it is redacted), so a secret that
-happens to look like a date never masks part of a start time. See docs/http-api.md.
-
-The library calls block (they talk to the vendor over ``requests``), so each one runs in
-Starlette's thread pool and the event loop stays free.
+:func:`create_app` builds the app, :func:`run` serves it with uvicorn (the server extra:
+``pip install starlette uvicorn``). Routes, bodies, errors (problem+json, redacted) and
+authentication: docs/http-api.md. Library calls block, so each runs in Starlette's thread pool.
 """
 
 from __future__ import annotations
@@ -39,7 +13,7 @@ import logging
 import math
 import os
 from collections.abc import Awaitable, Callable, Mapping
-from types import EllipsisType
+from types import EllipsisType, ModuleType
 from typing import Any, NoReturn
 
 try:
@@ -61,31 +35,15 @@ from .client import PMSClient
 from .config import Secret, is_loopback_host, read_variables
 from .errors import (
     APIError,
-    AppointmentCancelledError,
-    AuthenticationError,
     ConfigurationError,
-    ConflictError,
-    InvalidRequestError,
-    NotFoundError,
-    PermissionDeniedError,
     PMSError,
     ProviderError,
     ProviderNotConfiguredError,
     RateLimitError,
-    ServerError,
-    TransportError,
-    UnexpectedResponseError,
-    UnsupportedOperationError,
     ValidationError,
+    _end_sentence,
 )
-from .models import (
-    Appointment,
-    PerformanceReport,
-    ProviderName,
-    ReportReceipt,
-    structure,
-    unstructure,
-)
+from .models import PerformanceReport, ProviderName, ReportReceipt, structure, unstructure
 
 __all__ = [
     "create_app",
@@ -223,137 +181,33 @@ def _retry_after_seconds(value: float | None) -> int:
 
 
 def problem_for(exc: PMSError) -> Problem:
-    """Map a library error to its HTTP problem (status, type, title, detail, extensions).
+    """Map a library error to its HTTP problem: status, type and title from its class's
+    :class:`~pms_integration.errors.Outcome`, its ``str()`` as detail, its fields as extensions.
 
     Public so an application that calls the library itself can answer the same way.
     """
-    problem = _problem_for(exc)
+    extensions: dict[str, Any] = {}
+    headers: dict[str, str] = {}
+    if isinstance(exc, ValidationError):
+        extensions["errors"] = [{"field": path, "message": message} for path, message in exc.errors]
+    if isinstance(exc, ProviderNotConfiguredError):
+        extensions["provider"] = exc.provider
+    if isinstance(exc, ConfigurationError):
+        extensions.update(missing=list(exc.missing), problems=list(exc.problems))
+    if isinstance(exc, ProviderError):
+        extensions.update(
+            provider=exc.provider, operation=exc.operation, outcome_unknown=exc.outcome_unknown, reference=exc.reference
+        )
+    if isinstance(exc, APIError):
+        extensions.update(vendor_status=exc.status_code, code=exc.code, request_id=exc.request_id)
+    if isinstance(exc, RateLimitError):
+        extensions["retry_after"] = _retry_after_seconds(exc.retry_after)
+        headers["Retry-After"] = str(extensions["retry_after"])
+    status, slug, title = exc.outcome.http_status, exc.outcome.slug, exc.outcome.title
+    problem = Problem(status, slug, title, str(exc), headers=headers, **extensions)
     # str() of a library error is safe to show (errors.py redacts when the error is built).
     problem.detail_is_redacted = True
     return problem
-
-
-def _problem_for(exc: PMSError) -> Problem:
-    detail = str(exc)
-    if isinstance(exc, ValidationError):
-        return Problem(
-            422,
-            "validation",
-            "Invalid request",
-            detail,
-            errors=[{"field": path, "message": message} for path, message in exc.errors],
-        )
-    if isinstance(exc, ProviderNotConfiguredError):
-        return Problem(
-            503,
-            "not-configured",
-            "Provider not configured",
-            detail,
-            provider=exc.provider,
-            missing=list(exc.missing),
-            problems=list(exc.problems),
-        )
-    if isinstance(exc, ConfigurationError):
-        return Problem(
-            503,
-            "configuration",
-            "Configuration error",
-            detail,
-            missing=list(exc.missing),
-            problems=list(exc.problems),
-        )
-    if isinstance(exc, UnsupportedOperationError):
-        return Problem(501, "unsupported-operation", "Operation not supported", detail)
-    if isinstance(exc, ProviderError):
-        return _provider_problem(exc, detail)
-    return Problem(500, "internal", "Internal error", detail)
-
-
-# (class, status, slug, title), most specific first.
-_PROVIDER_TABLE: tuple[tuple[type[ProviderError], int, str, str], ...] = (
-    (NotFoundError, 404, "not-found", "Booking not found"),
-    (AppointmentCancelledError, 409, "appointment-cancelled", "Appointment is cancelled"),
-    (ConflictError, 409, "conflict", "Conflict"),
-    (RateLimitError, 429, "rate-limited", "Provider rate limit reached"),
-    (AuthenticationError, 502, "provider-authentication", "Provider rejected the credentials"),
-    (PermissionDeniedError, 502, "provider-permission-denied", "Provider denied access"),
-    (InvalidRequestError, 502, "provider-invalid-request", "Provider rejected the request"),
-    (ServerError, 503, "provider-unavailable", "Provider unavailable"),
-    (TransportError, 504, "provider-timeout", "Provider did not answer"),
-    (UnexpectedResponseError, 502, "provider-unexpected-response", "Unexpected provider response"),
-    (APIError, 502, "provider-error", "Provider error"),
-    (ProviderError, 502, "provider-error", "Provider error"),
-)
-
-
-def _provider_problem(exc: ProviderError, detail: str) -> Problem:
-    status, slug, title = 502, "provider-error", "Provider error"
-    for cls, st, sl, ti in _PROVIDER_TABLE:
-        if isinstance(exc, cls):
-            status, slug, title = st, sl, ti
-            break
-    extensions: dict[str, Any] = {
-        "provider": exc.provider,
-        "operation": exc.operation,
-        "outcome_unknown": exc.outcome_unknown,
-        "reference": exc.reference,
-    }
-    headers: dict[str, str] = {}
-    if isinstance(exc, APIError):
-        extensions["vendor_status"] = exc.status_code
-        extensions["code"] = exc.code
-        extensions["request_id"] = exc.request_id
-    if isinstance(exc, RateLimitError):
-        seconds = _retry_after_seconds(exc.retry_after)
-        headers["Retry-After"] = str(seconds)
-        extensions["retry_after"] = seconds
-    return Problem(status, slug, title, detail, headers=headers, **extensions)
-
-
-# ---------------------------------------------------------------------------------------------
-# the calls behind the endpoints
-
-
-class _Backend:
-    """A fixed client, or the module-level default client looked up at call time."""
-
-    def __init__(self, client: PMSClient | None) -> None:
-        self._client = client
-
-    def providers(self) -> dict[str, Any]:
-        client = self._client if self._client is not None else _default.get_client()
-        default = client.config.default_provider
-        return {
-            # Statuses never hold a secret; a problem's text is redacted all the same.
-            "providers": [
-                {**status, "problems": redact_data(status.get("problems", []))}
-                for status in (unstructure(s) for s in client.providers())
-            ],
-            "default_provider": default.value if default is not None else None,
-        }
-
-    def book(self, provider: ProviderName, body: Mapping[str, Any]) -> Appointment:
-        if self._client is not None:
-            return self._client.book_appointment(body, provider=provider)
-        return _default.book_appointment(body, provider=provider)
-
-    def update(self, provider: ProviderName, appointment_id: str, body: Mapping[str, Any]) -> Appointment:
-        if self._client is not None:
-            return self._client.update_appointment(appointment_id, body, provider=provider)
-        return _default.update_appointment(appointment_id, body, provider=provider)
-
-    def cancel(self, provider: ProviderName, appointment_id: str, reason: str | None) -> Appointment:
-        if self._client is not None:
-            return self._client.cancel_appointment(appointment_id, reason=reason, provider=provider)
-        return _default.cancel_appointment(appointment_id, reason=reason, provider=provider)
-
-    def push(self, provider: ProviderName, report: Any) -> ReportReceipt:
-        # Structure here (in the worker thread) so field paths read "report.metrics", matching
-        # the body's shape; None means "the registered report source's current report".
-        rep = None if report is None else structure(report, PerformanceReport, path="report")
-        if self._client is not None:
-            return self._client.push_performance_report(rep, provider=provider)
-        return _default.push_performance_report(rep, provider=provider)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,22 +219,11 @@ def _provider_from(request: Request) -> ProviderName:
     try:
         return ProviderName.parse(raw)
     except ValueError as exc:
+        detail = str(exc).strip()
+        detail = _end_sentence(detail[:1].upper() + detail[1:])
         raise Problem(
-            404,
-            "unknown-provider",
-            "Unknown provider",
-            _sentence(str(exc)),
-            known=[p.value for p in ProviderName],
+            404, "unknown-provider", "Unknown provider", detail, known=[p.value for p in ProviderName]
         ) from None
-
-
-def _sentence(text: str) -> str:
-    """``text`` as a sentence: capital first letter, full stop at the end."""
-    text = text.strip()
-    if not text:
-        return text
-    text = text[0].upper() + text[1:]
-    return text if text.endswith((".", "!", "?")) else text + "."
 
 
 def _is_json_type(content_type: str) -> bool:
@@ -458,6 +301,17 @@ async def _read_json(request: Request, limit: int) -> Any:
         ) from None
 
 
+def _only_member(data: Any, member: str, *, shape: str, unknown: str) -> Any:
+    """``data[member]`` from an optional JSON object body that may hold nothing else."""
+    if data is None:
+        return None
+    if not isinstance(data, Mapping):
+        raise ValidationError.single("", f"the body must be a JSON object{shape}")
+    if extra := [(str(k), unknown) for k in data if k != member]:
+        raise ValidationError(extra)
+    return data.get(member)
+
+
 def _object_body(data: Any, *, what: str) -> Mapping[str, Any]:
     if data is None:
         raise ValidationError.single("", f"a JSON object body ({what}) is required")
@@ -471,8 +325,11 @@ def _object_body(data: Any, *, what: str) -> Mapping[str, Any]:
 
 
 class _Api:
-    def __init__(self, backend: _Backend, token: Secret | None, max_body_bytes: int) -> None:
-        self.backend = backend
+    def __init__(self, client: PMSClient | None, token: Secret | None, max_body_bytes: int) -> None:
+        self.client = client
+        # A fixed client, or the module-level functions (the default client, looked up per call;
+        # they take the same arguments as the client's methods).
+        self.calls: PMSClient | ModuleType = client if client is not None else _default
         self.token = token
         self.max_body = max_body_bytes
 
@@ -531,15 +388,26 @@ class _Api:
 
     # -- endpoints -------------------------------------------------------------------------
 
+    def _providers(self) -> dict[str, Any]:
+        client = self.client if self.client is not None else _default.get_client()
+        default = client.config.default_provider
+        return {
+            # Statuses never hold a secret; a problem's text is redacted all the same.
+            "providers": [
+                {**status, "problems": redact_data(status.get("problems", []))}
+                for status in (unstructure(s) for s in client.providers())
+            ],
+            "default_provider": default.value if default is not None else None,
+        }
+
     async def providers(self, request: Request) -> Response:
         """Every provider's status: enabled, or the variables to set. Never a secret."""
-        data = await run_in_threadpool(self.backend.providers)
-        return _json_response(200, data)
+        return _json_response(200, await run_in_threadpool(self._providers))
 
     async def book(self, request: Request) -> Response:
         name = _provider_from(request)
         body = _object_body(await _read_json(request, self.max_body), what="an AppointmentRequest")
-        appointment = await run_in_threadpool(self.backend.book, name, body)
+        appointment = await run_in_threadpool(self.calls.book_appointment, body, provider=name)
         return _json_response(201, _model_json(appointment))
 
     async def booking(self, request: Request) -> Response:
@@ -552,44 +420,36 @@ class _Api:
         name = _provider_from(request)
         appointment_id = str(request.path_params["id"])
         body = _object_body(await _read_json(request, self.max_body), what="an AppointmentUpdate")
-        appointment = await run_in_threadpool(self.backend.update, name, appointment_id, body)
+        appointment = await run_in_threadpool(self.calls.update_appointment, appointment_id, body, provider=name)
         return _json_response(200, _model_json(appointment))
 
     async def cancel(self, request: Request) -> Response:
         name = _provider_from(request)
         appointment_id = str(request.path_params["id"])
         data = await _read_json(request, self.max_body)
-        reason: Any = request.query_params.get("reason")
-        if data is not None:
-            if not isinstance(data, Mapping):
-                raise ValidationError.single("", 'the body must be a JSON object such as {"reason": "..."}')
-            unknown = [(str(k), "is not a known field") for k in data if k != "reason"]
-            if unknown:
-                raise ValidationError(unknown)
-            if data.get("reason") is not None:
-                reason = data["reason"]  # the body wins over the query string
+        in_body = _only_member(data, "reason", shape=' such as {"reason": "..."}', unknown="is not a known field")
+        # the body wins over the query string
+        reason: Any = in_body if in_body is not None else request.query_params.get("reason")
         if reason is not None and not isinstance(reason, str):
             raise ValidationError.single("reason", "must be a string")
-        appointment = await run_in_threadpool(self.backend.cancel, name, appointment_id, reason)
+        appointment = await run_in_threadpool(
+            self.calls.cancel_appointment, appointment_id, reason=reason, provider=name
+        )
         return _json_response(200, _model_json(appointment))
 
     async def performance(self, request: Request) -> Response:
         name = _provider_from(request)
         data = await _read_json(request, self.max_body)
-        report: Any = None
-        if data is not None:
-            if not isinstance(data, Mapping):
-                raise ValidationError.single("", 'the body must be a JSON object: {"report": {...}} or {}')
-            unknown = [
-                (str(k), 'is not a known field; send the report inside {"report": {...}}')
-                for k in data
-                if k != "report"
-            ]
-            if unknown:
-                raise ValidationError(unknown)
-            report = data.get("report")
-        receipt = await run_in_threadpool(self.backend.push, name, report)
-        return _json_response(200, _model_json(receipt))
+        shape, unknown = ': {"report": {...}} or {}', 'is not a known field; send the report inside {"report": {...}}'
+        report = _only_member(data, "report", shape=shape, unknown=unknown)
+
+        def push() -> ReportReceipt:
+            # Structured here (in the worker thread) so field paths read "report.metrics", as
+            # the body's shape; None means "the registered report source's current report".
+            rep = None if report is None else structure(report, PerformanceReport, path="report")
+            return self.calls.push_performance_report(rep, provider=name)
+
+        return _json_response(200, _model_json(await run_in_threadpool(push)))
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
@@ -661,7 +521,7 @@ def create_app(
     secret = _resolve_token(token, environ=environ, env_file=env_file)
     if secret is None:
         log.info("pms_integration.server: no %s set; the endpoints accept unauthenticated requests", TOKEN_VARIABLE)
-    api = _Api(_Backend(client), secret, max_body_bytes)
+    api = _Api(client, secret, max_body_bytes)
     routes = [
         Route(f"{PREFIX}/providers", api.guard(api.providers), methods=["GET"], name="pms_providers"),
         Route(f"{PREFIX}/{{provider}}/book", api.guard(api.book), methods=["POST"], name="pms_book"),
