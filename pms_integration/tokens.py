@@ -1,23 +1,11 @@
 """Where rotated OAuth refresh tokens are kept, so a restart or a second process can use them.
 
-Some vendors rotate refresh tokens: each refresh answers with a new refresh token and the old
-one stops working at once (Salesforce does this when the connected app or external client app
-has refresh-token rotation turned on). A token kept only in memory is then lost on restart, and
-the token in the configuration (``PMS_SALESFORCE_REFRESH_TOKEN``) is already invalid.
-
-A :class:`TokenStore` is the hook for that: pass one as ``PMSClient(token_store=...)``. The
-adapter reads it before every refresh (a stored token wins over the configured one) and writes
-the new token to it as soon as the vendor issues one, before using it. Values are never logged.
-
-Two ready-made stores:
-
-* :class:`FileTokenStore` - a small JSON file, written atomically, readable by its owner only
-  (``0600``); enough for one host, also shared by several processes on it.
-* :class:`CallbackTokenStore` - two functions of your own (a secrets manager, a database row).
-
-Anything else with the two methods ``load(key)`` and ``save(key, value)`` works too (a shared
-store such as Redis for several hosts). Keys are plain text that names an account, never a
-secret, e.g. ``"salesforce https://acme.my.salesforce.com 3MVG9..."``.
+Pass a :class:`TokenStore` as ``PMSClient(token_store=...)``: the adapter reads it before every
+refresh (a stored token wins over the configured one) and saves each new token before using it.
+:class:`FileTokenStore` and :class:`CallbackTokenStore` are ready-made; anything with
+``load(key)`` and ``save(key, value)`` works too. Keys name an account, never a secret
+(``"salesforce https://acme.my.salesforce.com 3MVG9..."``); values are never logged. When and
+why: docs/providers/salesforce.md, "Keeping rotated refresh tokens".
 """
 
 from __future__ import annotations
