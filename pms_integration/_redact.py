@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, quote_plus
 
-__all__ = ["redact", "redact_data", "redact_path", "register_secret", "excerpt", "MASK"]
+__all__ = ["redact", "redact_data", "redact_path", "redact_raw", "register_secret", "excerpt", "MASK"]
 
 MASK = "[redacted]"
 _MASK = MASK
@@ -144,6 +144,16 @@ def redact_data(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float)):
         return value
     return redact(str(value))
+
+
+def redact_raw(data: Any, *, keep: bool = True) -> Any:
+    """A model's JSON data as it is, but its vendor ``raw`` part redacted (or, ``keep=False``, left out)."""
+    if isinstance(data, dict) and "raw" in data:
+        if keep:
+            data["raw"] = redact_data(data["raw"])
+        else:
+            del data["raw"]
+    return data
 
 
 def redact_path(path: str) -> str:

@@ -1,14 +1,13 @@
-"""The ``pms-integration`` command (also ``python -m pms_integration``).
+"""The ``pms-integration`` command (also ``python -m pms_integration``); see docs/getting-started.md.
 
-Subcommands: ``providers``, ``book``, ``update``, ``cancel``, ``push-report`` (JSON in, JSON
-out), ``demo`` (the whole flow against the built-in sandbox), ``sandbox`` (run the emulators in
-the foreground) and ``serve`` (the HTTP endpoints). Errors go to stderr in plain words, with a
-distinct exit code per error class so scripts can react (see ``EXIT_CODES``).
+Errors go to stderr in plain words, with an exit code per error class (``EXIT_CODES``, read from
+each class's :class:`~pms_integration.errors.Outcome`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -19,23 +18,10 @@ from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-from ._redact import redact, redact_data
+from ._redact import redact, redact_raw
 from ._render import text_table as _table
 from .config import VARIABLES, load_config
-from .errors import (
-    APIError,
-    AuthenticationError,
-    ConfigurationError,
-    ConflictError,
-    InvalidRequestError,
-    NotFoundError,
-    PermissionDeniedError,
-    PMSError,
-    ProviderError,
-    RateLimitError,
-    UnsupportedOperationError,
-    ValidationError,
-)
+from .errors import APIError, PMSError, ProviderError, UnsupportedOperationError, ValidationError
 from .models import ProviderName, ProviderStatus, ProviderStatusList, unstructure
 
 __all__ = ["EXIT_CODES", "describe_error", "for_the_command_line", "format_status_table", "main"]
@@ -66,23 +52,10 @@ EXIT_CODES: list[tuple[str, int]] = [
 
 
 def exit_code(error: BaseException) -> int:
+    """``error``'s exit code: 12 when the outcome is unknown, else its class's (1 for a bug)."""
     if isinstance(error, ProviderError) and error.outcome_unknown:
         return 12
-    table: list[tuple[type[BaseException] | tuple[type[BaseException], ...], int]] = [
-        (ValidationError, 3),
-        (ConfigurationError, 4),
-        (UnsupportedOperationError, 5),
-        ((AuthenticationError, PermissionDeniedError), 6),
-        (NotFoundError, 7),
-        (ConflictError, 8),
-        (RateLimitError, 9),
-        (InvalidRequestError, 10),
-        (ProviderError, 11),
-    ]
-    for cls, code in table:
-        if isinstance(error, cls):
-            return code
-    return 1
+    return error.outcome.exit_code if isinstance(error, PMSError) else 1
 
 
 def format_status_table(statuses: Sequence[ProviderStatus]) -> str:
@@ -118,12 +91,7 @@ def _emit(obj: Any, raw: bool) -> None:
     Never redact the JSON text as a whole: a secret that happens to read ``2031`` or ``true``
     would mask part of a start time or break the JSON.
     """
-    data = unstructure(obj)
-    if isinstance(data, dict):
-        if raw:
-            data["raw"] = redact_data(data.get("raw", {}))
-        else:
-            data.pop("raw", None)
+    data = redact_raw(unstructure(obj), keep=raw)
     print(json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False, allow_nan=False))
 
 
@@ -140,48 +108,29 @@ def _provider(args: argparse.Namespace) -> ProviderName | None:
 def _client(args: argparse.Namespace) -> Any:
     from .client import PMSClient
 
-    return PMSClient(env_file=args.env_file if args.env_file else ...)
+    return PMSClient(env_file=args.env_file or ...)
 
 
 # -- commands ------------------------------------------------------------------------------
 
 
 def _cmd_providers(args: argparse.Namespace) -> int:
-    config = load_config(env_file=args.env_file if args.env_file else ...)
+    config = load_config(env_file=args.env_file or ...)
     print(format_status_table(config.statuses()))
     for problem in config.problems:
         print(f"problem: {redact(problem)}", file=sys.stderr)
     return 0
 
 
-def _cmd_book(args: argparse.Namespace) -> int:
+def _cmd_call(args: argparse.Namespace) -> int:
+    """``book``, ``update``, ``cancel``, ``push-report``: the client's method ``args.method``."""
     provider = _provider(args)
-    data = _read_json(args.json, sys.stdin, "request")
+    positional = [args.id] if "id" in args else []
+    if args.json_name:
+        positional.append(_read_json(args.json, sys.stdin, args.json_name))
+    keywords = {"reason": args.reason} if "reason" in args else {}
     with _client(args) as client:
-        _emit(client.book_appointment(data, provider=provider), args.raw)
-    return 0
-
-
-def _cmd_update(args: argparse.Namespace) -> int:
-    provider = _provider(args)
-    data = _read_json(args.json, sys.stdin, "changes")
-    with _client(args) as client:
-        _emit(client.update_appointment(args.id, data, provider=provider), args.raw)
-    return 0
-
-
-def _cmd_cancel(args: argparse.Namespace) -> int:
-    provider = _provider(args)
-    with _client(args) as client:
-        _emit(client.cancel_appointment(args.id, reason=args.reason, provider=provider), args.raw)
-    return 0
-
-
-def _cmd_push_report(args: argparse.Namespace) -> int:
-    provider = _provider(args)
-    data = _read_json(args.json, sys.stdin, "report")
-    with _client(args) as client:
-        _emit(client.push_performance_report(data, provider=provider), args.raw)
+        _emit(getattr(client, args.method)(*positional, provider=provider, **keywords), args.raw)
     return 0
 
 
@@ -315,15 +264,15 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     try:
-        from .server import _resolve_token, check_exposure, run  # type: ignore[import-not-found,unused-ignore]
+        from .server import _resolve_token, check_exposure, is_loopback, run  # type: ignore[import-not-found,unused-ignore]
     except ImportError as exc:
         print(f"error: {exc}", file=sys.stderr)  # names how to install the server extra
         return 4
     # Everything is checked before anything is bound or started. The token comes from the same
     # sources as the configuration: --env-file (or ./.env), then the process environment.
-    env_file = args.env_file if args.env_file else ...
+    env_file = args.env_file or ...
     check_exposure(args.host, _resolve_token(..., env_file=env_file), insecure_no_auth=args.insecure_no_auth)
-    if args.insecure_no_auth and not _is_loopback_arg(args.host):
+    if args.insecure_no_auth and not is_loopback(args.host):
         print(
             f"warning: serving on {args.host} WITHOUT authentication (--insecure-no-auth): anyone who can reach "
             "this address can book and cancel appointments.",
@@ -331,35 +280,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         )
     if args.report_source:
         _register_report_source(args.report_source)
-    if args.sandbox:
-        from .client import PMSClient
-        from .sandbox import Sandbox
+    with contextlib.ExitStack() as stack:
+        client = None
+        if args.sandbox:
+            from .client import PMSClient
+            from .sandbox import Sandbox
 
-        with Sandbox() as sandbox, PMSClient(environ=sandbox.environ(), env_file=None) as client:
+            sandbox = stack.enter_context(Sandbox())
+            client = stack.enter_context(PMSClient(environ=sandbox.environ(), env_file=None))
             print(f"Serving against the sandbox at {sandbox.url}.", flush=True)
-            run(
-                host=args.host,
-                port=args.port,
-                client=client,
-                insecure_no_auth=args.insecure_no_auth,
-                env_file=env_file,
-            )
-        return 0
-    if args.env_file:
-        # The providers come from --env-file too, not only the token.
-        with _client(args) as client:
-            run(
-                host=args.host, port=args.port, client=client, insecure_no_auth=args.insecure_no_auth, env_file=env_file
-            )
-        return 0
-    run(host=args.host, port=args.port, insecure_no_auth=args.insecure_no_auth)
+        elif args.env_file:
+            client = stack.enter_context(_client(args))  # the providers come from --env-file too
+        run(host=args.host, port=args.port, client=client, insecure_no_auth=args.insecure_no_auth, env_file=env_file)
     return 0
-
-
-def _is_loopback_arg(host: str) -> bool:
-    from .server import is_loopback  # type: ignore[import-not-found,unused-ignore]
-
-    return bool(is_loopback(host))
 
 
 def _register_report_source(spec: str) -> None:
@@ -385,33 +318,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("providers", help="show each provider's status and missing variables")
     p.set_defaults(func=_cmd_providers)
 
-    def with_provider(p: argparse.ArgumentParser) -> None:
+    calls = (  # command (the client's <command>_appointment or push_performance_report), help, JSON argument
+        ("book", "book an appointment from a JSON request", "request", "AppointmentRequest"),
+        ("update", "reschedule or edit an appointment", "changes", "AppointmentUpdate"),
+        ("cancel", "cancel an appointment", None, None),
+        ("push-report", "push a performance report from JSON", "report", "PerformanceReport"),
+    )
+    for command, summary, json_name, model in calls:
+        method = "push_performance_report" if command == "push-report" else f"{command}_appointment"
+        p = sub.add_parser(command, help=summary)
         p.add_argument(
             "--provider", "-p", help="gohighlevel (ghl), salesforce or hubspot (default: PMS_DEFAULT_PROVIDER)"
         )
         p.add_argument("--raw", action="store_true", help="include the vendor's raw response in the output")
-
-    p = sub.add_parser("book", help="book an appointment from a JSON request")
-    with_provider(p)
-    p.add_argument("json", nargs="?", help="the AppointmentRequest as JSON")
-    p.set_defaults(func=_cmd_book)
-
-    p = sub.add_parser("update", help="reschedule or edit an appointment")
-    with_provider(p)
-    p.add_argument("id", help="the appointment id returned by book")
-    p.add_argument("json", nargs="?", help="the AppointmentUpdate as JSON")
-    p.set_defaults(func=_cmd_update)
-
-    p = sub.add_parser("cancel", help="cancel an appointment")
-    with_provider(p)
-    p.add_argument("id", help="the appointment id returned by book")
-    p.add_argument("--reason", help="why (kept where the vendor allows)")
-    p.set_defaults(func=_cmd_cancel)
-
-    p = sub.add_parser("push-report", help="push a performance report from JSON")
-    with_provider(p)
-    p.add_argument("json", nargs="?", help="the PerformanceReport as JSON")
-    p.set_defaults(func=_cmd_push_report)
+        if command in ("update", "cancel"):
+            p.add_argument("id", help="the appointment id returned by book")
+        if model:
+            p.add_argument("json", nargs="?", help=f"the {model} as JSON")
+        p.set_defaults(func=_cmd_call, method=method, json_name=json_name)
+    sub.choices["cancel"].add_argument("--reason", help="why (kept where the vendor allows)")
 
     p = sub.add_parser("demo", help="run book, reschedule, cancel and push-report on all providers against the sandbox")
     p.add_argument("--ghl-api-version", choices=["v1", "v2"], default="v2")

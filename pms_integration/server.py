@@ -30,7 +30,7 @@ except ImportError as _exc:  # pragma: no cover - exercised in a subprocess test
 
 from . import _default
 from ._extras import server_extra_hint
-from ._redact import redact, redact_data, redact_path
+from ._redact import redact, redact_data, redact_path, redact_raw
 from .client import PMSClient
 from .config import Secret, is_loopback_host, read_variables
 from .errors import (
@@ -156,10 +156,7 @@ def _redacted_field_error(entry: Any) -> Any:
 
 def _model_json(model: object) -> Any:
     """A model as JSON, as it is: only the vendor's ``raw`` response in it is redacted."""
-    data = unstructure(model)
-    if isinstance(data, dict) and "raw" in data:
-        data["raw"] = redact_data(data["raw"])
-    return data
+    return redact_raw(unstructure(model))
 
 
 def _json_response(
