@@ -99,10 +99,6 @@ def __getattr__(name: str) -> Any:
     return getattr(gohighlevel_v1, new) if new.endswith("V1Adapter") else globals()[new]
 
 
-# ---------------------------------------------------------------------------------------------
-# error bodies and rate-limit headers
-
-
 def parse_error(resp: HttpResponse) -> ErrorInfo:
     """Read a v2 ``{"statusCode", "message", "error", "traceId"}``, v1 ``{"msg"}`` or v1 422
     field-map body; a taken slot is a :class:`ConflictError`, a rejected ``Version`` header a
@@ -175,10 +171,6 @@ def parse_rate_headers(headers: Mapping[str, str]) -> RateLimitInfo | None:
         daily_remaining=daily_remaining,
         daily_limit=daily_limit,
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# what both generations write into and read out of an appointment
 
 
 def title_with_reference(title: str, reference: str) -> str:
@@ -340,7 +332,7 @@ class GoHighLevelBase(BaseAdapter):
 
     def rewritten(
         self,
-        data: dict[str, Any],
+        resp: HttpResponse,
         current: Appointment,
         operation: str,
         *,
@@ -350,6 +342,7 @@ class GoHighLevelBase(BaseAdapter):
         status: AppointmentStatus | None = None,
     ) -> Appointment:
         """The answer to a write of ``current``; what it lacks comes from the change, else ``current``."""
+        data = self.answer(resp, operation)
         data.setdefault("id", current.id)
         return self.appointment(
             data,
@@ -371,15 +364,13 @@ class GoHighLevelBase(BaseAdapter):
     ) -> Appointment | None:
         """The listed record that carries the request's reference, else one of the same patient at
         the same instant (a patient cannot hold one slot twice), as the booking."""
+
+        def same_slot(r: dict[str, Any]) -> bool:
+            active = status_of(r) is not AppointmentStatus.CANCELLED
+            return active and parse_instant(r.get("startTime")) == request.start and same_patient(r)
+
         match = next((r for r in records if _carries(r, request.reference)), None) or next(
-            (
-                r
-                for r in records
-                if parse_instant(r.get("startTime")) == request.start
-                and status_of(r) is not AppointmentStatus.CANCELLED
-                and same_patient(r)
-            ),
-            None,
+            filter(same_slot, records), None
         )
         if match is None:
             return None
@@ -425,11 +416,8 @@ class GoHighLevelV2Adapter(GoHighLevelBase):
         or None; never writes. The patient's name wins among a family sharing them, then a
         contact matching both, then e-mail, then phone."""
         patient = request.patient
-        filters = [
-            {"field": k, "operator": "eq", "value": v}
-            for k, v in (("email", patient.email), ("phone", patient.phone))
-            if v
-        ]
+        keys = (("email", patient.email), ("phone", patient.phone))
+        filters = [{"field": k, "operator": "eq", "value": v} for k, v in keys if v]
         search = {
             "locationId": self.settings.location_id,
             "page": 1,
@@ -440,14 +428,10 @@ class GoHighLevelV2Adapter(GoHighLevelBase):
         email, wanted = (patient.email or "").lower(), " ".join((patient.display_name or "").lower().split())
         best: tuple[tuple[int, int, int], str] | None = None
         for contact in self.records(resp, "book", "contacts"):
-            contact_id = contact.get("id")
+            contact_id = text(contact.get("id"))
             same_email = bool(email) and (text(contact.get("email")) or "").lower() == email
             same_phone = bool(patient.phone) and contact.get("phone") == patient.phone
-            if (
-                not isinstance(contact_id, str)
-                or not _RECORD_ID.fullmatch(contact_id)
-                or not (same_email or same_phone)
-            ):
+            if not (contact_id and _RECORD_ID.fullmatch(contact_id) and (same_email or same_phone)):
                 continue  # the search is the vendor's; the match is checked here
             full = " ".join(n for n in (text(contact.get("firstName")), text(contact.get("lastName"))) if n)
             same_name = bool(wanted) and " ".join((full or str(contact.get("name") or "")).lower().split()) == wanted
@@ -461,15 +445,11 @@ class GoHighLevelV2Adapter(GoHighLevelBase):
         patient = request.patient
         if patient.contact_id:
             return patient.contact_id
-        fields = {
-            "firstName": patient.given_name,
-            "lastName": patient.family_name,
-            "email": patient.email,
-            "phone": patient.phone,
-        }
-        return self.find_contact(request) or self.upsert(
-            {"locationId": self.settings.location_id, **{k: v for k, v in fields.items() if v}}, "book"
+        fields = dict(
+            firstName=patient.given_name, lastName=patient.family_name, email=patient.email, phone=patient.phone
         )
+        body = {"locationId": self.settings.location_id, **{k: v for k, v in fields.items() if v}}
+        return self.find_contact(request) or self.upsert(body, "book")
 
     # -- bookings ---------------------------------------------------------------------------
 
@@ -518,14 +498,14 @@ class GoHighLevelV2Adapter(GoHighLevelBase):
     def find_booking(self, request: AppointmentRequest, contact_id: str | None = None) -> Appointment | None:
         """``GET /calendars/events`` in the slot's window (read-only, so safe after an ambiguous create)."""
         start, end = self.window(request)
-        params = {"locationId": self.settings.location_id, "calendarId": self.settings.calendar_id}
-        resp = self.send(
-            "GET", "/calendars/events", operation="book", params={**params, "startTime": start, "endTime": end}
-        )
-        events = self.records(resp, "book", "events")
-        return self.matching(
-            events, request, lambda e: bool(contact_id) and e.get("contactId") == contact_id, contact_id
-        )
+        where = {"locationId": self.settings.location_id, "calendarId": self.settings.calendar_id}
+        params = {**where, "startTime": start, "endTime": end}
+        events = self.records(self.send("GET", "/calendars/events", operation="book", params=params), "book", "events")
+
+        def same_contact(event: dict[str, Any]) -> bool:
+            return bool(contact_id) and event.get("contactId") == contact_id
+
+        return self.matching(events, request, same_contact, contact_id)
 
     def read_booking(self, appointment_id: str, operation: str) -> Appointment:
         resp = self.send("GET", f"/calendars/events/appointments/{appointment_id}", operation=operation)
@@ -555,9 +535,7 @@ class GoHighLevelV2Adapter(GoHighLevelBase):
         path = f"/calendars/events/appointments/{current.id}"
         resp = self.send("PUT", path, operation="update", json=self.update_body(changes, current.raw))
         zone = named_timezone(changes.timezone, changes.start) or self.booking_zone(current.raw)
-        return self.rewritten(
-            self.answer(resp, "update"), current, "update", zone=zone, start=changes.start, end=changes.end
-        )
+        return self.rewritten(resp, current, "update", zone=zone, start=changes.start, end=changes.end)
 
     def write_cancel(self, current: Appointment, reason: str | None) -> Appointment:
         """Status ``cancelled`` (the event stays); the reason is appended to the description."""
@@ -567,9 +545,7 @@ class GoHighLevelV2Adapter(GoHighLevelBase):
             body["description"] = f"{old}\n\n{line}" if old and old.strip() else line
         resp = self.send("PUT", f"/calendars/events/appointments/{current.id}", operation="cancel", json=body)
         zone = self.booking_zone(current.raw)
-        return self.rewritten(
-            self.answer(resp, "cancel"), current, "cancel", zone=zone, status=AppointmentStatus.CANCELLED
-        )
+        return self.rewritten(resp, current, "cancel", zone=zone, status=AppointmentStatus.CANCELLED)
 
     # -- reports: a note on the reports contact -------------------------------------------------
 

@@ -162,7 +162,7 @@ class GoHighLevelV1Adapter(GoHighLevelBase):
         resp = self.transport.request("PUT", f"/appointments/{current.id}", operation="update", json=body)
         length = current.end - current.start if current.start and current.end else None
         end = start + length if length is not None else changes.end
-        return self.rewritten(self.answer(resp, "update"), current, "update", zone=zone, start=start, end=end)
+        return self.rewritten(resp, current, "update", zone=zone, start=start, end=end)
 
     def write_cancel(self, current: Appointment, reason: str | None) -> Appointment:
         """``PUT /appointments/{id}/status``; v1 has no field that could hold ``reason``."""
