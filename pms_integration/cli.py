@@ -85,26 +85,6 @@ def _read_json(text: str | None, stdin: TextIO, what: str) -> Any:
         raise ValidationError.single(what, "nests too deeply") from None
 
 
-def _emit(obj: Any, raw: bool) -> None:
-    """Print a result as JSON: the library's own model as it is, the vendor's ``raw`` redacted.
-
-    Never redact the JSON text as a whole: a secret that happens to read ``2031`` or ``true``
-    would mask part of a start time or break the JSON.
-    """
-    data = redact_raw(unstructure(obj), keep=raw)
-    print(json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False, allow_nan=False))
-
-
-def _provider(args: argparse.Namespace) -> ProviderName | None:
-    """``--provider``, checked here so a bad value is reported under the flag's own name."""
-    if args.provider is None:
-        return None
-    try:
-        return ProviderName.parse(args.provider)
-    except ValueError as exc:
-        raise ValidationError.single("--provider", str(exc)) from None
-
-
 def _client(args: argparse.Namespace) -> Any:
     from .client import PMSClient
 
@@ -124,13 +104,19 @@ def _cmd_providers(args: argparse.Namespace) -> int:
 
 def _cmd_call(args: argparse.Namespace) -> int:
     """``book``, ``update``, ``cancel``, ``push-report``: the client's method ``args.method``."""
-    provider = _provider(args)
+    try:  # checked first, so a bad value is reported under the flag's own name
+        provider = None if args.provider is None else ProviderName.parse(args.provider)
+    except ValueError as exc:
+        raise ValidationError.single("--provider", str(exc)) from None
     positional = [args.id] if "id" in args else []
     if args.json_name:
         positional.append(_read_json(args.json, sys.stdin, args.json_name))
     keywords = {"reason": args.reason} if "reason" in args else {}
     with _client(args) as client:
-        _emit(getattr(client, args.method)(*positional, provider=provider, **keywords), args.raw)
+        result = getattr(client, args.method)(*positional, provider=provider, **keywords)
+        # The model as it is, only the vendor's raw redacted: redacting the JSON text as a whole
+        # would let a secret that reads "2031" or "true" mask part of a start time or break the JSON.
+        print(json.dumps(redact_raw(unstructure(result), keep=args.raw), indent=2, ensure_ascii=False, allow_nan=False))
     return 0
 
 
@@ -238,10 +224,6 @@ def _when(value: dt.datetime | None) -> str:
     return local.strftime("%a %Y-%m-%d %H:%M %Z")
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    return run_demo(ghl_api_version=args.ghl_api_version)
-
-
 def _cmd_sandbox(args: argparse.Namespace) -> int:
     from .sandbox import Sandbox
 
@@ -340,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run book, reschedule, cancel and push-report on all providers against the sandbox")
     p.add_argument("--ghl-api-version", choices=["v1", "v2"], default="v2")
-    p.set_defaults(func=_cmd_demo)
+    p.set_defaults(func=lambda args: run_demo(ghl_api_version=args.ghl_api_version))
 
     p = sub.add_parser("sandbox", help="run the vendor emulators in the foreground")
     p.add_argument("--port", type=int, default=8765)
