@@ -85,23 +85,17 @@ REPORT_SCHEMA = "pms_integration.performance_report/1"
 _PROTECTED_EXTRA = frozenset({"Id", "Subject", "StartDateTime", "OwnerId"})
 _FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
 _REFERENCE_IN_SUBJECT = re.compile(r"\[([A-Za-z0-9][A-Za-z0-9_.:-]{0,63})\]\s*$")
-_EVENT_READ_FIELDS = "Id, Subject, Description, StartDateTime, EndDateTime, WhoId, ShowAs"
+_EVENT_FIELDS = "Id,Subject,Description,StartDateTime,EndDateTime,WhoId,ShowAs"
 _ZONE_LINE = re.compile(r"^Time zone: (\S{1,64})\s*$", re.MULTILINE)
 _OFFSET_ZONE = re.compile(r"^(?:UTC)?([+-])(\d{2}):(\d{2})$")
 _ID_SHAPE = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
 _CHECKSUM_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
 _SOQL_ESCAPES = {"\\": "\\\\", "'": "\\'", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
 
-# ---------------------------------------------------------------------------------------------
-# record ids and SOQL
-
 
 @functools.lru_cache(maxsize=4096)
 def id_checksum(id15: str) -> str:
-    """The three characters that turn a 15-character id into its case-safe 18-character form.
-
-    Each encodes, as a 5-bit number, which of five id characters are upper-case letters.
-    """
+    """The suffix of the case-safe 18-character id: which of each five characters are upper case."""
     if len(id15) != 15:
         raise ValueError("the checksum is computed over exactly 15 characters")
     blocks = (id15[i : i + 5] for i in range(0, 15, 5))
@@ -141,16 +135,12 @@ def soql_like_contains(value: str) -> str:
     return "'%" + escaped + "%'"
 
 
-# ---------------------------------------------------------------------------------------------
-# response headers and error bodies
-
-
 def parse_rate_headers(headers: Mapping[str, str]) -> RateLimitInfo | None:
     """Read ``Sforce-Limit-Info: api-usage=18/15000`` into the daily fields of RateLimitInfo."""
-    raw = headers.get("Sforce-Limit-Info")
-    if raw is None:
-        raw = next((v for k, v in headers.items() if k.lower() == "sforce-limit-info"), None)
-    for part in (raw or "").split(";"):
+    raw = headers.get("Sforce-Limit-Info") or next(
+        (v for k, v in headers.items() if k.lower() == "sforce-limit-info"), ""
+    )
+    for part in raw.split(";"):
         key, sep, value = part.partition("=")
         if not sep or key.strip().lower() != "api-usage":
             continue
@@ -209,10 +199,6 @@ def parse_error(resp: HttpResponse) -> ErrorInfo:
     return ErrorInfo(message, code=code, fields=fields, error_class=error_class, retryable=retryable)
 
 
-# ---------------------------------------------------------------------------------------------
-# the adapter
-
-
 class SalesforceAdapter(BaseAdapter):
     """The Salesforce adapter. Thread-safe; one per client."""
 
@@ -229,19 +215,17 @@ class SalesforceAdapter(BaseAdapter):
         super().__init__(settings, runtime)
         self.auth.bind(self.transport)
         self.api = f"/services/data/v{settings.api_version}"
-        for variable, value in (
-            ("PMS_SALESFORCE_OWNER_ID", settings.owner_id),
-            ("PMS_SALESFORCE_EVENT_RECORD_TYPE", settings.event_record_type),
-        ):
-            if value and not is_salesforce_id(value):
-                log.warning("%s does not look like a valid Salesforce id (its checksum suffix is wrong)", variable)
+        # Tasks belong to users; a public calendar owner (023...) cannot own one
+        self.task_owner = settings.owner_id if settings.owner_id.startswith(USER_PREFIX) else None
+        for name in ("owner_id", "event_record_type"):
+            if getattr(settings, name) and not is_salesforce_id(getattr(settings, name)):
+                log.warning("PMS_SALESFORCE_%s does not look like a valid Salesforce id (bad checksum)", name.upper())
 
     def make_auth(self) -> Auth:
         self.auth = TokenRefreshAuth(self.settings, clock=self.runtime.clock)
         return self.auth
 
     def use_token_store(self, store: TokenStore | None) -> None:
-        """Persist rotated refresh tokens in ``store`` (``PMSClient(token_store=...)`` calls this)."""
         self.auth.use_store(store)
 
     def available_versions(self) -> list[str]:
@@ -251,18 +235,16 @@ class SalesforceAdapter(BaseAdapter):
             raise self.unexpected("versions", "the versions list is not a JSON array")
         return [str(v["version"]) for v in body if isinstance(v, Mapping) and isinstance(v.get("version"), str)]
 
-    # -- bookings ---------------------------------------------------------------------------
-
     def check_id(self, appointment_id: str) -> str:
         return _check_id(appointment_id, "appointment_id", (EVENT_PREFIX,), "a Salesforce Event id")
 
     def create_booking(self, request: AppointmentRequest) -> Appointment:
         payload = self.event_payload(request)
-        record_id, body = self._create("Event", payload, "book", request.reference)
+        body = self._create("Event", payload, "book", request.reference)
         zone = _request_zone(request)
         return Appointment(
             provider=PROVIDER,
-            id=record_id,
+            id=body["id"],
             status=BOOKED,
             start=request.start.astimezone(zone),
             end=request.end_time.astimezone(zone),
@@ -289,55 +271,44 @@ class SalesforceAdapter(BaseAdapter):
         if not isinstance(record_id, str) or not is_salesforce_id(record_id):
             raise self.unexpected("book", "the look-up returned an Event without a valid Id")
         status = CANCELLED if str(record.get("Subject") or "").startswith(CANCELLED_PREFIX) else BOOKED
-        start = parse_instant(record.get("StartDateTime")) or request.start
-        end = parse_instant(record.get("EndDateTime")) or request.end_time
-        zone = _zone_of(record, _request_zone(request))
-        return _event(record_id, record, status, start, end, zone, {"found": record}, reference=request.reference)
+        return _event(record_id, record, status, _zone_of(record, _request_zone(request)), {"found": record}, request)
 
     def read_booking(self, appointment_id: str, operation: str) -> Appointment:
-        """The Event; NotFoundError if it never existed; cancelled if deleted or soft-cancelled.
+        """The Event (NotFoundError if it never existed); cancelled when deleted or soft-cancelled.
 
-        A cancel of a deleted Event reads its times from the recycle bin (``queryAll``). A
-        soft-cancelled Event still shown as busy is not yet cancelled for ``cancel``, which
-        finishes the marking (or, in delete mode, deletes it).
+        For ``cancel``, a deleted Event's times come from the recycle bin (``queryAll``), and a
+        soft-cancelled one still shown as busy is cancelled again (or deleted, in delete mode).
         """
-        resp = self.transport.request(
-            "GET",
-            f"{self.api}/sobjects/Event/{appointment_id}",
-            operation=operation,
-            params={"fields": _EVENT_READ_FIELDS.replace(" ", "")},
-            expect=(404,),
-        )
+        url = f"{self.api}/sobjects/Event/{appointment_id}"
+        resp = self.transport.request("GET", url, operation=operation, params={"fields": _EVENT_FIELDS}, expect=(404,))
         cancelled: str | None = None
         if resp.status == 404:
             cancelled = self._gone(resp, operation)  # NotFoundError unless it is in the recycle bin
             record: dict[str, Any] = {"Id": appointment_id, "IsDeleted": True}
             if operation == "cancel":
-                soql = f"SELECT {_EVENT_READ_FIELDS} FROM Event WHERE Id = {soql_string(appointment_id)}"  # noqa: S608
+                soql = f"SELECT {_EVENT_FIELDS.replace(',', ', ')} FROM Event WHERE Id = {soql_string(appointment_id)}"  # noqa: S608
                 record.update(next(iter(self._query(soql, operation, resource="queryAll")), {}))
         else:
             record = self.json_object(resp, operation, "the Event record")
             marked = str(record.get("Subject") or "").startswith(CANCELLED_PREFIX)
             done = operation != "cancel" or (self.settings.cancel_mode == "soft" and record.get("ShowAs") == "Free")
             cancelled = "SOFT_CANCELLED" if marked and done else None
-        start, end = parse_instant(record.get("StartDateTime")), parse_instant(record.get("EndDateTime"))
         raw = {"already_cancelled": cancelled, "read": record} if cancelled else {"read": record}
-        return _event(appointment_id, record, CANCELLED if cancelled else BOOKED, start, end, _zone_of(record), raw)
+        return _event(appointment_id, record, CANCELLED if cancelled else BOOKED, _zone_of(record), raw)
 
     def write_update(self, current: Appointment, changes: AppointmentUpdate) -> Appointment:
         record = current.raw["read"]
         subject = str(record.get("Subject") or "")
-        patch: dict[str, Any] = {}
-        if changes.start is not None:
-            patch["StartDateTime"] = utc_text(changes.start)
-        if changes.end is not None:
-            patch["EndDateTime"] = utc_text(changes.end)
-        if changes.location is not None:
-            patch["Location"] = changes.location[:LOCATION_MAX]
-        if changes.title is not None:
-            patch["Subject"] = _retitle(subject, changes.title)
-        if changes.notes is not None:
-            patch["Description"] = _renote(str(record.get("Description") or ""), changes.notes)
+        fields = {
+            "StartDateTime": utc_text(changes.start) if changes.start else None,
+            "EndDateTime": utc_text(changes.end) if changes.end else None,
+            "Location": None if changes.location is None else changes.location[:LOCATION_MAX],
+            "Subject": None if changes.title is None else _retitle(subject, changes.title),
+            "Description": None
+            if changes.notes is None
+            else _renote(str(record.get("Description") or ""), changes.notes),
+        }
+        patch = {key: value for key, value in fields.items() if value is not None}
         if self._write("PATCH", f"Event/{current.id}", "update", patch):
             raise self.cancelled_error(current.id)  # deleted since the read
         start, end = changes.start or current.start, changes.end or current.end
@@ -356,25 +327,24 @@ class SalesforceAdapter(BaseAdapter):
         )
 
     def write_cancel(self, current: Appointment, reason: str | None) -> Appointment:
-        record = current.raw["read"]
+        record, title = current.raw["read"], current.title
+        done: dict[str, Any]
         if self.settings.cancel_mode != "soft":
-            gone = self._write("DELETE", f"Event/{current.id}", "cancel")
-            raw = {"already_cancelled": gone} if gone else {"deleted": True}
-            return attrs.evolve(current, status=CANCELLED, raw={**raw, "read": record})
-        subject = str(record.get("Subject") or "")
-        when = _dt.datetime.now(UTC).strftime("%Y-%m-%dT%H:%MZ")
-        line = f"Cancelled by the AI receptionist at {when}." + (f" Reason: {reason}" if reason else "")
-        description = str(record.get("Description") or "")
-        description = (description + "\n\n" + line) if description else line
-        if len(description) > DESCRIPTION_MAX:
-            description = description[: DESCRIPTION_MAX - len(line) - 2] + "\n\n" + line
-        new_subject = subject if subject.startswith(CANCELLED_PREFIX) else _cancelled_subject(subject)
-        patch = {"Subject": new_subject, "ShowAs": "Free", "Description": description}
-        gone = self._write("PATCH", f"Event/{current.id}", "cancel", patch)
-        if gone:
-            return attrs.evolve(current, status=CANCELLED, raw={"already_cancelled": gone, "read": record})
-        read = {**record, "Subject": new_subject}
-        return attrs.evolve(current, status=CANCELLED, title=new_subject, raw={"patch": patch, "read": read})
+            gone, done = self._write("DELETE", f"Event/{current.id}", "cancel"), {"deleted": True}
+        else:  # keep the Event: mark its Subject, free its slot, note why
+            subject = str(record.get("Subject") or "")
+            when = _dt.datetime.now(UTC).strftime("%Y-%m-%dT%H:%MZ")
+            line = f"Cancelled by the AI receptionist at {when}." + (f" Reason: {reason}" if reason else "")
+            description = str(record.get("Description") or "")
+            description = (description[: DESCRIPTION_MAX - len(line) - 2] + "\n\n" + line) if description else line
+            head, tail = _split(subject)
+            title = subject if subject.startswith(CANCELLED_PREFIX) else _fit(CANCELLED_PREFIX + head, tail)
+            patch = {"Subject": title, "ShowAs": "Free", "Description": description}
+            gone, done = self._write("PATCH", f"Event/{current.id}", "cancel", patch), {"patch": patch}
+        raw = {"already_cancelled": gone} if gone else done
+        return attrs.evolve(
+            current, status=CANCELLED, title=current.title if gone else title, raw={**raw, "read": record}
+        )
 
     def event_payload(self, request: AppointmentRequest) -> dict[str, Any]:
         """The ``Event`` create body for ``request``. Raises ValidationError on unusable input."""
@@ -405,17 +375,10 @@ class SalesforceAdapter(BaseAdapter):
             raise ValidationError(errors)
         return {**payload, **request.extra}
 
-    # -- performance reports ----------------------------------------------------------------
-
     def report_payload(self, report: PerformanceReport) -> dict[str, Any]:
         """The ``Task`` body for ``report`` (the same for create and update)."""
-        data = {
-            "schema": REPORT_SCHEMA,
-            "report_id": report.id,
-            "period_start": report.period_start.isoformat(),
-            "period_end": report.period_end.isoformat(),
-            "metrics": dict(report.metrics),
-        }
+        data: dict[str, object] = {"schema": REPORT_SCHEMA, "report_id": report.id, "metrics": dict(report.metrics)}
+        data.update(period_start=report.period_start.isoformat(), period_end=report.period_end.isoformat())
         machine = json.dumps(data, sort_keys=True, separators=(",", ":"))
         rendered = report.render_text()
         room = DESCRIPTION_MAX - len(machine) - len(REPORT_DATA_MARKER) - 4
@@ -428,14 +391,14 @@ class SalesforceAdapter(BaseAdapter):
             "ActivityDate": report.period_end.isoformat(),
             "Description": f"{rendered}\n\n{REPORT_DATA_MARKER}\n{machine}",
         }
-        if self._task_owner:
-            payload["OwnerId"] = self._task_owner
+        if self.task_owner:
+            payload["OwnerId"] = self.task_owner
         return payload
 
     def find_report(self, report: PerformanceReport) -> str | None:
         where = f"Subject LIKE {soql_like_contains(f'[{report.id}]')}"
-        if self._task_owner:
-            where = f"OwnerId = {soql_string(self._task_owner)} AND {where}"
+        if self.task_owner:
+            where = f"OwnerId = {soql_string(self.task_owner)} AND {where}"
         records = self._query(f"SELECT Id, Subject FROM Task WHERE {where} LIMIT 2", "push_report")  # noqa: S608
         if not records:
             return None
@@ -450,15 +413,7 @@ class SalesforceAdapter(BaseAdapter):
         return self._write("PATCH", f"Task/{record_id}", "push_report", dict(payload)) is None
 
     def create_report(self, report: PerformanceReport, payload: Mapping[str, Any]) -> str:
-        return self._create("Task", payload, "push_report", report.id)[0]
-
-    @property
-    def _task_owner(self) -> str | None:
-        """Tasks belong to users; a public calendar owner (023...) cannot own one."""
-        owner = self.settings.owner_id
-        return owner if owner.startswith(USER_PREFIX) else None
-
-    # -- requests ---------------------------------------------------------------------------
+        return str(self._create("Task", payload, "push_report", report.id)["id"])
 
     def _query(self, soql: str, operation: str, *, resource: str = "query") -> list[Mapping[str, Any]]:
         """One page of a SOQL query (``resource="queryAll"`` includes deleted records)."""
@@ -469,14 +424,8 @@ class SalesforceAdapter(BaseAdapter):
             raise self.unexpected(operation, "the query result has no records list")
         return [r for r in records if isinstance(r, Mapping)]
 
-    def _create(
-        self, sobject: str, payload: Mapping[str, Any], operation: str, reference: str
-    ) -> tuple[str, dict[str, Any]]:
-        """POST a record; its id and the ``{id, success, errors}`` result.
-
-        A 2xx without a usable id may still have created the record, so it is an
-        ``outcome_unknown`` error (the caller's look-up by reference settles it).
-        """
+    def _create(self, sobject: str, payload: Mapping[str, Any], operation: str, reference: str) -> dict[str, Any]:
+        """POST a record; the result, whose ``id`` is valid (else the outcome is unknown)."""
         resp = self.transport.request(
             "POST", f"{self.api}/sobjects/{sobject}/", operation=operation, json=payload, reference=reference
         )
@@ -485,12 +434,12 @@ class SalesforceAdapter(BaseAdapter):
         if not isinstance(record_id, str) or not is_salesforce_id(record_id):
             what = f"no {sobject} id in the create result"
             raise self.unexpected(operation, what, outcome_unknown=True, reference=reference)
-        return record_id, dict(body)
+        return dict(body)
 
-    def _write(self, method: str, record: str, operation: str, patch: dict[str, Any] | None = None) -> str | None:
-        """PATCH or DELETE ``sobjects/{record}``; ``ENTITY_IS_DELETED`` if it went to the recycle bin meanwhile."""
+    def _write(self, method: str, path: str, operation: str, patch: dict[str, Any] | None = None) -> str | None:
+        """PATCH or DELETE ``sobjects/{path}``; ``ENTITY_IS_DELETED`` if it went to the recycle bin meanwhile."""
         resp = self.transport.request(
-            method, f"{self.api}/sobjects/{record}", operation=operation, json=patch, expect=(404,)
+            method, f"{self.api}/sobjects/{path}", operation=operation, json=patch, expect=(404,)
         )
         return self._gone(resp, operation) if resp.status == 404 else None
 
@@ -499,10 +448,9 @@ class SalesforceAdapter(BaseAdapter):
         info = parse_error(resp)
         if info.code == "ENTITY_IS_DELETED":
             return info.code
+        code = f" {info.code}" if info.code else ""
         raise NotFoundError(
-            f"Salesforce {operation} failed with HTTP 404"
-            + (f" {info.code}" if info.code else "")
-            + f": {info.message}",
+            f"Salesforce {operation} failed with HTTP 404{code}: {info.message}",
             status_code=404,
             code=info.code,
             provider=PROVIDER.value,
@@ -515,30 +463,25 @@ def create(settings: SalesforceSettings, runtime: Runtime) -> SalesforceAdapter:
     return SalesforceAdapter(settings, runtime)
 
 
-# ---------------------------------------------------------------------------------------------
-# Subject and Description text, time zones
-
-
 def _event(
     event_id: str,
     record: Mapping[str, Any],
     status: AppointmentStatus,
-    start: _dt.datetime | None,
-    end: _dt.datetime | None,
     zone: _dt.tzinfo,
     raw: dict[str, Any],
-    *,
-    reference: str | None = None,
+    request: AppointmentRequest | None = None,
 ) -> Appointment:
-    """An Appointment from an Event record, its times in ``zone``."""
+    """An Appointment from an Event record, its times in ``zone`` (a look-up's request fills gaps)."""
     subject = text(record.get("Subject"))
+    start = parse_instant(record.get("StartDateTime")) or (request.start if request else None)
+    end = parse_instant(record.get("EndDateTime")) or (request.end_time if request else None)
     return Appointment(
         provider=PROVIDER,
         id=event_id,
         status=status,
         start=start.astimezone(zone) if start else None,
         end=end.astimezone(zone) if end else None,
-        reference=reference or _reference_in(subject),
+        reference=request.reference if request else _reference_in(subject),
         contact_id=text(record.get("WhoId")),
         title=subject,
         raw=raw,
@@ -587,15 +530,18 @@ def _reference_in(subject: str | None) -> str | None:
     return m.group(1) if m else None
 
 
+def _split(subject: str) -> tuple[str, str]:
+    """``subject`` as its text and its `` [reference]`` marker ("" when it has none)."""
+    m = _REFERENCE_IN_SUBJECT.search(subject)
+    return (subject[: m.start()].rstrip(), f" [{m.group(1)}]") if m else (subject, "")
+
+
 def _retitle(current: str, title: str) -> str:
     """A new Subject with ``title`` in front, keeping the patient name and reference marker."""
-    cancelled = current.startswith(CANCELLED_PREFIX)
-    body = current[len(CANCELLED_PREFIX) :] if cancelled else current
-    m = _REFERENCE_IN_SUBJECT.search(body)
-    rest = body[: m.start()].rstrip() if m else body
+    prefix = CANCELLED_PREFIX if current.startswith(CANCELLED_PREFIX) else ""
+    rest, tail = _split(current[len(prefix) :])
     _, sep, name = rest.rpartition(" - ")
-    head = f"{title} - {name}" if sep and name else title
-    return _fit((CANCELLED_PREFIX if cancelled else "") + head, f" [{m.group(1)}]" if m else "")
+    return _fit(prefix + (f"{title} - {name}" if sep and name else title), tail)
 
 
 def _renote(current: str, notes: str) -> str:
@@ -603,13 +549,6 @@ def _renote(current: str, notes: str) -> str:
     index = current.find(DETAILS_MARKER)
     rest = current[index:] if index >= 0 else current
     return _cut(f"{notes}\n\n{rest}" if rest else notes)
-
-
-def _cancelled_subject(subject: str) -> str:
-    m = _REFERENCE_IN_SUBJECT.search(subject)
-    if m is None:
-        return _fit(CANCELLED_PREFIX + subject, "")
-    return _fit(CANCELLED_PREFIX + subject[: m.start()].rstrip(), " " + m.group(0).strip())
 
 
 def _zone_label(request: AppointmentRequest) -> str:
@@ -621,13 +560,10 @@ def _zone_label(request: AppointmentRequest) -> str:
 
 
 def _parse_zone(label: str) -> _dt.tzinfo | None:
-    m = _OFFSET_ZONE.fullmatch(label)
-    if m:
-        minutes = int(m.group(2)) * 60 + int(m.group(3))
-        if minutes >= 24 * 60:
-            return None
-        return _dt.timezone(_dt.timedelta(minutes=-minutes if m.group(1) == "-" else minutes))
+    """An IANA name or a ``UTC-05:00`` offset as a tzinfo; None if it is neither."""
     try:
+        if _OFFSET_ZONE.fullmatch(label):
+            return _dt.datetime.strptime(label.removeprefix("UTC"), "%z").tzinfo
         return ZoneInfo(label)
     except (ZoneInfoNotFoundError, ValueError, OSError):
         return None
@@ -656,10 +592,8 @@ _RENAMED: dict[str, Any] = {
 
 
 def __getattr__(name: str) -> Any:
-    """Old names, kept working with a DeprecationWarning."""
     if name not in _RENAMED:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     new = _RENAMED[name]
-    where = "pms_integration._time" if new in (utc_text, parse_instant) else __name__
-    warnings.warn(f"{__name__}.{name} is deprecated; use {where}.{new.__name__}", DeprecationWarning, stacklevel=2)
+    warnings.warn(f"{name} is deprecated; use {new.__module__}.{new.__name__}", DeprecationWarning, stacklevel=2)
     return new
