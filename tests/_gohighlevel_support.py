@@ -82,7 +82,7 @@ def upsert_response(contact_id: str = CONTACT_ID, *, new: bool = True) -> dict[s
     }
 
 
-def appointment_response(
+def _event(
     *,
     event_id: str = EVENT_ID,
     start: str = "2037-03-10T10:00:00-04:00",
@@ -91,7 +91,6 @@ def appointment_response(
     status: str = "confirmed",
     contact_id: str = CONTACT_ID,
 ) -> dict[str, Any]:
-    """``AppointmentSchemaResponse`` (create and update)."""
     return {
         "id": event_id,
         "calendarId": CALENDAR_ID,
@@ -100,43 +99,22 @@ def appointment_response(
         "startTime": start,
         "endTime": end,
         "title": title,
-        "meetingLocationType": "default",
         "appointmentStatus": status,
         "assignedUserId": USER_ID,
-        "address": "",
         "isRecurring": False,
     }
 
 
-def calendar_event(
-    *,
-    event_id: str = EVENT_ID,
-    start: str = "2037-03-10T10:00:00-04:00",
-    end: str = "2037-03-10T10:30:00-04:00",
-    title: str = "Cleaning (ref bk-test)",
-    description: str = "",
-    status: str = "confirmed",
-    contact_id: str = CONTACT_ID,
-) -> dict[str, Any]:
-    """``CalendarEventDTO`` (an item of ``GET /calendars/events``)."""
-    return {
-        "id": event_id,
-        "title": title,
-        "calendarId": CALENDAR_ID,
-        "locationId": LOCATION_ID,
-        "contactId": contact_id,
-        "groupId": "",
-        "appointmentStatus": status,
-        "assignedUserId": USER_ID,
-        "users": [USER_ID],
-        "notes": "",
-        "description": description,
-        "isRecurring": False,
-        "startTime": start,
-        "endTime": end,
-        "dateAdded": "2037-03-01T10:00:00.000Z",
-        "dateUpdated": "2037-03-01T10:00:00.000Z",
-    }
+def appointment_response(**fields: Any) -> dict[str, Any]:
+    """``AppointmentSchemaResponse`` (create and update); ``fields`` as :func:`_event` names them."""
+    return {**_event(**fields), "meetingLocationType": "default", "address": ""}
+
+
+def calendar_event(*, description: str = "", **fields: Any) -> dict[str, Any]:
+    """``CalendarEventDTO`` (an item of ``GET /calendars/events``, and the event a read returns)."""
+    stamps = {"dateAdded": "2037-03-01T10:00:00.000Z", "dateUpdated": "2037-03-01T10:00:00.000Z"}
+    extra = {"groupId": "", "users": [USER_ID], "notes": "", "description": description, **stamps}
+    return {**_event(**fields), **extra}
 
 
 def note(body: str, *, note_id: str = NOTE_ID, contact_id: str = REPORT_CONTACT_ID, title: str = "") -> dict[str, Any]:
