@@ -1,13 +1,13 @@
 """The exception hierarchy: every error is a :class:`PMSError`, and its class says what to do next.
 
-Each class also carries its :class:`Outcome` (the CLI's exit code, the HTTP server's problem), the
-one table the CLI and the server read. ``str()`` and ``repr()`` are safe to log. See docs/errors.md.
+:data:`OUTCOMES` is the one table of what each class means to the CLI (exit code), the HTTP server
+(problem) and the transport (vendor statuses). ``str()`` and ``repr()`` are safe to log. See docs/errors.md.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, NamedTuple
 
 from ._redact import excerpt as _excerpt
 from ._redact import redact, redact_path
@@ -76,12 +76,13 @@ def with_article(word: str) -> str:
 
 
 class Outcome(NamedTuple):
-    """What an error class means outside Python (a CLI exit code, an HTTP problem); inherited."""
+    """What an error class means outside Python: one row of :data:`OUTCOMES`."""
 
-    exit_code: int
-    http_status: int
-    slug: str  # the problem type: ``urn:pms-integration:problem:<slug>``
+    exit_code: int  # the CLI's
+    http_status: int  # the HTTP server's, with the problem type ``urn:pms-integration:problem:<slug>``
+    slug: str
     title: str
+    vendor_statuses: tuple[int, ...] = ()  # a vendor's answers raised as this class (error_class_for_status)
 
 
 class PMSError(Exception):
@@ -89,10 +90,14 @@ class PMSError(Exception):
 
     #: A sentence telling the caller what to do about this kind of error.
     hint: str = ""
-    outcome: ClassVar[Outcome] = Outcome(1, 500, "internal", "Internal error")
 
     def __init__(self, message: str) -> None:
         super().__init__(redact(message))
+
+    @property
+    def outcome(self) -> Outcome:
+        """This error's row of :data:`OUTCOMES`: its class's, or the nearest base class's."""
+        return next(OUTCOMES[cls] for cls in type(self).__mro__ if cls in OUTCOMES)
 
     @property
     def message(self) -> str:
@@ -120,7 +125,6 @@ class ConfigurationError(PMSError):
     """The configuration cannot be used as it is."""
 
     hint = "Fix the configuration (PMS_* variables) and call reload()."
-    outcome = Outcome(4, 503, "configuration", "Configuration error")
 
     def __init__(self, message: str, *, missing: Sequence[str] = (), problems: Sequence[str] = ()) -> None:
         super().__init__(message)
@@ -137,8 +141,6 @@ class ConfigurationError(PMSError):
 class ProviderNotConfiguredError(ConfigurationError):
     """The requested provider is disabled because variables are missing or invalid."""
 
-    outcome = Outcome(4, 503, "not-configured", "Provider not configured")
-
     def __init__(self, provider: str, *, missing: Sequence[str] = (), problems: Sequence[str] = ()) -> None:
         parts = [f"Provider {provider!r} is not configured."]
         if missing:
@@ -152,8 +154,6 @@ class ProviderNotConfiguredError(ConfigurationError):
 class UnsupportedOperationError(PMSError):
     """The provider, or the API version it is configured for, cannot perform the operation."""
 
-    outcome = Outcome(5, 501, "unsupported-operation", "Operation not supported")
-
 
 class ValidationError(PMSError, ValueError):
     """The input is invalid. Raised before any request is sent.
@@ -163,7 +163,6 @@ class ValidationError(PMSError, ValueError):
     """
 
     hint = "Nothing was sent; correct the listed fields and try again."
-    outcome = Outcome(3, 422, "validation", "Invalid request")
 
     def __init__(self, errors: Iterable[tuple[str, str]]) -> None:
         # A path is the caller's own data: only a segment that *is* a secret is masked (a key
@@ -194,8 +193,6 @@ class ProviderError(PMSError):
     call failed (a timeout after the request was sent, say). For a booking, look it up by
     ``reference`` before booking again.
     """
-
-    outcome = Outcome(11, 502, "provider-error", "Provider error")
 
     def __init__(
         self,
@@ -233,13 +230,10 @@ class TransportError(ProviderError):
     """The request did not complete: connection refused, reset, or timed out."""
 
     hint = "The provider could not be reached; try again shortly."
-    outcome = Outcome(11, 504, "provider-timeout", "Provider did not answer")
 
 
 class UnexpectedResponseError(ProviderError):
     """The vendor answered with success, but in a shape the library cannot read."""
-
-    outcome = Outcome(11, 502, "provider-unexpected-response", "Unexpected provider response")
 
 
 class ResponseTooLargeError(UnexpectedResponseError):
@@ -294,28 +288,24 @@ class AuthenticationError(APIError):
     """401: the credentials were rejected."""
 
     hint = "Check the provider's token variable; the token may have expired or been revoked."
-    outcome = Outcome(6, 502, "provider-authentication", "Provider rejected the credentials")
 
 
 class PermissionDeniedError(APIError):
     """403: the credentials lack a scope or access to the record or location."""
 
     hint = "Grant the token the needed scopes or access."
-    outcome = Outcome(6, 502, "provider-permission-denied", "Provider denied access")
 
 
 class NotFoundError(APIError):
     """404: the record (or route) does not exist."""
 
     hint = "Check the appointment id; it may have been deleted."
-    outcome = Outcome(7, 404, "not-found", "Booking not found")
 
 
 class ConflictError(APIError):
     """409, or the vendor's "slot no longer available": the time is taken or the record clashes."""
 
     hint = "Offer the patient another time."
-    outcome = Outcome(8, 409, "conflict", "Conflict")
 
 
 class AppointmentCancelledError(ConflictError):
@@ -327,14 +317,12 @@ class AppointmentCancelledError(ConflictError):
     """
 
     hint = "This appointment was cancelled: book a new appointment instead of moving it."
-    outcome = Outcome(8, 409, "appointment-cancelled", "Appointment is cancelled")
 
 
 class InvalidRequestError(APIError):
     """400 / 422: the vendor rejected the request's content."""
 
     hint = "The vendor rejected the data; see the message for the field."
-    outcome = Outcome(10, 502, "provider-invalid-request", "Provider rejected the request")
 
 
 class _AsksToWait(APIError):
@@ -357,7 +345,6 @@ class RateLimitError(_AsksToWait):
     ``retry_after`` is the number of seconds the vendor asked to wait, when it said.
     """
 
-    outcome = Outcome(9, 429, "rate-limited", "Provider rate limit reached")
     unsaid_wait = "Retry later."
 
 
@@ -369,22 +356,33 @@ class ServerError(_AsksToWait):
     """
 
     hint = "The provider is having trouble; try again shortly."
-    outcome = Outcome(11, 503, "provider-unavailable", "Provider unavailable")
 
 
-# The class of a vendor's error answer by its HTTP status, when its body names no better one.
-_BY_VENDOR_STATUS: dict[int, type[APIError]] = {
-    400: InvalidRequestError,
-    401: AuthenticationError,
-    403: PermissionDeniedError,
-    404: NotFoundError,
-    409: ConflictError,
-    410: NotFoundError,
-    422: InvalidRequestError,
-    429: RateLimitError,
+#: What each error class means outside Python, read by the CLI, the HTTP server and the transport.
+#: A class not listed (``ResponseTooLargeError``, one added later) has its nearest base class's row.
+OUTCOMES: dict[type[PMSError], Outcome] = {
+    PMSError: Outcome(1, 500, "internal", "Internal error"),
+    ValidationError: Outcome(3, 422, "validation", "Invalid request"),
+    ConfigurationError: Outcome(4, 503, "configuration", "Configuration error"),
+    ProviderNotConfiguredError: Outcome(4, 503, "not-configured", "Provider not configured"),
+    UnsupportedOperationError: Outcome(5, 501, "unsupported-operation", "Operation not supported"),
+    AuthenticationError: Outcome(6, 502, "provider-authentication", "Provider rejected the credentials", (401,)),
+    PermissionDeniedError: Outcome(6, 502, "provider-permission-denied", "Provider denied access", (403,)),
+    NotFoundError: Outcome(7, 404, "not-found", "Booking not found", (404, 410)),
+    ConflictError: Outcome(8, 409, "conflict", "Conflict", (409,)),
+    AppointmentCancelledError: Outcome(8, 409, "appointment-cancelled", "Appointment is cancelled"),
+    RateLimitError: Outcome(9, 429, "rate-limited", "Provider rate limit reached", (429,)),
+    InvalidRequestError: Outcome(10, 502, "provider-invalid-request", "Provider rejected the request", (400, 422)),
+    ProviderError: Outcome(11, 502, "provider-error", "Provider error"),
+    ServerError: Outcome(11, 503, "provider-unavailable", "Provider unavailable"),
+    TransportError: Outcome(11, 504, "provider-timeout", "Provider did not answer"),
+    UnexpectedResponseError: Outcome(11, 502, "provider-unexpected-response", "Unexpected provider response"),
 }
 
 
 def error_class_for_status(status: int) -> type[APIError]:
-    """The error class for a vendor's HTTP ``status``: the table above, else 5xx a ServerError."""
-    return _BY_VENDOR_STATUS.get(status) or (ServerError if status >= 500 else APIError)
+    """The class for a vendor's error answer with HTTP ``status`` when its body names none."""
+    for cls, outcome in OUTCOMES.items():
+        if status in outcome.vendor_statuses and issubclass(cls, APIError):
+            return cls
+    return ServerError if status >= 500 else APIError
