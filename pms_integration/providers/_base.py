@@ -13,6 +13,7 @@ writes only what is its own:
 ``write_cancel``        cancel a booking that ``read_booking`` returned (not yet cancelled)
 ``report_payload``      the record a performance report becomes
 ``find_report``         the id of an earlier push of the same report, or None
+``recover_report``      optional: ``find_report`` after an ambiguous create (default: the same)
 ``update_report``       overwrite that record (False when it has gone)
 ``create_report``       create the record; return its id
 ======================  ===================================================================
@@ -178,8 +179,31 @@ class BaseAdapter:
     def create_once(
         self, create: Callable[[], T], find: Callable[[], T | None], *, operation: str, reference: str
     ) -> T:
-        """``create``, never twice: after an ambiguous failure ``find`` decides (see ``_once``)."""
-        return create_once(create, find, provider=self.provider, operation=operation, reference=reference)
+        """``create``, never twice: after an ambiguous failure ``find`` decides (see ``_once``).
+
+        A create answered with success that cannot be read (an ``UnexpectedResponseError`` with
+        ``outcome_unknown``, as :meth:`json_object` raises with ``creates``) made its record: it
+        is looked up, but when the look-up misses the create is not sent again.
+        """
+        answered: list[UnexpectedResponseError] = []
+
+        def attempt() -> T:
+            if answered:  # raised without outcome_unknown, create_once passes it on untouched
+                answered[0].outcome_unknown = False
+                raise answered[0]
+            try:
+                return create()
+            except UnexpectedResponseError as exc:
+                if exc.outcome_unknown:
+                    answered.append(exc)
+                raise
+
+        try:
+            return create_once(attempt, find, provider=self.provider, operation=operation, reference=reference)
+        except UnexpectedResponseError as exc:
+            if answered and exc is answered[0]:
+                exc.outcome_unknown, exc.reference = True, reference
+            raise
 
     # -- bookings -----------------------------------------------------------------------------
 
@@ -252,7 +276,7 @@ class BaseAdapter:
             return ReportReceipt(self.provider, found, report.id, created=False, raw={"update": payload})
         record_id = self.create_once(
             lambda: self.create_report(report, payload),
-            lambda: self.find_report(report),
+            lambda: self.recover_report(report),
             operation="push_report",
             reference=report.id,
         )
@@ -264,6 +288,11 @@ class BaseAdapter:
 
     def find_report(self, report: PerformanceReport) -> str | None:
         raise NotImplementedError
+
+    def recover_report(self, report: PerformanceReport) -> str | None:
+        """After a create whose outcome is unknown, the record it may have made (``find_report``
+        unless the vendor has a read that sees a fresh record sooner)."""
+        return self.find_report(report)
 
     def update_report(self, record_id: str, report: PerformanceReport, payload: Mapping[str, Any]) -> bool:
         raise NotImplementedError
