@@ -157,16 +157,72 @@ def test_missing_explicit_env_file_is_a_configuration_error(tmp_path: Path) -> N
         load_config(env_file=tmp_path / "nope.env")
 
 
-def test_variable_table_lists_every_variable_the_loader_reads() -> None:
-    source = Path(pms.config.__file__).read_text(encoding="utf-8")  # type: ignore[attr-defined]
-    import re
+ROOT = Path(__file__).resolve().parent.parent
 
-    read = set(re.findall(r'"(PMS_[A-Z0-9_]+)"', source))
-    declared = {v.name for v in VARIABLES}
-    assert read - declared <= {"PMS_HUBSPOT_ACCESS_TOKEN"}
-    server = Path(pms.config.__file__).with_name("server.py").read_text(encoding="utf-8")  # type: ignore[attr-defined]
-    assert "PMS_SERVER_TOKEN" in server  # the one variable the HTTP server reads itself
-    assert declared - {"PMS_SERVER_TOKEN"} <= read
+
+def test_the_docs_tables_are_generated_from_the_declarations() -> None:
+    from pms_integration.config import _page_with_variables
+
+    page = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert _page_with_variables(page) == page, "run `python -m pms_integration.config` from the repository root"
+    for var in VARIABLES:
+        assert f"| `{var.name}` |" in page
+
+
+def test_the_env_template_is_generated_from_the_declarations() -> None:
+    from pms_integration.config import env_template
+
+    template = (ROOT / ".env.example").read_text(encoding="utf-8")
+    assert template == env_template(), "run `python -m pms_integration.config` from the repository root"
+    from dotenv import dotenv_values
+
+    listed = dotenv_values(ROOT / ".env.example")  # the required variables, left empty to fill in
+    assert set(listed) == {v.name for v in VARIABLES if v.required} and set(listed.values()) == {""}
+    assert load_config(listed, env_file=None).enabled() == []  # copied as is, it enables nothing
+
+
+def test_the_server_token_is_declared_with_the_general_variables() -> None:
+    from pms_integration.server import TOKEN_VARIABLE
+
+    (var,) = [v for v in VARIABLES if v.name == TOKEN_VARIABLE]
+    assert var.provider is None and var.secret and not var.required
+    config = load_config(full_environ(PMS_SERVER_TOKEN="srv-canary-4b1d9e77c0ffee5a"))
+    assert isinstance(config.server_token, Secret) and config.server_token.reveal() == "srv-canary-4b1d9e77c0ffee5a"
+    assert "canary" not in repr(config)
+
+
+def test_every_missing_and_invalid_variable_of_a_provider_is_reported_at_once() -> None:
+    env = full_environ(PMS_SALESFORCE_TIMEOUT_MS="fast", PMS_SALESFORCE_CANCEL_MODE="archive", PMS_SALESFORCE_CLIENT_ID="abc")
+    del env["PMS_SALESFORCE_TOKEN"], env["PMS_SALESFORCE_OWNER_ID"]
+    pc = load_config(env).get(ProviderName.SALESFORCE)
+    assert pc.missing == ("PMS_SALESFORCE_TOKEN", "PMS_SALESFORCE_OWNER_ID")
+    assert [p.split()[0] for p in pc.problems] == ["PMS_SALESFORCE_CANCEL_MODE", "PMS_SALESFORCE_TIMEOUT_MS", "token"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "account", "version"),
+    [
+        ({}, "https://services.leadconnectorhq.com|loc123|cal456", "v2"),
+        ({"PMS_GHL_BASE_URL": "https://rest.gohighlevel.com"}, "https://rest.gohighlevel.com/v1|loc123|cal456", "v1"),
+    ],
+)
+def test_gohighlevel_account_and_version_label(overrides: dict[str, str], account: str, version: str) -> None:
+    env = full_environ(PMS_GHL_LOCATION_ID="loc123", PMS_GHL_CALENDAR_ID="cal456", **overrides)
+    pc = load_config(env).get(ProviderName.GOHIGHLEVEL)
+    assert pc.settings is not None
+    assert (pc.settings.account, pc.settings.version_label) == (account, version)
+    assert pc.status().api_version == version
+
+
+def test_salesforce_and_hubspot_account_and_version_label() -> None:
+    config = load_config(full_environ(PMS_HUBSPOT_PIPELINE_ID="dental"))
+    sf = config.get(ProviderName.SALESFORCE).settings
+    hs = config.get(ProviderName.HUBSPOT).settings
+    assert sf is not None and hs is not None
+    assert sf.account == f"{sf.base_url}|{sf.owner_id}" and sf.version_label == "v67.0"  # type: ignore[union-attr]
+    assert (hs.account, hs.version_label) == (f"{hs.base_url}|dental", "v3")
+    for settings in (sf, hs):
+        assert "canary" not in settings.account
 
 
 @pytest.mark.parametrize("bad", ["tok\nen", "tok\ren", "“quoted”", "has space", "tab\tbed"])
