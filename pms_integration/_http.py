@@ -1,32 +1,9 @@
 """The one HTTP transport every adapter uses.
 
-One :class:`Transport` per provider per client wraps one ``requests.Session`` (keep-alive, a
-connection pool sized for many concurrent callers). It adds the timeout and auth header to
-every request, logs one redacted line per request, turns error responses into the exception
-hierarchy (each adapter only parses its vendor's error *body*), honours ``Retry-After``, and
-applies the retry table:
-
-==========================================  ====================  ============================
-failure                                     idempotent request    create (non-idempotent POST)
-==========================================  ====================  ============================
-never sent (connection refused, DNS)        retry                 retry
-read timeout, reset after send              retry                 raise, ``outcome_unknown``
-429 (or the vendor's equivalent)            wait, retry           wait, retry (not applied)
-500 / 502 / 503 / 504                       retry with backoff    raise, ``outcome_unknown``
-other 4xx                                   raise                 raise
-==========================================  ====================  ============================
-
-"Raise, outcome_unknown" is where the adapter's reconcile step takes over: it looks the booking
-up by its reference before anything is sent again (see :func:`create_once`).
-
-Every request is bounded as a whole, not per socket read: a watchdog cuts the connection when
-the request's time is up (the per-request timeout, or what is left of the operation's deadline,
-whichever is sooner), whether the server is silent, trickles its headers or trickles its body;
-that failure counts as a read timeout in the table. Bodies are read in chunks and capped
-(:attr:`Transport.MAX_BODY_BYTES` for a success, :attr:`Transport.MAX_ERROR_BODY_BYTES` for an
-error, both counted after gzip/deflate decoding); a larger success body is a
-:class:`~pms_integration.errors.ResponseTooLargeError`. A ``Retry-After`` on any answer holds
-back every later request through the transport until it has passed (bounded by the deadline).
+One :class:`Transport` per provider per client: a pooled ``requests.Session``, every request cut
+off by a watchdog at its time limit, bodies read under a size cap, error answers typed, and
+retries run by tenacity under the table :func:`should_retry` encodes. What is retried, the waits
+and the limits: docs/errors.md ("What the library retries for you") and docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -43,8 +20,8 @@ import socket
 import threading
 import time
 import zlib
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable, Container, Mapping
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import attrs
@@ -55,6 +32,8 @@ import tenacity
 import urllib3
 import urllib3.connection
 import urllib3.exceptions
+from tenacity.stop import stop_base
+from tenacity.wait import wait_base
 
 from ._ratelimit import LimiterTimeout, RateLimiter, RateLimitInfo, Slot
 from ._redact import excerpt, redact
@@ -64,15 +43,12 @@ from .config import RateLimit, Secret
 from .errors import (
     APIError,
     AuthenticationError,
-    ConflictError,
-    InvalidRequestError,
-    NotFoundError,
-    PermissionDeniedError,
     PMSError,
     RateLimitError,
     ResponseTooLargeError,
     ServerError,
     TransportError,
+    error_class_for_status,
 )
 from .models import ProviderName
 
@@ -84,6 +60,7 @@ __all__ = [
     "BearerAuth",
     "Auth",
     "USER_AGENT",
+    "should_retry",
 ]
 
 log = logging.getLogger("pms_integration.http")
@@ -97,7 +74,7 @@ _NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]+")
 #: Waits longer than this many seconds are logged as a WARNING, with the reason.
 WARN_WAITS_OVER = 1.0
 _CHUNK = 64 * 1024
-T = TypeVar("T")
+_ANY_STATUS = range(1000)
 
 
 def clean_request_id(value: object) -> str | None:
@@ -107,6 +84,10 @@ def clean_request_id(value: object) -> str | None:
     text = _NOT_PRINTABLE.sub("?", value.strip())[: REQUEST_ID_MAX_CHARS * 4]
     text = redact(text)[:REQUEST_ID_MAX_CHARS]
     return text or None
+
+
+def _request_id(headers: Mapping[str, str]) -> str | None:
+    return clean_request_id(next((headers[h] for h in _REQUEST_ID_HEADERS if h in headers), None))
 
 
 # -- the watchdog: a whole request, not each socket read, is bounded ---------------------------
@@ -273,15 +254,6 @@ class _WatchedAdapter(requests.adapters.HTTPAdapter):
         return manager
 
 
-class _Cut(Exception):
-    """Internal: reading the answer failed; ``timed_out`` when it was the clock."""
-
-    def __init__(self, cause: BaseException, timed_out: bool) -> None:
-        super().__init__(type(cause).__name__)
-        self.cause = cause
-        self.timed_out = timed_out
-
-
 class _TooLarge(Exception):
     """Internal: a success body went past the cap."""
 
@@ -364,18 +336,6 @@ class BearerAuth:
         return "BearerAuth(Secret('**********'))"
 
 
-_STATUS_CLASSES: dict[int, type[APIError]] = {
-    400: InvalidRequestError,
-    401: AuthenticationError,
-    403: PermissionDeniedError,
-    404: NotFoundError,
-    409: ConflictError,
-    410: NotFoundError,
-    422: InvalidRequestError,
-    429: RateLimitError,
-}
-
-
 def default_error_parser(resp: HttpResponse) -> ErrorInfo:
     """A fallback parser: a ``message`` key if the body is JSON, else the reason phrase."""
     body = resp.json_or_none()
@@ -384,14 +344,106 @@ def default_error_parser(resp: HttpResponse) -> ErrorInfo:
     return ErrorInfo(f"HTTP {resp.status}")
 
 
+# -- what is retried, how long is waited, when to stop ------------------------------------------
+
+
+def should_retry(error: PMSError, *, idempotent: bool) -> bool:
+    """The retry table of docs/errors.md: may a request that failed with ``error`` go out again?
+
+    Pure: it reads the error's class and ``outcome_unknown`` only. A vendor's parser may decide
+    otherwise for one answer (:attr:`ErrorInfo.retryable`); whether the wait fits the policy and
+    the deadline is the stop's concern, not this one's.
+    """
+    if isinstance(error, RateLimitError):
+        return True  # a rejected request was not applied
+    if isinstance(error, ServerError):
+        return idempotent  # a create may have been applied: it is looked up, not re-sent
+    if isinstance(error, TransportError):
+        return idempotent or not error.outcome_unknown  # for a create: only if nothing was sent
+    return False  # 4xx, an answer too large or unreadable
+
+
 class _Retry(Exception):
-    """Internal: this attempt failed in a way the table says may be retried (``why``: for the log)."""
+    """Internal: ``error`` may be retried after ``delay`` seconds (``None``: backoff); ``why`` is logged."""
 
     def __init__(self, error: PMSError, delay: float | None = None, why: str = "") -> None:
         super().__init__(str(error))
-        self.error = error
-        self.delay = delay
-        self.why = why
+        self.error, self.delay, self.why = error, delay, why
+
+
+def _verdict(
+    error: PMSError, idempotent: bool, delay: float | None = None, why: str = "", retryable: bool | None = None
+) -> Exception:
+    """``error`` as the attempt raises it: wrapped for tenacity when it may be retried."""
+    retry = should_retry(error, idempotent=idempotent) if retryable is None else retryable
+    return _Retry(error, delay, why) if retry else error
+
+
+class _wait_asked(wait_base):
+    """The wait the failed answer asked for (``Retry-After``, a rate-limit window), else ``backoff``."""
+
+    def __init__(self, backoff: wait_base) -> None:
+        self.backoff = backoff
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        outcome = retry_state.outcome
+        failure = outcome.exception() if outcome is not None else None
+        asked = failure.delay if isinstance(failure, _Retry) else None
+        return self.backoff(retry_state) if asked is None else asked
+
+
+class _stop_before_deadline(stop_base):
+    """Stop when the next wait is over ``longest`` seconds or would end past the operation's deadline."""
+
+    def __init__(self, longest: float) -> None:
+        self.longest = longest
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        wait, deadline = retry_state.upcoming_sleep, current_deadline()
+        return wait > self.longest or (deadline is not None and wait >= deadline.remaining())
+
+
+def _retrying(policy: RetryPolicy, sleep: Callable[[float], None], provider: ProviderName) -> tenacity.Retrying:
+    """The transport's retry loop: every attempt, the first included, runs inside it."""
+
+    def log_wait(retry_state: tenacity.RetryCallState) -> None:
+        outcome = retry_state.outcome
+        failure = outcome.exception() if outcome is not None else None
+        why = failure.why if isinstance(failure, _Retry) and failure.why else "backoff after a failed attempt"
+        delay, number = retry_state.upcoming_sleep, retry_state.attempt_number
+        if delay > WARN_WAITS_OVER:
+            log.warning(
+                "%s: waiting %.1f s before retrying (attempt %d failed): %s", provider.value, delay, number, why
+            )
+        else:
+            log.debug("%s: retrying in %.2f s (attempt %d): %s", provider.value, delay, number, why)
+
+    backoff = tenacity.wait_exponential_jitter(
+        multiplier=policy.backoff_initial, max=policy.backoff_max, jitter=policy.jitter
+    )
+    return tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(policy.max_attempts) | _stop_before_deadline(policy.max_retry_after),
+        wait=_wait_asked(backoff),
+        retry=tenacity.retry_if_exception_type(_Retry),
+        before_sleep=log_wait,
+        sleep=sleep,
+        reraise=True,
+    )
+
+
+@attrs.define
+class _Call:
+    """One request as its log lines and errors tell it; the last four fields are the current attempt's."""
+
+    method: str
+    url: str
+    operation: str
+    idempotent: bool
+    reference: str | None = None
+    number: int = 1
+    timeout: float = 0.0
+    by_deadline: bool = False
+    started: float = 0.0
 
 
 def _never_sent(exc: requests.ConnectionError) -> bool:
@@ -529,6 +581,7 @@ class Transport:
             if rate_limit
             else None
         )
+        self._retrying = _retrying(self.policy, sleep, provider)
         self.session = session or requests.Session()
         # requests re-reads proxy variables and ~/.netrc on every call when trust_env is on -
         # about as costly as the rest of a loopback request - and a netrc entry for the vendor
@@ -562,7 +615,6 @@ class Transport:
             # requests would drop the Authorization header on the way anyway
             "allow_redirects": False,
         }
-        self.default_headers = dict(default_headers or {})
         self._info_lock = threading.Lock()
         self._rate_info: RateLimitInfo | None = None
         self.request_count = 0
@@ -571,15 +623,13 @@ class Transport:
         self._not_before_why = ""
         self._not_before_status = 503
 
-    # -- public -----------------------------------------------------------------------------
-
     @property
     def rate_limit_info(self) -> RateLimitInfo | None:
         """What the vendor's headers last said about the remaining quota."""
         return self._rate_info
 
-    def url(self, path: str) -> str:
-        return self.base_url + path
+    def close(self) -> None:
+        self.session.close()
 
     def request(
         self,
@@ -603,46 +653,17 @@ class Transport:
         ``reference`` is quoted in errors whose outcome is unknown.
         """
         method = method.upper()
-        if idempotent is None:
-            idempotent = method != "POST"
-        url = absolute_url or self.url(path)
-
-        def attempt(number: int) -> HttpResponse:
-            return self._attempt(
-                method,
-                url,
-                operation=operation,
-                json=json,
-                params=params,
-                headers=headers,
-                data=data,
-                idempotent=idempotent,
-                expect=expect,
-                reference=reference,
-                number=number,
-            )
-
+        idempotent = method != "POST" if idempotent is None else idempotent
+        call = _Call(method, absolute_url or self.base_url + path, operation, idempotent, reference)
+        body = {"json": json, "params": params, "data": data}
         try:
-            return attempt(1)  # the common case: no retry machinery at all
-        except _Retry as exc:
-            first = exc
-        retrying = tenacity.Retrying(
-            stop=self._stop,
-            wait=self._wait,
-            retry=tenacity.retry_if_exception_type(_Retry),
-            sleep=self.sleep,
-            reraise=True,
-        )
-        try:
-            for state in retrying:
-                with state:
-                    number = state.retry_state.attempt_number
-                    if number == 1:
-                        raise first  # tenacity decides on the failure that already happened
-                    return attempt(number)
+            for attempt in self._retrying:
+                with attempt:
+                    call.number = attempt.retry_state.attempt_number
+                    return self._attempt(call, headers, expect, body)
         except _Retry as exc:
             raise exc.error from exc.error.__cause__
-        raise AssertionError("unreachable")  # pragma: no cover
+        raise AssertionError("unreachable")  # pragma: no cover - tenacity returns or raises
 
     def send_once(
         self,
@@ -662,111 +683,206 @@ class Transport:
         by default; more is :class:`ResponseTooLargeError`), and a redirect is returned as it
         is, never followed. A failure is a :class:`TransportError` and is not retried here.
         """
-        timeout, by_deadline = self._timeout()
-        hdrs = dict(self._base_headers)
-        hdrs.update(headers or {})
-        started = time.perf_counter()
-        with self._info_lock:
-            self.request_count += 1
-        watch = _WATCHDOG.start(timeout)
-        failure: dict[str, Any] = dict(
-            method=method,
-            url=url,
-            operation=operation,
-            idempotent=True,  # a token refresh does not change a booking: no "may have been applied"
-            reference=None,
-            number=1,
-            started=started,
-            by_deadline=by_deadline,
-            timeout=timeout,
-        )
+        # a token refresh changes no booking: idempotent, so a lost answer is no "may have been applied"
+        call = _Call(method, url, operation, idempotent=True)
+        call.timeout, call.by_deadline = self._timeout()
         limit = self.MAX_ERROR_BODY_BYTES if max_body is None else max_body
         try:
-            return self._send_once(method, url, hdrs, data, watch, failure, limit, operation)
-        except _Retry as exc:  # the retry table's verdict does not apply here: one try only
+            return self._send(call, {**self._base_headers, **(headers or {})}, None, _ANY_STATUS, limit, {"data": data})
+        except _Retry as exc:  # one try only, whatever the table says
             raise exc.error from exc.error.__cause__
+
+    # -- one attempt --------------------------------------------------------------------------
+
+    def _attempt(
+        self, call: _Call, headers: Mapping[str, str] | None, expect: tuple[int, ...], body: dict[str, Any]
+    ) -> HttpResponse:
+        """One attempt: a 401 whose credential the auth could refresh is replayed once inside it."""
+        replayed = False
+        while True:
+            self._honour_hold(call.operation)
+            call.timeout, call.by_deadline = self._timeout()
+            slot = self._acquire_slot()
+            hdrs = {**self._base_headers, **(headers or {})}
+            marker = self.auth.apply(hdrs)
+            resp = self._send(call, hdrs, slot, expect, self.MAX_BODY_BYTES, body)
+            if log.isEnabledFor(logging.INFO):
+                request_id = _request_id(resp.headers)
+                log.info(
+                    "%s %s %s -> %d in %.0f ms (attempt %d%s)",
+                    self.provider.value,
+                    call.method,
+                    resp.path,
+                    resp.status,
+                    (time.perf_counter() - call.started) * 1000,
+                    call.number,
+                    f", request id {request_id}" if request_id else "",
+                )
+            self._observe(resp)
+            if resp.status < 300 or resp.status in expect:
+                return resp
+            if resp.status == 401 and not replayed and self.auth.refresh(marker):
+                replayed = True
+                continue
+            raise self._failed(resp, call)
+
+    def _send(
+        self,
+        call: _Call,
+        hdrs: dict[str, str],
+        slot: Slot | None,
+        expect: Container[int],
+        limit: int,
+        body: dict[str, Any],
+    ) -> HttpResponse:
+        """One exchange on the wire under the watchdog: a success body (``< 300`` or in ``expect``)
+        is read up to ``limit`` bytes, an error body up to ``MAX_ERROR_BODY_BYTES`` (the rest is
+        dropped with the connection). A lost answer raises its verdict (see :meth:`_lost`)."""
+        call.started = time.perf_counter()
+        with self._info_lock:
+            self.request_count += 1
+        watch = _WATCHDOG.start(call.timeout)
+        try:
+            try:
+                prepared = requests.Request(call.method, call.url, headers=hdrs, hooks=self.session.hooks, **body)
+                raw = self.session.send(prepared.prepare(), timeout=call.timeout, **self._send_options)
+            except requests.RequestException as exc:
+                raise self._lost(exc, call, timed_out=watch.fired) from exc
+            finally:
+                _WATCHDOG.sending()
+                if slot is not None and self.limiter is not None:
+                    # the answer's headers are back: an upper bound on when the vendor counted it
+                    self.limiter.release(slot)
+            success = raw.status_code < 300 or raw.status_code in expect
+            try:
+                data = _read_capped(raw, limit if success else self.MAX_ERROR_BODY_BYTES, cut=not success)
+            except _TooLarge:
+                raise self._too_large(call, raw.status_code, limit) from None
+            except (urllib3.exceptions.HTTPError, requests.RequestException, http.client.HTTPException, OSError) as exc:
+                raise self._lost(exc, call, timed_out=watch.fired) from exc
+            except zlib.error as exc:
+                raise self._lost(exc, call, timed_out=False) from exc
+            finally:
+                raw.close()
         finally:
             _WATCHDOG.finish(watch)
-
-    def _send_once(
-        self,
-        method: str,
-        url: str,
-        hdrs: dict[str, str],
-        data: Mapping[str, str] | None,
-        watch: _Watch,
-        failure: dict[str, Any],
-        limit: int,
-        operation: str,
-    ) -> HttpResponse:
-        timeout = failure["timeout"]
-        try:
-            prepared = requests.Request(method, url, headers=hdrs, data=data, hooks=self.session.hooks).prepare()
-            raw = self.session.send(prepared, timeout=timeout, **self._send_options)
-        except requests.RequestException as exc:
-            self._raise_transport(exc, timed_out=watch.fired, **failure)
-        finally:
-            _WATCHDOG.sending()
-        try:
-            body = _read_capped(raw, limit, cut=False)
-        except _TooLarge:
-            raise ResponseTooLargeError(
-                f"{self.provider.label} answered {operation} (HTTP {raw.status_code}) with a body over "
-                f"{limit // 1024} KiB; it was not read",
-                provider=self.provider.value,
-                operation=operation,
-            ) from None
-        except (urllib3.exceptions.HTTPError, requests.RequestException, http.client.HTTPException, OSError) as exc:
-            self._raise_transport(exc, timed_out=watch.fired, **failure)
-        except zlib.error as exc:
-            self._raise_transport(exc, timed_out=False, **failure)
-        finally:
-            raw.close()
         encoding = requests.utils.get_encoding_from_headers(raw.headers) or "utf-8"
         try:
-            text = body.decode(encoding, errors="replace")
+            text = data.decode(encoding, errors="replace")
         except LookupError:
-            text = body.decode("utf-8", errors="replace")
-        return HttpResponse(raw.status_code, raw.headers, text, method, _log_path(url))
+            text = data.decode("utf-8", errors="replace")
+        return HttpResponse(raw.status_code, raw.headers, text, call.method, _log_path(call.url))
 
-    def close(self) -> None:
-        self.session.close()
+    # -- failures: typed first, then held and judged ---------------------------------------------
 
-    # -- retry plumbing ---------------------------------------------------------------------
+    def _too_large(self, call: _Call, status: int, limit: int) -> ResponseTooLargeError:
+        size = f"{limit // 2**20} MiB" if limit % 2**20 == 0 else f"{limit // 1024} KiB"
+        return ResponseTooLargeError(
+            f"{self.provider.label} answered {call.operation} (HTTP {status}) with a body over {size}; it was not read",
+            provider=self.provider.value,
+            operation=call.operation,
+            outcome_unknown=not call.idempotent,
+            reference=None if call.idempotent else call.reference,
+        )
 
-    def _stop(self, state: tenacity.RetryCallState) -> bool:
-        if state.attempt_number >= self.policy.max_attempts:
-            return True
-        deadline = current_deadline()
-        if deadline is None:
-            return False
-        return self._next_delay(state) >= deadline.remaining()
-
-    def _next_delay(self, state: tenacity.RetryCallState) -> float:
-        outcome = state.outcome
-        exc = outcome.exception() if outcome is not None else None
-        if isinstance(exc, _Retry) and exc.delay is not None:
-            return exc.delay
-        return self.policy.backoff(state.attempt_number)
-
-    def _wait(self, state: tenacity.RetryCallState) -> float:
-        delay = self._next_delay(state)
-        outcome = state.outcome
-        exc = outcome.exception() if outcome is not None else None
-        why = exc.why if isinstance(exc, _Retry) and exc.why else "backoff after a failed attempt"
-        if delay > WARN_WAITS_OVER:
-            log.warning(
-                "%s: waiting %.1f s before retrying (attempt %d failed): %s",
-                self.provider.value,
-                delay,
-                state.attempt_number,
-                why,
-            )
+    def _lost(self, exc: BaseException, call: _Call, *, timed_out: bool) -> Exception:
+        """A request that got no complete answer, as its :class:`TransportError` and verdict."""
+        kind = type(exc).__name__
+        if isinstance(exc, requests.RequestException):
+            # requests keeps the prepared request - Authorization header included - on the
+            # exception; it will travel as our error's __cause__, so drop it
+            exc.request = exc.response = None
+        elapsed = (time.perf_counter() - call.started) * 1000
+        path = _log_path(call.url)
+        log.info(
+            "%s %s %s -> %s after %.0f ms (attempt %d)",
+            self.provider.value,
+            call.method,
+            path,
+            kind,
+            elapsed,
+            call.number,
+        )
+        label, operation = self.provider.label, call.operation
+        # a bad URL or header: requests refused it before sending, and it would refuse it again
+        local = isinstance(exc, requests.RequestException) and not isinstance(
+            exc, (requests.ConnectionError, requests.exceptions.ReadTimeout, requests.exceptions.ChunkedEncodingError)
+        )
+        never_sent = isinstance(exc, requests.ConnectionError) and not timed_out and _never_sent(exc)
+        if local:
+            message = f"{label} request for {operation} failed before sending ({kind})"
+        elif never_sent:
+            message = f"{label} could not be reached ({kind}) for {operation}"
+        elif timed_out or isinstance(exc, (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)):
+            if call.by_deadline:
+                message = (
+                    f"{label} timed out waiting for {operation}: the operation's deadline (PMS_DEADLINE_MS) "
+                    "ran out before a complete answer arrived"
+                )
+            else:
+                message = f"{label} timed out waiting for {operation}: no complete answer within the {call.timeout:g} s request timeout"
         else:
-            log.debug("%s: retrying in %.2f s (attempt %d): %s", self.provider.value, delay, state.attempt_number, why)
-        return delay
+            message = f"{label} lost the connection during {operation}"
+        sent = not (local or never_sent)
+        error = TransportError(
+            message,
+            provider=self.provider.value,
+            operation=operation,
+            outcome_unknown=sent and not call.idempotent,
+            reference=call.reference if sent else None,
+        )
+        error.__cause__ = exc
+        return _verdict(error, call.idempotent, retryable=False if local else None)
 
-    # -- waits the vendor asked for ---------------------------------------------------------
+    def _failed(self, resp: HttpResponse, call: _Call) -> Exception:
+        """An error answer: typed, then the transport held if it asked to wait, then the verdict."""
+        try:
+            info = self.error_parser(resp)
+        except Exception:  # noqa: BLE001 - a parser must never turn an error into a crash
+            info = default_error_parser(resp)
+        error, wait, why = self._classify(resp, info, call)
+        if wait is not None and isinstance(error, (RateLimitError, ServerError)):
+            self._hold(wait, why, resp.status)  # every request through this transport, not only the retry
+        return _verdict(error, call.idempotent, wait, why, info.retryable)
+
+    def _classify(self, resp: HttpResponse, info: ErrorInfo, call: _Call) -> tuple[APIError, float | None, str]:
+        """The typed error for an error answer, the wait it asked for (``None``: none) and why."""
+        status, operation = resp.status, call.operation
+        cls = info.error_class or error_class_for_status(status)
+        message = f"{self.provider.label} {operation} failed with HTTP {status}"
+        if info.code:
+            message += f" {info.code}"
+        if info.message:
+            message += f": {excerpt(info.message, 300)}"
+        if cls is AuthenticationError:
+            message += f". Check {self.token_variable}"
+        wait = parse_retry_after(resp.header("Retry-After"))
+        if info.retry_after is not None:
+            # the vendor's documented minimum (HubSpot: >= 2 s after a 423) wins over a shorter header
+            wait = max(wait or 0.0, info.retry_after)
+        why = f"{operation} answered HTTP {status}" + (f" with Retry-After {wait:g} s" if wait is not None else "")
+        if issubclass(cls, RateLimitError) and wait is None and info.retryable is not False:
+            # no Retry-After: wait out the window the vendor counts in, not a short backoff
+            wait = self._window(resp)
+            if wait is not None:
+                why = f"{operation} answered HTTP {status} without Retry-After; waiting out the {wait:g} s rate-limit window"
+        ambiguous = issubclass(cls, ServerError) and not call.idempotent
+        common: dict[str, Any] = dict(
+            status_code=status,
+            code=info.code,
+            request_id=clean_request_id(info.request_id) or _request_id(resp.headers),
+            body_excerpt=resp.text if status >= 500 else None,
+            fields=info.fields,
+            provider=self.provider.value,
+            operation=operation,
+            outcome_unknown=ambiguous,
+            reference=call.reference if ambiguous else None,
+        )
+        if issubclass(cls, (RateLimitError, ServerError)):
+            return cls(message, retry_after=wait, **common), wait, why
+        return cls(message, **common), wait, why
+
+    # -- waits: the vendor's Retry-After, the client-side limiter, the deadline ------------------
 
     def _limiter_waits(self, seconds: float, why: str) -> None:
         log.warning("%s: waiting %.1f s for a request slot: %s", self.provider.value, seconds, why)
@@ -777,9 +893,7 @@ class Transport:
         with self._info_lock:
             until = self.clock() + seconds
             if until > self._not_before:
-                self._not_before = until
-                self._not_before_why = why
-                self._not_before_status = status
+                self._not_before, self._not_before_why, self._not_before_status = until, why, status
 
     def _honour_hold(self, operation: str) -> None:
         """Wait out a vendor's Retry-After before any request; raise if the deadline is nearer."""
@@ -804,18 +918,30 @@ class Transport:
             log.warning("%s: waiting %.1f s before %s: %s", self.provider.value, wait, operation, why)
         self.sleep(wait)
 
+    def _quota(self, resp: HttpResponse) -> RateLimitInfo | None:
+        """What the answer's rate-limit headers say (odd headers must not fail a good answer)."""
+        if self.rate_header_parser is None:
+            return None
+        try:
+            return self.rate_header_parser(resp.headers)
+        except Exception:  # noqa: BLE001
+            return None
+
+    def _observe(self, resp: HttpResponse) -> None:
+        info = self._quota(resp)
+        if info is None:
+            return
+        with self._info_lock:
+            self._rate_info = info
+        if self.limiter is not None:
+            self.limiter.observe(info)
+
     def _window(self, resp: HttpResponse) -> float | None:
         """The rate-limit window this response's headers describe, else the vendor's documented one."""
-        if self.rate_header_parser is not None:
-            try:
-                info = self.rate_header_parser(resp.headers)
-            except Exception:  # noqa: BLE001 - odd quota headers fall back to the documented window
-                info = None
-            if info is not None and info.interval_seconds and info.interval_seconds > 0:
-                return float(info.interval_seconds)
+        info = self._quota(resp)
+        if info is not None and info.interval_seconds and info.interval_seconds > 0:
+            return float(info.interval_seconds)
         return self.rate_limit_window
-
-    # -- one attempt ------------------------------------------------------------------------
 
     def _timeout(self) -> tuple[float, bool]:
         """Seconds this request may take in all, and whether the operation's deadline set it."""
@@ -844,276 +970,6 @@ class Transport:
                 retry_after=round(exc.wait, 3),
                 provider=self.provider.value,
             ) from None
-
-    def _attempt(
-        self,
-        method: str,
-        url: str,
-        *,
-        operation: str,
-        json: Any,
-        params: Mapping[str, str] | None,
-        headers: Mapping[str, str] | None,
-        data: Mapping[str, str] | None,
-        idempotent: bool,
-        expect: tuple[int, ...],
-        reference: str | None,
-        number: int,
-    ) -> HttpResponse:
-        replayed = False
-        while True:
-            self._honour_hold(operation)
-            timeout, by_deadline = self._timeout()
-            slot = self._acquire_slot()
-            hdrs = dict(self._base_headers)
-            if headers:
-                hdrs.update(headers)
-            marker = self.auth.apply(hdrs)
-            started = time.perf_counter()
-            with self._info_lock:
-                self.request_count += 1
-            watch = _WATCHDOG.start(timeout)
-            failure: dict[str, Any] = dict(
-                method=method,
-                url=url,
-                operation=operation,
-                idempotent=idempotent,
-                reference=reference,
-                number=number,
-                started=started,
-                by_deadline=by_deadline,
-                timeout=timeout,
-            )
-            try:
-                try:
-                    prepared = requests.Request(
-                        method, url, headers=hdrs, json=json, params=params, data=data, hooks=self.session.hooks
-                    ).prepare()
-                    raw = self.session.send(prepared, timeout=timeout, **self._send_options)
-                except requests.RequestException as exc:
-                    self._raise_transport(exc, timed_out=watch.fired, **failure)
-                finally:
-                    _WATCHDOG.sending()
-                    if slot is not None and self.limiter is not None:
-                        # the answer's headers are back: an upper bound on when the vendor counted it
-                        self.limiter.release(slot)
-                try:
-                    resp = self._read(raw, method, url, watch, expect)
-                except _Cut as cut:
-                    self._raise_transport(cut.cause, timed_out=cut.timed_out, **failure)
-                except _TooLarge:
-                    raise self._too_large(raw.status_code, operation, idempotent, reference) from None
-            finally:
-                _WATCHDOG.finish(watch)
-            request_id: str | None = None
-            if resp.status >= 300 or log.isEnabledFor(logging.INFO):
-                request_id = clean_request_id(
-                    next((raw.headers[h] for h in _REQUEST_ID_HEADERS if h in raw.headers), None)
-                )
-            if log.isEnabledFor(logging.INFO):
-                log.info(
-                    "%s %s %s -> %d in %.0f ms (attempt %d%s)",
-                    self.provider.value,
-                    method,
-                    resp.path,
-                    resp.status,
-                    (time.perf_counter() - started) * 1000,
-                    number,
-                    f", request id {request_id}" if request_id else "",
-                )
-            self._observe(resp)
-            if resp.status < 300 or resp.status in expect:
-                return resp
-            if resp.status == 401 and not replayed and self.auth.refresh(marker):
-                replayed = True
-                continue
-            raise self._error(resp, operation, idempotent, reference, request_id)
-
-    def _read(
-        self, raw: requests.Response, method: str, url: str, watch: _Watch, expect: tuple[int, ...]
-    ) -> HttpResponse:
-        """Read the body under the caps; the connection is closed when anything is left unread."""
-        status = raw.status_code
-        success = status < 300 or status in expect
-        limit = self.MAX_BODY_BYTES if success else self.MAX_ERROR_BODY_BYTES
-        try:
-            body = _read_capped(raw, limit, cut=not success)
-        except (urllib3.exceptions.HTTPError, requests.RequestException, http.client.HTTPException, OSError) as exc:
-            raise _Cut(exc, watch.fired) from None
-        except zlib.error as exc:
-            raise _Cut(exc, False) from None
-        finally:
-            raw.close()
-        encoding = requests.utils.get_encoding_from_headers(raw.headers) or "utf-8"
-        try:
-            text = body.decode(encoding, errors="replace")
-        except LookupError:
-            text = body.decode("utf-8", errors="replace")
-        return HttpResponse(status, raw.headers, text, method, _log_path(url))
-
-    def _too_large(self, status: int, operation: str, idempotent: bool, reference: str | None) -> ResponseTooLargeError:
-        return ResponseTooLargeError(
-            f"{self.provider.label} answered {operation} (HTTP {status}) with a body over "
-            f"{self.MAX_BODY_BYTES // (1024 * 1024)} MiB; it was not read",
-            provider=self.provider.value,
-            operation=operation,
-            outcome_unknown=not idempotent,
-            reference=None if idempotent else reference,
-        )
-
-    def _raise_transport(
-        self,
-        exc: BaseException,
-        *,
-        method: str,
-        url: str,
-        operation: str,
-        idempotent: bool,
-        reference: str | None,
-        number: int,
-        started: float,
-        timed_out: bool = False,
-        by_deadline: bool = False,
-        timeout: float = 0.0,
-    ) -> Any:
-        elapsed = (time.perf_counter() - started) * 1000
-        kind = type(exc).__name__
-        if isinstance(exc, requests.RequestException):
-            # requests keeps the prepared request - Authorization header included - on the
-            # exception; it will travel as our error's __cause__, so drop it
-            exc.request = None
-            exc.response = None
-        path = _log_path(url)
-        log.info("%s %s %s -> %s after %.0f ms (attempt %d)", self.provider.value, method, path, kind, elapsed, number)
-        label = self.provider.label
-        if isinstance(exc, requests.ConnectionError) and not isinstance(exc, requests.exceptions.ReadTimeout):
-            if not timed_out and _never_sent(exc):
-                err = TransportError(
-                    f"{label} could not be reached ({kind}) for {operation}",
-                    provider=self.provider.value,
-                    operation=operation,
-                )
-                err.__cause__ = exc
-                raise _Retry(err)
-            sent = True
-        elif isinstance(exc, requests.RequestException) and not isinstance(
-            exc, (requests.exceptions.ReadTimeout, requests.exceptions.ChunkedEncodingError)
-        ):
-            err = TransportError(
-                f"{label} request for {operation} failed before sending ({kind})",
-                provider=self.provider.value,
-                operation=operation,
-            )
-            raise err from exc
-        else:
-            sent = True  # a read timeout, or the answer broke off while it was being read
-        if timed_out or isinstance(exc, (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)):
-            if by_deadline:
-                what = (
-                    f"timed out waiting for {operation}: the operation's deadline (PMS_DEADLINE_MS) "
-                    "ran out before a complete answer arrived"
-                )
-            else:
-                what = f"timed out waiting for {operation}: no complete answer within the {timeout:g} s request timeout"
-        else:
-            what = f"lost the connection during {operation}"
-        err = TransportError(
-            f"{label} {what}",
-            provider=self.provider.value,
-            operation=operation,
-            outcome_unknown=sent and not idempotent,
-            reference=reference,
-        )
-        err.__cause__ = exc
-        if idempotent:
-            raise _Retry(err)
-        raise err
-
-    def _observe(self, resp: HttpResponse) -> None:
-        if self.rate_header_parser is None:
-            return
-        try:
-            info = self.rate_header_parser(resp.headers)
-        except Exception:  # noqa: BLE001 - odd quota headers must not fail a good response
-            info = None
-        if info is None:
-            return
-        with self._info_lock:
-            self._rate_info = info
-        if self.limiter is not None:
-            self.limiter.observe(info)
-
-    def _error(
-        self,
-        resp: HttpResponse,
-        operation: str,
-        idempotent: bool,
-        reference: str | None,
-        request_id: str | None,
-    ) -> Exception:
-        try:
-            info = self.error_parser(resp)
-        except Exception:  # noqa: BLE001 - a parser must never turn an error into a crash
-            info = default_error_parser(resp)
-        status = resp.status
-        cls = info.error_class or _STATUS_CLASSES.get(status)
-        if cls is None:
-            cls = ServerError if status >= 500 else APIError
-        label = self.provider.label
-        message = f"{label} {operation} failed with HTTP {status}"
-        if info.code:
-            message += f" {info.code}"
-        if info.message:
-            message += f": {excerpt(info.message, 300)}"
-        if cls is AuthenticationError:
-            message += f". Check {self.token_variable}"
-        retry_after = parse_retry_after(resp.header("Retry-After"))
-        if info.retry_after is not None:
-            # the vendor's documented minimum (HubSpot: >= 2 s after a 423) wins over a shorter header
-            retry_after = max(retry_after or 0.0, info.retry_after)
-        ambiguous = cls is ServerError and not idempotent
-        common: dict[str, Any] = dict(
-            status_code=status,
-            code=info.code,
-            request_id=clean_request_id(info.request_id) or request_id,
-            body_excerpt=resp.text if status >= 500 else None,
-            fields=info.fields,
-            provider=self.provider.value,
-            operation=operation,
-            outcome_unknown=ambiguous,
-            reference=reference if ambiguous else None,
-        )
-        if issubclass(cls, (RateLimitError, ServerError)):
-            error: APIError = cls(message, retry_after=retry_after, **common)
-        else:
-            error = cls(message, **common)
-        why = f"{operation} answered HTTP {status}" + (
-            f" with Retry-After {retry_after:g} s" if retry_after is not None else ""
-        )
-        if isinstance(error, RateLimitError):
-            wait = retry_after
-            if wait is None and info.retryable is not False:
-                # no Retry-After: wait out the window the vendor counts in, not a short backoff
-                window = self._window(resp)
-                if window is not None:
-                    wait = window
-                    error.retry_after = window
-                    why = f"{operation} answered HTTP {status} without Retry-After; waiting out the {window:g} s rate-limit window"
-            if wait is not None:
-                # every request through this transport holds back, not only this one's retry
-                self._hold(wait, why, status)
-            if info.retryable is False or (wait is not None and wait > self.policy.max_retry_after):
-                return error
-            return _Retry(error, wait, why)
-        if isinstance(error, ServerError) and retry_after is not None:
-            self._hold(retry_after, why, status)
-        if info.retryable is True:
-            if retry_after is not None and retry_after > self.policy.max_retry_after:
-                return error
-            return _Retry(error, retry_after, why)
-        if info.retryable is None and cls is ServerError and idempotent:
-            return _Retry(error, retry_after, why)
-        return error
 
 
 @attrs.frozen
