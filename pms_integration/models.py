@@ -1,9 +1,8 @@
-"""The neutral data model every adapter speaks, and the converter for dict/JSON input.
+"""The neutral data model every adapter speaks, and :func:`structure` for dict/JSON input.
 
-All models are frozen ``attrs`` classes. They validate themselves on construction and raise one
-:class:`~pms_integration.errors.ValidationError` that lists *every* bad field, so a caller (or a
-chatbot) can fix everything in one go. Dict input - what a conversation manager or an HTTP body
-holds - goes through :func:`structure`, which reports unknown keys and wrong types the same way.
+Input models are frozen attrs classes: converters normalise each field, each field's ``check``
+says what is wrong with it, and one post-init adds the cross-field rules, so one
+:class:`~pms_integration.errors.ValidationError` lists every bad field. See ``docs/api.md``.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import math
 import re
 import secrets
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
@@ -113,11 +112,7 @@ class ProviderName(str, enum.Enum):
         return self.value
 
 
-_LABELS = {
-    ProviderName.GOHIGHLEVEL: "GoHighLevel",
-    ProviderName.SALESFORCE: "Salesforce",
-    ProviderName.HUBSPOT: "HubSpot",
-}
+_LABELS = dict(zip(ProviderName, ("GoHighLevel", "Salesforce", "HubSpot"), strict=True))
 _ALIASES = {
     "gohighlevel": ProviderName.GOHIGHLEVEL,
     "ghl": ProviderName.GOHIGHLEVEL,
@@ -172,73 +167,107 @@ def check_not_past(start: _dt.datetime | None, now: _dt.datetime | None = None, 
 
 
 # ---------------------------------------------------------------------------------------------
-# validation helpers
+# fields: a converter normalises the value; a check (value -> what is wrong, or None) judges it
+
+_Check = Callable[[Any], "str | None"]
 
 
-class _Errors:
-    """Collects (path, message) pairs; raises them together."""
-
-    def __init__(self, prefix: str = "") -> None:
-        self.items: list[tuple[str, str]] = []
-        self.prefix = prefix
-
-    def add(self, path: str, message: str) -> None:
-        self.items.append((f"{self.prefix}{path}", message))
-
-    def extend(self, path: str, error: ValidationError) -> None:
-        for sub, message in error.errors:
-            self.items.append((f"{self.prefix}{path}.{sub}" if sub else f"{self.prefix}{path}", message))
-
-    def raise_if_any(self) -> None:
-        if self.items:
-            raise ValidationError(self.items)
-
-
-def _text(
-    errors: _Errors,
-    path: str,
-    value: object,
-    *,
-    max_len: int,
-    required: bool = False,
-    multiline: bool = False,
-) -> str | None:
-    if value is None:
-        if required:
-            errors.add(path, "is required")
-        return None
-    if not isinstance(value, str):
-        errors.add(path, "must be a string")
-        return None
-    stripped = value.strip()
-    if required and not stripped:
-        errors.add(path, "must not be empty")
-        return None
-    if len(stripped) > max_len:
-        errors.add(path, f"must be at most {max_len} characters (got {len(stripped)})")
-        return None
-    pattern = _CONTROL_EXCEPT_NEWLINE if multiline else _CONTROL
-    if pattern.search(stripped):
-        errors.add(path, "must not contain control characters")
-        return None
-    return stripped or None
-
-
-def _aware(errors: _Errors, path: str, value: object, *, required: bool) -> _dt.datetime | None:
-    if value is None:
-        if required:
-            errors.add(path, "is required")
-        return None
-    if not isinstance(value, _dt.datetime):
-        errors.add(path, "must be an ISO-8601 date-time with offset, e.g. 2026-12-01T10:00:00-05:00")
-        return None
-    if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
-        errors.add(path, "must include a time zone (e.g. 2026-12-01T10:00:00-05:00); naive times are ambiguous")
-        return None
-    if not _in_range(value):
-        errors.add(path, f"must be between the years {MIN_YEAR} and {MAX_YEAR}")
-        return None
+def _same(value: object) -> object:
     return value
+
+
+def _meta(check: _Check, parse: Callable[[Any], Any] = _same) -> dict[str, Any]:
+    """Field metadata: the ``check``, and how :func:`structure` reads the field from JSON."""
+    return {"check": check, "parse": parse}
+
+
+def _field(check: _Check, parse: Callable[[Any], Any] = _same, **kwargs: Any) -> Any:
+    return attrs.field(metadata=_meta(check, parse), **kwargs)
+
+
+def _strip(value: Any) -> Any:
+    return value.strip() if isinstance(value, str) else value
+
+
+def _strip_or_none(value: Any) -> Any:
+    return (value.strip() or None) if isinstance(value, str) else value
+
+
+def _text_check(max_len: int, *, required: bool = False, multiline: bool = False) -> _Check:
+    control = _CONTROL_EXCEPT_NEWLINE if multiline else _CONTROL
+
+    def check(value: object) -> str | None:
+        if value is None:
+            return "is required" if required else None
+        if not isinstance(value, str):
+            return "must be a string"
+        if not value:
+            return "must not be empty"
+        if len(value) > max_len:
+            return f"must be at most {max_len} characters (got {len(value)})"
+        return "must not contain control characters" if control.search(value) else None
+
+    return check
+
+
+def _text(max_len: int, *, default: str | None = None, multiline: bool = False) -> Any:
+    """Free text, stripped. With a default (a title) it must not be blank; otherwise blank is None."""
+    check = _text_check(max_len, required=default is not None, multiline=multiline)
+    return _field(check, default=default, converter=_strip if default is not None else _strip_or_none)
+
+
+def _matching(pattern: re.Pattern[str], rule: str, *, optional: bool = True) -> _Check:
+    def check(value: object) -> str | None:
+        if (value is None and optional) or (isinstance(value, str) and pattern.fullmatch(value)):
+            return None
+        return f"must be {rule}"
+
+    return check
+
+
+_REFERENCE_RULE = "1-64 letters, digits, '_', '-', '.' or ':' starting with a letter or digit"
+
+
+def _check_email(value: object) -> str | None:
+    problem = _text_check(254)(value)
+    if problem or value is None or _EMAIL.fullmatch(str(value)):
+        return problem
+    return "is not a valid e-mail address"
+
+
+def _compact_phone(value: Any) -> Any:
+    """``+1 (555) 555-0123`` and ``0044 20...`` to E.164; anything else is left for the check."""
+    if not isinstance(value, str):
+        return value
+    compact = _PHONE_SEPARATORS.sub("", value)
+    return "+" + compact[2:] if compact.startswith("00") else compact
+
+
+def _check_phone(value: object) -> str | None:
+    if value is None or (isinstance(value, str) and _E164.fullmatch(value)):
+        return None
+    return (
+        "must be an E.164 number with country code, e.g. +15555550123" if isinstance(value, str) else "must be a string"
+    )
+
+
+def _parse_datetime(value: object) -> object:
+    """ISO-8601 text to ``datetime``; anything else is passed on for the check to reject."""
+    parsed = parse_iso_datetime(value)
+    return value if parsed is None else parsed
+
+
+def _aware(*, required: bool = False) -> _Check:
+    def check(value: object) -> str | None:
+        if value is None:
+            return "is required" if required else None
+        if not isinstance(value, _dt.datetime):
+            return "must be an ISO-8601 date-time with offset, e.g. 2026-12-01T10:00:00-05:00"
+        if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+            return "must include a time zone (e.g. 2026-12-01T10:00:00-05:00); naive times are ambiguous"
+        return None if _in_range(value) else f"must be between the years {MIN_YEAR} and {MAX_YEAR}"
+
+    return check
 
 
 def _in_range(value: _dt.date) -> bool:
@@ -251,43 +280,26 @@ def _in_range(value: _dt.date) -> bool:
     return MIN_YEAR <= value.year <= MAX_YEAR
 
 
-def _duration(errors: _Errors, path: str, value: object) -> int | None:
+def _check_minutes(value: object) -> str | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        errors.add(path, "must be a whole number of minutes")
+        return "must be a whole number of minutes"
+    if MIN_DURATION_MINUTES <= value <= MAX_DURATION_MINUTES:
         return None
-    if not MIN_DURATION_MINUTES <= value <= MAX_DURATION_MINUTES:
-        errors.add(path, f"must be between {MIN_DURATION_MINUTES} and {MAX_DURATION_MINUTES} minutes")
-        return None
-    return value
+    return f"must be between {MIN_DURATION_MINUTES} and {MAX_DURATION_MINUTES} minutes"
 
 
-def _check_span(errors: _Errors, start: _dt.datetime, end: _dt.datetime, path: str = "end") -> None:
-    if end <= start:
-        errors.add(path, "must be after start")
-        return
-    minutes = (end - start).total_seconds() / 60
-    if minutes < MIN_DURATION_MINUTES or minutes > MAX_DURATION_MINUTES:
-        errors.add(
-            path,
-            f"gives a duration of {minutes:g} minutes; it must be between "
-            f"{MIN_DURATION_MINUTES} and {MAX_DURATION_MINUTES}",
-        )
-
-
-def _timezone(errors: _Errors, path: str, value: object) -> str | None:
+def _check_zone(value: object) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value or len(value) > 64:
-        errors.add(path, "must be an IANA time zone name such as 'America/New_York'")
-        return None
+        return "must be an IANA time zone name such as 'America/New_York'"
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        errors.add(path, f"is not a known IANA time zone: {value[:64]!r}")
-        return None
-    return value
+        return f"is not a known IANA time zone: {value[:64]!r}"
+    return None
 
 
 def named_timezone(timezone: str | None, start: _dt.datetime | None) -> str | None:
@@ -300,118 +312,15 @@ def named_timezone(timezone: str | None, start: _dt.datetime | None) -> str | No
     """
     if not timezone:
         return None
-    if (
-        timezone == "UTC"
-        and start is not None
-        and not isinstance(start.tzinfo, ZoneInfo)
-        and start.utcoffset() == _dt.timedelta(0)
-    ):
-        return None
-    return timezone
+    derived = start is not None and not isinstance(start.tzinfo, ZoneInfo) and start.utcoffset() == _dt.timedelta(0)
+    return None if timezone == "UTC" and derived else timezone
 
 
-def _zone_name(value: _dt.datetime) -> str | None:
-    tz = value.tzinfo
+def _zone_name(value: _dt.datetime | None) -> str | None:
+    tz = None if value is None else value.tzinfo
     if isinstance(tz, ZoneInfo):
         return tz.key
-    if tz is _dt.timezone.utc:
-        return "UTC"
-    return None
-
-
-def _set(obj: object, name: str, value: object) -> None:
-    object.__setattr__(obj, name, value)
-
-
-# ---------------------------------------------------------------------------------------------
-# models
-
-
-@attrs.frozen
-class Patient:
-    """Who the appointment is for. At least one of ``email`` and ``phone`` is required.
-
-    ``phone`` is normalised to E.164 (``+15555550123``); spaces, dashes, dots and brackets are
-    accepted on input. ``contact_id`` is the vendor's own id for this person, when the caller
-    already knows it (GoHighLevel contact, Salesforce Contact/Lead, HubSpot contact): adapters
-    then skip the contact look-up.
-    """
-
-    name: str | None = None
-    first_name: str | None = None
-    last_name: str | None = None
-    email: str | None = None
-    phone: str | None = None
-    contact_id: str | None = None
-
-    def __attrs_post_init__(self) -> None:
-        errors = _Errors()
-        for field in ("name", "first_name", "last_name"):
-            _set(self, field, _text(errors, field, getattr(self, field), max_len=100))
-        email = _text(errors, "email", self.email, max_len=254)
-        if email is not None:
-            if not _EMAIL.fullmatch(email):
-                errors.add("email", "is not a valid e-mail address")
-            else:
-                _set(self, "email", email)
-        else:
-            _set(self, "email", None)
-        phone = self.phone
-        if phone is not None:
-            if not isinstance(phone, str):
-                errors.add("phone", "must be a string")
-                phone = None
-            else:
-                compact = _PHONE_SEPARATORS.sub("", phone)
-                if compact.startswith("00"):
-                    compact = "+" + compact[2:]
-                if not _E164.fullmatch(compact):
-                    errors.add("phone", "must be an E.164 number with country code, e.g. +15555550123")
-                    phone = None
-                else:
-                    phone = compact
-        _set(self, "phone", phone)
-        contact_id = self.contact_id
-        if contact_id is not None and (not isinstance(contact_id, str) or not _CONTACT_ID.fullmatch(contact_id)):
-            errors.add("contact_id", "must be 1-64 letters, digits, '_' or '-'")
-        if self.email is None and self.phone is None and not errors.items:
-            errors.add("email", "an e-mail address or a phone number is required")
-        errors.raise_if_any()
-
-    @property
-    def display_name(self) -> str:
-        """The best human-readable name available (may fall back to the e-mail or phone)."""
-        if self.name:
-            return self.name
-        joined = " ".join(p for p in (self.first_name, self.last_name) if p)
-        return joined or self.email or self.phone or "Patient"
-
-    @property
-    def given_name(self) -> str | None:
-        if self.first_name:
-            return self.first_name
-        if self.name:
-            return self.name.split()[0]
-        return None
-
-    @property
-    def family_name(self) -> str | None:
-        if self.last_name:
-            return self.last_name
-        if self.name and len(self.name.split()) > 1:
-            return self.name.split(None, 1)[1]
-        return None
-
-
-def _to_patient(value: Patient | Mapping[str, Any]) -> Patient:
-    """``patient`` may be given as a dict (as ``book_appointment`` accepts it): structure it
-    here; a bad one becomes :class:`_Invalid`, reported with the request's other fields."""
-    if isinstance(value, Mapping) and not isinstance(value, Patient):
-        try:
-            return structure(value, Patient)
-        except ValidationError as exc:
-            return _Invalid(exc.errors)  # type: ignore[return-value]
-    return value
+    return "UTC" if tz is _dt.timezone.utc else None
 
 
 def _offset_problem(start: _dt.datetime, zone_name: str) -> str | None:
@@ -441,6 +350,137 @@ def _format_offset(offset: _dt.timedelta) -> str:
     return f"{sign}{hours:02d}:{rest:02d}"
 
 
+def _check_extra(extra: object) -> str | None:
+    if not isinstance(extra, Mapping):
+        return "must be an object of vendor field names to values"
+    if any(not isinstance(key, str) or not key or len(key) > 100 for key in extra):
+        return "keys must be non-empty field names"
+    try:
+        json.dumps(dict(extra), allow_nan=False)
+    except (TypeError, ValueError):
+        return "values must be JSON (strings, numbers, booleans, null, lists, objects)"
+    return None
+
+
+class _Problems(list[tuple[str, str]]):
+    """A model's bad fields as ``(path, message)``: every field's own check, then the cross-field
+    rules of its ``__attrs_post_init__``. A check may raise ValidationError for nested paths."""
+
+    def __init__(self, model: attrs.AttrsInstance) -> None:
+        super().__init__()
+        self.model = model
+        for field in attrs.fields(type(model)):
+            try:
+                problem = field.metadata["check"](getattr(model, field.name))
+            except ValidationError as exc:
+                self.extend((f"{field.name}.{path}" if path else field.name, m) for path, m in exc.errors)
+            else:
+                if problem:
+                    self.append((field.name, problem))
+
+    def valid(self, name: str) -> Any:
+        """The field's value if it passed its check, else None."""
+        bad = any(path == name or path.startswith(name + ".") for path, _ in self)
+        return None if bad else getattr(self.model, name)
+
+    def check_span(self, start: _dt.datetime, end: _dt.datetime, duration: int | None, *, whole: bool) -> None:
+        """A given ``end`` against ``start`` (and a given ``duration_minutes``)."""
+        minutes = (end - start).total_seconds() / 60
+        if end <= start:
+            self.append(("end", "must be after start"))
+        elif not MIN_DURATION_MINUTES <= minutes <= MAX_DURATION_MINUTES:
+            bounds = f"{MIN_DURATION_MINUTES} and {MAX_DURATION_MINUTES}"
+            self.append(("end", f"gives a duration of {minutes:g} minutes; it must be between {bounds}"))
+        if duration is not None and minutes != duration:
+            self.append(("duration_minutes", "disagrees with end; give one or the other"))
+        elif whole and minutes != int(minutes) and MIN_DURATION_MINUTES <= minutes <= MAX_DURATION_MINUTES:
+            self.append(("end", "must fall on a whole minute after start"))
+
+    def check_zone(self, start: _dt.datetime | None) -> None:
+        zone = self.valid("timezone")
+        problem = _offset_problem(start, zone) if zone and start is not None else None
+        if problem:
+            self.append(("start", problem))
+
+    def raise_if_any(self) -> None:
+        if self:
+            raise ValidationError(self)
+
+
+def _fill(model: object, **derived: object) -> None:
+    """Set the values a model derives from its other fields (end, time zone, report id...):
+    the one place a frozen model is written after its checks passed."""
+    for name, value in derived.items():
+        object.__setattr__(model, name, value)
+
+
+def _minutes(start: _dt.datetime | None, end: _dt.datetime | None, otherwise: int | None) -> int | None:
+    return otherwise if start is None or end is None else int((end - start).total_seconds() // 60)
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+
+
+@attrs.frozen
+class Patient:
+    """Who the appointment is for. At least one of ``email`` and ``phone`` is required.
+
+    ``phone`` is normalised to E.164 (``+15555550123``); spaces, dashes, dots and brackets are
+    accepted on input. ``contact_id`` is the vendor's own id for this person, when the caller
+    already knows it (GoHighLevel contact, Salesforce Contact/Lead, HubSpot contact): adapters
+    then skip the contact look-up.
+    """
+
+    name: str | None = _text(100)
+    first_name: str | None = _text(100)
+    last_name: str | None = _text(100)
+    email: str | None = _field(_check_email, default=None, converter=_strip_or_none)
+    phone: str | None = _field(_check_phone, default=None, converter=_compact_phone)
+    contact_id: str | None = _field(_matching(_CONTACT_ID, "1-64 letters, digits, '_' or '-'"), default=None)
+
+    def __attrs_post_init__(self) -> None:
+        problems = _Problems(self)
+        if not problems and self.email is None and self.phone is None:
+            problems.append(("email", "an e-mail address or a phone number is required"))
+        problems.raise_if_any()
+
+    @property
+    def display_name(self) -> str:
+        """The best human-readable name available (may fall back to the e-mail or phone)."""
+        if self.name:
+            return self.name
+        joined = " ".join(p for p in (self.first_name, self.last_name) if p)
+        return joined or self.email or self.phone or "Patient"
+
+    @property
+    def given_name(self) -> str | None:
+        return self.first_name or (self.name.split()[0] if self.name else None)
+
+    @property
+    def family_name(self) -> str | None:
+        parts = (self.name or "").split(None, 1)
+        return self.last_name or (parts[1] if len(parts) > 1 else None)
+
+
+def _to_patient(value: Patient | Mapping[str, Any]) -> Patient:
+    """``patient`` may be a dict (as ``book_appointment`` accepts it); a bad one stays a dict."""
+    if isinstance(value, Mapping):
+        try:
+            return structure(value, Patient)
+        except ValidationError:
+            pass
+    return value  # type: ignore[return-value]
+
+
+def _check_patient(value: object) -> str | None:
+    if isinstance(value, Mapping):
+        structure(value, Patient)  # raises the dict's errors, reported under "patient."
+    if value is None:
+        return "is required (with an email or phone)"
+    return None if isinstance(value, Patient) else "must be an object (a Patient or a dict)"
+
+
 @attrs.frozen
 class AppointmentRequest:
     """A booking to make.
@@ -454,81 +494,34 @@ class AppointmentRequest:
     otherwise. ``extra`` holds vendor fields merged into the create payload last.
     """
 
-    start: _dt.datetime
-    patient: Patient = attrs.field(converter=_to_patient)
-    end: _dt.datetime | None = None
-    duration_minutes: int | None = None
-    timezone: str | None = None
-    title: str = "Dental appointment"
-    reason: str | None = None
-    notes: str | None = None
-    location: str | None = None
-    reference: str = attrs.field(factory=new_reference)
-    extra: Mapping[str, Any] = attrs.field(factory=dict)
+    start: _dt.datetime = attrs.field(metadata=_meta(_aware(required=True), _parse_datetime))
+    patient: Patient = attrs.field(converter=_to_patient, metadata=_meta(_check_patient))
+    end: _dt.datetime | None = attrs.field(default=None, metadata=_meta(_aware(), _parse_datetime))
+    duration_minutes: int | None = _field(_check_minutes, default=None)
+    timezone: str | None = _field(_check_zone, default=None)
+    title: str = _text(200, default="Dental appointment")
+    reason: str | None = _text(500)
+    notes: str | None = _text(4000, multiline=True)
+    location: str | None = _text(255)
+    reference: str = _field(_matching(_REFERENCE, _REFERENCE_RULE, optional=False), factory=new_reference)
+    extra: Mapping[str, Any] = _field(_check_extra, factory=dict)
 
     def __attrs_post_init__(self) -> None:
-        errors = _Errors()
-        start = _aware(errors, "start", self.start, required=True)
-        end = _aware(errors, "end", self.end, required=False)
-        duration = _duration(errors, "duration_minutes", self.duration_minutes)
-        if isinstance(self.patient, _Invalid):
-            for sub, message in self.patient.errors:
-                errors.add(f"patient.{sub}" if sub else "patient", message)
-        elif self.patient is None:
-            errors.add("patient", "is required (with an email or phone)")
-        elif not isinstance(self.patient, Patient):
-            errors.add("patient", "must be a Patient")
-        if start is not None:
-            if end is None and self.end is None:
-                end = start + _dt.timedelta(minutes=duration or DEFAULT_DURATION_MINUTES)
-            if end is not None:
-                _check_span(errors, start, end)
-                minutes = (end - start).total_seconds() / 60
-                if duration is not None and self.end is not None and abs(minutes - duration) > 1e-9:
-                    errors.add("duration_minutes", "disagrees with end; give one or the other")
-                elif not errors.items:
-                    if minutes != int(minutes):
-                        errors.add("end", "must fall on a whole minute after start")
-                    _set(self, "end", end)
-                    _set(self, "duration_minutes", int(minutes))
-        timezone = _timezone(errors, "timezone", self.timezone)
-        if timezone is None and start is not None and self.timezone is None:
-            timezone = _zone_name(start)
-        elif timezone is not None and start is not None:
-            problem = _offset_problem(start, timezone)
-            if problem is not None:
-                errors.add("start", problem)
-        _set(self, "timezone", timezone)
-        _set(self, "title", _text(errors, "title", self.title, max_len=200, required=True))
-        _set(self, "reason", _text(errors, "reason", self.reason, max_len=500))
-        _set(self, "notes", _text(errors, "notes", self.notes, max_len=4000, multiline=True))
-        _set(self, "location", _text(errors, "location", self.location, max_len=255))
-        if not isinstance(self.reference, str) or not _REFERENCE.fullmatch(self.reference):
-            errors.add(
-                "reference", "must be 1-64 letters, digits, '_', '-', '.' or ':' starting with a letter or digit"
-            )
-        _check_extra(errors, self.extra)
-        errors.raise_if_any()
+        problems = _Problems(self)
+        start, end, duration = problems.valid("start"), problems.valid("end"), problems.valid("duration_minutes")
+        if start is not None and self.end is None:
+            end = start + _dt.timedelta(minutes=duration or DEFAULT_DURATION_MINUTES)
+        elif start is not None and end is not None:
+            problems.check_span(start, end, duration, whole=True)
+        problems.check_zone(start)
+        problems.raise_if_any()
+        _fill(self, end=end, duration_minutes=_minutes(start, end, None), timezone=self.timezone or _zone_name(start))
 
     @property
     def end_time(self) -> _dt.datetime:
         """``end``, which construction always fills in."""
         assert self.end is not None
         return self.end
-
-
-def _check_extra(errors: _Errors, extra: object) -> None:
-    if not isinstance(extra, Mapping):
-        errors.add("extra", "must be an object of vendor field names to values")
-        return
-    for key in extra:
-        if not isinstance(key, str) or not key or len(key) > 100:
-            errors.add("extra", "keys must be non-empty field names")
-            return
-    try:
-        json.dumps(dict(extra), allow_nan=False)
-    except (TypeError, ValueError):
-        errors.add("extra", "values must be JSON (strings, numbers, booleans, null, lists, objects)")
 
 
 @attrs.frozen
@@ -539,51 +532,35 @@ class AppointmentUpdate:
     always explicit (a reschedule must not silently shorten a 60-minute appointment).
     """
 
-    start: _dt.datetime | None = None
-    end: _dt.datetime | None = None
-    duration_minutes: int | None = None
-    timezone: str | None = None
-    title: str | None = None
-    notes: str | None = None
-    location: str | None = None
+    start: _dt.datetime | None = attrs.field(default=None, metadata=_meta(_aware(), _parse_datetime))
+    end: _dt.datetime | None = attrs.field(default=None, metadata=_meta(_aware(), _parse_datetime))
+    duration_minutes: int | None = _field(_check_minutes, default=None)
+    timezone: str | None = _field(_check_zone, default=None)
+    title: str | None = _text(200)
+    notes: str | None = _text(4000, multiline=True)
+    location: str | None = _text(255)
 
     def __attrs_post_init__(self) -> None:
-        errors = _Errors()
-        start = _aware(errors, "start", self.start, required=False)
-        end = _aware(errors, "end", self.end, required=False)
-        duration = _duration(errors, "duration_minutes", self.duration_minutes)
-        if start is not None and end is None and self.end is None:
+        problems = _Problems(self)
+        start, end, duration = problems.valid("start"), problems.valid("end"), problems.valid("duration_minutes")
+        if start is not None and self.end is None:
             if duration is None:
-                errors.add(
-                    "end",
-                    "is required with a new start (or give duration_minutes) so the "
-                    "appointment's length stays explicit",
+                message = (
+                    "is required with a new start (or give duration_minutes) so the appointment's length stays explicit"
                 )
+                problems.append(("end", message))
             else:
                 end = start + _dt.timedelta(minutes=duration)
-                _set(self, "end", end)
-        if start is not None and end is not None:
-            _check_span(errors, start, end)
-            if duration is not None and self.end is not None and start + _dt.timedelta(minutes=duration) != end:
-                errors.add("duration_minutes", "disagrees with end; give one or the other")
-            elif not errors.items:
-                _set(self, "duration_minutes", int((end - start).total_seconds() // 60))
+        elif start is not None and end is not None:
+            problems.check_span(start, end, duration, whole=False)
         elif start is None and duration is not None and end is None:
-            errors.add("duration_minutes", "can only change together with start")
-        timezone = _timezone(errors, "timezone", self.timezone)
-        if timezone is None and start is not None and self.timezone is None:
-            timezone = _zone_name(start)
-        elif timezone is not None and start is not None:
-            problem = _offset_problem(start, timezone)
-            if problem is not None:
-                errors.add("start", problem)
-        _set(self, "timezone", timezone)
-        _set(self, "title", _text(errors, "title", self.title, max_len=200))
-        _set(self, "notes", _text(errors, "notes", self.notes, max_len=4000, multiline=True))
-        _set(self, "location", _text(errors, "location", self.location, max_len=255))
-        if not errors.items and self.is_empty():
-            errors.add("", "no changes given; set at least one of start, end, title, notes, location")
-        errors.raise_if_any()
+            problems.append(("duration_minutes", "can only change together with start"))
+        problems.check_zone(start)
+        if not problems and self.is_empty():
+            problems.append(("", "no changes given; set at least one of start, end, title, notes, location"))
+        problems.raise_if_any()
+        duration_minutes = _minutes(start, end, self.duration_minutes)
+        _fill(self, end=end, duration_minutes=duration_minutes, timezone=self.timezone or _zone_name(start))
 
     def is_empty(self) -> bool:
         return all(getattr(self, f) is None for f in ("start", "end", "title", "notes", "location"))
@@ -640,6 +617,46 @@ class Appointment:
         return html_table(["Appointment", ""], [(k, v) for k, v in self._rows() if v])
 
 
+def _to_date(value: _dt.date) -> _dt.date:
+    return value.date() if isinstance(value, _dt.datetime) else value
+
+
+def _parse_date(value: object) -> object:
+    """``YYYY-MM-DD`` (the date part of longer text) to ``date``; anything else is passed on."""
+    if isinstance(value, str) and len(value) <= 40:
+        try:
+            return _dt.date.fromisoformat(value.strip()[:10])
+        except ValueError:
+            pass
+    return value
+
+
+def _check_date(value: object) -> str | None:
+    if not isinstance(value, _dt.date):
+        return "must be a date (YYYY-MM-DD)"
+    return None if _in_range(value) else f"must be between the years {MIN_YEAR} and {MAX_YEAR}"
+
+
+def _to_dict(value: Mapping[str, float]) -> Mapping[str, float]:
+    return dict(value) if isinstance(value, Mapping) else value
+
+
+def _check_metrics(metrics: object) -> str | None:
+    if not isinstance(metrics, Mapping):
+        return "must be an object of metric names to numbers"
+    if not 1 <= len(metrics) <= 100:
+        return "must contain at least one metric" if not metrics else "must contain at most 100 metrics"
+    problems = []
+    for key, value in metrics.items():
+        if not isinstance(key, str) or not _METRIC_NAME.fullmatch(key):
+            problems.append(("", f"metric name {str(key)[:40]!r} must be 1-64 letters, digits, spaces or _.%/()-"))
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
+            problems.append((key, "must be a finite number"))
+    if problems:
+        raise ValidationError(problems)
+    return None
+
+
 @attrs.frozen
 class PerformanceReport:
     """Analytics for a period, e.g. calls handled, bookings made, conversion.
@@ -648,66 +665,24 @@ class PerformanceReport:
     the same report again updates the vendor record instead of adding another.
     """
 
-    period_start: _dt.date
-    period_end: _dt.date
-    metrics: Mapping[str, float]
-    title: str | None = None
-    summary: str | None = None
-    report_id: str | None = None
+    period_start: _dt.date = attrs.field(converter=_to_date, metadata=_meta(_check_date, _parse_date))
+    period_end: _dt.date = attrs.field(converter=_to_date, metadata=_meta(_check_date, _parse_date))
+    metrics: Mapping[str, float] = attrs.field(converter=_to_dict, metadata=_meta(_check_metrics))
+    title: str | None = _text(200)
+    summary: str | None = _text(2000, multiline=True)
+    report_id: str | None = _field(_matching(_REFERENCE, _REFERENCE_RULE), default=None)
 
     def __attrs_post_init__(self) -> None:
-        errors = _Errors()
-        dates_ok = True
-        for field in ("period_start", "period_end"):
-            value = getattr(self, field)
-            if isinstance(value, _dt.datetime):
-                value = value.date()
-                _set(self, field, value)
-            if not isinstance(value, _dt.date):
-                errors.add(field, "must be a date (YYYY-MM-DD)")
-                dates_ok = False
-            elif not _in_range(value):
-                errors.add(field, f"must be between the years {MIN_YEAR} and {MAX_YEAR}")
-                dates_ok = False
-        if dates_ok and self.period_end < self.period_start:
-            errors.add("period_end", "must not be before period_start")
-        metrics = self.metrics
-        if not isinstance(metrics, Mapping):
-            errors.add("metrics", "must be an object of metric names to numbers")
-        elif not metrics:
-            errors.add("metrics", "must contain at least one metric")
-        elif len(metrics) > 100:
-            errors.add("metrics", "must contain at most 100 metrics")
-        else:
-            clean: dict[str, float] = {}
-            for key, value in metrics.items():
-                if not isinstance(key, str) or not _METRIC_NAME.fullmatch(key):
-                    errors.add(
-                        "metrics", f"metric name {str(key)[:40]!r} must be 1-64 letters, digits, spaces or _.%/()-"
-                    )
-                    continue
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
-                    errors.add(f"metrics.{key}", "must be a finite number")
-                    continue
-                clean[key] = value
-            _set(self, "metrics", clean)
-        _set(self, "title", _text(errors, "title", self.title, max_len=200))
-        _set(self, "summary", _text(errors, "summary", self.summary, max_len=2000, multiline=True))
-        report_id = self.report_id
-        if report_id is None and dates_ok:
-            report_id = f"pms-report-{self.period_start.isoformat()}-{self.period_end.isoformat()}"
-        elif report_id is not None and (not isinstance(report_id, str) or not _REFERENCE.fullmatch(report_id)):
-            errors.add(
-                "report_id", "must be 1-64 letters, digits, '_', '-', '.' or ':' starting with a letter or digit"
-            )
-        _set(self, "report_id", report_id)
-        if self.title is None and dates_ok:
-            _set(
-                self,
-                "title",
-                f"AI receptionist report {self.period_start.isoformat()} to {self.period_end.isoformat()}",
-            )
-        errors.raise_if_any()
+        problems = _Problems(self)
+        start, end = problems.valid("period_start"), problems.valid("period_end")
+        if start is not None and end is not None and end < start:
+            problems.append(("period_end", "must not be before period_start"))
+        problems.raise_if_any()
+        _fill(
+            self,
+            report_id=self.report_id or f"pms-report-{start.isoformat()}-{end.isoformat()}",
+            title=self.title or f"AI receptionist report {start.isoformat()} to {end.isoformat()}",
+        )
 
     @property
     def id(self) -> str:
@@ -718,11 +693,7 @@ class PerformanceReport:
     def render_text(self) -> str:
         """A plain-text rendering for notes and task descriptions: title, period, metrics."""
         width = max(len(k) for k in self.metrics)
-        lines = [
-            str(self.title),
-            f"Period: {self.period_start.isoformat()} to {self.period_end.isoformat()}",
-            "",
-        ]
+        lines = [str(self.title), f"Period: {self.period_start.isoformat()} to {self.period_end.isoformat()}", ""]
         if self.summary:
             lines += [self.summary, ""]
         for key, value in self.metrics.items():
@@ -826,108 +797,45 @@ class ProviderStatusList(list[ProviderStatus]):
 
 
 # ---------------------------------------------------------------------------------------------
-# converter
+# input and output
 
 
-def _parse_datetime(value: object, _: object) -> object:
-    """ISO-8601 text to ``datetime``; anything else is passed on for the model to reject."""
-    parsed = parse_iso_datetime(value)
-    return value if parsed is None else parsed
+def structure(data: object, cls: type[T], *, path: str = "") -> T:
+    """Build ``cls`` from ``data`` (a dict, or already a ``cls``); ISO-8601 text becomes dates.
 
-
-def _parse_date(value: object, _: object) -> object:
-    if isinstance(value, _dt.datetime):
-        return value.date()
-    if isinstance(value, str) and len(value) <= 40:
-        try:
-            return _dt.date.fromisoformat(value.strip()[:10])
-        except ValueError:
-            return value
-    return value
-
-
-def _as_is(value: object, _: object) -> object:
-    """Leaf values pass through unchanged; each model checks its own field types, so every
-    bad field is reported together with the model's other checks."""
-    return value
-
-
-def _provider_name(value: object, _: object) -> ProviderName:
-    return ProviderName.parse(value)
-
-
-class _Invalid:
-    """Stands in for a nested model whose input was invalid; carries its errors upward."""
-
-    __slots__ = ("errors",)
-
-    def __init__(self, errors: list[tuple[str, str]]) -> None:
-        self.errors = errors
-
-
-def _make_converter() -> cattrs.Converter:
-    import cattrs
-
-    conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
-    conv.register_structure_hook(_dt.datetime, _parse_datetime)
-    conv.register_structure_hook(_dt.date, _parse_date)
-    for leaf in (str, int, float, bool):
-        conv.register_structure_hook(leaf, _as_is)
-    conv.register_structure_hook_func(lambda t: t in (Mapping[str, Any], Mapping[str, float]), _as_is)
-    conv.register_structure_hook(ProviderName, _provider_name)
-    for model in (Patient, AppointmentRequest, AppointmentUpdate, PerformanceReport):
-        conv.register_structure_hook(model, _model_hook(conv, model))
-    conv.register_unstructure_hook(_dt.datetime, lambda d: d.isoformat())
-    conv.register_unstructure_hook(_dt.date, lambda d: d.isoformat())
-    conv.register_unstructure_hook(ProviderName, lambda p: p.value)
-    conv.register_unstructure_hook(AppointmentStatus, lambda s: s.value)
-    return conv
-
-
-def _model_hook(conv: cattrs.Converter, cls: type) -> Callable[[Any, Any], Any]:
-    """Structure one input model, never raising: failures come back as :class:`_Invalid`.
-
-    Unknown keys are reported and dropped, missing required keys become ``None`` (which the
-    model reports as "is required"), then cattrs builds the model and the model's own checks
-    run - so one error lists unknown keys, missing keys, bad types and bad values together.
+    Unknown keys, missing keys, wrong types and failed checks become one :class:`ValidationError`
+    listing every bad field's path (under ``path``, when given).
     """
-    import cattrs.gen
-    from cattrs.errors import BaseValidationError
-
-    base: Callable[[Any, Any], Any] = cattrs.gen.make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True)
-    fields = attrs.fields(cls)
-    known = {f.name for f in fields}
-
-    def hook(value: Any, _: Any) -> Any:
-        if not isinstance(value, Mapping):
-            return _Invalid([("", f"must be an object ({with_article(cls.__name__)} or a dict)")])
-        errors = [(str(k), "is not a known field") for k in value if k not in known]
-        data = {k: v for k, v in value.items() if k in known}
-        for f in fields:
-            if f.name not in data and f.default is attrs.NOTHING:
-                data[f.name] = None
-        try:
-            result = base(data, cls)
-        except ValidationError as exc:
-            return _Invalid(errors + exc.errors)
-        except (BaseValidationError, ValueError, TypeError, KeyError, ArithmeticError) as exc:
-            return _Invalid(errors + _flatten(exc, ""))
-        if errors:
-            return _Invalid(errors)
-        return result
-
-    return hook
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, Mapping):
+        raise ValidationError.single(path, f"must be an object ({with_article(cls.__name__)} or a dict)")
+    fields = attrs.fields_dict(cast("type[attrs.AttrsInstance]", cls))
+    errors = [(str(key), "is not a known field") for key in data if key not in fields]
+    values = {name: None for name, field in fields.items() if field.default is attrs.NOTHING}
+    values.update((k, fields[k].metadata.get("parse", _same)(v)) for k, v in data.items() if k in fields)
+    try:
+        result = cls(**values)
+    except ValidationError as exc:
+        errors += exc.errors
+    if errors:
+        raise ValidationError((f"{path}.{p}" if path and p else p or path, m) for p, m in errors)
+    return result
 
 
 _converter: cattrs.Converter | None = None
 
 
 def get_converter() -> cattrs.Converter:
-    """The one converter for dict input and JSON-ready output (built on first use, so that
-    ``import pms_integration`` does not pay for cattrs)."""
+    """The cattrs converter for JSON-ready output (input models structure through :func:`structure`),
+    built on first use so that ``import pms_integration`` does not pay for cattrs."""
     global _converter
     if _converter is None:
-        _converter = _make_converter()
+        from cattrs.preconf.json import make_converter
+
+        _converter = make_converter()
+        inputs = (Patient, AppointmentRequest, AppointmentUpdate, PerformanceReport)
+        _converter.register_structure_hook_func(lambda t: t in inputs, structure)
     return _converter
 
 
@@ -935,69 +843,6 @@ def __getattr__(name: str) -> Any:
     if name == "converter":
         return get_converter()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _join(path: str, segment: str) -> str:
-    if not path:
-        return segment
-    if segment.startswith("["):
-        return path + segment
-    return f"{path}.{segment}"
-
-
-def _flatten(exc: BaseException, path: str) -> list[tuple[str, str]]:
-    from cattrs.errors import (
-        AttributeValidationNote,
-        BaseValidationError,
-        ForbiddenExtraKeysError,
-        IterableValidationNote,
-    )
-
-    if isinstance(exc, ValidationError):
-        return [(_join(path, p) if p else path, m) for p, m in exc.errors]
-    if isinstance(exc, ForbiddenExtraKeysError):
-        return [(_join(path, str(k)), "is not a known field") for k in sorted(exc.extra_fields, key=str)]
-    if isinstance(exc, BaseValidationError):
-        out: list[tuple[str, str]] = []
-        for sub in exc.exceptions:
-            seg = path
-            for note in getattr(sub, "__notes__", ()):
-                if isinstance(note, AttributeValidationNote):
-                    seg = _join(path, note.name)
-                elif isinstance(note, IterableValidationNote):
-                    seg = _join(path, str(note.index))
-            if isinstance(sub, KeyError) and seg != path:
-                out.append((seg, "is required"))
-            else:
-                out.extend(_flatten(sub, seg))
-        return out
-    if isinstance(exc, (ValueError, TypeError)):
-        message = str(exc) if isinstance(exc, ValueError) and str(exc) else "has the wrong type"
-        return [(path, message)]
-    return [(path, f"is invalid ({type(exc).__name__})")]
-
-
-def structure(data: object, cls: type[T], *, path: str = "") -> T:
-    """Build ``cls`` from ``data`` (a dict, or already a ``cls``).
-
-    Any problem - unknown keys, missing keys, wrong types, failed checks - becomes one
-    :class:`ValidationError` listing every bad field path.
-    """
-    if isinstance(data, cls):
-        return data
-    if not isinstance(data, Mapping):
-        raise ValidationError.single(path, f"must be an object ({with_article(cls.__name__)} or a dict)")
-    from cattrs.errors import BaseValidationError, ForbiddenExtraKeysError
-
-    try:
-        result = get_converter().structure(dict(data), cls)
-    except ValidationError as exc:
-        raise ValidationError(_flatten(exc, path)) from None
-    except (BaseValidationError, ForbiddenExtraKeysError, ValueError, TypeError, KeyError) as exc:
-        raise ValidationError(_flatten(exc, path)) from None
-    if isinstance(result, _Invalid):
-        raise ValidationError([(_join(path, p) if p else path, m) for p, m in result.errors])
-    return result
 
 
 def unstructure(obj: object) -> Any:

@@ -282,3 +282,44 @@ def test_provider_status_list_repr_is_a_readable_multi_line_table() -> None:
     assert all(len(line) < 200 for line in lines)
     assert statuses._repr_html_().count("<tr>") == 4  # notebooks keep their HTML table
     assert statuses == list(statuses)  # still a plain list
+
+
+# -- one structurer: dict input and direct construction agree -------------------------------------
+
+
+def test_dict_input_takes_a_patient_model_and_names_a_missing_one() -> None:
+    patient = Patient(email="a@b.co")
+    assert structure(booking(patient=patient, reference="r1"), AppointmentRequest).patient is patient
+    with pytest.raises(ValidationError) as exc:
+        structure({"start": "2030-03-05T10:00:00-05:00"}, AppointmentRequest)
+    assert exc.value.fields == ["patient"]
+
+
+def test_cross_field_problems_are_listed_with_the_other_bad_fields() -> None:
+    with pytest.raises(ValidationError) as exc:
+        structure(booking(end="2030-03-05T10:30:30-05:00", title=5, patient={"phone": "1"}), AppointmentRequest)
+    assert set(fields_of(exc)) == {"end", "title", "patient.phone"}
+    with pytest.raises(ValidationError) as exc:
+        structure(booking(end="2030-03-05T09:00:00-05:00", duration_minutes=45, reason=7), AppointmentRequest)
+    assert set(fields_of(exc)) == {"end", "duration_minutes", "reason"}
+
+
+def test_normalisation_applies_on_construction_and_on_evolve() -> None:
+    import attrs
+
+    patient = Patient(name="  Jane  ", email=" jane@example.com ", phone="+44 (20) 7946-0958")
+    assert (patient.name, patient.email, patient.phone) == ("Jane", "jane@example.com", "+442079460958")
+    assert attrs.evolve(patient, phone="0044 20 7946 0959").phone == "+442079460959"
+    report = PerformanceReport(period_start=dt.datetime(2026, 11, 1, 9), period_end=dt.date(2026, 11, 7), metrics={"a": 1}, title="  ")  # type: ignore[arg-type]
+    assert report.period_start == dt.date(2026, 11, 1) and report.title and report.title.startswith("AI receptionist")
+    update = AppointmentUpdate(title="  ", notes=" n ")
+    assert (update.title, update.notes) == (None, "n")
+
+
+def test_the_converter_structures_input_models_with_the_same_errors() -> None:
+    from pms_integration.models import get_converter
+
+    assert get_converter().structure(booking(reference="r1"), AppointmentRequest) == structure(booking(reference="r1"), AppointmentRequest)
+    with pytest.raises(ValidationError) as exc:
+        get_converter().structure(booking(color="x"), AppointmentRequest)
+    assert exc.value.fields == ["color"]
