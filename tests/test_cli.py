@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from typing import Any
 
 import pytest
 
-from pms_integration import cli
+from pms_integration import cli, errors
 from pms_integration.errors import (
+    OUTCOMES,
     APIError,
     AppointmentCancelledError,
     AuthenticationError,
@@ -21,6 +23,7 @@ from pms_integration.errors import (
     ProviderError,
     ProviderNotConfiguredError,
     RateLimitError,
+    ResponseTooLargeError,
     ServerError,
     TransportError,
     UnexpectedResponseError,
@@ -212,13 +215,14 @@ def test_exit_code_table_explains_the_cancelled_booking() -> None:
 
 
 def test_response_too_large_maps_like_an_unexpected_response() -> None:
-    from pms_integration import errors
+    assert issubclass(ResponseTooLargeError, UnexpectedResponseError)
+    assert cli.exit_code(ResponseTooLargeError("too big")) == 11
 
-    cls = getattr(errors, "ResponseTooLargeError", None)
-    if cls is None:
-        pytest.skip("ResponseTooLargeError is not in this build")
-    assert issubclass(cls, UnexpectedResponseError)
-    assert cli.exit_code(cls("too big")) == 11
+
+def test_exit_code_table_names_each_class_with_its_outcome() -> None:
+    named = {name: code for what, code in cli.EXIT_CODES for name in re.findall(r"\b(\w+Error)\b", what)}
+    outcomes = {name: next(OUTCOMES[c] for c in getattr(errors, name).__mro__ if c in OUTCOMES) for name in named}
+    assert named == {name: outcome.exit_code for name, outcome in outcomes.items()}
 
 
 # -- serve: who may connect, the report source, the server extra ---------------------------------
@@ -339,12 +343,13 @@ def test_report_source_is_checked_before_serving(
 
 def test_serve_with_a_report_source_pushes_it_end_to_end(tmp_path: object) -> None:
     pytest.importorskip("starlette")
-    import signal
     import socket
     import time
     from pathlib import Path
 
     import requests
+
+    from .test_server import interrupted
 
     here = Path(str(tmp_path))
     (here / "weekly_cli_report.py").write_text(
@@ -377,12 +382,7 @@ def test_serve_with_a_report_source_pushes_it_end_to_end(tmp_path: object) -> No
         assert r.status_code == 200, r.text
         assert r.json()["report_id"] == "weekly-from-the-cli"
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            out, err = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+        out, err = interrupted(proc, timeout=20)
     assert proc.returncode == 0, err
     assert "Serving against the sandbox at http://127.0.0.1:" in out
 

@@ -12,6 +12,7 @@ import datetime
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -19,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -784,11 +786,7 @@ class _OtherAPIError(E.APIError):
         (_TooLarge("too big", provider="hubspot", operation="book"), 502, "provider-unexpected-response"),
         (_OtherProviderError("odd"), 502, "provider-error"),
         (_OtherAPIError("odd", status_code=413), 502, "provider-error"),
-        *(
-            [(E.ResponseTooLargeError("too big"), 502, "provider-unexpected-response")]  # type: ignore[attr-defined]
-            if hasattr(E, "ResponseTooLargeError")
-            else []
-        ),
+        (E.ResponseTooLargeError("too big"), 502, "provider-unexpected-response"),
     ],
     ids=lambda v: type(v).__name__ if isinstance(v, Exception) else str(v),
 )
@@ -796,6 +794,19 @@ def test_subclasses_map_through_their_base_class(error: E.PMSError, status: int,
     p = problem_for(error)
     assert (p.status, p.slug) == (status, slug)
     assert json.loads(bytes(p.response().body))["type"] == f"urn:pms-integration:problem:{slug}"
+
+
+def test_the_docs_error_table_is_the_outcomes_table() -> None:
+    """Each error class docs/http-api.md names has the status and type errors.OUTCOMES gives it."""
+    page = (Path(__file__).resolve().parent.parent / "docs" / "http-api.md").read_text(encoding="utf-8")
+    documented = {
+        name: (int(status), slug)
+        for status, slug, when in re.findall(r"^\| (\d{3}) \| `([\w-]+)` \| ([^|]*) \|", page, re.MULTILINE)
+        for name in re.findall(r"`(\w+Error)`", when)
+    }
+    outcomes = {name: next(E.OUTCOMES[c] for c in getattr(E, name).__mro__ if c in E.OUTCOMES) for name in documented}
+    assert documented == {name: (o.http_status, o.slug) for name, o in outcomes.items()}
+    assert {cls.__name__ for cls in E.OUTCOMES} - {"PMSError"} <= set(documented)
 
 
 @pytest.fixture
@@ -885,6 +896,17 @@ def test_problem_response_redacts_everything() -> None:
     assert response.media_type == "application/problem+json"
 
 
+def interrupted(proc: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
+    """Stop a served process as Ctrl-C does; its (stdout, stderr), empty when not piped."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    return out or "", err or ""
+
+
 def test_run_serves_with_uvicorn_on_loopback(sandbox: Sandbox, tmp_path: Any) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -909,12 +931,7 @@ def test_run_serves_with_uvicorn_on_loopback(sandbox: Sandbox, tmp_path: Any) ->
         problem(api("GET", "/providers", headers={"Authorization": "Bearer wrong"}), 401)
         api.close()
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            _, err = proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+        _, err = interrupted(proc, timeout=10)
     assert proc.returncode == 0, err
     assert SERVER_TOKEN not in err
     assert "127.0.0.1" in err
