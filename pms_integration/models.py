@@ -181,8 +181,8 @@ def _meta(check: _Check, parse: Callable[[Any], Any] = _same) -> dict[str, Any]:
     return {"check": check, "parse": parse}
 
 
-def _field(check: _Check, parse: Callable[[Any], Any] = _same, **kwargs: Any) -> Any:
-    return attrs.field(metadata=_meta(check, parse), **kwargs)
+def _field(check: _Check, **kwargs: Any) -> Any:
+    return attrs.field(metadata=_meta(check), **kwargs)
 
 
 def _strip(value: Any) -> Any:
