@@ -230,11 +230,11 @@ def _matching(pattern: str, what: str) -> Callable[[str], str]:
 
 def _whole(low: int, high: int, *, ms: bool = False) -> Callable[[str], Any]:
     """ASCII digits only (``str.isdigit`` also takes ``²`` and ``١٠``); milliseconds become seconds."""
-    what = f"a whole number{' of milliseconds' if ms else ''} from {low} to {high}"
+    what, read = (" of milliseconds", lambda t: int(t) / 1000) if ms else ("", int)
     return _rule(
         lambda t: re.fullmatch(r"[0-9]{1,9}", t) and low <= int(t) <= high,
-        what,
-        (lambda t: int(t) / 1000) if ms else int,
+        f"a whole number{what} from {low} to {high}",
+        read,
     )
 
 
@@ -296,7 +296,10 @@ _token = _rule(
 
 def _salesforce_version(text: str) -> str:
     version = text.lstrip("vV")
-    return f"{version}.0" if re.fullmatch(r"[0-9]{2,3}", version) else version
+    version += ".0" if re.fullmatch(r"[0-9]{2,3}", version) else ""
+    if not re.fullmatch(r"[0-9]{2,3}\.0", version) or float(version) < 46.0:
+        raise ValueError("must be a version such as 67.0 (46.0 or later)")
+    return version
 
 
 GHL_V2_URL = "https://services.leadconnectorhq.com"
@@ -369,10 +372,8 @@ class SalesforceSettings(_Account):
         help="The User (`005...`) or public calendar (`023...`) that owns the booking Events and report Tasks."))
     event_record_type: str | None = attrs.field(metadata=_var("PMS_SALESFORCE_EVENT_RECORD_TYPE", _SF_ID,
         help="Event `RecordTypeId`, only for orgs that define Event record types."))
-    api_version: str = attrs.field(metadata=_var("PMS_SALESFORCE_API_VERSION", _rule(
-        lambda t: re.fullmatch(r"[0-9]{2,3}\.0", v := _salesforce_version(t)) and float(v) >= 46.0,
-        "a version such as 67.0 (46.0 or later)", _salesforce_version), SALESFORCE_API_VERSION,
-        help="REST API version, 46.0 or later."))
+    api_version: str = attrs.field(metadata=_var("PMS_SALESFORCE_API_VERSION", _salesforce_version,
+        SALESFORCE_API_VERSION, help="REST API version, 46.0 or later."))
     cancel_mode: Literal["delete", "soft"] = attrs.field(metadata=_var("PMS_SALESFORCE_CANCEL_MODE",
         _choice("delete or soft", {"delete": "delete", "soft": "soft"}), "delete",
         help="`delete` removes the Event on cancel; `soft` keeps it, marked cancelled and shown as free."))
@@ -446,12 +447,12 @@ def _ghl_rules(values: dict[str, Any]) -> list[str]:
 
 def _salesforce_rules(values: dict[str, Any]) -> list[str]:
     """The three token-refresh variables go together."""
-    trio = [
-        (v.name, values[a])
+    trio = {
+        v.name: values[a]
         for a, v in _fields(SalesforceSettings)
         if a in ("client_id", "client_secret", "refresh_token")
-    ]
-    unset = [name for name, value in trio if not value]
+    }
+    unset = [name for name, value in trio.items() if not value]
     return [f"token refresh needs all three of its variables; {', '.join(unset)} unset"] if 0 < len(unset) < 3 else []
 
 
@@ -574,7 +575,7 @@ def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
     """The ``PMS_*`` values of a ``.env`` file (python-dotenv), without touching ``os.environ``."""
     from dotenv import dotenv_values
 
-    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
         raise ConfigurationError(
             f"env_file must be a file path (a str or pathlib.Path), not {type(path).__name__}.",
             problems=["env_file must be a file path"],
