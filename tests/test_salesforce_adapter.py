@@ -411,10 +411,11 @@ def test_cancel_reads_then_deletes(rsps: responses.RequestsMock) -> None:
     assert appt.reference == "bk-0123456789abcdef0123"
 
 
-def test_cancel_of_an_already_deleted_event_succeeds_with_its_times(rsps: responses.RequestsMock) -> None:
+@pytest.mark.parametrize("mode", ["delete", "soft"])
+def test_cancel_of_an_already_deleted_event_succeeds_with_its_times(rsps: responses.RequestsMock, mode: str) -> None:
     rsps.get(EVENT_URL, json=sf_error("ENTITY_IS_DELETED", "entity is deleted", []), status=404)
     rsps.get(f"{API}/queryAll/", json=query_result([found_event()]))
-    appt = adapter().cancel(EVENT_ID)
+    appt = adapter(PMS_SALESFORCE_CANCEL_MODE=mode).cancel(EVENT_ID)
     assert [m for m, _ in calls(rsps)] == ["GET", "GET"]  # no DELETE
     assert urlsplit(rsps.calls[1].request.url).path == "/services/data/v67.0/queryAll/"
     assert soql_of(rsps.calls[1]).endswith(f"FROM Event WHERE Id = '{EVENT_ID}'")
@@ -498,14 +499,6 @@ def test_soft_cancel_twice_sends_no_second_patch(rsps: responses.RequestsMock) -
     appt = adapter(PMS_SALESFORCE_CANCEL_MODE="soft").cancel(EVENT_ID)
     assert [m for m, _ in calls(rsps)] == ["GET"]
     assert appt.status is AppointmentStatus.CANCELLED
-
-
-def test_soft_cancel_of_a_deleted_event_succeeds(rsps: responses.RequestsMock) -> None:
-    rsps.get(EVENT_URL, json=sf_error("ENTITY_IS_DELETED", "entity is deleted", []), status=404)
-    rsps.get(f"{API}/queryAll/", json=query_result([found_event()]))
-    appt = adapter(PMS_SALESFORCE_CANCEL_MODE="soft").cancel(EVENT_ID)
-    assert appt.status is AppointmentStatus.CANCELLED
-    assert [m for m, _ in calls(rsps)] == ["GET", "GET"]
 
 
 def test_soft_cancel_keeps_a_long_subject_within_255(rsps: responses.RequestsMock) -> None:

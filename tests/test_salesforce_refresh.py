@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import threading
@@ -17,7 +18,7 @@ from pms_integration._retry import deadline_scope
 from pms_integration.config import Secret
 from pms_integration.errors import AuthenticationError, ResponseTooLargeError, TransportError
 from pms_integration.models import AppointmentUpdate
-from pms_integration.providers.salesforce import create
+from pms_integration.providers.salesforce import SalesforceAdapter, create
 
 from ._salesforce_support import EVENT_ID, REFRESH_ENV, settings
 from .conftest import CANARY
@@ -44,13 +45,16 @@ class _State:
         self.all_rejected = threading.Event()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Quiet(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
     server: Any
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+
+class _Handler(_Quiet):
+    disable_nagle_algorithm = True
 
     def _send(self, status: int, body: Any = None) -> None:
         payload = b"" if body is None else json.dumps(body).encode()
@@ -104,21 +108,35 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 64  # the default backlog of 5 makes 16 simultaneous connects wait 1 s
 
 
+@contextlib.contextmanager
+def _serving(handler: type[BaseHTTPRequestHandler], **attributes: Any) -> Iterator[Any]:
+    """A loopback server for ``handler`` with ``attributes`` set on it, stopped afterwards."""
+    srv = _Server(("127.0.0.1", 0), handler)
+    for name, value in attributes.items():
+        setattr(srv, name, value)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def _adapter(srv: Any) -> SalesforceAdapter:
+    """An adapter with the refresh variables, pointed at ``srv``."""
+    base = f"http://127.0.0.1:{srv.server_address[1]}"
+    return create(settings(PMS_SALESFORCE_BASE_URL=base, **REFRESH_ENV), Runtime(sleep=lambda s: None))
+
+
 @pytest.fixture
-def server() -> Iterator[ThreadingHTTPServer]:
-    srv = _Server(("127.0.0.1", 0), _Handler)
-    srv.state = _State()  # type: ignore[attr-defined]
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+def server() -> Iterator[Any]:
+    with _serving(_Handler, state=_State()) as srv:
+        yield srv
 
 
-def test_sixteen_threads_cause_exactly_one_refresh(server: ThreadingHTTPServer) -> None:
-    state: _State = server.state  # type: ignore[attr-defined]
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    adapter = create(settings(PMS_SALESFORCE_BASE_URL=base, **REFRESH_ENV), Runtime(sleep=lambda s: None))
+def test_sixteen_threads_cause_exactly_one_refresh(server: Any) -> None:
+    state: _State = server.state
+    adapter = _adapter(server)
     barrier = threading.Barrier(THREADS)
     errors: list[BaseException] = []
 
@@ -148,14 +166,8 @@ def test_sixteen_threads_cause_exactly_one_refresh(server: ThreadingHTTPServer) 
 # a token endpoint that redirects
 
 
-class _Recorder(BaseHTTPRequestHandler):
+class _Recorder(_Quiet):
     """The host a redirect names: it must never hear from the client."""
-
-    protocol_version = "HTTP/1.1"
-    server: Any
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
     def _record(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -169,14 +181,8 @@ class _Recorder(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PATCH = do_DELETE = _record
 
 
-class _ExpiredOrg(BaseHTTPRequestHandler):
+class _ExpiredOrg(_Quiet):
     """An org whose API says "expired" to every call; subclasses answer the token endpoint."""
-
-    protocol_version = "HTTP/1.1"
-    server: Any
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
     def token_endpoint(self) -> None:
         raise NotImplementedError
@@ -207,25 +213,15 @@ class _Redirector(_ExpiredOrg):
 
 
 def test_a_redirecting_token_endpoint_gets_no_credentials_and_the_error_says_what_to_do() -> None:
-    elsewhere = _Server(("127.0.0.1", 0), _Recorder)
-    elsewhere.seen = []  # type: ignore[attr-defined]
-    elsewhere.lock = threading.Lock()  # type: ignore[attr-defined]
-    org = _Server(("127.0.0.1", 0), _Redirector)
-    org.target = f"http://127.0.0.1:{elsewhere.server_address[1]}"  # type: ignore[attr-defined]
-    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in (elsewhere, org)]
-    for t in threads:
-        t.start()
-    try:
-        base = f"http://127.0.0.1:{org.server_address[1]}"
-        adapter = create(settings(PMS_SALESFORCE_BASE_URL=base, **REFRESH_ENV), Runtime(sleep=lambda s: None))
+    with (
+        _serving(_Recorder, seen=[], lock=threading.Lock()) as elsewhere,
+        _serving(_Redirector, target=f"http://127.0.0.1:{elsewhere.server_address[1]}") as org,
+    ):
+        adapter = _adapter(org)
         with pytest.raises(AuthenticationError) as caught:
             adapter.cancel(EVENT_ID)
         adapter.close()
-    finally:
-        for s in (org, elsewhere):
-            s.shutdown()
-            s.server_close()
-    assert elsewhere.seen == []  # type: ignore[attr-defined]
+    assert elsewhere.seen == []
     error = caught.value
     assert error.status_code == 307 and error.code == "REDIRECT_REFUSED"
     text = str(error)
@@ -274,41 +270,33 @@ class _BadTokenEndpoint(_ExpiredOrg):
 def test_the_token_refresh_is_bounded_like_any_api_call(mode: str) -> None:
     """The refresh goes through the transport's cut-off and body cap: a trickling, huge or
     compressed-bomb answer from the token endpoint ends the call with a typed error."""
-    org = _Server(("127.0.0.1", 0), _BadTokenEndpoint)
-    org.mode = mode  # type: ignore[attr-defined]
-    org.stop = threading.Event()  # type: ignore[attr-defined]
     # made before memory is traced: only what the client allocates is measured
-    org.bomb = gzip.compress(b" " * (64 * 1024 * 1024), compresslevel=9) if mode == "gzip-bomb" else b""  # type: ignore[attr-defined]
-    thread = threading.Thread(target=org.serve_forever, daemon=True)
-    thread.start()
+    bomb = gzip.compress(b" " * (64 * 1024 * 1024), compresslevel=9) if mode == "gzip-bomb" else b""
     outcome: dict[str, BaseException] = {}
     done = threading.Event()
+    with _serving(_BadTokenEndpoint, mode=mode, stop=threading.Event(), bomb=bomb) as org:
 
-    def call() -> None:
-        adapter = create(settings(PMS_SALESFORCE_BASE_URL=base, **REFRESH_ENV), Runtime(sleep=lambda s: None))
+        def call() -> None:
+            adapter = _adapter(org)
+            try:
+                with deadline_scope(1.5):
+                    adapter.cancel(EVENT_ID)
+            except BaseException as exc:  # the test inspects whatever ended the call
+                outcome["error"] = exc
+            finally:
+                adapter.close()
+                done.set()
+
+        tracemalloc.start()
         try:
-            with deadline_scope(1.5):
-                adapter.cancel(EVENT_ID)
-        except BaseException as exc:  # the test inspects whatever ended the call
-            outcome["error"] = exc
+            threading.Thread(target=call, daemon=True).start()
+            # Without a bound the trickle runs until the server is stopped (never, here) and the
+            # huge body is read whole: a generous wait that only a hung call can exhaust.
+            assert done.wait(60), "the token refresh was not cut off"
+            _, peak = tracemalloc.get_traced_memory()
         finally:
-            adapter.close()
-            done.set()
-
-    base = f"http://127.0.0.1:{org.server_address[1]}"
-    tracemalloc.start()
-    try:
-        caller = threading.Thread(target=call, daemon=True)
-        caller.start()
-        # Without a bound the trickle runs until the server is stopped (never, here) and the
-        # huge body is read whole: a generous wait that only a hung call can exhaust.
-        assert done.wait(60), "the token refresh was not cut off"
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-        org.stop.set()  # type: ignore[attr-defined]
-        org.shutdown()
-        org.server_close()
+            tracemalloc.stop()
+            org.stop.set()
     error = outcome.get("error")
     assert isinstance(error, (TransportError, ResponseTooLargeError)), repr(error)
     assert error.operation == "token refresh"
