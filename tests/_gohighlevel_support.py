@@ -57,6 +57,27 @@ V1_BASE = "https://rest.gohighlevel.com/v1"
 ENV_V1 = {**ENV_V2, "PMS_GHL_BASE_URL": V1_BASE, "PMS_GHL_API_KEY": "v1-location-api-key-0123456789"}
 
 
+def booking(**over: Any) -> dict[str, Any]:
+    """A booking request as a caller writes it (``over`` replaces fields)."""
+    base: dict[str, Any] = {
+        "start": "2037-03-10T10:00:00-04:00",
+        "duration_minutes": 30,
+        "timezone": "America/New_York",
+        "title": "Cleaning",
+        "reason": "Six-month check-up",
+        "notes": "Prefers Dr. Lee",
+        "reference": "bk-test",
+        "patient": {"name": "Jane Doe", "email": "jane.doe@example.com", "phone": "+1 555 555 0123"},
+    }
+    return {**base, **over}
+
+
+def report(**over: Any) -> dict[str, Any]:
+    """A week's performance report (its report id: ``pms-report-2037-03-01-2037-03-07``)."""
+    metrics = {"calls handled": 142, "bookings made": 37, "conversion rate %": 26.1}
+    return {"period_start": "2037-03-01", "period_end": "2037-03-07", "metrics": metrics, **over}
+
+
 def specs_available() -> bool:
     return all(p.is_file() for p in SPEC_FILES.values()) and (SPEC_DIR / "common" / "common-schemas.json").is_file()
 
