@@ -31,10 +31,12 @@ from tests._gohighlevel_support import (
     REPORT_CONTACT_ID,
     SKIP_REASON,
     appointment_response,
+    booking,
     calendar_event,
     make_response,
     note,
     prepared,
+    report,
     specs_available,
     upsert_response,
     validate_request,
@@ -53,30 +55,17 @@ def rsps() -> Iterator[responses.RequestsMock]:
         yield mock
 
 
-def booking(**over: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "start": "2037-03-10T10:00:00-04:00",
-        "duration_minutes": 45,
-        "timezone": "America/New_York",
-        "title": "Cleaning",
-        "reason": "Check-up",
-        "notes": "First visit",
-        "location": "Main office",
-        "reference": "bk-contract",
-        "patient": {"first_name": "Jane", "last_name": "Doe", "email": "jane@example.com", "phone": "+15555550123"},
-    }
-    base.update(over)
-    return base
-
-
-REPORT = {"period_start": "2037-03-01", "period_end": "2037-03-07", "metrics": {"calls": 10, "bookings": 4}}
+def contract_booking() -> dict[str, Any]:
+    """Every optional field set, so the spec checks each one the adapter can send."""
+    patient = {"first_name": "Jane", "last_name": "Doe", "email": "jane@example.com", "phone": "+15555550123"}
+    return booking(location="Main office", reference="bk-contract", patient=patient)
 
 
 def _book(c: PMSClient, rsps: responses.RequestsMock) -> None:
     rsps.post(f"{HOST}/contacts/search", json={"contacts": [], "total": 0})
     rsps.post(f"{HOST}/contacts/upsert", json=upsert_response())
     rsps.post(f"{HOST}/calendars/events/appointments", json=appointment_response())
-    c.book_appointment(booking())
+    c.book_appointment(contract_booking())
 
 
 def _book_known_contact(c: PMSClient, rsps: responses.RequestsMock) -> None:
@@ -88,7 +77,7 @@ def _book_returning(c: PMSClient, rsps: responses.RequestsMock) -> None:
     found = {"id": CONTACT_ID, "email": "jane@example.com", "phone": "+15555550123"}
     rsps.post(f"{HOST}/contacts/search", json={"contacts": [found], "total": 1})
     rsps.post(f"{HOST}/calendars/events/appointments", json=appointment_response())
-    c.book_appointment(booking())
+    c.book_appointment(contract_booking())
 
 
 def _book_reconciled(c: PMSClient, rsps: responses.RequestsMock) -> None:
@@ -99,7 +88,7 @@ def _book_reconciled(c: PMSClient, rsps: responses.RequestsMock) -> None:
         f"{HOST}/calendars/events",
         json={"events": [calendar_event(title="Cleaning", description="Booking reference: bk-contract")]},
     )
-    c.book_appointment(booking())
+    c.book_appointment(contract_booking())
 
 
 def _read(rsps: responses.RequestsMock) -> None:
@@ -132,13 +121,13 @@ def _report(c: PMSClient, rsps: responses.RequestsMock) -> None:
     rsps.post(f"{HOST}/contacts/upsert", json=upsert_response(REPORT_CONTACT_ID))
     rsps.get(NOTES, json={"notes": []})
     rsps.post(NOTES, status=201, json={"note": note("x")})
-    c.push_performance_report(REPORT)
+    c.push_performance_report(report())
 
 
 def _repush(c: PMSClient, rsps: responses.RequestsMock) -> None:
     rsps.get(NOTES, json={"notes": [note("old\n\nReport id: pms-report-2037-03-01-2037-03-07")]})
     rsps.put(f"{NOTES}/{NOTE_ID}", json={"note": note("new")})
-    c.push_performance_report(REPORT)
+    c.push_performance_report(report())
 
 
 OPERATIONS: dict[str, tuple[Callable[[PMSClient, responses.RequestsMock], None], dict[str, str], list[str]]] = {
