@@ -31,41 +31,18 @@ from ..models import (
     named_timezone,
 )
 from ..provider import Provider
+from . import hubspot_wire as wire
 from ._base import BaseAdapter, text
 from .hubspot_wire import (
-    APPOINTMENT_ID,
-    BODY_REFERENCE,
-    COMPANIES,
     DEAL_TO_CONTACT,
-    DEALS,
-    EXISTING_ID,
-    ID,
-    MEETING_PROPERTIES,
     MEETING_TO_CONTACT,
     MEETING_TO_DEAL,
-    MEETINGS,
     NOTE_BODY_LIMIT,
     NOTE_TO_COMPANY,
-    NOTES,
     HubSpotPaths,
     Kind,
-    associated_ids,
-    association,
-    body_zone_label,
-    mark_outcome_unknown,
-    meeting_body,
-    merged,
-    moved_body,
     parse_error,
     parse_rate_headers,
-    props,
-    read_time,
-    say_half_cancelled,
-    search_filters,
-    split_extra,
-    wire_time,
-    zone,
-    zone_label,
 )
 
 __all__ = [
@@ -116,9 +93,9 @@ class HubSpotAdapter(BaseAdapter):
     # -- book: the contact, then the deal, then the meeting ------------------------------------
 
     def book(self, request: AppointmentRequest) -> Appointment:
-        deal_extra, _ = split_extra(request.extra)
+        deal_extra, _ = wire.split_extra(request.extra)
         contact_id = request.patient.contact_id
-        if contact_id is not None and not ID.fullmatch(contact_id):
+        if contact_id is not None and not wire.ID.fullmatch(contact_id):
             raise ValidationError.single("patient.contact_id", "must be a numeric HubSpot contact id")
         contact_id = contact_id or self._resolve_contact(request)
         deal, existing = self._deal(request, contact_id, deal_extra)
@@ -154,9 +131,9 @@ class HubSpotAdapter(BaseAdapter):
                 )
             meeting_id = self._id(meeting, "book", "meeting")
         except PMSError as exc:
-            mark_outcome_unknown(exc, reference)
+            wire.mark_outcome_unknown(exc, reference)
             raise
-        tz = zone(zone_label(request.timezone, request.start)) or UTC
+        tz = wire.zone(wire.zone_label(request.timezone, request.start)) or UTC
         return Appointment(
             provider=self.provider,
             id=f"{deal_id}:{meeting_id}",
@@ -192,7 +169,7 @@ class HubSpotAdapter(BaseAdapter):
         resp = self.transport.request("POST", path, operation="book", json=body, idempotent=True, expect=(404,))
         results = self.json_object(resp, "book", "the contact read").get("results") if resp.status != 404 else None
         for record in results if isinstance(results, list) else []:
-            value = props(record).get("email") if isinstance(record, dict) else None
+            value = wire.props(record).get("email") if isinstance(record, dict) else None
             if isinstance(value, str) and value.casefold() == email.casefold():
                 return self._id(record, "book", "contact")
         return None
@@ -202,26 +179,13 @@ class HubSpotAdapter(BaseAdapter):
     ) -> str:
         def create_contact() -> str:
             body = {"properties": properties, "associations": []}
-            path = self.paths.objects("contacts")
-            resp = self.transport.request(
-                "POST", path, operation="book", json=body, expect=(409,), reference=request.reference
-            )
-            if resp.status != 409:
-                return self._id(self._created(resp, "book", "contact", request.reference), "book", "contact")
-            # someone made the contact first: its id is in the message
-            answer = resp.json_or_none()
-            match = EXISTING_ID.search(str(answer.get("message")) if isinstance(answer, dict) else "")
-            if match:
+            try:
+                return self._id(self._create("contacts", body, "book", request.reference), "book", "contact")
+            except ConflictError as exc:  # someone made the contact first: its id is in the message
+                match = wire.EXISTING_ID.search(exc.message)
+                if match is None:
+                    raise
                 return match.group(1)
-            info = parse_error(resp)
-            raise ConflictError(
-                f"HubSpot book failed with HTTP 409 {info.code or ''}: {info.message}".replace("  ", " "),
-                status_code=409,
-                code=info.code,
-                request_id=info.request_id,
-                provider=self.provider.value,
-                operation="book",
-            )
 
         return self.create_once(create_contact, find, operation="book", reference=request.reference)
 
@@ -234,20 +198,20 @@ class HubSpotAdapter(BaseAdapter):
             "dealname": f"{request.title} - {request.patient.display_name} [{reference}]",
             "pipeline": self.settings.pipeline_id,
             "dealstage": self.settings.stage_id,
-            "closedate": wire_time(request.start),
+            "closedate": wire.wire_time(request.start),
             **extra,
         }
         ref_property = self.settings.reference_property
         if ref_property is None:
-            payload = {"properties": properties, "associations": [association(contact_id, DEAL_TO_CONTACT)]}
+            payload = {"properties": properties, "associations": [wire.association(contact_id, DEAL_TO_CONTACT)]}
 
-            def create_deal() -> dict[str, Any]:
-                path = self.paths.objects("deals")
-                resp = self.transport.request("POST", path, operation="book", json=payload, reference=reference)
-                return self._created(resp, "book", "deal", reference)
-
-            find = lambda: self._find_deal(reference, contact_id)  # noqa: E731
-            return self.create_once(create_deal, find, operation="book", reference=reference), False
+            deal = self.create_once(
+                lambda: self._create("deals", payload, "book", reference),
+                lambda: self._find_deal(reference, contact_id),
+                operation="book",
+                reference=reference,
+            )
+            return deal, False
         upsert = {"inputs": [{"idProperty": ref_property, "id": reference, "properties": properties}]}
 
         def upsert_deal() -> dict[str, Any]:
@@ -263,7 +227,7 @@ class HubSpotAdapter(BaseAdapter):
             path = self.paths.default_association("deals", self._id(deal, "book", "deal"), "contacts", contact_id)
             self.transport.request("PUT", path, operation="book")
         except PMSError as exc:
-            mark_outcome_unknown(exc, reference)
+            wire.mark_outcome_unknown(exc, reference)
             raise
         return deal, deal.get("new") is False
 
@@ -284,7 +248,7 @@ class HubSpotAdapter(BaseAdapter):
             )
         results = body.get("results")
         result = results[0] if isinstance(results, list) and results else None
-        if not isinstance(result, dict) or not ID.fullmatch(str(result.get("id", ""))):
+        if not isinstance(result, dict) or not wire.ID.fullmatch(str(result.get("id", ""))):
             raise self.unexpected(
                 "book", "the deal upsert returned no deal id", outcome_unknown=True, reference=reference
             )
@@ -304,41 +268,40 @@ class HubSpotAdapter(BaseAdapter):
     def _deal_contact(self, deal_id: str) -> str | None:
         path = self.paths.objects("deals", deal_id)
         resp = self.transport.request("GET", path, operation="book", params={"associations": "contacts"})
-        ids = associated_ids(self.json_object(resp, "book", "the deal"), ("contacts", "contact", "0-1"))
+        ids = wire.associated_ids(self.json_object(resp, "book", "the deal"), ("contacts", "contact", "0-1"))
         return ids[0] if ids else None
 
     def _find_deal(self, reference: str, contact_id: str | None) -> dict[str, Any] | None:
         via = ("contacts", contact_id) if contact_id else None
-        return self._look_up(DEALS, reference, f"[{reference}]", via=via)
+        return self._look_up(wire.DEALS, reference, f"[{reference}]", via=via)
 
     def _find_meeting(self, deal_id: str, reference: str) -> dict[str, Any] | None:
-        return self._look_up(MEETINGS, reference, f"Booking reference: [{reference}]", via=("deals", deal_id))
+        return self._look_up(wire.MEETINGS, reference, f"Booking reference: [{reference}]", via=("deals", deal_id))
 
     def _create_meeting(self, request: AppointmentRequest, contact_id: str, deal_id: str) -> dict[str, Any]:
-        start = wire_time(request.start)
+        start = wire.wire_time(request.start)
         properties = {
             "hs_timestamp": start,
             "hs_meeting_title": request.title,
             "hs_meeting_start_time": start,
-            "hs_meeting_end_time": wire_time(request.end_time),
-            "hs_meeting_body": meeting_body(request),
+            "hs_meeting_end_time": wire.wire_time(request.end_time),
+            "hs_meeting_body": wire.meeting_body(request),
             "hs_meeting_outcome": "SCHEDULED",
         }
         if request.location:
             properties["hs_meeting_location"] = request.location
         if request.notes:
             properties["hs_internal_meeting_notes"] = request.notes
-        properties.update(split_extra(request.extra)[1])
-        associations = [association(contact_id, MEETING_TO_CONTACT), association(deal_id, MEETING_TO_DEAL)]
-        body = {"properties": properties, "associations": associations}
-        path = self.paths.objects("meetings")
-        resp = self.transport.request("POST", path, operation="book", json=body, reference=request.reference)
-        return self._created(resp, "book", "meeting", request.reference)
+        properties.update(wire.split_extra(request.extra)[1])
+        associations = [wire.association(contact_id, MEETING_TO_CONTACT), wire.association(deal_id, MEETING_TO_DEAL)]
+        return self._create(
+            "meetings", {"properties": properties, "associations": associations}, "book", request.reference
+        )
 
     # -- update and cancel: read the meeting, then write ----------------------------------------
 
     def check_id(self, appointment_id: str) -> str:
-        if not isinstance(appointment_id, str) or not APPOINTMENT_ID.fullmatch(appointment_id):
+        if not isinstance(appointment_id, str) or not wire.APPOINTMENT_ID.fullmatch(appointment_id):
             raise ValidationError.single(
                 "appointment_id", "must be a HubSpot booking id '<dealId>:<meetingId>' (two numeric ids)"
             )
@@ -346,7 +309,7 @@ class HubSpotAdapter(BaseAdapter):
 
     def read_booking(self, appointment_id: str, operation: str) -> Appointment:
         path = self.paths.objects("meetings", appointment_id.split(":")[1])
-        params = {"properties": ",".join(MEETING_PROPERTIES)}
+        params = {"properties": ",".join(wire.MEETING_PROPERTIES)}
         resp = self.transport.request("GET", path, operation=operation, params=params)
         return self._appointment(appointment_id, self.json_object(resp, operation, "the meeting"), operation)
 
@@ -354,9 +317,9 @@ class HubSpotAdapter(BaseAdapter):
         deal_id, meeting_id = current.id.split(":")
         new: dict[str, str] = {}
         if changes.start is not None:
-            new["hs_timestamp"] = new["hs_meeting_start_time"] = wire_time(changes.start)
+            new["hs_timestamp"] = new["hs_meeting_start_time"] = wire.wire_time(changes.start)
         if changes.end is not None:
-            new["hs_meeting_end_time"] = wire_time(changes.end)
+            new["hs_meeting_end_time"] = wire.wire_time(changes.end)
         for name, value in (
             ("hs_meeting_title", changes.title),
             ("hs_meeting_location", changes.location),
@@ -365,17 +328,17 @@ class HubSpotAdapter(BaseAdapter):
             if value is not None:
                 new[name] = value
         meeting = current.raw["meeting"]
-        body = props(meeting).get("hs_meeting_body")
+        body = wire.props(meeting).get("hs_meeting_body")
         named = named_timezone(changes.timezone, changes.start)
         if isinstance(body, str):
             # a new zone without a new start re-expresses the current start in that zone
-            moved = moved_body(body, named, changes.start or (current.start if named else None))
+            moved = wire.moved_body(body, named, changes.start or (current.start if named else None))
             if moved != body:
                 new["hs_meeting_body"] = moved
-        meeting = merged(meeting, self._patch("meetings", meeting_id, new, "update"))
+        meeting = wire.merged(meeting, self._patch("meetings", meeting_id, new, "update"))
         deal = None
         if changes.start is not None:
-            deal = self._patch("deals", deal_id, {"closedate": wire_time(changes.start)}, "update")
+            deal = self._patch("deals", deal_id, {"closedate": wire.wire_time(changes.start)}, "update")
         return self._appointment(current.id, meeting, "update", changes=changes, deal=deal)
 
     def cancel(self, appointment_id: str, *, reason: str | None = None) -> Appointment:
@@ -395,9 +358,9 @@ class HubSpotAdapter(BaseAdapter):
             try:
                 patched = self._patch("meetings", meeting_id, {"hs_meeting_outcome": "CANCELED"}, "cancel")
             except PMSError as exc:
-                say_half_cancelled(exc, deal_id, meeting_id)
+                wire.say_half_cancelled(exc, deal_id, meeting_id)
                 raise
-            meeting = merged(meeting, patched)
+            meeting = wire.merged(meeting, patched)
         return self._appointment(current.id, meeting, "cancel", deal=deal, status=AppointmentStatus.CANCELLED)
 
     def _patch(self, object_type: str, object_id: str, properties: Mapping[str, str], operation: str) -> dict[str, Any]:
@@ -416,19 +379,19 @@ class HubSpotAdapter(BaseAdapter):
         status: AppointmentStatus | None = None,
     ) -> Appointment:
         """The booking as its meeting says, in the zone its body records (or one the update names)."""
-        values = props(meeting)
-        start = read_time(values, "hs_meeting_start_time", "hs_timestamp")
-        end = read_time(values, "hs_meeting_end_time")
+        values = wire.props(meeting)
+        start = wire.read_time(values, "hs_meeting_start_time", "hs_timestamp")
+        end = wire.read_time(values, "hs_meeting_end_time")
         title = text(values.get("hs_meeting_title"))
         body = values.get("hs_meeting_body")
-        tz = zone(body_zone_label(body)) if isinstance(body, str) else None
+        tz = wire.zone(wire.body_zone_label(body)) if isinstance(body, str) else None
         if changes is not None:
             start, end, title = changes.start or start, changes.end or end, changes.title or title
-            tz = zone(named_timezone(changes.timezone, changes.start)) or tz
+            tz = wire.zone(named_timezone(changes.timezone, changes.start)) or tz
         if start is None:
             raise self.unexpected(operation, "the meeting has no start time")
         cancelled = str(values.get("hs_meeting_outcome") or "").upper() == "CANCELED"
-        reference = BODY_REFERENCE.search(body) if isinstance(body, str) else None
+        reference = wire.BODY_REFERENCE.search(body) if isinstance(body, str) else None
         return Appointment(
             provider=self.provider,
             id=appointment_id,
@@ -450,11 +413,11 @@ class HubSpotAdapter(BaseAdapter):
             body = body[: max(room - 1, 0)] + "…"
         # the start of the day after the period (UTC): stable, so a re-push does not move the note
         day = report.period_end + _dt.timedelta(days=1)
-        when = wire_time(_dt.datetime(day.year, day.month, day.day, tzinfo=UTC))
+        when = wire.wire_time(_dt.datetime(day.year, day.month, day.day, tzinfo=UTC))
         return {"hs_timestamp": when, "hs_note_body": (body + tail)[:NOTE_BODY_LIMIT]}
 
     def find_report(self, report: PerformanceReport, *, via: tuple[str, str] | None = None) -> str | None:
-        note = self._look_up(NOTES, report.id, f"[pms-report-id: {report.id}]", via=via, settle=via is not None)
+        note = self._look_up(wire.NOTES, report.id, f"[pms-report-id: {report.id}]", via=via, settle=via is not None)
         return None if note is None else self._id(note, "push_report", "note")
 
     def recover_report(self, report: PerformanceReport) -> str | None:
@@ -467,18 +430,17 @@ class HubSpotAdapter(BaseAdapter):
         return resp.status != 404  # a 2xx applied the update, readable answer or not
 
     def create_report(self, report: PerformanceReport, payload: Mapping[str, Any]) -> str:
-        body = {"properties": payload, "associations": [association(self._reports_company_id(), NOTE_TO_COMPANY)]}
-        path = self.paths.objects("notes")
-        resp = self.transport.request("POST", path, operation="push_report", json=body, reference=report.id)
-        return self._id(self._created(resp, "push_report", "note", report.id), "push_report", "note")
+        body = {"properties": payload, "associations": [wire.association(self._reports_company_id(), NOTE_TO_COMPANY)]}
+        return self._id(self._create("notes", body, "push_report", report.id), "push_report", "note")
 
     def _reports_company_id(self) -> str:
         """The configured company, else the "pms-integration reports" company: found by its exact
         name (or created) once per adapter, so the notes show on a company record anyone can open."""
         with self._company_lock:
             if self._reports_company is None:
+                body = {"properties": {"name": REPORTS_COMPANY_NAME}, "associations": []}
                 company = self._find_reports_company() or self.create_once(
-                    self._create_reports_company,
+                    lambda: self._create("companies", body, "push_report", REPORTS_COMPANY_NAME),
                     lambda: self._find_reports_company(settle=True),
                     operation="push_report",
                     reference=REPORTS_COMPANY_NAME,
@@ -488,29 +450,26 @@ class HubSpotAdapter(BaseAdapter):
 
     def _find_reports_company(self, *, settle: bool = False) -> dict[str, Any] | None:
         groups = [{"filters": [{"propertyName": "name", "operator": "EQ", "value": REPORTS_COMPANY_NAME}]}]
-        return self._search_marked(COMPANIES, groups, REPORTS_COMPANY_NAME, settle=settle, exact=True)
-
-    def _create_reports_company(self) -> dict[str, Any]:
-        body = {"properties": {"name": REPORTS_COMPANY_NAME}, "associations": []}
-        path = self.paths.objects("companies")
-        resp = self.transport.request("POST", path, operation="push_report", json=body, reference=REPORTS_COMPANY_NAME)
-        return self._created(resp, "push_report", "company", REPORTS_COMPANY_NAME)
+        return self._search_marked(wire.COMPANIES, groups, REPORTS_COMPANY_NAME, settle=settle, exact=True)
 
     # -- reading answers and looking records up --------------------------------------------------
 
-    def _created(self, resp: HttpResponse, operation: str, what: str, reference: str) -> dict[str, Any]:
-        """The answer to a create; one without a readable id means "created, id unknown"."""
-        body = resp.json_or_none()
-        if not isinstance(body, dict) or not ID.fullmatch(str(body.get("id", ""))):
+    def _create(self, object_type: str, body: Mapping[str, Any], operation: str, reference: str) -> dict[str, Any]:
+        """POST a new record; an answer without a readable id means "created, id unknown"."""
+        path = self.paths.objects(object_type)
+        resp = self.transport.request("POST", path, operation=operation, json=body, reference=reference)
+        record = resp.json_or_none()
+        if not isinstance(record, dict) or not wire.ID.fullmatch(str(record.get("id", ""))):
+            what = object_type[:-1].replace("companie", "company")
             raise self.unexpected(
                 operation, f"the new {what}'s id is missing", outcome_unknown=True, reference=reference
             )
-        return body
+        return record
 
     def _id(self, body: Mapping[str, Any], operation: str, what: str) -> str:
         value = body.get("id")
         value = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-        if not isinstance(value, str) or not ID.fullmatch(value):
+        if not isinstance(value, str) or not wire.ID.fullmatch(value):
             raise self.unexpected(operation, f"the {what} has no numeric id")
         return value
 
@@ -521,7 +480,9 @@ class HubSpotAdapter(BaseAdapter):
         (reads by id are consistent, unlike search, so a record made moments ago is found), then
         by a search for ``token``."""
         found = self._find_associated(kind, *via, marker) if via else None
-        return found or self._search_marked(kind, search_filters(kind.marker_property, token), marker, settle=settle)
+        return found or self._search_marked(
+            kind, wire.search_filters(kind.marker_property, token), marker, settle=settle
+        )
 
     def _find_associated(self, kind: Kind, from_type: str, from_id: str, marker: str) -> dict[str, Any] | None:
         def get(object_type: str, object_id: str, params: dict[str, str]) -> dict[str, Any] | None:
@@ -530,10 +491,10 @@ class HubSpotAdapter(BaseAdapter):
             return None if resp.status == 404 else self.json_object(resp, kind.operation, f"the {object_type[:-1]}")
 
         source = get(from_type, from_id, {"associations": kind.object_type})
-        ids = sorted(associated_ids(source or {}, kind.association_keys), key=int, reverse=True)
+        ids = sorted(wire.associated_ids(source or {}, kind.association_keys), key=int, reverse=True)
         for record_id in ids[:MAX_MEETINGS_CHECKED]:
             record = get(kind.object_type, record_id, {"properties": ",".join(kind.properties)})
-            value = props(record or {}).get(kind.marker_property)
+            value = wire.props(record or {}).get(kind.marker_property)
             if record is not None and isinstance(value, str) and marker in value:
                 return record
         return None
@@ -542,22 +503,16 @@ class HubSpotAdapter(BaseAdapter):
         """Every search result, oldest first, page by page. A look-up that cannot read every page
         (HubSpot's 10,000-result cap, or out of time) fails instead of answering "not found",
         which would lead the caller to create a duplicate."""
-        after, seen, operation = "0", 0, kind.operation
+        after, seen, operation, path = "0", 0, kind.operation, self.paths.search(kind.object_type)
+        body = {"filterGroups": filter_groups, "properties": kind.properties, "sorts": ["hs_object_id"]}
         while True:
-            body = {
-                "filterGroups": filter_groups,
-                "properties": kind.properties,
-                "sorts": ["hs_object_id"],
-                "limit": SEARCH_LIMIT,
-                "after": after,
-            }
-            path = self.paths.search(kind.object_type)
-            resp = self.transport.request("POST", path, operation=operation, json=body, idempotent=True)
+            page = {**body, "limit": SEARCH_LIMIT, "after": after}
+            resp = self.transport.request("POST", path, operation=operation, json=page, idempotent=True)
             data = self.json_object(resp, operation, "the search answer")
             results = data.get("results")
             if not isinstance(results, list):
                 raise self.unexpected(operation, "a search response without results")
-            yield from (r for r in results if isinstance(r, dict) and ID.fullmatch(str(r.get("id", ""))))
+            yield from (r for r in results if isinstance(r, dict) and wire.ID.fullmatch(str(r.get("id", ""))))
             seen += len(results)
             paging = data.get("paging")
             following = paging.get("next") if isinstance(paging, dict) else None
@@ -595,7 +550,7 @@ class HubSpotAdapter(BaseAdapter):
             if wait:
                 self.transport.sleep(wait)
             for record in self._search_pages(kind, filter_groups):
-                value = props(record).get(kind.marker_property)
+                value = wire.props(record).get(kind.marker_property)
                 if isinstance(value, str) and (value == marker if exact else marker in value):
                     return record  # oldest first: several can only come from a race; the oldest wins
         return None
