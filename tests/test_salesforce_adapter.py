@@ -425,10 +425,12 @@ def test_cancel_of_an_already_deleted_event_succeeds_with_its_times(rsps: respon
 
 
 @pytest.mark.parametrize("mode", ["delete", "soft"])
-def test_cancel_of_an_id_that_never_existed_is_not_found(rsps: responses.RequestsMock, mode: str) -> None:
+@pytest.mark.parametrize("operation", ["cancel", "update"])
+def test_an_id_that_never_existed_is_not_found(rsps: responses.RequestsMock, mode: str, operation: str) -> None:
     rsps.get(EVENT_URL, json=sf_error("NOT_FOUND", "The requested resource does not exist"), status=404)
+    a = adapter(PMS_SALESFORCE_CANCEL_MODE=mode)
     with pytest.raises(NotFoundError) as info:
-        adapter(PMS_SALESFORCE_CANCEL_MODE=mode).cancel(EVENT_ID)
+        a.cancel(EVENT_ID) if operation == "cancel" else a.update(EVENT_ID, AppointmentUpdate(location="x"))
     assert info.value.code == "NOT_FOUND"
     assert [m for m, _ in calls(rsps)] == ["GET"]  # nothing written
 
@@ -469,13 +471,6 @@ def test_changing_a_cancelled_booking_is_refused_without_a_write(
         adapter().update(EVENT_ID, AppointmentUpdate(**changes))
     assert info.value.code == "APPOINTMENT_CANCELLED" and info.value.status_code == 409
     assert "book a new appointment" in str(info.value).lower()
-    assert [m for m, _ in calls(rsps)] == ["GET"]
-
-
-def test_update_of_an_id_that_never_existed_is_not_found(rsps: responses.RequestsMock) -> None:
-    rsps.get(EVENT_URL, json=sf_error("NOT_FOUND", "The requested resource does not exist"), status=404)
-    with pytest.raises(NotFoundError):
-        adapter().update(EVENT_ID, AppointmentUpdate(location="x"))
     assert [m for m, _ in calls(rsps)] == ["GET"]
 
 
@@ -680,18 +675,17 @@ def test_error_mapping_table(
         assert "PMS_SALESFORCE_TOKEN" in str(err)
 
 
-def test_rate_limit_on_create_is_retried_not_reconciled(rsps: responses.RequestsMock) -> None:
-    rsps.post(EVENTS, json=sf_error("REQUEST_LIMIT_EXCEEDED", "ConcurrentPerOrgLongTxn Limit exceeded."), status=403)
+@pytest.mark.parametrize(
+    ("status", "code", "message"),
+    [(403, "REQUEST_LIMIT_EXCEEDED", "ConcurrentPerOrgLongTxn Limit exceeded."), (400, "UNABLE_TO_LOCK_ROW", "locked")],
+)
+def test_a_create_refused_without_writing_is_retried_not_reconciled(
+    rsps: responses.RequestsMock, status: int, code: str, message: str
+) -> None:
+    rsps.post(EVENTS, json=sf_error(code, message), status=status)
     rsps.post(EVENTS, json=created(EVENT_ID), status=201)
     assert adapter().book(req()).id == EVENT_ID
     assert [m for m, _ in calls(rsps)] == ["POST", "POST"]
-
-
-def test_row_lock_on_create_is_retried(rsps: responses.RequestsMock) -> None:
-    rsps.post(EVENTS, json=sf_error("UNABLE_TO_LOCK_ROW", "unable to obtain exclusive access", []), status=400)
-    rsps.post(EVENTS, json=created(EVENT_ID), status=201)
-    assert adapter().book(req()).id == EVENT_ID
-    assert len(rsps.calls) == 2
 
 
 def http(status: int, text: str) -> HttpResponse:
@@ -859,21 +853,20 @@ def test_refresh_network_failure_is_a_transport_error(rsps: responses.RequestsMo
     assert [m for m, _ in calls(rsps)] == ["GET", "PATCH", "POST", "GET", "PATCH", "POST", "PATCH"]
 
 
-def test_replayed_request_rejected_again_is_an_authentication_error(rsps: responses.RequestsMock) -> None:
+@pytest.mark.parametrize(
+    ("env", "sent"),
+    [({}, ["GET", "PATCH"]), (REFRESH_ENV, ["GET", "PATCH", "POST", "PATCH"])],
+    ids=["no refresh variables", "replay rejected again"],
+)
+def test_a_401_a_refresh_cannot_cure_is_an_authentication_error(
+    rsps: responses.RequestsMock, env: dict[str, str], sent: list[str]
+) -> None:
     live_event(rsps)
     rsps.patch(EVENT_URL, json=sf_error("INVALID_SESSION_ID", "Session expired or invalid"), status=401)
     rsps.post(TOKEN_URL, json={"access_token": "tokenB-123456-long-enough-x"})
     with pytest.raises(AuthenticationError):
-        adapter(**REFRESH_ENV).update(EVENT_ID, AppointmentUpdate(location="x"))
-    assert [m for m, _ in calls(rsps)] == ["GET", "PATCH", "POST", "PATCH"]
-
-
-def test_no_refresh_without_its_variables(rsps: responses.RequestsMock) -> None:
-    live_event(rsps)
-    rsps.patch(EVENT_URL, json=sf_error("INVALID_SESSION_ID", "Session expired or invalid"), status=401)
-    with pytest.raises(AuthenticationError):
-        adapter().update(EVENT_ID, AppointmentUpdate(location="x"))
-    assert len(rsps.calls) == 2
+        adapter(**env).update(EVENT_ID, AppointmentUpdate(location="x"))
+    assert [m for m, _ in calls(rsps)] == sent
 
 
 def test_expired_token_on_create_refreshes_and_creates_once(rsps: responses.RequestsMock) -> None:
