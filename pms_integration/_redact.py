@@ -1,24 +1,10 @@
 """Scrubbing of secrets out of text that may reach a log, an exception or a response.
 
-Every token the library is configured with is registered here (see :class:`config.Secret`).
-
-Where a secret *can* occur, it is masked:
-
-* :func:`redact` - free text that came from outside the library's own data: a vendor's error
-  body or message, a header value, a URL or query string, the text of an exception raised by
-  ``requests`` or by the caller's own code. Registered secrets are masked wherever they occur,
-  and patterns catch bearer headers, ``token=...`` pairs and the shapes of well-known vendor
-  tokens even when they were never configured (a token echoed back by a vendor, say). The
-  patterns keep quotes, so a JSON document stays JSON.
-* :func:`redact_data` - the same for a JSON-ready structure (a vendor's parsed response kept as
-  ``raw``): every string is redacted on its own, so the structure, and the JSON made from it,
-  stays valid.
-* :func:`redact_path` - a field path or reference built from the caller's own data: only a
-  whole segment that *is* a registered secret is masked, never a piece of a longer value.
-
-The library's own structured output (an ``Appointment`` or ``ReportReceipt`` printed by the CLI
-or answered by the HTTP server) is not passed through any of these: a secret that happens to be
-``2031`` must not turn a start time into ``[redacted]-01-01``.
+Every configured token is registered here (:class:`config.Secret`). :func:`redact` masks free
+text from outside (vendor bodies, headers, URLs, exception text), :func:`redact_data` every string
+of a JSON-ready structure, :func:`redact_path` only whole segments of the caller's own field paths.
+The library's own models go out as they are, only their vendor ``raw`` redacted (:func:`redact_raw`),
+so a secret that reads ``2031`` never masks a start time. See docs/errors.md, "What is masked, and where".
 """
 
 from __future__ import annotations
