@@ -181,6 +181,19 @@ def test_the_env_template_is_generated_from_the_declarations() -> None:
     assert load_config(listed, env_file=None).enabled() == []  # copied as is, it enables nothing
 
 
+def test_python_m_config_rewrites_the_generated_tables_and_the_template(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pms_integration.config import _page_with_variables, env_template
+    from pms_integration.config.__main__ import main
+
+    page = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    start, end = page.index("### General"), page.index("<!-- end of the generated tables -->")
+    (tmp_path / "page.md").write_text(page[:start] + "stale table\n" + page[end:], encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    main(["page.md", "env.txt"])
+    assert (tmp_path / "page.md").read_text(encoding="utf-8") == page == _page_with_variables(page)
+    assert (tmp_path / "env.txt").read_text(encoding="utf-8") == env_template()
+
+
 def test_the_server_token_is_declared_with_the_general_variables() -> None:
     from pms_integration.server import TOKEN_VARIABLE
 
