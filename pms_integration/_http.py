@@ -52,16 +52,7 @@ from .errors import (
 )
 from .models import ProviderName
 
-__all__ = [
-    "Transport",
-    "Runtime",
-    "HttpResponse",
-    "ErrorInfo",
-    "BearerAuth",
-    "Auth",
-    "USER_AGENT",
-    "should_retry",
-]
+__all__ = ["Transport", "Runtime", "HttpResponse", "ErrorInfo", "BearerAuth", "Auth", "USER_AGENT", "should_retry"]
 
 log = logging.getLogger("pms_integration.http")
 USER_AGENT = f"pms-integration/{__version__} python-requests/{requests.__version__}"
@@ -93,16 +84,14 @@ def _request_id(headers: Mapping[str, str]) -> str | None:
 # -- the watchdog: a whole request, not each socket read, is bounded ---------------------------
 
 
+@attrs.define(eq=False)
 class _Watch:
     """One request's cut-off (on ``time.monotonic``) and the connection it is using."""
 
-    __slots__ = ("at", "closed", "conn", "fired")
-
-    def __init__(self, at: float) -> None:
-        self.at = at
-        self.conn: Any = None
-        self.fired = False
-        self.closed = False
+    at: float
+    conn: Any = None
+    fired: bool = False
+    closed: bool = False
 
 
 def _cut(conn: Any) -> None:
@@ -275,10 +264,9 @@ class HttpResponse:
         return _json.loads(self.text)
 
     def json_or_none(self) -> Any:
-        try:
+        with contextlib.suppress(ValueError):
             return self.json()
-        except ValueError:
-            return None
+        return None
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)
@@ -379,6 +367,11 @@ def _verdict(
     return _Retry(error, delay, why) if retry else error
 
 
+def _failure(retry_state: tenacity.RetryCallState) -> _Retry | None:
+    failure = retry_state.outcome.exception() if retry_state.outcome is not None else None
+    return failure if isinstance(failure, _Retry) else None
+
+
 class _wait_asked(wait_base):
     """The wait the failed answer asked for (``Retry-After``, a rate-limit window), else ``backoff``."""
 
@@ -386,9 +379,8 @@ class _wait_asked(wait_base):
         self.backoff = backoff
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        outcome = retry_state.outcome
-        failure = outcome.exception() if outcome is not None else None
-        asked = failure.delay if isinstance(failure, _Retry) else None
+        failure = _failure(retry_state)
+        asked = failure.delay if failure is not None else None
         return self.backoff(retry_state) if asked is None else asked
 
 
@@ -407,16 +399,17 @@ def _retrying(policy: RetryPolicy, sleep: Callable[[float], None], provider: Pro
     """The transport's retry loop: every attempt, the first included, runs inside it."""
 
     def log_wait(retry_state: tenacity.RetryCallState) -> None:
-        outcome = retry_state.outcome
-        failure = outcome.exception() if outcome is not None else None
-        why = failure.why if isinstance(failure, _Retry) and failure.why else "backoff after a failed attempt"
-        delay, number = retry_state.upcoming_sleep, retry_state.attempt_number
-        if delay > WARN_WAITS_OVER:
-            log.warning(
-                "%s: waiting %.1f s before retrying (attempt %d failed): %s", provider.value, delay, number, why
-            )
-        else:
-            log.debug("%s: retrying in %.2f s (attempt %d): %s", provider.value, delay, number, why)
+        failure, delay = _failure(retry_state), retry_state.upcoming_sleep
+        why = failure.why if failure is not None and failure.why else "backoff after a failed attempt"
+        level = logging.WARNING if delay > WARN_WAITS_OVER else logging.DEBUG
+        log.log(
+            level,
+            "%s: waiting %.2f s before retrying (attempt %d failed): %s",
+            provider.value,
+            delay,
+            retry_state.attempt_number,
+            why,
+        )
 
     backoff = tenacity.wait_exponential_jitter(
         multiplier=policy.backoff_initial, max=policy.backoff_max, jitter=policy.jitter
@@ -444,6 +437,10 @@ class _Call:
     timeout: float = 0.0
     by_deadline: bool = False
     started: float = 0.0
+
+    @property
+    def path(self) -> str:
+        return _log_path(self.url)
 
 
 def _never_sent(exc: requests.ConnectionError) -> bool:
@@ -566,21 +563,17 @@ class Transport:
         self.auth = auth
         self.timeout = timeout
         self.token_variable = token_variable
-        self.error_parser = error_parser
-        self.rate_header_parser = rate_header_parser
-        self.policy = policy or RetryPolicy()
-        self.sleep = sleep
-        self.clock = clock
+        self.error_parser, self.rate_header_parser = error_parser, rate_header_parser
+        self.policy, self.sleep, self.clock = policy or RetryPolicy(), sleep, clock
         #: The vendor's documented rate-limit window in seconds: how long a 429 that names no
         #: ``Retry-After`` (and whose headers name no window) is waited out.
         self.rate_limit_window = rate_limit_window
-        self.limiter = (
-            RateLimiter(
-                rate_limit.requests, rate_limit.per_seconds, clock=clock, sleep=sleep, on_wait=self._limiter_waits
+        self.limiter: RateLimiter | None = None
+        if rate_limit:
+            on_wait = self._limiter_waits
+            self.limiter = RateLimiter(
+                rate_limit.requests, rate_limit.per_seconds, clock=clock, sleep=sleep, on_wait=on_wait
             )
-            if rate_limit
-            else None
-        )
         self._retrying = _retrying(self.policy, sleep, provider)
         self.session = session or requests.Session()
         # requests re-reads proxy variables and ~/.netrc on every call when trust_env is on -
@@ -594,10 +587,10 @@ class Transport:
         adapter = _WatchedAdapter(pool_connections=4, pool_maxsize=POOL_SIZE, max_retries=0)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
-        self.session.headers["User-Agent"] = USER_AGENT
-        self.session.headers["Accept"] = "application/json"
         # only the encodings whose inflated size the transport can cap itself
-        self.session.headers["Accept-Encoding"] = "gzip, deflate"
+        self.session.headers.update(
+            {"User-Agent": USER_AGENT, "Accept": "application/json", "Accept-Encoding": "gzip, deflate"}
+        )
         # Session defaults, proxies and CA settings merged once: each request is prepared here
         # and handed to Session.send, skipping Session.request's per-call merging (about a
         # tenth of a millisecond of CPU per request in requests 2.3x).
@@ -618,10 +611,8 @@ class Transport:
         self._info_lock = threading.Lock()
         self._rate_info: RateLimitInfo | None = None
         self.request_count = 0
-        # "not before": no request leaves before this time on ``clock`` (a vendor's Retry-After)
-        self._not_before = float("-inf")
-        self._not_before_why = ""
-        self._not_before_status = 503
+        # (until, why, status): no request leaves before ``until`` on ``clock`` (a vendor's Retry-After)
+        self._held: tuple[float, str, int] = (float("-inf"), "", 503)
 
     @property
     def rate_limit_info(self) -> RateLimitInfo | None:
@@ -675,20 +666,18 @@ class Transport:
         headers: Mapping[str, str] | None = None,
         max_body: int | None = None,
     ) -> HttpResponse:
-        """One request outside the API's auth, limiter and retries, bounded like every other.
+        """One request outside the API's auth, limiter and retries (an OAuth token refresh, say).
 
-        For requests that carry their own credentials (an OAuth token refresh, say): the
-        whole exchange is cut off at the per-request timeout or the operation's deadline,
-        whichever is sooner, the body is read up to ``max_body`` bytes (``MAX_ERROR_BODY_BYTES``
-        by default; more is :class:`ResponseTooLargeError`), and a redirect is returned as it
-        is, never followed. A failure is a :class:`TransportError` and is not retried here.
+        Bounded like every other: cut off at the timeout or the deadline, the body read up to
+        ``max_body`` bytes (``MAX_ERROR_BODY_BYTES`` by default; more is :class:`ResponseTooLargeError`),
+        a redirect returned, never followed. A failure is a :class:`TransportError`, not retried.
         """
         # a token refresh changes no booking: idempotent, so a lost answer is no "may have been applied"
         call = _Call(method, url, operation, idempotent=True)
         call.timeout, call.by_deadline = self._timeout()
         limit = self.MAX_ERROR_BODY_BYTES if max_body is None else max_body
         try:
-            return self._send(call, {**self._base_headers, **(headers or {})}, None, _ANY_STATUS, limit, {"data": data})
+            return self._send(call, {**self._base_headers, **(headers or {})}, None, _ANY_STATUS, limit, data=data)
         except _Retry as exc:  # one try only, whatever the table says
             raise exc.error from exc.error.__cause__
 
@@ -705,7 +694,7 @@ class Transport:
             slot = self._acquire_slot()
             hdrs = {**self._base_headers, **(headers or {})}
             marker = self.auth.apply(hdrs)
-            resp = self._send(call, hdrs, slot, expect, self.MAX_BODY_BYTES, body)
+            resp = self._send(call, hdrs, slot, expect, self.MAX_BODY_BYTES, **body)
             if log.isEnabledFor(logging.INFO):
                 request_id = _request_id(resp.headers)
                 log.info(
@@ -718,22 +707,16 @@ class Transport:
                     call.number,
                     f", request id {request_id}" if request_id else "",
                 )
-            self._observe(resp)
+            quota = self._observe(resp)
             if resp.status < 300 or resp.status in expect:
                 return resp
             if resp.status == 401 and not replayed and self.auth.refresh(marker):
                 replayed = True
                 continue
-            raise self._failed(resp, call)
+            raise self._failed(resp, call, quota)
 
     def _send(
-        self,
-        call: _Call,
-        hdrs: dict[str, str],
-        slot: Slot | None,
-        expect: Container[int],
-        limit: int,
-        body: dict[str, Any],
+        self, call: _Call, hdrs: dict[str, str], slot: Slot | None, expect: Container[int], limit: int, **body: Any
     ) -> HttpResponse:
         """One exchange on the wire under the watchdog: a success body (``< 300`` or in ``expect``)
         is read up to ``limit`` bytes, an error body up to ``MAX_ERROR_BODY_BYTES`` (the rest is
@@ -771,7 +754,7 @@ class Transport:
             text = data.decode(encoding, errors="replace")
         except LookupError:
             text = data.decode("utf-8", errors="replace")
-        return HttpResponse(raw.status_code, raw.headers, text, call.method, _log_path(call.url))
+        return HttpResponse(raw.status_code, raw.headers, text, call.method, call.path)
 
     # -- failures: typed first, then held and judged ---------------------------------------------
 
@@ -792,17 +775,8 @@ class Transport:
             # requests keeps the prepared request - Authorization header included - on the
             # exception; it will travel as our error's __cause__, so drop it
             exc.request = exc.response = None
-        elapsed = (time.perf_counter() - call.started) * 1000
-        path = _log_path(call.url)
-        log.info(
-            "%s %s %s -> %s after %.0f ms (attempt %d)",
-            self.provider.value,
-            call.method,
-            path,
-            kind,
-            elapsed,
-            call.number,
-        )
+        elapsed, who = (time.perf_counter() - call.started) * 1000, f"{self.provider.value} {call.method} {call.path}"
+        log.info("%s -> %s after %.0f ms (attempt %d)", who, kind, elapsed, call.number)
         label, operation = self.provider.label, call.operation
         # a bad URL or header: requests refused it before sending, and it would refuse it again
         local = isinstance(exc, requests.RequestException) and not isinstance(
@@ -834,18 +808,20 @@ class Transport:
         error.__cause__ = exc
         return _verdict(error, call.idempotent, retryable=False if local else None)
 
-    def _failed(self, resp: HttpResponse, call: _Call) -> Exception:
+    def _failed(self, resp: HttpResponse, call: _Call, quota: RateLimitInfo | None) -> Exception:
         """An error answer: typed, then the transport held if it asked to wait, then the verdict."""
         try:
             info = self.error_parser(resp)
         except Exception:  # noqa: BLE001 - a parser must never turn an error into a crash
             info = default_error_parser(resp)
-        error, wait, why = self._classify(resp, info, call)
+        error, wait, why = self._classify(resp, info, call, quota)
         if wait is not None and isinstance(error, (RateLimitError, ServerError)):
             self._hold(wait, why, resp.status)  # every request through this transport, not only the retry
         return _verdict(error, call.idempotent, wait, why, info.retryable)
 
-    def _classify(self, resp: HttpResponse, info: ErrorInfo, call: _Call) -> tuple[APIError, float | None, str]:
+    def _classify(
+        self, resp: HttpResponse, info: ErrorInfo, call: _Call, quota: RateLimitInfo | None
+    ) -> tuple[APIError, float | None, str]:
         """The typed error for an error answer, the wait it asked for (``None``: none) and why."""
         status, operation = resp.status, call.operation
         cls = info.error_class or error_class_for_status(status)
@@ -863,7 +839,8 @@ class Transport:
         why = f"{operation} answered HTTP {status}" + (f" with Retry-After {wait:g} s" if wait is not None else "")
         if issubclass(cls, RateLimitError) and wait is None and info.retryable is not False:
             # no Retry-After: wait out the window the vendor counts in, not a short backoff
-            wait = self._window(resp)
+            window = quota.interval_seconds if quota is not None else None
+            wait = float(window) if window is not None and window > 0 else self.rate_limit_window
             if wait is not None:
                 why = f"{operation} answered HTTP {status} without Retry-After; waiting out the {wait:g} s rate-limit window"
         ambiguous = issubclass(cls, ServerError) and not call.idempotent
@@ -889,16 +866,14 @@ class Transport:
 
     def _hold(self, seconds: float, why: str, status: int) -> None:
         """No request leaves this transport for ``seconds`` (capped at ``max_retry_after``)."""
-        seconds = min(max(seconds, 0.0), self.policy.max_retry_after)
+        until = self.clock() + min(max(seconds, 0.0), self.policy.max_retry_after)
         with self._info_lock:
-            until = self.clock() + seconds
-            if until > self._not_before:
-                self._not_before, self._not_before_why, self._not_before_status = until, why, status
+            if until > self._held[0]:
+                self._held = (until, why, status)
 
     def _honour_hold(self, operation: str) -> None:
         """Wait out a vendor's Retry-After before any request; raise if the deadline is nearer."""
-        with self._info_lock:
-            until, why, status = self._not_before, self._not_before_why, self._not_before_status
+        until, why, status = self._held
         wait = until - self.clock()
         if wait <= 0:
             return
@@ -918,30 +893,18 @@ class Transport:
             log.warning("%s: waiting %.1f s before %s: %s", self.provider.value, wait, operation, why)
         self.sleep(wait)
 
-    def _quota(self, resp: HttpResponse) -> RateLimitInfo | None:
-        """What the answer's rate-limit headers say (odd headers must not fail a good answer)."""
-        if self.rate_header_parser is None:
-            return None
+    def _observe(self, resp: HttpResponse) -> RateLimitInfo | None:
+        """Note (and return) what the answer's rate-limit headers say; odd ones never fail an answer."""
         try:
-            return self.rate_header_parser(resp.headers)
+            info = None if self.rate_header_parser is None else self.rate_header_parser(resp.headers)
         except Exception:  # noqa: BLE001
             return None
-
-    def _observe(self, resp: HttpResponse) -> None:
-        info = self._quota(resp)
-        if info is None:
-            return
-        with self._info_lock:
-            self._rate_info = info
-        if self.limiter is not None:
-            self.limiter.observe(info)
-
-    def _window(self, resp: HttpResponse) -> float | None:
-        """The rate-limit window this response's headers describe, else the vendor's documented one."""
-        info = self._quota(resp)
-        if info is not None and info.interval_seconds and info.interval_seconds > 0:
-            return float(info.interval_seconds)
-        return self.rate_limit_window
+        if info is not None:
+            with self._info_lock:
+                self._rate_info = info
+            if self.limiter is not None:
+                self.limiter.observe(info)
+        return info
 
     def _timeout(self) -> tuple[float, bool]:
         """Seconds this request may take in all, and whether the operation's deadline set it."""
