@@ -374,14 +374,29 @@ class GoHighLevelBase(BaseAdapter):
         )
         if match is None:
             return None
+        zone = recorded_zone(match) or self.selected_zone(request.timezone, request.start)
+        return self.booked(match, request, zone, contact_id)
+
+    def booked(
+        self,
+        record: Mapping[str, Any],
+        request: AppointmentRequest,
+        zone: str | None,
+        contact_id: str | None = None,
+        *,
+        creates: bool = False,
+    ) -> Appointment:
+        """``record`` as the booking ``request`` made; the request fills in what the record lacks.
+        With ``creates``, a record without a usable id leaves the create's outcome unknown."""
         return self.appointment(
-            match,
+            record,
             "book",
+            creates=creates,
             reference=request.reference,
             start=request.start,
             end=request.end_time,
             contact_id=contact_id,
-            zone=recorded_zone(match) or self.selected_zone(request.timezone, request.start),
+            zone=zone,
         )
 
     def window(self, request: AppointmentRequest) -> tuple[str, str]:
@@ -484,16 +499,9 @@ class GoHighLevelV2Adapter(GoHighLevelBase):
         body = self.appointment_body(request, contact_id)
         ref = request.reference
         resp = self.send("POST", "/calendars/events/appointments", operation="book", json=body, reference=ref)
-        return self.appointment(
-            self.answer(resp, "book", creates=True, reference=ref),
-            "book",
-            creates=True,
-            reference=ref,
-            start=request.start,
-            end=request.end_time,
-            contact_id=contact_id,
-            zone=self.selected_zone(request.timezone, request.start),
-        )
+        data = self.answer(resp, "book", creates=True, reference=ref)
+        zone = self.selected_zone(request.timezone, request.start)
+        return self.booked(data, request, zone, contact_id, creates=True)
 
     def find_booking(self, request: AppointmentRequest, contact_id: str | None = None) -> Appointment | None:
         """``GET /calendars/events`` in the slot's window (read-only, so safe after an ambiguous create)."""

@@ -84,31 +84,15 @@ class GoHighLevelV1Adapter(GoHighLevelBase):
                 type(exc).__name__,
             )
             return booked
-        return self.appointment(
-            record,
-            "book",
-            reference=request.reference,
-            start=request.start,
-            end=request.end_time,
-            contact_id=booked.contact_id,
-            zone=zone,
-        )
+        return self.booked(record, request, zone, booked.contact_id)
 
     def create_booking(self, request: AppointmentRequest) -> Appointment:
         body, ref = self.appointment_body(request), request.reference
         resp = self.transport.request("POST", "/appointments/", operation="book", json=body, reference=ref)
         data = self.answer(resp, "book", creates=True, reference=ref)  # {id, contactId, contact}
         contact = data.get("contact")
-        return self.appointment(
-            data,
-            "book",
-            creates=True,
-            reference=ref,
-            start=request.start,
-            end=request.end_time,
-            contact_id=text(contact.get("id")) if isinstance(contact, dict) else None,
-            zone=str(body["selectedTimezone"]),
-        )
+        contact_id = text(contact.get("id")) if isinstance(contact, dict) else None
+        return self.booked(data, request, str(body["selectedTimezone"]), contact_id, creates=True)
 
     def find_booking(self, request: AppointmentRequest) -> Appointment | None:
         """``GET /appointments/`` in the slot's window; the reference, else the same e-mail or phone."""
