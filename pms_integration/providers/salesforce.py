@@ -286,8 +286,9 @@ class SalesforceAdapter(BaseAdapter):
             cancelled = self._gone(resp, operation)  # NotFoundError unless it is in the recycle bin
             record: dict[str, Any] = {"Id": appointment_id, "IsDeleted": True}
             if operation == "cancel":
-                soql = f"SELECT {_EVENT_FIELDS.replace(',', ', ')} FROM Event WHERE Id = {soql_string(appointment_id)}"  # noqa: S608
-                record.update(next(iter(self._query(soql, operation, resource="queryAll")), {}))
+                where = f"FROM Event WHERE Id = {soql_string(appointment_id)}"
+                rows = self._query(f"SELECT {_EVENT_FIELDS.replace(',', ', ')} {where}", operation, resource="queryAll")
+                record.update(rows[0] if rows else {})
         else:
             record = self.json_object(resp, operation, "the Event record")
             marked = str(record.get("Subject") or "").startswith(CANCELLED_PREFIX)
@@ -298,15 +299,13 @@ class SalesforceAdapter(BaseAdapter):
 
     def write_update(self, current: Appointment, changes: AppointmentUpdate) -> Appointment:
         record = current.raw["read"]
-        subject = str(record.get("Subject") or "")
+        subject, description = str(record.get("Subject") or ""), str(record.get("Description") or "")
         fields = {
             "StartDateTime": utc_text(changes.start) if changes.start else None,
             "EndDateTime": utc_text(changes.end) if changes.end else None,
             "Location": None if changes.location is None else changes.location[:LOCATION_MAX],
             "Subject": None if changes.title is None else _retitle(subject, changes.title),
-            "Description": None
-            if changes.notes is None
-            else _renote(str(record.get("Description") or ""), changes.notes),
+            "Description": None if changes.notes is None else _renote(description, changes.notes),
         }
         patch = {key: value for key, value in fields.items() if value is not None}
         if self._write("PATCH", f"Event/{current.id}", "update", patch):
