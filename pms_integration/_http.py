@@ -862,7 +862,8 @@ class Transport:
     # -- waits: the vendor's Retry-After, the client-side limiter, the deadline ------------------
 
     def _limiter_waits(self, seconds: float, why: str) -> None:
-        log.warning("%s: waiting %.1f s for a request slot: %s", self.provider.value, seconds, why)
+        level = logging.WARNING if seconds > WARN_WAITS_OVER else logging.DEBUG
+        log.log(level, "%s: waiting %.1f s for a request slot: %s", self.provider.value, seconds, why)
 
     def _hold(self, seconds: float, why: str, status: int) -> None:
         """No request leaves this transport for ``seconds`` (capped at ``max_retry_after``)."""

@@ -1,20 +1,6 @@
-"""A client-side rate limiter shared by every thread of a client.
-
-The vendors count requests when they *arrive*; a client can only see when it *sends* (when a
-thread is granted a slot) and when the answer *comes back*. A thread granted a slot may be
-descheduled before its request leaves, so counting grants alone lets two windows' worth of
-arrivals bunch up on a busy machine. The rule here does not depend on scheduling:
-
-    request number ``i`` is granted only once every request up to ``i - N`` has come back
-    and ``window`` has passed since the last of them came back.
-
-A request arrives after it was granted and before its answer comes back, so any ``N + 1``
-requests include two, ``j <= i - N``, whose arrivals are at least one window apart: no window
-at the vendor can ever hold more than ``N`` of them, however late a thread runs. A burst still
-goes out at full speed (the first ``N`` need nothing), and afterwards slots open at the pace
-the previous window's answers came back, which keeps throughput close to the limit.
-
-Vendor headers that report the remaining quota tighten it further (:meth:`RateLimiter.observe`).
+"""A client-side rate limiter shared by every thread of a client: it counts answers, not grants,
+so no window at the vendor ever holds more than N arrivals however threads are scheduled.
+The rule and why it holds: docs/reliability.md, "Client-side rate limits".
 """
 
 from __future__ import annotations
@@ -53,17 +39,16 @@ class LimiterTimeout(Exception):
 
 
 class Slot:
-    """One granted request: when it was granted, when its answer came back, how long it waited."""
+    """One granted request: when it was granted, and when its answer came back."""
 
-    __slots__ = ("done", "granted", "waited")
+    __slots__ = ("done", "granted")
 
-    def __init__(self, granted: float, waited: float) -> None:
+    def __init__(self, granted: float) -> None:
         self.granted = granted
         self.done: float | None = None
-        self.waited = waited
 
 
-#: Called before a wait of more than a second: ``(seconds, why)``.
+#: Called before every wait for a slot: ``(seconds, why)``.
 WaitHook = Callable[[float, str], None]
 
 
@@ -79,8 +64,6 @@ class RateLimiter:
 
     #: Safety margin on each window (clock granularity between us and the vendor).
     MARGIN = 0.03
-    #: Waits longer than this many seconds are reported to ``on_wait``.
-    REPORT_WAITS_OVER = 1.0
 
     def __init__(
         self,
@@ -162,7 +145,7 @@ class RateLimiter:
                 if at is not None:
                     if timeout is not None and at - start > timeout:
                         raise LimiterTimeout(at - now)
-                    slot = Slot(max(at, now), max(at - start, 0.0))
+                    slot = Slot(max(at, now))
                     self._slots.append(slot)
                     self._fold(now)
                     break
@@ -173,7 +156,7 @@ class RateLimiter:
                 self._cond.wait(0.25 if left is None else min(left, 0.25))
         wait = slot.granted - now
         if wait > 0:
-            if wait > self.REPORT_WAITS_OVER and self.on_wait is not None:
+            if self.on_wait is not None:
                 self.on_wait(wait, why)
             self._sleep(wait)
         return slot

@@ -1,9 +1,7 @@
-"""Retry policy and per-operation deadlines.
+"""Retry policy and per-operation deadlines (the transport's tenacity loop reads both).
 
-The transport decides *whether* a failure may be retried (see the table in docs/errors.md); this
-module says *how long to wait* and *when to stop*. Every operation (a booking may take several
-requests) runs under one :class:`Deadline`, carried in a context variable so that nested calls
-and retries all see the same budget.
+Every operation (a booking may take several requests) runs under one :class:`Deadline`, carried
+in a context variable so that nested calls and retries all see the same budget.
 """
 
 from __future__ import annotations
@@ -11,7 +9,6 @@ from __future__ import annotations
 import contextvars
 import datetime
 import math
-import random
 import time
 from collections.abc import Callable
 
@@ -22,12 +19,11 @@ __all__ = ["RetryPolicy", "Deadline", "deadline_scope", "current_deadline", "par
 
 @attrs.frozen
 class RetryPolicy:
-    """How hard the transport tries.
+    """How hard the transport tries (docs/errors.md, "What the library retries for you").
 
-    ``max_attempts`` counts the first try. Backoff is exponential from ``backoff_initial`` to
-    ``backoff_max`` seconds with up to ``jitter`` seconds of random spread. A vendor's
-    ``Retry-After`` is honoured up to ``max_retry_after`` seconds; longer waits are not made
-    (the error is raised with ``retry_after`` set, so the caller can decide).
+    ``max_attempts`` counts the first try. Backoff doubles from ``backoff_initial`` up to
+    ``backoff_max`` seconds, plus up to ``jitter`` seconds. No wait over ``max_retry_after`` is
+    made (the error is raised with ``retry_after`` set, so the caller can decide).
     """
 
     max_attempts: int = 3
@@ -35,12 +31,6 @@ class RetryPolicy:
     backoff_max: float = 8.0
     jitter: float = 0.5
     max_retry_after: float = 30.0
-
-    def backoff(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based), with jitter."""
-        factor: float = 2.0 ** max(attempt - 1, 0)
-        base = min(self.backoff_max, self.backoff_initial * factor)
-        return min(self.backoff_max, base + random.uniform(0, self.jitter))
 
 
 class Deadline:
