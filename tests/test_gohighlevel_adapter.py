@@ -305,15 +305,7 @@ def test_v2_book_merges_extra_and_location(rsps: responses.RequestsMock) -> None
 
 def test_v2_book_slot_taken_is_a_conflict_and_not_retried(rsps: responses.RequestsMock) -> None:
     rsps.post(UPSERT, json=upsert_response())
-    rsps.post(
-        CREATE,
-        status=400,
-        json={
-            "statusCode": 400,
-            "message": "The slot you have selected is no longer available.",
-            "error": "Bad Request",
-        },
-    )
+    rsps.post(CREATE, status=400, json=v2_error(400, SLOT_TAKEN, "Bad Request"))
     with client() as c, pytest.raises(ConflictError) as info:
         c.book_appointment(booking())
     err = info.value
@@ -669,81 +661,42 @@ def test_create_response_without_id_is_unexpected_and_reconciled(rsps: responses
 # error mapping
 
 
+def v2_error(status: int, message: Any, error: str | None = None) -> dict[str, Any]:
+    """A v2 error body (``message`` may be a list)."""
+    return {"statusCode": status, "message": message, **({"error": error} if error else {})}
+
+
+SLOT_TAKEN = "The slot you have selected is no longer available."
+UNKNOWN_FIELDS = ["property selectedSlot should not exist", "startTime must be a string"]
+V1_MANDATORY = {
+    f"selected{name}": {"message": f"The selected {name.lower()} field is mandatory.", "rule": "required"}
+    for name in ("Slot", "Timezone")
+}
+# fmt: off
 ERROR_TABLE = [
     # (status, body, class, code, fields, text in message)
-    (400, {"statusCode": 400, "message": "Bad Request"}, InvalidRequestError, None, (), "Bad Request"),
-    (
-        400,
-        {"statusCode": 400, "message": "The slot you have selected is no longer available.", "error": "Bad Request"},
-        ConflictError,
-        "SLOT_UNAVAILABLE",
-        (),
-        "no longer available",
-    ),
-    (
-        401,
-        {"statusCode": 401, "message": "Invalid token: access token is invalid", "error": "Unauthorized"},
-        AuthenticationError,
-        None,
-        (),
-        "PMS_GHL_API_KEY",
-    ),
-    (401, {"statusCode": 401, "message": "Invalid JWT"}, AuthenticationError, None, (), "Invalid JWT"),
-    (
-        401,
-        {"statusCode": 401, "message": "version header was not found.", "error": "Unauthorized"},
-        InvalidRequestError,
-        "VERSION_HEADER",
-        ("Version",),
-        "not a bad token",
-    ),
-    (
-        401,
-        {"statusCode": 401, "message": "version header is invalid"},
-        InvalidRequestError,
-        "VERSION_HEADER",
-        ("Version",),
-        "2021-04-15",
-    ),
-    (
-        403,
-        {"statusCode": 403, "message": "The token does not have access to this location.", "error": "Forbidden"},
-        PermissionDeniedError,
-        None,
-        (),
-        "access to this location",
-    ),
-    (404, {"statusCode": 404, "message": "Appointment not found"}, NotFoundError, None, (), "not found"),
-    (
-        422,
-        {
-            "statusCode": 422,
-            "message": ["property selectedSlot should not exist", "startTime must be a string"],
-            "error": "Unprocessable Entity",
-        },
-        InvalidRequestError,
-        None,
-        ("selectedSlot", "startTime"),
-        "should not exist",
-    ),
-    (429, {"statusCode": 429, "message": "Too Many Requests"}, RateLimitError, None, (), "Too Many Requests"),
-    (500, {"statusCode": 500, "message": "Internal server error"}, ServerError, None, (), "Internal server error"),
+    (400, v2_error(400, "Bad Request"), InvalidRequestError, None, (), "Bad Request"),
+    (400, v2_error(400, SLOT_TAKEN, "Bad Request"), ConflictError, "SLOT_UNAVAILABLE", (), "no longer available"),
+    (401, v2_error(401, "Invalid token: access token is invalid", "Unauthorized"), AuthenticationError, None, (),
+     "PMS_GHL_API_KEY"),
+    (401, v2_error(401, "Invalid JWT"), AuthenticationError, None, (), "Invalid JWT"),
+    (401, v2_error(401, "version header was not found.", "Unauthorized"), InvalidRequestError, "VERSION_HEADER",
+     ("Version",), "not a bad token"),
+    (401, v2_error(401, "version header is invalid"), InvalidRequestError, "VERSION_HEADER", ("Version",), "2021-04-15"),
+    (403, v2_error(403, "The token does not have access to this location.", "Forbidden"), PermissionDeniedError, None,
+     (), "access to this location"),
+    (404, v2_error(404, "Appointment not found"), NotFoundError, None, (), "not found"),
+    (422, v2_error(422, UNKNOWN_FIELDS, "Unprocessable Entity"), InvalidRequestError, None,
+     ("selectedSlot", "startTime"), "should not exist"),
+    (429, v2_error(429, "Too Many Requests"), RateLimitError, None, (), "Too Many Requests"),
+    (500, v2_error(500, "Internal server error"), ServerError, None, (), "Internal server error"),
     (502, "<html><body>502 Bad Gateway</body></html>", ServerError, None, (), "HTTP 502"),
     # v1 shapes
     (400, {"msg": "Bad Request"}, InvalidRequestError, None, (), "Bad Request"),
     (401, {"msg": "Unauthorized"}, AuthenticationError, None, (), "PMS_GHL_API_KEY"),
-    (
-        422,
-        {
-            "selectedSlot": {"message": "The selected slot field is mandatory.", "rule": "required"},
-            "selectedTimezone": {"message": "The selected timezone field is mandatory.", "rule": "required"},
-        },
-        InvalidRequestError,
-        "required",
-        ("selectedSlot", "selectedTimezone"),
-        "mandatory",
-    ),
+    (422, V1_MANDATORY, InvalidRequestError, "required", ("selectedSlot", "selectedTimezone"), "mandatory"),
 ]
+# fmt: on
 
 
 @pytest.mark.parametrize(("status", "body", "cls", "code", "fields", "text"), ERROR_TABLE)
