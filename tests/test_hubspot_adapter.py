@@ -111,25 +111,40 @@ def test_the_patient_email_and_phone_never_appear_in_a_url(debug_logs: pytest.Lo
     assert "example.com" not in debug_logs.text
 
 
-def test_book_with_a_known_contact_id_skips_the_contact_lookup() -> None:
+@pytest.mark.parametrize(
+    ("patient", "contact_requests", "contact"),
+    [
+        # a known contact id: no look-up, no contact written
+        (Patient(name="Jane Doe", email="jane@example.com", contact_id="4242"), [], None),
+        # a new e-mail: the batch read misses, then the contact is created
+        (
+            None,
+            ["/crm/v3/objects/contacts/batch/read", "/crm/v3/objects/contacts"],
+            {"email": "jane@example.com", "firstname": "Jane", "lastname": "Doe", "phone": "+15555550100"},
+        ),
+        # a phone only: nothing to look up by, so a contact with a placeholder name
+        (
+            Patient(phone="+1 555 555 0199"),
+            ["/crm/v3/objects/contacts"],
+            {"phone": "+15555550199", "firstname": "Patient", "lastname": "+15555550199"},
+        ),
+    ],
+    ids=["contact-id", "new-email", "phone-only"],
+)
+def test_book_resolves_the_contact(
+    patient: Patient | None, contact_requests: list[str], contact: dict[str, str] | None
+) -> None:
     with fake_hubspot() as (fake, rsps):
-        appt = make_adapter().book(booking(Patient(name="Jane Doe", email="jane@example.com", contact_id="4242")))
-        assert len(rsps.calls) == 2
-    assert appt.contact_id == "4242"
-    assert fake.count("contacts") == 0
-
-
-def test_book_creates_a_missing_contact() -> None:
-    with fake_hubspot() as (fake, rsps):
-        appt = make_adapter().book(booking())
-        methods = [(m, p) for m, p, _ in sent(rsps)]
-        assert methods[:2] == [
-            ("POST", "/crm/v3/objects/contacts/batch/read"),
-            ("POST", "/crm/v3/objects/contacts"),
-        ]
-        assert len(methods) == 4
-    props = fake.props("contacts", str(appt.contact_id))
-    assert props == {"email": "jane@example.com", "firstname": "Jane", "lastname": "Doe", "phone": "+15555550100"}
+        appt = make_adapter().book(booking(patient))
+        calls = [(m, p) for m, p, _ in sent(rsps)]
+    assert calls == [("POST", p) for p in contact_requests] + [
+        ("POST", "/crm/v3/objects/deals"),
+        ("POST", "/crm/v3/objects/meetings"),
+    ]
+    if contact is None:
+        assert appt.contact_id == "4242" and fake.count("contacts") == 0
+    else:
+        assert fake.props("contacts", str(appt.contact_id)) == contact
 
 
 def test_book_recovers_the_contact_id_from_a_409_race() -> None:
@@ -153,17 +168,6 @@ def test_a_409_without_an_existing_id_is_a_conflict_error() -> None:
             make_adapter().book(booking())
     assert info.value.__class__.__name__ == "ConflictError"
     assert fake.count("deals") == 0
-
-
-def test_book_with_only_a_phone_creates_a_contact() -> None:
-    with fake_hubspot() as (fake, rsps):
-        appt = make_adapter().book(booking(Patient(phone="+1 555 555 0199")))
-        assert [m for m, _, _ in sent(rsps)] == ["POST", "POST", "POST"]
-    assert fake.props("contacts", str(appt.contact_id)) == {
-        "phone": "+15555550199",
-        "firstname": "Patient",
-        "lastname": "+15555550199",
-    }
 
 
 def test_book_extra_goes_to_the_deal_and_meeting() -> None:
@@ -286,34 +290,27 @@ def test_update_without_a_new_time_patches_only_the_meeting() -> None:
     assert fake.props("meetings", meeting)["hs_meeting_location"] == "Room 2"
 
 
-@pytest.mark.parametrize("reason", [None, "patient called"])
-def test_cancel_reads_then_moves_the_deal_then_marks_meeting_canceled(reason: str | None) -> None:
+@pytest.mark.parametrize(("stage", "reason"), [(None, None), ("lost42", "patient called")])
+def test_cancel_reads_then_moves_the_deal_then_marks_meeting_canceled(stage: str | None, reason: str | None) -> None:
     # The deal first: a cancel stage the deal's pipeline refuses then writes nothing at all.
+    env = {"PMS_HUBSPOT_CANCEL_STAGE_ID": stage} if stage else {}
     with fake_hubspot() as (fake, rsps):
         deal, meeting = _booked(fake)
-        appt = make_adapter(PMS_HUBSPOT_CANCEL_STAGE_ID="lost42").cancel(f"{deal}:{meeting}", reason=reason)
+        appt = make_adapter(**env).cancel(f"{deal}:{meeting}", reason=reason)
         calls = sent(rsps)
     assert [(m, p) for m, p, _ in calls] == [
         ("GET", f"/crm/v3/objects/meetings/{meeting}"),
         ("PATCH", f"/crm/v3/objects/deals/{deal}"),
         ("PATCH", f"/crm/v3/objects/meetings/{meeting}"),
     ]
-    expected = {"dealstage": "lost42"} | ({"closed_lost_reason": reason} if reason else {})
+    # the default cancel stage is closedlost
+    expected = {"dealstage": stage or "closedlost"} | ({"closed_lost_reason": reason} if reason else {})
     assert calls[1][2] == {"properties": expected}
     assert calls[2][2] == {"properties": {"hs_meeting_outcome": "CANCELED"}}
     assert appt.status is AppointmentStatus.CANCELLED
     assert appt.start == dt.datetime(2026, 10, 5, 9, 0, tzinfo=NY) and appt.start.tzinfo == NY
     assert appt.end == dt.datetime(2026, 10, 5, 9, 45, tzinfo=NY)
     assert fake.count("deals") == 1 and fake.count("meetings") == 1  # nothing deleted
-
-
-def test_cancel_default_stage_is_closedlost_and_cancel_twice_succeeds() -> None:
-    with fake_hubspot() as (fake, _):
-        deal, meeting = _booked(fake)
-        adapter = make_adapter()
-        adapter.cancel(f"{deal}:{meeting}")
-        adapter.cancel(f"{deal}:{meeting}")
-    assert fake.props("deals", deal)["dealstage"] == "closedlost"
 
 
 def test_update_of_a_missing_meeting_is_not_found() -> None:
@@ -576,29 +573,16 @@ def test_upsert_errors_become_invalid_request() -> None:
 def test_client_book_update_cancel_report_and_rate_limit_info() -> None:
     with fake_hubspot() as (fake, rsps):
         client = PMSClient(environ=hubspot_env(), env_file=None, sleep=lambda s: None)
-        appt = client.book_appointment(
-            {
-                "start": "2027-12-01T10:00:00-05:00",
-                "duration_minutes": 30,
-                "patient": {"name": "Jane Doe", "email": "jane@example.com"},
-                "reference": "bk-client-1",
-            },
-            provider="hubspot",
-        )
+        request = {
+            "start": "2027-12-01T10:00:00-05:00",
+            "duration_minutes": 30,
+            "patient": {"name": "Jane Doe", "email": "jane@example.com"},
+            "reference": "bk-client-1",
+        }
+        appt = client.book_appointment(request, provider="hubspot")
         # Booking the same reference again in this process sends nothing.
         count = len(rsps.calls)
-        assert (
-            client.book_appointment(
-                {
-                    "start": "2027-12-01T10:00:00-05:00",
-                    "duration_minutes": 30,
-                    "patient": {"name": "Jane Doe", "email": "jane@example.com"},
-                    "reference": "bk-client-1",
-                },
-                provider="hubspot",
-            ).id
-            == appt.id
-        )
+        assert client.book_appointment(request, provider="hubspot").id == appt.id
         assert len(rsps.calls) == count
         client.update_appointment(appt.id, {"title": "Cleaning"}, provider="hubspot")
         cancelled = client.cancel_appointment(appt.id, provider="hubspot")

@@ -22,7 +22,8 @@ from pms_integration.errors import (
     ServerError,
 )
 from pms_integration.models import AppointmentUpdate
-from pms_integration.providers.hubspot import HubSpotErrorParser, parse_rate_headers
+from pms_integration.providers import hubspot
+from pms_integration.providers.hubspot import parse_error, parse_rate_headers
 
 from ._hubspot_support import CORRELATION, error_body, fake_hubspot, make_adapter, sent
 
@@ -205,7 +206,7 @@ def test_error_mapping_table(
 
 
 def test_validation_fields_are_collected() -> None:
-    parse = HubSpotErrorParser()
+    parse = parse_error
     legacy = parse(HttpResponse(400, {}, json.dumps(error_body(LEGACY_VALIDATION, "VALIDATION_ERROR")), "POST", "/x"))
     assert legacy.fields == ("foo",)
     modern = parse(
@@ -231,9 +232,7 @@ def test_validation_fields_are_collected() -> None:
 
 
 def test_daily_limit_is_not_retried_and_says_so() -> None:
-    info = HubSpotErrorParser()(
-        HttpResponse(429, {}, json.dumps({"policyName": "DAILY", "message": "daily"}), "GET", "/")
-    )
+    info = parse_error(HttpResponse(429, {}, json.dumps({"policyName": "DAILY", "message": "daily"}), "GET", "/"))
     assert info.retryable is False and info.code == "DAILY"
 
 
@@ -247,8 +246,14 @@ def test_migration_message_names_the_wait() -> None:
     assert "migrated" in str(info.value) and "86400" in str(info.value)
 
 
+def test_the_old_parser_class_name_is_a_deprecated_alias() -> None:
+    with pytest.deprecated_call():
+        old = hubspot.HubSpotErrorParser
+    assert old() is old(max_wait=5.0) is parse_error
+
+
 def test_correlation_id_header_is_used_when_the_body_has_none() -> None:
-    info = HubSpotErrorParser()(HttpResponse(500, {"X-HubSpot-Correlation-Id": "abc-123"}, "", "GET", "/"))
+    info = parse_error(HttpResponse(500, {"X-HubSpot-Correlation-Id": "abc-123"}, "", "GET", "/"))
     assert info.request_id == "abc-123"
 
 
@@ -305,7 +310,7 @@ def test_rejected_creates_are_retried_without_reconcile(status: int) -> None:
 )
 @pytest.mark.parametrize("status", [400, 423, 429, 477, 500])
 def test_parser_survives_garbage(text: str, status: int) -> None:
-    info = HubSpotErrorParser()(HttpResponse(status, {"Retry-After": "soon"}, text, "POST", "/x"))
+    info = parse_error(HttpResponse(status, {"Retry-After": "soon"}, text, "POST", "/x"))
     assert isinstance(info.message, str) and info.message
 
 
@@ -338,7 +343,7 @@ def test_parser_survives_garbage(text: str, status: int) -> None:
     ),
 )
 def test_parser_survives_any_json(status: int, body: Any) -> None:
-    info = HubSpotErrorParser()(HttpResponse(status, {}, json.dumps(body), "GET", "/"))
+    info = parse_error(HttpResponse(status, {}, json.dumps(body), "GET", "/"))
     assert isinstance(info.message, str)
     assert all(isinstance(f, str) for f in info.fields)
 
