@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import re
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +15,7 @@ import responses
 import urllib3.exceptions
 from responses import matchers
 
-from pms_integration._http import BearerAuth, ErrorInfo, HttpResponse, Transport
+from pms_integration._http import BearerAuth, ErrorInfo, HttpResponse, Transport, should_retry
 from pms_integration._ratelimit import RateLimiter, RateLimitInfo
 from pms_integration._retry import RetryPolicy, deadline_scope, parse_retry_after
 from pms_integration.config import RateLimit, Secret
@@ -23,6 +25,7 @@ from pms_integration.errors import (
     InvalidRequestError,
     NotFoundError,
     PermissionDeniedError,
+    PMSError,
     RateLimitError,
     ServerError,
     TransportError,
@@ -136,12 +139,13 @@ def test_429_http_date_retry_after(ft: FakeTime) -> None:
     assert len(ft.sleeps) == 1 and 10 <= ft.sleeps[0] <= 12
 
 
+@pytest.mark.parametrize(("status", "cls"), [(429, RateLimitError), (503, ServerError)])
 @responses.activate
-def test_429_longer_than_the_cap_is_raised_not_slept(ft: FakeTime) -> None:
-    responses.add("GET", URL, status=429, headers={"Retry-After": "3600"})
-    with pytest.raises(RateLimitError) as err:
+def test_a_wait_longer_than_the_cap_is_raised_not_slept(ft: FakeTime, status: int, cls: type[Exception]) -> None:
+    responses.add("GET", URL, status=status, headers={"Retry-After": "3600"})
+    with pytest.raises(cls) as err:
         make(ft).request("GET", "/things", operation="op")
-    assert err.value.retry_after == 3600 and ft.sleeps == [] and len(responses.calls) == 1
+    assert getattr(err.value, "retry_after") == 3600 and ft.sleeps == [] and len(responses.calls) == 1
     assert "Retry after 3600 s" in str(err.value)
 
 
@@ -229,7 +233,7 @@ def test_every_request_has_a_timeout_auth_and_user_agent(ft: FakeTime) -> None:
 @responses.activate
 def test_timeout_shrinks_to_the_deadline(ft: FakeTime) -> None:
     seen: list[float] = []
-    responses.add_callback("GET", URL, callback=lambda r: (seen.append(r.req_kwargs["timeout"]) or (200, {}, "{}")))
+    responses.add_callback("GET", URL, callback=lambda r: seen.append(r.req_kwargs["timeout"]) or (200, {}, "{}"))
     with deadline_scope(2.0, ft.clock):
         make(ft).request("GET", "/things", operation="op")
     assert seen == [2.0]
@@ -258,10 +262,17 @@ def test_error_parser_overrides_class_and_retryability(ft: FakeTime) -> None:
     def parser(resp: HttpResponse) -> ErrorInfo:
         body = resp.json()
         if body[0]["errorCode"] == "REQUEST_LIMIT_EXCEEDED":
-            return ErrorInfo(body[0]["message"], code="REQUEST_LIMIT_EXCEEDED", error_class=RateLimitError, retryable=False)
+            return ErrorInfo(
+                body[0]["message"], code="REQUEST_LIMIT_EXCEEDED", error_class=RateLimitError, retryable=False
+            )
         return ErrorInfo("?")
 
-    responses.add("GET", URL, status=403, json=[{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}])
+    responses.add(
+        "GET",
+        URL,
+        status=403,
+        json=[{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}],
+    )
     with pytest.raises(RateLimitError) as err:
         make(ft, error_parser=parser).request("GET", "/things", operation="op")
     assert err.value.code == "REQUEST_LIMIT_EXCEEDED" and len(responses.calls) == 1
@@ -370,14 +381,16 @@ def test_parser_retry_after_is_a_floor_and_long_waits_are_not_slept(ft: FakeTime
 
 
 @responses.activate
-def test_a_netrc_entry_never_replaces_the_bearer_token(ft: FakeTime, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_netrc_entry_never_replaces_the_bearer_token(
+    ft: FakeTime, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     netrc = tmp_path / ".netrc"
     netrc.write_text("machine api.test login someone password hunter2\n", encoding="utf-8")
     netrc.chmod(0o600)
     monkeypatch.setenv("NETRC", str(netrc))
     monkeypatch.setenv("HOME", str(tmp_path))
     seen: list[str] = []
-    responses.add_callback("GET", URL, callback=lambda r: (seen.append(r.headers["Authorization"]) or (200, {}, "{}")))
+    responses.add_callback("GET", URL, callback=lambda r: seen.append(r.headers["Authorization"]) or (200, {}, "{}"))
     make(ft).request("GET", "/things", operation="op")
     assert seen == [f"Bearer {TOKEN}"]
 
@@ -437,3 +450,85 @@ def test_retry_after_date_with_unknown_zone_is_utc(monkeypatch: pytest.MonkeyPat
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
+
+
+# -- the documented retry table, row by row --------------------------------------------------------
+
+
+def _documented_retry_table() -> list[tuple[str, bool, bool]]:
+    """(failure, retried for reads/updates/cancels, retried for creates) per row of docs/errors.md."""
+    page = (Path(__file__).parents[1] / "docs" / "errors.md").read_text(encoding="utf-8")
+    section = page.split("## What the library retries for you", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("|") and not line.startswith("|---")]
+    assert lines[0].startswith("| Failure |"), lines[0]
+
+    def retried(cell: str, left: bool | None = None) -> bool:
+        if cell.startswith("the same") and left is not None:
+            return left
+        if cell.startswith(("retried", "waits")):
+            return True
+        if cell.startswith(("raised", "never", "looked up")):
+            return False
+        raise AssertionError(f"the retry table says {cell!r}: teach this test what that means")
+
+    rows = []
+    for line in lines[1:]:
+        failure, reads, creates = (cell.strip() for cell in line.strip().strip("|").split("|"))
+        rows.append((failure, retried(reads), retried(creates, retried(reads))))
+    return rows
+
+
+def _failures(row: str) -> list[dict[str, Any]]:
+    """What the mocked vendor answers for one row of the table (``responses.add`` keywords)."""
+    if row.startswith("Connection refused"):
+        return [{"body": never_sent()}]
+    if row.startswith("Read timeout"):
+        return [{"body": requests.exceptions.ReadTimeout()}, {"body": reset_after_send()}]
+    if "ResponseTooLargeError" in row:
+        return [{"json": {"padding": "x" * 64}}]  # over the cap the test sets
+    statuses = [int(s) for s in re.findall(r"\b[1-5]\d\d\b", row)]
+    assert statuses, f"no failure known for the retry table's row {row!r}"
+    limit = "REQUEST_LIMIT_EXCEEDED" in row  # Salesforce's 403 that means 429
+    return [
+        {
+            "status": status,
+            "json": [{"errorCode": "REQUEST_LIMIT_EXCEEDED", "message": "slow"}] if limit and status == 403 else {},
+            "headers": {"Retry-After": "1"} if status == 429 else {},
+        }
+        for status in statuses
+    ]
+
+
+def _limit_exceeded_parser(resp: HttpResponse) -> ErrorInfo:
+    body = resp.json_or_none()
+    if isinstance(body, list) and body and body[0].get("errorCode") == "REQUEST_LIMIT_EXCEEDED":
+        return ErrorInfo("slow", code="REQUEST_LIMIT_EXCEEDED", error_class=RateLimitError)
+    return ErrorInfo("no")
+
+
+def _send(ft: FakeTime, method: str, failure: dict[str, Any], attempts: int) -> tuple[PMSError | None, int]:
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.add(method, URL, **failure)
+        mock.add(method, URL, json={})
+        t = make(ft, policy=RetryPolicy(max_attempts=attempts, jitter=0), error_parser=_limit_exceeded_parser)
+        try:
+            t.request(method, "/things", operation="book", reference="bk-table")
+        except PMSError as exc:
+            return exc, len(mock.calls)
+        return None, len(mock.calls)
+
+
+@pytest.mark.parametrize(("failure", "reads", "creates"), _documented_retry_table())
+def test_every_row_of_the_documented_retry_table(
+    ft: FakeTime, monkeypatch: pytest.MonkeyPatch, failure: str, reads: bool, creates: bool
+) -> None:
+    monkeypatch.setattr(Transport, "MAX_BODY_BYTES", 32)
+    for method, retried in (("PUT", reads), ("POST", creates)):
+        for answer in _failures(failure):
+            # the predicate, on the error one attempt ends with
+            error, sent = _send(ft, method, answer, attempts=1)
+            assert error is not None and sent == 1
+            assert should_retry(error, idempotent=method != "POST") is retried, (method, answer, error)
+            # and the transport, given a second attempt
+            _, sent = _send(ft, method, answer, attempts=2)
+            assert sent == (2 if retried else 1), (method, answer)
