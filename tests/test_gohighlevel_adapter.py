@@ -23,7 +23,6 @@ from pms_integration.errors import (
     InvalidRequestError,
     NotFoundError,
     PermissionDeniedError,
-    ProviderError,
     RateLimitError,
     ServerError,
     TransportError,
@@ -107,6 +106,19 @@ def _v1_record(status: str = "confirmed") -> dict[str, Any]:
         "endTime": "2037-03-10T14:30:00.000Z",
         "selectedTimezone": "America/New_York",
     }
+
+
+def v2_error(status: int, message: Any, error: str | None = None) -> dict[str, Any]:
+    """A v2 error body (``message`` may be a list)."""
+    return {"statusCode": status, "message": message, **({"error": error} if error else {})}
+
+
+SLOT_TAKEN = "The slot you have selected is no longer available."
+UNKNOWN_FIELDS = ["property selectedSlot should not exist", "startTime must be a string"]
+V1_MANDATORY = {
+    f"selected{name}": {"message": f"The selected {name.lower()} field is mandatory.", "rule": "required"}
+    for name in ("Slot", "Timezone")
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -598,80 +610,56 @@ def test_timeout_on_create_then_lookup_finds_it(rsps: responses.RequestsMock) ->
     assert int(params["startTime"]) <= start_ms < int(params["endTime"])
 
 
-def test_5xx_on_create_then_lookup_empty_creates_once(rsps: responses.RequestsMock) -> None:
-    rsps.post(UPSERT, json=upsert_response())
-    rsps.post(CREATE, status=502, body="<html>Bad gateway</html>")
-    rsps.post(CREATE, json=appointment_response())
-    rsps.get(EVENTS, json={"events": []})
-    with client() as c:
-        appt = c.book_appointment(booking())
-    assert appt.id == EVENT_ID
-    assert [call.request.method for call in rsps.calls] == ["POST", "POST", "POST", "GET", "POST"]
-
-
-def test_lookup_failure_leaves_outcome_unknown_with_reference(rsps: responses.RequestsMock) -> None:
-    rsps.post(UPSERT, json=upsert_response())
-    rsps.post(CREATE, body=requests.exceptions.ReadTimeout("read timed out"))
-    rsps.get(EVENTS, status=503, json={"statusCode": 503, "message": "Service Unavailable"})
-    with client() as c, pytest.raises(ProviderError) as info:
-        c.book_appointment(booking())
-    err = info.value
-    assert isinstance(err, TransportError)
-    assert err.outcome_unknown is True
-    assert "bk-test" in str(err)
-    assert len([call for call in rsps.calls if call.request.url == CREATE]) == 1
-
-
-def test_lookup_matches_same_contact_at_same_instant(rsps: responses.RequestsMock) -> None:
-    rsps.post(UPSERT, json=upsert_response())
-    rsps.post(CREATE, status=500, json={"statusCode": 500, "message": "Internal server error"})
-    # the title lost its suffix (edited in the UI) but it is this patient at this time
-    rsps.get(EVENTS, json={"events": [calendar_event(title="Cleaning", start="2037-03-10T14:00:00.000Z")]})
-    with client() as c:
-        appt = c.book_appointment(booking())
-    assert appt.id == EVENT_ID
-    assert len([call for call in rsps.calls if call.request.url == CREATE]) == 1
-
-
-def test_unreadable_2xx_on_create_is_reconciled(rsps: responses.RequestsMock) -> None:
-    rsps.post(UPSERT, json=upsert_response())
-    rsps.post(CREATE, body="<html>ok</html>")
-    rsps.get(EVENTS, json={"events": [calendar_event()]})
-    with client() as c:
-        assert c.book_appointment(booking()).id == EVENT_ID
-
-
 def test_unreadable_2xx_on_update_is_unexpected(rsps: responses.RequestsMock) -> None:
     rsps.put(EVENT, body="not json")
     with client() as c, pytest.raises(UnexpectedResponseError):
         c.update_appointment(EVENT_ID, {"title": "x"})
 
 
-def test_create_response_without_id_is_unexpected_and_reconciled(rsps: responses.RequestsMock) -> None:
+# fmt: off
+AMBIGUOUS = {
+    # the look-up fails too: nobody can tell, so the create's own error says so
+    "lookup-fails": ([{"body": requests.exceptions.ReadTimeout("read timed out")}],
+                     {"status": 503, "json": v2_error(503, "Busy")}, TransportError, False),
+    # nothing listed: the create is sent once more
+    "5xx-nothing-listed": ([{"status": 502, "body": "<html>Bad gateway</html>"}, {"json": appointment_response()}],
+                           {"json": {"events": []}}, EVENT_ID, True),
+    # the description lost its reference (edited in the UI), but it is this patient at this instant
+    "same-contact-same-instant": ([{"status": 500, "json": v2_error(500, "Internal server error")}],
+                                  {"json": {"events": [calendar_event(title="Cleaning", start="2037-03-10T14:00:00.000Z")]}},
+                                  EVENT_ID, False),
+    "unreadable-2xx": ([{"body": "<html>ok</html>"}], {"json": {"events": [calendar_event()]}}, EVENT_ID, False),
+    # a 2xx answer without an id still made the record: looked up, never sent again
+    "answer-without-id": ([{"json": {"calendarId": CALENDAR_ID}}], {"json": {"events": []}}, UnexpectedResponseError,
+                          False),
+}
+# fmt: on
+
+
+@pytest.mark.parametrize(("creates", "listed", "outcome", "sent_twice"), list(AMBIGUOUS.values()), ids=list(AMBIGUOUS))
+def test_an_ambiguous_create_is_looked_up_before_it_is_sent_again(
+    rsps: responses.RequestsMock, creates: list[dict[str, Any]], listed: dict[str, Any], outcome: Any, sent_twice: bool
+) -> None:
     rsps.post(UPSERT, json=upsert_response())
-    rsps.post(CREATE, json={"calendarId": CALENDAR_ID})
-    rsps.get(EVENTS, json={"events": []})
-    with client() as c, pytest.raises(UnexpectedResponseError) as info:
-        c.book_appointment(booking())
-    assert info.value.outcome_unknown is True
-    assert "bk-test" in str(info.value)
+    for answer in creates:
+        rsps.post(CREATE, **answer)
+    rsps.get(EVENTS, **listed)
+    with client() as c:
+        if isinstance(outcome, str):
+            assert c.book_appointment(booking()).id == outcome
+        else:
+            with pytest.raises(outcome) as info:
+                c.book_appointment(booking())
+            assert info.value.outcome_unknown is True and "bk-test" in str(info.value)
+    made = requests_made(rsps)
+    assert made[2:4] == ["POST /calendars/events/appointments", "GET /calendars/events"]  # the look-up comes first
+    assert made.count("POST /calendars/events/appointments") == (2 if sent_twice else 1)
 
 
 # ---------------------------------------------------------------------------------------------
 # error mapping
 
 
-def v2_error(status: int, message: Any, error: str | None = None) -> dict[str, Any]:
-    """A v2 error body (``message`` may be a list)."""
-    return {"statusCode": status, "message": message, **({"error": error} if error else {})}
-
-
-SLOT_TAKEN = "The slot you have selected is no longer available."
-UNKNOWN_FIELDS = ["property selectedSlot should not exist", "startTime must be a string"]
-V1_MANDATORY = {
-    f"selected{name}": {"message": f"The selected {name.lower()} field is mandatory.", "rule": "required"}
-    for name in ("Slot", "Timezone")
-}
 # fmt: off
 ERROR_TABLE = [
     # (status, body, class, code, fields, text in message)
