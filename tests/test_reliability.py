@@ -328,11 +328,8 @@ def test_32_threads_on_all_providers_at_once(sandbox: Sandbox) -> None:
             except BaseException as exc:
                 errors.append(exc)
 
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(32)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(worker, range(32)))
     assert errors == []
     assert len(results) == 32 * 6
     for i, appt in results.items():

@@ -233,7 +233,7 @@ def test_every_request_has_a_timeout_auth_and_user_agent(ft: FakeTime) -> None:
 @responses.activate
 def test_timeout_shrinks_to_the_deadline(ft: FakeTime) -> None:
     seen: list[float] = []
-    responses.add_callback("GET", URL, callback=lambda r: seen.append(r.req_kwargs["timeout"]) or (200, {}, "{}"))
+    responses.add_callback("GET", URL, callback=lambda r: (seen.append(r.req_kwargs["timeout"]) or (200, {}, "{}")))
     with deadline_scope(2.0, ft.clock):
         make(ft).request("GET", "/things", operation="op")
     assert seen == [2.0]
@@ -262,17 +262,10 @@ def test_error_parser_overrides_class_and_retryability(ft: FakeTime) -> None:
     def parser(resp: HttpResponse) -> ErrorInfo:
         body = resp.json()
         if body[0]["errorCode"] == "REQUEST_LIMIT_EXCEEDED":
-            return ErrorInfo(
-                body[0]["message"], code="REQUEST_LIMIT_EXCEEDED", error_class=RateLimitError, retryable=False
-            )
+            return ErrorInfo(body[0]["message"], code="REQUEST_LIMIT_EXCEEDED", error_class=RateLimitError, retryable=False)
         return ErrorInfo("?")
 
-    responses.add(
-        "GET",
-        URL,
-        status=403,
-        json=[{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}],
-    )
+    responses.add("GET", URL, status=403, json=[{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}])
     with pytest.raises(RateLimitError) as err:
         make(ft, error_parser=parser).request("GET", "/things", operation="op")
     assert err.value.code == "REQUEST_LIMIT_EXCEEDED" and len(responses.calls) == 1
@@ -381,16 +374,14 @@ def test_parser_retry_after_is_a_floor_and_long_waits_are_not_slept(ft: FakeTime
 
 
 @responses.activate
-def test_a_netrc_entry_never_replaces_the_bearer_token(
-    ft: FakeTime, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_netrc_entry_never_replaces_the_bearer_token(ft: FakeTime, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     netrc = tmp_path / ".netrc"
     netrc.write_text("machine api.test login someone password hunter2\n", encoding="utf-8")
     netrc.chmod(0o600)
     monkeypatch.setenv("NETRC", str(netrc))
     monkeypatch.setenv("HOME", str(tmp_path))
     seen: list[str] = []
-    responses.add_callback("GET", URL, callback=lambda r: seen.append(r.headers["Authorization"]) or (200, {}, "{}"))
+    responses.add_callback("GET", URL, callback=lambda r: (seen.append(r.headers["Authorization"]) or (200, {}, "{}")))
     make(ft).request("GET", "/things", operation="op")
     assert seen == [f"Bearer {TOKEN}"]
 

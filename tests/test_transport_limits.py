@@ -15,6 +15,7 @@ import threading
 import time
 import tracemalloc
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -516,11 +517,8 @@ def test_arrivals_never_exceed_the_limit_even_when_senders_are_descheduled() -> 
                 arrivals.append(time.monotonic())
             limiter.release(slot)
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(6)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(worker, range(6)))
     arrivals.sort()
     assert len(arrivals) == 36
     for i in range(len(arrivals) - limit):
