@@ -945,33 +945,12 @@ class Runtime:
     clock: Callable[[], float] = time.monotonic
     session_factory: Callable[[], requests.Session] = requests.Session
 
-    def transport(
-        self,
-        *,
-        provider: ProviderName,
-        base_url: str,
-        auth: Auth,
-        timeout: float,
-        token_variable: str,
-        error_parser: ErrorParser = default_error_parser,
-        rate_header_parser: RateHeaderParser | None = None,
-        rate_limit: RateLimit | None = None,
-        default_headers: Mapping[str, str] | None = None,
-        rate_limit_window: float | None = None,
-    ) -> Transport:
-        return Transport(
-            provider=provider,
-            base_url=base_url,
-            auth=auth,
-            timeout=timeout,
-            token_variable=token_variable,
-            error_parser=error_parser,
-            rate_header_parser=rate_header_parser,
-            rate_limit=rate_limit,
-            policy=self.policy,
-            session=self.session_factory(),
-            sleep=self.sleep,
-            clock=self.clock,
-            default_headers=default_headers,
-            rate_limit_window=rate_limit_window,
-        )
+    def transport(self, **options: Any) -> Transport:
+        """A :class:`Transport` on this runtime's policy, sleep, clock and a new session.
+
+        ``options`` are Transport's own keywords: ``provider``, ``base_url``, ``auth``, ``timeout``,
+        ``token_variable`` and optionally ``error_parser``, ``rate_header_parser``, ``rate_limit``,
+        ``default_headers``, ``rate_limit_window``.
+        """
+        session = self.session_factory()
+        return Transport(**options, policy=self.policy, session=session, sleep=self.sleep, clock=self.clock)
