@@ -2,40 +2,38 @@
 
 Writing a vendor emulator
 -------------------------
-A vendor module ``pms_integration/sandbox/<vendor>.py`` defines a subclass of :class:`Emulator`
-and sets ``EMULATOR = ThatClass`` at module level. The subclass:
+A vendor package ``pms_integration/sandbox/<vendor>/`` is split by concern, as moto does it:
 
-* sets the class attributes ``provider`` (a :class:`ProviderName`) and ``prefix`` (the URL path
-  it is mounted under, e.g. ``"/ghl"``);
-* returns its endpoints from :meth:`Emulator.routes` as :class:`Route` objects. A route's
-  ``pattern`` is a regular expression matched (``fullmatch``) against the raw request path
-  *below the prefix*; its named groups are percent-decoded and passed to the handler as a
-  dict. ``operation`` names the endpoint for fault injection (``"appointments.create"``);
-  ``mutating`` tells whether it changes state (a "reset after commit" fault commits first);
-* handles a :class:`SandboxRequest` and returns a :class:`SandboxResponse`. A handler may raise
-  :class:`Reply` to answer early (``raise Reply(self.error_response(400, message=...))``);
-* checks the bearer token with :meth:`Emulator.check_auth` (``self.token`` is the valid one);
-* overrides :meth:`Emulator.error_response` to give the vendor's real error body for a status
-  (the core uses it for injected 401/429/5xx faults too), and :meth:`rate_limit_headers` for the
-  vendor's quota headers;
-* implements :meth:`environ` (the ``PMS_*`` variables pointing at it), :meth:`state` (a
-  JSON-ready snapshot for tests: ``{"bookings": [...], "notes": [...], ...}``) and :meth:`reset`;
-* guards its in-memory state with ``self.lock`` (handlers run on many threads at once).
+* ``routes.py``: the route table, a tuple of :class:`Endpoint` rows (method, path pattern below
+  the prefix, operation name for faults, handler). A pattern is a regular expression matched
+  (``fullmatch``) against the raw path; its named groups, percent-decoded, are the ``params``;
+* ``handlers.py``: ``handler(context, req, params) -> SandboxResponse``: read the request, check
+  it like the vendor, call the state, answer in the vendor's format (or ``raise Reply(...)``);
+* ``state.py``: a :class:`Store` subclass holding the records and the operations on them (no
+  HTTP; each operation holds ``store.lock``, which is the emulator's ``lock`` too);
+* the :class:`Emulator` subclass, ``EMULATOR`` at package level, which sets ``provider`` and
+  ``prefix`` (``"/ghl"``), ``endpoints`` (the table), ``store``, and overrides :meth:`Emulator.handle`
+  for what every route shares (auth, quota headers; it picks the ``context`` handlers get),
+  :meth:`Emulator.error_response` / :meth:`Emulator.error_for` (the vendor's error body for a
+  status, used for injected faults too), :meth:`Emulator.rate_limit_headers` and
+  :meth:`Emulator.environ` (the ``PMS_*`` variables pointing at it).
+
+Adding an operation is one row in the table, one handler and one store method. Older emulators
+may still return :class:`Route` objects from their own :meth:`Emulator.routes`.
 
 Faults
 ------
 ``sandbox.inject(provider, Fault.server_error(503), operation="appointments.create", times=2)`` or
-``probability=0.1`` (seeded by the sandbox's ``seed``). Kinds: ``server_error`` (5xx, optionally after
-committing), ``rate_limit`` (429 + ``Retry-After``), ``delay`` (commit, then wait before
-answering: provokes client timeouts on a request that *did* take effect), ``reset_after_commit``
-(commit, then reset the connection without answering), ``drop`` (reset without committing) and
-``expired_token`` (the vendor's 401).
+``probability=0.1`` (seeded by the sandbox's ``seed``); the kinds are listed on :class:`Fault` and
+in docs/testing.md.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import datetime as _dt
+import functools
 import importlib
 import json
 import logging
@@ -46,27 +44,34 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar, cast, overload
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import attrs
 
+from .._time import UTC, utc_text
 from ..models import ProviderName
 
 __all__ = [
+    "REASONS",
     "Emulator",
+    "Endpoint",
     "Fault",
     "FaultRule",
+    "Forwarded",
     "Reply",
     "RequestRecord",
+    "RollingWindow",
     "Route",
     "Sandbox",
     "SandboxRequest",
     "SandboxResponse",
+    "Store",
     "json_response",
+    "now_text",
 ]
 
 log = logging.getLogger("pms_integration.sandbox")
@@ -165,6 +170,96 @@ class Route:
         return re.compile(self.pattern)
 
 
+C = TypeVar("C")
+T = TypeVar("T")
+
+
+@attrs.frozen
+class Endpoint(Generic[C]):
+    """One row of an emulator's route table; :meth:`Emulator.routes` binds it into a :class:`Route`.
+
+    ``handler`` takes the context :meth:`Emulator.handle` passes (the emulator's store, say), the
+    request and the path parameters. ``mutating`` defaults to "not a GET".
+    """
+
+    method: str
+    pattern: str
+    operation: str
+    handler: Callable[[C, SandboxRequest, dict[str, str]], SandboxResponse]
+    mutating: bool = attrs.field(
+        default=attrs.Factory(lambda self: self.method != "GET", takes_self=True), kw_only=True
+    )
+
+
+def now_text() -> str:
+    """Now in UTC with milliseconds and a ``Z``, as the vendors stamp their records."""
+    return utc_text(_dt.datetime.now(UTC), milliseconds=True)
+
+
+class RollingWindow:
+    """The moments of the requests of the last ``seconds``: a vendor's rolling quota.
+
+    Not thread-safe by itself: callers hold their lock around :meth:`take`.
+    """
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self.clock = clock
+        self._moments: collections.deque[float] = collections.deque()
+
+    def __len__(self) -> int:
+        return len(self._moments)
+
+    def take(self, limit: int | None = None) -> float | None:
+        """Count one request; with ``limit`` requests already in the window, count nothing and
+        return the seconds until the oldest of them leaves it."""
+        now = self.clock()
+        while self._moments and self._moments[0] <= now - self.seconds:
+            self._moments.popleft()
+        if limit is not None and len(self._moments) >= limit:
+            return self.seconds - (now - self._moments[0]) if self._moments else self.seconds
+        self._moments.append(now)
+        return None
+
+    def clear(self) -> None:
+        self._moments.clear()
+
+
+class Store:
+    """An emulator's records and the operations on them (no HTTP): each operation holds ``lock``."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The records, JSON-ready (what :meth:`Sandbox.state` returns)."""
+        return {}
+
+    def clear(self) -> None:
+        """Forget every record."""
+
+
+class Forwarded(Generic[T]):
+    """An emulator attribute that lives on its store: ``open_hours: Forwarded[X] = Forwarded()``."""
+
+    name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> Forwarded[T]: ...
+
+    @overload
+    def __get__(self, obj: Emulator, owner: type) -> T: ...
+
+    def __get__(self, obj: Emulator | None, owner: type) -> Forwarded[T] | T:
+        return self if obj is None else cast(T, getattr(obj.store, self.name))
+
+    def __set__(self, obj: Emulator, value: T) -> None:
+        setattr(obj.store, self.name, value)
+
+
 # ---------------------------------------------------------------------------------------------
 # emulators
 
@@ -174,26 +269,44 @@ class Emulator:
 
     provider: ClassVar[ProviderName]
     prefix: ClassVar[str]
+    #: the route table (see :class:`Endpoint`), bound by the default :meth:`routes`
+    endpoints: ClassVar[Sequence[Endpoint[Any]]] = ()
+    #: the records, for an emulator that keeps them in a :class:`Store` (set before ``__init__``)
+    store: Store | None = None
 
     def __init__(self, sandbox: Sandbox) -> None:
         self.sandbox = sandbox
-        self.lock = threading.RLock()
+        self.lock = self.store.lock if self.store is not None else threading.RLock()
         self.token = sandbox.tokens[self.provider]
         self._compiled = [(r, re.compile(r.pattern)) for r in self.routes()]
 
     # -- to override -----------------------------------------------------------------------
 
     def routes(self) -> list[Route]:
-        raise NotImplementedError
+        return [
+            Route(e.method, e.pattern, functools.partial(self.handle, e.handler), e.operation, e.mutating)
+            for e in self.endpoints
+        ]
+
+    def handle(
+        self,
+        handler: Callable[[Any, SandboxRequest, dict[str, str]], SandboxResponse],
+        req: SandboxRequest,
+        params: dict[str, str],
+    ) -> SandboxResponse:
+        """Run one route's handler; override for what every route shares (auth, quota headers)."""
+        return handler(self.store, req, params)
 
     def environ(self, base_url: str) -> dict[str, str]:
         raise NotImplementedError
 
     def state(self) -> dict[str, Any]:
-        return {}
+        return {} if self.store is None else self.store.snapshot()
 
     def reset(self) -> None:
         """Forget all state."""
+        if self.store is not None:
+            self.store.clear()
 
     def error_response(
         self,
@@ -203,7 +316,14 @@ class Emulator:
         retry_after: float | None = None,
     ) -> SandboxResponse:
         headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else {}
-        return json_response(status, {"message": message or _REASONS.get(status, "error")}, headers)
+        return json_response(status, {"message": message or REASONS.get(status, "error")}, headers)
+
+    def error_for(
+        self, req: SandboxRequest, status: int, *, message: str | None = None, retry_after: float | None = None
+    ) -> SandboxResponse:
+        """The vendor's error answer to ``req`` (faults, auth, crashes): :meth:`error_response`
+        unless the shape depends on the request (GoHighLevel's v1 and v2)."""
+        return self.error_response(status, message=message, retry_after=retry_after)
 
     def rate_limit_headers(self, remaining: int, limit: int, interval_ms: int) -> dict[str, str]:
         return {}
@@ -214,7 +334,7 @@ class Emulator:
         """``None`` when the bearer token is the valid one, else the vendor's 401."""
         if req.bearer() == self.token:
             return None
-        return self.error_response(401)
+        return self.error_for(req, 401)
 
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
         for route, regex in self._compiled:
@@ -235,7 +355,8 @@ class Emulator:
         return json_response(501, {"message": message, "error": "NOT_EMULATED"})
 
 
-_REASONS = {
+#: HTTP reason phrases (the status line, and default error messages)
+REASONS = {
     400: "Bad Request",
     401: "Unauthorized",
     403: "Forbidden",
@@ -244,6 +365,7 @@ _REASONS = {
     422: "Unprocessable Entity",
     429: "Too Many Requests",
     500: "Internal Server Error",
+    501: "Not Implemented",
     502: "Bad Gateway",
     503: "Service Unavailable",
     504: "Gateway Timeout",
@@ -256,6 +378,11 @@ _REASONS = {
 
 @attrs.frozen
 class Fault:
+    """What an injected fault does: ``server_error`` (5xx, optionally after committing),
+    ``rate_limit`` (429 + ``Retry-After``), ``delay`` (commit, then wait before answering: a client
+    times out on a request that *did* take effect), ``reset_after_commit`` (commit, then reset the
+    connection without answering), ``drop`` (reset without committing), ``expired_token`` (401)."""
+
     kind: str
     status: int = 0
     retry_after: float | None = None
@@ -362,7 +489,7 @@ class _Handler(BaseHTTPRequestHandler):
         if delay:
             time.sleep(delay)
         payload = response.encode()
-        lines = [f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'OK')}"]
+        lines = [f"HTTP/1.1 {response.status} {REASONS.get(response.status, 'OK')}"]
         headers = {"Content-Length": str(len(payload)), "Connection": "keep-alive"}
         if payload:
             headers["Content-Type"] = response.content_type
@@ -438,7 +565,7 @@ class Sandbox:
         self.tokens.update({ProviderName.parse(k): v for k, v in (tokens or {}).items()})
         self._lock = threading.Lock()
         self._rules: list[FaultRule] = []
-        self._limits: dict[ProviderName, tuple[int, float, collections.deque[float]]] = {}
+        self._limits: dict[ProviderName, tuple[int, RollingWindow]] = {}
         self.records: collections.deque[RequestRecord] = collections.deque(maxlen=200_000)
         self.connections_opened = 0
         self.rate_limited = 0
@@ -580,7 +707,7 @@ class Sandbox:
             if requests is None:
                 self._limits.pop(name, None)
             else:
-                self._limits[name] = (requests, per_seconds, collections.deque())
+                self._limits[name] = (requests, RollingWindow(per_seconds))
 
     # -- counters ----------------------------------------------------------------------------
 
@@ -627,21 +754,13 @@ class Sandbox:
             entry = self._limits.get(provider)
             if entry is None:
                 return None
-            limit, per, window = entry
-            now = time.monotonic()
-            while window and window[0] <= now - per:
-                window.popleft()
-            if len(window) >= limit:
+            limit, window = entry
+            info = {"limit": limit, "interval_ms": int(window.seconds * 1000)}
+            retry = window.take(limit)
+            if retry is not None:
                 self.rate_limited += 1
-                retry = per - (now - window[0])
-                return True, {
-                    "remaining": 0,
-                    "limit": limit,
-                    "interval_ms": int(per * 1000),
-                    "retry_ms": int(retry * 1000) + 1,
-                }
-            window.append(now)
-            return False, {"remaining": limit - len(window), "limit": limit, "interval_ms": int(per * 1000)}
+                return True, {**info, "remaining": 0, "retry_ms": int(retry * 1000) + 1}
+            return False, {**info, "remaining": limit - len(window)}
 
     def _dispatch(
         self, method: str, target: str, headers: Message, body: bytes
@@ -664,7 +783,7 @@ class Sandbox:
         response: SandboxResponse | None
         if limited is not None and limited[0]:
             info = limited[1]
-            response = emulator.error_response(429, retry_after=max(info["retry_ms"] / 1000, 0.001))
+            response = emulator.error_for(req, 429, retry_after=max(info["retry_ms"] / 1000, 0.001))
             response.headers.update(emulator.rate_limit_headers(0, info["limit"], info["interval_ms"]))
             self._record(emulator, req, response.status, "rate_limit_window")
             return response, 0.0
@@ -673,11 +792,11 @@ class Sandbox:
                 self._record(emulator, req, 0, "drop")
                 return None
             if fault.kind == "expired_token":
-                response = emulator.error_response(401)
+                response = emulator.error_for(req, 401)
             elif fault.kind == "rate_limit":
-                response = emulator.error_response(429, retry_after=fault.retry_after)
+                response = emulator.error_for(req, 429, retry_after=fault.retry_after)
             else:
-                response = emulator.error_response(fault.status)
+                response = emulator.error_for(req, fault.status)
             self._record(emulator, req, response.status, fault.kind)
             return response, 0.0
         response = self._invoke(emulator, req, matched)
@@ -691,7 +810,7 @@ class Sandbox:
             if fault.kind == "delay":
                 delay = fault.seconds
             elif fault.kind == "server_error":
-                response = emulator.error_response(fault.status)
+                response = emulator.error_for(req, fault.status)
         self._record(emulator, req, response.status, fault.kind if fault else None)
         return response, delay
 
@@ -707,7 +826,7 @@ class Sandbox:
             return reply.response
         except Exception:
             log.exception("sandbox %s: handler for %s failed", emulator.provider.value, route.operation)
-            return emulator.error_response(500, message="sandbox handler error")
+            return emulator.error_for(req, 500, message="sandbox handler error")
 
     def _record(self, emulator: Emulator, req: SandboxRequest, status: int, fault: str | None) -> None:
         with self._lock:
