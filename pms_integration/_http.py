@@ -373,15 +373,16 @@ def _failure(retry_state: tenacity.RetryCallState) -> _Retry | None:
 
 
 class _wait_asked(wait_base):
-    """The wait the failed answer asked for (``Retry-After``, a rate-limit window), else ``backoff``."""
+    """The wait the failed answer asked for (``Retry-After``, a rate-limit window), else ``backoff``
+    (never more than ``longest`` seconds)."""
 
-    def __init__(self, backoff: wait_base) -> None:
-        self.backoff = backoff
+    def __init__(self, backoff: wait_base, longest: float) -> None:
+        self.backoff, self.longest = backoff, longest
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
         failure = _failure(retry_state)
         asked = failure.delay if failure is not None else None
-        return self.backoff(retry_state) if asked is None else asked
+        return min(self.backoff(retry_state), self.longest) if asked is None else asked
 
 
 class _stop_before_deadline(stop_base):
@@ -411,12 +412,13 @@ def _retrying(policy: RetryPolicy, sleep: Callable[[float], None], provider: Pro
             why,
         )
 
-    backoff = tenacity.wait_exponential_jitter(
-        multiplier=policy.backoff_initial, max=policy.backoff_max, jitter=policy.jitter
-    )
+    # doubling from backoff_initial, plus up to jitter seconds, all within backoff_max
+    backoff = tenacity.wait_exponential(
+        multiplier=policy.backoff_initial, max=policy.backoff_max
+    ) + tenacity.wait_random(0, policy.jitter)
     return tenacity.Retrying(
         stop=tenacity.stop_after_attempt(policy.max_attempts) | _stop_before_deadline(policy.max_retry_after),
-        wait=_wait_asked(backoff),
+        wait=_wait_asked(backoff, policy.backoff_max),
         retry=tenacity.retry_if_exception_type(_Retry),
         before_sleep=log_wait,
         sleep=sleep,
