@@ -405,7 +405,7 @@ def _retrying(policy: RetryPolicy, sleep: Callable[[float], None], provider: Pro
         level = logging.WARNING if delay > WARN_WAITS_OVER else logging.DEBUG
         log.log(
             level,
-            "%s: waiting %.2f s before retrying (attempt %d failed): %s",
+            "%s: waiting %.1f s before retrying (attempt %d failed): %s",
             provider.value,
             delay,
             retry_state.attempt_number,
@@ -572,9 +572,8 @@ class Transport:
         self.rate_limit_window = rate_limit_window
         self.limiter: RateLimiter | None = None
         if rate_limit:
-            on_wait = self._limiter_waits
             self.limiter = RateLimiter(
-                rate_limit.requests, rate_limit.per_seconds, clock=clock, sleep=sleep, on_wait=on_wait
+                rate_limit.requests, rate_limit.per_seconds, clock=clock, sleep=sleep, on_wait=self._limiter_waits
             )
         self._retrying = _retrying(self.policy, sleep, provider)
         self.session = session or requests.Session()
