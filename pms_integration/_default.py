@@ -13,18 +13,11 @@ from collections.abc import Mapping
 from types import EllipsisType
 from typing import Any
 
+from . import models
 from .client import PMSClient
 from .config import PMSConfig, load_config
 from .errors import ConfigurationError
-from .models import (
-    Appointment,
-    AppointmentRequest,
-    AppointmentUpdate,
-    PerformanceReport,
-    ProviderName,
-    ProviderStatusList,
-    ReportReceipt,
-)
+from .models import Appointment, AppointmentRequest, AppointmentUpdate, PerformanceReport, ProviderName
 
 __all__ = [
     "get_client",
@@ -123,7 +116,7 @@ def use_client(client: PMSClient) -> PMSClient:
     return client
 
 
-def providers() -> ProviderStatusList:
+def providers() -> models.ProviderStatusList:
     """Each provider's status: enabled, or which variables are missing and what is wrong."""
     return get_client().providers()
 
@@ -161,6 +154,6 @@ def push_performance_report(
     report: PerformanceReport | Mapping[str, Any] | None = None,
     *,
     provider: str | ProviderName | None = None,
-) -> ReportReceipt:
+) -> models.ReportReceipt:
     """Push a performance report (the registered source's when ``report`` is None)."""
     return get_client().push_performance_report(report, provider=provider)

@@ -380,10 +380,7 @@ class PMSClient:
                 log.error(
                     "%s %s: unexpected %s in the adapter", name.value, operation, type(exc).__name__, exc_info=True
                 )
+                what = f"{name.label} {operation} failed inside the library ({type(exc).__name__})"
                 raise UnexpectedResponseError(
-                    f"{name.label} {operation} failed inside the library ({type(exc).__name__})",
-                    provider=name.value,
-                    operation=operation,
-                    outcome_unknown=creates,
-                    reference=reference,
+                    what, provider=name.value, operation=operation, outcome_unknown=creates, reference=reference
                 ) from exc
