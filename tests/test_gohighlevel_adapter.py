@@ -13,23 +13,10 @@ import pytest
 import requests
 import responses
 
+import pms_integration as pms
 from pms_integration import PMSClient
 from pms_integration._http import HttpResponse, Runtime
 from pms_integration.config import load_config
-from pms_integration.errors import (
-    AppointmentCancelledError,
-    AuthenticationError,
-    ConflictError,
-    InvalidRequestError,
-    NotFoundError,
-    PermissionDeniedError,
-    RateLimitError,
-    ServerError,
-    TransportError,
-    UnexpectedResponseError,
-    UnsupportedOperationError,
-    ValidationError,
-)
 from pms_integration.models import AppointmentRequest, AppointmentStatus, Patient, ProviderName
 from pms_integration.provider import Capability
 from pms_integration.providers import gohighlevel as ghl
@@ -318,7 +305,7 @@ def test_v2_book_merges_extra_and_location(rsps: responses.RequestsMock) -> None
 def test_v2_book_slot_taken_is_a_conflict_and_not_retried(rsps: responses.RequestsMock) -> None:
     rsps.post(UPSERT, json=upsert_response())
     rsps.post(CREATE, status=400, json=v2_error(400, SLOT_TAKEN, "Bad Request"))
-    with client() as c, pytest.raises(ConflictError) as info:
+    with client() as c, pytest.raises(pms.ConflictError) as info:
         c.book_appointment(booking())
     err = info.value
     assert err.status_code == 400
@@ -385,20 +372,20 @@ MOVE = {"start": "2037-03-11T10:00:00-04:00", "duration_minutes": 30}
 @pytest.mark.parametrize(
     ("version", "held", "change", "outcome"),
     [
-        ("v2", "cancelled", MOVE, AppointmentCancelledError),
-        ("v2", "cancelled", {"title": "Whitening"}, AppointmentCancelledError),
+        ("v2", "cancelled", MOVE, pms.AppointmentCancelledError),
+        ("v2", "cancelled", {"title": "Whitening"}, pms.AppointmentCancelledError),
         ("v2", "cancelled", None, AppointmentStatus.CANCELLED),  # a second cancel succeeds
-        ("v2", "missing", None, NotFoundError),
-        ("v1", "cancelled", MOVE, AppointmentCancelledError),
+        ("v2", "missing", None, pms.NotFoundError),
+        ("v1", "cancelled", MOVE, pms.AppointmentCancelledError),
         ("v1", "cancelled", None, AppointmentStatus.CANCELLED),
-        ("v1", "missing", None, NotFoundError),
+        ("v1", "missing", None, pms.NotFoundError),
     ],
 )
 def test_update_and_cancel_read_first_and_write_nothing_when_there_is_nothing_to_write(
     rsps: responses.RequestsMock, version: str, held: str, change: dict[str, Any] | None, outcome: Any
 ) -> None:
     """A cancelled booking is never changed, a second cancel sends no second write, an unknown id
-    is NotFoundError: the read says so and no write follows. ``change`` None means cancel."""
+    is pms.NotFoundError: the read says so and no write follows. ``change`` None means cancel."""
     url, appointment_id = (V1_EVENT, "v1appt01") if version == "v1" else (EVENT, EVENT_ID)
     if held == "missing":
         rsps.replace(responses.GET, EVENT, status=404, json={"statusCode": 404, "message": "Appointment not found"})
@@ -416,7 +403,7 @@ def test_update_and_cancel_read_first_and_write_nothing_when_there_is_nothing_to
                     c.cancel_appointment(appointment_id)
                 else:
                     c.update_appointment(appointment_id, change)
-            if outcome is AppointmentCancelledError:
+            if outcome is pms.AppointmentCancelledError:
                 assert info.value.code == "APPOINTMENT_CANCELLED" and info.value.status_code == 409
                 assert "book a new appointment" in str(info.value).lower()
     assert [f"{call.request.method} {call.request.url}" for call in rsps.calls] == [f"GET {url}"]
@@ -465,10 +452,10 @@ def test_recurring_instance_ids_are_accepted(rsps: responses.RequestsMock) -> No
 )
 def test_bad_ids_are_rejected_before_any_request(rsps: responses.RequestsMock, env: dict[str, str], bad: str) -> None:
     with client(env) as c:
-        with pytest.raises(ValidationError) as info:
+        with pytest.raises(pms.ValidationError) as info:
             c.update_appointment(bad, {"start": "2037-03-11T10:00:00-04:00", "duration_minutes": 30})
         assert info.value.fields == ["appointment_id"]
-        with pytest.raises(ValidationError):
+        with pytest.raises(pms.ValidationError):
             c.cancel_appointment(bad)
     assert len(rsps.calls) == 0
 
@@ -612,7 +599,7 @@ def test_timeout_on_create_then_lookup_finds_it(rsps: responses.RequestsMock) ->
 
 def test_unreadable_2xx_on_update_is_unexpected(rsps: responses.RequestsMock) -> None:
     rsps.put(EVENT, body="not json")
-    with client() as c, pytest.raises(UnexpectedResponseError):
+    with client() as c, pytest.raises(pms.UnexpectedResponseError):
         c.update_appointment(EVENT_ID, {"title": "x"})
 
 
@@ -620,7 +607,7 @@ def test_unreadable_2xx_on_update_is_unexpected(rsps: responses.RequestsMock) ->
 AMBIGUOUS = {
     # the look-up fails too: nobody can tell, so the create's own error says so
     "lookup-fails": ([{"body": requests.exceptions.ReadTimeout("read timed out")}],
-                     {"status": 503, "json": v2_error(503, "Busy")}, TransportError, False),
+                     {"status": 503, "json": v2_error(503, "Busy")}, pms.TransportError, False),
     # nothing listed: the create is sent once more
     "5xx-nothing-listed": ([{"status": 502, "body": "<html>Bad gateway</html>"}, {"json": appointment_response()}],
                            {"json": {"events": []}}, EVENT_ID, True),
@@ -630,7 +617,7 @@ AMBIGUOUS = {
                                   EVENT_ID, False),
     "unreadable-2xx": ([{"body": "<html>ok</html>"}], {"json": {"events": [calendar_event()]}}, EVENT_ID, False),
     # a 2xx answer without an id still made the record: looked up, never sent again
-    "answer-without-id": ([{"json": {"calendarId": CALENDAR_ID}}], {"json": {"events": []}}, UnexpectedResponseError,
+    "answer-without-id": ([{"json": {"calendarId": CALENDAR_ID}}], {"json": {"events": []}}, pms.UnexpectedResponseError,
                           False),
 }
 # fmt: on
@@ -663,26 +650,26 @@ def test_an_ambiguous_create_is_looked_up_before_it_is_sent_again(
 # fmt: off
 ERROR_TABLE = [
     # (status, body, class, code, fields, text in message)
-    (400, v2_error(400, "Bad Request"), InvalidRequestError, None, (), "Bad Request"),
-    (400, v2_error(400, SLOT_TAKEN, "Bad Request"), ConflictError, "SLOT_UNAVAILABLE", (), "no longer available"),
-    (401, v2_error(401, "Invalid token: access token is invalid", "Unauthorized"), AuthenticationError, None, (),
+    (400, v2_error(400, "Bad Request"), pms.InvalidRequestError, None, (), "Bad Request"),
+    (400, v2_error(400, SLOT_TAKEN, "Bad Request"), pms.ConflictError, "SLOT_UNAVAILABLE", (), "no longer available"),
+    (401, v2_error(401, "Invalid token: access token is invalid", "Unauthorized"), pms.AuthenticationError, None, (),
      "PMS_GHL_API_KEY"),
-    (401, v2_error(401, "Invalid JWT"), AuthenticationError, None, (), "Invalid JWT"),
-    (401, v2_error(401, "version header was not found.", "Unauthorized"), InvalidRequestError, "VERSION_HEADER",
+    (401, v2_error(401, "Invalid JWT"), pms.AuthenticationError, None, (), "Invalid JWT"),
+    (401, v2_error(401, "version header was not found.", "Unauthorized"), pms.InvalidRequestError, "VERSION_HEADER",
      ("Version",), "not a bad token"),
-    (401, v2_error(401, "version header is invalid"), InvalidRequestError, "VERSION_HEADER", ("Version",), "2021-04-15"),
-    (403, v2_error(403, "The token does not have access to this location.", "Forbidden"), PermissionDeniedError, None,
+    (401, v2_error(401, "version header is invalid"), pms.InvalidRequestError, "VERSION_HEADER", ("Version",), "2021-04-15"),
+    (403, v2_error(403, "The token does not have access to this location.", "Forbidden"), pms.PermissionDeniedError, None,
      (), "access to this location"),
-    (404, v2_error(404, "Appointment not found"), NotFoundError, None, (), "not found"),
-    (422, v2_error(422, UNKNOWN_FIELDS, "Unprocessable Entity"), InvalidRequestError, None,
+    (404, v2_error(404, "Appointment not found"), pms.NotFoundError, None, (), "not found"),
+    (422, v2_error(422, UNKNOWN_FIELDS, "Unprocessable Entity"), pms.InvalidRequestError, None,
      ("selectedSlot", "startTime"), "should not exist"),
-    (429, v2_error(429, "Too Many Requests"), RateLimitError, None, (), "Too Many Requests"),
-    (500, v2_error(500, "Internal server error"), ServerError, None, (), "Internal server error"),
-    (502, "<html><body>502 Bad Gateway</body></html>", ServerError, None, (), "HTTP 502"),
+    (429, v2_error(429, "Too Many Requests"), pms.RateLimitError, None, (), "Too Many Requests"),
+    (500, v2_error(500, "Internal server error"), pms.ServerError, None, (), "Internal server error"),
+    (502, "<html><body>502 Bad Gateway</body></html>", pms.ServerError, None, (), "HTTP 502"),
     # v1 shapes
-    (400, {"msg": "Bad Request"}, InvalidRequestError, None, (), "Bad Request"),
-    (401, {"msg": "Unauthorized"}, AuthenticationError, None, (), "PMS_GHL_API_KEY"),
-    (422, V1_MANDATORY, InvalidRequestError, "required", ("selectedSlot", "selectedTimezone"), "mandatory"),
+    (400, {"msg": "Bad Request"}, pms.InvalidRequestError, None, (), "Bad Request"),
+    (401, {"msg": "Unauthorized"}, pms.AuthenticationError, None, (), "PMS_GHL_API_KEY"),
+    (422, V1_MANDATORY, pms.InvalidRequestError, "required", ("selectedSlot", "selectedTimezone"), "mandatory"),
 ]
 # fmt: on
 
@@ -714,7 +701,7 @@ def test_error_mapping_table(
 
 def test_trace_id_becomes_request_id(rsps: responses.RequestsMock) -> None:
     rsps.put(EVENT, status=400, json={"statusCode": 400, "message": "Bad Request", "traceId": "trace-123"})
-    with client() as c, pytest.raises(InvalidRequestError) as info:
+    with client() as c, pytest.raises(pms.InvalidRequestError) as info:
         c.update_appointment(EVENT_ID, {"title": "x"})
     assert info.value.request_id == "trace-123"
 
@@ -791,7 +778,7 @@ def test_v1_book_posts_then_reads_back_the_calendars_length(rsps: responses.Requ
 
 
 def test_v1_needs_a_timezone(rsps: responses.RequestsMock) -> None:
-    with client(ENV_V1) as c, pytest.raises(ValidationError) as info:
+    with client(ENV_V1) as c, pytest.raises(pms.ValidationError) as info:
         c.book_appointment(booking(start="2037-03-10T10:00:00-04:00", timezone=None))
     assert info.value.fields == ["timezone"]
     assert "PMS_GHL_TIMEZONE" in str(info.value)
@@ -820,7 +807,7 @@ def test_v1_reschedule_and_cancel(rsps: responses.RequestsMock) -> None:
 
 
 def test_v1_cannot_change_title_and_says_v2_can(rsps: responses.RequestsMock) -> None:
-    with client(ENV_V1) as c, pytest.raises(UnsupportedOperationError) as info:
+    with client(ENV_V1) as c, pytest.raises(pms.UnsupportedOperationError) as info:
         c.update_appointment("v1appt01", {"title": "Whitening"})
     assert "v2" in str(info.value) and "title" in str(info.value)
     assert len(rsps.calls) == 0
@@ -828,10 +815,10 @@ def test_v1_cannot_change_title_and_says_v2_can(rsps: responses.RequestsMock) ->
 
 def test_v1_push_report_is_unsupported(rsps: responses.RequestsMock) -> None:
     with client(ENV_V1) as c:
-        with pytest.raises(UnsupportedOperationError):
+        with pytest.raises(pms.UnsupportedOperationError):
             c.push_performance_report(report())
         adapter = c.adapter("ghl")
-        with pytest.raises(UnsupportedOperationError) as info:
+        with pytest.raises(pms.UnsupportedOperationError) as info:
             adapter.push_report(load_report())
     assert "v2" in str(info.value)
     assert "v2" in str(adapter.unsupported_reason(Capability.PUSH_REPORT))  # type: ignore[attr-defined]

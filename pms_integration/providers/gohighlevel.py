@@ -12,7 +12,7 @@ import re
 import threading
 import warnings
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .._http import Auth, BearerAuth, ErrorInfo, HttpResponse, Runtime
@@ -20,17 +20,12 @@ from .._ratelimit import RateLimitInfo
 from .._time import epoch_ms, parse_instant
 from ..config import GoHighLevelSettings
 from ..errors import ConflictError, InvalidRequestError, ValidationError
-from ..models import (
-    Appointment,
-    AppointmentRequest,
-    AppointmentStatus,
-    AppointmentUpdate,
-    PerformanceReport,
-    ProviderName,
-    named_timezone,
-)
+from ..models import Appointment, AppointmentStatus, ProviderName, named_timezone
 from ..provider import Provider
 from ._base import BaseAdapter, text
+
+if TYPE_CHECKING:
+    from ..models import AppointmentRequest, AppointmentUpdate, PerformanceReport
 
 __all__ = [
     "create",
