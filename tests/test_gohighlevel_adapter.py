@@ -47,6 +47,7 @@ CREATE = f"{HOST}/calendars/events/appointments"
 EVENTS = f"{HOST}/calendars/events"
 EVENT = f"{HOST}/calendars/events/appointments/{EVENT_ID}"
 SEARCH = f"{HOST}/contacts/search"
+NOTES = f"{HOST}/contacts/{REPORT_CONTACT_ID}/notes"
 V1_CREATE = f"{V1_BASE}/appointments/"
 V1_EVENT = f"{V1_BASE}/appointments/v1appt01"
 DESCRIPTION = "Six-month check-up\n\nTime zone: America/New_York\nBooking reference: bk-test"
@@ -466,9 +467,8 @@ def test_bad_ids_are_rejected_before_any_request(rsps: responses.RequestsMock, e
 
 def test_push_report_creates_note_on_upserted_reports_contact(rsps: responses.RequestsMock) -> None:
     rsps.post(UPSERT, json=upsert_response(REPORT_CONTACT_ID))
-    notes_url = f"{HOST}/contacts/{REPORT_CONTACT_ID}/notes"
-    rsps.get(notes_url, json={"notes": [note("an unrelated note", note_id="otherNote01")]})
-    rsps.post(notes_url, status=201, json={"note": note("...", title="AI receptionist report")})
+    rsps.get(NOTES, json={"notes": [note("an unrelated note", note_id="otherNote01")]})
+    rsps.post(NOTES, status=201, json={"note": note("...", title="AI receptionist report")})
     with client() as c:
         receipt = c.push_performance_report(report())
     assert [call.request.method for call in rsps.calls] == ["POST", "GET", "POST"]
@@ -486,17 +486,16 @@ def test_push_report_creates_note_on_upserted_reports_contact(rsps: responses.Re
 
 def test_repush_updates_the_same_note_and_contact_is_cached(rsps: responses.RequestsMock) -> None:
     rsps.post(UPSERT, json=upsert_response(REPORT_CONTACT_ID))
-    notes_url = f"{HOST}/contacts/{REPORT_CONTACT_ID}/notes"
-    rsps.get(notes_url, json={"notes": []})
-    rsps.post(notes_url, status=201, json={"note": note("first")})
+    rsps.get(NOTES, json={"notes": []})
+    rsps.post(NOTES, status=201, json={"note": note("first")})
     with client() as c:
         first = c.push_performance_report(report())
         rsps.replace(
             responses.GET,
-            notes_url,
+            NOTES,
             json={"notes": [note("old\n\nReport id: pms-report-2037-03-01-2037-03-07")]},
         )
-        rsps.put(f"{notes_url}/{NOTE_ID}", json={"note": note("new")})
+        rsps.put(f"{NOTES}/{NOTE_ID}", json={"note": note("new")})
         second = c.push_performance_report(report(metrics={"calls handled": 150}))
         methods = [(call.request.method, call.request.url.replace(HOST, "")) for call in rsps.calls]
         assert methods == [
@@ -523,34 +522,27 @@ def test_repush_updates_the_same_note_and_contact_is_cached(rsps: responses.Requ
 
 def test_repush_of_a_note_deleted_in_ghl_makes_a_new_one(rsps: responses.RequestsMock) -> None:
     rsps.post(UPSERT, json=upsert_response(REPORT_CONTACT_ID))
-    notes_url = f"{HOST}/contacts/{REPORT_CONTACT_ID}/notes"
-    rsps.get(notes_url, json={"notes": []})
-    rsps.post(notes_url, status=201, json={"note": note("first")})
+    rsps.get(NOTES, json={"notes": []})
+    rsps.post(NOTES, status=201, json={"note": note("first")})
     with client() as c:
         c.push_performance_report(report())
-        rsps.put(f"{notes_url}/{NOTE_ID}", status=404, json={"statusCode": 404, "message": "Note not found"})
+        rsps.put(f"{NOTES}/{NOTE_ID}", status=404, json={"statusCode": 404, "message": "Note not found"})
         again = c.push_performance_report(report())
     methods = [call.request.method for call in rsps.calls]
     assert methods == ["POST", "GET", "POST", "PUT", "GET", "POST"]
     assert again.created is True
 
 
-def test_configured_report_contact_needs_no_upsert(rsps: responses.RequestsMock) -> None:
-    notes_url = f"{HOST}/contacts/configuredC01/notes"
-    rsps.get(notes_url, json={"notes": []})
-    rsps.post(notes_url, status=201, json={"note": note("x", contact_id="configuredC01")})
-    with client(PMS_GHL_REPORT_CONTACT_ID="configuredC01") as c:
-        c.push_performance_report(report())
-    assert len(rsps.calls) == 2
-
-
-def test_report_note_marker_must_match_exactly(rsps: responses.RequestsMock) -> None:
-    notes_url = f"{HOST}/contacts/configuredC01/notes"
+def test_a_configured_contact_needs_no_upsert_and_the_report_marker_must_match_exactly(
+    rsps: responses.RequestsMock,
+) -> None:
+    configured = f"{HOST}/contacts/configuredC01/notes"
     # a different report whose id merely starts with ours must not be overwritten
-    rsps.get(notes_url, json={"notes": [note("Report id: pms-report-2037-03-01-2037-03-070")]})
-    rsps.post(notes_url, status=201, json={"note": note("x", note_id="newNote0001")})
+    rsps.get(configured, json={"notes": [note("Report id: pms-report-2037-03-01-2037-03-070")]})
+    rsps.post(configured, status=201, json={"note": note("x", note_id="newNote0001", contact_id="configuredC01")})
     with client(PMS_GHL_REPORT_CONTACT_ID="configuredC01") as c:
         receipt = c.push_performance_report(report())
+    assert requests_made(rsps) == ["GET /contacts/configuredC01/notes", "POST /contacts/configuredC01/notes"]
     assert receipt.created is True and receipt.id == "newNote0001"
 
 
