@@ -24,15 +24,8 @@ from pms_integration.models import AppointmentStatus
 from pms_integration.providers.salesforce import SalesforceAdapter, id_checksum, is_salesforce_id
 from pms_integration.sandbox import Fault, Sandbox
 from pms_integration.sandbox._core import Emulator, SandboxRequest
-from pms_integration.sandbox.salesforce import (
-    SalesforceEmulator,
-    _Bool,
-    _Cond,
-    _SoqlError,
-    date_literal_range,
-    parse_soql,
-    salesforce_id,
-)
+from pms_integration.sandbox.salesforce import SalesforceEmulator, date_literal_range, parse_soql, salesforce_id
+from pms_integration.sandbox.salesforce.soql import Bool, Cond, SoqlError
 
 from .test_salesforce_contract import WRONG, Sent
 
@@ -394,18 +387,18 @@ def test_soql_subset_parser() -> None:
         "ORDER BY CreatedDate DESC, Subject NULLS LAST LIMIT 2 OFFSET 1"
     )
     assert q.sobject == "Task" and q.fields == ["Id", "Subject"] and (q.limit, q.offset) == (2, 1)
-    assert isinstance(q.where, _Bool) and q.where.op == "OR"
+    assert isinstance(q.where, Bool) and q.where.op == "OR"
     first = q.where.items[0]
-    assert isinstance(first, _Bool) and first.op == "AND"
-    assert [c.field for c in first.items if isinstance(c, _Cond)] == ["OwnerId", "Subject"]
+    assert isinstance(first, Bool) and first.op == "AND"
+    assert [c.field for c in first.items if isinstance(c, Cond)] == ["OwnerId", "Subject"]
     assert q.order == [("CreatedDate", True, True), ("Subject", False, True)]
     # SOQL needs parentheses to mix AND and OR
-    with pytest.raises(_SoqlError, match="unexpected token: 'OR'"):
+    with pytest.raises(SoqlError, match="unexpected token: 'OR'"):
         parse_soql("SELECT Id FROM Task WHERE IsClosed = true AND Subject = 'a' OR Subject = 'b'")
     counted = parse_soql("SELECT COUNT() FROM Event WHERE Who.Name IN ('A', 'B') AND NOT ActivityDate = TODAY")
     assert counted.count == "COUNT()" and counted.fields == []
     literal = parse_soql("SELECT Id FROM Event WHERE StartDateTime = LAST_N_DAYS:30")
-    assert isinstance(literal.where, _Cond) and literal.where.value == ("LAST_N_DAYS", 30)
+    assert isinstance(literal.where, Cond) and literal.where.value == ("LAST_N_DAYS", 30)
 
 
 def test_date_literal_ranges() -> None:
@@ -464,7 +457,9 @@ def test_a_large_query_pages_at_2000_with_next_records_url(sb: Sandbox) -> None:
     assert len(small["records"]) == 500 and small["nextRecordsUrl"].endswith("-500")
     assert _soql(sb, "SELECT Id FROM Event LIMIT 10").json()["done"] is True
     assert _soql(sb, "SELECT COUNT() FROM Event").json() == {"totalSize": 2105, "done": True, "records": []}
-    bad = requests.get(sb.base_url("salesforce") + "/services/data/v67.0/query/01gAAAAAAAAAAAAAAA-2000", headers=auth, timeout=10)
+    bad = requests.get(
+        sb.base_url("salesforce") + "/services/data/v67.0/query/01gAAAAAAAAAAAAAAA-2000", headers=auth, timeout=10
+    )
     assert (bad.status_code, bad.json()[0]["errorCode"]) == (400, "INVALID_QUERY_LOCATOR")
 
 
@@ -474,7 +469,9 @@ def test_common_soql_is_understood(sb: Sandbox) -> None:
     with make_client(sb) as c:
         a = c.book_appointment(booking(sb, start=soon.isoformat(), title="Cleaning"))
         b = c.book_appointment(
-            booking(sb, start=(soon + dt.timedelta(hours=1)).isoformat(), title="Filling", patient={"phone": "+15555550123"})
+            booking(
+                sb, start=(soon + dt.timedelta(hours=1)).isoformat(), title="Filling", patient={"phone": "+15555550123"}
+            )
         )
         c.push_performance_report(REPORT)
 
@@ -485,7 +482,9 @@ def test_common_soql_is_understood(sb: Sandbox) -> None:
 
     assert ids(f"SELECT Id FROM Event WHERE Id IN ('{a.id}', '{b.id}')") == {a.id, b.id}
     assert ids(f"SELECT Id FROM Event WHERE Id NOT IN ('{a.id}')") == {b.id}
-    assert ids("SELECT Id FROM Event WHERE (Subject LIKE 'Cleaning%' OR Subject LIKE 'Filling%') AND IsAllDayEvent = false") == {a.id, b.id}
+    assert ids(
+        "SELECT Id FROM Event WHERE (Subject LIKE 'Cleaning%' OR Subject LIKE 'Filling%') AND IsAllDayEvent = false"
+    ) == {a.id, b.id}
     assert ids("SELECT Id FROM Event WHERE NOT (Subject LIKE 'Cleaning%')") == {b.id}
     assert ids("SELECT Id FROM Event WHERE StartDateTime = NEXT_N_DAYS:3") == {a.id, b.id}
     assert ids("SELECT Id FROM Event WHERE StartDateTime = LAST_N_DAYS:3") == set()

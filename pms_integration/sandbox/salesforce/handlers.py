@@ -1,0 +1,206 @@
+"""Thin handlers: read the request, check it, call the org, answer in Salesforce's format.
+
+A handler takes the emulator, the request and the route's path parameters; it raises
+:class:`OrgError` for the org's refusals, which the emulator renders as Salesforce's error list.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .._core import SandboxRequest, SandboxResponse, json_response
+from .soql import QUERY_BATCH, parse_soql
+from .state import OAuthError
+from .validation import SOBJECTS, OrgError, coerce, errors, invalid, sobject, wire
+
+if TYPE_CHECKING:
+    from .emulator import SalesforceEmulator
+
+Handler = Callable[["SalesforceEmulator", SandboxRequest, dict[str, str]], SandboxResponse]
+
+VERSIONS = [f"{v}.0" for v in range(31, 68)]
+_SEASONS = ("Winter", "Spring", "Summer")
+
+
+def versions(sf: SalesforceEmulator, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
+    """The versions list (31.0 was Summer '14; three releases a year)."""
+    body = []
+    for version in VERSIONS:
+        n = int(float(version)) - 31
+        label = f"{_SEASONS[(n + 2) % 3]} '{14 + (n + 2) // 3:02d}"
+        body.append({"label": label, "url": f"/services/data/v{version}", "version": version})
+    return json_response(200, body)
+
+
+def create(sf: SalesforceEmulator, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
+    name = params["sobject"]
+    sobject(name)
+    values = coerce(name, _json_body(req), creating=True, exists=sf.org.exists)
+    record_id = sf.org.create(name, values, params["version"])
+    return json_response(201, {"id": record_id, "success": True, "errors": []})
+
+
+def read(sf: SalesforceEmulator, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
+    name = params["sobject"]
+    record = sf.org.find(name, params["record_id"])
+    fields = SOBJECTS[name][1]
+    wanted = req.arg("fields")
+    names = list(fields) if not wanted else [f.strip() for f in wanted.split(",") if f.strip()]
+    for field in names:
+        if field not in fields:
+            raise invalid("INVALID_FIELD", f"No such column '{field}' on entity '{name}'")
+    body: dict[str, Any] = {"attributes": dict(record["attributes"])}
+    body.update({field: wire(record.get(field)) for field in names})
+    body.setdefault("Id", record["Id"])
+    return json_response(200, body)
+
+
+def update(sf: SalesforceEmulator, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
+    name = params["sobject"]
+    record = sf.org.find(name, params["record_id"])
+    sf.org.update(record, coerce(name, _json_body(req), creating=False, exists=sf.org.exists))
+    return SandboxResponse(204)
+
+
+def delete(sf: SalesforceEmulator, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
+    sf.org.delete(sf.org.find(params["sobject"], params["record_id"]))
+    return SandboxResponse(204)
+
+
+def query(
+    sf: SalesforceEmulator, req: SandboxRequest, params: dict[str, str], *, include_deleted: bool = False
+) -> SandboxResponse:
+    soql = req.arg("q")
+    if not soql:
+        raise invalid("MALFORMED_QUERY", "A query string must be provided with the q parameter")
+    parsed = parse_soql(soql)
+    result = sf.org.query(parsed, params["version"], include_deleted=include_deleted)
+    if parsed.count == "COUNT()":
+        return json_response(200, {"totalSize": result, "done": True, "records": []})
+    if isinstance(result, int):
+        aggregate = {"attributes": {"type": "AggregateResult"}, "expr0": result}
+        return json_response(200, {"totalSize": 1, "done": True, "records": [aggregate]})
+    return _page(sf, result, _batch_size(req), 0, params["version"])
+
+
+def query_all(sf: SalesforceEmulator, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
+    """``queryAll``: like ``query``, but deleted records (the recycle bin) are included."""
+    return query(sf, req, params, include_deleted=True)
+
+
+def query_more(sf: SalesforceEmulator, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
+    """The next page of a query (the ``nextRecordsUrl`` of the previous one)."""
+    cursor = sf.org.cursors.get(params["locator"])
+    offset = int(params["offset"])
+    if cursor is None or offset > len(cursor[0]):
+        raise invalid("INVALID_QUERY_LOCATOR", "invalid query locator")
+    records, batch = cursor
+    return _page(sf, records, batch, offset, params["version"], locator=params["locator"])
+
+
+def token(sf: SalesforceEmulator, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
+    """The OAuth refresh-token grant."""
+    form = req.form() if _content_type(req) == "application/x-www-form-urlencoded" else {}
+    if form.get("grant_type") != "refresh_token":
+        return json_response(400, {"error": "unsupported_grant_type", "error_description": "grant type not supported"})
+    try:
+        rotated = sf.org.refresh(form.get("client_id"), form.get("client_secret"), form.get("refresh_token"))
+    except OAuthError as exc:
+        return json_response(400, {"error": exc.error, "error_description": exc.description})
+    body: dict[str, Any] = {
+        "access_token": sf.org.token,
+        "signature": secrets.token_urlsafe(32),
+        "scope": "api refresh_token",
+        "instance_url": sf.sandbox.base_url(sf.provider),
+        "id": f"https://login.salesforce.com/id/{sf.org.org_id}/{sf.org.owner_id}",
+        "token_type": "Bearer",
+        "issued_at": str(int(time.time() * 1000)),
+    }
+    if rotated is not None:
+        body["refresh_token"] = rotated
+    return json_response(200, body)
+
+
+# ---------------------------------------------------------------------------------------------
+# reading requests, writing answers
+
+
+def _content_type(req: SandboxRequest) -> str:
+    return (req.header("Content-Type") or "").split(";")[0].strip().lower()
+
+
+def _json_body(req: SandboxRequest) -> dict[str, Any]:
+    ctype = _content_type(req)
+    if ctype != "application/json":
+        raise OrgError(
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+            f"Content-Type header specified in HTTP request is not supported: {ctype or '(none)'}",
+        )
+    try:
+        body = req.json()
+    except (ValueError, UnicodeDecodeError):
+        raise invalid("JSON_PARSER_ERROR", "Unexpected character: was expecting a JSON object") from None
+    if not isinstance(body, dict):
+        raise invalid("JSON_PARSER_ERROR", "Cannot deserialize instance of sObject from a non-object value")
+    return body
+
+
+def _batch_size(req: SandboxRequest) -> int:
+    """``Sforce-Query-Options: batchSize=n`` (200 to 2,000; a hint, as in the real API)."""
+    m = re.search(r"batchSize\s*=\s*(\d{1,6})", req.header("Sforce-Query-Options") or "")
+    return QUERY_BATCH if m is None else min(max(int(m.group(1)), 200), QUERY_BATCH)
+
+
+def _page(
+    sf: SalesforceEmulator,
+    records: list[dict[str, Any]],
+    batch: int,
+    offset: int,
+    version: str,
+    *,
+    locator: str | None = None,
+) -> SandboxResponse:
+    body: dict[str, Any] = {"totalSize": len(records), "done": True, "records": records[offset : offset + batch]}
+    following = offset + batch
+    if following < len(records):
+        locator = locator or sf.org.open_cursor(records, batch)
+        body["done"] = False
+        body["nextRecordsUrl"] = f"/services/data/v{version}/query/{locator}-{following}"
+    return json_response(200, body)
+
+
+def error_response(status: int, message: str | None = None) -> SandboxResponse:
+    """The org's answer for a bare status (also what the core sends for injected faults)."""
+    # Salesforce never sends Retry-After; its rate limit is a 403.
+    if status == 401:
+        body = errors("INVALID_SESSION_ID", message or "Session expired or invalid")
+        return json_response(401, body, {"WWW-Authenticate": "Token"})
+    if status == 429:
+        return json_response(403, errors("REQUEST_LIMIT_EXCEEDED", "ConcurrentPerOrgLongTxn Limit exceeded."))
+    if status == 404:
+        return json_response(404, errors("NOT_FOUND", message or "The requested resource does not exist"))
+    if status == 500:
+        ref = f"{secrets.randbelow(10**9)}-{secrets.randbelow(10**6)} ({secrets.randbelow(10**9)})"
+        text = f"An unexpected error occurred. Please include this ErrorId if you contact support: {ref}"
+        return json_response(500, errors("UNKNOWN_EXCEPTION", text))
+    if status >= 500:
+        reason = {502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}.get(status, "Error")
+        html = f"<html><head><title>{reason}</title></head><body><h1>{reason}</h1></body></html>"
+        return SandboxResponse(status, html, {}, "text/html;charset=UTF-8")
+    return json_response(status, errors("BAD_REQUEST" if status == 400 else "ERROR", message or "error"))
+
+
+def not_emulated(req: SandboxRequest, prefix: str, what: str = "") -> SandboxResponse:
+    """501: a real org may well serve this, but the sandbox does not (never a "not found")."""
+    text = (
+        f"Not emulated: the pms-integration sandbox does not implement {req.method} {prefix}{req.path}"
+        + (f" ({what})" if what else "")
+        + ". It emulates the versions list, create/read/update/delete of Event and Task, query and "
+        "queryAll (Event, Task, Contact, Lead, User) and the OAuth refresh-token grant."
+    )
+    return json_response(501, errors("NOT_EMULATED", text))

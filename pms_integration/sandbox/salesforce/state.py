@@ -1,0 +1,363 @@
+"""The org's records and the operations on them: thread-safe (one re-entrant lock), no HTTP."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import secrets
+import threading
+from collections.abc import Callable
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from .soql import Column, Query, SoqlError, check_condition, conditions, holds, sort_key
+from .validation import (
+    API_LIMIT,
+    BASE62,
+    ID_SHAPE,
+    NAME_FIELDS,
+    NOT_EMULATED_SOBJECTS,
+    QUERYABLE,
+    RELATIONSHIPS,
+    SOBJECTS,
+    NotEmulated,
+    OrgError,
+    id15,
+    salesforce_id,
+    settle_event,
+    sobject,
+    valid_id,
+    wire,
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _locked(method: Callable[Concatenate[Org, P], R]) -> Callable[Concatenate[Org, P], R]:
+    @functools.wraps(method)
+    def run(self: Org, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with self.lock:
+            return method(self, *args, **kwargs)
+
+    return run
+
+
+class OAuthError(Exception):
+    """A refused token request: the OAuth ``error`` and ``error_description``."""
+
+    def __init__(self, error: str, description: str) -> None:
+        super().__init__(description)
+        self.error, self.description = error, description
+
+
+class Org:
+    """An in-memory Salesforce org with one API user (the owner), a Contact and a Lead."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.org_id = salesforce_id("00D")
+        self.owner_id = salesforce_id("005")
+        self.event_record_type = salesforce_id("012")
+        self.client_id = "3MVG9sandbox" + secrets.token_hex(12)
+        self.client_secret = secrets.token_hex(16)
+        self.refresh_token = "5Aep861sandbox" + secrets.token_hex(16)
+        self.token = ""  # the valid access token (the sandbox sets it)
+        self.contacts: dict[str, dict[str, Any]] = {}
+        self.records: dict[str, dict[str, Any]] = {}
+        self.api_usage = 0
+        self.api_limit = API_LIMIT
+        self.token_refreshes = 0
+        #: refresh-token rotation (an option of the connected app): each refresh answers with a
+        #: new refresh token and the one it used stops working at once
+        self.rotate_refresh_tokens = False
+        #: open query cursors: locator -> (the serialised records, page size)
+        self.cursors: dict[str, tuple[list[dict[str, Any]], int]] = {}
+        for prefix, name, kind in (("003", "Jane Doe", "Contact"), ("00Q", "John Roe", "Lead")):
+            record_id = salesforce_id(prefix)
+            self.contacts[record_id] = {"Id": record_id, "Name": name, "type": kind}
+
+    @_locked
+    def reset(self) -> None:
+        """Forget records, cursors, usage and refreshes (people, ids and credentials stay)."""
+        self.rotate_refresh_tokens = False
+        self.cursors.clear()
+        self.records.clear()
+        self.api_usage = 0
+        self.api_limit = API_LIMIT
+        self.token_refreshes = 0
+
+    @_locked
+    def snapshot(self) -> dict[str, Any]:
+        live = [r for r in self.records.values() if not r["IsDeleted"]]
+        return {
+            "owner_id": self.owner_id,
+            "event_record_type": self.event_record_type,
+            "contacts": [dict(c) for c in self.contacts.values()],
+            "bookings": [_public(r) for r in live if r["attributes"]["type"] == "Event"],
+            "tasks": [_public(r) for r in live if r["attributes"]["type"] == "Task"],
+            "deleted": [r["Id"] for r in self.records.values() if r["IsDeleted"]],
+            "api_usage": self.api_usage,
+            "token_refreshes": self.token_refreshes,
+        }
+
+    # -- sessions and the daily allowance ------------------------------------------------------
+
+    @_locked
+    def new_session(self) -> str:
+        """Issue a new access token; the previous one stops working."""
+        self.token = "00D" + self.org_id[3:15] + "!AQ" + secrets.token_urlsafe(24)
+        return self.token
+
+    @_locked
+    def refresh(self, client_id: str | None, client_secret: str | None, refresh_token: str | None) -> str | None:
+        """The refresh-token grant: a new session; returns the new refresh token when rotating."""
+        if client_id != self.client_id:
+            raise OAuthError("invalid_client_id", "client identifier invalid")
+        if client_secret != self.client_secret:
+            raise OAuthError("invalid_client", "invalid client credentials")
+        if refresh_token != self.refresh_token:
+            raise OAuthError("invalid_grant", "expired access/refresh token")
+        self.new_session()
+        self.token_refreshes += 1
+        if not self.rotate_refresh_tokens:
+            return None
+        self.refresh_token = "5Aep861sandbox" + secrets.token_hex(16)
+        return self.refresh_token
+
+    @_locked
+    def count_call(self) -> None:
+        """Count one API call against the daily allowance; refused once it is spent."""
+        if self.api_usage >= self.api_limit:
+            raise OrgError(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
+        self.api_usage += 1
+
+    # -- records -------------------------------------------------------------------------------
+
+    def _lookup(self, raw_id: str) -> dict[str, Any] | None:
+        return next((r for r in self.records.values() if id15(r["Id"]) == id15(raw_id)), None)
+
+    @_locked
+    def record(self, raw_id: str) -> dict[str, Any] | None:
+        """A record's fields as the org writes them (deleted ones too); None if unknown."""
+        found = self._lookup(raw_id)
+        return None if found is None else _public(found)
+
+    def exists(self, field: str, value: str) -> bool:
+        """Whether a reference field's id points at something the org has."""
+        key = id15(value)
+        if field == "OwnerId":
+            return key == id15(self.owner_id)
+        if field == "RecordTypeId":
+            return key == id15(self.event_record_type)
+        if field == "WhoId":
+            return any(id15(c) == key for c in self.contacts)
+        return True
+
+    @_locked
+    def find(self, name: str, raw_id: str) -> dict[str, Any]:
+        """The live record of sObject ``name`` with that id, or the org's refusal."""
+        prefix, _ = sobject(name)
+        if not ID_SHAPE.fullmatch(raw_id):
+            raise OrgError(
+                404, "NOT_FOUND", f"Provided external ID field does not exist or is not accessible: {raw_id}"
+            )
+        if not valid_id(raw_id) or not raw_id.startswith(prefix):
+            raise OrgError(400, "MALFORMED_ID", f"{name} ID: id value of incorrect type: {raw_id}", ["Id"])
+        record = self._lookup(raw_id)
+        if record is None or record["attributes"]["type"] != name:
+            raise OrgError(404, "NOT_FOUND", "The requested resource does not exist")
+        if record["IsDeleted"]:
+            raise OrgError(404, "ENTITY_IS_DELETED", "entity is deleted", [])
+        return record
+
+    @_locked
+    def create(self, name: str, values: dict[str, Any], version: str) -> str:
+        """A new record of sObject ``name`` with the org's defaults; its id."""
+        prefix, fields = SOBJECTS[name]
+        now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
+        record: dict[str, Any] = dict.fromkeys(fields)
+        record.update(
+            OwnerId=self.owner_id, CreatedById=self.owner_id, CreatedDate=now, LastModifiedDate=now, IsDeleted=False
+        )
+        if name == "Event":
+            record.update(IsAllDayEvent=False, ShowAs="Busy", IsPrivate=False, IsReminderSet=False)
+        else:
+            record.update(Status="Not Started", Priority="Normal")
+        record.update(values)
+        _settle(name, record, values, creating=True)
+        record_id = salesforce_id(prefix)
+        while any(id15(r) == id15(record_id) for r in self.records):
+            record_id = salesforce_id(prefix)
+        record["Id"] = record_id
+        record["attributes"] = {"type": name, "url": f"/services/data/v{version}/sobjects/{name}/{record_id}"}
+        self.records[record_id] = record
+        return record_id
+
+    @_locked
+    def update(self, record: dict[str, Any], values: dict[str, Any]) -> None:
+        """Apply checked ``values`` to a record :meth:`find` returned (all or nothing)."""
+        candidate = {**record, **values}
+        _settle(record["attributes"]["type"], candidate, values, creating=False)
+        candidate["LastModifiedDate"] = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
+        record.update(candidate)
+
+    @_locked
+    def delete(self, record: dict[str, Any]) -> None:
+        """Move a record :meth:`find` returned to the recycle bin."""
+        record["IsDeleted"] = True
+
+    # -- queries -------------------------------------------------------------------------------
+
+    @_locked
+    def query(self, query: Query, version: str, *, include_deleted: bool) -> list[dict[str, Any]] | int:
+        """The records a parsed query selects, shaped as the API returns them; a number for COUNT."""
+        name = next((n for n in QUERYABLE if n.lower() == query.sobject.lower()), None)
+        if name is None:
+            standard = next((n for n in NOT_EMULATED_SOBJECTS if n.lower() == query.sobject.lower()), None)
+            if standard is not None:  # every real org has it: "no such object" would mislead a caller
+                raise NotEmulated(f"SOQL on {standard} is not emulated by the sandbox")
+            raise SoqlError(
+                "INVALID_TYPE",
+                f"sObject type '{query.sobject}' is not supported. If you are attempting to use a custom "
+                "object, be sure to append the '__c' after the entity name.",
+            )
+        selected = [self._resolve(name, field) for field in query.fields]
+        where = {c.field: self._resolve(name, c.field) for c in conditions(query.where)}
+        order = [(self._resolve(name, field), desc, last) for field, desc, last in query.order]
+        counted = None if query.count in (None, "COUNT()") else self._resolve(name, query.count)
+        for cond in conditions(query.where):
+            check_condition(where[cond.field][1], cond)
+        today = _dt.datetime.now(_dt.timezone.utc).date()
+        rows = [
+            r
+            for r in self._rows(name, version)
+            if (include_deleted or not r.get("IsDeleted"))
+            and (query.where is None or holds(query.where, r, where, today))
+        ]
+        if query.count is not None:
+            return len(rows) if counted is None else sum(1 for r in rows if counted[2](r) is not None)
+        for (_, _, getter), descending, nulls_last in reversed(order):
+            present = [r for r in rows if getter(r) is not None]
+            missing = [r for r in rows if getter(r) is None]
+            present.sort(key=lambda r, g=getter: sort_key(g(r)), reverse=descending)  # type: ignore[misc]
+            rows = present + missing if nulls_last else missing + present
+        if query.offset:
+            rows = rows[query.offset :]
+        if query.limit is not None:
+            rows = rows[: query.limit]
+        return [self._shape(r, selected, version) for r in rows]
+
+    @_locked
+    def open_cursor(self, records: list[dict[str, Any]], batch: int) -> str:
+        """Keep a result for its next pages; its locator (the org keeps a bounded number)."""
+        locator = "01g" + "".join(secrets.choice(BASE62) for _ in range(15))
+        self.cursors[locator] = (records, batch)
+        while len(self.cursors) > 50:
+            self.cursors.pop(next(iter(self.cursors)))
+        return locator
+
+    def _rows(self, name: str, version: str) -> list[dict[str, Any]]:
+        if name in SOBJECTS:
+            return [r for r in self.records.values() if r["attributes"]["type"] == name]
+        if name == "User":
+            return [self._user(version)]
+        return [self._person(c, version) for c in self.contacts.values() if c["type"] == name]
+
+    def _person(self, contact: dict[str, Any], version: str) -> dict[str, Any]:
+        name = str(contact["Name"])
+        first, _, last = name.partition(" ")
+        kind = contact["type"]
+        return {
+            "Id": contact["Id"],
+            "Name": name,
+            "FirstName": first if last else None,
+            "LastName": last or first,
+            "Email": contact.get("Email"),
+            "Phone": contact.get("Phone"),
+            "IsDeleted": False,
+            "CreatedDate": None,
+            "Type": kind,
+            "attributes": {"type": kind, "url": f"/services/data/v{version}/sobjects/{kind}/{contact['Id']}"},
+        }
+
+    def _user(self, version: str) -> dict[str, Any]:
+        return {
+            "Id": self.owner_id,
+            "Name": "Sandbox Receptionist",
+            "FirstName": "Sandbox",
+            "LastName": "Receptionist",
+            "Email": "receptionist@sandbox.invalid",
+            "Phone": None,
+            "Username": "receptionist@sandbox.invalid",
+            "IsActive": True,
+            "Type": "User",
+            "attributes": {"type": "User", "url": f"/services/data/v{version}/sobjects/User/{self.owner_id}"},
+        }
+
+    def _related(self, relationship: str, record: dict[str, Any], version: str) -> dict[str, Any] | None:
+        target = record.get(RELATIONSHIPS[relationship])
+        if not isinstance(target, str):
+            return None
+        if id15(target) == id15(self.owner_id):
+            return self._user(version)
+        contact = next((c for c in self.contacts.values() if id15(c["Id"]) == id15(target)), None)
+        return None if contact is None else self._person(contact, version)
+
+    def _resolve(self, name: str, path: str) -> Column:
+        """A field path's canonical spelling, spec and value getter (names ignore case, as in SOQL)."""
+        fields = QUERYABLE[name]
+        head, dot, rest = path.partition(".")
+        if dot:
+            relationship = next((r for r in RELATIONSHIPS if r.lower() == head.lower()), None)
+            if relationship is None or name not in SOBJECTS or "." in rest:
+                raise SoqlError(
+                    "INVALID_FIELD",
+                    f"Didn't understand relationship '{head}' in field path. If you are attempting to use a "
+                    "custom relationship, be sure to append the '__r' after the custom relationship name.",
+                )
+            sub = next((f for f in NAME_FIELDS if f.lower() == rest.lower()), None)
+            if sub is None:
+                raise SoqlError("INVALID_FIELD", f"No such column '{rest}' on entity 'Name'.")
+
+            def related(record: dict[str, Any]) -> Any:
+                row = self._related(relationship, record, "")
+                return None if row is None else row.get(sub)
+
+            return f"{relationship}.{sub}", NAME_FIELDS[sub], related
+        canonical = next((f for f in fields if f.lower() == path.lower()), None)
+        if canonical is None:
+            raise SoqlError(
+                "INVALID_FIELD",
+                f"No such column '{path}' on entity '{name}'. If you are attempting to use a custom field, "
+                "be sure to append the '__c' after the custom field name. Please reference your WSDL or the "
+                "describe call for the appropriate names.",
+            )
+        return canonical, fields[canonical], lambda record: record.get(canonical)
+
+    def _shape(self, row: dict[str, Any], selected: list[Column], version: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"attributes": dict(row["attributes"])}
+        for path, _, getter in selected:
+            relationship, dot, sub = path.partition(".")
+            if not dot:
+                out[path] = wire(getter(row))
+                continue
+            related = self._related(relationship, row, version)
+            if related is None:
+                out[relationship] = None
+                continue
+            holder = out.get(relationship) or {"attributes": {"type": "Name", "url": related["attributes"]["url"]}}
+            holder[sub] = wire(related.get(sub))
+            out[relationship] = holder
+        return out
+
+
+def _settle(name: str, record: dict[str, Any], changed: dict[str, Any], *, creating: bool) -> None:
+    """The derived fields of a record: an Event's times, a Task's ``IsClosed``."""
+    if name == "Event":
+        settle_event(record, changed, creating=creating)
+    else:
+        record["IsClosed"] = record.get("Status") == "Completed"
+
+
+def _public(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: wire(v) for k, v in record.items() if k != "attributes"}
