@@ -6,6 +6,7 @@ from collections.abc import Iterator
 import pytest
 
 from pms_integration import _default
+from pms_integration.sandbox import Sandbox
 
 CANARY = {
     "PMS_GHL_API_KEY": "pit-canary-ghl-7f3e9a1b2c4d",
@@ -42,6 +43,19 @@ def _isolate_default_client(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -
     _default._client = None
     yield
     _default._client = previous
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    """One running sandbox per test module; ``sb`` hands it to a test freshly reset."""
+    with Sandbox(seed=7) as running:
+        yield running
+
+
+@pytest.fixture
+def sb(sandbox: Sandbox) -> Sandbox:
+    sandbox.reset()
+    return sandbox
 
 
 @pytest.fixture

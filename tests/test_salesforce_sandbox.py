@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Iterator
 from email.message import Message
 from typing import Any, cast
 from zoneinfo import ZoneInfo
@@ -30,18 +29,6 @@ from pms_integration.sandbox.salesforce.soql import Bool, Cond, SoqlError
 from .test_salesforce_contract import WRONG, Sent
 
 NY = ZoneInfo("America/New_York")
-
-
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[Sandbox]:
-    with Sandbox(seed=7) as sb:
-        yield sb
-
-
-@pytest.fixture
-def sb(sandbox: Sandbox) -> Sandbox:
-    sandbox.reset()
-    return sandbox
 
 
 def org(sb: Sandbox) -> SalesforceEmulator:
