@@ -84,7 +84,7 @@ def query(
     if isinstance(result, int):
         aggregate = {"attributes": {"type": "AggregateResult"}, "expr0": result}
         return json_response(200, {"totalSize": 1, "done": True, "records": [aggregate]})
-    return _page(sf, result, _batch_size(req), 0, params["version"])
+    return _page(sf, params, result, _batch_size(req), 0)
 
 
 def query_all(sf: SalesforceEmulator, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
@@ -98,8 +98,7 @@ def query_more(sf: SalesforceEmulator, req: SandboxRequest, params: dict[str, st
     offset = int(params["offset"])
     if cursor is None or offset > len(cursor[0]):
         raise invalid("INVALID_QUERY_LOCATOR", "invalid query locator")
-    records, batch = cursor
-    return _page(sf, records, batch, offset, params["version"], locator=params["locator"])
+    return _page(sf, params, *cursor, offset)
 
 
 def token(sf: SalesforceEmulator, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
@@ -157,20 +156,15 @@ def _batch_size(req: SandboxRequest) -> int:
 
 
 def _page(
-    sf: SalesforceEmulator,
-    records: list[dict[str, Any]],
-    batch: int,
-    offset: int,
-    version: str,
-    *,
-    locator: str | None = None,
+    sf: SalesforceEmulator, params: dict[str, str], records: list[dict[str, Any]], batch: int, offset: int
 ) -> SandboxResponse:
+    """One page of a result; a result with more keeps a cursor (``params`` has its locator, if any)."""
     body: dict[str, Any] = {"totalSize": len(records), "done": True, "records": records[offset : offset + batch]}
     following = offset + batch
     if following < len(records):
-        locator = locator or sf.org.open_cursor(records, batch)
+        locator = params.get("locator") or sf.org.open_cursor(records, batch)
         body["done"] = False
-        body["nextRecordsUrl"] = f"/services/data/v{version}/query/{locator}-{following}"
+        body["nextRecordsUrl"] = f"/services/data/v{params['version']}/query/{locator}-{following}"
     return json_response(200, body)
 
 
