@@ -2,33 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any
 from urllib.parse import unquote
 
 from ...models import ProviderName
-from .._core import Emulator, Route, Sandbox, SandboxRequest, SandboxResponse, json_response
+from .._core import Emulator, Forwarded, Sandbox, SandboxRequest, SandboxResponse, json_response
 from . import handlers
 from .handlers import VERSIONS
-from .routes import ROUTES, Endpoint
+from .routes import ROUTES
 from .state import Org
 from .validation import API_LIMIT, NotEmulated, OrgError, errors
-
-T = TypeVar("T")
-
-
-class _OnOrg(Generic[T]):
-    """An attribute of the emulator that lives on its :class:`Org` (the names tests and docs use)."""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-
-    def __get__(self, emulator: SalesforceEmulator, owner: type | None = None) -> T:
-        value: T = getattr(emulator.org, self.name)
-        return value
-
-    def __set__(self, emulator: SalesforceEmulator, value: T) -> None:
-        setattr(emulator.org, self.name, value)
 
 
 class SalesforceEmulator(Emulator):
@@ -36,31 +19,51 @@ class SalesforceEmulator(Emulator):
 
     provider = ProviderName.SALESFORCE
     prefix = "/salesforce"
+    endpoints = ROUTES
     api_version = "67.0"
+    store: Org
 
-    token = _OnOrg[str]()
-    org_id = _OnOrg[str]()
-    owner_id = _OnOrg[str]()
-    event_record_type = _OnOrg[str]()
-    client_id = _OnOrg[str]()
-    client_secret = _OnOrg[str]()
-    refresh_token = _OnOrg[str]()
-    rotate_refresh_tokens = _OnOrg[bool]()
-    token_refreshes = _OnOrg[int]()
-    api_usage = _OnOrg[int]()
-    api_limit = _OnOrg[int]()
-    contacts = _OnOrg[dict[str, dict[str, Any]]]()
-    records = _OnOrg[dict[str, dict[str, Any]]]()
+    token: Forwarded[str] = Forwarded()
+    org_id: Forwarded[str] = Forwarded()
+    owner_id: Forwarded[str] = Forwarded()
+    event_record_type: Forwarded[str] = Forwarded()
+    client_id: Forwarded[str] = Forwarded()
+    client_secret: Forwarded[str] = Forwarded()
+    refresh_token: Forwarded[str] = Forwarded()
+    rotate_refresh_tokens: Forwarded[bool] = Forwarded()
+    token_refreshes: Forwarded[int] = Forwarded()
+    api_usage: Forwarded[int] = Forwarded()
+    api_limit: Forwarded[int] = Forwarded()
+    contacts: Forwarded[dict[str, dict[str, Any]]] = Forwarded()
+    records: Forwarded[dict[str, dict[str, Any]]] = Forwarded()
 
     def __init__(self, sandbox: Sandbox) -> None:
-        self.org = Org()
+        self.store = Org()
         super().__init__(sandbox)
-        self.lock = self.org.lock
+
+    def handle(self, handler: Any, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
+        """Every route below ``/services/data/vXX.X`` is an API call: token, version, daily allowance."""
+        api = "version" in params
+        if api:
+            denied = self.check_auth(req)
+            if denied is not None:
+                return denied
+            if params["version"] not in VERSIONS:
+                return self.error_response(404)
+        with self.lock:
+            try:
+                if api:
+                    self.store.count_call()
+                response: SandboxResponse = handler(self, req, params)
+            except NotEmulated as exc:
+                response = handlers.not_emulated(req, self.prefix, exc.message)
+            except OrgError as exc:
+                response = json_response(exc.status, exc.body())
+            if api:
+                response.headers["Sforce-Limit-Info"] = f"api-usage={self.api_usage}/{self.api_limit}"
+        return response
 
     # -- Emulator API ------------------------------------------------------------------------
-
-    def routes(self) -> list[Route]:
-        return [Route(e.method, e.pattern, self._serve(e), e.operation, e.mutating) for e in ROUTES]
 
     def environ(self, base_url: str) -> dict[str, str]:
         return {
@@ -78,19 +81,13 @@ class SalesforceEmulator(Emulator):
             "PMS_SALESFORCE_REFRESH_TOKEN": self.refresh_token,
         }
 
-    def state(self) -> dict[str, Any]:
-        return self.org.snapshot()
-
-    def reset(self) -> None:
-        self.org.reset()
-
     def expire_token(self) -> str:
         """Invalidate the current access token (as a session timeout would); return the new one."""
-        return self.org.new_session()
+        return self.store.new_session()
 
     def record(self, record_id: str) -> dict[str, Any] | None:
         """A record's fields (deleted ones too), for tests; None if unknown."""
-        return self.org.record(unquote(record_id))
+        return self.store.record(unquote(record_id))
 
     def set_api_usage(self, used: int, limit: int = API_LIMIT) -> None:
         """Set the daily counter (to test the org's 403 REQUEST_LIMIT_EXCEEDED)."""
@@ -108,30 +105,3 @@ class SalesforceEmulator(Emulator):
             text = f"HTTP Method '{req.method}' not allowed. Allowed are {','.join(['HEAD', *allowed])}"
             return json_response(405, errors("METHOD_NOT_ALLOWED", text))
         return handlers.not_emulated(req, self.prefix)
-
-    # -- plumbing ----------------------------------------------------------------------------
-
-    def _serve(self, endpoint: Endpoint) -> Callable[[SandboxRequest, dict[str, str]], SandboxResponse]:
-        """The route's handler with the org's checks: auth, version, daily allowance, errors."""
-
-        def run(req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
-            if endpoint.api:
-                denied = self.check_auth(req)
-                if denied is not None:
-                    return denied
-                if params.get("version") not in VERSIONS:
-                    return self.error_response(404)
-            with self.lock:
-                try:
-                    if endpoint.api:
-                        self.org.count_call()
-                    response = endpoint.handler(self, req, params)
-                except NotEmulated as exc:
-                    response = handlers.not_emulated(req, self.prefix, exc.message)
-                except OrgError as exc:
-                    response = json_response(exc.status, exc.body())
-                if endpoint.api:
-                    response.headers["Sforce-Limit-Info"] = f"api-usage={self.api_usage}/{self.api_limit}"
-            return response
-
-        return run

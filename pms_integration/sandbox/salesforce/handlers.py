@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._core import SandboxRequest, SandboxResponse, json_response
@@ -19,8 +18,6 @@ from .validation import SOBJECTS, OrgError, coerce, errors, invalid, sobject, wi
 
 if TYPE_CHECKING:
     from .emulator import SalesforceEmulator
-
-Handler = Callable[["SalesforceEmulator", SandboxRequest, dict[str, str]], SandboxResponse]
 
 VERSIONS = [f"{v}.0" for v in range(31, 68)]
 _SEASONS = ("Winter", "Spring", "Summer")
@@ -39,14 +36,14 @@ def versions(sf: SalesforceEmulator, req: SandboxRequest, params: dict[str, str]
 def create(sf: SalesforceEmulator, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
     name = params["sobject"]
     sobject(name)
-    values = coerce(name, _json_body(req), creating=True, exists=sf.org.exists)
-    record_id = sf.org.create(name, values, params["version"])
+    values = coerce(name, _json_body(req), creating=True, exists=sf.store.exists)
+    record_id = sf.store.create(name, values, params["version"])
     return json_response(201, {"id": record_id, "success": True, "errors": []})
 
 
 def read(sf: SalesforceEmulator, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
     name = params["sobject"]
-    record = sf.org.find(name, params["record_id"])
+    record = sf.store.find(name, params["record_id"])
     fields = SOBJECTS[name][1]
     wanted = req.arg("fields")
     names = list(fields) if not wanted else [f.strip() for f in wanted.split(",") if f.strip()]
@@ -61,13 +58,13 @@ def read(sf: SalesforceEmulator, req: SandboxRequest, params: dict[str, str]) ->
 
 def update(sf: SalesforceEmulator, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
     name = params["sobject"]
-    record = sf.org.find(name, params["record_id"])
-    sf.org.update(record, coerce(name, _json_body(req), creating=False, exists=sf.org.exists))
+    record = sf.store.find(name, params["record_id"])
+    sf.store.update(record, coerce(name, _json_body(req), creating=False, exists=sf.store.exists))
     return SandboxResponse(204)
 
 
 def delete(sf: SalesforceEmulator, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
-    sf.org.delete(sf.org.find(params["sobject"], params["record_id"]))
+    sf.store.delete(sf.store.find(params["sobject"], params["record_id"]))
     return SandboxResponse(204)
 
 
@@ -78,7 +75,7 @@ def query(
     if not soql:
         raise invalid("MALFORMED_QUERY", "A query string must be provided with the q parameter")
     parsed = parse_soql(soql)
-    result = sf.org.query(parsed, params["version"], include_deleted=include_deleted)
+    result = sf.store.query(parsed, params["version"], include_deleted=include_deleted)
     if parsed.count == "COUNT()":
         return json_response(200, {"totalSize": result, "done": True, "records": []})
     if isinstance(result, int):
@@ -94,7 +91,7 @@ def query_all(sf: SalesforceEmulator, req: SandboxRequest, params: dict[str, str
 
 def query_more(sf: SalesforceEmulator, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
     """The next page of a query (the ``nextRecordsUrl`` of the previous one)."""
-    cursor = sf.org.cursors.get(params["locator"])
+    cursor = sf.store.cursors.get(params["locator"])
     offset = int(params["offset"])
     if cursor is None or offset > len(cursor[0]):
         raise invalid("INVALID_QUERY_LOCATOR", "invalid query locator")
@@ -107,15 +104,15 @@ def token(sf: SalesforceEmulator, req: SandboxRequest, params: dict[str, str]) -
     if form.get("grant_type") != "refresh_token":
         return json_response(400, {"error": "unsupported_grant_type", "error_description": "grant type not supported"})
     try:
-        rotated = sf.org.refresh(form.get("client_id"), form.get("client_secret"), form.get("refresh_token"))
+        rotated = sf.store.refresh(form.get("client_id"), form.get("client_secret"), form.get("refresh_token"))
     except OAuthError as exc:
         return json_response(400, {"error": exc.error, "error_description": exc.description})
     body: dict[str, Any] = {
-        "access_token": sf.org.token,
+        "access_token": sf.store.token,
         "signature": secrets.token_urlsafe(32),
         "scope": "api refresh_token",
         "instance_url": sf.sandbox.base_url(sf.provider),
-        "id": f"https://login.salesforce.com/id/{sf.org.org_id}/{sf.org.owner_id}",
+        "id": f"https://login.salesforce.com/id/{sf.store.org_id}/{sf.store.owner_id}",
         "token_type": "Bearer",
         "issued_at": str(int(time.time() * 1000)),
     }
@@ -162,7 +159,7 @@ def _page(
     body: dict[str, Any] = {"totalSize": len(records), "done": True, "records": records[offset : offset + batch]}
     following = offset + batch
     if following < len(records):
-        locator = params.get("locator") or sf.org.open_cursor(records, batch)
+        locator = params.get("locator") or sf.store.open_cursor(records, batch)
         body["done"] = False
         body["nextRecordsUrl"] = f"/services/data/v{params['version']}/query/{locator}-{following}"
     return json_response(200, body)

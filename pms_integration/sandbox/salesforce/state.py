@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import secrets
-import threading
 from collections.abc import Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from .._core import Store
 from .soql import Column, Query, SoqlError, check_condition, conditions, holds, sort_key
 from .validation import (
     API_LIMIT,
@@ -50,11 +50,11 @@ class OAuthError(Exception):
         self.error, self.description = error, description
 
 
-class Org:
+class Org(Store):
     """An in-memory Salesforce org with one API user (the owner), a Contact and a Lead."""
 
     def __init__(self) -> None:
-        self.lock = threading.RLock()
+        super().__init__()
         self.org_id = salesforce_id("00D")
         self.owner_id = salesforce_id("005")
         self.event_record_type = salesforce_id("012")
@@ -77,7 +77,7 @@ class Org:
             self.contacts[record_id] = {"Id": record_id, "Name": name, "type": kind}
 
     @_locked
-    def reset(self) -> None:
+    def clear(self) -> None:
         """Forget records, cursors, usage and refreshes (people, ids and credentials stay)."""
         self.rotate_refresh_tokens = False
         self.cursors.clear()
