@@ -60,7 +60,7 @@ class Org(Store):
         self.event_record_type = salesforce_id("012")
         self.client_id = "3MVG9sandbox" + secrets.token_hex(12)
         self.client_secret = secrets.token_hex(16)
-        self.refresh_token = "5Aep861sandbox" + secrets.token_hex(16)
+        self.refresh_token = _refresh_token()
         self.token = ""  # the valid access token (the sandbox sets it)
         self.contacts: dict[str, dict[str, Any]] = {}
         self.records: dict[str, dict[str, Any]] = {}
@@ -121,7 +121,7 @@ class Org(Store):
         self.token_refreshes += 1
         if not self.rotate_refresh_tokens:
             return None
-        self.refresh_token = "5Aep861sandbox" + secrets.token_hex(16)
+        self.refresh_token = _refresh_token()
         return self.refresh_token
 
     @_locked
@@ -357,6 +357,10 @@ def _settle(name: str, record: dict[str, Any], changed: dict[str, Any], *, creat
         settle_event(record, changed, creating=creating)
     else:
         record["IsClosed"] = record.get("Status") == "Completed"
+
+
+def _refresh_token() -> str:
+    return "5Aep861sandbox" + secrets.token_hex(16)
 
 
 def _public(record: dict[str, Any]) -> dict[str, Any]:
