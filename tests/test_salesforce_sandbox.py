@@ -25,6 +25,8 @@ from pms_integration.sandbox import Fault, Sandbox
 from pms_integration.sandbox._core import Emulator, SandboxRequest
 from pms_integration.sandbox.salesforce import SalesforceEmulator, date_literal_range, parse_soql, salesforce_id
 from pms_integration.sandbox.salesforce.soql import Bool, Cond, SoqlError
+from pms_integration.sandbox.salesforce.state import Org
+from pms_integration.sandbox.salesforce.validation import OrgError, coerce
 
 from .test_salesforce_contract import WRONG, Sent
 
@@ -398,6 +400,35 @@ def test_date_literal_ranges() -> None:
     assert date_literal_range("N_DAYS_AGO", 3, wednesday) == (dt.date(2037, 3, 8), dt.date(2037, 3, 9))
     assert date_literal_range("LAST_MONTH", 0, wednesday) == (dt.date(2037, 2, 1), dt.date(2037, 3, 1))
     assert date_literal_range("NEXT_N_MONTHS", 10, wednesday) == (dt.date(2037, 4, 1), dt.date(2038, 2, 1))
+
+
+def test_the_org_state_works_without_http() -> None:
+    """The store, the field rules and SOQL are plain Python: the handlers only carry HTTP to them."""
+    store = Org()
+    who = next(c for c in store.contacts if c.startswith("003"))
+    body = {"StartDateTime": "2037-03-09T09:00:00-05:00", "DurationInMinutes": 45, "WhoId": who[:15]}
+    event_id = store.create("Event", coerce("Event", body, creating=True, exists=store.exists), "67.0")
+    store.update(store.find("Event", event_id), {"DurationInMinutes": 60})
+    rows = store.query(parse_soql("SELECT Id, EndDateTime, Who.Name FROM Event"), "67.0", include_deleted=False)
+    assert rows == [
+        {
+            "attributes": {"type": "Event", "url": f"/services/data/v67.0/sobjects/Event/{event_id}"},
+            "Id": event_id,
+            "EndDateTime": "2037-03-09T15:00:00.000+0000",
+            "Who": {
+                "attributes": {"type": "Name", "url": f"/services/data/v67.0/sobjects/Contact/{who}"},
+                "Name": "Jane Doe",
+            },
+        }
+    ]
+    store.delete(store.find("Event", event_id))
+    with pytest.raises(OrgError) as info:
+        store.find("Event", event_id)
+    assert (info.value.status, info.value.code) == (404, "ENTITY_IS_DELETED")
+    assert (
+        store.snapshot()["deleted"] == [event_id]
+        and store.query(parse_soql("SELECT COUNT() FROM Event"), "67.0", include_deleted=True) == 1
+    )
 
 
 # ---------------------------------------------------------------------------------------------
