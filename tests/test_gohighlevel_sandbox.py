@@ -7,8 +7,9 @@ official response schemas, and every request the contract checker rejects, the e
 from __future__ import annotations
 
 import datetime as dt
+import re
 import threading
-from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +28,9 @@ from pms_integration.errors import (
 from pms_integration.models import AppointmentStatus
 from pms_integration.sandbox import Fault, Sandbox
 from pms_integration.sandbox.gohighlevel import DEFAULT_OPEN_HOURS, GoHighLevelEmulator
+from pms_integration.sandbox.gohighlevel.routes import ROUTES
+from pms_integration.sandbox.gohighlevel.state import CalendarStore, Refused
+from tests import _gohighlevel_support as support
 from tests._gohighlevel_support import (
     BAD_REQUESTS,
     SKIP_REASON,
@@ -37,18 +41,7 @@ from tests._gohighlevel_support import (
 )
 
 
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[Sandbox]:
-    with Sandbox(seed=7) as sb:
-        yield sb
-
-
-@pytest.fixture
-def sb(sandbox: Sandbox) -> Sandbox:
-    sandbox.reset()
-    return sandbox
-
-
+# ``sandbox`` (one per module) and ``sb`` (it, reset) come from conftest.py
 @pytest.fixture
 def ghl(sb: Sandbox) -> GoHighLevelEmulator:
     emulator = sb.emulator("ghl")
@@ -111,17 +104,7 @@ def client(sb: Sandbox, recorder: Recorder | None = None, **env: str) -> PMSClie
 
 
 def booking(**over: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "start": "2037-03-10T10:00:00-04:00",
-        "duration_minutes": 30,
-        "timezone": "America/New_York",
-        "title": "Cleaning",
-        "notes": "First visit",
-        "reference": "bk-sandbox-1",
-        "patient": {"name": "Jane Doe", "email": "jane@example.com", "phone": "+15555550123"},
-    }
-    base.update(over)
-    return base
+    return support.booking(**{"reference": "bk-sandbox-1", **over})
 
 
 REPORT = {"period_start": "2037-03-01", "period_end": "2037-03-07", "metrics": {"calls": 12, "bookings": 5}}
@@ -155,7 +138,7 @@ def test_v2_full_flow(sb: Sandbox, ghl: GoHighLevelEmulator) -> None:
         assert stored["description"].endswith(
             "Booking reference: bk-sandbox-1\n\nCancellation reason: Patient has the flu"
         )
-        assert "First visit" in stored["description"]
+        assert "Prefers Dr. Lee" in stored["description"]
 
         first = c.push_performance_report(REPORT)
         second = c.push_performance_report({**REPORT, "metrics": {"calls": 13, "bookings": 5}})
@@ -617,3 +600,52 @@ def test_a_route_the_emulator_lacks_is_501_naming_it(sb: Sandbox, ghl: GoHighLev
         with pytest.raises(ServerError) as info:
             adapter.transport.request("DELETE", "/contacts/abc/tags", operation="x")  # type: ignore[attr-defined]
     assert not isinstance(info.value, NotFoundError) and info.value.status_code == 501
+
+
+def test_faults_on_a_v1_route_answer_in_v1s_shape(sb: Sandbox, ghl: GoHighLevelEmulator) -> None:
+    sb.inject("ghl", Fault.server_error(503), operation="v1.appointments.get", times=1)
+    sb.inject("ghl", Fault.server_error(503), operation="appointments.get", times=1)
+    headers = {"Authorization": f"Bearer {sb.tokens[ghl.provider]}", "Version": "2021-04-15"}
+    v1 = requests.get(sb.base_url("ghl") + "/v1/appointments/x", headers=headers, timeout=5)
+    v2 = requests.get(sb.base_url("ghl") + "/calendars/events/appointments/x", headers=headers, timeout=5)
+    assert v1.status_code == v2.status_code == 503
+    assert v1.json() == {"msg": "Service Unavailable"} and v2.json()["statusCode"] == 503
+
+
+def test_a_bad_search_filter_is_refused_even_when_no_contact_exists(sb: Sandbox, ghl: GoHighLevelEmulator) -> None:
+    bad = {"locationId": ghl.location_id, "filters": [{"field": "email", "operator": "contains", "value": "a"}]}
+    resp = _raw(sb, "POST", "/contacts/search", version="2021-07-28", token=sb.tokens[ghl.provider], body=bad)
+    assert resp.status_code == 422 and "not supported" in resp.json()["message"][0]
+
+
+# ---------------------------------------------------------------------------------------------
+# the emulator's pieces on their own: the records without HTTP, the route table against the docs
+
+
+def test_the_store_keeps_the_calendar_rules_without_http() -> None:
+    store = CalendarStore()
+    ten = dt.datetime(2037, 3, 10, 14, tzinfo=dt.timezone.utc)  # 10:00 in New York
+    night = ten.replace(hour=3)
+    contact, created = store.upsert_contact({"email": "Ann@Example.com", "firstName": "Ann"})
+    assert created and contact["email"] == "ann@example.com" and contact["name"] == "Ann"
+    first = store.book(ten, store.slot_end(ten), contact=contact["id"], title="Cleaning")
+    assert first["end"] - first["start"] == dt.timedelta(minutes=store.slot_minutes)
+    for start in (ten + dt.timedelta(minutes=15), night):  # taken, closed
+        with pytest.raises(Refused) as refused:
+            store.book(start, store.slot_end(start), contact={"email": "bob@example.com"})
+        assert refused.value.reason == "slot"
+    assert len(store.contacts) == 1  # a refused booking makes no contact
+    store.book(night, store.slot_end(night), contact=contact["id"], check_slot=False)  # ignoreFreeSlotValidation
+    store.update_event(first["id"], appointmentStatus="cancelled")  # a cancelled booking frees its slot
+    store.book(ten, store.slot_end(ten), contact={"email": "bob@example.com"})
+    assert len(store.snapshot()["bookings"]) == 3 and len(store.contacts) == 2
+    with pytest.raises(Refused) as missing:
+        store.event("nope")
+    assert missing.value.reason == "appointment"
+
+
+def test_every_route_is_in_the_docs_table_of_operation_names() -> None:
+    text = (Path(__file__).resolve().parents[1] / "docs" / "testing.md").read_text(encoding="utf-8")
+    rows = [line for line in text.splitlines() if line.startswith("| GoHighLevel")]
+    documented = {name for row in rows for name in re.findall(r"`([a-z0-9.]+)`", row)}
+    assert documented == {endpoint.operation for endpoint in ROUTES}

@@ -15,7 +15,7 @@ import pytest
 
 import pms_integration as pms
 from pms_integration._retry import RetryPolicy
-from pms_integration.sandbox import Fault, Sandbox
+from pms_integration.sandbox import Fault, RollingWindow, Sandbox
 from pms_integration.testing import SandboxSession
 
 CREATE_OPERATION = {"gohighlevel": "appointments.create", "salesforce": "sobjects.create", "hubspot": "deals.create"}
@@ -198,6 +198,8 @@ def test_serve_command_answers_on_loopback_against_the_sandbox() -> None:
 
 
 HALF_MADE = {"gohighlevel": "appointments.create", "salesforce": "sobjects.create", "hubspot": "meetings.create"}
+#: the look-ups that find a half-made booking (HubSpot: the deal by id, its meeting, a meeting search)
+RECOVER_LOOKUPS = {**{p: [op] for p, op in LOOKUP_OPERATION.items()}, "hubspot": ["deals.read", "meetings.read", "meetings.search"]}
 
 
 @pytest.mark.parametrize("provider", ["gohighlevel", "salesforce", "hubspot"])
@@ -207,8 +209,7 @@ def test_retry_after_outcome_unknown_reconciles_instead_of_booking_twice(
 ) -> None:
     # the create's answer is lost and every look-up fails: the first call cannot decide
     sandbox.inject(provider, Fault.server_error(503, commit=committed), operation=HALF_MADE[provider], times=1)
-    operations = ["deals.read", "meetings.read", "meetings.search"] if provider == "hubspot" else [LOOKUP_OPERATION[provider]]
-    lookups = [sandbox.inject(provider, Fault.server_error(503), operation=op) for op in operations]
+    lookups = [sandbox.inject(provider, Fault.server_error(503), operation=op) for op in RECOVER_LOOKUPS[provider]]
     request = booking(9)
     with client_for(sandbox) as client:
         with pytest.raises(pms.ProviderError) as err:
@@ -261,8 +262,7 @@ def test_reload_keeps_the_duplicate_booking_memory(sandbox: Sandbox, provider: s
     first = pms.book_appointment(booking(11), provider=provider)
     # an unknown outcome just before a reload: the next client must still look it up first
     sandbox.inject(provider, Fault.server_error(503, commit=True), operation=HALF_MADE[provider], times=1)
-    lookups = ["deals.read", "meetings.read", "meetings.search"] if provider == "hubspot" else [LOOKUP_OPERATION[provider]]
-    rules = [sandbox.inject(provider, Fault.server_error(503), operation=op) for op in lookups]
+    rules = [sandbox.inject(provider, Fault.server_error(503), operation=op) for op in RECOVER_LOOKUPS[provider]]
     with pytest.raises(pms.ProviderError) as err:
         pms.book_appointment(booking(12), provider=provider)
     assert err.value.outcome_unknown
@@ -288,3 +288,16 @@ def test_sandbox_is_loopback_only_and_takes_partial_tokens() -> None:
         assert sb.environ()["PMS_GHL_API_KEY"] == "ghl-token-for-this-test"
         with pms.PMSClient(environ=sb.environ(), env_file=None) as client:
             assert client.book_appointment(booking(13), provider="ghl").reference == "fault-13"
+
+
+def test_rolling_window_counts_requests_and_says_how_long_to_wait() -> None:
+    now = [0.0]
+    window = RollingWindow(10.0, clock=lambda: now[0])
+    assert window.take(2) is None
+    now[0] = 2.0
+    assert window.take(2) is None and len(window) == 2
+    now[0] = 4.0
+    assert window.take(2) == pytest.approx(6.0) and len(window) == 2  # refused: nothing counted
+    now[0] = 10.0  # the first request leaves the window
+    assert window.take(2) is None and len(window) == 2
+    assert window.take() is None and len(window) == 3  # without a limit it only counts
