@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
 from ._retry import current_deadline
-from .errors import PMSError, ProviderError, ValidationError
+from .errors import PMSError, ProviderError, UnexpectedResponseError, ValidationError
 from .models import Appointment, AppointmentRequest, ProviderName
 
 __all__ = ["BookingMemory", "BoundedCache", "create_once"]
@@ -157,6 +157,9 @@ def create_once(
     returned as the result; otherwise the create is tried again, up to ``attempts`` times in
     all. If the look-up itself fails, the original error is raised with ``outcome_unknown``
     and the reference in its message, because nobody can tell whether the record exists.
+
+    A create answered with success that could not be read (``UnexpectedResponseError``) did
+    make its record: it is looked up, but never sent again when the look-up misses.
     """
     last: ProviderError | None = None
     for _ in range(max(attempts, 1)):
@@ -186,6 +189,8 @@ def create_once(
         if found is not None:
             log.info("%s %s: reference %s already exists; not creating again", provider.value, operation, reference)
             return found
+        if isinstance(last, UnexpectedResponseError):
+            break
     assert last is not None
     last.reference = reference
     last.outcome_unknown = True

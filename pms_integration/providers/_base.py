@@ -179,31 +179,8 @@ class BaseAdapter:
     def create_once(
         self, create: Callable[[], T], find: Callable[[], T | None], *, operation: str, reference: str
     ) -> T:
-        """``create``, never twice: after an ambiguous failure ``find`` decides (see ``_once``).
-
-        A create answered with success that cannot be read (an ``UnexpectedResponseError`` with
-        ``outcome_unknown``, as :meth:`json_object` raises with ``creates``) made its record: it
-        is looked up, but when the look-up misses the create is not sent again.
-        """
-        answered: list[UnexpectedResponseError] = []
-
-        def attempt() -> T:
-            if answered:  # raised without outcome_unknown, create_once passes it on untouched
-                answered[0].outcome_unknown = False
-                raise answered[0]
-            try:
-                return create()
-            except UnexpectedResponseError as exc:
-                if exc.outcome_unknown:
-                    answered.append(exc)
-                raise
-
-        try:
-            return create_once(attempt, find, provider=self.provider, operation=operation, reference=reference)
-        except UnexpectedResponseError as exc:
-            if answered and exc is answered[0]:
-                exc.outcome_unknown, exc.reference = True, reference
-            raise
+        """``create``, never twice: after an ambiguous failure ``find`` decides (see ``_once``)."""
+        return create_once(create, find, provider=self.provider, operation=operation, reference=reference)
 
     # -- bookings -----------------------------------------------------------------------------
 
