@@ -16,6 +16,7 @@ import collections
 import contextlib
 import logging
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -124,6 +125,29 @@ class BookingMemory:
     def forget_appointment(self, provider: ProviderName, appointment_id: str) -> None:
         self._booked.drop_where(lambda k, v: k[0] == provider and v[1].id == appointment_id)
 
+    # -- the pieces book() used to be assembled from (deprecated: call book()) --------------
+
+    def booked(self, key: _Key) -> tuple[AppointmentRequest, Appointment] | None:
+        _deprecated("BookingMemory.booked()")
+        return self._booked.get(key)
+
+    def is_uncertain(self, key: _Key) -> bool:
+        _deprecated("BookingMemory.is_uncertain()")
+        return key in self._uncertain
+
+    def remember(self, key: _Key, request: AppointmentRequest, appointment: Appointment) -> None:
+        _deprecated("BookingMemory.remember()")
+        self._uncertain.pop(key)
+        self._booked.put(key, (request, appointment))
+
+    def mark_uncertain(self, key: _Key) -> None:
+        _deprecated("BookingMemory.mark_uncertain()")
+        self._uncertain.put(key, True)
+
+    def hold(self, key: _Key) -> contextlib.AbstractContextManager[None]:
+        _deprecated("BookingMemory.hold()")
+        return self._hold(key)
+
     @contextlib.contextmanager
     def _hold(self, key: _Key) -> Iterator[None]:
         """Serialise attempts at one booking (the lock is dropped when nobody holds it)."""
@@ -138,6 +162,10 @@ class BookingMemory:
                 entry[1] -= 1
                 if entry[1] == 0:
                     del self._key_locks[key]
+
+
+def _deprecated(what: str) -> None:
+    warnings.warn(f"{what} is deprecated; use BookingMemory.book()", DeprecationWarning, stacklevel=3)
 
 
 def create_once(

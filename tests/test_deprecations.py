@@ -1,0 +1,37 @@
+"""Names the adapter-shape refactor retired keep working, with a DeprecationWarning."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from pms_integration.client import BookingMemory
+from pms_integration.models import Appointment, AppointmentRequest, AppointmentStatus, Patient, ProviderName
+
+KEY = (ProviderName.HUBSPOT, "https://api.hubapi.com|pipeline", "conv-1")
+
+
+def _request() -> AppointmentRequest:
+    start = dt.datetime(2031, 1, 6, 9, tzinfo=dt.timezone.utc)
+    return AppointmentRequest(patient=Patient(email="ada@example.com"), start=start, reference="conv-1")
+
+
+def test_booking_memory_pieces_still_work_and_warn() -> None:
+    memory, request = BookingMemory(), _request()
+    appointment = Appointment(ProviderName.HUBSPOT, "m-1", AppointmentStatus.BOOKED, request.start, request.end)
+    with pytest.warns(DeprecationWarning, match="mark_uncertain"):
+        memory.mark_uncertain(KEY)
+    with pytest.warns(DeprecationWarning, match="is_uncertain"):
+        assert memory.is_uncertain(KEY)
+    with pytest.warns(DeprecationWarning, match="hold"):
+        hold = memory.hold(KEY)
+    with hold, pytest.warns(DeprecationWarning, match="remember"):
+        memory.remember(KEY, request, appointment)
+    with pytest.warns(DeprecationWarning, match="booked"):
+        assert memory.booked(KEY) == (request, appointment)
+
+    def must_not_create() -> Appointment:
+        raise AssertionError("a remembered booking is returned, not created again")
+
+    assert memory.book(KEY, request, must_not_create, lambda: None) is appointment
