@@ -18,9 +18,11 @@ from .._core import REASONS, Reply, SandboxRequest, SandboxResponse, json_respon
 from .state import CalendarStore, Refused
 from .validation import (
     CREATE_FIELDS,
+    CREATE_REQUIRED,
     EDIT_FIELDS,
     NOTE_FIELDS,
     UPSERT_FIELDS,
+    V1_REQUIRED,
     V1_STATUSES,
     Kind,
     contact_filter,
@@ -47,14 +49,7 @@ _V1_REFUSED = {
     "calendar": {"calendarId": ("The calendar id is invalid.", "exists")},
     "slot": {"selectedSlot": (SLOT_TAKEN, "slot")},
 }
-_CREATE_REQUIRED = ("calendarId", "locationId", "contactId", "startTime")
 _EDITABLE = ("title", "description", "address", "appointmentStatus", "assignedUserId", "meetingLocationType")
-_V1_REQUIRED = {
-    "calendarId": "The calendar id field is mandatory.",
-    "selectedSlot": "The selected slot field is mandatory.",
-    "selectedTimezone": "The selected timezone field is mandatory.",
-    "status": "The status field is mandatory.",
-}
 _V1_CONTACT = ("email", "phone", "firstName", "lastName", "name", "address1", "city", "state", "website")
 
 
@@ -175,7 +170,7 @@ def window(req: SandboxRequest, start_key: str, end_key: str) -> tuple[_dt.datet
 
 
 def v1_required(body: Mapping[str, Any], *keys: str) -> None:
-    missing = {k: (_V1_REQUIRED[k], "required") for k in keys if not isinstance(body.get(k), str) or not body.get(k)}
+    missing = {k: (V1_REQUIRED[k], "required") for k in keys if not isinstance(body.get(k), str) or not body.get(k)}
     if missing:
         raise v1_invalid(missing)
 
@@ -270,7 +265,7 @@ def update_note(store: CalendarStore, req: SandboxRequest, params: Params) -> Sa
 
 def create_event(store: CalendarStore, req: SandboxRequest, params: Params) -> SandboxResponse:
     body = read_body(req)
-    check(body, CREATE_FIELDS, _CREATE_REQUIRED)
+    check(body, CREATE_FIELDS, CREATE_REQUIRED)
     store.check_location(body["locationId"])
     store.check_calendar(body["calendarId"])
     store.contact(body["contactId"])

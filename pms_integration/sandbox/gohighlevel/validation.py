@@ -1,5 +1,5 @@
 """What the GoHighLevel sandbox accepts: the spec's body DTOs and the contact search filters
-(v2), ISO-8601 instants and IANA zones. Pure: problems come back as text.
+(v2), v1's required fields, ISO-8601 instants and IANA zones. Pure: problems come back as text.
 
 v2 bodies are whitelisted like the API's class-validator pipe: an unknown property is ``property
 X should not exist``, and wrong types, enum values and missing required fields get that library's
@@ -20,10 +20,12 @@ __all__ = [
     "CALENDARS_VERSION",
     "CONTACTS_VERSION",
     "CREATE_FIELDS",
+    "CREATE_REQUIRED",
     "EDIT_FIELDS",
     "KNOWN_VERSIONS",
     "NOTE_FIELDS",
     "UPSERT_FIELDS",
+    "V1_REQUIRED",
     "V1_STATUSES",
     "contact_filter",
     "instant",
@@ -61,6 +63,7 @@ EDIT_FIELDS: dict[str, Kind] = {
     "endTime": "string",
 }
 CREATE_FIELDS: dict[str, Kind] = {**EDIT_FIELDS, "locationId": "string", "contactId": "string"}
+CREATE_REQUIRED = ("calendarId", "locationId", "contactId", "startTime")
 UPSERT_FIELDS: dict[str, Kind] = {
     "firstName": "string?",
     "lastName": "string?",
@@ -93,6 +96,13 @@ NOTE_FIELDS: dict[str, Kind] = {
     "title": "string",
     "color": "string",
     "pinned": "boolean",
+}
+#: v1's required fields and its messages for them (rule ``required``)
+V1_REQUIRED = {
+    "calendarId": "The calendar id field is mandatory.",
+    "selectedSlot": "The selected slot field is mandatory.",
+    "selectedTimezone": "The selected timezone field is mandatory.",
+    "status": "The status field is mandatory.",
 }
 _TYPES: dict[str, type] = {"string": str, "boolean": bool, "object": dict, "array": list, "array<string>": list}
 _SEARCHABLE = ("email", "phone", "firstName", "lastName", "id")
