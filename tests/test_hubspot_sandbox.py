@@ -421,6 +421,24 @@ def test_search_is_limited_to_five_a_second(sb: Sandbox) -> None:
         assert resp.json()["message"] == "You have reached your secondly limit."
 
 
+@pytest.mark.parametrize(
+    ("object_type", "flt", "total"),
+    [
+        ("contacts", {"propertyName": "hs_object_id", "operator": "BETWEEN", "value": "1", "highValue": "zzz"}, 1),
+        ("meetings", {"propertyName": "hs_timestamp", "operator": "EQ", "value": "²"}, 0),
+    ],
+    ids=["number between a number and a text", "date-time filter on digits int() cannot read"],
+)
+def test_odd_filter_values_are_compared_not_crashed_on(
+    sb: Sandbox, object_type: str, flt: dict[str, str], total: int
+) -> None:
+    emulator(sb).seed("contacts", {"email": "x@example.com"})
+    emulator(sb).seed("meetings", {"hs_timestamp": "2026-10-05T13:00:00.000Z"})
+    emulator(sb).settle()
+    resp = _raw(sb, "POST", f"/crm/v3/objects/{object_type}/search", {"filterGroups": [{"filters": [flt]}]})
+    assert resp.status_code == 200 and resp.json()["total"] == total
+
+
 def test_validation_errors_reach_the_caller_typed(sb: Sandbox) -> None:
     with client(sb, PMS_HUBSPOT_STAGE_ID="nosuchstage") as c, pytest.raises(InvalidRequestError) as info:
         book(c, reference="bk-bad-stage")

@@ -24,6 +24,8 @@ _TOKEN = re.compile(r"[A-Za-z0-9*]+")
 
 @attrs.frozen
 class Query:
+    """A search request, checked (see :func:`parse`)."""
+
     object_type: str
     groups: list[list[dict[str, Any]]]
     sorts: list[tuple[str, bool]]
@@ -49,7 +51,7 @@ class Query:
     def _filter(self, record: dict[str, Any], props: dict[str, str], f: dict[str, Any]) -> bool:
         name: str = f["propertyName"]
         op: str = f["operator"]
-        current = (_system_value(record, name) if name in READ_ONLY else props.get(name)) or ""
+        current = _value(record, props, name) or ""
         value, high = str(f.get("value", "")), str(f.get("highValue", ""))
         if op in ("HAS_PROPERTY", "NOT_HAS_PROPERTY"):
             return bool(current) == (op == "HAS_PROPERTY")
@@ -64,12 +66,12 @@ class Query:
         if op in ("CONTAINS_TOKEN", "NOT_CONTAINS_TOKEN"):
             return _contains_token(current, value) == (op == "CONTAINS_TOKEN")
         a, b, c = _number_or_text(current), _number_or_text(value), _number_or_text(high)
-        if type(a) is not type(b):
-            a, b = str(a), str(b)
-        return _compare(op, a, b, c if type(c) is type(a) else str(c))
+        if type(a) is not type(b) or (op == "BETWEEN" and type(c) is not type(a)):
+            a, b, c = str(a), str(b), str(c)  # a number and a text compare as texts
+        return _compare(op, a, b, c)
 
     def _sort_key(self, record: dict[str, Any], props: dict[str, str], name: str) -> tuple[int, int, Any]:
-        value = _system_value(record, name) if name in READ_ONLY else props.get(name)
+        value = _value(record, props, name)
         if not value:
             return (1, 0, 0.0)  # records without the property sort last
         instant = _instant(value) if is_datetime(self.object_type, name) else None
@@ -157,7 +159,10 @@ def _compare(op: str, a: Any, b: Any, high: Any) -> bool:
 
 def _instant(value: str) -> _dt.datetime | None:
     """A date-time filter value or property as an instant (None if it is not one)."""
-    return parse_instant(value.strip(), naive_as_utc=True) if value.strip() else None
+    try:
+        return parse_instant(value.strip(), naive_as_utc=True) if value.strip() else None
+    except ValueError:  # digits int() cannot read, such as "²"
+        return None
 
 
 def _number_or_text(text: str) -> Any:
@@ -167,7 +172,10 @@ def _number_or_text(text: str) -> Any:
         return text
 
 
-def _system_value(record: dict[str, Any], name: str) -> str:
+def _value(record: dict[str, Any], props: dict[str, str], name: str) -> str | None:
+    """A property as the index saw it, or a system one (id, created, modified) from the record."""
+    if name not in READ_ONLY:
+        return props.get(name)
     if name == "hs_object_id":
         return str(record["id"])
     if name in ("createdate", "hs_createdate"):
