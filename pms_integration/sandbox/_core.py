@@ -59,6 +59,7 @@ __all__ = [
     "REASONS",
     "Emulator",
     "Endpoint",
+    "EndpointHandler",
     "Fault",
     "FaultRule",
     "Forwarded",
@@ -172,6 +173,8 @@ class Route:
 
 C = TypeVar("C")
 T = TypeVar("T")
+#: a route table's handler: (the context :meth:`Emulator.handle` passes, request, path parameters)
+EndpointHandler = Callable[[Any, SandboxRequest, dict[str, str]], SandboxResponse]
 
 
 @attrs.frozen
@@ -288,12 +291,7 @@ class Emulator:
             for e in self.endpoints
         ]
 
-    def handle(
-        self,
-        handler: Callable[[Any, SandboxRequest, dict[str, str]], SandboxResponse],
-        req: SandboxRequest,
-        params: dict[str, str],
-    ) -> SandboxResponse:
+    def handle(self, handler: EndpointHandler, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
         """Run one route's handler; override for what every route shares (auth, quota headers)."""
         return handler(self.store, req, params)
 

@@ -7,7 +7,7 @@ import datetime as _dt
 from typing import Any
 
 from ...models import ProviderName
-from .._core import Emulator, Forwarded, RollingWindow, Sandbox, SandboxRequest, SandboxResponse
+from .._core import Emulator, EndpointHandler, Forwarded, RollingWindow, Sandbox, SandboxRequest, SandboxResponse
 from .handlers import Params, error, is_v1, refusal
 from .routes import ROUTES
 from .state import CalendarStore, OpenHours, Refused
@@ -49,7 +49,7 @@ class GoHighLevelEmulator(Emulator):
         self._daily = 0
         super().__init__(sandbox)
 
-    def handle(self, handler: Any, req: SandboxRequest, params: Params) -> SandboxResponse:
+    def handle(self, handler: EndpointHandler, req: SandboxRequest, params: Params) -> SandboxResponse:
         v1 = is_v1(req)
         if not v1:  # NestJS reads the Version header before the auth guard runs
             sent = req.header("Version")
