@@ -22,7 +22,6 @@ from pms_integration.errors import (
     InvalidRequestError,
     NotFoundError,
     PermissionDeniedError,
-    ProviderError,
     RateLimitError,
     ServerError,
     TransportError,
@@ -229,14 +228,6 @@ def test_book_uses_the_configured_api_version(rsps: responses.RequestsMock) -> N
     assert rsps.calls[0].request.url == url
 
 
-def test_book_unreadable_success_is_reconciled(rsps: responses.RequestsMock) -> None:
-    rsps.post(EVENTS, body="<html>ok</html>", status=201)
-    rsps.get(QUERY, json=query_result([{"Id": EVENT_ID, "Subject": "x [bk-0123456789abcdef0123]"}]))
-    appt = adapter().book(req())
-    assert appt.id == EVENT_ID
-    assert [m for m, _ in calls(rsps)] == ["POST", "GET"]
-
-
 # ---------------------------------------------------------------------------------------------
 # reconcile after an ambiguous create failure
 
@@ -281,25 +272,6 @@ def test_reconcile_escapes_like_wildcards(rsps: responses.RequestsMock) -> None:
     rsps.get(QUERY, json=query_result([found_event()]))
     adapter().book(req(reference="bk_1x"))
     assert "Subject LIKE '%[bk\\_1x]%'" in soql_of(rsps.calls[1])
-
-
-def test_5xx_on_create_lookup_finds_nothing_then_created_once(rsps: responses.RequestsMock) -> None:
-    rsps.post(EVENTS, body="<html><title>Service Unavailable</title></html>", status=503)
-    rsps.post(EVENTS, json=created(EVENT_ID), status=201)
-    rsps.get(QUERY, json=query_result([]))
-    appt = adapter().book(req())
-    assert appt.id == EVENT_ID
-    assert [m for m, _ in calls(rsps)] == ["POST", "GET", "POST"]
-
-
-def test_lookup_failure_gives_outcome_unknown_with_the_reference(rsps: responses.RequestsMock) -> None:
-    rsps.post(EVENTS, body=requests.exceptions.ConnectionError("reset by peer"))
-    rsps.get(QUERY, body="<html>down</html>", status=503)
-    with pytest.raises(ProviderError) as info:
-        adapter().book(req())
-    assert info.value.outcome_unknown is True
-    assert "bk-0123456789abcdef0123" in str(info.value)
-    assert [m for m, _ in calls(rsps)].count("POST") == 1
 
 
 def test_definite_create_failure_is_not_reconciled(rsps: responses.RequestsMock) -> None:
@@ -365,26 +337,12 @@ def test_notes_change_keeps_the_details_block(rsps: responses.RequestsMock) -> N
     assert "Booking reference: bk-0123456789abcdef0123" in new
 
 
-BAD_IDS = [
-    ("short", "00U123"),
-    ("symbols", "00U000000000001-AA"),
-    ("checksum", EVENT_ID[:15] + "AAB"),
-    ("case changed", EVENT_ID.lower()),
-    ("task id", TASK_ID),
-    ("contact id", CONTACT),
-]
-
-
-@pytest.mark.parametrize(("why", "bad"), BAD_IDS)
-def test_bad_ids_are_rejected_before_any_request(rsps: responses.RequestsMock, why: str, bad: str) -> None:
-    a = adapter()
-    with pytest.raises(ValidationError) as info:
-        a.update(bad, AppointmentUpdate(location="x"))
-    assert info.value.fields == ["appointment_id"]
-    with pytest.raises(ValidationError):
-        a.cancel(bad)
-    with pytest.raises(ValidationError):
-        adapter(PMS_SALESFORCE_CANCEL_MODE="soft").cancel(bad)
+def test_soft_cancel_checks_ids_before_any_request_too(rsps: responses.RequestsMock) -> None:
+    """Malformed ids (short, symbols, checksum, case changed, a Task's, a Contact's) are refused by
+    update and cancel on every provider (tests/test_one_behaviour.py); the soft mode as well."""
+    for bad in ("00U123", "00U000000000001-AA", EVENT_ID[:15] + "AAB", EVENT_ID.lower(), TASK_ID, CONTACT):
+        with pytest.raises(ValidationError):
+            adapter(PMS_SALESFORCE_CANCEL_MODE="soft").cancel(bad)
     assert len(rsps.calls) == 0
 
 
@@ -424,11 +382,11 @@ def test_cancel_of_an_already_deleted_event_succeeds_with_its_times(rsps: respon
     assert appt.start == dt.datetime(2037, 3, 9, 9, 0, tzinfo=NY) and str(appt.start.tzinfo) == "America/New_York"
 
 
-@pytest.mark.parametrize("mode", ["delete", "soft"])
 @pytest.mark.parametrize("operation", ["cancel", "update"])
-def test_an_id_that_never_existed_is_not_found(rsps: responses.RequestsMock, mode: str, operation: str) -> None:
+def test_an_id_that_never_existed_is_not_found_in_soft_mode_too(rsps: responses.RequestsMock, operation: str) -> None:
+    """The delete mode's case is tests/test_one_behaviour.py's, on every provider."""
     rsps.get(EVENT_URL, json=sf_error("NOT_FOUND", "The requested resource does not exist"), status=404)
-    a = adapter(PMS_SALESFORCE_CANCEL_MODE=mode)
+    a = adapter(PMS_SALESFORCE_CANCEL_MODE="soft")
     with pytest.raises(NotFoundError) as info:
         a.cancel(EVENT_ID) if operation == "cancel" else a.update(EVENT_ID, AppointmentUpdate(location="x"))
     assert info.value.code == "NOT_FOUND"
@@ -450,23 +408,14 @@ def test_cancel_404_without_a_salesforce_body_is_an_error(rsps: responses.Reques
 
 
 @pytest.mark.parametrize(
-    "current",
-    [
-        pytest.param({"status": 404, "json": sf_error("ENTITY_IS_DELETED", "entity is deleted", [])}, id="deleted"),
-        pytest.param(
-            {"json": found_event(Subject=CANCELLED_PREFIX + "Cleaning - Jane Doe [bk-1]", ShowAs="Free")},
-            id="soft-cancelled",
-        ),
-    ],
-)
-@pytest.mark.parametrize(
     "changes",
     [{"start": dt.datetime(2037, 4, 1, 9, tzinfo=NY), "duration_minutes": 30}, {"title": "Check-up"}],
 )
-def test_changing_a_cancelled_booking_is_refused_without_a_write(
-    rsps: responses.RequestsMock, current: dict[str, Any], changes: dict[str, Any]
+def test_changing_a_soft_cancelled_booking_is_refused_without_a_write(
+    rsps: responses.RequestsMock, changes: dict[str, Any]
 ) -> None:
-    rsps.get(EVENT_URL, **current)
+    """A deleted Event is tests/test_one_behaviour.py's case; a soft-cancelled one is refused too."""
+    rsps.get(EVENT_URL, json=found_event(Subject=CANCELLED_PREFIX + "Cleaning - Jane Doe [bk-1]", ShowAs="Free"))
     with pytest.raises(AppointmentCancelledError) as info:
         adapter().update(EVENT_ID, AppointmentUpdate(**changes))
     assert info.value.code == "APPOINTMENT_CANCELLED" and info.value.status_code == 409
@@ -530,18 +479,6 @@ def test_first_push_queries_then_creates_a_completed_task(rsps: responses.Reques
     assert data["metrics"] == {"calls_handled": 212, "bookings_made": 61, "conversion_rate": 0.288}
     assert data["report_id"] == "pms-report-2026-03-02-2026-03-08"
     assert receipt.id == TASK_ID and receipt.created is True
-
-
-def test_repush_in_the_same_process_is_one_patch(rsps: responses.RequestsMock) -> None:
-    rsps.get(QUERY, json=query_result([], "Task"))
-    rsps.post(TASKS, json=created(TASK_ID), status=201)
-    rsps.patch(TASK_URL, status=204)
-    a = adapter()
-    a.push_report(rep())
-    receipt = a.push_report(rep(metrics={"calls_handled": 213}))
-    assert [m for m, _ in calls(rsps)] == ["GET", "POST", "PATCH"]
-    assert "213" in body_of(rsps.calls[2])["Description"]
-    assert receipt.created is False and receipt.id == TASK_ID
 
 
 def test_repush_from_a_new_process_finds_and_patches(rsps: responses.RequestsMock) -> None:
@@ -675,14 +612,9 @@ def test_error_mapping_table(
         assert "PMS_SALESFORCE_TOKEN" in str(err)
 
 
-@pytest.mark.parametrize(
-    ("status", "code", "message"),
-    [(403, "REQUEST_LIMIT_EXCEEDED", "ConcurrentPerOrgLongTxn Limit exceeded."), (400, "UNABLE_TO_LOCK_ROW", "locked")],
-)
-def test_a_create_refused_without_writing_is_retried_not_reconciled(
-    rsps: responses.RequestsMock, status: int, code: str, message: str
-) -> None:
-    rsps.post(EVENTS, json=sf_error(code, message), status=status)
+def test_a_create_refused_for_a_locked_row_is_retried_not_reconciled(rsps: responses.RequestsMock) -> None:
+    """REQUEST_LIMIT_EXCEEDED is the cross-provider rate-limit case (tests/test_one_behaviour.py)."""
+    rsps.post(EVENTS, json=sf_error("UNABLE_TO_LOCK_ROW", "locked"), status=400)
     rsps.post(EVENTS, json=created(EVENT_ID), status=201)
     assert adapter().book(req()).id == EVENT_ID
     assert [m for m, _ in calls(rsps)] == ["POST", "POST"]
