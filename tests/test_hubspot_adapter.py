@@ -14,7 +14,6 @@ import responses
 from pms_integration import PMSClient
 from pms_integration.errors import (
     InvalidRequestError,
-    NotFoundError,
     ProviderError,
     UnexpectedResponseError,
     ValidationError,
@@ -313,35 +312,6 @@ def test_cancel_reads_then_moves_the_deal_then_marks_meeting_canceled(stage: str
     assert fake.count("deals") == 1 and fake.count("meetings") == 1  # nothing deleted
 
 
-def test_update_of_a_missing_meeting_is_not_found() -> None:
-    with fake_hubspot() as (_, rsps):
-        with pytest.raises(NotFoundError):
-            make_adapter().update("1:2", AppointmentUpdate(title="x"))
-        assert len(rsps.calls) == 1
-
-
-@pytest.mark.parametrize("bad", ["abc", "123", "1:2:3", "1:x", "x:1", ":1", "1:", "1:2 ", "1" * 21 + ":2"])
-def test_bad_appointment_ids_send_nothing(bad: str) -> None:
-    with fake_hubspot() as (_, rsps):
-        adapter = make_adapter()
-        with pytest.raises(ValidationError) as info:
-            adapter.update(bad, AppointmentUpdate(title="x"))
-        assert info.value.fields == ["appointment_id"]
-        with pytest.raises(ValidationError):
-            adapter.cancel(bad)
-        assert len(rsps.calls) == 0
-
-
-def test_client_validates_ids_too() -> None:
-    with fake_hubspot() as (_, rsps):
-        client = PMSClient(environ=hubspot_env(), env_file=None, sleep=lambda s: None)
-        with pytest.raises(ValidationError):
-            client.cancel_appointment("../../etc", provider="hubspot")
-        with pytest.raises(ValidationError):
-            client.cancel_appointment("12ab:34", provider="hubspot")
-        assert len(rsps.calls) == 0
-
-
 # ---------------------------------------------------------------------------------------------
 # reports
 
@@ -594,25 +564,6 @@ def test_client_book_update_cancel_report_and_rate_limit_info() -> None:
     assert receipt.id in fake.records["notes"]
     assert info is not None and info.limit == 100 and info.remaining == 99
     assert info.interval_seconds == 10.0 and info.daily_limit == 250000 and info.daily_remaining == 249000
-
-
-def test_token_never_appears_in_errors() -> None:
-    with fake_hubspot() as (fake, _):
-        fake.fail(
-            "GET",
-            "/meetings/",
-            status=401,
-            body={
-                "status": "error",
-                "message": "Authentication credentials not found.",
-                "category": "INVALID_AUTHENTICATION",
-            },
-        )
-        with pytest.raises(ProviderError) as info:
-            make_adapter().cancel("1:2")
-    text = str(info.value) + repr(info.value)
-    assert "PMS_HUBSPOT_PRIVATE_APP_TOKEN" in text
-    assert hubspot_env()["PMS_HUBSPOT_PRIVATE_APP_TOKEN"] not in text
 
 
 def test_requests_carry_the_bearer_token() -> None:

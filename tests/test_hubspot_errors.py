@@ -268,15 +268,15 @@ def test_ten_secondly_429_then_success_recovers() -> None:
     assert {round(w, 1) for w in waits} == {10.0}
 
 
-@pytest.mark.parametrize("status", [423, 429])
-def test_rejected_creates_are_retried_without_reconcile(status: int) -> None:
-    """423 and 429 mean "not applied", so even a POST create is simply sent again."""
+def test_a_create_refused_with_423_is_retried_without_reconcile() -> None:
+    """423 means "not applied", so even a POST create is simply sent again (a 429 on a create:
+    tests/test_one_behaviour.py, on every provider)."""
     with fake_hubspot() as (fake, rsps):
         fake.add("contacts", {"email": "jane@example.com"})
         fake.fail(
             "POST",
             "/deals$",
-            status=status,
+            status=423,
             body={"status": "error", "message": "later", "policyName": "TEN_SECONDLY_ROLLING"},
         )
         from .test_hubspot_adapter import booking
