@@ -43,7 +43,7 @@ def parse_instant(value: object, *, naive_as_utc: bool = False) -> _dt.datetime 
     """
     if isinstance(value, bool):
         return None
-    if isinstance(value, str) and value.strip().isdigit() and len(value) <= 16:
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() and len(value) <= 16:
         value = int(value.strip())
     if isinstance(value, (int, float)):
         try:
