@@ -202,9 +202,14 @@ def test_changing_a_cancelled_booking_is_refused_after_one_read_without_a_write(
     assert len(case.sent(mark)) == 1 and case.writes(mark) == [], "a write was sent for a cancelled booking"
 
 
+# ids no vendor issues: path tricks, encodings, header injection, non-ASCII, blanks
+HOSTILE_IDS = ["../etc/passwd", "..", "a/b", "%2F", "a%2Fb", "id?x=1", "id#frag", "id\r\nX-Evil: 1", "idé", "日本", " ", ""]  # fmt: skip
+
+
 def test_a_malformed_id_is_refused_before_any_request(case: Case) -> None:
-    """Each vendor's id rules are checked locally: ValidationError naming appointment_id."""
-    for bad in case.vendor.bad_ids:
+    """Each vendor's id rules (and hostile ids) are checked locally: ValidationError naming
+    appointment_id, for update and cancel, and nothing reaches the wire."""
+    for bad in (*case.vendor.bad_ids, *HOSTILE_IDS):
         with pytest.raises(pms.ValidationError) as info:
             pms.update_appointment(bad, MOVE)
         assert info.value.fields == ["appointment_id"], bad

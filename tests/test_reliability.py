@@ -199,23 +199,7 @@ def test_limiter_adapts_to_a_stricter_vendor_limit(sandbox: Sandbox, provider: s
     assert sandbox.request_count(provider, status=429) <= 8
 
 
-# -- hostile input -------------------------------------------------------------------------
-
-HOSTILE_IDS = ["../etc/passwd", "..", "a/b", "%2F", "a%2Fb", "id?x=1", "id#frag", "id\r\nX-Evil: 1", "idé", "日本", " ", ""]
-
-
-@pytest.mark.parametrize("bad_id", HOSTILE_IDS)
-def test_hostile_ids_never_reach_the_wire(sandbox: Sandbox, bad_id: str) -> None:
-    with _client(sandbox) as client:
-        for name in _providers(sandbox):
-            before = sandbox.request_count()
-            with pytest.raises(pms.ValidationError) as err:
-                client.update_appointment(bad_id, {"title": "x"}, provider=name)
-            assert "appointment_id" in err.value.fields
-            with pytest.raises(pms.ValidationError):
-                client.cancel_appointment(bad_id, provider=name)
-            assert sandbox.request_count() == before
-
+# -- hostile input (hostile ids: tests/test_one_behaviour.py) ------------------------------
 
 _json_leaf = st.one_of(
     st.none(), st.booleans(), st.integers(-(10**12), 10**12), st.floats(allow_nan=True), st.text(max_size=30)
