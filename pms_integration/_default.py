@@ -68,9 +68,7 @@ def get_client() -> PMSClient:
 
 
 def reload(
-    environ: Mapping[str, str] | None = None,
-    *,
-    env_file: str | os.PathLike[str] | EllipsisType | None = ...,
+    environ: Mapping[str, str] | None = None, *, env_file: str | os.PathLike[str] | EllipsisType | None = ...
 ) -> PMSClient:
     """Re-read the configuration and swap the default client.
 
@@ -122,38 +120,28 @@ def providers() -> models.ProviderStatusList:
 
 
 def book_appointment(
-    request: AppointmentRequest | Mapping[str, Any],
-    *,
-    provider: str | ProviderName | None = None,
+    request: AppointmentRequest | Mapping[str, Any], *, provider: str | ProviderName | None = None
 ) -> Appointment:
     """Book an appointment with the default client. See :meth:`PMSClient.book_appointment`."""
     return get_client().book_appointment(request, provider=provider)
 
 
 def update_appointment(
-    appointment_id: str,
-    changes: AppointmentUpdate | Mapping[str, Any],
-    *,
-    provider: str | ProviderName | None = None,
+    appointment_id: str, changes: AppointmentUpdate | Mapping[str, Any], *, provider: str | ProviderName | None = None
 ) -> Appointment:
     """Reschedule or edit an appointment. See :meth:`PMSClient.update_appointment`."""
     return get_client().update_appointment(appointment_id, changes, provider=provider)
 
 
 def cancel_appointment(
-    appointment_id: str,
-    *,
-    reason: str | None = None,
-    provider: str | ProviderName | None = None,
+    appointment_id: str, *, reason: str | None = None, provider: str | ProviderName | None = None
 ) -> Appointment:
     """Cancel an appointment. See :meth:`PMSClient.cancel_appointment`."""
     return get_client().cancel_appointment(appointment_id, reason=reason, provider=provider)
 
 
 def push_performance_report(
-    report: PerformanceReport | Mapping[str, Any] | None = None,
-    *,
-    provider: str | ProviderName | None = None,
+    report: PerformanceReport | Mapping[str, Any] | None = None, *, provider: str | ProviderName | None = None
 ) -> models.ReportReceipt:
     """Push a performance report (the registered source's when ``report`` is None)."""
     return get_client().push_performance_report(report, provider=provider)

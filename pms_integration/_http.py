@@ -367,6 +367,10 @@ def _verdict(
     return _Retry(error, delay, why) if retry else error
 
 
+def _log_wait(seconds: float, message: str, *args: object) -> None:
+    log.log(logging.WARNING if seconds > WARN_WAITS_OVER else logging.DEBUG, message, *args)
+
+
 def _failure(retry_state: tenacity.RetryCallState) -> _Retry | None:
     failure = retry_state.outcome.exception() if retry_state.outcome is not None else None
     return failure if isinstance(failure, _Retry) else None
@@ -402,14 +406,9 @@ def _retrying(policy: RetryPolicy, sleep: Callable[[float], None], provider: Pro
     def log_wait(retry_state: tenacity.RetryCallState) -> None:
         failure, delay = _failure(retry_state), retry_state.upcoming_sleep
         why = failure.why if failure is not None and failure.why else "backoff after a failed attempt"
-        level = logging.WARNING if delay > WARN_WAITS_OVER else logging.DEBUG
-        log.log(
-            level,
-            "%s: waiting %.1f s before retrying (attempt %d failed): %s",
-            provider.value,
-            delay,
-            retry_state.attempt_number,
-            why,
+        attempt = retry_state.attempt_number
+        _log_wait(
+            delay, "%s: waiting %.1f s before retrying (attempt %d failed): %s", provider.value, delay, attempt, why
         )
 
     # doubling from backoff_initial, plus up to jitter seconds, all within backoff_max
@@ -789,13 +788,12 @@ class Transport:
         elif never_sent:
             message = f"{label} could not be reached ({kind}) for {operation}"
         elif timed_out or isinstance(exc, (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)):
-            if call.by_deadline:
-                message = (
-                    f"{label} timed out waiting for {operation}: the operation's deadline (PMS_DEADLINE_MS) "
-                    "ran out before a complete answer arrived"
-                )
-            else:
-                message = f"{label} timed out waiting for {operation}: no complete answer within the {call.timeout:g} s request timeout"
+            why = (
+                "the operation's deadline (PMS_DEADLINE_MS) ran out before a complete answer arrived"
+                if call.by_deadline
+                else f"no complete answer within the {call.timeout:g} s request timeout"
+            )
+            message = f"{label} timed out waiting for {operation}: {why}"
         else:
             message = f"{label} lost the connection during {operation}"
         sent = not (local or never_sent)
@@ -863,8 +861,7 @@ class Transport:
     # -- waits: the vendor's Retry-After, the client-side limiter, the deadline ------------------
 
     def _limiter_waits(self, seconds: float, why: str) -> None:
-        level = logging.WARNING if seconds > WARN_WAITS_OVER else logging.DEBUG
-        log.log(level, "%s: waiting %.1f s for a request slot: %s", self.provider.value, seconds, why)
+        _log_wait(seconds, "%s: waiting %.1f s for a request slot: %s", self.provider.value, seconds, why)
 
     def _hold(self, seconds: float, why: str, status: int) -> None:
         """No request leaves this transport for ``seconds`` (capped at ``max_retry_after``)."""
@@ -916,8 +913,7 @@ class Transport:
         remaining = deadline.remaining()
         if remaining <= 0:
             raise TransportError(
-                "the operation's deadline passed before the request could be sent",
-                provider=self.provider.value,
+                "the operation's deadline passed before the request could be sent", provider=self.provider.value
             )
         return max(0.05, min(self.timeout, remaining)), remaining <= self.timeout
 
@@ -947,11 +943,7 @@ class Runtime:
     session_factory: Callable[[], requests.Session] = requests.Session
 
     def transport(self, **options: Any) -> Transport:
-        """A :class:`Transport` on this runtime's policy, sleep, clock and a new session.
-
-        ``options`` are Transport's own keywords: ``provider``, ``base_url``, ``auth``, ``timeout``,
-        ``token_variable`` and optionally ``error_parser``, ``rate_header_parser``, ``rate_limit``,
-        ``default_headers``, ``rate_limit_window``.
-        """
+        """A :class:`Transport` (``options``: its own keywords) on this runtime's policy, sleep,
+        clock and a new session."""
         session = self.session_factory()
         return Transport(**options, policy=self.policy, session=session, sleep=self.sleep, clock=self.clock)

@@ -158,9 +158,7 @@ class PMSClient:
         if self._runtime_cache is None:
             from ._http import Runtime  # requests loads here, on first use, not at import
 
-            extra: dict[str, Any] = {}
-            if self._session_factory is not None:
-                extra["session_factory"] = self._session_factory
+            extra = {"session_factory": self._session_factory} if self._session_factory is not None else {}
             self._runtime_cache = Runtime(policy=self._policy, sleep=self._sleep, clock=self._clock, **extra)
         return self._runtime_cache
 
@@ -225,10 +223,7 @@ class PMSClient:
     # -- operations -------------------------------------------------------------------------
 
     def book_appointment(
-        self,
-        request: AppointmentRequest | Mapping[str, Any],
-        *,
-        provider: str | ProviderName | None = None,
+        self, request: AppointmentRequest | Mapping[str, Any], *, provider: str | ProviderName | None = None
     ) -> Appointment:
         """Book an appointment. Returns the vendor's :class:`Appointment`.
 
@@ -245,10 +240,7 @@ class PMSClient:
         )
 
     def recover_booking(
-        self,
-        request: AppointmentRequest | Mapping[str, Any],
-        *,
-        provider: str | ProviderName | None = None,
+        self, request: AppointmentRequest | Mapping[str, Any], *, provider: str | ProviderName | None = None
     ) -> Appointment | None:
         """Look up the booking an earlier attempt at ``request`` left behind, by its reference.
 
@@ -284,11 +276,7 @@ class PMSClient:
         return self._run(name, "update", False, lambda: adapter.update(appointment_id, upd), None)
 
     def cancel_appointment(
-        self,
-        appointment_id: str,
-        *,
-        reason: str | None = None,
-        provider: str | ProviderName | None = None,
+        self, appointment_id: str, *, reason: str | None = None, provider: str | ProviderName | None = None
     ) -> Appointment:
         """Cancel an appointment. Cancelling one that is already cancelled succeeds."""
         *_, name = _gather(
@@ -302,10 +290,7 @@ class PMSClient:
         return result
 
     def push_performance_report(
-        self,
-        report: PerformanceReport | Mapping[str, Any] | None = None,
-        *,
-        provider: str | ProviderName | None = None,
+        self, report: PerformanceReport | Mapping[str, Any] | None = None, *, provider: str | ProviderName | None = None
     ) -> ReportReceipt:
         """Push a report; with none given, the registered report source's current report."""
         if report is None:

@@ -262,11 +262,7 @@ class APIError(ProviderError):
         reference: str | None = None,
     ) -> None:
         super().__init__(
-            message,
-            provider=provider,
-            operation=operation,
-            outcome_unknown=outcome_unknown,
-            reference=reference,
+            message, provider=provider, operation=operation, outcome_unknown=outcome_unknown, reference=reference
         )
         self.status_code = status_code
         # Vendor-supplied text: scrubbed like the rest of what a vendor says.

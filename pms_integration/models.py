@@ -143,8 +143,7 @@ def validate_appointment_id(value: object, field: str = "appointment_id") -> str
         raise ValidationError.single(field, "must be a string")
     if not _APPOINTMENT_ID.fullmatch(value):
         raise ValidationError.single(
-            field,
-            "must be 1-128 characters of letters, digits, '_', '-', '.', ':' starting with a letter or digit",
+            field, "must be 1-128 characters of letters, digits, '_', '-', '.', ':' starting with a letter or digit"
         )
     return value
 
@@ -161,8 +160,7 @@ def check_not_past(start: _dt.datetime | None, now: _dt.datetime | None = None, 
     current = now if now is not None else _dt.datetime.now(_dt.timezone.utc)
     if start < current - _dt.timedelta(minutes=PAST_ALLOWANCE_MINUTES):
         raise ValidationError.single(
-            field,
-            f"is in the past ({start.isoformat()}); appointments can only be booked or moved to a future time",
+            field, f"is in the past ({start.isoformat()}); appointments can only be booked or moved to a future time"
         )
 
 

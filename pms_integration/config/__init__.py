@@ -594,8 +594,7 @@ def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
 
 
 def read_variables(
-    environ: Mapping[str, str] | None = None,
-    env_file: str | os.PathLike[str] | EllipsisType | None = ...,
+    environ: Mapping[str, str] | None = None, env_file: str | os.PathLike[str] | EllipsisType | None = ...
 ) -> dict[str, str]:
     """The ``PMS_*`` variables from the sources :func:`load_config` reads, by its rules, later winning.
 
@@ -632,8 +631,7 @@ def read_variables(
 
 
 def load_config(
-    environ: Mapping[str, str] | None = None,
-    env_file: str | os.PathLike[str] | EllipsisType | None = ...,
+    environ: Mapping[str, str] | None = None, env_file: str | os.PathLike[str] | EllipsisType | None = ...
 ) -> PMSConfig:
     """Read the configuration.
 
