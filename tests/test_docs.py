@@ -119,6 +119,13 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("PMS_")}
 
 
+def python(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``python *args`` in ``cwd`` with no PMS_* variable, its output captured."""
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=clean_env(), capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT
+    )
+
+
 # -- every runnable block runs -----------------------------------------------------------------
 
 RUNNER = textwrap.dedent(
@@ -169,14 +176,7 @@ def test_python_blocks_run(page: Path, tmp_path: Path) -> None:
     work = tmp_path / "cwd"
     work.mkdir()
     try:
-        proc = subprocess.run(
-            [sys.executable, str(runner), name, str(blocks_file), DEFAULT_PROVIDER],
-            cwd=work,
-            env=clean_env(),
-            capture_output=True,
-            text=True,
-            timeout=SUBPROCESS_TIMEOUT,
-        )
+        proc = python(str(runner), name, str(blocks_file), DEFAULT_PROVIDER, cwd=work)
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
         last = [line for line in out.splitlines() if line.startswith("=== ")][-1:]
@@ -195,13 +195,8 @@ def test_pytest_blocks_pass(tmp_path: Path) -> None:
             file.write_text("\n\n".join(b["code"] for b in blocks), encoding="utf-8")
             files.append(file)
     assert files, "docs/testing.md shows a test file; it should be marked <!-- pytest -->"
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path), *map(str, files)],
-        cwd=tmp_path,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=SUBPROCESS_TIMEOUT,
+    proc = python(
+        "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path), *map(str, files), cwd=tmp_path
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert re.search(r"\b[1-9]\d* passed\b", proc.stdout), proc.stdout
@@ -232,14 +227,7 @@ def test_the_two_commands_are_shown_exactly(page: str) -> None:
 
 
 def test_demo_succeeds_on_every_provider(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "pms_integration", "demo"],
-        cwd=tmp_path,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=SUBPROCESS_TIMEOUT,
-    )
+    proc = python("-m", "pms_integration", "demo", cwd=tmp_path)
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
     assert "All providers: book, reschedule, cancel and push-report succeeded." in out
@@ -424,14 +412,7 @@ def test_every_error_class_is_explained() -> None:
     ],
 )
 def test_example_script_runs_against_the_sandbox(script: str, expected: list[str], tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, str(EXAMPLES / script)],
-        cwd=tmp_path,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=SUBPROCESS_TIMEOUT,
-    )
+    proc = python(str(EXAMPLES / script), cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     for text in expected:
         assert text in proc.stdout, (text, proc.stdout[-3000:])
