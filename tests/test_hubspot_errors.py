@@ -10,17 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import pms_integration as pms
 from pms_integration._http import HttpResponse
-from pms_integration.errors import (
-    APIError,
-    AuthenticationError,
-    ConflictError,
-    InvalidRequestError,
-    NotFoundError,
-    PermissionDeniedError,
-    RateLimitError,
-    ServerError,
-)
 from pms_integration.models import AppointmentUpdate
 from pms_integration.providers import hubspot
 from pms_integration.providers.hubspot import parse_error, parse_rate_headers
@@ -33,13 +24,13 @@ LEGACY_VALIDATION = (
 )
 
 # status, body, headers -> class, code, attempts (3 = retried to the limit), sleeps between them
-TABLE: list[tuple[str, int, Any, dict[str, str], type[APIError], str | None, int, list[float] | None]] = [
+TABLE: list[tuple[str, int, Any, dict[str, str], type[pms.APIError], str | None, int, list[float] | None]] = [
     (
         "validation (legacy message)",
         400,
         error_body(LEGACY_VALIDATION, "VALIDATION_ERROR"),
         {},
-        InvalidRequestError,
+        pms.InvalidRequestError,
         "VALIDATION_ERROR",
         1,
         [],
@@ -59,7 +50,7 @@ TABLE: list[tuple[str, int, Any, dict[str, str], type[APIError], str | None, int
             ],
         ),
         {},
-        InvalidRequestError,
+        pms.InvalidRequestError,
         "VALIDATION_ERROR",
         1,
         [],
@@ -69,7 +60,7 @@ TABLE: list[tuple[str, int, Any, dict[str, str], type[APIError], str | None, int
         401,
         error_body("Authentication credentials not found.", "INVALID_AUTHENTICATION"),
         {},
-        AuthenticationError,
+        pms.AuthenticationError,
         "INVALID_AUTHENTICATION",
         1,
         [],
@@ -79,7 +70,7 @@ TABLE: list[tuple[str, int, Any, dict[str, str], type[APIError], str | None, int
         403,
         error_body("This app hasn't been granted all required scopes to make this call.", "MISSING_SCOPES"),
         {},
-        PermissionDeniedError,
+        pms.PermissionDeniedError,
         "MISSING_SCOPES",
         1,
         [],
@@ -89,12 +80,12 @@ TABLE: list[tuple[str, int, Any, dict[str, str], type[APIError], str | None, int
         404,
         error_body("Object not found.  objectId are usually numeric.", "OBJECT_NOT_FOUND"),
         {},
-        NotFoundError,
+        pms.NotFoundError,
         "OBJECT_NOT_FOUND",
         1,
         [],
     ),
-    ("conflict", 409, error_body("Conflict", "CONFLICT"), {}, ConflictError, "CONFLICT", 1, []),
+    ("conflict", 409, error_body("Conflict", "CONFLICT"), {}, pms.ConflictError, "CONFLICT", 1, []),
     (
         "daily limit",
         429,
@@ -106,7 +97,7 @@ TABLE: list[tuple[str, int, Any, dict[str, str], type[APIError], str | None, int
             "policyName": "DAILY",
         },
         {},
-        RateLimitError,
+        pms.RateLimitError,
         "DAILY",
         1,
         [],
@@ -122,7 +113,7 @@ TABLE: list[tuple[str, int, Any, dict[str, str], type[APIError], str | None, int
             "policyName": "TEN_SECONDLY_ROLLING",
         },
         {},
-        RateLimitError,
+        pms.RateLimitError,
         "TEN_SECONDLY_ROLLING",
         3,
         [10.0, 10.0],
@@ -137,7 +128,7 @@ TABLE: list[tuple[str, int, Any, dict[str, str], type[APIError], str | None, int
             "correlationId": CORRELATION,
         },
         {},
-        RateLimitError,
+        pms.RateLimitError,
         "RATE_LIMIT",
         3,
         [1.0, 1.0],
@@ -147,27 +138,36 @@ TABLE: list[tuple[str, int, Any, dict[str, str], type[APIError], str | None, int
         429,
         {"status": "error", "message": "slow down", "policyName": "TEN_SECONDLY_ROLLING"},
         {"Retry-After": "3"},
-        RateLimitError,
+        pms.RateLimitError,
         "TEN_SECONDLY_ROLLING",
         3,
         [3.0, 3.0],
     ),
-    ("locked", 423, error_body("Locked", "LOCKED"), {}, APIError, "LOCKED", 3, [2.0, 2.0]),
+    ("locked", 423, error_body("Locked", "LOCKED"), {}, pms.APIError, "LOCKED", 3, [2.0, 2.0]),
     (
         "migration, short wait",
         477,
         error_body("Migration in progress", "MIGRATION_IN_PROGRESS"),
         {"Retry-After": "5"},
-        APIError,
+        pms.APIError,
         "MIGRATION_IN_PROGRESS",
         3,
         [5.0, 5.0],
     ),
-    ("migration, long wait", 477, {}, {"Retry-After": "86400"}, APIError, "MIGRATION_IN_PROGRESS", 1, []),
-    ("uri too long", 414, error_body("URI too long", "VALIDATION_ERROR"), {}, APIError, "VALIDATION_ERROR", 1, []),
-    ("server error", 500, error_body("internal error", "INTERNAL_ERROR"), {}, ServerError, "INTERNAL_ERROR", 3, None),
-    ("gateway html", 502, "<html><body>Bad Gateway</body></html>", {}, ServerError, None, 3, None),
-    ("cloudflare timeout", 524, "", {}, ServerError, None, 3, None),
+    ("migration, long wait", 477, {}, {"Retry-After": "86400"}, pms.APIError, "MIGRATION_IN_PROGRESS", 1, []),
+    ("uri too long", 414, error_body("URI too long", "VALIDATION_ERROR"), {}, pms.APIError, "VALIDATION_ERROR", 1, []),
+    (
+        "server error",
+        500,
+        error_body("internal error", "INTERNAL_ERROR"),
+        {},
+        pms.ServerError,
+        "INTERNAL_ERROR",
+        3,
+        None,
+    ),
+    ("gateway html", 502, "<html><body>Bad Gateway</body></html>", {}, pms.ServerError, None, 3, None),
+    ("cloudflare timeout", 524, "", {}, pms.ServerError, None, 3, None),
 ]
 
 
@@ -180,7 +180,7 @@ def test_error_mapping_table(
     status: int,
     body: Any,
     headers: dict[str, str],
-    cls: type[APIError],
+    cls: type[pms.APIError],
     code: str | None,
     attempts: int,
     sleeps: list[float] | None,
@@ -189,7 +189,7 @@ def test_error_mapping_table(
     with fake_hubspot() as (fake, rsps):
         fake.add("meetings", {"hs_meeting_outcome": "SCHEDULED", "hs_meeting_start_time": "1790000000000"}, "55501")
         fake.fail("PATCH", "/meetings/", status=status, body=body, headers=headers, times=3)
-        with pytest.raises(APIError) as info:
+        with pytest.raises(pms.APIError) as info:
             make_adapter(waits).update("987654321:55501", AppointmentUpdate(title="x"))
         assert len(rsps.calls) == attempts + 1  # the read that checks the booking is not cancelled
     err = info.value
@@ -241,7 +241,7 @@ def test_migration_message_names_the_wait() -> None:
         fake.add("meetings", {"hs_timestamp": "2026-10-05T13:00:00.000Z"}, "2")
         fake.add("deals", {"dealname": "Cleaning", "dealstage": "appointmentscheduled"}, "1")
         fake.fail("PATCH", "/meetings/", status=477, body={}, headers={"Retry-After": "86400"})
-        with pytest.raises(APIError) as info:
+        with pytest.raises(pms.APIError) as info:
             make_adapter().cancel("1:2")
     assert "migrated" in str(info.value) and "86400" in str(info.value)
 
@@ -268,17 +268,15 @@ def test_ten_secondly_429_then_success_recovers() -> None:
     assert {round(w, 1) for w in waits} == {10.0}
 
 
+LOCKED = {"status": "error", "message": "later", "policyName": "TEN_SECONDLY_ROLLING"}
+
+
 def test_a_create_refused_with_423_is_retried_without_reconcile() -> None:
     """423 means "not applied", so even a POST create is simply sent again (a 429 on a create:
     tests/test_one_behaviour.py, on every provider)."""
     with fake_hubspot() as (fake, rsps):
         fake.add("contacts", {"email": "jane@example.com"})
-        fake.fail(
-            "POST",
-            "/deals$",
-            status=423,
-            body={"status": "error", "message": "later", "policyName": "TEN_SECONDLY_ROLLING"},
-        )
+        fake.fail("POST", "/deals$", status=423, body=LOCKED)
         from .test_hubspot_adapter import booking
 
         make_adapter().book(booking())
