@@ -11,7 +11,7 @@ it does not emulate).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -98,14 +98,21 @@ def test_no_patient_email_or_phone_in_any_url(sb: Sandbox, monkeypatch: pytest.M
 # 2. exact, paged reference look-ups
 
 
-def test_repush_after_105_reports_and_a_restart_updates_the_same_note(sb: Sandbox) -> None:
+def crowded(sb: Sandbox, kind: str, count: int, record: Callable[[int], dict[str, str]]) -> Any:
+    """The HubSpot emulator holding ``count`` records of ``kind`` already (no burst limit)."""
     emu = emulator(sb)
     emu.burst_limit = None
-    for i in range(104):
-        emu.seed(
-            "notes",
-            {"hs_timestamp": "2026-01-01T00:00:00.000Z", "hs_note_body": f"old\n[pms-report-id: pms-report-{i:03d}]"},
-        )
+    for i in range(count):
+        emu.seed(kind, record(i))
+    return emu
+
+
+def old_report(body: str) -> dict[str, str]:
+    return {"hs_timestamp": "2026-01-01T00:00:00.000Z", "hs_note_body": body}
+
+
+def test_repush_after_105_reports_and_a_restart_updates_the_same_note(sb: Sandbox) -> None:
+    emu = crowded(sb, "notes", 104, lambda i: old_report(f"old\n[pms-report-id: pms-report-{i:03d}]"))
     with client(sb) as c:
         first = c.push_performance_report(REPORT, provider="hubspot")
     emu.settle()  # later, after a restart: HubSpot's index has caught up
@@ -116,13 +123,8 @@ def test_repush_after_105_reports_and_a_restart_updates_the_same_note(sb: Sandbo
 
 
 def test_recovering_booking_101_among_call_references_finds_it(sb: Sandbox) -> None:
-    emu = emulator(sb)
-    emu.burst_limit = None
-    for i in range(100):
-        emu.seed(
-            "deals",
-            {"dealname": f"Cleaning - P{i} [call-{i:04x}]", "dealstage": "appointmentscheduled", "pipeline": "default"},
-        )
+    stage = {"dealstage": "appointmentscheduled", "pipeline": "default"}
+    emu = crowded(sb, "deals", 100, lambda i: {"dealname": f"Cleaning - P{i} [call-{i:04x}]", **stage})
     request = {**BOOKING, "patient": {"phone": "+14155550100"}, "reference": "call-7f3a"}
     with client(sb) as c:
         booked = c.book_appointment(request, provider="hubspot")
@@ -143,13 +145,7 @@ def test_search_bodies_are_spec_valid_and_page_with_after(sb: Sandbox, monkeypat
         return dispatch(method, target, headers, body)
 
     monkeypatch.setattr(sb, "_dispatch", recording)
-    emu = emulator(sb)
-    emu.burst_limit = None
-    for i in range(150):
-        emu.seed(
-            "notes",
-            {"hs_timestamp": "2026-01-01T00:00:00.000Z", "hs_note_body": f"[pms-report-id: pms-report-{i:03d}]"},
-        )
+    emu = crowded(sb, "notes", 150, lambda i: old_report(f"[pms-report-id: pms-report-{i:03d}]"))
     emu.settle()
     with client(sb) as c:
         c.push_performance_report(REPORT, provider="hubspot")
