@@ -264,7 +264,7 @@ class HttpResponse:
         return _json.loads(self.text)
 
     def json_or_none(self) -> Any:
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError, RecursionError):  # "[" * 5000 nests too deep
             return self.json()
         return None
 
