@@ -336,20 +336,13 @@ class _AsksToWait(APIError):
 
 
 class RateLimitError(_AsksToWait):
-    """429 (or the vendor's equivalent): too many requests.
-
-    ``retry_after`` is the number of seconds the vendor asked to wait, when it said.
-    """
+    """429 (or the vendor's equivalent): too many requests. ``retry_after``: the wait asked for, if any."""
 
     unsaid_wait = "Retry later."
 
 
 class ServerError(_AsksToWait):
-    """5xx: the vendor failed.
-
-    ``retry_after`` is the number of seconds the vendor asked to wait (a 503's
-    ``Retry-After``), when it said.
-    """
+    """5xx: the vendor failed. ``retry_after``: the wait a 503's ``Retry-After`` asked for, if any."""
 
     hint = "The provider is having trouble; try again shortly."
 

@@ -150,11 +150,8 @@ def validate_appointment_id(value: object, field: str = "appointment_id") -> str
 
 def check_not_past(start: _dt.datetime | None, now: _dt.datetime | None = None, *, field: str = "start") -> None:
     """Raise :class:`ValidationError` naming ``field`` when ``start`` lies more than
-    :data:`PAST_ALLOWANCE_MINUTES` before ``now`` (the current time by default).
-
-    Applied when booking and when moving a booking, not when a model is built: an
-    :class:`Appointment` read back from a vendor may well lie in the past.
-    """
+    :data:`PAST_ALLOWANCE_MINUTES` before ``now`` (default: the current time). Applied when
+    booking or moving a booking, not when a model is built (a booking read back may be past)."""
     if start is None:
         return
     current = now if now is not None else _dt.datetime.now(_dt.timezone.utc)
@@ -301,13 +298,9 @@ def _check_zone(value: object) -> str | None:
 
 
 def named_timezone(timezone: str | None, start: _dt.datetime | None) -> str | None:
-    """The zone a request or update *names*, or None when this module only derived it.
-
-    A request with no ``timezone`` gets one from its start; for a start written as ``...Z``
-    that is "UTC", which says nothing about where the practice or the patient is, so adapters
-    let the practice's zone (or the booking's recorded one) win over it. A start carrying a
-    ``ZoneInfo`` (even ``ZoneInfo("UTC")``) does name its zone.
-    """
+    """The zone a request or update *names*, or None when it was only derived from a ``...Z``
+    start ("UTC" says nothing about the practice, so adapters let the practice's or the
+    booking's zone win). A start carrying a ``ZoneInfo`` (even ``ZoneInfo("UTC")``) names its zone."""
     if not timezone:
         return None
     derived = start is not None and not isinstance(start.tzinfo, ZoneInfo) and start.utcoffset() == _dt.timedelta(0)
@@ -322,13 +315,9 @@ def _zone_name(value: _dt.datetime | None) -> str | None:
 
 
 def _offset_problem(start: _dt.datetime, zone_name: str) -> str | None:
-    """Why ``start`` contradicts the IANA zone it is said to be in, or None.
-
-    A start with a fixed offset other than UTC must carry the offset the zone has at that
-    instant: 10:00-05:00 "in America/New_York" in July (when New York is at -04:00) could mean
-    10:00 or 11:00 local, and silently picking one moves the patient by an hour. A UTC start
-    (``...Z``) names an instant only and is always consistent.
-    """
+    """Why ``start`` contradicts the IANA zone it is said to be in, or None. 10:00-05:00 "in
+    America/New_York" in July (-04:00) could mean 10:00 or 11:00 local: guessing moves the patient
+    by an hour. A UTC start (``...Z``) names an instant only and always agrees."""
     offset = start.utcoffset()
     if offset is None or offset == _dt.timedelta(0):
         return None
@@ -484,12 +473,9 @@ class AppointmentRequest:
     """A booking to make.
 
     ``start`` must be time-zone aware. Give ``end`` or ``duration_minutes`` (default 30); after
-    construction ``end`` and ``duration_minutes`` are both set and agree. ``timezone`` (IANA) is
-    taken from ``start`` when it carries a ``ZoneInfo``; when both are given, a non-UTC offset
-    on ``start`` must be the zone's offset at that instant. ``patient`` is a :class:`Patient`
-    or a dict of its fields. ``reference`` is the idempotency key:
-    pass your own (a conversation id, say) so a retried request is recognised; one is generated
-    otherwise. ``extra`` holds vendor fields merged into the create payload last.
+    construction both are set and agree. ``timezone`` (IANA) defaults to ``start``'s ``ZoneInfo``.
+    ``reference`` is the idempotency key: pass your own (a conversation id, say) so a retried
+    request is recognised. ``extra`` holds vendor fields merged into the create payload last.
     """
 
     start: _dt.datetime = attrs.field(metadata=_meta(_aware(required=True), _parse_datetime))

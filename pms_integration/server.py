@@ -281,9 +281,7 @@ async def _read_json(request: Request, limit: int) -> Any:
     try:
         return json.loads(body, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
-        if isinstance(exc, json.JSONDecodeError):
-            message = str(exc)
-        elif isinstance(exc, RecursionError):
+        if isinstance(exc, RecursionError):
             message = "the body nests too deeply"
         elif isinstance(exc, UnicodeDecodeError):
             message = "the body is not valid UTF-8"
@@ -337,24 +335,15 @@ class _Api:
             return
         header = request.headers.get("authorization", "")
         scheme, _, presented = header.partition(" ")
+        realm = 'Bearer realm="pms-integration"'
         if not header:
-            raise Problem(
-                401,
-                "unauthorized",
-                "Authentication required",
-                'Send the server token in the Authorization header with the scheme "Bearer".',
-                headers={"WWW-Authenticate": 'Bearer realm="pms-integration"'},
-            )
+            detail = 'Send the server token in the Authorization header with the scheme "Bearer".'
+            raise Problem(401, "unauthorized", "Authentication required", detail, headers={"WWW-Authenticate": realm})
         expected = self.token.reveal().encode("utf-8")
-        ok = scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode("utf-8"), expected)
-        if not ok:
-            raise Problem(
-                401,
-                "unauthorized",
-                "Invalid token",
-                "The token in the Authorization header is not valid for this server.",
-                headers={"WWW-Authenticate": 'Bearer realm="pms-integration", error="invalid_token"'},
-            )
+        if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode("utf-8"), expected):
+            detail = "The token in the Authorization header is not valid for this server."
+            challenge = {"WWW-Authenticate": realm + ', error="invalid_token"'}
+            raise Problem(401, "unauthorized", "Invalid token", detail, headers=challenge)
 
     def guard(self, endpoint: Endpoint) -> Endpoint:
         """Authenticate, run, and turn every failure into a problem response."""
@@ -453,8 +442,7 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     """Routing errors (no such path, wrong method) as problem+json too."""
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else {}
-    titles = {404: "Not Found", 405: "Method Not Allowed"}
-    title = titles.get(status, "HTTP error")
+    title = {404: "Not Found", 405: "Method Not Allowed"}.get(status, "HTTP error")
     detail = {
         404: f"No endpoint at {request.url.path}; the endpoints live under {PREFIX}/.",
         405: f"{request.method} is not allowed here.",
@@ -468,12 +456,8 @@ def _resolve_token(
     environ: Mapping[str, str] | None = None,
     env_file: str | os.PathLike[str] | EllipsisType | None = ...,
 ) -> Secret | None:
-    """The server's token; one too short or too common to be a secret is refused (ConfigurationError).
-
-    ``token=...`` reads ``PMS_SERVER_TOKEN`` from the same sources as the client's configuration
-    (:func:`pms_integration.config.read_variables`): ``./.env`` or ``env_file``, then the process
-    environment (which wins), or the explicit ``environ`` mapping.
-    """
+    """The server's token (a weak one is a ConfigurationError); ``token=...`` reads ``PMS_SERVER_TOKEN``
+    from the configuration's sources (:func:`pms_integration.config.read_variables`)."""
     if token is ...:
         value = read_variables(environ, env_file).get(TOKEN_VARIABLE, "").strip()
         return Secret.checked(value, name=TOKEN_VARIABLE) if value else None
