@@ -7,8 +7,6 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import pms_integration as pms
 from pms_integration._http import HttpResponse
@@ -283,67 +281,6 @@ def test_a_create_refused_with_423_is_retried_without_reconcile() -> None:
         paths = [p for _, p, _ in sent(rsps)]
     assert "/crm/v3/objects/deals/search" not in paths
     assert fake.count("deals") == 1
-
-
-# ---------------------------------------------------------------------------------------------
-# the parser never raises
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "",
-        "   ",
-        "<html>oops</html>",
-        "null",
-        "[1,2]",
-        "42",
-        '"str"',
-        '{"message": 5}',
-        '{"errors": "x"}',
-        '{"errors": [1, null, {"context": 3}, {"context": {"propertyName": 7}}]}',
-        "{broken",
-        "\x00\xff",
-    ],
-)
-@pytest.mark.parametrize("status", [400, 423, 429, 477, 500])
-def test_parser_survives_garbage(text: str, status: int) -> None:
-    info = parse_error(HttpResponse(status, {"Retry-After": "soon"}, text, "POST", "/x"))
-    assert isinstance(info.message, str) and info.message
-
-
-@settings(max_examples=150, deadline=None)
-@given(
-    status=st.sampled_from([400, 401, 404, 409, 423, 429, 477, 502]),
-    body=st.recursive(
-        st.none() | st.booleans() | st.integers() | st.text(max_size=30),
-        lambda inner: (
-            st.lists(inner, max_size=4)
-            | st.dictionaries(
-                st.sampled_from(
-                    [
-                        "message",
-                        "errors",
-                        "context",
-                        "propertyName",
-                        "category",
-                        "policyName",
-                        "correlationId",
-                        "name",
-                        "x",
-                    ]
-                ),
-                inner,
-                max_size=5,
-            )
-        ),
-        max_leaves=20,
-    ),
-)
-def test_parser_survives_any_json(status: int, body: Any) -> None:
-    info = parse_error(HttpResponse(status, {}, json.dumps(body), "GET", "/"))
-    assert isinstance(info.message, str)
-    assert all(isinstance(f, str) for f in info.fields)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,10 +20,14 @@ import attrs
 import pytest
 import requests
 import responses
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import pms_integration as pms
 from pms_integration import PMSClient
+from pms_integration._http import HttpResponse
 from pms_integration.provider import Capability
+from pms_integration.providers import gohighlevel, hubspot, salesforce
 from pms_integration.sandbox import Fault, Sandbox
 from pms_integration.testing import as_default
 from tests._salesforce_support import CONTACT, TASK_ID, sf_id
@@ -383,3 +387,39 @@ def test_no_secret_appears_in_a_repr_or_an_authentication_error(case: Case) -> N
     for text in shown:
         assert canary not in text and secret not in text
     assert case.vendor.token_variable in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# reading vendors' error answers (no sandbox needed)
+
+PARSERS = {"gohighlevel": gohighlevel.parse_error, "salesforce": salesforce.parse_error, "hubspot": hubspot.parse_error}
+# fmt: off
+GARBAGE = ["", "   ", "<html>oops</html>", "null", "[]", "{}", "[1, 2]", "42", '"a string"', "{broken", "\x00\xff",
+           "[" * 5000, '{"message": null}', '{"message": {"nested": 1}}', '{"message": 5}', '{"msg": 5}',
+           '[{"errorCode": 5}]', '{"errors": "x"}', '{"errors": [1, null, {"context": 3}, {"context": {"propertyName": 7}}]}']
+KEYS = ["message", "msg", "error", "errors", "statusCode", "traceId", "errorCode", "fields", "context", "propertyName",
+        "category", "policyName", "correlationId", "name", "x"]
+# fmt: on
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(KEYS), inner, max_size=5),
+    max_leaves=20,
+)
+
+
+@pytest.mark.parametrize("vendor", list(PARSERS))
+def test_every_error_parser_reads_any_text_without_raising(vendor: str) -> None:
+    """Whatever a vendor (or a proxy in front of it) answers, the error names a message."""
+    for status in (400, 423, 429, 477, 500, 503):
+        for text in GARBAGE:
+            info = PARSERS[vendor](HttpResponse(status, {"Retry-After": "soon"}, text, "POST", "/x"))
+            assert isinstance(info.message, str) and info.message, (status, text)
+
+
+@pytest.mark.parametrize("vendor", list(PARSERS))
+@settings(max_examples=150, deadline=None)
+@given(status=st.sampled_from([400, 401, 404, 409, 423, 429, 477, 502]), body=JSON)
+def test_every_error_parser_reads_any_json_without_raising(vendor: str, status: int, body: Any) -> None:
+    info = PARSERS[vendor](HttpResponse(status, {}, json.dumps(body), "GET", "/"))
+    assert isinstance(info.message, str)
+    assert all(isinstance(f, str) for f in info.fields)
