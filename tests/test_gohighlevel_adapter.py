@@ -424,42 +424,6 @@ def test_push_report_creates_note_on_upserted_reports_contact(rsps: responses.Re
     assert receipt.report_id == "pms-report-2037-03-01-2037-03-07"
 
 
-def test_repush_updates_the_same_note_and_contact_is_cached(rsps: responses.RequestsMock) -> None:
-    rsps.post(UPSERT, json=upsert_response(REPORT_CONTACT_ID))
-    rsps.get(NOTES, json={"notes": []})
-    rsps.post(NOTES, status=201, json={"note": note("first")})
-    with client() as c:
-        first = c.push_performance_report(report())
-        rsps.replace(
-            responses.GET,
-            NOTES,
-            json={"notes": [note("old\n\nReport id: pms-report-2037-03-01-2037-03-07")]},
-        )
-        rsps.put(f"{NOTES}/{NOTE_ID}", json={"note": note("new")})
-        second = c.push_performance_report(report(metrics={"calls handled": 150}))
-        methods = [(call.request.method, call.request.url.replace(HOST, "")) for call in rsps.calls]
-        assert methods == [
-            ("POST", "/contacts/upsert"),
-            ("GET", f"/contacts/{REPORT_CONTACT_ID}/notes"),
-            ("POST", f"/contacts/{REPORT_CONTACT_ID}/notes"),
-            # the contact is not upserted again, and the client remembers its note
-            ("PUT", f"/contacts/{REPORT_CONTACT_ID}/notes/{NOTE_ID}"),
-        ]
-        assert "150" in sent(rsps.calls[3])["body"]
-        assert first.id == second.id == NOTE_ID
-        assert second.created is False
-    # a new process knows nothing: it lists the contact's notes and finds the report's note
-    with client() as fresh:
-        third = fresh.push_performance_report(report(metrics={"calls handled": 151}))
-    later = [(call.request.method, call.request.url.replace(HOST, "")) for call in rsps.calls][4:]
-    assert later == [
-        ("POST", "/contacts/upsert"),
-        ("GET", f"/contacts/{REPORT_CONTACT_ID}/notes"),
-        ("PUT", f"/contacts/{REPORT_CONTACT_ID}/notes/{NOTE_ID}"),
-    ]
-    assert third.id == NOTE_ID and third.created is False
-
-
 def test_repush_of_a_note_deleted_in_ghl_makes_a_new_one(rsps: responses.RequestsMock) -> None:
     rsps.post(UPSERT, json=upsert_response(REPORT_CONTACT_ID))
     rsps.get(NOTES, json={"notes": []})

@@ -481,14 +481,6 @@ def test_first_push_queries_then_creates_a_completed_task(rsps: responses.Reques
     assert receipt.id == TASK_ID and receipt.created is True
 
 
-def test_repush_from_a_new_process_finds_and_patches(rsps: responses.RequestsMock) -> None:
-    rsps.get(QUERY, json=query_result([{"Id": TASK_ID, "Subject": "x [pms-report-2026-03-02-2026-03-08]"}], "Task"))
-    rsps.patch(TASK_URL, status=204)
-    receipt = adapter().push_report(rep())
-    assert [m for m, _ in calls(rsps)] == ["GET", "PATCH"]
-    assert receipt.created is False
-
-
 def test_repush_after_the_task_was_deleted_creates_a_new_one(rsps: responses.RequestsMock) -> None:
     rsps.get(QUERY, json=query_result([], "Task"))
     rsps.post(TASKS, json=created(TASK_ID), status=201)
