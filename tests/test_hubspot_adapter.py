@@ -484,13 +484,6 @@ def test_contact_create_timeout_is_reconciled_by_email() -> None:
     assert appt.contact_id in fake.records["contacts"]
 
 
-def test_note_create_502_after_commit_is_found_not_duplicated() -> None:
-    with fake_hubspot() as (fake, _):
-        fake.fail("POST", "/notes$", status=502, body="", commit=True)
-        receipt = make_adapter().push_report(report())
-    assert fake.count("notes") == 1 and receipt.id in fake.records["notes"]
-
-
 def test_upsert_5xx_is_retried_by_the_transport() -> None:
     with fake_hubspot() as (fake, _):
         fake.add("contacts", {"email": "jane@example.com"})

@@ -51,6 +51,7 @@ class Vendor:
     not_found_code: str | None = None  # the vendor's own error code for an unknown record
     repush: tuple[str, ...] = ()  # what a report re-push sends: in the same process, then in a new one
     repush_fresh: tuple[str, ...] = ()
+    report_create: str = "notes.create"
 
 
 # fmt: off
@@ -76,6 +77,7 @@ VENDORS = {
         not_found_code="NOT_FOUND",
         repush=("sobjects.update",),
         repush_fresh=("query", "sobjects.update"),
+        report_create="sobjects.create",
     ),
     "hubspot": Vendor(
         "hubspot", "v2", "PMS_HUBSPOT_PRIVATE_APP_TOKEN", "meetings.create", ("deals.read", "meetings.search"),
@@ -378,6 +380,22 @@ def test_a_report_pushed_twice_updates_the_same_record(case: Case) -> None:
     assert first.created is True and again.created is later.created is False
     assert first.id == again.id == later.id
     assert first.report_id == later.report_id == "pms-report-2030-03-01-2030-03-07"
+
+
+@pytest.mark.parametrize("fault", ["committed-then-502", "committed-then-reset"])
+def test_a_report_create_that_may_have_happened_is_found_not_made_twice(case: Case, fault: str) -> None:
+    """The report's record was made but the answer was lost: looked up, never created again."""
+    case.needs(Capability.PUSH_REPORT)
+    case.inject(
+        Fault.server_error(502, commit=True) if "502" in fault else Fault.reset_after_commit(),
+        case.vendor.report_create,
+    )
+    receipt = pms.push_performance_report(REPORT)
+    sent = case.sent()
+    assert sent.count(case.vendor.report_create) == 1
+    after = list(case.sandbox.records)[sent.index(case.vendor.report_create) + 1]
+    assert after.method == "GET" or after.operation.endswith("search")  # a look-up comes next
+    assert receipt.id and receipt.report_id == "pms-report-2030-03-01-2030-03-07"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -494,17 +494,6 @@ def test_repush_after_the_task_was_deleted_creates_a_new_one(rsps: responses.Req
     assert receipt.id == other and receipt.created is True
 
 
-def test_report_create_timeout_is_reconciled_by_subject(rsps: responses.RequestsMock) -> None:
-    found = query_result([{"Id": TASK_ID, "Subject": "x [pms-report-2026-03-02-2026-03-08]"}], "Task")
-    rsps.get(QUERY, json=query_result([], "Task"))
-    rsps.post(TASKS, body=requests.exceptions.ReadTimeout("slow"))
-    a = adapter()
-    rsps.add_callback(responses.GET, QUERY, callback=lambda r: (200, {}, json.dumps(found)))
-    receipt = a.push_report(rep())
-    assert receipt.id == TASK_ID
-    assert [m for m, _ in calls(rsps)] == ["GET", "POST", "GET"]
-
-
 def test_report_with_a_calendar_owner_omits_task_owner(rsps: responses.RequestsMock) -> None:
     rsps.get(QUERY, json=query_result([], "Task"))
     rsps.post(TASKS, json=created(TASK_ID), status=201)
