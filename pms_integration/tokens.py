@@ -1,11 +1,7 @@
-"""Where rotated OAuth refresh tokens are kept, so a restart or a second process can use them.
-
-Pass a :class:`TokenStore` as ``PMSClient(token_store=...)``: the adapter reads it before every
-refresh (a stored token wins over the configured one) and saves each new token before using it.
-:class:`FileTokenStore` and :class:`CallbackTokenStore` are ready-made; anything with
-``load(key)`` and ``save(key, value)`` works too. Keys name an account, never a secret
-(``"salesforce https://acme.my.salesforce.com 3MVG9..."``); values are never logged. When and
-why: docs/providers/salesforce.md, "Keeping rotated refresh tokens".
+"""Where rotated OAuth refresh tokens are kept (``PMSClient(token_store=...)``), so a restart or a
+second process can use them. Anything with ``load(key)`` and ``save(key, value)`` is a
+:class:`TokenStore`; keys name an account, never a secret. When and why:
+docs/providers/salesforce.md, "Keeping rotated refresh tokens".
 """
 
 from __future__ import annotations
@@ -87,13 +83,10 @@ class CallbackTokenStore:
 
 
 class FileTokenStore:
-    """Values in one JSON file (``{key: value}``), readable and writable by its owner only.
+    """Values in one JSON file (``{key: value}``, mode ``0600``), replaced atomically on each save.
 
-    Every save writes a new file beside the old one (mode ``0600``), flushes it to disk and
-    renames it over the old one, so a crash never leaves a half-written file and readers in
-    other processes see either the old or the new content. Saves from threads of one process
-    are serialised; processes that save under *different* keys at the same moment may lose
-    one of the two (use one file per account, or a shared store, for that).
+    Saves from threads of one process are serialised; processes that save under *different*
+    keys at the same moment may lose one of the two (use one file per account for that).
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:

@@ -1,39 +1,21 @@
 """The shape every vendor adapter shares.
 
-:class:`BaseAdapter` owns what is the same on every vendor: the transport (built from the
-common settings), ``name``/``capabilities``/``close``, reading JSON objects, the duplicate-safe
-create, the read-before-write flow of update and cancel, and the report push. A vendor module
-writes only what is its own:
-
-======================  ===================================================================
-``create_booking``      send the create(s) for a new booking; return the Appointment
-``find_booking``        look a booking up by its reference (idempotent requests only)
-``read_booking``        the booking as the vendor holds it now (``NotFoundError`` if unknown)
-``write_update``        send the changes for a booking that ``read_booking`` returned
-``write_cancel``        cancel a booking that ``read_booking`` returned (not yet cancelled)
-``report_payload``      the record a performance report becomes
-``find_report``         the id of an earlier push of the same report, or None
-``recover_report``      optional: ``find_report`` after an ambiguous create (default: the same)
-``update_report``       overwrite that record (False when it has gone)
-``create_report``       create the record; return its id
-======================  ===================================================================
-
-plus, as class attributes, ``provider`` and ``token_variable``, and optionally
-``parse_error``/``parse_rate_headers`` for the vendor's error and quota formats. The contributor's
-guide (``docs/adding-a-provider.md``) walks through a complete adapter.
+:class:`BaseAdapter` owns what is the same on every vendor (the transport, reading JSON objects,
+the duplicate-safe create, read-before-write update and cancel, the report push); a vendor module
+writes only the hooks listed, with a complete example, in ``docs/adding-a-provider.md``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import attrs
 
 from .._http import Auth, BearerAuth, ErrorInfo, HttpResponse, Runtime, Transport, default_error_parser
 from .._once import BoundedCache, create_once
 from .._ratelimit import RateLimitInfo
-from ..config import RateLimit, Secret
+from ..config import Secret
 from ..errors import AppointmentCancelledError, UnexpectedResponseError
 from ..models import (
     Appointment,
@@ -47,26 +29,9 @@ from ..models import (
 from ..provider import ALL_CAPABILITIES, Capability
 from ..tokens import TokenStore
 
-__all__ = ["BaseAdapter", "CommonSettings", "text", "unexpected"]
+__all__ = ["BaseAdapter", "text", "unexpected"]
 
 T = TypeVar("T")
-
-
-class CommonSettings(Protocol):
-    """What every provider's settings carry (see :mod:`pms_integration.config`)."""
-
-    @property
-    def base_url(self) -> str: ...
-    @property
-    def timeout(self) -> float: ...
-    @property
-    def rate_limit(self) -> RateLimit | None: ...
-    @property
-    def api_version(self) -> str: ...
-    @property
-    def account(self) -> str:
-        """Which vendor account the settings point at (never a secret)."""
-        ...
 
 
 def text(value: object) -> str | None:

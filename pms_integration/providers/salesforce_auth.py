@@ -53,10 +53,7 @@ class TokenRefreshAuth:
         #: what the token store files the refresh token under: the org and the app, no secret
         self.store_key = f"salesforce {settings.base_url} {settings.client_id or ''}".rstrip()
         self.refresh_count = 0
-
-    @property
-    def can_refresh(self) -> bool:
-        return bool(self._client_id and self._client_secret and self._refresh_token)
+        self.can_refresh = settings.can_refresh
 
     def bind(self, transport: Transport) -> None:
         """Send token requests through ``transport``: bounded in time and size like API calls."""
