@@ -47,6 +47,12 @@ class Slot:
         self.granted = granted
         self.done: float | None = None
 
+    def finished(self, now: float) -> float | None:
+        """When the answer came back (one silent for ``STALE_AFTER`` counts as back then), or None."""
+        if self.done is None:
+            return self.granted + STALE_AFTER if now - self.granted >= STALE_AFTER else None
+        return self.done
+
 
 #: Called before every wait for a slot: ``(seconds, why)``.
 WaitHook = Callable[[float, str], None]
@@ -56,10 +62,7 @@ class RateLimiter:
     """No window of ``per_seconds`` ever holds more than ``requests`` arrivals at the vendor.
 
     Call :meth:`acquire` before sending and :meth:`release` with the returned :class:`Slot`
-    once the answer (or the failure) is back. The vendor's own limit, once its headers report
-    one (``X-RateLimit-Max`` with ``X-RateLimit-Interval-Milliseconds``, say), becomes a second
-    rule that every grant must also satisfy, so a configured limit looser than the account's
-    real one cannot cause 429s.
+    once the answer (or the failure) is back; :meth:`observe` adds the vendor's own limit.
     """
 
     #: Safety margin on each window (clock granularity between us and the vendor).
@@ -100,12 +103,9 @@ class RateLimiter:
         """Forget slots no rule needs one by one (all finished, older than the longest rule)."""
         keep = max(count for count, _ in self.rules)
         while len(self._slots) > keep:
-            first = self._slots[0]
-            done = first.done
+            done = self._slots[0].finished(now)
             if done is None:
-                if now - first.granted < STALE_AFTER:
-                    return
-                done = first.granted + STALE_AFTER
+                return
             self._floor = max(self._floor, done)
             self._slots.popleft()
 
@@ -115,27 +115,23 @@ class RateLimiter:
         why = self._blocked_why if self._blocked_until > now else ""
         held = len(self._slots)
         for count, window in self.rules:
+            rule = f"client-side rate limit ({count} per {window:.3g} s)"
             if self._floor != float("-inf") and self._floor + window > at:
-                at, why = self._floor + window, f"client-side rate limit ({count} per {window:.3g} s)"
+                at, why = self._floor + window, rule
             # slots at positions 0 .. held-count are "request i - N or earlier"
             for position in range(held - count + 1):
-                slot = self._slots[position]
-                done = slot.done
+                done = self._slots[position].finished(now)
                 if done is None:
-                    if now - slot.granted < STALE_AFTER:
-                        return None, f"client-side rate limit ({count} per {window:.3g} s)"
-                    done = slot.granted + STALE_AFTER
+                    return None, rule
                 if done + window > at:
-                    at, why = done + window, f"client-side rate limit ({count} per {window:.3g} s)"
+                    at, why = done + window, rule
         return at, why
 
     def acquire(self, timeout: float | None = None) -> Slot:
         """Reserve the next slot and wait until its time; return it (pass it to :meth:`release`).
 
-        Slots are reserved in arrival order under the lock and waited for outside it, so many
-        threads can wait for their own, successive slots at once. Raises
-        :class:`LimiterTimeout` (without taking a slot) when the slot is further away than
-        ``timeout`` seconds.
+        Reserved in arrival order under the lock, waited for outside it. :class:`LimiterTimeout`
+        (no slot taken) when the slot is further away than ``timeout`` seconds.
         """
         start = self._clock()
         with self._cond:
@@ -170,19 +166,12 @@ class RateLimiter:
             self._cond.notify_all()
 
     def observe(self, info: RateLimitInfo) -> None:
-        """Adapt to the vendor's own view of the quota.
-
-        A reported limit becomes a rule of its own (tightening, never loosening, what is
-        configured). "None left" is normal when the limiter and the vendor count the same
-        requests - the limiter sends right up to the window's edge and its log already holds the
-        next caller back - so everyone is paused for the vendor's window only when the log does
-        not explain it (another process sharing the quota, say).
-        """
+        """Adapt to the vendor's view: a reported limit becomes a rule of its own (it only ever
+        tightens), and "none left" pauses everyone only when our own recent grants do not explain
+        it (the limiter sends right up to the window's edge, so a 0 is normal)."""
         with self._cond:
             if info.limit and info.interval_seconds and info.limit > 0 and info.interval_seconds > 0:
-                vendor = (info.limit, info.interval_seconds * (1 + self.MARGIN))
-                if vendor != self._vendor:
-                    self._vendor = vendor
+                self._vendor = (info.limit, info.interval_seconds * (1 + self.MARGIN))
             if info.remaining is None or info.remaining > 0:
                 return
             now = self._clock()
