@@ -1,8 +1,9 @@
 """One behaviour across providers: the same call means the same thing on every vendor.
 
-Each test states one promise of ``docs/providers.md`` and checks it on GoHighLevel v2 and v1,
-Salesforce and HubSpot against the sandbox (faults injected there, or by ``responses`` in front
-of it). Vendor-specific wire formats stay in the vendors' own test files.
+Each test states one promise of ``docs/providers.md`` and ``docs/errors.md`` and checks it on
+GoHighLevel v2 and v1, Salesforce and HubSpot against the sandbox (faults injected there, or by
+``responses`` in front of it); where vendors differ by design, ``Vendor`` names the difference.
+Vendor-specific wire formats and vendor-only behaviours stay in the vendors' own test files.
 """
 
 from __future__ import annotations
@@ -99,14 +100,11 @@ class Case:
     sandbox: Sandbox
     client: PMSClient
     waits: list[float]
+    env: dict[str, str]
 
     @property
     def is_v1(self) -> bool:
         return self.vendor.version == "v1" and self.vendor.provider == "gohighlevel"
-
-    def environ(self, **overrides: str) -> dict[str, str]:
-        env = self.sandbox.environ(ghl_api_version=self.vendor.version, default_provider=self.vendor.provider)
-        return {**env, **overrides}
 
     def sent(self, since: int = 0) -> list[str]:
         """The operations the sandbox was asked for, from the ``since``-th on."""
@@ -135,7 +133,7 @@ def case(request: pytest.FixtureRequest, sb: Sandbox) -> Iterator[Case]:
     waits: list[float] = []
     env = sb.environ(ghl_api_version=vendor.version, default_provider=vendor.provider)
     with PMSClient(environ=env, env_file=None, sleep=waits.append) as client, as_default(client):
-        yield Case(vendor, sb, client, waits)
+        yield Case(vendor, sb, client, waits, env)
 
 
 def booking(reference: str, **changes: Any) -> dict[str, Any]:
@@ -302,7 +300,9 @@ def unreadable_success(case: Case, mock: responses.RequestsMock) -> list[str]:
     return answered
 
 
-AMBIGUOUS = ["committed-then-502", "committed-then-reset", "unreadable-2xx"]
+# the change is made, but the answer says nothing usable
+LOST = {"committed-then-502": Fault.server_error(502, commit=True), "committed-then-reset": Fault.reset_after_commit()}
+AMBIGUOUS = [*LOST, "unreadable-2xx"]
 
 
 @pytest.mark.parametrize("fault", AMBIGUOUS)
@@ -314,9 +314,7 @@ def test_a_create_that_may_have_happened_is_looked_up_and_never_sent_again(case:
             booked = pms.book_appointment(booking(f"ambiguous-{fault}"))
         assert garbled == ["garbled"]
     else:
-        case.inject(
-            Fault.server_error(502, commit=True) if "502" in fault else Fault.reset_after_commit(), case.vendor.create
-        )
+        case.inject(LOST[fault], case.vendor.create)
         booked = pms.book_appointment(booking(f"ambiguous-{fault}"))
     sent = case.sent()
     assert booked.reference == f"ambiguous-{fault}"
@@ -372,7 +370,7 @@ def test_a_report_pushed_twice_updates_the_same_record(case: Case) -> None:
     assert "150" in json.dumps(case.sandbox.state(case.vendor.provider))
     if case.vendor.provider == "hubspot":
         case.sandbox.emulator("hubspot").settle()  # type: ignore[attr-defined] # the search index caught up
-    with PMSClient(environ=case.environ(), env_file=None) as fresh:
+    with PMSClient(environ=case.env, env_file=None) as fresh:
         mark = len(case.sandbox.records)
         later = fresh.push_performance_report({**REPORT, "metrics": {"calls handled": 151}})
         assert case.sent(mark) == list(case.vendor.repush_fresh)
@@ -382,14 +380,11 @@ def test_a_report_pushed_twice_updates_the_same_record(case: Case) -> None:
     assert first.report_id == later.report_id == "pms-report-2030-03-01-2030-03-07"
 
 
-@pytest.mark.parametrize("fault", ["committed-then-502", "committed-then-reset"])
+@pytest.mark.parametrize("fault", list(LOST))
 def test_a_report_create_that_may_have_happened_is_found_not_made_twice(case: Case, fault: str) -> None:
     """The report's record was made but the answer was lost: looked up, never created again."""
     case.needs(Capability.PUSH_REPORT)
-    case.inject(
-        Fault.server_error(502, commit=True) if "502" in fault else Fault.reset_after_commit(),
-        case.vendor.report_create,
-    )
+    case.inject(LOST[fault], case.vendor.report_create)
     receipt = pms.push_performance_report(REPORT)
     sent = case.sent()
     assert sent.count(case.vendor.report_create) == 1
@@ -404,13 +399,13 @@ def test_a_report_create_that_may_have_happened_is_found_not_made_twice(case: Ca
 
 def test_no_secret_appears_in_a_repr_or_an_authentication_error(case: Case) -> None:
     canary = "canary-secret-" + case.vendor.provider + "-0f9e8d7c"
-    env = case.environ(**{case.vendor.token_variable: canary})
+    env = {**case.env, case.vendor.token_variable: canary}
     with PMSClient(environ=env, env_file=None, sleep=lambda _: None) as wrong:
         with pytest.raises(pms.AuthenticationError) as info:
             wrong.book_appointment(booking("secret"))
         shown = [repr(wrong), repr(wrong.adapter()), repr(wrong.config), str(info.value), repr(info.value)]
     shown.append(str(info.value.to_dict()) if hasattr(info.value, "to_dict") else "")
-    secret = case.environ()[case.vendor.token_variable]
+    secret = case.env[case.vendor.token_variable]
     for text in shown:
         assert canary not in text and secret not in text
     assert case.vendor.token_variable in str(info.value)
