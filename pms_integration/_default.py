@@ -47,9 +47,8 @@ def _successor(config: PMSConfig | None, old: PMSClient | None) -> PMSClient:
 def get_client() -> PMSClient:
     """The default client, built from the environment (and ``./.env``) on first use.
 
-    A default client that was closed (``with pms.get_client() as c: ...`` closes it on exit)
-    is replaced on the next call by a fresh one with the same configuration and booking
-    memory. A client you installed with :func:`use_client` is yours: once you close it, calls
+    Closed (``with pms.get_client() as c:``), it is rebuilt on the next call with the same
+    configuration and memory; one installed with :func:`use_client` is yours: once closed, calls
     raise :class:`ConfigurationError` until you install another or call :func:`reload`.
     """
     global _client
@@ -70,12 +69,9 @@ def get_client() -> PMSClient:
 def reload(
     environ: Mapping[str, str] | None = None, *, env_file: str | os.PathLike[str] | EllipsisType | None = ...
 ) -> PMSClient:
-    """Re-read the configuration and swap the default client.
-
-    Raises :class:`ConfigurationError` - and keeps the current client - when the new
-    configuration has problems (an invalid value, an unknown default provider, an unreadable
-    env file). Missing variables are not a problem: that provider is simply disabled.
-    """
+    """Re-read the configuration and swap the default client. :class:`ConfigurationError`, keeping
+    the current client, when the new configuration has a problem (an invalid value, an unknown
+    default provider, an unreadable env file); a provider missing variables is simply disabled."""
     global _client
     config = load_config(environ, env_file)
     problems = config.all_problems()
@@ -97,11 +93,8 @@ def reload(
 
 
 def use_client(client: PMSClient) -> PMSClient:
-    """Make ``client`` the default until the next :func:`use_client` or :func:`reload`.
-
-    The client stays yours to close; for a default that is put back afterwards, see
-    :func:`pms_integration.testing.as_default`.
-    """
+    """Make ``client`` (still yours to close) the default until the next :func:`use_client` or
+    :func:`reload`; to put the previous default back afterwards: :func:`pms_integration.testing.as_default`."""
     global _client
     if not isinstance(client, PMSClient):
         raise ConfigurationError(

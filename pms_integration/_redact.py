@@ -20,7 +20,6 @@ from urllib.parse import quote, quote_plus
 __all__ = ["redact", "redact_data", "redact_path", "redact_raw", "register_secret", "excerpt", "MASK"]
 
 MASK = "[redacted]"
-_MASK = MASK
 
 # Keys whose value is a credential, in "key=value", "key: value" and JSON/dict forms.
 _KEYS = r"access_token|refresh_token|id_token|client_secret|api_key|apikey|password|token"

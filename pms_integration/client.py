@@ -304,11 +304,8 @@ class PMSClient:
     # -- lifecycle --------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close every adapter's connections. Calls already running may fail.
-
-        A client nothing refers to any more needs no ``close()``: its connection pools close
-        when it is garbage-collected (this is how ``reload()`` retires the client it replaces).
-        """
+        """Close every adapter's connections; calls already running may fail. A client nothing refers
+        to needs none: its pools close when it is collected (how ``reload()`` retires one)."""
         with self._lock:
             self._closed = True
             adapters, self._adapters = list(self._adapters.values()), {}

@@ -1,10 +1,6 @@
-"""Where "the current analytics report" comes from.
-
-An analytics module registers a callable with :func:`set_report_source`; then
-``push_performance_report()`` with no argument (and the HTTP endpoint with no body) sends what
-that callable returns. The registration is process-wide and survives :func:`reload`.
-``pms-integration serve --report-source module:function`` registers one from the command line
-(see :func:`load_report_source`).
+"""Where "the current analytics report" comes from: the callable registered with
+:func:`set_report_source` (process-wide, kept across ``reload()``), whose result
+``push_performance_report()`` without a report, and ``POST .../performance`` without a body, send.
 """
 
 from __future__ import annotations
@@ -69,13 +65,9 @@ def _source_error(message: str) -> ConfigurationError:
 
 
 def load_report_source(spec: str, *, name: str = "report source") -> ReportSource:
-    """Import the callable named by ``spec`` (``"package.module:function"``) and check it.
-
-    Checked at once, so a typo fails at start-up rather than on the first report: the module
-    must import, the attribute must exist and be callable, and it must accept being called
-    with no arguments. It is not called here. ``name`` is how messages refer to the setting
-    (the CLI passes ``--report-source``). Raises :class:`ConfigurationError`.
-    """
+    """Import the callable named by ``spec`` (``"package.module:function"``) and check, without
+    calling it, that it can be called with no arguments, so a typo fails at start-up (a
+    :class:`ConfigurationError` naming the setting as ``name``, e.g. ``--report-source``)."""
     if not isinstance(spec, str):
         raise _source_error(f"{name} must be a string such as 'myreports:current_report'")
     match = _SPEC.fullmatch(spec.strip())

@@ -491,12 +491,11 @@ def create_app(
 ) -> Starlette:
     """The ASGI app serving the ``/api/integrations/pms`` endpoints.
 
-    ``client``: the :class:`PMSClient` to use; ``None`` uses the module-level default client,
-    looked up on every request (so :func:`pms_integration.reload` takes effect at once).
-    ``token``: the bearer token every request must carry; left out, ``PMS_SERVER_TOKEN`` is read
-    now, from the same sources as the configuration (``./.env`` or ``env_file``, then the process
-    environment; or the ``environ`` mapping alone). Unset or empty: no authentication. ``None``
-    disables it. ``max_body_bytes``: larger request bodies are refused with 413.
+    ``client``: the :class:`PMSClient` to use; ``None``: the default client, looked up on every
+    request (so :func:`pms_integration.reload` takes effect at once). ``token``: the bearer token
+    every request must carry; left out, ``PMS_SERVER_TOKEN`` read now as the configuration is
+    (``env_file``, ``environ``); unset or empty, or ``None``: no authentication.
+    ``max_body_bytes``: larger request bodies are refused with 413.
     """
     _check_arguments(client, max_body_bytes)
     secret = _resolve_token(token, environ=environ, env_file=env_file)
@@ -535,13 +534,9 @@ def is_loopback(host: str) -> bool:
 
 
 def check_exposure(host: str, token: Secret | None, *, insecure_no_auth: bool = False) -> None:
-    """Refuse to serve beyond loopback without a token, unless told so explicitly.
-
-    Anyone who can reach a non-loopback address could book and cancel appointments, so
-    ``host`` other than loopback needs a token, or ``insecure_no_auth=True`` (for when another
-    layer, a proxy that authenticates, say, guards the endpoints). Raises
-    :class:`UnprotectedServerError` (a :class:`ConfigurationError`) before anything is bound.
-    """
+    """Refuse (:class:`UnprotectedServerError`, before anything is bound) to serve beyond loopback
+    without a token, since anyone reaching the address could book and cancel; ``insecure_no_auth=True``
+    allows it, for when another layer (an authenticating proxy, say) guards the endpoints."""
     if token is not None or is_loopback(host):
         return
     if insecure_no_auth:
@@ -570,12 +565,9 @@ def run(
     env_file: str | os.PathLike[str] | EllipsisType | None = ...,
     environ: Mapping[str, str] | None = None,
 ) -> None:
-    """Serve :func:`create_app` with uvicorn until interrupted (127.0.0.1 by default).
-
-    Any ``host`` other than loopback needs a token (``token=``, or ``PMS_SERVER_TOKEN`` read as
-    :func:`create_app` reads it), or ``insecure_no_auth=True``; otherwise
-    :class:`UnprotectedServerError` is raised before anything is bound (see :func:`check_exposure`).
-    """
+    """Serve :func:`create_app` with uvicorn until interrupted (127.0.0.1 by default). Any other
+    ``host`` needs a token (``token=`` or ``PMS_SERVER_TOKEN``) or ``insecure_no_auth=True``
+    (see :func:`check_exposure`)."""
     if not isinstance(host, str):
         raise ValidationError.single("host", "must be a host name or an IP address")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:

@@ -85,13 +85,9 @@ def _is_placeholder(value: str) -> bool:
 
 
 def secret_problem(name: str, value: object) -> str | None:
-    """Why ``value`` cannot be used as the secret called ``name``, or None when it can.
-
-    The message names ``name`` and never contains the value. The rule: a non-empty string of
-    at least :data:`MIN_SECRET_LENGTH` characters that is not a placeholder or a common word
-    (``true``, ``changeme``, ``your-api-key-here``, ``xxxxxxxx...``). The configuration,
-    :meth:`Secret.checked` and the HTTP server's ``PMS_SERVER_TOKEN`` apply it.
-    """
+    """Why ``value`` cannot be the secret called ``name`` (a message naming ``name``, never the value),
+    or None: a secret is a string of at least :data:`MIN_SECRET_LENGTH` characters that is not a
+    placeholder or a common word (``true``, ``changeme``, ``your-api-key-here``, ``xxxxxxxx...``)."""
     if not isinstance(value, str) or not value.strip():
         return f"{name} must be a non-empty string"
     if len(value) < MIN_SECRET_LENGTH:
@@ -596,11 +592,8 @@ def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
 def read_variables(
     environ: Mapping[str, str] | None = None, env_file: str | os.PathLike[str] | EllipsisType | None = ...
 ) -> dict[str, str]:
-    """The ``PMS_*`` variables from the sources :func:`load_config` reads, by its rules, later winning.
-
-    The HTTP server reads ``PMS_SERVER_TOKEN`` this way, so a token in ``.env`` or in
-    ``--env-file`` counts exactly as it does for the client's own variables.
-    """
+    """The ``PMS_*`` variables from the sources :func:`load_config` reads, by its rules, later winning
+    (the HTTP server reads ``PMS_SERVER_TOKEN`` this way)."""
     if environ is not None and not isinstance(environ, Mapping):
         raise ConfigurationError(
             f"environ must be a mapping of variable names to strings (or None), not {type(environ).__name__}.",
