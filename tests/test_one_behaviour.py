@@ -422,11 +422,11 @@ GARBAGE = ["", "   ", "<html>oops</html>", "null", "[]", "{}", "[1, 2]", "42", '
 KEYS = ["message", "msg", "error", "errors", "statusCode", "traceId", "errorCode", "fields", "context", "propertyName",
         "category", "policyName", "correlationId", "name", "x"]
 # fmt: on
-JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=30),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(KEYS), inner, max_size=5),
-    max_leaves=20,
-)
+def _nest(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(KEYS), inner, max_size=5)
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=30), _nest, max_leaves=20)
 
 
 @pytest.mark.parametrize("vendor", list(PARSERS))
