@@ -1,10 +1,8 @@
 """Scrubbing of secrets out of text that may reach a log, an exception or a response.
 
-Every configured token is registered here (:class:`config.Secret`). :func:`redact` masks free
-text from outside (vendor bodies, headers, URLs, exception text), :func:`redact_data` every string
-of a JSON-ready structure, :func:`redact_path` only whole segments of the caller's own field paths.
-The library's own models go out as they are, only their vendor ``raw`` redacted (:func:`redact_raw`),
-so a secret that reads ``2031`` never masks a start time. See docs/errors.md, "What is masked, and where".
+:func:`redact` masks free text, :func:`redact_data` JSON-ready data, :func:`redact_path` only whole
+segments of the caller's own field paths, :func:`redact_raw` a model's vendor ``raw`` (so a secret
+reading ``2031`` never masks a start time). Where and why: docs/errors.md, "What is masked, and where".
 """
 
 from __future__ import annotations

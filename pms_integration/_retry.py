@@ -36,11 +36,10 @@ class RetryPolicy:
 class Deadline:
     """An absolute point on ``clock`` after which an operation must not go on."""
 
-    __slots__ = ("budget", "clock", "expires_at")
+    __slots__ = ("clock", "expires_at")
 
     def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
-        self.budget = seconds
         self.expires_at = clock() + seconds
 
     def remaining(self) -> float:

@@ -1,7 +1,6 @@
 """Vendor adapters. Each module exposes ``create(settings, runtime) -> Provider``.
 
-Adapters are imported only when a client first uses them, so ``import pms_integration`` stays
-cheap and a process that talks to one vendor never loads the other two.
+Imported on first use, so ``import pms_integration`` stays cheap and never loads an unused vendor.
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
 """GoHighLevel (HighLevel / LeadConnector) adapter: API v2 here, legacy v1 in ``gohighlevel_v1``.
 
-:func:`create` picks the generation from ``settings.api_version``. The requests, bodies,
-``Version`` headers, booking-reference lines, time zones and error mapping are described in
-``docs/providers/gohighlevel.md``; this module holds the wire helpers both generations share.
+This module also holds the wire helpers both share. What is sent and why: ``docs/providers/gohighlevel.md``.
 """
 
 from __future__ import annotations

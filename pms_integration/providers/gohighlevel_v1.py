@@ -1,7 +1,6 @@
-"""GoHighLevel legacy API v1 (end-of-life, location API key): appointments only.
+"""GoHighLevel legacy API v1 (end-of-life, location API key): appointments only, on v2's helpers.
 
-Chosen by :func:`pms_integration.providers.gohighlevel.create` for ``api_version`` v1; it shares
-v2's wire helpers. What v1 sends and cannot do: ``docs/providers/gohighlevel.md#api-v1-legacy``.
+What it sends and cannot do: ``docs/providers/gohighlevel.md#api-v1-legacy``.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """HubSpot adapter: a booking is a deal plus a meeting on the patient's contact; a report is a note.
 
-``Appointment.id`` is ``"<dealId>:<meetingId>"``; cancel never deletes (the meeting's outcome
-becomes ``CANCELED``, the deal moves to the cancel stage). Objects, properties, association type
-ids, request counts and the reconcile look-ups: ``docs/providers/hubspot.md``; the wire format
-itself is in :mod:`.hubspot_wire`.
+``Appointment.id`` is ``"<dealId>:<meetingId>"``. What is sent and why: ``docs/providers/hubspot.md``;
+the wire format: :mod:`.hubspot_wire`.
 """
 
 from __future__ import annotations

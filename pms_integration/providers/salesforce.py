@@ -1,8 +1,6 @@
 """Salesforce adapter: a booking is a standard ``Event``, a performance report a completed ``Task``.
 
-The requests, fields, id checks, error table and token refresh are described in
-``docs/providers/salesforce.md``; :class:`SalesforceAdapter` writes only the Salesforce side of
-the flows in :mod:`pms_integration.providers._base`. The OAuth refresh is in ``salesforce_auth``.
+Requests, fields, ids, errors and the token refresh (``salesforce_auth``): ``docs/providers/salesforce.md``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """Salesforce's bearer token, renewed with the OAuth refresh-token flow when it expires.
 
-What it sends and why (single flight, no redirects, rotated tokens saved to the client's
-``TokenStore`` first): ``docs/providers/salesforce.md``, "Token refresh".
+What it sends and why: ``docs/providers/salesforce.md``, "Token refresh".
 """
 
 from __future__ import annotations
