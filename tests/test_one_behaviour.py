@@ -53,6 +53,7 @@ class Vendor:
     repush: tuple[str, ...] = ()  # what a report re-push sends: in the same process, then in a new one
     repush_fresh: tuple[str, ...] = ()
     report_create: str = "notes.create"
+    settings: tuple[tuple[str, str], ...] = ()  # PMS_* variables this variant sets
 
 
 # fmt: off
@@ -90,6 +91,10 @@ VENDORS = {
     ),
 }
 # fmt: on
+# Salesforce's soft cancel marks the Event instead of deleting it; every rule holds there too
+VENDORS["salesforce-soft-cancel"] = attrs.evolve(
+    VENDORS["salesforce"], second_cancel=("sobjects.get",), settings=(("PMS_SALESFORCE_CANCEL_MODE", "soft"),)
+)
 
 
 @attrs.define
@@ -131,7 +136,7 @@ class Case:
 def case(request: pytest.FixtureRequest, sb: Sandbox) -> Iterator[Case]:
     vendor: Vendor = request.param
     waits: list[float] = []
-    env = sb.environ(ghl_api_version=vendor.version, default_provider=vendor.provider)
+    env = {**sb.environ(ghl_api_version=vendor.version, default_provider=vendor.provider), **dict(vendor.settings)}
     with PMSClient(environ=env, env_file=None, sleep=waits.append) as client, as_default(client):
         yield Case(vendor, sb, client, waits, env)
 
