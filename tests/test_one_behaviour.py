@@ -176,6 +176,20 @@ def assert_in_booking_zone(appointment: pms.Appointment, start: dt.datetime, min
 
 
 # ---------------------------------------------------------------------------------------------
+# booking
+
+
+def test_booking_the_same_reference_again_returns_the_booking_and_sends_nothing(case: Case) -> None:
+    """In one process a reference books once; the vendor's answers also tell the client its quota."""
+    booked = pms.book_appointment(booking("same-ref"))
+    mark = len(case.sandbox.records)
+    assert pms.book_appointment(booking("same-ref")).id == booked.id
+    assert case.sent(mark) == []
+    info = case.client.rate_limit_info(case.vendor.provider)
+    assert info is not None and (info.limit or info.daily_limit)
+
+
+# ---------------------------------------------------------------------------------------------
 # read before write
 
 
