@@ -181,17 +181,12 @@ class _Watchdog:
                 now = time.monotonic()
                 while self._heap and (self._heap[0][2].closed or self._heap[0][0] <= now):
                     _, _, watch = heapq.heappop(self._heap)
-                    if watch.closed:
-                        continue
-                    watch.fired = True
-                    if watch.conn is not None:
-                        _cut(watch.conn)
-                if self._heap:
-                    self._wakes_at = self._heap[0][0]
-                    self._cond.wait(self._wakes_at - now)
-                else:
-                    self._wakes_at = float("inf")
-                    self._cond.wait()
+                    if not watch.closed:
+                        watch.fired = True
+                        if watch.conn is not None:
+                            _cut(watch.conn)
+                self._wakes_at = self._heap[0][0] if self._heap else float("inf")
+                self._cond.wait(self._wakes_at - now if self._heap else None)
 
 
 _WATCHDOG = _Watchdog()
@@ -259,9 +254,7 @@ class HttpResponse:
 
     def json(self) -> Any:
         """The body as JSON, or ``None`` for an empty body. Raises ``ValueError`` otherwise."""
-        if not self.text.strip():
-            return None
-        return _json.loads(self.text)
+        return _json.loads(self.text) if self.text.strip() else None
 
     def json_or_none(self) -> Any:
         with contextlib.suppress(ValueError, RecursionError):  # "[" * 5000 nests too deep
