@@ -97,19 +97,6 @@ def test_book_with_an_existing_contact_takes_three_requests() -> None:
     assert "jane" not in first_url and "example.com" not in first_url
 
 
-def test_the_patient_email_and_phone_never_appear_in_a_url(debug_logs: pytest.LogCaptureFixture) -> None:
-    """The contact look-up is a batch read: the e-mail travels in the request body only."""
-    patient = Patient(name="A B", email="a+b/c@example.com", phone="+15555550123")
-    with fake_hubspot() as (_, rsps):
-        appt = make_adapter().book(booking(patient))
-        make_adapter().update(appt.id, AppointmentUpdate(title="x"))
-        make_adapter().cancel(appt.id)
-        urls = [str(c.request.url) for c in rsps.calls]
-    for url in urls:
-        assert "example.com" not in url and "5555550123" not in url and "a%2Bb" not in url
-    assert "example.com" not in debug_logs.text
-
-
 @pytest.mark.parametrize(
     ("patient", "contact_requests", "contact"),
     [

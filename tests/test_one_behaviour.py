@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import re
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -187,6 +188,35 @@ def test_booking_the_same_reference_again_returns_the_booking_and_sends_nothing(
     assert case.sent(mark) == []
     info = case.client.rate_limit_info(case.vendor.provider)
     assert info is not None and (info.limit or info.daily_limit)
+
+
+def test_no_patient_email_phone_or_name_travels_in_a_url_or_a_log(
+    case: Case, monkeypatch: pytest.MonkeyPatch, debug_logs: pytest.LogCaptureFixture
+) -> None:
+    """Look-ups by e-mail or phone send them in a request body: URLs end up in proxies' logs."""
+    targets: list[str] = []
+    dispatch = case.sandbox._dispatch  # type: ignore[attr-defined]
+
+    def recording(method: str, target: str, headers: Any, body: bytes) -> Any:
+        targets.append(target)  # the whole request target, path and query string
+        return dispatch(method, target, headers, body)
+
+    monkeypatch.setattr(case.sandbox, "_dispatch", recording)
+    patient = {"name": "Jane Doe", "email": "jane+b/c@example.com", "phone": "+15555550123"}
+    first = pms.book_appointment(booking("url-1", patient=patient))
+    if case.vendor.provider == "hubspot":
+        case.sandbox.emulator("hubspot").settle()  # type: ignore[attr-defined]
+    pms.book_appointment(booking("url-2", patient=patient, start="2030-03-07T10:00:00-05:00"))  # returning
+    pms.update_appointment(first.id, MOVE)
+    case.client.recover_booking(booking("url-1", patient=patient))
+    pms.cancel_appointment(first.id)
+    if Capability.PUSH_REPORT in case.client.adapter().capabilities:
+        pms.push_performance_report(REPORT)
+    assert len(targets) >= 6
+    for target in targets:
+        seen = urllib.parse.unquote(target).lower()
+        assert "jane" not in seen and "example.com" not in seen and "5550123" not in seen, target
+    assert debug_logs.records and "example.com" not in debug_logs.text and "5550123" not in debug_logs.text
 
 
 # ---------------------------------------------------------------------------------------------
