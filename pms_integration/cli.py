@@ -260,8 +260,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             "this address can book and cancel appointments.",
             file=sys.stderr,
         )
-    if args.report_source:
-        _register_report_source(args.report_source)
+    if args.report_source:  # imported as uvicorn imports an app: from the current directory too
+        from .reports import load_report_source, set_report_source
+
+        if "" not in sys.path and os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        set_report_source(load_report_source(args.report_source, name="--report-source"))
     with contextlib.ExitStack() as stack:
         client = None
         if args.sandbox:
@@ -275,15 +279,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             client = stack.enter_context(_client(args))  # the providers come from --env-file too
         run(host=args.host, port=args.port, client=client, insecure_no_auth=args.insecure_no_auth, env_file=env_file)
     return 0
-
-
-def _register_report_source(spec: str) -> None:
-    """Import ``module:function`` (from the current directory too, as uvicorn does) and register it."""
-    from .reports import load_report_source, set_report_source
-
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    set_report_source(load_report_source(spec, name="--report-source"))
 
 
 def build_parser() -> argparse.ArgumentParser:

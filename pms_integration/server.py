@@ -398,9 +398,7 @@ class _Api:
 
     async def booking(self, request: Request) -> Response:
         """PATCH reschedules or edits; DELETE cancels."""
-        if request.method == "DELETE":
-            return await self.cancel(request)
-        return await self.update(request)
+        return await (self.cancel if request.method == "DELETE" else self.update)(request)
 
     async def update(self, request: Request) -> Response:
         name = _provider_from(request)
