@@ -14,7 +14,7 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -55,6 +55,8 @@ class Vendor:
     repush_fresh: tuple[str, ...] = ()
     report_create: str = "notes.create"
     settings: tuple[tuple[str, str], ...] = ()  # PMS_* variables this variant sets
+    # the requests of a book (new patient), a move, a cancel and a first report push
+    pinned: tuple[tuple[str, ...], ...] = ()
 
 
 # fmt: off
@@ -63,6 +65,8 @@ VENDORS = {
         "gohighlevel", "v2", "PMS_GHL_API_KEY", "appointments.create", ("appointments.list",),
         ("abc.def", "a:b", "x" * 65, "ocQHyuzHvysMo5N5VsXc_12", "with-dash"),
         second_cancel=("appointments.get",),
+        pinned=(("contacts.search", "contacts.upsert", "appointments.create"), ("appointments.get", "appointments.update"),
+                ("appointments.get", "appointments.update"), ("contacts.upsert", "notes.list", "notes.create")),
         repush=("notes.update",),  # the reports contact is not upserted again
         repush_fresh=("contacts.upsert", "notes.list", "notes.update"),
     ),
@@ -70,6 +74,8 @@ VENDORS = {
         "gohighlevel", "v1", "PMS_GHL_API_KEY", "v1.appointments.create", ("v1.appointments.list",),
         ("ocQHyuzHvysMo5N5VsXc_1729821600000_1800", "abc.def"),  # a v2 recurring instance is no v1 id
         second_cancel=("v1.appointments.get",),
+        pinned=(("v1.appointments.create", "v1.appointments.get"), ("v1.appointments.get", "v1.appointments.update"),
+                ("v1.appointments.get", "v1.appointments.status"), ()),
     ),
     "salesforce": Vendor(
         "salesforce", "v2", "PMS_SALESFORCE_TOKEN", "sobjects.create", ("query",),
@@ -81,11 +87,16 @@ VENDORS = {
         repush=("sobjects.update",),
         repush_fresh=("query", "sobjects.update"),
         report_create="sobjects.create",
+        pinned=(("sobjects.create",), ("sobjects.get", "sobjects.update"), ("sobjects.get", "sobjects.delete"),
+                ("query", "sobjects.create")),
     ),
     "hubspot": Vendor(
         "hubspot", "v2", "PMS_HUBSPOT_PRIVATE_APP_TOKEN", "meetings.create", ("deals.read", "meetings.search"),
         ("abc", "123", "1:2:3", "1:x", "x:1", ":1", "1:", "1:2 ", "1" * 21 + ":2", "../../etc", "12ab:34"),
         second_cancel=("meetings.read", "deals.update"),
+        pinned=(("contacts.batch_read", "contacts.create", "deals.create", "meetings.create"),
+                ("meetings.read", "meetings.update", "deals.update"), ("meetings.read", "deals.update", "meetings.update"),
+                ("notes.search", "notes.create")),
         not_found_code="OBJECT_NOT_FOUND",
         repush=("notes.update",),
         repush_fresh=("notes.search", "notes.update"),
@@ -94,7 +105,10 @@ VENDORS = {
 # fmt: on
 # Salesforce's soft cancel marks the Event instead of deleting it; every rule holds there too
 VENDORS["salesforce-soft-cancel"] = attrs.evolve(
-    VENDORS["salesforce"], second_cancel=("sobjects.get",), settings=(("PMS_SALESFORCE_CANCEL_MODE", "soft"),)
+    VENDORS["salesforce"],
+    second_cancel=("sobjects.get",),
+    settings=(("PMS_SALESFORCE_CANCEL_MODE", "soft"),),
+    pinned=(*VENDORS["salesforce"].pinned[:2], ("sobjects.get", "sobjects.update"), VENDORS["salesforce"].pinned[3]),
 )
 
 
@@ -115,6 +129,11 @@ class Case:
     def sent(self, since: int = 0) -> list[str]:
         """The operations the sandbox was asked for, from the ``since``-th on."""
         return [r.operation for r in list(self.sandbox.records)[since:]]
+
+    def sending(self, call: Callable[[], Any]) -> tuple[Any, list[str]]:
+        """What ``call`` returns, and the operations it sent."""
+        mark = len(self.sandbox.records)
+        return call(), self.sent(mark)
 
     def writes(self, since: int = 0) -> list[str]:
         reads = ("search", "batch_read")
@@ -178,6 +197,18 @@ def assert_in_booking_zone(appointment: pms.Appointment, start: dt.datetime, min
 
 # ---------------------------------------------------------------------------------------------
 # booking
+
+
+def test_each_operation_sends_the_pinned_requests(case: Case) -> None:
+    """Book (a new patient), move, cancel and a first report push send the requests the
+    providers' docs count, in order."""
+    book, move, cancel, report = case.vendor.pinned
+    booked, sent = case.sending(lambda: pms.book_appointment(booking("pinned")))
+    assert sent == list(book)
+    assert case.sending(lambda: pms.update_appointment(booked.id, MOVE))[1] == list(move)
+    assert case.sending(lambda: pms.cancel_appointment(booked.id))[1] == list(cancel)
+    if report:
+        assert case.sending(lambda: pms.push_performance_report(REPORT))[1] == list(report)
 
 
 def test_booking_the_same_reference_again_returns_the_booking_and_sends_nothing(case: Case) -> None:

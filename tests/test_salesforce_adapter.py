@@ -747,36 +747,7 @@ def test_expired_token_on_create_refreshes_and_creates_once(rsps: responses.Requ
 
 
 # ---------------------------------------------------------------------------------------------
-# requests per operation (also in docs/providers/salesforce.md)
-
-
-def test_requests_per_operation(rsps: responses.RequestsMock) -> None:
-    rsps.post(EVENTS, json=created(EVENT_ID), status=201)
-    live_event(rsps)
-    rsps.patch(EVENT_URL, status=204)
-    rsps.delete(EVENT_URL, status=204)
-    rsps.get(QUERY, json=query_result([], "Task"))
-    rsps.post(TASKS, json=created(TASK_ID), status=201)
-    rsps.patch(TASK_URL, status=204)
-    a = adapter()
-
-    def count(fn: Any) -> int:
-        before = len(rsps.calls)
-        fn()
-        return len(rsps.calls) - before
-
-    assert count(lambda: a.book(req())) == 1
-    assert (
-        count(
-            lambda: a.update(
-                EVENT_ID, AppointmentUpdate(start=dt.datetime(2037, 4, 1, 9, tzinfo=NY), duration_minutes=30)
-            )
-        )
-        == 2  # read (a cancelled booking is never written to; the answer carries its times) + PATCH
-    )
-    assert count(lambda: a.cancel(EVENT_ID)) == 2  # read (never-existed vs already cancelled) + DELETE
-    assert count(lambda: a.push_report(rep())) == 2  # first push: look-up + create
-    assert count(lambda: a.push_report(rep())) == 1  # re-push from the same process: patch
+# logs (requests per operation, as docs/providers/salesforce.md counts them: tests/test_one_behaviour.py)
 
 
 def test_no_secret_or_body_in_logs(rsps: responses.RequestsMock, caplog: pytest.LogCaptureFixture) -> None:
