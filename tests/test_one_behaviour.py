@@ -211,7 +211,7 @@ def test_each_operation_sends_the_pinned_requests(case: Case) -> None:
         assert case.sending(lambda: pms.push_performance_report(REPORT))[1] == list(report)
 
 
-def test_booking_the_same_reference_again_returns_the_booking_and_sends_nothing(case: Case) -> None:
+def test_the_same_reference_books_once_and_the_answers_fill_rate_limit_info(case: Case) -> None:
     """In one process a reference books once; the vendor's answers also tell the client its quota."""
     booked = pms.book_appointment(booking("same-ref"))
     mark = len(case.sandbox.records)
