@@ -226,7 +226,7 @@ def test_no_patient_email_phone_or_name_travels_in_a_url_or_a_log(
 ) -> None:
     """Look-ups by e-mail or phone send them in a request body: URLs end up in proxies' logs."""
     targets: list[str] = []
-    dispatch = case.sandbox._dispatch  # type: ignore[attr-defined]
+    dispatch = case.sandbox._dispatch
 
     def recording(method: str, target: str, headers: Any, body: bytes) -> Any:
         targets.append(target)  # the whole request target, path and query string
