@@ -500,19 +500,13 @@ def create_app(
     if secret is None:
         log.info("pms_integration.server: no %s set; the endpoints accept unauthenticated requests", TOKEN_VARIABLE)
     api = _Api(client, secret, max_body_bytes)
+    each = f"{PREFIX}/{{provider}}"
     routes = [
         Route(f"{PREFIX}/providers", api.guard(api.providers), methods=["GET"], name="pms_providers"),
-        Route(f"{PREFIX}/{{provider}}/book", api.guard(api.book), methods=["POST"], name="pms_book"),
+        Route(f"{each}/book", api.guard(api.book), methods=["POST"], name="pms_book"),
         # One route for both methods, so a 405 there lists them both in Allow.
-        Route(
-            f"{PREFIX}/{{provider}}/booking/{{id}}",
-            api.guard(api.booking),
-            methods=["PATCH", "DELETE"],
-            name="pms_booking",
-        ),
-        Route(
-            f"{PREFIX}/{{provider}}/performance", api.guard(api.performance), methods=["POST"], name="pms_performance"
-        ),
+        Route(f"{each}/booking/{{id}}", api.guard(api.booking), methods=["PATCH", "DELETE"], name="pms_booking"),
+        Route(f"{each}/performance", api.guard(api.performance), methods=["POST"], name="pms_performance"),
     ]
     return Starlette(routes=routes, exception_handlers={HTTPException: _http_exception})
 
