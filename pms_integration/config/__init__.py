@@ -443,12 +443,8 @@ def _ghl_rules(values: dict[str, Any]) -> list[str]:
 
 def _salesforce_rules(values: dict[str, Any]) -> list[str]:
     """The three token-refresh variables go together."""
-    trio = {
-        v.name: values[a]
-        for a, v in _fields(SalesforceSettings)
-        if a in ("client_id", "client_secret", "refresh_token")
-    }
-    unset = [name for name, value in trio.items() if not value]
+    trio = ("client_id", "client_secret", "refresh_token")
+    unset = [v.name for a, v in _fields(SalesforceSettings) if a in trio and not values[a]]
     return [f"token refresh needs all three of its variables; {', '.join(unset)} unset"] if 0 < len(unset) < 3 else []
 
 
