@@ -608,12 +608,9 @@ def read_variables(
                 f"environ must map variable names to strings; it has {with_article(type(value).__name__)} value{where}.",
                 problems=["environ must have string values"],
             )
-    values: dict[str, str] = {}
     if env_file is ...:
-        if environ is None and Path(".env").is_file():
-            values.update(read_env_file(".env"))
-    elif env_file is not None:
-        values.update(read_env_file(env_file))
+        env_file = ".env" if environ is None and Path(".env").is_file() else None
+    values = read_env_file(env_file) if env_file is not None else {}
     source = os.environ if environ is None else environ
     values.update({k: v for k, v in source.items() if k.startswith("PMS_")})
     return values
