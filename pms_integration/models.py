@@ -749,11 +749,8 @@ class ProviderStatus:
         """Where it points when enabled; what to set or fix when not."""
         if self.enabled:
             return f"API {self.api_version} at {self.base_url}"
-        why = []
-        if self.missing:
-            why.append("missing " + ", ".join(self.missing))
-        why.extend(self.problems)
-        return "; ".join(why)
+        missing = ["missing " + ", ".join(self.missing)] if self.missing else []
+        return "; ".join([*missing, *self.problems])
 
     def row(self) -> tuple[str, str, str]:
         return (self.name.value, "enabled" if self.enabled else "disabled", self.detail)
