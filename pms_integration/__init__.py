@@ -11,6 +11,10 @@ from . import errors as _errors
 from ._default import (
     book_appointment,
     cancel_appointment,
+    find_appointments,
+    find_patient,
+    free_slots,
+    get_appointment,
     get_client,
     providers,
     push_performance_report,
@@ -24,14 +28,19 @@ from .config import Secret, load_config
 from .errors import *  # noqa: F403 - every error class, as errors.__all__ lists them
 from .models import (
     Appointment,
+    AppointmentList,
     AppointmentRequest,
     AppointmentStatus,
     AppointmentUpdate,
     Patient,
+    PatientList,
+    PatientRecord,
     PerformanceReport,
     ProviderName,
     ProviderStatus,
     ReportReceipt,
+    Slot,
+    SlotList,
 )
 from .provider import Capability, Provider
 from .reports import set_report_source
@@ -45,6 +54,10 @@ bookAppointment = book_appointment
 updateAppointment = update_appointment
 cancelAppointment = cancel_appointment
 pushPerformanceReport = push_performance_report
+getFreeSlots = free_slots
+findPatient = find_patient
+getAppointment = get_appointment
+findAppointments = find_appointments
 
 __all__ = [
     "__version__",
@@ -57,6 +70,14 @@ __all__ = [
     "updateAppointment",
     "cancelAppointment",
     "pushPerformanceReport",
+    "free_slots",
+    "find_patient",
+    "get_appointment",
+    "find_appointments",
+    "getFreeSlots",
+    "findPatient",
+    "getAppointment",
+    "findAppointments",
     "providers",
     "reload",
     "get_client",
@@ -76,6 +97,11 @@ __all__ = [
     "AppointmentStatus",
     "PerformanceReport",
     "ReportReceipt",
+    "Slot",
+    "SlotList",
+    "PatientRecord",
+    "PatientList",
+    "AppointmentList",
     "ProviderStatus",
     "TokenStore",
     "FileTokenStore",

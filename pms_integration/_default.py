@@ -6,6 +6,7 @@ calls still running on it (see docs/reliability.md, "Reload and the default clie
 
 from __future__ import annotations
 
+import datetime as _dt
 import os
 import threading
 import weakref
@@ -28,6 +29,10 @@ __all__ = [
     "update_appointment",
     "cancel_appointment",
     "push_performance_report",
+    "free_slots",
+    "find_patient",
+    "get_appointment",
+    "find_appointments",
 ]
 
 _lock = threading.Lock()
@@ -138,3 +143,48 @@ def push_performance_report(
 ) -> models.ReportReceipt:
     """Push a performance report (the registered source's when ``report`` is None)."""
     return get_client().push_performance_report(report, provider=provider)
+
+
+def free_slots(
+    start: _dt.datetime | str,
+    end: _dt.datetime | str,
+    *,
+    duration_minutes: int = models.DEFAULT_DURATION_MINUTES,
+    provider: str | ProviderName | None = None,
+) -> models.SlotList:
+    """Bookable slots in a window. See :meth:`PMSClient.free_slots`."""
+    return get_client().free_slots(start, end, duration_minutes=duration_minutes, provider=provider)
+
+
+def find_patient(
+    *, email: str | None = None, phone: str | None = None, provider: str | ProviderName | None = None
+) -> models.PatientList:
+    """The vendor's patient records by e-mail or phone. See :meth:`PMSClient.find_patient`."""
+    return get_client().find_patient(email=email, phone=phone, provider=provider)
+
+
+def get_appointment(appointment_id: str, *, provider: str | ProviderName | None = None) -> Appointment:
+    """An appointment as the vendor holds it now. See :meth:`PMSClient.get_appointment`."""
+    return get_client().get_appointment(appointment_id, provider=provider)
+
+
+def find_appointments(
+    *,
+    email: str | None = None,
+    phone: str | None = None,
+    reference: str | None = None,
+    start: _dt.datetime | str | None = None,
+    end: _dt.datetime | str | None = None,
+    include_cancelled: bool = False,
+    provider: str | ProviderName | None = None,
+) -> models.AppointmentList:
+    """A patient's (or a reference's) appointments. See :meth:`PMSClient.find_appointments`."""
+    return get_client().find_appointments(
+        email=email,
+        phone=phone,
+        reference=reference,
+        start=start,
+        end=end,
+        include_cancelled=include_cancelled,
+        provider=provider,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as _dt
 import logging
 import os
 import threading
@@ -24,13 +25,20 @@ from .errors import (
     ValidationError,
 )
 from .models import (
+    DEFAULT_DURATION_MINUTES,
     Appointment,
+    AppointmentList,
+    AppointmentQuery,
     AppointmentRequest,
     AppointmentUpdate,
+    PatientList,
+    PatientQuery,
     PerformanceReport,
     ProviderName,
     ProviderStatusList,
     ReportReceipt,
+    SlotList,
+    SlotQuery,
     check_not_past,
     structure,
     validate_appointment_id,
@@ -301,6 +309,58 @@ class PMSClient:
         adapter = self._adapter_for(name, Capability.PUSH_REPORT)
         return self._run(name, "push_report", True, lambda: adapter.push_report(rep), rep.report_id)
 
+    # -- scheduling reads ---------------------------------------------------------------------
+
+    def free_slots(
+        self,
+        start: _dt.datetime | str,
+        end: _dt.datetime | str,
+        *,
+        duration_minutes: int = DEFAULT_DURATION_MINUTES,
+        provider: str | ProviderName | None = None,
+    ) -> SlotList:
+        """Bookable slots of ``duration_minutes`` between ``start`` and ``end`` (aware datetimes
+        or ISO-8601 text, at most 31 days apart), in the practice's time zone, earliest first."""
+        query, name = self._prepare(
+            {"start": start, "end": end, "duration_minutes": duration_minutes}, SlotQuery, "", provider
+        )
+        adapter = self._adapter_for(name, Capability.FREE_SLOTS)
+        return SlotList(self._run(name, "free_slots", False, lambda: adapter.free_slots(query), None))
+
+    def find_patient(
+        self, *, email: str | None = None, phone: str | None = None, provider: str | ProviderName | None = None
+    ) -> PatientList:
+        """The vendor's patient records with this e-mail address and/or phone number."""
+        query, name = self._prepare({"email": email, "phone": phone}, PatientQuery, "", provider)
+        adapter = self._adapter_for(name, Capability.FIND_PATIENT)
+        return PatientList(self._run(name, "find_patient", False, lambda: adapter.find_patients(query), None))
+
+    def get_appointment(self, appointment_id: str, *, provider: str | ProviderName | None = None) -> Appointment:
+        """The appointment as the vendor holds it now, including changes staff made in the CRM."""
+        _, name = _gather(lambda: validate_appointment_id(appointment_id), lambda: self.resolve(provider))
+        adapter = self._adapter_for(name, Capability.GET_APPOINTMENT)
+        return self._run(name, "get_appointment", False, lambda: adapter.get_appointment(appointment_id), None)
+
+    def find_appointments(
+        self,
+        *,
+        email: str | None = None,
+        phone: str | None = None,
+        reference: str | None = None,
+        start: _dt.datetime | str | None = None,
+        end: _dt.datetime | str | None = None,
+        include_cancelled: bool = False,
+        provider: str | ProviderName | None = None,
+    ) -> AppointmentList:
+        """A patient's appointments (by e-mail or phone), or the one a conversation booked (by
+        ``reference``): upcoming ones, or those in ``start``-``end``; earliest first. Their ids
+        work with :meth:`update_appointment` and :meth:`cancel_appointment`."""
+        fields = {"email": email, "phone": phone, "reference": reference, "start": start, "end": end}
+        query, name = self._prepare({**fields, "include_cancelled": include_cancelled}, AppointmentQuery, "", provider)
+        adapter = self._adapter_for(name, Capability.FIND_APPOINTMENTS)
+        found = self._run(name, "find_appointments", False, lambda: adapter.find_appointments(query), None)
+        return AppointmentList(sorted(found, key=_earliest))
+
     # -- lifecycle --------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -366,3 +426,9 @@ class PMSClient:
                 raise UnexpectedResponseError(
                     what, provider=name.value, operation=operation, outcome_unknown=creates, reference=reference
                 ) from exc
+
+
+def _earliest(appointment: Appointment) -> tuple[bool, _dt.datetime]:
+    """Sort key: by start, appointments without one last."""
+    start = appointment.start
+    return (start is None, start or _dt.datetime.max.replace(tzinfo=_dt.timezone.utc))

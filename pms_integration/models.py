@@ -35,6 +35,14 @@ __all__ = [
     "Appointment",
     "PerformanceReport",
     "ReportReceipt",
+    "Slot",
+    "SlotList",
+    "PatientRecord",
+    "PatientList",
+    "AppointmentList",
+    "SlotQuery",
+    "PatientQuery",
+    "AppointmentQuery",
     "ProviderStatus",
     "ProviderStatusList",
     "get_converter",
@@ -48,6 +56,7 @@ __all__ = [
     "DEFAULT_DURATION_MINUTES",
     "PAST_ALLOWANCE_MINUTES",
     "check_not_past",
+    "MAX_SLOT_WINDOW_DAYS",
 ]
 
 #: Bounds on an appointment's length. Eight hours covers the longest surgical session a
@@ -61,6 +70,8 @@ DEFAULT_DURATION_MINUTES = 30
 PAST_ALLOWANCE_MINUTES = 5
 #: Dates outside these years are typing mistakes, and near the ends of Python's range they
 #: overflow when converted to UTC or moved by a duration.
+#: The longest window one free-slot search may cover (GoHighLevel's own limit is 31 days).
+MAX_SLOT_WINDOW_DAYS = 31
 MIN_YEAR = 2000
 MAX_YEAR = 2199
 
@@ -554,6 +565,14 @@ class AppointmentUpdate:
         return self.start is not None or self.end is not None
 
 
+def _when(start: _dt.datetime | None, end: _dt.datetime | None) -> str:
+    """``Tue 2031-03-04 09:00-09:30 -0500``: a time span as people read it."""
+    if start is None:
+        return "unknown"
+    text = start.strftime("%a %Y-%m-%d %H:%M") + (end.strftime("-%H:%M") if end is not None else "")
+    return f"{text} {start.strftime('%z')}".rstrip()
+
+
 @attrs.frozen(repr=False)
 class Appointment:
     """A booking as the vendor holds it.
@@ -573,17 +592,11 @@ class Appointment:
     raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
 
     def _rows(self) -> list[tuple[str, str]]:
-        when = "unknown"
-        if self.start is not None:
-            when = self.start.strftime("%a %Y-%m-%d %H:%M")
-            if self.end is not None:
-                when += self.end.strftime("-%H:%M")
-            when += f" {self.start.strftime('%z') or ''}".rstrip()
         return [
             ("provider", self.provider.value),
             ("id", self.id),
             ("status", self.status.value),
-            ("when", when),
+            ("when", _when(self.start, self.end)),
             ("title", self.title or ""),
             ("reference", self.reference or ""),
             ("contact", self.contact_id or ""),
@@ -733,6 +746,182 @@ class ReportReceipt:
         return html_table(["Report receipt", ""], self._rows())
 
 
+# ---------------------------------------------------------------------------------------------
+# scheduling reads: what goes in (queries) and what comes out (slots, patients, lists)
+
+
+def _check_flag(value: object) -> str | None:
+    return None if isinstance(value, bool) else "must be true or false"
+
+
+def _window_problems(problems: _Problems, *, longest: int | None = None) -> None:
+    start, end = problems.valid("start"), problems.valid("end")
+    if start is None or end is None:
+        return
+    if end <= start:
+        problems.append(("end", "must be after start"))
+    elif longest is not None and end - start > _dt.timedelta(days=longest):
+        problems.append(("end", f"must be at most {longest} days after start (search a longer range in parts)"))
+
+
+@attrs.frozen
+class SlotQuery:
+    """A window to search for free slots, and the length of the appointment to fit in it.
+
+    ``start`` and ``end`` are aware (or ISO-8601 text with an offset) and at most
+    :data:`MAX_SLOT_WINDOW_DAYS` apart; ``duration_minutes`` defaults to 30.
+    """
+
+    start: _dt.datetime = attrs.field(metadata=_meta(_aware(required=True), _parse_datetime))
+    end: _dt.datetime = attrs.field(metadata=_meta(_aware(required=True), _parse_datetime))
+    duration_minutes: int = _field(_check_minutes, default=DEFAULT_DURATION_MINUTES)
+
+    def __attrs_post_init__(self) -> None:
+        problems = _Problems(self)
+        _window_problems(problems, longest=MAX_SLOT_WINDOW_DAYS)
+        problems.raise_if_any()
+        _fill(self, duration_minutes=self.duration_minutes or DEFAULT_DURATION_MINUTES)
+
+    @property
+    def duration(self) -> _dt.timedelta:
+        return _dt.timedelta(minutes=self.duration_minutes)
+
+
+@attrs.frozen
+class PatientQuery:
+    """Who to look for: an e-mail address, a phone number (normalised to E.164), or both."""
+
+    email: str | None = _field(_check_email, default=None, converter=_strip_or_none)
+    phone: str | None = _field(_check_phone, default=None, converter=_compact_phone)
+
+    def __attrs_post_init__(self) -> None:
+        problems = _Problems(self)
+        if not problems and self.email is None and self.phone is None:
+            problems.append(("email", "give an e-mail address or a phone number to search by"))
+        problems.raise_if_any()
+
+
+@attrs.frozen
+class AppointmentQuery:
+    """Which appointments to find: a patient's (by e-mail or phone), or the one a conversation
+    booked (by ``reference``), optionally in a window. Without ``start``, only upcoming ones."""
+
+    email: str | None = _field(_check_email, default=None, converter=_strip_or_none)
+    phone: str | None = _field(_check_phone, default=None, converter=_compact_phone)
+    reference: str | None = _field(_matching(_REFERENCE, _REFERENCE_RULE), default=None)
+    start: _dt.datetime | None = attrs.field(default=None, metadata=_meta(_aware(), _parse_datetime))
+    end: _dt.datetime | None = attrs.field(default=None, metadata=_meta(_aware(), _parse_datetime))
+    include_cancelled: bool = _field(_check_flag, default=False)
+
+    def __attrs_post_init__(self) -> None:
+        problems = _Problems(self)
+        if not problems and self.email is None and self.phone is None and self.reference is None:
+            problems.append(("email", "give an e-mail address, a phone number or a booking reference"))
+        _window_problems(problems)
+        problems.raise_if_any()
+
+    def window(self, now: _dt.datetime | None = None) -> tuple[_dt.datetime, _dt.datetime]:
+        """The window to search: ``start`` (default: now, less the past allowance) to ``end``
+        (default: a year and a day after it)."""
+        now = now or _dt.datetime.now(_dt.timezone.utc)
+        start = self.start or now - _dt.timedelta(minutes=PAST_ALLOWANCE_MINUTES)
+        return start, self.end or start + _dt.timedelta(days=366)
+
+
+@attrs.frozen(repr=False)
+class Slot:
+    """A free slot: ``start`` and ``end`` are aware, in the practice's time zone."""
+
+    provider: ProviderName
+    start: _dt.datetime
+    end: _dt.datetime
+
+    @property
+    def duration_minutes(self) -> int:
+        return int((self.end - self.start).total_seconds() // 60)
+
+    def row(self) -> tuple[str, str, str]:
+        return (self.provider.value, _when(self.start, self.end), f"{self.duration_minutes} min")
+
+    def __str__(self) -> str:
+        return _when(self.start, self.end)
+
+    def __repr__(self) -> str:
+        return f"<Slot {self.provider.value} {_when(self.start, self.end)}>"
+
+    def _repr_html_(self) -> str:
+        return html_table(["provider", "when", "length"], [self.row()])
+
+
+@attrs.frozen(repr=False)
+class PatientRecord:
+    """A patient as the vendor holds them: the vendor's id (usable as ``patient.contact_id``
+    when booking), and the name, e-mail and phone it has. ``kind`` is the vendor's record type
+    (``contact``, or ``lead`` on Salesforce)."""
+
+    provider: ProviderName
+    id: str
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    kind: str = "contact"
+    raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+
+    def row(self) -> tuple[str, str, str, str, str]:
+        return (self.provider.value, self.id, self.name or "", self.email or "", self.phone or "")
+
+    def __str__(self) -> str:
+        return text_table(
+            [(k, v) for k, v in zip(("provider", "id", "name", "email", "phone"), self.row(), strict=True) if v]
+        )
+
+    def __repr__(self) -> str:
+        # no e-mail or phone: a repr ends up in logs and tracebacks
+        return f"<PatientRecord {self.provider.value} {self.kind} {self.id}>"
+
+    def _repr_html_(self) -> str:
+        return html_table(["provider", "id", "name", "email", "phone"], [self.row()])
+
+
+class _Rows(list[T]):
+    """A plain list that prints as a table (a terminal) and renders as HTML (a notebook)."""
+
+    header: tuple[str, ...] = ()
+
+    def rows(self) -> list[tuple[str, ...]]:
+        return [item.row() for item in self]  # type: ignore[attr-defined]
+
+    def __str__(self) -> str:
+        return text_table([tuple(h.upper() for h in self.header), *self.rows()]) if self else "(none)"
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def _repr_html_(self) -> str:
+        return html_table(list(self.header), self.rows())
+
+
+class SlotList(_Rows[Slot]):
+    """What ``free_slots()`` returns: the slots in order, printable as a table."""
+
+    header = ("provider", "when", "length")
+
+
+class PatientList(_Rows[PatientRecord]):
+    """What ``find_patient()`` returns."""
+
+    header = ("provider", "id", "name", "email", "phone")
+
+
+class AppointmentList(_Rows[Appointment]):
+    """What ``find_appointments()`` returns: earliest first."""
+
+    header = ("provider", "id", "status", "when", "title", "reference")
+
+    def rows(self) -> list[tuple[str, ...]]:
+        return [tuple(v for _, v in a._rows()[:6]) for a in self]
+
+
 @attrs.frozen
 class ProviderStatus:
     """Whether a provider is usable, and if not, which variables to set or fix. Never a secret."""
@@ -815,7 +1004,15 @@ def get_converter() -> cattrs.Converter:
         from cattrs.preconf.json import make_converter
 
         _converter = make_converter()
-        inputs = (Patient, AppointmentRequest, AppointmentUpdate, PerformanceReport)
+        inputs = (
+            Patient,
+            AppointmentRequest,
+            AppointmentUpdate,
+            PerformanceReport,
+            SlotQuery,
+            PatientQuery,
+            AppointmentQuery,
+        )
         _converter.register_structure_hook_func(lambda t: t in inputs, structure)
     return _converter
 

@@ -7,18 +7,23 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from .models import (
     Appointment,
+    AppointmentQuery,
     AppointmentRequest,
     AppointmentUpdate,
+    PatientQuery,
+    PatientRecord,
     PerformanceReport,
     ProviderName,
     ReportReceipt,
+    Slot,
+    SlotQuery,
 )
 
 if TYPE_CHECKING:
     from ._ratelimit import RateLimitInfo
     from .tokens import TokenStore
 
-__all__ = ["Capability", "Provider", "ProviderName", "ALL_CAPABILITIES"]
+__all__ = ["Capability", "Provider", "ProviderName", "ALL_CAPABILITIES", "READ_CAPABILITIES", "WRITE_CAPABILITIES"]
 
 
 class Capability(str, enum.Enum):
@@ -28,12 +33,19 @@ class Capability(str, enum.Enum):
     UPDATE = "update"
     CANCEL = "cancel"
     PUSH_REPORT = "push_report"
+    FREE_SLOTS = "free_slots"
+    FIND_PATIENT = "find_patient"
+    GET_APPOINTMENT = "get_appointment"
+    FIND_APPOINTMENTS = "find_appointments"
 
     def __str__(self) -> str:
         return self.value
 
 
 ALL_CAPABILITIES = frozenset(Capability)
+#: The writes every adapter had before the scheduling reads, and the reads themselves.
+WRITE_CAPABILITIES = frozenset({Capability.BOOK, Capability.UPDATE, Capability.CANCEL, Capability.PUSH_REPORT})
+READ_CAPABILITIES = ALL_CAPABILITIES - WRITE_CAPABILITIES
 
 
 @runtime_checkable
@@ -90,6 +102,23 @@ class Provider(Protocol):
 
     def push_report(self, report: PerformanceReport) -> ReportReceipt:
         """Record the report; pushing the same ``report_id`` again updates the first record."""
+        ...
+
+    def free_slots(self, query: SlotQuery) -> list[Slot]:
+        """Bookable slots of ``query.duration_minutes`` in the window, in the practice's zone, ordered."""
+        ...
+
+    def find_patients(self, query: PatientQuery) -> list[PatientRecord]:
+        """The vendor's patient records matching the e-mail and/or phone (e-mail and phone
+        travel in request bodies, never in URLs, wherever the vendor offers that)."""
+        ...
+
+    def get_appointment(self, appointment_id: str) -> Appointment:
+        """The booking as the vendor holds it now (a change staff made shows)."""
+        ...
+
+    def find_appointments(self, query: AppointmentQuery) -> list[Appointment]:
+        """A patient's appointments (or the one with ``query.reference``) in the window, earliest first."""
         ...
 
     def close(self) -> None:

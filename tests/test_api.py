@@ -28,6 +28,9 @@ EXPECTED_ALL = {
     "AuthenticationError", "PermissionDeniedError", "NotFoundError", "ConflictError",
     "InvalidRequestError", "RateLimitError", "ServerError", "AppointmentCancelledError", "ResponseTooLargeError",
     "TokenStore", "FileTokenStore", "CallbackTokenStore",
+    "free_slots", "find_patient", "get_appointment", "find_appointments",
+    "getFreeSlots", "findPatient", "getAppointment", "findAppointments",
+    "Slot", "SlotList", "PatientRecord", "PatientList", "AppointmentList",
 }  # fmt: skip
 
 
@@ -92,7 +95,8 @@ ALLOWED = {
     "_time": set(),
     "errors": {"_redact", "_render"},
     "models": {"_render", "_time", "errors"},
-    "config": {"_redact", "errors", "models"},
+    "config": {"_redact", "errors", "models", "scheduling"},
+    "scheduling": set(),
     "provider": {"_ratelimit", "models", "tokens"},
     "_once": {"_retry", "errors", "models"},
     "_ratelimit": set(),
@@ -110,6 +114,7 @@ ALLOWED = {
         "errors",
         "models",
         "provider",
+        "scheduling",
         "tokens",
     },
     "tokens": {"errors"},
@@ -249,6 +254,25 @@ ENTRY_POINTS: dict[str, Any] = {
     "cancel_appointment(provider)": lambda v: pms.cancel_appointment("abc", provider=v),
     "push_performance_report(report)": lambda v: pms.push_performance_report(v),
     "push_performance_report(provider)": lambda v: pms.push_performance_report(_REPORT, provider=v),
+    "free_slots(start)": lambda v: pms.free_slots(v, _FUTURE),
+    "free_slots(end)": lambda v: pms.free_slots(_FUTURE, v),
+    "free_slots(duration_minutes)": lambda v: pms.free_slots(_FUTURE, "2030-03-06T10:00:00-05:00", duration_minutes=v),
+    "free_slots(provider)": lambda v: pms.free_slots(_FUTURE, "2030-03-06T10:00:00-05:00", provider=v),
+    "getFreeSlots(start)": lambda v: pms.getFreeSlots(v, _FUTURE),
+    "find_patient(email)": lambda v: pms.find_patient(email=v),
+    "find_patient(phone)": lambda v: pms.find_patient(phone=v),
+    "find_patient(provider)": lambda v: pms.find_patient(email="jane@example.com", provider=v),
+    "findPatient(email)": lambda v: pms.findPatient(email=v),
+    "get_appointment(id)": lambda v: pms.get_appointment(v),
+    "get_appointment(provider)": lambda v: pms.get_appointment("abc", provider=v),
+    "getAppointment(id)": lambda v: pms.getAppointment(v),
+    **{f"find_appointments({f})": (lambda f: lambda v: pms.find_appointments(**{"email": "jane@example.com", f: v}))(f)
+       for f in ("email", "phone", "reference", "start", "end", "include_cancelled", "provider")},
+    "findAppointments(reference)": lambda v: pms.findAppointments(reference=v),
+    "PMSClient.free_slots": lambda v: _client().free_slots(v, v),
+    "PMSClient.find_patient": lambda v: _client().find_patient(email=v),
+    "PMSClient.get_appointment": lambda v: _client().get_appointment(v),
+    "PMSClient.find_appointments": lambda v: _client().find_appointments(reference=v),
     "reload(environ)": lambda v: pms.reload(v, env_file=None),
     "reload(env_file)": lambda v: pms.reload({}, env_file=v),
     "use_client": lambda v: pms.use_client(v),
@@ -299,6 +323,7 @@ ENTRY_POINTS: dict[str, Any] = {
 NOT_INPUT = {
     "__version__", "ProviderName", "Capability", "AppointmentStatus", "Appointment", "ReportReceipt",
     "ProviderStatus", "Provider", "get_client", "providers", "TokenStore", "FileTokenStore", "CallbackTokenStore",
+    "Slot", "SlotList", "PatientRecord", "PatientList", "AppointmentList",
 }  # fmt: skip
 
 

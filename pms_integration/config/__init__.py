@@ -22,6 +22,7 @@ import attrs
 from .._redact import register_secret
 from ..errors import ConfigurationError, with_article
 from ..models import ProviderName, ProviderStatus, ProviderStatusList
+from ..scheduling import OpenHours
 
 __all__ = [
     "Secret",
@@ -309,6 +310,13 @@ _RATE_HELP = "Client-side limit as requests/seconds, or `off`."
 _GHL_ID = _matching(r"[A-Za-z0-9_-]{1,64}", "a GoHighLevel id (letters and digits)")
 _SF_ID = _matching(r"[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?", "a 15- or 18-character Salesforce id")
 _HS_ID = r"[A-Za-z0-9_-]{1,100}"
+_ZONE = _rule(ZoneInfo, "an IANA time zone such as America/New_York")
+_FLAGS = {"on": True, "true": True, "yes": True, "1": True, "off": False, "false": False, "no": False, "0": False}
+_FLAG = _rule(lambda t: t.lower() in _FLAGS, "on or off", lambda t: _FLAGS[t.lower()])
+_STEP = _whole(5, 240)
+_CONFLICT_HELP = ("`on` checks the slot is free before booking (the vendor does not) and refuses a clash with a "
+                  "ConflictError; `off` for practices that double-book on purpose.")  # fmt: skip
+_STEP_HELP = "Free slots start every this many minutes from opening time (5 to 240)."
 
 
 class _Account:
@@ -382,6 +390,20 @@ class SalesforceSettings(_Account):
     timeout: float = attrs.field(metadata=_var("PMS_SALESFORCE_TIMEOUT_MS", _TIMEOUT, "10000", help=_TIMEOUT_HELP))
     rate_limit: RateLimit | None = attrs.field(metadata=_var("PMS_SALESFORCE_RATE_LIMIT", _rate, "off",
         help=f"{_RATE_HELP} Salesforce limits daily volume, not bursts."))
+    timezone: str | None = attrs.field(metadata=_var("PMS_SALESFORCE_TIMEZONE", _ZONE,
+        help="IANA zone of the practice; free slots come back in it. Unset: the zone of the business hours."))
+    business_hours: str | None = attrs.field(metadata=_var("PMS_SALESFORCE_BUSINESS_HOURS",
+        _matching(r"[^\x00-\x1f'\\]{1,80}", "a BusinessHours record name"),
+        help="Name of the org's BusinessHours record with the practice's opening hours. Unset: the default record."))
+    open_hours: OpenHours | None = attrs.field(metadata=_var("PMS_SALESFORCE_OPEN_HOURS", OpenHours.parse,
+        help="Opening hours such as `Mon-Fri 08:00-17:00; Sat 09:00-12:00`, for orgs that keep no BusinessHours "
+        "(overrides them when set)."))
+    patient_record: Literal["contact", "lead", "off"] = attrs.field(metadata=_var("PMS_SALESFORCE_PATIENT_RECORD",
+        _choice("contact, lead or off", {"contact": "contact", "lead": "lead", "off": "off"}), "contact",
+        help="What a booking links its Event to (`WhoId`): the patient's Contact, found by e-mail or phone or "
+        "created; a Lead likewise; or `off`."))
+    conflict_check: bool = attrs.field(metadata=_var("PMS_SALESFORCE_CONFLICT_CHECK", _FLAG, "on", help=_CONFLICT_HELP))
+    slot_step: int = attrs.field(metadata=_var("PMS_SALESFORCE_SLOT_STEP_MINUTES", _STEP, "15", help=_STEP_HELP))
 
     @property
     def can_refresh(self) -> bool:
@@ -420,6 +442,16 @@ class HubSpotSettings(_Account):
     timeout: float = attrs.field(metadata=_var("PMS_HUBSPOT_TIMEOUT_MS", _TIMEOUT, "10000", help=_TIMEOUT_HELP))
     rate_limit: RateLimit | None = attrs.field(metadata=_var("PMS_HUBSPOT_RATE_LIMIT", _rate, "100/10",
         help=f"{_RATE_HELP} Professional and Enterprise portals may use `190/10`."))
+    timezone: str | None = attrs.field(metadata=_var("PMS_HUBSPOT_TIMEZONE", _ZONE,
+        help="IANA zone of the practice: opening hours are in it and free slots come back in it (needed for "
+        "free slots)."))
+    open_hours: OpenHours = attrs.field(metadata=_var("PMS_HUBSPOT_OPEN_HOURS", OpenHours.parse,
+        "Mon-Fri 09:00-17:00", help="The practice's opening hours, e.g. `Mon-Fri 08:00-17:00; Sat 09:00-12:00`."))
+    owner_id: str | None = attrs.field(metadata=_var("PMS_HUBSPOT_OWNER_ID", _matching(r"[0-9]{1,20}",
+        "a numeric owner id"), help="The HubSpot user whose meetings are the practice's calendar: bookings are "
+        "assigned to them, and their meetings are the busy time. Unset: every meeting counts."))
+    conflict_check: bool = attrs.field(metadata=_var("PMS_HUBSPOT_CONFLICT_CHECK", _FLAG, "on", help=_CONFLICT_HELP))
+    slot_step: int = attrs.field(metadata=_var("PMS_HUBSPOT_SLOT_STEP_MINUTES", _STEP, "15", help=_STEP_HELP))
 
 
 # fmt: on

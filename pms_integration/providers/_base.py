@@ -7,6 +7,7 @@ writes only the hooks listed, with a complete example, in ``docs/adding-a-provid
 
 from __future__ import annotations
 
+import datetime as _dt
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
@@ -16,17 +17,23 @@ from .._http import Auth, BearerAuth, ErrorInfo, HttpResponse, Runtime, Transpor
 from .._once import BoundedCache, create_once
 from .._ratelimit import RateLimitInfo
 from ..config import Secret
-from ..errors import AppointmentCancelledError, UnexpectedResponseError
+from ..errors import AppointmentCancelledError, ConflictError, UnexpectedResponseError
 from ..models import (
     Appointment,
+    AppointmentQuery,
     AppointmentRequest,
     AppointmentStatus,
     AppointmentUpdate,
+    PatientQuery,
+    PatientRecord,
     PerformanceReport,
     ProviderName,
     ReportReceipt,
+    Slot,
+    SlotQuery,
 )
-from ..provider import ALL_CAPABILITIES, Capability
+from ..provider import WRITE_CAPABILITIES, Capability
+from ..scheduling import Busy, OpenHours, fit_slots
 from ..tokens import TokenStore
 
 __all__ = ["BaseAdapter", "text", "unexpected"]
@@ -58,7 +65,11 @@ class BaseAdapter:
     provider: ClassVar[ProviderName]
     #: the variable holding the credential, named in authentication errors
     token_variable: ClassVar[str]
-    capabilities: frozenset[Capability] = ALL_CAPABILITIES
+    #: what the adapter can do; an adapter adds the scheduling reads it implements
+    capabilities: frozenset[Capability] = WRITE_CAPABILITIES
+    #: whether ``book`` first checks that the slot is free (vendors that accept two bookings in
+    #: one slot); ``settings.conflict_check`` turns it off for practices that double-book on purpose
+    checks_conflicts: ClassVar[bool] = False
     default_headers: ClassVar[Mapping[str, str]] = {"Content-Type": "application/json"}
     #: the vendor's rate-limit window in seconds, when a 429 without Retry-After should wait it out
     rate_limit_window: ClassVar[float | None] = None
@@ -150,6 +161,9 @@ class BaseAdapter:
     # -- bookings -----------------------------------------------------------------------------
 
     def book(self, request: AppointmentRequest) -> Appointment:
+        mine = self.check_slot_free(request)
+        if mine is not None:
+            return mine
         return self.create_once(
             lambda: self.create_booking(request),
             lambda: self.find_booking(request),
@@ -201,6 +215,73 @@ class BaseAdapter:
         raise NotImplementedError
 
     def write_cancel(self, current: Appointment, reason: str | None) -> Appointment:
+        raise NotImplementedError
+
+    def check_slot_free(self, request: AppointmentRequest) -> Appointment | None:
+        """Before a create, on vendors that accept double bookings: ``ConflictError`` naming the
+        clash, with nothing written. When the slot holds this very booking (an earlier attempt
+        at the same reference, from any process), that booking is returned instead.
+
+        The check and the create are separate requests, so a booking made by someone else in
+        between is not caught: the window is one round trip.
+        """
+        if not (self.checks_conflicts and self.settings.conflict_check):
+            return None
+        start, end = request.start, request.end_time
+        clashes = [b for b in self.busy_times(start, end) if b.overlaps(start, end)]
+        if any(b.reference == request.reference for b in clashes):
+            found = self.find_booking(request)
+            if found is not None:
+                return found
+        others = [b for b in clashes if b.reference != request.reference]
+        if others:
+            raise self.slot_taken(request, others[0])
+        return None
+
+    def slot_taken(self, request: AppointmentRequest, busy: Busy) -> ConflictError:
+        zone = request.start.tzinfo
+        span = f"{busy.start.astimezone(zone):%Y-%m-%d %H:%M}-{busy.end.astimezone(zone):%H:%M}"
+        what = f"appointment {busy.appointment_id}" if busy.appointment_id else "blocked time"
+        return ConflictError(
+            f"The slot at {request.start:%Y-%m-%d %H:%M} is taken in {self.provider.label}: {what} runs {span}. "
+            "Nothing was booked; offer the patient another time (free_slots lists them).",
+            status_code=409,
+            code="SLOT_TAKEN",
+            provider=self.provider.value,
+            operation="book",
+        )
+
+    # -- scheduling reads ---------------------------------------------------------------------
+
+    def get_appointment(self, appointment_id: str) -> Appointment:
+        return self.read_booking(self.check_id(appointment_id), "get_appointment")
+
+    def free_slots(self, query: SlotQuery) -> list[Slot]:
+        """Opening hours less busy time (vendors that compute slots themselves override this)."""
+        zone = self.practice_zone()
+        ranges = self.open_hours().intervals(query.start, query.end, zone)
+        busy = self.busy_times(query.start, query.end) if ranges else []
+        step = _dt.timedelta(minutes=self.settings.slot_step)
+        fitted = fit_slots(
+            ranges, busy, start=query.start, end=query.end, duration=query.duration, step=step, zone=zone
+        )
+        return [Slot(self.provider, a, b) for a, b in fitted]
+
+    def practice_zone(self) -> _dt.tzinfo:
+        """The zone opening hours are in and slots come back in."""
+        raise NotImplementedError
+
+    def open_hours(self) -> OpenHours:
+        raise NotImplementedError
+
+    def busy_times(self, start: _dt.datetime, end: _dt.datetime) -> list[Busy]:
+        """Time taken between ``start`` and ``end``: live bookings and blocked time (not cancelled ones)."""
+        raise NotImplementedError
+
+    def find_patients(self, query: PatientQuery) -> list[PatientRecord]:
+        raise NotImplementedError
+
+    def find_appointments(self, query: AppointmentQuery) -> list[Appointment]:
         raise NotImplementedError
 
     # -- performance reports ------------------------------------------------------------------
