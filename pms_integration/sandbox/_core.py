@@ -326,6 +326,20 @@ class Emulator:
     def rate_limit_headers(self, remaining: int, limit: int, interval_ms: int) -> dict[str, str]:
         return {}
 
+    # -- what staff do in the CRM, without the library (tests and demos) -----------------------
+
+    def staff_move(self, appointment_id: str, start: _dt.datetime, end: _dt.datetime) -> None:
+        """Move a booking as staff would in the vendor's own screens (no API call is recorded)."""
+        raise NotImplementedError
+
+    def staff_cancel(self, appointment_id: str) -> None:
+        """Cancel a booking the way staff would in the CRM."""
+        raise NotImplementedError
+
+    def block_time(self, start: _dt.datetime, end: _dt.datetime, title: str = "Blocked") -> str:
+        """Make time unbookable (a block slot, a busy Event, a meeting); returns the record's id."""
+        raise NotImplementedError
+
     # -- helpers -----------------------------------------------------------------------------
 
     def check_auth(self, req: SandboxRequest) -> SandboxResponse | None:
@@ -649,6 +663,22 @@ class Sandbox:
         if default_provider:
             env["PMS_DEFAULT_PROVIDER"] = ProviderName.parse(default_provider).value
         return env
+
+    def staff_move(
+        self, provider: str | ProviderName, appointment_id: str, start: _dt.datetime, end: _dt.datetime
+    ) -> None:
+        """Move a booking directly in the emulator, as staff would in the CRM."""
+        self.emulator(provider).staff_move(appointment_id, start, end)
+
+    def staff_cancel(self, provider: str | ProviderName, appointment_id: str) -> None:
+        """Cancel a booking directly in the emulator, as staff would in the CRM."""
+        self.emulator(provider).staff_cancel(appointment_id)
+
+    def block_time(
+        self, provider: str | ProviderName, start: _dt.datetime, end: _dt.datetime, title: str = "Blocked"
+    ) -> str:
+        """Make time unbookable in the provider's calendar; the blocking record's id."""
+        return self.emulator(provider).block_time(start, end, title)
 
     def emulator(self, provider: str | ProviderName) -> Emulator:
         return self.emulators[ProviderName.parse(provider)]
