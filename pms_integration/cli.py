@@ -102,21 +102,71 @@ def _cmd_providers(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_call(args: argparse.Namespace) -> int:
-    """``book``, ``update``, ``cancel``, ``push-report``: the client's method ``args.method``."""
+def _provider_flag(args: argparse.Namespace) -> ProviderName | None:
     try:  # checked first, so a bad value is reported under the flag's own name
-        provider = None if args.provider is None else ProviderName.parse(args.provider)
+        return None if args.provider is None else ProviderName.parse(args.provider)
     except ValueError as exc:
         raise ValidationError.single("--provider", str(exc)) from None
+
+
+def _print_json(result: Any, *, raw: bool) -> None:
+    # The model as it is, only the vendor's raw redacted: redacting the JSON text as a whole
+    # would let a secret that reads "2031" or "true" mask part of a start time or break the JSON.
+    data = [unstructure(item) for item in result] if isinstance(result, list) else unstructure(result)
+    data = [redact_raw(d, keep=raw) for d in data] if isinstance(data, list) else redact_raw(data, keep=raw)
+    print(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False))
+
+
+def _cmd_call(args: argparse.Namespace) -> int:
+    """``book``, ``update``, ``cancel``, ``push-report``: the client's method ``args.method``."""
+    provider = _provider_flag(args)
     positional = [args.id] if "id" in args else []
     if args.json_name:
         positional.append(_read_json(args.json, sys.stdin, args.json_name))
     keywords = {"reason": args.reason} if "reason" in args else {}
     with _client(args) as client:
         result = getattr(client, args.method)(*positional, provider=provider, **keywords)
-        # The model as it is, only the vendor's raw redacted: redacting the JSON text as a whole
-        # would let a secret that reads "2031" or "true" mask part of a start time or break the JSON.
-        print(json.dumps(redact_raw(unstructure(result), keep=args.raw), indent=2, ensure_ascii=False, allow_nan=False))
+        _print_json(result, raw=args.raw)
+    return 0
+
+
+def _minutes(text: str | None) -> int | None:
+    if text is None:
+        return None
+    if not text.strip().isdigit():
+        raise ValidationError.single("--duration", "must be a whole number of minutes, such as 30")
+    return int(text)
+
+
+def _cmd_read(args: argparse.Namespace) -> int:
+    """``slots``, ``get``, ``find``, ``patients``: the scheduling reads; a JSON list (or, for
+    ``get``, one appointment) on stdout. Patient e-mail and phone come as flags."""
+    provider = _provider_flag(args)
+    with _client(args) as client:
+        if args.command == "slots":
+            duration = _minutes(args.duration)
+            extra = {} if duration is None else {"duration_minutes": duration}
+            try:
+                result = client.free_slots(args.start, args.end, provider=provider, **extra)
+            except ValidationError as exc:  # the library's field is the command line's --duration
+                raise ValidationError(
+                    [("--duration" if path == "duration_minutes" else path, why) for path, why in exc.errors]
+                ) from None
+        elif args.command == "get":
+            result = client.get_appointment(args.id, provider=provider)
+        elif args.command == "patients":
+            result = client.find_patient(email=args.email, phone=args.phone, provider=provider)
+        else:
+            result = client.find_appointments(
+                email=args.email,
+                phone=args.phone,
+                reference=args.reference,
+                start=args.start,
+                end=args.end,
+                include_cancelled=args.include_cancelled,
+                provider=provider,
+            )
+        _print_json(result, raw=args.raw)
     return 0
 
 
@@ -314,6 +364,33 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("json", nargs="?", help=f"the {model} as JSON")
         p.set_defaults(func=_cmd_call, method=method, json_name=json_name)
     sub.choices["cancel"].add_argument("--reason", help="why (kept where the vendor allows)")
+
+    reads = (  # the scheduling reads (docs/getting-started.md, "Reading the calendar")
+        ("slots", "list free slots between --start and --end (at most 31 days)"),
+        ("get", "show an appointment as the vendor holds it now"),
+        ("find", "find a patient's appointments (by --email or --phone) or a booking by --reference"),
+        ("patients", "find the vendor's patient records by --email or --phone"),
+    )
+    for command, summary in reads:
+        p = sub.add_parser(command, help=summary)
+        p.add_argument(
+            "--provider", "-p", help="gohighlevel (ghl), salesforce or hubspot (default: PMS_DEFAULT_PROVIDER)"
+        )
+        p.add_argument("--raw", action="store_true", help="include the vendor's raw records in the output")
+        p.set_defaults(func=_cmd_read)
+    slots = sub.choices["slots"]
+    slots.add_argument("--start", required=True, help="ISO-8601 with an offset, e.g. 2031-03-04T08:00:00-05:00")
+    slots.add_argument("--end", required=True, help="ISO-8601 with an offset; at most 31 days after --start")
+    slots.add_argument("--duration", metavar="MINUTES", help="length of the appointment to fit (default 30)")
+    sub.choices["get"].add_argument("id", help="the appointment id (from book or find)")
+    for command in ("find", "patients"):
+        sub.choices[command].add_argument("--email", help="the patient's e-mail address")
+        sub.choices[command].add_argument("--phone", help="the patient's phone number, with its country code")
+    find = sub.choices["find"]
+    find.add_argument("--reference", help="the booking reference a conversation booked with")
+    find.add_argument("--start", help="from (ISO-8601 with an offset; default: now, so upcoming appointments)")
+    find.add_argument("--end", help="until (ISO-8601 with an offset; default: a year after --start)")
+    find.add_argument("--include-cancelled", action="store_true", help="list cancelled appointments too")
 
     p = sub.add_parser("demo", help="run book, reschedule, cancel and push-report on all providers against the sandbox")
     p.add_argument("--ghl-api-version", choices=["v1", "v2"], default="v2")

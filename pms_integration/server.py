@@ -307,6 +307,35 @@ def _only_member(data: Any, member: str, *, shape: str, unknown: str) -> Any:
     return data.get(member)
 
 
+def _query(request: Request, known: tuple[str, ...]) -> dict[str, str]:
+    """The query string's parameters, every unknown or repeated one a ValidationError at once.
+
+    A ``+`` that was not percent-encoded arrives as a space; a phone number that starts with
+    one is read as starting with ``+`` (send ``%2B``, as HTTP clients do with their params).
+    """
+    problems = [(k, "is not a known parameter") for k in dict.fromkeys(request.query_params) if k not in known]
+    problems += [(k, "is given more than once") for k in known if len(request.query_params.getlist(k)) > 1]
+    if problems:
+        raise ValidationError(problems)
+    query = {k: v for k, v in request.query_params.items() if v != ""}
+    if query.get("phone", "").startswith(" "):
+        query["phone"] = "+" + query["phone"].lstrip()
+    return query
+
+
+def _whole_number(text: str | None, name: str) -> int | None:
+    if text is None:
+        return None
+    if not text.strip().isdigit():
+        raise ValidationError.single(name, "must be a whole number of minutes, such as 30")
+    return int(text)
+
+
+def _list_json(items: Any) -> list[Any]:
+    """A list of models as JSON (slots, patients, appointments), each one's ``raw`` redacted."""
+    return [_model_json(item) for item in items]
+
+
 def _object_body(data: Any, *, what: str) -> Mapping[str, Any]:
     if data is None:
         raise ValidationError.single("", f"a JSON object body ({what}) is required")
@@ -345,11 +374,26 @@ class _Api:
             challenge = {"WWW-Authenticate": realm + ', error="invalid_token"'}
             raise Problem(401, "unauthorized", "Invalid token", detail, headers=challenge)
 
-    def guard(self, endpoint: Endpoint) -> Endpoint:
-        """Authenticate, run, and turn every failure into a problem response."""
+    def _check_token_configured(self) -> None:
+        """The read endpoints return patient data: without a server token they are not served,
+        not even on loopback, where the write endpoints may go without one."""
+        if self.token is None:
+            raise Problem(
+                403,
+                "token-required",
+                "Server token required",
+                f"This endpoint returns patient data and is served only when the server has a token: set "
+                f"{TOKEN_VARIABLE} to a long random value and send it in the Authorization header as a bearer token.",
+            )
+
+    def guard(self, endpoint: Endpoint, *, patient_data: bool = False) -> Endpoint:
+        """Authenticate, run, and turn every failure into a problem response. On a
+        ``patient_data`` endpoint a read (GET) is refused outright when the server has no token."""
 
         async def wrapped(request: Request) -> Response:
             try:
+                if patient_data and request.method in ("GET", "HEAD"):
+                    self._check_token_configured()
                 self._check_auth(request)
                 return await endpoint(request)
             except Problem as problem:
@@ -397,8 +441,53 @@ class _Api:
         return _json_response(201, _model_json(appointment))
 
     async def booking(self, request: Request) -> Response:
-        """PATCH reschedules or edits; DELETE cancels."""
-        return await (self.cancel if request.method == "DELETE" else self.update)(request)
+        """GET reads the appointment as the vendor holds it now; PATCH reschedules or edits; DELETE cancels."""
+        handler = {"GET": self.get_booking, "DELETE": self.cancel}.get(request.method, self.update)
+        return await handler(request)
+
+    async def get_booking(self, request: Request) -> Response:
+        name = _provider_from(request)
+        _query(request, ())
+        appointment = await run_in_threadpool(self.calls.get_appointment, str(request.path_params["id"]), provider=name)
+        return _json_response(200, _model_json(appointment))
+
+    async def slots(self, request: Request) -> Response:
+        name = _provider_from(request)
+        query = _query(request, ("start", "end", "duration"))
+        duration = _whole_number(query.get("duration"), "duration")
+        extra = {} if duration is None else {"duration_minutes": duration}
+
+        start: Any = query.get("start")  # None: the library reports it missing, with end
+        end: Any = query.get("end")
+
+        def search() -> Any:
+            try:
+                return self.calls.free_slots(start, end, provider=name, **extra)
+            except ValidationError as exc:  # the library's field is the query's duration
+                raise ValidationError(
+                    [("duration" if path == "duration_minutes" else path, why) for path, why in exc.errors]
+                ) from None
+
+        return _json_response(200, _list_json(await run_in_threadpool(search)))
+
+    async def bookings(self, request: Request) -> Response:
+        name = _provider_from(request)
+        query = _query(request, ("email", "phone", "reference", "start", "end", "include_cancelled"))
+        flag = query.pop("include_cancelled", None)
+        if flag is not None and flag.lower() not in ("true", "false"):
+            raise ValidationError.single("include_cancelled", "must be true or false")
+        found = await run_in_threadpool(
+            lambda: self.calls.find_appointments(
+                **query, include_cancelled=flag is not None and flag.lower() == "true", provider=name
+            )
+        )
+        return _json_response(200, _list_json(found))
+
+    async def patients(self, request: Request) -> Response:
+        name = _provider_from(request)
+        query = _query(request, ("email", "phone"))
+        found = await run_in_threadpool(lambda: self.calls.find_patient(**query, provider=name))
+        return _json_response(200, _list_json(found))
 
     async def update(self, request: Request) -> Response:
         name = _provider_from(request)
@@ -498,15 +587,24 @@ def create_app(
     _check_arguments(client, max_body_bytes)
     secret = _resolve_token(token, environ=environ, env_file=env_file)
     if secret is None:
-        log.info("pms_integration.server: no %s set; the endpoints accept unauthenticated requests", TOKEN_VARIABLE)
+        log.info(
+            "pms_integration.server: no %s set; the write endpoints accept unauthenticated requests and the "
+            "read endpoints (patient data) are refused",
+            TOKEN_VARIABLE,
+        )
     api = _Api(client, secret, max_body_bytes)
     each = f"{PREFIX}/{{provider}}"
+    booking = api.guard(api.booking, patient_data=True)  # its GET reads; PATCH and DELETE write
     routes = [
         Route(f"{PREFIX}/providers", api.guard(api.providers), methods=["GET"], name="pms_providers"),
         Route(f"{each}/book", api.guard(api.book), methods=["POST"], name="pms_book"),
-        # One route for both methods, so a 405 there lists them both in Allow.
-        Route(f"{each}/booking/{{id}}", api.guard(api.booking), methods=["PATCH", "DELETE"], name="pms_booking"),
+        # One route for every method, so a 405 there lists them all in Allow.
+        Route(f"{each}/booking/{{id}}", booking, methods=["GET", "PATCH", "DELETE"], name="pms_booking"),
         Route(f"{each}/performance", api.guard(api.performance), methods=["POST"], name="pms_performance"),
+        # the scheduling reads return patient data: served only with a token (see _check_token_configured)
+        Route(f"{each}/slots", api.guard(api.slots, patient_data=True), methods=["GET"], name="pms_slots"),
+        Route(f"{each}/bookings", api.guard(api.bookings, patient_data=True), methods=["GET"], name="pms_bookings"),
+        Route(f"{each}/patients", api.guard(api.patients, patient_data=True), methods=["GET"], name="pms_patients"),
     ]
     return Starlette(routes=routes, exception_handlers={HTTPException: _http_exception})
 
@@ -574,4 +672,28 @@ def run(
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(f"pms_integration.server.run needs uvicorn. {server_extra_hint()}") from exc
     app = create_app(client, token=secret.reveal() if secret is not None else None, max_body_bytes=max_body_bytes)
-    uvicorn.run(app, host=host, port=port, server_header=False, log_level="info")
+    uvicorn.run(app, host=host, port=port, server_header=False, log_level="info", log_config=_log_config())
+
+
+class PathOnly(logging.Filter):
+    """Drops the query string from uvicorn's access-log lines: the read endpoints take a
+    patient's e-mail or phone there, and a log is no place for them. The server's own log
+    lines name the path only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            record.args = (*args[:2], args[2].split("?", 1)[0], *args[3:])
+        return True
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's own logging configuration, with :class:`PathOnly` on its access log."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["path_only"] = {"()": PathOnly}
+    config["handlers"]["access"].setdefault("filters", []).append("path_only")
+    return config

@@ -444,3 +444,26 @@ def test_serve_refuses_a_weak_server_token(
     err = capsys.readouterr().err
     assert err.startswith("error: PMS_SERVER_TOKEN is too short to be a secret"), err
     assert "2031" not in err.replace("PMS_SERVER_TOKEN", "") and fake_uvicorn == []
+
+
+# -- the scheduling reads: slots, get, find, patients ---------------------------------------------
+
+
+def test_read_commands_check_their_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    window = ["--start", "2031-03-04T08:00:00-05:00", "--end", "2031-03-04T18:00:00-05:00"]
+    assert cli.main(["slots", "-p", "ghl", *window, "--duration", "y"]) == 3
+    assert "  --duration: must be a whole number of minutes" in capsys.readouterr().err
+    assert cli.main(["slots", "-p", "ghl", "--start", "2031-03-04T08:00:00", "--end", "x", "--duration", "2"]) == 3
+    err = capsys.readouterr().err
+    assert "  start: " in err and "  end: " in err and "  --duration: must be between" in err
+    assert cli.main(["find", "-p", "ghl"]) == 3
+    assert "  email: give an e-mail address, a phone number or a booking reference" in capsys.readouterr().err
+    assert cli.main(["patients", "-p", "ghl", "--email", "nope"]) == 3
+    assert cli.main(["get", "-p", "ghl", "../x"]) == 3
+    assert cli.main(["patients", "-p", "pipedrive", "--phone", "+15555550123"]) == 3
+    assert "  --provider: " in capsys.readouterr().err
+    assert cli.main(["find", "-p", "hubspot", "--reference", "conv-1"]) == 4  # not configured
+    assert "PMS_HUBSPOT_PRIVATE_APP_TOKEN" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        cli.main(["slots", "--start", "2031-03-04T08:00:00-05:00"])  # --end is required
+    assert usage.value.code == 2

@@ -583,7 +583,9 @@ def test_token_read_from_dot_env_and_env_file_like_the_configuration(
 
 
 @pytest.mark.parametrize("value", ["x", 5, b"", {}, object(), True])
-def test_create_app_and_run_refuse_a_client_that_is_not_a_pms_client(value: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_create_app_and_run_refuse_a_client_that_is_not_a_pms_client(
+    value: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from pms_integration.server import run
 
     def never_bind(app: Any, **kwargs: Any) -> None:
@@ -821,7 +823,9 @@ def registry(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_vendor_request_id_is_never_shown_raw(registry: None) -> None:
     plain = pms_integration.Secret("request-id-echo-secret-7731").reveal()
     error = E.ServerError(
-        "down", status_code=503, request_id=f"abc\r\nX-Injected: 1 {plain} Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.x"
+        "down",
+        status_code=503,
+        request_id=f"abc\r\nX-Injected: 1 {plain} Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.x",
     )
     body = bytes(problem_for(error).response().body).decode()
     data = json.loads(body)
@@ -935,3 +939,123 @@ def test_run_serves_with_uvicorn_on_loopback(sandbox: Sandbox, tmp_path: Any) ->
     assert proc.returncode == 0, err
     assert SERVER_TOKEN not in err
     assert "127.0.0.1" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# scheduling reads: slots, one booking, a patient's bookings, patients (docs/http-api.md)
+
+READ_PATHS = ("/slots", "/booking/abc123", "/bookings", "/patients")
+
+
+def _day(provider: ProviderName) -> tuple[str, str]:
+    """A whole Monday of its own per provider, far from the other tests' bookings."""
+    day = datetime.date(2031, 4, 7) + datetime.timedelta(weeks=list(ProviderName).index(provider))
+    return f"{day}T00:00:00-04:00", f"{day}T23:59:00-04:00"
+
+
+def test_a_phone_number_whose_plus_was_not_encoded_is_still_read_as_one(sandbox: Sandbox) -> None:
+    """``?phone=+1555...`` arrives as `` 1555...`` (a form-encoded space); it is the + a caller meant."""
+    seen: list[str | None] = []
+
+    def find_patient(**kwargs: Any) -> list[Any]:
+        seen.append(kwargs["phone"])
+        return []
+
+    with PMSClient(environ=sandbox_env(sandbox), env_file=None) as c:
+        c.find_patient = find_patient  # type: ignore[method-assign]
+        with serving(create_app(c, token=SERVER_TOKEN), sandbox, headers=AUTH) as api:
+            raw = api.session.get(f"{api.base}{PREFIX}/{FIRST.value}/patients?phone=+15555550123", timeout=10)
+            assert raw.status_code == 200 and raw.json() == []
+            assert api("GET", f"/{FIRST.value}/patients", params={"phone": "+15555550123"}).json() == []
+    assert seen == ["+15555550123", "+15555550123"]
+
+
+def test_reads_need_a_server_token_even_where_writes_do_not(sandbox: Sandbox, client: PMSClient) -> None:
+    with serving(create_app(client, token=None), sandbox) as api:
+        for path in READ_PATHS:
+            data = problem(api("GET", f"/{FIRST.value}{path}", params={"email": "a@example.com"}), 403)
+            assert data["type"].endswith(":token-required") and "PMS_SERVER_TOKEN" in data["detail"]
+        # the writes on loopback without a token are as before
+        booked = api("POST", f"/{FIRST.value}/book", json=booking_body())
+        assert booked.status_code == 201, booked.text
+        r = api("DELETE", f"/{FIRST.value}/booking/{booked.json()['id']}")
+        assert r.status_code == 200, r.text
+
+
+def test_reads_without_the_token_are_401(main_server: Served, sandbox: Sandbox) -> None:
+    anonymous = Api(main_server.url, all_secrets(sandbox))
+    try:
+        for path in READ_PATHS:
+            r = anonymous("GET", f"/{FIRST.value}{path}")
+            assert problem(r, 401)["type"].endswith(":unauthorized")
+            r = anonymous("GET", f"/{FIRST.value}{path}", headers={"Authorization": "Bearer wrong"})
+            problem(r, 401)
+    finally:
+        anonymous.close()
+
+
+def test_read_queries_are_checked_field_by_field(api: Api) -> None:
+    data = problem(api("GET", f"/{FIRST.value}/slots"), 422)
+    assert {e["field"] for e in data["errors"]} == {"start", "end"}
+    params = {"start": "2031-04-07T09:00:00", "end": "soon", "duration": "2", "colour": "blue"}
+    data = problem(api("GET", f"/{FIRST.value}/slots", params=params), 422)
+    assert {e["field"] for e in data["errors"]} == {"colour"}  # unknown parameters first, before anything else
+    del params["colour"]
+    data = problem(api("GET", f"/{FIRST.value}/slots", params=params), 422)
+    assert {e["field"] for e in data["errors"]} == {"start", "end", "duration"}
+    data = problem(api("GET", f"/{FIRST.value}/slots", params={**params, "duration": "half an hour"}), 422)
+    assert data["errors"] == [{"field": "duration", "message": "must be a whole number of minutes, such as 30"}]
+    data = problem(api("GET", f"/{FIRST.value}/bookings"), 422)
+    assert "booking reference" in data["errors"][0]["message"]
+    data = problem(
+        api("GET", f"/{FIRST.value}/bookings", params={"reference": "r-1", "include_cancelled": "maybe"}), 422
+    )
+    assert data["errors"] == [{"field": "include_cancelled", "message": "must be true or false"}]
+    data = problem(api("GET", f"/{FIRST.value}/patients", params={"email": "not-an-email"}), 422)
+    assert [e["field"] for e in data["errors"]] == ["email"]
+    data = problem(api("GET", f"/{FIRST.value}/patients?email=a@example.com&email=b@example.com"), 422)
+    assert data["errors"] == [{"field": "email", "message": "is given more than once"}]
+    problem(api("GET", f"/{FIRST.value}/booking/..%20x"), 422)
+    problem(api("GET", "/pipedrive/slots"), 404)
+    r = api("PUT", f"/{FIRST.value}/booking/abc123", json={})
+    assert {"GET", "PATCH", "DELETE"} <= {m.strip() for m in problem(r, 405) and r.headers["allow"].split(",")}
+
+
+def test_no_patient_detail_of_a_query_string_reaches_a_log(
+    api: Api, sandbox: Sandbox, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The read endpoints take e-mail and phone in the query string; neither the server's own
+    log lines nor uvicorn's access log (``run`` drops the query string) may carry them."""
+    caplog.set_level(logging.DEBUG)
+    problem(api("GET", f"/{FIRST.value}/patients", params={"email": "hidden.person@example", "x": "1"}), 422)
+    problem(api("GET", "/pipedrive/bookings", params={"phone": "+15555550166"}), 404)
+    ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith(("pms_integration", "uvicorn")))
+    assert "/patients" in ours and "hidden.person" not in ours and "5550166" not in ours
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PMS_")}
+    env.update(sandbox.environ(), PMS_SERVER_TOKEN=SERVER_TOKEN)
+    code = f"from pms_integration.server import run; run(port={port})"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        served = Api(f"http://127.0.0.1:{port}", all_secrets(sandbox), AUTH)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                served("GET", f"/{FIRST.value}/patients", params={"email": "hidden.person@example.com"}, timeout=2)
+                break
+            except requests.ConnectionError:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert time.monotonic() < deadline, "run() did not start serving"
+                time.sleep(0.05)
+        served("GET", f"/{FIRST.value}/bookings", params={"phone": "+15555550166", "colour": "x"})
+        served.close()
+    finally:
+        out, err = interrupted(proc, timeout=10)
+    logged = out + err
+    assert f'"GET {PREFIX}/{FIRST.value}/patients HTTP/1.1"' in logged, logged  # the access log, path only
+    assert "hidden.person" not in logged and "5550166" not in logged and "colour" not in logged
