@@ -6,6 +6,7 @@ This module also holds the wire helpers both share. What is sent and why: ``docs
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import re
 import threading
 import warnings
@@ -18,8 +19,18 @@ from .._ratelimit import RateLimitInfo
 from .._time import epoch_ms, parse_instant
 from ..config import GoHighLevelSettings
 from ..errors import ConflictError, InvalidRequestError, ValidationError
-from ..models import Appointment, AppointmentStatus, ProviderName, named_timezone
-from ..provider import Provider
+from ..models import (
+    Appointment,
+    AppointmentQuery,
+    AppointmentStatus,
+    PatientQuery,
+    PatientRecord,
+    ProviderName,
+    Slot,
+    SlotQuery,
+    named_timezone,
+)
+from ..provider import READ_CAPABILITIES, WRITE_CAPABILITIES, Provider
 from ._base import BaseAdapter, text
 
 if TYPE_CHECKING:
@@ -55,6 +66,13 @@ V2_ONLY_HINT = (
 #: Slack around the slot when listing events to reconcile an ambiguous create.
 LOOKUP_MARGIN = _dt.timedelta(minutes=1)
 _CONTACT_SEARCH_LIMIT = 20  # people sharing an e-mail or phone: a family
+#: pages of contact search followed at most (200 contacts share one e-mail or phone: a clinic's own number)
+MAX_CONTACT_PAGES = 10
+#: GoHighLevel's default slot interval: the grid assumed when a free-slot answer offers too few
+#: starts to show the calendar's own
+DEFAULT_SLOT_INTERVAL = _dt.timedelta(minutes=30)
+_DATE_KEY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_WALL_CLOCK = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?$")
 
 # v2 event ids are 20 alphanumerics; a recurring instance is "<id>_<epoch ms>_<duration>".
 _EVENT_ID = re.compile(r"^[A-Za-z0-9]{1,64}(?:_\d{10,16}_\d{1,7})?$")
@@ -392,6 +410,51 @@ class GoHighLevelBase(BaseAdapter):
             zone=zone,
         )
 
+    # -- scheduling reads: free slots (v1 and v2 answer the same availability map) ---------------
+
+    def slot_params(self, query: SlotQuery) -> dict[str, str]:
+        """``startDate``/``endDate`` in epoch ms and, when configured, the practice's ``timezone``
+        (unset: GoHighLevel answers in the calendar's own zone)."""
+        params = {"startDate": str(epoch_ms(query.start)), "endDate": str(epoch_ms(query.end))}
+        if self.settings.timezone:
+            params["timezone"] = self.settings.timezone
+        return params
+
+    def slots_in(self, data: Mapping[str, Any], query: SlotQuery) -> list[Slot]:
+        """Slots of ``query.duration_minutes`` from a ``{"<date>": {"slots": [...]}}`` answer.
+
+        GoHighLevel offers slot *starts* on the calendar's grid, each one the start of a free
+        slot of the calendar's own length. A start is kept when every grid start inside the
+        requested duration is offered too, so the whole appointment lies in consecutive free
+        time; the grid is the smallest gap between offered starts (``DEFAULT_SLOT_INTERVAL``
+        when the answer has a single start). Keys that are not dates (``traceId``, ``_dates_``)
+        are skipped."""
+        starts: set[_dt.datetime] = set()
+        for key, day in data.items():
+            if not _DATE_KEY.fullmatch(str(key)):
+                continue
+            offered = day.get("slots") if isinstance(day, dict) else None
+            if not isinstance(offered, list):
+                raise self.unexpected("free_slots", f"the day {key} has no 'slots' array")
+            for item in offered:
+                at = parse_instant(item)
+                if at is None:
+                    raise self.unexpected("free_slots", "a slot is not an ISO-8601 time with an offset")
+                starts.add(at)
+        ordered = sorted(starts)
+        gaps = [b - a for a, b in itertools.pairwise(ordered)]
+        step = min(gaps, default=DEFAULT_SLOT_INTERVAL)
+        needed = max(1, -(-query.duration // step))  # grid starts the duration spans (ceiling)
+        tz = _zone(self.settings.timezone)
+        slots = []
+        for at in ordered:
+            end = at + query.duration
+            if at < query.start or end > query.end or any(at + k * step not in starts for k in range(1, needed)):
+                continue
+            local = at.astimezone(tz) if tz is not None else at
+            slots.append(Slot(PROVIDER, local, end.astimezone(local.tzinfo)))
+        return slots
+
     def window(self, request: AppointmentRequest) -> tuple[str, str]:
         """The look-up window around the slot, in epoch milliseconds."""
         return str(epoch_ms(request.start - LOOKUP_MARGIN)), str(epoch_ms(request.end_time + LOOKUP_MARGIN))
@@ -419,19 +482,23 @@ class GoHighLevelV2Adapter(GoHighLevelBase):
             raise self.unexpected(operation, "the contact upsert returned no usable contact id")
         return contact_id
 
+    def search_body(self, email: str | None, phone: str | None, page: int = 1) -> dict[str, Any]:
+        """A ``POST /contacts/search`` body: e-mail and/or phone (either matches) as filters."""
+        keys = (("email", email), ("phone", phone))
+        filters = [{"field": k, "operator": "eq", "value": v} for k, v in keys if v]
+        return {
+            "locationId": self.settings.location_id,
+            "page": page,
+            "pageLimit": _CONTACT_SEARCH_LIMIT,
+            "filters": [{"group": "OR", "filters": filters}] if len(filters) > 1 else filters,
+        }
+
     def find_contact(self, request: AppointmentRequest) -> str | None:
         """The patient's existing contact (``POST /contacts/search``, e-mail or phone in the body),
         or None; never writes. The patient's name wins among a family sharing them, then a
         contact matching both, then e-mail, then phone."""
         patient = request.patient
-        keys = (("email", patient.email), ("phone", patient.phone))
-        filters = [{"field": k, "operator": "eq", "value": v} for k, v in keys if v]
-        search = {
-            "locationId": self.settings.location_id,
-            "page": 1,
-            "pageLimit": _CONTACT_SEARCH_LIMIT,
-            "filters": [{"group": "OR", "filters": filters}] if len(filters) > 1 else filters,
-        }
+        search = self.search_body(patient.email, patient.phone)
         resp = self.send("POST", "/contacts/search", operation="book", json=search, idempotent=True)
         email, wanted = (patient.email or "").lower(), " ".join((patient.display_name or "").lower().split())
         best: tuple[tuple[int, int, int], str] | None = None
@@ -513,6 +580,122 @@ class GoHighLevelV2Adapter(GoHighLevelBase):
         event = self.answer(resp, operation, "event")
         event.setdefault("id", appointment_id)
         return self.appointment(event, operation, zone=self.booking_zone(event))
+
+    # -- scheduling reads ---------------------------------------------------------------------
+
+    capabilities = WRITE_CAPABILITIES | READ_CAPABILITIES
+
+    def free_slots(self, query: SlotQuery) -> list[Slot]:
+        """``GET /calendars/{calendarId}/free-slots``: GoHighLevel computes the slots (open hours,
+        bookings, block slots); one request per window (the models cap a window at 31 days,
+        GoHighLevel's own limit)."""
+        path = f"/calendars/{self.settings.calendar_id}/free-slots"
+        resp = self.send("GET", path, operation="free_slots", params=self.slot_params(query))
+        return self.slots_in(self.answer(resp, "free_slots"), query)
+
+    def search_contacts(self, email: str | None, phone: str | None, operation: str) -> list[dict[str, Any]]:
+        """Every contact with this e-mail or phone (``POST /contacts/search``, both in the body),
+        page after page up to ``MAX_CONTACT_PAGES``; the vendor's match is checked here, and
+        contacts matching both come first."""
+        found: dict[str, tuple[int, dict[str, Any]]] = {}
+        for page in range(1, MAX_CONTACT_PAGES + 1):
+            body = self.search_body(email, phone, page)
+            resp = self.send("POST", "/contacts/search", operation=operation, json=body, idempotent=True)
+            data = self.answer(resp, operation)
+            batch = data.get("contacts")
+            if not isinstance(batch, list):
+                raise self.unexpected(operation, "the answer has no 'contacts' array")
+            for contact in batch:
+                contact_id = text(contact.get("id")) if isinstance(contact, dict) else None
+                if not contact_id or not _RECORD_ID.fullmatch(contact_id):
+                    continue
+                same_email = bool(email) and (text(contact.get("email")) or "").lower() == (email or "").lower()
+                same_phone = bool(phone) and contact.get("phone") == phone
+                if same_email or same_phone:
+                    found.setdefault(contact_id, (-int(same_email and same_phone), dict(contact)))
+            total = data.get("total", data.get("count"))
+            seen = (page - 1) * _CONTACT_SEARCH_LIMIT + len(batch)
+            if len(batch) < _CONTACT_SEARCH_LIMIT or (isinstance(total, int) and seen >= total):
+                break
+        return [contact for _, contact in sorted(found.values(), key=lambda pair: pair[0])]
+
+    def find_patients(self, query: PatientQuery) -> list[PatientRecord]:
+        """Contacts by e-mail and/or phone: a family sharing a phone all come back."""
+        return [
+            PatientRecord(
+                PROVIDER,
+                str(c["id"]),
+                name=text(c.get("name"))
+                or " ".join(n for n in (text(c.get("firstName")), text(c.get("lastName"))) if n)
+                or None,
+                email=text(c.get("email")),
+                phone=text(c.get("phone")),
+                raw=c,
+            )
+            for c in self.search_contacts(query.email, query.phone, "find_patient")
+        ]
+
+    def find_appointments(self, query: AppointmentQuery) -> list[Appointment]:
+        """By patient: contacts by search, then ``GET /contacts/{contactId}/appointments`` for each.
+        By reference: the calendar's events in the window (``GET /calendars/events``), the one
+        carrying it; with an e-mail or phone as well, only if it belongs to one of their contacts."""
+        operation = "find_appointments"
+        start, end = query.window()
+        contacts = None
+        if query.email or query.phone:
+            contacts = [str(c["id"]) for c in self.search_contacts(query.email, query.phone, operation)]
+        found: list[Appointment] = []
+        if query.reference:
+            params = {
+                "locationId": self.settings.location_id,
+                "calendarId": self.settings.calendar_id,
+                "startTime": str(epoch_ms(start)),
+                "endTime": str(epoch_ms(end)),
+            }
+            resp = self.send("GET", "/calendars/events", operation=operation, params=params)
+            for event in self.records(resp, operation, "events"):
+                if _carries(event, query.reference) and (contacts is None or event.get("contactId") in contacts):
+                    found.append(self.appointment(event, operation, zone=self.booking_zone(event)))
+        else:
+            seen: set[str] = set()
+            for contact_id in contacts or []:
+                resp = self.send("GET", f"/contacts/{contact_id}/appointments", operation=operation)
+                for event in self.records(resp, operation, "events"):
+                    if text(event.get("id")) in seen:
+                        continue
+                    seen.add(str(event.get("id")))
+                    if status_of(event) is AppointmentStatus.CANCELLED and not query.include_cancelled:
+                        continue
+                    found.append(self.listed(event, operation))
+        return [
+            a
+            for a in found
+            if (query.include_cancelled or a.status is not AppointmentStatus.CANCELLED)
+            and a.start is not None
+            and start <= a.start < end
+        ]
+
+    def listed(self, event: Mapping[str, Any], operation: str) -> Appointment:
+        """An event from a contact's appointment list. Its times may come as the calendar's wall
+        clock without an offset (``2021-07-16 11:00:00``, as the spec shows): read in
+        PMS_GHL_TIMEZONE when set, else the event is read itself (its times carry offsets)."""
+        zone = _zone(self.settings.timezone)
+
+        def instant(key: str) -> _dt.datetime | None:
+            value = event.get(key)
+            found = parse_instant(value)
+            if found is None and zone is not None and isinstance(value, str) and _WALL_CLOCK.fullmatch(value.strip()):
+                wall = _dt.datetime.fromisoformat(value.strip().replace(" ", "T"))
+                found = wall.replace(tzinfo=zone)
+            return found
+
+        start, end = instant("startTime"), instant("endTime")
+        if start is None:
+            event_id = text(event.get("id"))
+            if event_id is None or not self.id_pattern.fullmatch(event_id):
+                raise self.unexpected(operation, "a listed appointment has neither usable times nor a usable id")
+            return self.read_booking(event_id, operation)
+        return self.appointment(event, operation, start=start, end=end, zone=self.booking_zone(event))
 
     def update_body(self, changes: AppointmentUpdate, event: Mapping[str, Any]) -> dict[str, Any]:
         """Only the changed fields, in ``AppointmentEditSchema`` names; times in the zone the update

@@ -20,6 +20,8 @@ from ..models import (
     AppointmentUpdate,
     PerformanceReport,
     ReportReceipt,
+    Slot,
+    SlotQuery,
     named_timezone,
 )
 from ..provider import Capability
@@ -34,7 +36,9 @@ _log = logging.getLogger("pms_integration.providers.gohighlevel")
 class GoHighLevelV1Adapter(GoHighLevelBase):
     """Legacy API v1: appointments only, the contact matched by GoHighLevel from e-mail/phone."""
 
-    capabilities = frozenset({Capability.BOOK, Capability.UPDATE, Capability.CANCEL})
+    capabilities = frozenset(
+        {Capability.BOOK, Capability.UPDATE, Capability.CANCEL, Capability.FREE_SLOTS, Capability.GET_APPOINTMENT}
+    )
     id_pattern = re.compile(r"^[A-Za-z0-9]{1,64}$")
     id_example = "004B1SpcAvh3s9E3rqk8"
 
@@ -153,7 +157,19 @@ class GoHighLevelV1Adapter(GoHighLevelBase):
         self.transport.request("PUT", f"/appointments/{current.id}/status", operation="cancel", json=status)
         return attrs.evolve(current, status=AppointmentStatus.CANCELLED)
 
+    def free_slots(self, query: SlotQuery) -> list[Slot]:
+        """``GET /appointments/slots``: the same availability map as v2, one request per window."""
+        params = {"calendarId": self.settings.calendar_id, **self.slot_params(query)}
+        resp = self.transport.request("GET", "/appointments/slots", operation="free_slots", params=params)
+        return self.slots_in(self.answer(resp, "free_slots"), query)
+
     def unsupported_reason(self, capability: Capability) -> str | None:
+        if capability in (Capability.FIND_PATIENT, Capability.FIND_APPOINTMENTS):
+            return (
+                "GoHighLevel API v1 looks patients up only with the e-mail address or phone number in the URL "
+                "(GET /v1/contacts/lookup), where proxies and server logs keep it, so this library does not "
+                "search patients on v1; API v2 searches in the request body. " + V2_ONLY_HINT
+            )
         if capability is Capability.PUSH_REPORT:
             return (
                 "GoHighLevel API v1 cannot hold performance reports in this library (v1 has no way to update "

@@ -42,6 +42,7 @@ class GoHighLevelEmulator(Emulator):
     contacts: Forwarded[dict[str, dict[str, Any]]] = Forwarded()
     events: Forwarded[dict[str, dict[str, Any]]] = Forwarded()
     notes: Forwarded[dict[str, dict[str, Any]]] = Forwarded()
+    blocks: Forwarded[dict[str, dict[str, Any]]] = Forwarded()
 
     def __init__(self, sandbox: Sandbox) -> None:
         self.store = CalendarStore()
@@ -140,6 +141,24 @@ class GoHighLevelEmulator(Emulator):
     def is_open(self, start: _dt.datetime, end: _dt.datetime) -> bool:
         """Whether ``start``-``end`` lies within one day's open hours of the calendar."""
         return self.store.is_open(start, end)
+
+    # -- what staff do in GoHighLevel's own screens ---------------------------------------------
+
+    def staff_move(self, appointment_id: str, start: _dt.datetime, end: _dt.datetime) -> None:
+        try:
+            self.store.staff_move(appointment_id, start, end)
+        except Refused:
+            raise KeyError(appointment_id) from None
+
+    def staff_cancel(self, appointment_id: str) -> None:
+        try:
+            self.store.staff_cancel(appointment_id)
+        except Refused:
+            raise KeyError(appointment_id) from None
+
+    def block_time(self, start: _dt.datetime, end: _dt.datetime, title: str = "Blocked") -> str:
+        """A block slot in the calendar (free slots leave it out, bookings into it are refused)."""
+        return str(self.store.block(start, end, title)["id"])
 
 
 EMULATOR = GoHighLevelEmulator

@@ -12,6 +12,7 @@ import datetime as _dt
 import uuid
 from collections.abc import Mapping
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from ..._time import UTC, utc_text
 from .._core import REASONS, Reply, SandboxRequest, SandboxResponse, json_response
@@ -327,6 +328,65 @@ def list_events(store: CalendarStore, req: SandboxRequest, params: Params) -> Sa
     return json_response(200, {"events": [calendar_event_view(e) for e in events]})
 
 
+def contact_appointments(store: CalendarStore, req: SandboxRequest, params: Params) -> SandboxResponse:
+    """``GetEventsSuccessfulResponseDto``: the contact's events, cancelled ones included, with
+    times as the spec's example writes them (``2021-07-16 11:00:00``, the calendar's wall clock)."""
+    store.contact(params["contact_id"])
+    zone = ZoneInfo(store.calendar_timezone)
+    with store.lock:
+        events = sorted(
+            (dict(e) for e in store.events.values() if e["contactId"] == params["contact_id"]), key=lambda e: e["start"]
+        )
+
+    def wall(value: _dt.datetime) -> str:
+        return value.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
+
+    views = [
+        {
+            **{k: e[k] for k in ("id", "calendarId", "title", "assignedUserId", "notes", "address", "locationId")},
+            **{k: e[k] for k in ("contactId", "appointmentStatus", "dateAdded", "dateUpdated")},
+            "status": "cancelled" if e["appointmentStatus"] == "cancelled" else "booked",
+            "startTime": wall(e["start"]),
+            "endTime": wall(e["end"]),
+            "users": [e["assignedUserId"]],
+        }
+        for e in events
+    ]
+    return json_response(200, {"events": views})
+
+
+def slots_answer(
+    store: CalendarStore, between: tuple[_dt.datetime, _dt.datetime], zone_name: str | None
+) -> dict[str, Any]:
+    """``{"<date>": {"slots": [<ISO start with offset>, ...]}, ...}`` in ``zone_name`` (else the
+    calendar's); days without a free slot are left out."""
+    zone = ZoneInfo(zone_name or store.calendar_timezone)
+    answer: dict[str, Any] = {}
+    for start in store.free_starts(*between):
+        local = start.astimezone(zone)
+        answer.setdefault(local.date().isoformat(), {"slots": []})["slots"].append(local.isoformat())
+    return answer
+
+
+_MAX_SLOT_RANGE = _dt.timedelta(days=31)
+
+
+def free_slots(store: CalendarStore, req: SandboxRequest, params: Params) -> SandboxResponse:
+    """``GET /calendars/{calendarId}/free-slots``: epoch-ms ``startDate``/``endDate`` at most 31 days apart."""
+    messages = [f"{key} should not be empty" for key in ("startDate", "endDate") if not req.arg(key)]
+    if messages:
+        raise invalid(messages)
+    between = window(req, "startDate", "endDate")
+    if between is None:
+        raise invalid(["startDate and endDate must be numbers (epoch milliseconds)"])
+    if req.arg("timezone") and not is_zone(req.arg("timezone")):
+        raise invalid(["timezone must be a valid IANA time zone"])
+    store.check_calendar(params["calendar_id"])
+    if between[1] - between[0] > _MAX_SLOT_RANGE:
+        raise Reply(error(400, "Date range cannot be more than 31 days"))
+    return json_response(200, slots_answer(store, between, req.arg("timezone")))
+
+
 def delete_event(store: CalendarStore, req: SandboxRequest, params: Params) -> SandboxResponse:
     store.delete_event(params["event_id"])
     return json_response(201, {"succeeded": True})
@@ -374,6 +434,23 @@ def v1_list(store: CalendarStore, req: SandboxRequest, params: Params) -> Sandbo
     events = store.events_between(*between, calendarId=req.arg("calendarId"))
     views = [v1_view(e, _contact_of(store, e) if with_contact else None) for e in events]
     return json_response(200, {"appointments": views})
+
+
+def v1_slots(store: CalendarStore, req: SandboxRequest, params: Params) -> SandboxResponse:
+    """``GET /v1/appointments/slots``: the same availability map as v2."""
+    labels = {"calendarId": "calendar id", "startDate": "start date", "endDate": "end date"}
+    missing = {k: (f"The {label} field is mandatory.", "required") for k, label in labels.items() if not req.arg(k)}
+    if missing:
+        raise v1_invalid(missing)
+    between = window(req, "startDate", "endDate")
+    if between is None:
+        raise v1_invalid({"startDate": ("The start date must be epoch milliseconds.", "integer")})
+    if req.arg("timezone") and not is_zone(req.arg("timezone")):
+        raise v1_invalid({"timezone": ("The timezone is invalid.", "timezone")})
+    store.check_calendar(req.arg("calendarId"))
+    if between[1] - between[0] > _MAX_SLOT_RANGE:
+        raise v1_invalid({"endDate": ("The date range cannot be more than 31 days.", "range")})
+    return json_response(200, slots_answer(store, between, req.arg("timezone")))
 
 
 def v1_get(store: CalendarStore, req: SandboxRequest, params: Params) -> SandboxResponse:

@@ -57,6 +57,8 @@ class CalendarStore(Store):
         self.contacts: dict[str, dict[str, Any]] = {}
         self.events: dict[str, dict[str, Any]] = {}
         self.notes: dict[str, dict[str, Any]] = {}
+        #: block slots (time staff made unbookable): id -> {"id", "title", "start", "end"}
+        self.blocks: dict[str, dict[str, Any]] = {}
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
@@ -66,6 +68,7 @@ class CalendarStore(Store):
                 "bookings": [public(e) for e in self.events.values()],
                 "contacts": [dict(c) for c in self.contacts.values()],
                 "notes": [dict(n) for n in self.notes.values()],
+                "blocks": [public(b) for b in self.blocks.values()],
             }
 
     def clear(self) -> None:
@@ -73,6 +76,7 @@ class CalendarStore(Store):
             self.contacts.clear()
             self.events.clear()
             self.notes.clear()
+            self.blocks.clear()
 
     # -- ids the token and the calendar own --------------------------------------------------
 
@@ -252,11 +256,71 @@ class CalendarStore(Store):
             return None if event is None else public(event)
 
     def _check_free(self, start: _dt.datetime, end: _dt.datetime, *, ignore: str | None = None) -> None:
-        if not self.is_open(start, end) or any(
-            e["id"] != ignore and e["appointmentStatus"] != "cancelled" and e["start"] < end and start < e["end"]
-            for e in self.events.values()
-        ):
+        if not self.is_open(start, end) or any(a < end and start < b for a, b in self._taken(ignore)):
             raise Refused("slot")
+
+    def _taken(self, ignore: str | None = None) -> list[tuple[_dt.datetime, _dt.datetime]]:
+        """Live bookings (not cancelled ones) and block slots, as (start, end)."""
+        live = [
+            (e["start"], e["end"])
+            for e in self.events.values()
+            if e["id"] != ignore and e["appointmentStatus"] != "cancelled"
+        ]
+        return live + [(b["start"], b["end"]) for b in self.blocks.values()]
+
+    # -- availability ------------------------------------------------------------------------
+
+    def block(self, start: _dt.datetime, end: _dt.datetime, title: str = "Blocked") -> dict[str, Any]:
+        """A block slot: the calendar offers nothing that overlaps it."""
+        with self.lock:
+            block: dict[str, Any] = {
+                "id": new_id(),
+                "title": title,
+                "calendarId": self.calendar_id,
+                "start": start,
+                "end": end,
+            }
+            self.blocks[block["id"]] = block
+            return dict(block)
+
+    def free_starts(
+        self, start: _dt.datetime, end: _dt.datetime, now: _dt.datetime | None = None
+    ) -> list[_dt.datetime]:
+        """Starts of free slots in ``start``-``end``, as GoHighLevel computes them: every
+        ``slot_minutes`` from each day's opening (in the calendar's zone) while a slot of that
+        length fits before closing, on absolute time (so a DST night shifts nothing), leaving out
+        past starts and any slot that overlaps a live booking or a block slot."""
+        zone = ZoneInfo(self.calendar_timezone)
+        length = _dt.timedelta(minutes=self.slot_minutes)
+        now = now or _dt.datetime.now(_dt.timezone.utc)
+        with self.lock:
+            taken = self._taken()
+            hours = None if self.open_hours is None else dict(self.open_hours)
+        found: list[_dt.datetime] = []
+        day = start.astimezone(zone).date() - _dt.timedelta(days=1)
+        while day <= end.astimezone(zone).date():
+            if hours is None:
+                ranges = [(_at(day, _dt.time(0), zone), _at(day + _dt.timedelta(days=1), _dt.time(0), zone))]
+            else:
+                opening = hours.get(day.weekday())
+                ranges = [] if opening is None else [(_at(day, opening[0], zone), _at(day, opening[1], zone))]
+            for opens, closes in ranges:
+                at = opens
+                while at + length <= closes:
+                    free = not any(a < at + length and at < b for a, b in taken)
+                    if free and start <= at < end and at >= now:
+                        found.append(at)
+                    at += length
+            day += _dt.timedelta(days=1)
+        return found
+
+    def staff_move(self, event_id: str, start: _dt.datetime, end: _dt.datetime) -> None:
+        """Move the event as staff would in GoHighLevel's calendar (no slot check)."""
+        times = {"startTime": start.isoformat(), "endTime": end.isoformat()}
+        self.update_event(event_id, check_slot=False, start=start, end=end, **times)
+
+    def staff_cancel(self, event_id: str) -> None:
+        self.update_event(event_id, check_slot=False, appointmentStatus="cancelled")
 
     @staticmethod
     def _get(records: dict[str, dict[str, Any]], record_id: str, kind: str) -> dict[str, Any]:
@@ -264,6 +328,11 @@ class CalendarStore(Store):
         if record is None:
             raise Refused(kind)
         return record
+
+
+def _at(day: _dt.date, time: _dt.time, zone: ZoneInfo) -> _dt.datetime:
+    """``day`` at the wall-clock ``time`` in ``zone``, as a UTC instant (a skipped time moves forward)."""
+    return _dt.datetime.combine(day, time, tzinfo=zone).astimezone(_dt.timezone.utc)
 
 
 def public(event: Mapping[str, Any]) -> dict[str, Any]:
