@@ -23,6 +23,7 @@ from ._render import text_table as _table
 from .config import VARIABLES, load_config
 from .errors import APIError, PMSError, ProviderError, UnsupportedOperationError, ValidationError
 from .models import ProviderName, ProviderStatus, ProviderStatusList, unstructure
+from .provider import Capability
 
 __all__ = ["EXIT_CODES", "describe_error", "for_the_command_line", "format_status_table", "main"]
 
@@ -179,7 +180,8 @@ def _next_weekday_at(hour: int, zone: str, days_ahead: int = 1) -> dt.datetime:
 
 
 def run_demo(out: TextIO = sys.stdout, *, ghl_api_version: str = "v2") -> int:
-    """Book, reschedule, cancel and push a report on every provider, against the sandbox."""
+    """Search free slots, then book, reschedule, cancel and push a report on every provider,
+    against the sandbox."""
     from .client import PMSClient
     from .sandbox import Sandbox
 
@@ -243,6 +245,17 @@ def _demo_provider(client: Any, sandbox: Any, name: ProviderName) -> list[tuple[
 
     booked: list[Any] = []
 
+    def slots() -> str:
+        # what a receptionist does before booking: look for a free slot, then book the first
+        if Capability.FREE_SLOTS not in client.adapter(name).capabilities:
+            reason = client.adapter(name).unsupported_reason(Capability.FREE_SLOTS) or "no slot search"
+            return f"skipped: {reason.split('. ')[0]}; booking {_when(start)} directly"
+        found = client.free_slots(start, start + dt.timedelta(hours=8), provider=name)
+        if not found:
+            return f"no free slot from {_when(start)} for 8 hours; booking {_when(start)} anyway"
+        booking["start"] = found[0].start.isoformat()
+        return f"{len(found)} free, first {_when(found[0].start)}; booking it"
+
     def book() -> str:
         appt = client.book_appointment(booking, provider=name)
         booked.append(appt)
@@ -261,6 +274,7 @@ def _demo_provider(client: Any, sandbox: Any, name: ProviderName) -> list[tuple[
         receipt = client.push_performance_report(report, provider=name)
         return f"report {receipt.report_id} stored as {receipt.id}"
 
+    step("slots", slots)
     if step("book", book) and step("reschedule", reschedule):
         step("cancel", cancel)
     step("push-report", push)
@@ -392,7 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
     find.add_argument("--end", help="until (ISO-8601 with an offset; default: a year after --start)")
     find.add_argument("--include-cancelled", action="store_true", help="list cancelled appointments too")
 
-    p = sub.add_parser("demo", help="run book, reschedule, cancel and push-report on all providers against the sandbox")
+    p = sub.add_parser(
+        "demo", help="run slots, book, reschedule, cancel and push-report on all providers against the sandbox"
+    )
     p.add_argument("--ghl-api-version", choices=["v1", "v2"], default="v2")
     p.set_defaults(func=lambda args: run_demo(ghl_api_version=args.ghl_api_version))
 
