@@ -344,6 +344,10 @@ BAD_REQUESTS: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         },
     ),
     (
+        "free slots without a date range",
+        lambda: {"method": "GET", "path": f"/calendars/{CALENDAR_ID}/free-slots", "version": CAL},
+    ),
+    (
         "create without a bearer token",
         lambda: {
             "method": "POST",

@@ -2,7 +2,8 @@
 
 The adapter runs each operation (book, book of a returning patient, book with a known contact,
 the reconcile look-up, update,
-cancel, push_report, re-push) against ``responses``; every request it sent is then validated with
+cancel, push_report, re-push, and the scheduling reads: free slots, find_patient,
+find_appointments by e-mail and by reference, get_appointment) against ``responses``; every request it sent is then validated with
 openapi-core against ``apps/calendars.json`` / ``apps/contacts.json`` (path, method, the required
 ``Version`` header and its enum, the bearer token, the JSON body). The canned responses the
 adapter tests use are validated against the spec's response schemas too, so the adapter is shown
@@ -22,6 +23,7 @@ from pms_integration import PMSClient
 from tests._gohighlevel_support import (
     BAD_REQUESTS,
     CAL,
+    CALENDAR_ID,
     CON,
     CONTACT_ID,
     ENV_V2,
@@ -130,6 +132,52 @@ def _repush(c: PMSClient, rsps: responses.RequestsMock) -> None:
     c.push_performance_report(report())
 
 
+# -- scheduling reads ----------------------------------------------------------------------------
+
+SLOTS_ANSWER = {"2037-03-10": {"slots": ["2037-03-10T09:00:00-04:00", "2037-03-10T09:30:00-04:00"]}}
+FOUND = {"id": CONTACT_ID, "email": "jane@example.com", "phone": "+15555550123", "firstName": "Jane"}
+LISTED = {
+    "id": EVENT_ID,
+    "calendarId": CALENDAR_ID,
+    "status": "booked",
+    "appointmentStatus": "confirmed",
+    "title": "Cleaning",
+    "contactId": CONTACT_ID,
+    "startTime": "2037-03-10 09:00:00",
+    "endTime": "2037-03-10 09:30:00",
+}
+
+
+def _free_slots(c: PMSClient, rsps: responses.RequestsMock) -> None:
+    rsps.get(f"{HOST}/calendars/{CALENDAR_ID}/free-slots", json=SLOTS_ANSWER)
+    assert len(c.free_slots("2037-03-10T08:00:00-04:00", "2037-03-10T18:00:00-04:00", duration_minutes=60)) == 1
+
+
+def _find_patient(c: PMSClient, rsps: responses.RequestsMock) -> None:
+    rsps.post(f"{HOST}/contacts/search", json={"contacts": [FOUND], "total": 1})
+    assert [p.id for p in c.find_patient(email="jane@example.com", phone="+15555550123")] == [CONTACT_ID]
+
+
+def _find_appointments(c: PMSClient, rsps: responses.RequestsMock) -> None:
+    rsps.post(f"{HOST}/contacts/search", json={"contacts": [FOUND], "total": 1})
+    rsps.get(f"{HOST}/contacts/{CONTACT_ID}/appointments", json={"events": [LISTED]})
+    found = c.find_appointments(email="jane@example.com", start="2037-03-01T00:00:00Z", end="2037-04-01T00:00:00Z")
+    assert [a.id for a in found] == [EVENT_ID]
+
+
+def _find_by_reference(c: PMSClient, rsps: responses.RequestsMock) -> None:
+    event = calendar_event(description="Time zone: America/New_York\nBooking reference: bk-contract")
+    rsps.get(f"{HOST}/calendars/events", json={"events": [event]})
+    assert [a.id for a in c.find_appointments(reference="bk-contract", start="2037-03-01T00:00:00Z")] == [EVENT_ID]
+
+
+def _get_appointment(c: PMSClient, rsps: responses.RequestsMock) -> None:
+    _read(rsps)
+    assert c.get_appointment(EVENT_ID).id == EVENT_ID
+
+
+ZONED = {"PMS_GHL_TIMEZONE": "America/New_York"}
+
 OPERATIONS: dict[str, tuple[Callable[[PMSClient, responses.RequestsMock], None], dict[str, str], list[str]]] = {
     "book": (
         _book,
@@ -167,6 +215,15 @@ OPERATIONS: dict[str, tuple[Callable[[PMSClient, responses.RequestsMock], None],
             f"POST /contacts/{REPORT_CONTACT_ID}/notes",
         ],
     ),
+    "free_slots": (_free_slots, ZONED, [f"GET /calendars/{CALENDAR_ID}/free-slots"]),
+    "find_patient": (_find_patient, {}, ["POST /contacts/search"]),
+    "find_appointments": (
+        _find_appointments,
+        ZONED,
+        ["POST /contacts/search", f"GET /contacts/{CONTACT_ID}/appointments"],
+    ),
+    "find_by_reference": (_find_by_reference, {}, ["GET /calendars/events"]),
+    "get_appointment": (_get_appointment, {}, [f"GET /calendars/events/appointments/{EVENT_ID}"]),
     "repush_report": (
         _repush,
         {"PMS_GHL_REPORT_CONTACT_ID": REPORT_CONTACT_ID},
@@ -222,6 +279,17 @@ def test_the_canned_responses_match_the_spec_response_schemas() -> None:
             {"note": note("x")},
         ),
         (
+            prepared(
+                "GET",
+                f"/calendars/{CALENDAR_ID}/free-slots",
+                version=CAL,
+                params={"startDate": "1", "endDate": "2", "timezone": "America/New_York"},
+            ),
+            200,
+            SLOTS_ANSWER,
+        ),
+        (prepared("GET", f"/contacts/{CONTACT_ID}/appointments", version=CON), 200, {"events": [LISTED]}),
+        (
             prepared("POST", "/calendars/events/appointments", body=GOOD_CREATE, version=CAL),
             400,
             {"statusCode": 400, "message": "The slot you have selected is no longer available."},
@@ -257,6 +325,7 @@ WHY_REFUSED = {
     "note without body": "InvalidRequestBody",
     "note with a string pinned": "InvalidRequestBody",
     "create without a bearer token": "SecurityValidationError",
+    "free slots without a date range": "MissingRequiredParameter",
 }
 
 

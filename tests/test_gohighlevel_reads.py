@@ -16,7 +16,7 @@ import pytest
 import responses
 
 from pms_integration import PMSClient
-from pms_integration.errors import UnsupportedOperationError, ValidationError
+from pms_integration.errors import UnexpectedResponseError, UnsupportedOperationError, ValidationError
 from pms_integration.models import AppointmentStatus, SlotQuery
 from pms_integration.sandbox import Sandbox
 from pms_integration.sandbox.gohighlevel import DEFAULT_OPEN_HOURS, GoHighLevelEmulator
@@ -187,6 +187,18 @@ def test_the_answer_is_read_as_documented_and_as_seen_live() -> None:
         assert "timezone" not in urllib.parse.urlsplit(mock.calls[0].request.url).query  # the calendar's zone
     assert [s.start.isoformat() for s in slots] == ["2037-03-10T09:00:00-04:00"]
     assert SlotQuery(at(DAY, 0), at(DAY, 1)).duration_minutes == 30
+
+
+def test_an_unreadable_answer_and_a_flaky_search_give_typed_errors_and_retries() -> None:
+    host, calendar = "https://services.leadconnectorhq.com", ENV_V2["PMS_GHL_CALENDAR_ID"]
+    with responses.RequestsMock() as mock, PMSClient(environ=ENV_V2, env_file=None, sleep=lambda s: None) as c:
+        mock.get(f"{host}/calendars/{calendar}/free-slots", json={"2037-03-10": ["2037-03-10T09:00:00-04:00"]})
+        with pytest.raises(UnexpectedResponseError, match="no 'slots' array"):
+            c.free_slots(at(DAY, 0), at(DAY, 23))
+        mock.post(f"{host}/contacts/search", status=503, json={"statusCode": 503, "message": "busy"})
+        mock.post(f"{host}/contacts/search", json={"contacts": [{"id": "c1", "email": EMAIL}], "total": 1})
+        assert [p.id for p in c.find_patient(email=EMAIL)] == ["c1"]  # a search is a read: retried
+        assert [call.request.method for call in mock.calls][1:] == ["POST", "POST"]
 
 
 # ---------------------------------------------------------------------------------------------
