@@ -209,7 +209,7 @@ def test_every_missing_and_invalid_variable_of_a_provider_is_reported_at_once() 
     del env["PMS_SALESFORCE_TOKEN"], env["PMS_SALESFORCE_OWNER_ID"]
     pc = load_config(env).get(ProviderName.SALESFORCE)
     assert pc.missing == ("PMS_SALESFORCE_TOKEN", "PMS_SALESFORCE_OWNER_ID")
-    assert [p.split()[0] for p in pc.problems] == ["PMS_SALESFORCE_CANCEL_MODE", "PMS_SALESFORCE_TIMEOUT_MS", "token"]
+    assert [p.split()[0] for p in pc.problems] == ["PMS_SALESFORCE_TIMEOUT_MS", "PMS_SALESFORCE_CANCEL_MODE", "token"]
 
 
 @pytest.mark.parametrize(

@@ -35,3 +35,23 @@ def test_booking_memory_pieces_still_work_and_warn() -> None:
         raise AssertionError("a remembered booking is returned, not created again")
 
     assert memory.book(KEY, request, must_not_create, lambda: None) is appointment
+
+
+def test_settings_keep_their_positional_field_order() -> None:
+    """Code that builds settings positionally keeps working: new fields only ever go last."""
+    import attrs
+
+    from pms_integration.config import GoHighLevelSettings, HubSpotSettings, SalesforceSettings
+
+    before = {
+        GoHighLevelSettings: "api_key location_id calendar_id base_url api_version timezone timeout "
+        "report_contact_id rate_limit",
+        SalesforceSettings: "base_url token owner_id event_record_type api_version timeout cancel_mode "
+        "client_id client_secret refresh_token rate_limit",
+        HubSpotSettings: "token base_url api_version pipeline_id stage_id cancel_stage_id report_company_id "
+        "reference_property timeout rate_limit",
+    }
+    for cls, names in before.items():
+        fields = attrs.fields(cls)
+        assert [f.name for f in fields][: len(names.split())] == names.split()
+        assert all(f.default is not attrs.NOTHING for f in fields[len(names.split()) :]), cls.__name__

@@ -357,10 +357,10 @@ class GoHighLevelSettings(_Account):
     timezone: str | None = attrs.field(metadata=_var("PMS_GHL_TIMEZONE",
         _rule(ZoneInfo, "an IANA time zone such as America/New_York"),
         help="IANA zone (e.g. `America/New_York`) for requests that carry none; API v1 needs a zone on every booking."))
+    timeout: float = attrs.field(metadata=_var("PMS_GHL_TIMEOUT_MS", _TIMEOUT, "10000", help=_TIMEOUT_HELP))
     report_contact_id: str | None = attrs.field(metadata=_var("PMS_GHL_REPORT_CONTACT_ID",
         _matching(r"[A-Za-z0-9_-]{1,64}", "a GoHighLevel contact id"), help="Contact whose notes hold the "
         'performance reports. Unset: a dedicated "AI Receptionist Reports" contact is upserted once.'))
-    timeout: float = attrs.field(metadata=_var("PMS_GHL_TIMEOUT_MS", _TIMEOUT, "10000", help=_TIMEOUT_HELP))
     rate_limit: RateLimit | None = attrs.field(metadata=_var("PMS_GHL_RATE_LIMIT", _rate, "100/10",
         help=f"{_RATE_HELP} The default is GoHighLevel's burst limit."))
 
@@ -378,6 +378,7 @@ class SalesforceSettings(_Account):
         help="Event `RecordTypeId`, only for orgs that define Event record types."))
     api_version: str = attrs.field(metadata=_var("PMS_SALESFORCE_API_VERSION", _salesforce_version,
         SALESFORCE_API_VERSION, help="REST API version, 46.0 or later."))
+    timeout: float = attrs.field(metadata=_var("PMS_SALESFORCE_TIMEOUT_MS", _TIMEOUT, "10000", help=_TIMEOUT_HELP))
     cancel_mode: Literal["delete", "soft"] = attrs.field(metadata=_var("PMS_SALESFORCE_CANCEL_MODE",
         _choice("delete or soft", {"delete": "delete", "soft": "soft"}), "delete",
         help="`delete` removes the Event on cancel; `soft` keeps it, marked cancelled and shown as free."))
@@ -387,23 +388,22 @@ class SalesforceSettings(_Account):
         help="Connected app consumer secret, for token refresh."))
     refresh_token: Secret | None = attrs.field(metadata=_var("PMS_SALESFORCE_REFRESH_TOKEN", _token, secret=True,
         help="OAuth refresh token, for token refresh."))
-    timeout: float = attrs.field(metadata=_var("PMS_SALESFORCE_TIMEOUT_MS", _TIMEOUT, "10000", help=_TIMEOUT_HELP))
     rate_limit: RateLimit | None = attrs.field(metadata=_var("PMS_SALESFORCE_RATE_LIMIT", _rate, "off",
         help=f"{_RATE_HELP} Salesforce limits daily volume, not bursts."))
-    timezone: str | None = attrs.field(metadata=_var("PMS_SALESFORCE_TIMEZONE", _ZONE,
+    timezone: str | None = attrs.field(default=None, metadata=_var("PMS_SALESFORCE_TIMEZONE", _ZONE,
         help="IANA zone of the practice; free slots come back in it. Unset: the zone of the business hours."))
-    business_hours: str | None = attrs.field(metadata=_var("PMS_SALESFORCE_BUSINESS_HOURS",
+    business_hours: str | None = attrs.field(default=None, metadata=_var("PMS_SALESFORCE_BUSINESS_HOURS",
         _matching(r"[^\x00-\x1f'\\]{1,80}", "a BusinessHours record name"),
         help="Name of the org's BusinessHours record with the practice's opening hours. Unset: the default record."))
-    open_hours: OpenHours | None = attrs.field(metadata=_var("PMS_SALESFORCE_OPEN_HOURS", OpenHours.parse,
+    open_hours: OpenHours | None = attrs.field(default=None, metadata=_var("PMS_SALESFORCE_OPEN_HOURS", OpenHours.parse,
         help="Opening hours such as `Mon-Fri 08:00-17:00; Sat 09:00-12:00`, for orgs that keep no BusinessHours "
         "(overrides them when set)."))
-    patient_record: Literal["contact", "lead", "off"] = attrs.field(metadata=_var("PMS_SALESFORCE_PATIENT_RECORD",
+    patient_record: Literal["contact", "lead", "off"] = attrs.field(default="contact", metadata=_var("PMS_SALESFORCE_PATIENT_RECORD",
         _choice("contact, lead or off", {"contact": "contact", "lead": "lead", "off": "off"}), "contact",
         help="What a booking links its Event to (`WhoId`): the patient's Contact, found by e-mail or phone or "
         "created; a Lead likewise; or `off`."))
-    conflict_check: bool = attrs.field(metadata=_var("PMS_SALESFORCE_CONFLICT_CHECK", _FLAG, "on", help=_CONFLICT_HELP))
-    slot_step: int = attrs.field(metadata=_var("PMS_SALESFORCE_SLOT_STEP_MINUTES", _STEP, "15", help=_STEP_HELP))
+    conflict_check: bool = attrs.field(default=True, metadata=_var("PMS_SALESFORCE_CONFLICT_CHECK", _FLAG, "on", help=_CONFLICT_HELP))
+    slot_step: int = attrs.field(default=15, metadata=_var("PMS_SALESFORCE_SLOT_STEP_MINUTES", _STEP, "15", help=_STEP_HELP))
 
     @property
     def can_refresh(self) -> bool:
@@ -442,16 +442,16 @@ class HubSpotSettings(_Account):
     timeout: float = attrs.field(metadata=_var("PMS_HUBSPOT_TIMEOUT_MS", _TIMEOUT, "10000", help=_TIMEOUT_HELP))
     rate_limit: RateLimit | None = attrs.field(metadata=_var("PMS_HUBSPOT_RATE_LIMIT", _rate, "100/10",
         help=f"{_RATE_HELP} Professional and Enterprise portals may use `190/10`."))
-    timezone: str | None = attrs.field(metadata=_var("PMS_HUBSPOT_TIMEZONE", _ZONE,
+    timezone: str | None = attrs.field(default=None, metadata=_var("PMS_HUBSPOT_TIMEZONE", _ZONE,
         help="IANA zone of the practice: opening hours are in it and free slots come back in it (needed for "
         "free slots)."))
-    open_hours: OpenHours = attrs.field(metadata=_var("PMS_HUBSPOT_OPEN_HOURS", OpenHours.parse,
+    open_hours: OpenHours = attrs.field(factory=lambda: OpenHours.parse("Mon-Fri 09:00-17:00"), metadata=_var("PMS_HUBSPOT_OPEN_HOURS", OpenHours.parse,
         "Mon-Fri 09:00-17:00", help="The practice's opening hours, e.g. `Mon-Fri 08:00-17:00; Sat 09:00-12:00`."))
-    owner_id: str | None = attrs.field(metadata=_var("PMS_HUBSPOT_OWNER_ID", _matching(r"[0-9]{1,20}",
+    owner_id: str | None = attrs.field(default=None, metadata=_var("PMS_HUBSPOT_OWNER_ID", _matching(r"[0-9]{1,20}",
         "a numeric owner id"), help="The HubSpot user whose meetings are the practice's calendar: bookings are "
         "assigned to them, and their meetings are the busy time. Unset: every meeting counts."))
-    conflict_check: bool = attrs.field(metadata=_var("PMS_HUBSPOT_CONFLICT_CHECK", _FLAG, "on", help=_CONFLICT_HELP))
-    slot_step: int = attrs.field(metadata=_var("PMS_HUBSPOT_SLOT_STEP_MINUTES", _STEP, "15", help=_STEP_HELP))
+    conflict_check: bool = attrs.field(default=True, metadata=_var("PMS_HUBSPOT_CONFLICT_CHECK", _FLAG, "on", help=_CONFLICT_HELP))
+    slot_step: int = attrs.field(default=15, metadata=_var("PMS_HUBSPOT_SLOT_STEP_MINUTES", _STEP, "15", help=_STEP_HELP))
 
 
 # fmt: on
