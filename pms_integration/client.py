@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from types import EllipsisType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -379,6 +380,25 @@ class PMSClient:
     def closed(self) -> bool:
         return self._closed
 
+    # -- deprecated: the reference-counted lifecycle is gone (reload() drops old clients) -----
+
+    @property
+    def usable(self) -> bool:
+        _deprecated("PMSClient.usable", "use `not client.closed`")
+        return not self._closed
+
+    def acquire(self) -> bool:
+        _deprecated("PMSClient.acquire()", "calls need no counting any more")
+        return not self._closed
+
+    def release(self) -> None:
+        _deprecated("PMSClient.release()", "calls need no counting any more")
+
+    def retire(self) -> None:
+        """Formerly: close once running calls finished. A client nobody uses is collected with its
+        connections, so this does nothing now."""
+        _deprecated("PMSClient.retire()", "drop the client; its connections close when it is collected")
+
     def __enter__(self) -> PMSClient:
         return self
 
@@ -432,3 +452,7 @@ def _earliest(appointment: Appointment) -> tuple[bool, _dt.datetime]:
     """Sort key: by start, appointments without one last."""
     start = appointment.start
     return (start is None, start or _dt.datetime.max.replace(tzinfo=_dt.timezone.utc))
+
+
+def _deprecated(what: str, instead: str) -> None:
+    warnings.warn(f"{what} is deprecated: {instead}", DeprecationWarning, stacklevel=3)

@@ -55,3 +55,21 @@ def test_settings_keep_their_positional_field_order() -> None:
         fields = attrs.fields(cls)
         assert [f.name for f in fields][: len(names.split())] == names.split()
         assert all(f.default is not attrs.NOTHING for f in fields[len(names.split()) :]), cls.__name__
+
+
+def test_the_old_client_lifecycle_methods_still_answer_and_warn() -> None:
+    import pms_integration as pms
+
+    client = pms.PMSClient(environ={}, env_file=None)
+    with pytest.warns(DeprecationWarning, match="usable"):
+        assert client.usable
+    with pytest.warns(DeprecationWarning, match="acquire"):
+        assert client.acquire()
+    with pytest.warns(DeprecationWarning, match="release"):
+        client.release()
+    with pytest.warns(DeprecationWarning, match="retire"):
+        client.retire()
+    assert not client.closed  # retiring no longer closes: an unused client is collected
+    client.close()
+    with pytest.warns(DeprecationWarning):
+        assert not client.acquire()
