@@ -5,7 +5,8 @@ point here; the bot receives structured intents. The point is what a real recept
 do with each outcome of a booking call:
 
 * ``ValidationError``: nothing was sent. Ask the patient for the detail that is missing.
-* ``ConflictError``: the slot is taken. Offer another time.
+* ``ConflictError``: the slot is taken (GoHighLevel refuses it; on Salesforce and HubSpot the
+  library checks before it writes). Offer the next free slots (``free_slots``).
 * ``RateLimitError``: the vendor asked us to slow down. Wait ``retry_after`` seconds and send the
   *same* request again (same reference).
 * ``outcome_unknown``: the booking may exist. Never book again under a new reference; retry the
@@ -14,6 +15,11 @@ do with each outcome of a booking call:
 * ``ProviderNotConfiguredError`` / ``UnsupportedOperationError``: the practice's system cannot
   take this booking online. Hand over to staff; tell the operators which variables to set.
 * Any other ``ProviderError``: nothing was booked. Say so, offer to try again later.
+
+It also reads the calendar: it offers free slots when asked "what do you have on Tuesday?",
+and when a patient calls back in a new conversation to move or cancel, it finds their
+appointment by e-mail or phone (``find_appointments``): no booking id is needed. The guide to
+all of this is docs/conversation.md.
 
 Run it as a script to watch a scripted conversation against the built-in sandbox (no
 credentials, nothing leaves the machine)::
@@ -77,6 +83,7 @@ class ReceptionistBot:
         title: str = "Dental appointment",
         sleep: Callable[[float], None] = time.sleep,
         max_wait: float = 30.0,
+        lookahead_days: int = 366,
     ) -> None:
         self.client = client
         self.provider = provider
@@ -84,15 +91,18 @@ class ReceptionistBot:
         self.title = title
         self.sleep = sleep
         self.max_wait = max_wait
+        self.lookahead = dt.timedelta(days=lookahead_days)  # how far ahead a caller's appointment is looked for
         self.conversations: dict[str, Conversation] = {}
 
     # -- intents ----------------------------------------------------------------------------
 
     def handle(self, conversation_id: str, intent: str, details: Mapping[str, Any] | None = None) -> str:
-        """One turn: an intent (``book``, ``accept_offer``, ``reschedule``, ``cancel``) -> a reply."""
+        """One turn: an intent (``offer_slots``, ``book``, ``accept_offer``, ``reschedule``,
+        ``cancel``) -> a reply."""
         conv = self.conversations.setdefault(conversation_id, Conversation(conversation_id))
         details = dict(details or {})
         handlers: dict[str, Callable[[Conversation, dict[str, Any]], str]] = {
+            "offer_slots": self._offer_slots,
             "book": self._book,
             "accept_offer": self._accept_offer,
             "reschedule": self._reschedule,
@@ -102,6 +112,20 @@ class ReceptionistBot:
         if handler is None:
             return "Sorry, I can book, move or cancel an appointment. What would you like to do?"
         return handler(conv, details)
+
+    def _offer_slots(self, conv: Conversation, details: dict[str, Any]) -> str:
+        """What do you have on Tuesday morning? The first free slots from ``from`` to ``until``."""
+        try:
+            slots = self._free_slots(details["from"], details["until"])
+        except pms.PMSError as exc:
+            return self._failure(exc, "search", None)
+        if not slots:
+            return "I'm afraid that's fully booked. Would another day suit you?"
+        times = [self._say(s.start).split(" at ")[1] for s in slots[:3]]
+        day = self._say(slots[0].start).split(" at ")[0]
+        if len(times) == 1:
+            return f"On {day} I have {times[0]}. Does that suit you?"
+        return f"On {day} I have {', '.join(times[:-1])} or {times[-1]}. Which suits you?"
 
     def _book(self, conv: Conversation, details: dict[str, Any]) -> str:
         conv.patient.update({k: v for k, v in details.pop("patient", {}).items() if v})
@@ -134,7 +158,9 @@ class ReceptionistBot:
         except pms.ValidationError as exc:
             return self._ask_for(exc)
         except pms.ConflictError:
-            conv.offered = self._next_slot(request["start"])
+            conv.offered = self._next_slot(request["start"], request.get("duration_minutes", 30))
+            if conv.offered is None:
+                return "Sorry, that time was just taken, and nothing else is free that day. Another day?"
             return f"Sorry, that time was just taken. Would {self._say(conv.offered)} work instead?"
         except pms.PMSError as exc:
             return self._failure(exc, "booking", request.get("reference"))
@@ -142,9 +168,33 @@ class ReceptionistBot:
         conv.request = None
         return f"You're booked for {self._say(appointment.start)}. Your reference is {appointment.reference}."
 
+    def _find_existing(self, conv: Conversation, details: dict[str, Any]) -> str | None:
+        """A caller with no booking in this conversation: look their appointment up by the
+        e-mail or phone they give (the vendor's records, so it works from any conversation).
+        Returns what to say when it cannot settle on one appointment."""
+        conv.patient.update({k: v for k, v in details.pop("patient", {}).items() if v})
+        who = {k: conv.patient[k] for k in ("email", "phone") if conv.patient.get(k)}
+        if not who:
+            return "Could you give me the e-mail address or phone number you booked with?"
+        now = dt.datetime.now(self.zone)
+        window = {"start": now, "end": now + self.lookahead}
+        try:
+            found = self._call(lambda: self._api("find_appointments", provider=self.provider, **who, **window))
+        except pms.ValidationError as exc:
+            return self._ask_for(exc)
+        except pms.PMSError as exc:
+            return self._failure(exc, "search", None)
+        if not found:
+            return "I can't find an upcoming appointment under those details. When was it booked for?"
+        if len(found) > 1:  # a real bot would ask which one; the script keeps the first
+            log.warning("%d upcoming appointments found; using the earliest", len(found))
+        conv.appointment = found[0]
+        return None
+
     def _reschedule(self, conv: Conversation, details: dict[str, Any]) -> str:
-        if conv.appointment is None:
-            return "I can't find a booking in this conversation. When is your appointment?"
+        if conv.appointment is None and (question := self._find_existing(conv, details)):
+            return question
+        assert conv.appointment is not None
         changes = {"start": details["start"], "duration_minutes": details.get("duration_minutes", 30)}
         changes["timezone"] = self.zone.key
         appointment_id = conv.appointment.id
@@ -162,8 +212,9 @@ class ReceptionistBot:
         return f"Done: I've moved you to {self._say(moved.start)}."
 
     def _cancel(self, conv: Conversation, details: dict[str, Any]) -> str:
-        if conv.appointment is None:
-            return "I can't find a booking in this conversation. When is your appointment?"
+        if conv.appointment is None and (question := self._find_existing(conv, details)):
+            return question
+        assert conv.appointment is not None
         appointment_id = conv.appointment.id
         reason = details.get("reason")
         try:
@@ -231,9 +282,24 @@ class ReceptionistBot:
         target: Any = self.client if self.client is not None else pms
         return getattr(target, name)(*args, **kwargs)
 
-    def _next_slot(self, start: str | dt.datetime) -> dt.datetime:
+    def _free_slots(self, start: str | dt.datetime, end: str | dt.datetime, minutes: int = 30) -> list[pms.Slot]:
+        slots: list[pms.Slot] = self._call(
+            lambda: self._api("free_slots", start, end, duration_minutes=minutes, provider=self.provider)
+        )
+        return slots
+
+    def _next_slot(self, start: str | dt.datetime, minutes: int) -> dt.datetime | None:
+        """The first free slot after the one that was taken, the same day (None: none left)."""
         when = start if isinstance(start, dt.datetime) else dt.datetime.fromisoformat(start)
-        return when.astimezone(self.zone) + dt.timedelta(hours=1)
+        local = when.astimezone(self.zone)
+        end_of_day = local.replace(hour=23, minute=59)
+        try:
+            slots = self._free_slots(local, end_of_day, minutes)
+        except pms.PMSError as exc:  # no slot search here (or it failed): ask instead of guessing
+            log.warning("no free-slot search: %s", exc)
+            return None
+        later = [s.start for s in slots if s.start > local]
+        return later[0] if later else None
 
     def _say(self, when: dt.datetime | None) -> str:
         if when is None:
@@ -257,10 +323,11 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING, format="  [%(name)s] %(message)s", stream=sys.stdout)
     start = dt.datetime(2030, 3, 5, 10, 0, tzinfo=ZoneInfo("America/New_York"))
 
-    # GoHighLevel refuses a taken slot, which lets the script show the ConflictError path.
+    # Any provider shows the ConflictError path now (GoHighLevel refuses a taken slot itself;
+    # on Salesforce and HubSpot the library checks first); the faults below name GoHighLevel's.
     with sandbox_session(default_provider="gohighlevel") as session:
         sandbox = session.sandbox
-        bot = ReceptionistBot()
+        bot = ReceptionistBot(lookahead_days=6 * 366)  # the script's appointments are in 2030
 
         def turn(conversation: str, patient_says: str, intent: str, details: dict[str, Any] | None = None) -> str:
             _say("Patient", patient_says)
@@ -268,12 +335,17 @@ def main() -> int:
             _say("Bot", reply)
             return reply
 
-        print("--- Jane books; the bot asks for the detail it is missing (ValidationError)")
-        turn("jane", "Hi, I'm Jane Doe. Can I come in for a cleaning on Tuesday at 10?", "book",
+        print("--- Jane asks what is free, then books; the bot asks for the detail it is missing (ValidationError)")
+        turn("jane", "Hi, I'm Jane Doe. What do you have on Tuesday morning?", "offer_slots",
+             {"from": start.replace(hour=9).isoformat(), "until": start.replace(hour=12).isoformat()})  # fmt: skip
+        turn("jane", "10 would be great, for a cleaning.", "book",
              {"start": start.isoformat(), "title": "Cleaning", "patient": {"name": "Jane Doe"}})  # fmt: skip
         turn("jane", "Sure, it's jane.doe@example.com.", "book", {"patient": {"email": "jane.doe@example.com"}})
 
-        print("\n--- John wants the same slot; the bot offers another one (ConflictError)")
+        # Meanwhile staff block 10:30-11:00 for a meeting, in the CRM itself.
+        sandbox.block_time("ghl", start + dt.timedelta(minutes=30), start + dt.timedelta(hours=1), "Staff meeting")
+
+        print("\n--- John wants the same slot; the bot offers the next free one (ConflictError, free_slots)")
         turn("john", "John Smith, john@example.com. Tuesday at 10 please.", "book",
              {"start": start.isoformat(), "patient": {"name": "John Smith", "email": "john@example.com"}})  # fmt: skip
         turn("john", "11 works.", "accept_offer")
@@ -295,9 +367,13 @@ def main() -> int:
         lee_bookings = [b for b in session.state("ghl")["bookings"] if "reference: lee-1" in b["description"]]
         print(f"  (the calendar holds {len(lee_bookings)} booking with reference lee-1)")
 
-        print("\n--- Jane moves, John cancels")
-        turn("jane", "Can we make it Wednesday at 2 instead?", "reschedule",
+        print("\n--- A week later Jane calls back (a new conversation, no booking id): found by e-mail, moved")
+        turn("jane-again", "Hi, it's Jane Doe. I need to move my appointment.", "reschedule",
              {"start": (start + dt.timedelta(days=1, hours=4)).isoformat()})  # fmt: skip
+        turn("jane-again", "It's jane.doe@example.com. Wednesday at 2, please.", "reschedule",
+             {"patient": {"email": "jane.doe@example.com"}, "start": (start + dt.timedelta(days=1, hours=4)).isoformat()})  # fmt: skip
+
+        print("\n--- John cancels (same conversation: the bot still has his booking)")
         turn("john", "Something came up, please cancel.", "cancel", {"reason": "Patient called to cancel"})
 
         print("\n--- A second practice whose Salesforce is not set up yet (ProviderNotConfiguredError)")
