@@ -57,13 +57,14 @@ def report(**kw: Any) -> PerformanceReport:
 # book
 
 
-def test_book_with_an_existing_contact_takes_three_requests() -> None:
+def test_book_with_an_existing_contact_takes_four_requests() -> None:
     with fake_hubspot() as (fake, rsps):
         contact = fake.add("contacts", {"email": "jane@example.com", "firstname": "Jane"})
         appt = make_adapter().book(booking())
         calls = sent(rsps)
-        first_url = str(rsps.calls[0].request.url)
+        first_url = str(rsps.calls[1].request.url)
     assert [(m, p) for m, p, _ in calls] == [
+        ("POST", "/crm/v3/objects/meetings/search"),  # the conflict check: is the slot free?
         ("POST", "/crm/v3/objects/contacts/batch/read"),
         ("POST", "/crm/v3/objects/deals"),
         ("POST", "/crm/v3/objects/meetings"),
@@ -88,7 +89,7 @@ def test_book_with_an_existing_contact_takes_three_requests() -> None:
     assert ("deals", deal_id, "contacts", contact, 3) in fake.associations
     assert ("meetings", meeting_id, "contacts", contact, 200) in fake.associations
     assert ("meetings", meeting_id, "deals", deal_id, 212) in fake.associations
-    assert calls[0][2] == {
+    assert calls[1][2] == {
         "idProperty": "email",
         "inputs": [{"id": "jane@example.com"}],
         "properties": ["email"],
@@ -123,7 +124,7 @@ def test_book_resolves_the_contact(
     with fake_hubspot() as (fake, rsps):
         appt = make_adapter().book(booking(patient))
         calls = [(m, p) for m, p, _ in sent(rsps)]
-    assert calls == [("POST", p) for p in contact_requests] + [
+    assert calls == [("POST", p) for p in ["/crm/v3/objects/meetings/search", *contact_requests]] + [
         ("POST", "/crm/v3/objects/deals"),
         ("POST", "/crm/v3/objects/meetings"),
     ]
@@ -139,7 +140,7 @@ def test_book_recovers_the_contact_id_from_a_409_race() -> None:
         # The read misses (the other request has not committed yet); the create then collides.
         fake.fail("POST", "/contacts/batch/read", status=207, body={"status": "COMPLETE", "results": []})
         appt = make_adapter().book(booking())
-        assert len(rsps.calls) == 4
+        assert len(rsps.calls) == 5  # the conflict check, the read, the colliding create, deal, meeting
     assert appt.contact_id == winner
     assert fake.count("contacts") == 1
 
@@ -193,12 +194,13 @@ def test_upsert_path_uses_the_reference_property_and_is_idempotent_across_proces
         first = make_adapter(PMS_HUBSPOT_REFERENCE_PROPERTY="pms_booking_id").book(booking())
         calls = sent(rsps)
         assert [(m, p) for m, p, _ in calls] == [
+            ("POST", "/crm/v3/objects/meetings/search"),  # the conflict check: is the slot free?
             ("POST", "/crm/v3/objects/contacts/batch/read"),
             ("POST", "/crm/v3/objects/deals/batch/upsert"),
             ("PUT", f"/crm/v4/objects/deals/{first.id.split(':')[0]}/associations/default/contacts/{first.contact_id}"),
             ("POST", "/crm/v3/objects/meetings"),
         ]
-        upsert = calls[1][2]
+        upsert = calls[2][2]
         assert upsert["inputs"][0]["idProperty"] == "pms_booking_id"
         assert upsert["inputs"][0]["id"] == REF
         assert "associations" not in upsert["inputs"][0]
@@ -216,6 +218,7 @@ def test_date_versioned_paths() -> None:
         )
         deal_id = appt.id.split(":")[0]
         assert [p for _, p, _ in sent(rsps)] == [
+            "/crm/objects/2026-09/meetings/search",
             "/crm/objects/2026-09/contacts/batch/read",
             "/crm/objects/2026-09/deals/batch/upsert",
             f"/crm/objects/2026-09/deals/{deal_id}/associations/default/contacts/{appt.contact_id}",

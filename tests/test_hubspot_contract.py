@@ -19,9 +19,11 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pytest
 import requests
 
+from pms_integration.errors import ConflictError
 from pms_integration.models import AppointmentUpdate, Patient
+from pms_integration.sandbox import Sandbox
 
-from ._hubspot_support import BASE, TOKEN, fake_hubspot, make_adapter
+from ._hubspot_support import BASE, TOKEN, fake_hubspot, make_adapter, sandbox_client, sandbox_emulator
 from .test_hubspot_adapter import booking, report
 
 NOTE = Path(__file__).resolve().parents[2] / "shared" / "notes" / "hubspot.md"
@@ -45,9 +47,17 @@ ROUTES: list[tuple[str, str, str]] = [
     ("POST", r"(?P<type>contacts|deals|meetings|notes|companies)/search", "search"),  # §2 Search
     ("POST", r"(?P<type>deals)/batch/upsert", "upsert"),  # §3.1 idempotent variant
     # the published spec's contacts batch read (BatchReadInputSimplePublicObjectId): the e-mail goes
-    # in the body with idProperty, never in the URL
-    ("POST", r"(?P<type>contacts)/batch/read", "batch_read"),
+    # in the body with idProperty, never in the URL; meetings are batch read by id (scheduling reads)
+    ("POST", r"(?P<type>contacts|meetings)/batch/read", "batch_read"),
+    # §3.1: a deal by the configured unique property (``?idProperty=``), the booking reference
+    ("GET", r"(?P<type>deals)/(?P<unique>[A-Za-z0-9][A-Za-z0-9_.:-]{0,63})", "read_by_unique"),
 ]
+#: The scheduling reads' associations batch read, checked by hand against HubSpot's spec collection
+#: (PublicApiSpecs/CRM/Associations/Rollouts/130902/v4/associations.json and .../2026-09/associations.json:
+#: ``POST /crm/v4/associations/{fromObjectType}/{toObjectType}/batch/read``, body
+#: BatchInputPublicFetchAssociationsBatchRequest ``{"inputs": [{"id", "after"?}]}``, 1,000 inputs at most).
+ASSOCIATION_BATCH_PREFIX = {"v3": "/crm/v4/associations/", "dated": "/crm/associations/{version}/"}
+ASSOCIATION_BATCH_ROUTE = r"(?P<from>contacts|meetings)/(?P<to>meetings|deals)/batch/read"
 ASSOCIATION_ROUTE = (
     "PUT",
     r"(?P<from>deals?|meetings?|notes?|contacts?)/(?P<from_id>\d+)/associations/default/"
@@ -101,6 +111,13 @@ ASSOCIATION_TYPE_IDS: dict[tuple[str, str], int] = {
     ("notes", "companies"): 190,
     ("notes", "deals"): 214,
 }
+#: Properties the scheduling reads use that the note does not list, from HubSpot's own pages:
+#: ``mobilephone`` is a default contact property (https://knowledge.hubspot.com/properties/hubspots-default-contact-properties),
+#: and the calculated phone properties are how search matches phone numbers (§2; the search guide,
+#: https://developers.hubspot.com/docs/api-reference/latest/crm/search-the-crm). Search filters only.
+READ_ONLY_PROPERTIES = {
+    "contacts": {"mobilephone", "hs_searchable_calculated_phone_number", "hs_searchable_calculated_mobile_number"}
+}
 #: §2 ``associationCategory`` values.
 ASSOCIATION_CATEGORIES = {"HUBSPOT_DEFINED", "INTEGRATOR_DEFINED", "USER_DEFINED", "WORK"}
 #: §3.2 outcome values (``SCHEDULED`` from the doc example; the others observed).
@@ -108,8 +125,11 @@ MEETING_OUTCOMES = {"SCHEDULED", "COMPLETED", "RESCHEDULED", "NO_SHOW", "CANCELE
 #: Date-time properties (§3.1 closedate, §3.2 meeting times, §3.4 hs_timestamp): UTC ISO-8601.
 TIME_PROPERTIES = {"closedate", "hs_timestamp", "hs_meeting_start_time", "hs_meeting_end_time"}
 UTC_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,3})?Z$")
-#: §2 search limits and the operators the note names (§3.3 EQ, §7.4 CONTAINS_TOKEN, §2 IN/NOT_IN).
-SEARCH_OPERATORS = {"EQ", "CONTAINS_TOKEN", "IN", "NOT_IN"}
+#: §2 search limits and the operators the note names (§3.3 EQ, §7.4 CONTAINS_TOKEN, §2 IN/NOT_IN); LT and
+#: GT (busy time in a window) from the Filter schema's operator enum in the spec collection
+#: (PublicApiSpecs/CRM/Meetings/Rollouts/424/v3/meetings.json), with epoch-millisecond values.
+SEARCH_OPERATORS = {"EQ", "CONTAINS_TOKEN", "IN", "NOT_IN", "LT", "GT"}
+EPOCH_MS = re.compile(r"^\d{12,14}$")
 MAX_FILTER_GROUPS, MAX_FILTERS_PER_GROUP, MAX_FILTERS, MAX_SEARCH_LIMIT = 5, 6, 18, 200
 #: §3.4 ``hs_note_body`` length limit.
 NOTE_BODY_LIMIT = 65_536
@@ -144,7 +164,12 @@ def check_request(
     objects = OBJECT_PREFIX["dated" if dated else "v3"].format(version=api_version)
     assoc = ASSOCIATION_PREFIX["dated" if dated else "v3"].format(version=api_version)
     match: tuple[str, dict[str, str]] | None = None
-    if method == ASSOCIATION_ROUTE[0] and path.startswith(assoc):
+    batch_assoc = ASSOCIATION_BATCH_PREFIX["dated" if dated else "v3"].format(version=api_version)
+    if method == "POST" and path.startswith(batch_assoc):
+        m = re.fullmatch(ASSOCIATION_BATCH_ROUTE, path[len(batch_assoc) :])
+        if m:
+            match = ("association_batch_read", m.groupdict())
+    if match is None and method == ASSOCIATION_ROUTE[0] and path.startswith(assoc):
         m = re.fullmatch(ASSOCIATION_ROUTE[1], path[len(assoc) :])
         if m:
             match = (ASSOCIATION_ROUTE[2], m.groupdict())
@@ -163,7 +188,12 @@ def check_request(
             problems.append("reading a contact by e-mail needs ?idProperty=email (§3.3)")
         if body:
             problems.append("GET has no body")
-    elif kind == "read":
+    elif kind == "read_by_unique":
+        if reference_property is None or query.get("idProperty") != reference_property:
+            problems.append("a deal is read by the reference only with ?idProperty=<the unique property> (§3.1)")
+    elif kind == "association_batch_read":
+        problems += _check_association_batch_read(params["from"], params["to"], body)
+    if kind in ("read", "read_by_unique"):
         for name in (query.get("properties") or "").split(","):
             if name and name not in PROPERTIES[params["type"]]:
                 problems.append(f"unknown {params['type']} property {name!r} in ?properties")
@@ -186,7 +216,22 @@ def check_request(
     elif kind == "upsert":
         problems += _check_upsert(body, reference_property)
     elif kind == "batch_read":
-        problems += _check_batch_read(body)
+        problems += _check_batch_read(body, params["type"])
+    return problems
+
+
+def _check_association_batch_read(from_type: str, to_type: str, body: Any) -> list[str]:
+    if (from_type, to_type) not in ASSOCIATION_TYPE_IDS:
+        return [f"no documented association {(from_type, to_type)} (§3.5)"]
+    inputs = body.get("inputs") if isinstance(body, dict) else None
+    if not isinstance(body, dict) or set(body) != {"inputs"} or not isinstance(inputs, list) or not inputs:
+        return ["the associations batch read body is {inputs: [...]} (BatchInputPublicFetchAssociationsBatchRequest)"]
+    problems = ["more than 1,000 inputs"] if len(inputs) > 1000 else []
+    for item in inputs:
+        if not isinstance(item, dict) or "id" not in item or set(item) - {"id", "after"}:
+            problems.append("each input is {id, after?} (PublicFetchAssociationsBatchRequest)")
+        elif not isinstance(item["id"], str) or not NUMERIC_ID.fullmatch(item["id"]):
+            problems.append("input ids are numeric strings")
     return problems
 
 
@@ -257,10 +302,14 @@ def _check_search(object_type: str, body: Any) -> list[str]:
         for f in filters:
             if f.get("operator") not in SEARCH_OPERATORS:
                 problems.append(f"operator {f.get('operator')!r} not in the note")
-            if f.get("propertyName") not in PROPERTIES[object_type]:
+            if f.get("propertyName") not in PROPERTIES[object_type] | READ_ONLY_PROPERTIES.get(object_type, set()):
                 problems.append(f"search on unknown property {f.get('propertyName')!r}")
             if not isinstance(f.get("value"), str):
                 problems.append("filter values are strings")
+            elif f.get("operator") in ("LT", "GT") and not (
+                f.get("propertyName") in TIME_PROPERTIES and EPOCH_MS.fullmatch(f["value"])
+            ):
+                problems.append("LT/GT compare a time property with epoch milliseconds")
     if total > MAX_FILTERS:
         problems.append("more than 18 filters (§2)")
     limit = body.get("limit")
@@ -276,14 +325,14 @@ def _check_search(object_type: str, body: Any) -> list[str]:
     if not isinstance(sorts, list) or not all(isinstance(x, str) for x in sorts):
         problems.append("'sorts' is a list of property names (strings) in the spec")
     for name in body.get("properties") or []:
-        if name not in PROPERTIES[object_type]:
+        if name not in PROPERTIES[object_type] | READ_ONLY_PROPERTIES.get(object_type, set()):
             problems.append(f"unknown {object_type} property {name!r} requested")
     if set(body) - {"filterGroups", "properties", "limit", "after", "sorts", "query"}:
         problems.append("unknown search keys")
     return problems
 
 
-def _check_batch_read(body: Any) -> list[str]:
+def _check_batch_read(body: Any, object_type: str = "contacts") -> list[str]:
     if not isinstance(body, dict):
         return ["batch/read needs a JSON body"]
     problems: list[str] = []
@@ -292,14 +341,18 @@ def _check_batch_read(body: Any) -> list[str]:
         problems.append(f"batch/read lacks {sorted(missing)} (required by BatchReadInputSimplePublicObjectId)")
     if set(body) - {"inputs", "properties", "propertiesWithHistory", "idProperty"}:
         problems.append("unknown batch/read keys")
-    if body.get("idProperty") != "email":
+    if object_type == "contacts" and body.get("idProperty") != "email":
         problems.append("contacts are read by their unique e-mail (idProperty: email)")
+    if object_type == "meetings" and "idProperty" in body:
+        problems.append("meetings are read by id (meetings have no unique property)")
     inputs = body.get("inputs")
     if not isinstance(inputs, list) or not all(isinstance(i, dict) and set(i) == {"id"} for i in inputs):
         problems.append("batch/read inputs are [{id}]")
+    elif len(inputs) > 100:
+        problems.append("at most 100 inputs per batch read")
     for name in body.get("properties") or []:
-        if name not in PROPERTIES["contacts"]:
-            problems.append(f"unknown contacts property {name!r} requested")
+        if name not in PROPERTIES[object_type]:
+            problems.append(f"unknown {object_type} property {name!r} requested")
     return problems
 
 
@@ -544,3 +597,112 @@ def test_tables_agree_with_the_vendor_note() -> None:
     for outcome in MEETING_OUTCOMES:
         assert outcome in text
     assert "65,536" in text and "/crm/objects/2026-09/" in text and "idProperty=email" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# The scheduling reads, recorded over the wire against the sandbox's emulator
+
+
+READ_DAY = "2030-03-05"  # a Tuesday
+
+
+def read_scenario(
+    sb: Sandbox, monkeypatch: pytest.MonkeyPatch, api_version: str, reference_property: str | None
+) -> list[tuple[str, str, dict[str, str], Any]]:
+    """Book, a refused clash, free slots, patients and appointments by e-mail, phone and reference,
+    and a read by id: every request the client sent, as the checker sees them."""
+    seen: list[tuple[str, str, dict[str, str], Any]] = []
+    dispatch = sb._dispatch
+    token = sandbox_emulator(sb).token
+
+    def recording(method: str, target: str, headers: Any, body: bytes) -> Any:
+        if target.startswith("/hubspot/"):
+            sent_headers = dict(headers.items())
+            if sent_headers.get("Authorization") == f"Bearer {token}":
+                sent_headers["Authorization"] = f"Bearer {TOKEN}"  # the checker knows the test token
+            seen.append((method, BASE + target[len("/hubspot") :], sent_headers, json.loads(body) if body else None))
+        return dispatch(method, target, headers, body)
+
+    monkeypatch.setattr(sb, "_dispatch", recording)
+    sandbox_emulator(sb).search_rate = None  # this client does not really sleep out HubSpot's 5 searches/s
+    env = {"PMS_HUBSPOT_API_VERSION": api_version, "PMS_HUBSPOT_OWNER_ID": "7001"}
+    if reference_property:
+        env["PMS_HUBSPOT_REFERENCE_PROPERTY"] = reference_property
+    patient = {"name": "Jane Doe", "email": "jane.doe@example.com", "phone": "+15555550123"}
+    with sandbox_client(sb, **env) as c:
+        booked = c.book_appointment(
+            {"start": f"{READ_DAY}T10:00:00-05:00", "duration_minutes": 45, "title": "Cleaning", "patient": patient,
+             "reference": "contract-read-1"},
+            provider="hubspot",
+        )  # fmt: skip
+        sandbox_emulator(sb).settle()
+        with pytest.raises(ConflictError):
+            c.book_appointment(
+                {"start": f"{READ_DAY}T10:15:00-05:00", "duration_minutes": 30, "title": "Exam",
+                 "patient": {"name": "Joe Roe", "email": "joe@example.com"}, "reference": "contract-read-2"},
+                provider="hubspot",
+            )  # fmt: skip
+        assert c.free_slots(f"{READ_DAY}T08:00:00-05:00", f"{READ_DAY}T18:00:00-05:00", provider="hubspot")
+        assert c.find_patient(email=patient["email"], provider="hubspot")
+        assert c.find_patient(phone=patient["phone"], provider="hubspot")
+        window = {"start": f"{READ_DAY}T00:00:00-05:00", "end": f"{READ_DAY}T23:00:00-05:00"}
+        for by in ({"email": patient["email"]}, {"phone": patient["phone"]}, {"reference": "contract-read-1"}):
+            assert [a.id for a in c.find_appointments(**by, **window, provider="hubspot")] == [booked.id]
+        assert c.get_appointment(booked.id, provider="hubspot").id == booked.id
+    return seen
+
+
+@pytest.mark.parametrize(("api_version", "ref"), CONFIGS, ids=lambda c: str(c))
+def test_every_scheduling_read_matches_the_contract(
+    sb: Sandbox, monkeypatch: pytest.MonkeyPatch, api_version: str, ref: str | None
+) -> None:
+    seen = read_scenario(sb, monkeypatch, api_version, ref)
+    failures = []
+    for method, url, headers, body in seen:
+        problems = check_request(method, url, headers, body, api_version=api_version, reference_property=ref)
+        if problems:
+            failures.append(f"{method} {url}: {problems}")
+    assert not failures, "\n".join(failures)
+    paths = {urlsplit(url).path for _, url, _, _ in seen}
+    for route in ("meetings/search", "contacts/search", "meetings/batch/read"):
+        assert any(p.endswith("objects/" + route) or p.endswith(f"{api_version}/{route}") for p in paths), route
+    assert any(p.endswith("contacts/meetings/batch/read") for p in paths)  # the patient's meetings
+    assert any(p.endswith("meetings/deals/batch/read") for p in paths)  # their deals (the booking ids)
+    if ref:
+        assert any("deals/contract-read-1" in url and "idProperty=" in url for _, url, _, _ in seen)
+
+
+def test_wrong_scheduling_reads_fail_the_contract() -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    good = {"inputs": [{"id": "61300000001"}]}
+    url = BASE + "/crm/v4/associations/contacts/meetings/batch/read"
+    assert check_request("POST", url, headers, good) == []
+    assert check_request("POST", url, headers, {"inputs": [{"id": "1", "after": "2"}]}) == []
+    assert check_request("POST", url, headers, {"inputs": [{"id": "1", "limit": 5}]})
+    assert check_request("POST", url, headers, {"inputs": [{"id": "1"}] * 1001})
+    assert check_request("POST", BASE + "/crm/v4/associations/contacts/deal/batch/read", headers, good)
+    assert check_request("POST", BASE + "/crm/associations/2026-09/contacts/meetings/batch/read", headers, good)
+    assert check_request(
+        "POST", BASE + "/crm/associations/2026-09/contacts/meetings/batch/read", headers, good, api_version="2026-09"
+    ) == []  # fmt: skip
+    search = {"properties": ["hs_meeting_start_time"], "sorts": ["hs_meeting_start_time"], "limit": 200, "after": "0"}
+    window = [{"propertyName": "hs_meeting_start_time", "operator": "LT", "value": "1899100800000"}]
+    meetings = BASE + "/crm/v3/objects/meetings/search"
+    assert check_request("POST", meetings, headers, {**search, "filterGroups": [{"filters": window}]}) == []
+    iso = [{**window[0], "value": "2030-03-05T00:00:00Z"}]
+    assert check_request("POST", meetings, headers, {**search, "filterGroups": [{"filters": iso}]})
+    on_title = [{**window[0], "propertyName": "hs_meeting_title"}]
+    assert check_request("POST", meetings, headers, {**search, "filterGroups": [{"filters": on_title}]})
+    read = {"inputs": [{"id": "1"}], "properties": ["hs_meeting_title"], "propertiesWithHistory": []}
+    assert check_request("POST", BASE + "/crm/v3/objects/meetings/batch/read", headers, read) == []
+    with_email = {**read, "idProperty": "email"}
+    assert check_request("POST", BASE + "/crm/v3/objects/meetings/batch/read", headers, with_email)
+    assert check_request("GET", BASE + "/crm/v3/objects/deals/bk-1?idProperty=pms_booking_id", headers, None)
+    assert (
+        check_request(
+            "GET", BASE + "/crm/v3/objects/deals/bk-1?idProperty=pms_booking_id", headers, None,
+            reference_property="pms_booking_id",
+        )
+        == []
+    )  # fmt: skip
+    assert check_request("POST", BASE + "/crm/v3/objects/contacts/search?email=jane%40example.com", headers, {})

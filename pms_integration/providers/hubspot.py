@@ -28,7 +28,9 @@ from ..models import (
     ProviderName,
     named_timezone,
 )
-from ..provider import Provider
+from ..provider import READ_CAPABILITIES, WRITE_CAPABILITIES, Provider
+from ..scheduling import Busy, OpenHours
+from . import hubspot_reads as reads
 from . import hubspot_wire as wire
 from ._base import BaseAdapter, text
 from .hubspot_wire import (
@@ -81,6 +83,8 @@ class HubSpotAdapter(BaseAdapter):
         parse_rate_headers
     )
     settings: HubSpotSettings
+    capabilities = WRITE_CAPABILITIES | READ_CAPABILITIES
+    checks_conflicts = True  # HubSpot accepts two meetings in one slot
 
     def __init__(self, settings: HubSpotSettings, runtime: Runtime) -> None:
         super().__init__(settings, runtime)
@@ -95,6 +99,9 @@ class HubSpotAdapter(BaseAdapter):
         contact_id = request.patient.contact_id
         if contact_id is not None and not wire.ID.fullmatch(contact_id):
             raise ValidationError.single("patient.contact_id", "must be a numeric HubSpot contact id")
+        mine = self.check_slot_free(request)  # one meetings search; the same reference returns its booking
+        if mine is not None:
+            return mine
         contact_id = contact_id or self._resolve_contact(request)
         deal, existing = self._deal(request, contact_id, deal_extra)
         # an upsert that found an earlier attempt's deal: its meeting may exist too
@@ -197,6 +204,7 @@ class HubSpotAdapter(BaseAdapter):
             "pipeline": self.settings.pipeline_id,
             "dealstage": self.settings.stage_id,
             "closedate": wire.wire_time(request.start),
+            **({"hubspot_owner_id": self.settings.owner_id} if self.settings.owner_id else {}),
             **extra,
         }
         ref_property = self.settings.reference_property
@@ -286,6 +294,8 @@ class HubSpotAdapter(BaseAdapter):
             "hs_meeting_body": wire.meeting_body(request),
             "hs_meeting_outcome": "SCHEDULED",
         }
+        if self.settings.owner_id:  # the calendar owner's meetings are the practice's busy time
+            properties["hubspot_owner_id"] = self.settings.owner_id
         if request.location:
             properties["hs_meeting_location"] = request.location
         if request.notes:
@@ -295,6 +305,22 @@ class HubSpotAdapter(BaseAdapter):
         return self._create(
             "meetings", {"properties": properties, "associations": associations}, "book", request.reference
         )
+
+    # -- scheduling reads (hubspot_reads) and the conflict check ----------------------------------
+
+    practice_zone = reads.practice_zone
+    busy_times = reads.busy_times
+    find_patients = reads.find_patients
+    find_appointments = reads.find_appointments
+
+    def open_hours(self) -> OpenHours:
+        return self.settings.open_hours
+
+    def find_booking(self, request: AppointmentRequest) -> Appointment | None:
+        return self.recover_booking(request)
+
+    def slot_taken(self, request: AppointmentRequest, busy: Busy) -> ConflictError:
+        return super().slot_taken(request, reads.named_busy(self, busy))
 
     # -- update and cancel: read the meeting, then write ----------------------------------------
 

@@ -54,6 +54,8 @@ DEALS = Kind("deals", "dealname", ["dealname", "pipeline", "dealstage", "closeda
 MEETINGS = Kind("meetings", "hs_meeting_body", MEETING_PROPERTIES, ("meetings", "meeting", "0-47"), "book")
 NOTES = Kind("notes", "hs_note_body", ["hs_note_body", "hs_timestamp"], ("notes", "note", "0-46"), "push_report")
 COMPANIES = Kind("companies", "name", ["name"], (), "push_report")
+#: What a patient look-up reads of a contact.
+CONTACT_PROPERTIES = ["email", "firstname", "lastname", "phone", "mobilephone"]
 
 
 class HubSpotPaths:
@@ -73,6 +75,15 @@ class HubSpotPaths:
 
     def batch_upsert(self, object_type: str) -> str:
         return self.objects(object_type, "batch", "upsert")
+
+    def batch_read(self, object_type: str) -> str:
+        return self.objects(object_type, "batch", "read")
+
+    def association_batch_read(self, from_type: str, to_type: str) -> str:
+        """``POST`` target reading the associations of many records at once (ids in the body)."""
+        if self.dated:
+            return f"/crm/associations/{self.api_version}/{from_type}/{to_type}/batch/read"
+        return f"/crm/v4/associations/{from_type}/{to_type}/batch/read"
 
     def default_association(self, from_type: str, from_id: str, to_type: str, to_id: str) -> str:
         """``PUT`` target that creates the unlabelled (default) association between two records."""

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as _dt
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+from ..._time import utc_text
 from ...models import ProviderName
 from .._core import Emulator, Forwarded, Reply, RollingWindow, Sandbox, SandboxRequest, SandboxResponse
 from .errors import AUTH_MESSAGE, error, rate_limited
 from .routes import ROUTES
-from .schema import ALIASES
+from .schema import ALIASES, BLOCK_BODY
 from .state import HubSpotStore
 
 #: The private-app burst limit of the Free/Starter tiers: 100 requests per rolling 10 seconds.
@@ -44,6 +46,11 @@ class HubSpotEmulator(Emulator):
         self._burst = RollingWindow(DEFAULT_BURST_LIMIT[1], self._now)
         self._searches = RollingWindow(1.0, self._now)
         self._daily = 0
+        #: Associated ids per record in one page of the associations batch read.
+        self.association_page_size = 500
+        #: The practice's zone and calendar owner the sandbox's environment names (None: unset).
+        self.timezone: str | None = "America/New_York"
+        self.owner_id: str | None = None
         super().__init__(sandbox)
 
     def handle(
@@ -72,7 +79,41 @@ class HubSpotEmulator(Emulator):
             "PMS_HUBSPOT_PIPELINE_ID": "default",
             "PMS_HUBSPOT_STAGE_ID": "appointmentscheduled",
             "PMS_HUBSPOT_REPORT_COMPANY_ID": self.company_id,
+            **({"PMS_HUBSPOT_TIMEZONE": self.timezone} if self.timezone else {}),
+            **({"PMS_HUBSPOT_OWNER_ID": self.owner_id} if self.owner_id else {}),
         }
+
+    # -- what staff do in HubSpot, without the library ----------------------------------------
+
+    def staff_move(self, appointment_id: str, start: _dt.datetime, end: _dt.datetime) -> None:
+        """Move the booking's meeting (``<dealId>:<meetingId>``, or a meeting id)."""
+        begins = utc_text(start, milliseconds=True)
+        self.store.staff_write(
+            appointment_id.rsplit(":", maxsplit=1)[-1],
+            {
+                "hs_timestamp": begins,
+                "hs_meeting_start_time": begins,
+                "hs_meeting_end_time": utc_text(end, milliseconds=True),
+            },
+        )
+
+    def staff_cancel(self, appointment_id: str) -> None:
+        """Set the meeting's outcome to CANCELED, as staff do in the meeting's record."""
+        self.store.staff_write(appointment_id.rsplit(":", maxsplit=1)[-1], {"hs_meeting_outcome": "CANCELED"})
+
+    def block_time(self, start: _dt.datetime, end: _dt.datetime, title: str = "Blocked") -> str:
+        """A meeting that only blocks the calendar (no contact, no deal), the owner's when set."""
+        begins = utc_text(start, milliseconds=True)
+        properties = {
+            "hs_timestamp": begins,
+            "hs_meeting_title": title,
+            "hs_meeting_body": BLOCK_BODY,
+            "hs_meeting_start_time": begins,
+            "hs_meeting_end_time": utc_text(end, milliseconds=True),
+            "hs_meeting_outcome": "SCHEDULED",
+            **({"hubspot_owner_id": self.owner_id} if self.owner_id else {}),
+        }
+        return self.store.block(properties)
 
     def reset(self) -> None:
         """Forget the records and the windows; the options stay."""

@@ -108,3 +108,37 @@ def associate(hs: HubSpotEmulator, req: SandboxRequest, params: dict[str, str]) 
     }
     now = now_text()
     return json_response(200, {"status": "COMPLETE", "results": [result], "startedAt": now, "completedAt": now})
+
+
+def association_batch_read(hs: HubSpotEmulator, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
+    """The v4 associations batch read: each input record's associated ids, a page at a time
+    (``association_page_size``; ``{"id", "after"}`` asks for the next page of one record)."""
+    from_type, to_type = ALIASES.get(params["from"]), ALIASES.get(params["to"])
+    if from_type is None or to_type is None:
+        raise HubSpotError(400, "Unknown object type")
+    inputs = json_body(req, {"inputs"}).get("inputs")
+    if not isinstance(inputs, list) or not 1 <= len(inputs) <= 1000:
+        raise HubSpotError(400, "inputs must be a list of 1 to 1,000 {id} objects")
+    keys: list[tuple[str, int]] = []
+    for item in inputs:
+        after = item.get("after", "0") if isinstance(item, dict) else None
+        if not isinstance(item, dict) or set(item) - {"id", "after"} or not isinstance(item.get("id"), str):
+            raise HubSpotError(400, 'Each input is {"id": "..."} with an optional "after" cursor')
+        if not isinstance(after, str) or not after.isdigit():
+            raise HubSpotError(400, "after must be a paging cursor from an earlier answer")
+        keys.append((item["id"], int(after)))
+    started = now_text()
+    results, missing = hs.store.association_pages(from_type, to_type, keys, hs.association_page_size)
+    out: dict[str, Any] = {"status": "COMPLETE", "results": results, "startedAt": started, "completedAt": now_text()}
+    if missing:
+        out["numErrors"] = len(missing)
+        out["errors"] = [
+            {
+                "status": "error",
+                "category": "OBJECT_NOT_FOUND",
+                "message": f"No {to_type[:-1]} is associated with {from_type[:-1]} {key}.",
+                "context": {"fromObjectId": [key]},
+            }
+            for key in missing
+        ]
+    return json_response(207 if missing else 200, out)

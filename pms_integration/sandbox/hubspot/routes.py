@@ -20,6 +20,9 @@ _VERSION = r"(?P<version>20\d\d-(?:0[1-9]|1[0-2]))"
 _TYPE = r"[a-z0-9-]+"
 _DEFAULT_ASSOCIATION = rf"(?P<from>{_TYPE})/(?P<from_id>[^/]+)/associations/default/(?P<to>{_TYPE})/(?P<to_id>[^/]+)"
 
+_BATCH_READ_V4 = rf"/crm/v4/associations/(?P<from>{_TYPE})/(?P<to>{_TYPE})/batch/read"
+_BATCH_READ_DATED = rf"/crm/associations/{_VERSION}/(?P<from>{_TYPE})/(?P<to>{_TYPE})/batch/read"
+
 #: Per object type: method, path below the type, action (the operation is ``<type>.<action>``),
 #: handler, whether it writes.
 _PER_TYPE = (
@@ -45,5 +48,7 @@ ROUTES: tuple[Endpoint[HubSpotEmulator], ...] = (
         for method, path, action, handler, mutating in _PER_TYPE
     ),
     Endpoint("PUT", "/crm/v4/objects/" + _DEFAULT_ASSOCIATION, "associations.put", handlers.associate),
+    Endpoint("POST", _BATCH_READ_V4, "associations.batch_read", handlers.association_batch_read, mutating=False),
+    Endpoint("POST", _BATCH_READ_DATED, "associations.batch_read", handlers.association_batch_read, mutating=False),
     Endpoint("PUT", f"/crm/objects/{_VERSION}/" + _DEFAULT_ASSOCIATION, "associations.put", handlers.associate),
 )

@@ -122,9 +122,27 @@ EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 NUMERIC_ID = re.compile(r"^\d{1,20}$")
 
 
+#: Search-only properties HubSpot calculates from a phone property: the number without its
+#: country code (the sandbox knows North American numbers: "+1" and ten digits).
+CALCULATED = {
+    "contacts": {
+        "hs_searchable_calculated_phone_number": "phone",
+        "hs_searchable_calculated_mobile_number": "mobilephone",
+    }
+}
+#: The title ``block_time`` gives a meeting that only blocks the calendar.
+BLOCK_BODY = "Time blocked in the calendar by staff."
+
+
+def national_number(phone: str) -> str:
+    """What HubSpot's calculated phone properties hold: the digits without the country code."""
+    digits = re.sub(r"\D", "", phone)
+    return digits[1:] if phone.strip().startswith("+1") and len(digits) == 11 else digits
+
+
 def known(object_type: str, name: str) -> bool:
     """Whether a search may filter or sort on ``name`` (a property, or a system one)."""
-    return name in PROPERTIES[object_type] or name in READ_ONLY
+    return name in PROPERTIES[object_type] or name in READ_ONLY or name in CALCULATED.get(object_type, {})
 
 
 def is_datetime(object_type: str, name: str) -> bool:

@@ -12,7 +12,7 @@ import attrs
 
 from ..._time import parse_instant
 from .errors import HubSpotError, invalid, no_such_property
-from .schema import QUERY_PROPERTIES, READ_ONLY, is_datetime, known
+from .schema import CALCULATED, QUERY_PROPERTIES, READ_ONLY, is_datetime, known, national_number
 from .validation import strings
 
 _OPERATORS = {
@@ -173,7 +173,10 @@ def _number_or_text(text: str) -> Any:
 
 
 def _value(record: dict[str, Any], props: dict[str, str], name: str) -> str | None:
-    """A property as the index saw it, or a system one (id, created, modified) from the record."""
+    """A property as the index saw it, a calculated one, or a system one (id, created, modified)."""
+    source = CALCULATED.get(record["type"], {}).get(name)
+    if source is not None:
+        return national_number(props[source]) if props.get(source) else None
     if name not in READ_ONLY:
         return props.get(name)
     if name == "hs_object_id":

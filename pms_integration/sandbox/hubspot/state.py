@@ -155,6 +155,41 @@ class HubSpotStore(Store):
             shown = query.wanted or list(DEFAULT_READ[query.object_type])
             return [view({**record, "properties": visible}, shown) for record, visible in found]
 
+    def association_pages(
+        self, from_type: str, to_type: str, keys: list[tuple[str, int]], page_size: int
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """Per ``(id, offset)``: a page of its associated ids (with ``paging`` when more follow);
+        and the ids with none (a record that does not exist has none)."""
+        type_id = ASSOCIATION_TYPES.get((from_type, to_type))
+        with self.lock:
+            results, missing = [], []
+            for key, offset in keys:
+                ids = self.associations_of(from_type, key, to_type) if self._find(from_type, key) else []
+                page = ids[offset : offset + page_size]
+                if not page:
+                    missing.append(key)
+                    continue
+                kinds = [{"category": "HUBSPOT_DEFINED", "typeId": type_id, "label": None}]
+                result: dict[str, Any] = {
+                    "from": {"id": key},
+                    "to": [{"toObjectId": i, "associationTypes": kinds} for i in page],
+                }
+                if offset + page_size < len(ids):
+                    result["paging"] = {"next": {"after": str(offset + page_size)}}
+                results.append(result)
+            return results, missing
+
+    # -- what staff do in HubSpot's own screens ---------------------------------------------------
+
+    def staff_write(self, meeting_id: str, properties: dict[str, str]) -> None:
+        """Change a meeting directly (search sees it after the usual lag)."""
+        with self.lock:
+            self._write(self._get("meetings", meeting_id), properties)
+
+    def block(self, properties: dict[str, str]) -> str:
+        with self.lock:
+            return str(self._insert("meetings", properties)["id"])
+
     # -- inspection (the emulator's public helpers) ---------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
