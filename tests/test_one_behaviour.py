@@ -91,10 +91,13 @@ VENDORS = {
                 ("query", "sobjects.create")),
     ),
     "hubspot": Vendor(
-        "hubspot", "v2", "PMS_HUBSPOT_PRIVATE_APP_TOKEN", "meetings.create", ("deals.read", "meetings.search"),
+        # the meeting is looked up through its deal (a meetings search follows only if that misses;
+        # a meetings search is also the conflict check, which runs before the create)
+        "hubspot", "v2", "PMS_HUBSPOT_PRIVATE_APP_TOKEN", "meetings.create", ("deals.read",),
         ("abc", "123", "1:2:3", "1:x", "x:1", ":1", "1:", "1:2 ", "1" * 21 + ":2", "../../etc", "12ab:34"),
         second_cancel=("meetings.read", "deals.update"),
-        pinned=(("contacts.batch_read", "contacts.create", "deals.create", "meetings.create"),
+        # book starts with the conflict check: one meetings search for busy time in the slot
+        pinned=(("meetings.search", "contacts.batch_read", "contacts.create", "deals.create", "meetings.create"),
                 ("meetings.read", "meetings.update", "deals.update"), ("meetings.read", "deals.update", "meetings.update"),
                 ("notes.search", "notes.create")),
         not_found_code="OBJECT_NOT_FOUND",
