@@ -24,6 +24,7 @@ import pytest
 from pms_integration import errors, models
 from pms_integration._http import Runtime
 from pms_integration._retry import RetryPolicy
+from pms_integration.config import load_settings
 from pms_integration.models import AppointmentRequest, AppointmentStatus, AppointmentUpdate, Patient, PerformanceReport
 
 from .test_docs import code_blocks
@@ -164,7 +165,10 @@ def test_the_toy_adapter_keeps_every_promise(toy: tuple[ToyCrm, str], monkeypatc
     crm, url = toy
     ns = run_guide(monkeypatch, url)
     runtime = Runtime(policy=RetryPolicy(max_attempts=3, backoff_initial=0, jitter=0), sleep=lambda _: None)
-    adapter = ns["create"](ns["ToyCrmSettings"](base_url=url, token=ns["Secret"](TOKEN), calendar="chair-2"), runtime)
+    environ = {"PMS_TOYCRM_BASE_URL": url, "PMS_TOYCRM_TOKEN": TOKEN, "PMS_TOYCRM_CALENDAR": "chair-2"}
+    settings = load_settings(ns["ToyCrmSettings"], environ)
+    assert (settings.account, settings.timeout, settings.rate_limit) == (f"{url}|chair-2", 10.0, None)
+    adapter = ns["create"](settings, runtime)
     zone = ZoneInfo("Europe/Dublin")
     start = dt.datetime(2032, 6, 1, 10, 0, tzinfo=zone)
     request = AppointmentRequest(
@@ -186,17 +190,40 @@ def test_the_toy_adapter_keeps_every_promise(toy: tuple[ToyCrm, str], monkeypatc
     with pytest.raises(errors.AppointmentCancelledError):
         adapter.update(booked.id, AppointmentUpdate(title="too late"))
     assert crm.requests[writes:] == [("GET", f"/v1/bookings/{booked.id}")]  # read, no write
+    reads = len(crm.requests)
     assert adapter.cancel(booked.id).status is AppointmentStatus.CANCELLED
+    assert crm.requests[reads:] == [("GET", f"/v1/bookings/{booked.id}")]  # cancelling again writes nothing
     with pytest.raises(errors.NotFoundError):
         adapter.cancel("bk_999")
 
     report = PerformanceReport(
         period_start=dt.date(2032, 5, 1), period_end=dt.date(2032, 5, 31), metrics={"calls": 40.0}, report_id="may"
     )
-    first, second = adapter.push_report(report), adapter.push_report(report)
+    first = adapter.push_report(report)
+    pushed = len(crm.requests)
+    second = adapter.push_report(report)
     assert (first.created, second.created, first.id == second.id) == (True, False, True)
+    assert crm.requests[pushed:] == [("PUT", f"/v1/notes/{first.id}")]  # the remembered note, no search
+    fresh = ns["create"](settings, runtime)  # another process: it looks the note up, then updates it
+    pushed = len(crm.requests)
+    assert fresh.push_report(report).created is False
+    assert crm.requests[pushed:] == [("POST", "/v1/notes/search"), ("PUT", f"/v1/notes/{first.id}")]
+    fresh.close()
     crm.notes.clear()  # staff deleted the note: the next push creates it again
     assert adapter.push_report(report).created is True
     assert len(crm.notes) == 1
     assert TOKEN not in repr(adapter)
     adapter.close()
+
+
+def test_the_guides_settings_declare_their_variables(toy: tuple[ToyCrm, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    _, url = toy
+    ns = run_guide(monkeypatch, url)
+    with pytest.raises(errors.ConfigurationError) as caught:
+        load_settings(ns["ToyCrmSettings"], {"PMS_TOYCRM_BASE_URL": url, "PMS_TOYCRM_TIMEOUT_MS": "soon"})
+    assert list(caught.value.missing) == ["PMS_TOYCRM_TOKEN", "PMS_TOYCRM_CALENDAR"]
+    assert "PMS_TOYCRM_TIMEOUT_MS must be" in str(caught.value)
+    settings = load_settings(
+        ns["ToyCrmSettings"], {"PMS_TOYCRM_BASE_URL": url, "PMS_TOYCRM_TOKEN": TOKEN, "PMS_TOYCRM_CALENDAR": "c"}
+    )
+    assert TOKEN not in repr(settings) and settings.version_label == "v1"

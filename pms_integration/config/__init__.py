@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import EllipsisType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -35,6 +35,7 @@ __all__ = [
     "Variable",
     "VARIABLES",
     "load_config",
+    "load_settings",
     "read_env_file",
     "read_variables",
     "MIN_SECRET_LENGTH",
@@ -193,6 +194,7 @@ class Variable:
     computed: bool = False
 
 
+T = TypeVar("T")
 _META = "pms_integration.variable"
 
 
@@ -593,6 +595,17 @@ def _load_provider(name: ProviderName, env: Mapping[str, str]) -> ProviderConfig
     if missing or problems:
         return ProviderConfig(name, None, tuple(missing), tuple(problems))
     return ProviderConfig(name, _build(cls, values))
+
+
+def load_settings(cls: type[T], environ: Mapping[str, str]) -> T:
+    """One provider's settings of type ``cls`` from ``environ``, through the variables it declares;
+    :class:`ConfigurationError` naming every missing or invalid one."""
+    values, missing, problems = _read(cls, environ)
+    if missing or problems:
+        detail = (["missing " + ", ".join(missing)] if missing else []) + problems
+        raise ConfigurationError(f"{cls.__name__}: {'; '.join(detail)}.", missing=missing, problems=problems)
+    settings: T = _build(cls, values)
+    return settings
 
 
 def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
