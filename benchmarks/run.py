@@ -249,6 +249,10 @@ MINIMUMS: dict[str, list[tuple[str, int, str]]] = {
             "upsert of the reports contact (once per client), list its notes (pushed before?), create the note",
         ),
         ("re-push (same report)", 1, "one PUT of the note this client created"),
+        ("free slots (one window)", 1, "GoHighLevel computes the slots: one GET of the calendar's free slots"),
+        ("find patient", 1, "one contact search (e-mail in the body), one page"),
+        ("get appointment", 1, "one GET of the event"),
+        ("find appointments (by e-mail)", 2, "contact search, then that contact's appointments"),
     ],
     "salesforce": [
         ("book (new patient)", 1, "one Event create (patient details go into the Event)"),
@@ -313,6 +317,18 @@ def measure_requests(sandbox: RemoteSandbox, provider: str) -> list[Row]:
         client.cancel_appointment(again.id, provider=provider)
         counted("push-report (first push)", lambda: client.push_performance_report(REPORT, provider=provider))
         counted("re-push (same report)", lambda: client.push_performance_report(REPORT, provider=provider))
+        # the scheduling reads a provider lists in MINIMUMS
+        window = {"start": BASE - dt.timedelta(days=1), "end": BASE + dt.timedelta(days=30), "provider": provider}
+        reads: dict[str, Callable[[], Any]] = {
+            "free slots (one window)": lambda: client.free_slots(BASE, BASE + dt.timedelta(hours=8), provider=provider),
+            "find patient": lambda: client.find_patient(email=newcomer["email"], provider=provider),
+            "get appointment": lambda: client.get_appointment(first.id, provider=provider),
+            "find appointments (by e-mail)": lambda: client.find_appointments(email=newcomer["email"], **window),
+        }
+        listed = {operation for operation, _, _ in MINIMUMS[provider]}
+        for name, read in reads.items():
+            if name in listed:
+                counted(name, read)
     finally:
         client.close()
     rows = []
