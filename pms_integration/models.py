@@ -838,7 +838,9 @@ class Slot:
 
     @property
     def duration_minutes(self) -> int:
-        return int((self.end - self.start).total_seconds() // 60)
+        # through UTC: two datetimes sharing a ZoneInfo subtract by wall clock, wrong across a DST change
+        utc = _dt.timezone.utc
+        return int((self.end.astimezone(utc) - self.start.astimezone(utc)).total_seconds() // 60)
 
     def row(self) -> tuple[str, str, str]:
         return (self.provider.value, _when(self.start, self.end), f"{self.duration_minutes} min")
