@@ -144,7 +144,7 @@ def test_slots_across_a_dst_night_are_whole_and_in_the_practice_zone(
     if night == SPRING_FORWARD:  # 02:00-02:59 does not exist: 01:30 EST runs to 03:30 EDT
         assert all(s.start.hour != 2 for s in slots)
         crossing = next(s for s in slots if f"{s.start:%H:%M}" == "01:30")
-        assert f"{crossing.end:%H:%M %z}" == "03:30 -0400"
+        assert f"{crossing.end:%H:%M %z}" == "03:30 -0400" and crossing.duration_minutes == 60
     else:  # 01:00-01:59 happens twice
         assert [f"{s.start:%H:%M}" for s in slots].count("01:00") == 2
 
