@@ -624,7 +624,9 @@ def read_scenario(
         return dispatch(method, target, headers, body)
 
     monkeypatch.setattr(sb, "_dispatch", recording)
-    sandbox_emulator(sb).search_rate = None  # this client does not really sleep out HubSpot's 5 searches/s
+    monkeypatch.setattr(
+        sandbox_emulator(sb), "search_rate", None
+    )  # this client does not really sleep out HubSpot's 5 searches/s
     env = {"PMS_HUBSPOT_API_VERSION": api_version, "PMS_HUBSPOT_OWNER_ID": "7001"}
     if reference_property:
         env["PMS_HUBSPOT_REFERENCE_PROPERTY"] = reference_property
