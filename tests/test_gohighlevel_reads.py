@@ -16,7 +16,7 @@ import pytest
 import responses
 
 from pms_integration import PMSClient
-from pms_integration.errors import UnexpectedResponseError, UnsupportedOperationError, ValidationError
+from pms_integration.errors import ConflictError, UnexpectedResponseError, UnsupportedOperationError, ValidationError
 from pms_integration.models import AppointmentStatus, SlotQuery
 from pms_integration.sandbox import Sandbox
 from pms_integration.sandbox.gohighlevel import DEFAULT_OPEN_HOURS, GoHighLevelEmulator
@@ -118,6 +118,8 @@ def test_a_staff_block_and_a_cancelled_booking_change_the_slots(sb: Sandbox, ghl
         sb.staff_cancel("ghl", booked.id)
         sb.block_time("ghl", at(DAY, 9, 30), at(DAY, 10))
         assert [s.start for s in c.free_slots(at(DAY, 9), at(DAY, 10))] == [at(DAY, 9)]
+        with pytest.raises(ConflictError):  # GoHighLevel refuses a booking into a block slot itself
+            book(c, at(DAY, 9, 30), "bk-blocked")
 
 
 SPRING_FORWARD, FALL_BACK = dt.date(2037, 3, 8), dt.date(2037, 11, 1)
