@@ -57,6 +57,7 @@ __all__ = [
     "PREFIX",
     "DEFAULT_MAX_BODY_BYTES",
     "TOKEN_VARIABLE",
+    "PathOnly",
 ]
 
 log = logging.getLogger("pms_integration.server")
@@ -383,7 +384,7 @@ class _Api:
                 "token-required",
                 "Server token required",
                 f"This endpoint returns patient data and is served only when the server has a token: set "
-                f"{TOKEN_VARIABLE} to a long random value and send it in the Authorization header as a bearer token.",
+                f'{TOKEN_VARIABLE} to a long random value and send it in the Authorization header with the scheme "Bearer".',
             )
 
     def guard(self, endpoint: Endpoint, *, patient_data: bool = False) -> Endpoint:
