@@ -161,6 +161,7 @@ def _find_patient(c: PMSClient, rsps: responses.RequestsMock) -> None:
 def _find_appointments(c: PMSClient, rsps: responses.RequestsMock) -> None:
     rsps.post(f"{HOST}/contacts/search", json={"contacts": [FOUND], "total": 1})
     rsps.get(f"{HOST}/contacts/{CONTACT_ID}/appointments", json={"events": [LISTED]})
+    _read(rsps)
     found = c.find_appointments(email="jane@example.com", start="2037-03-01T00:00:00Z", end="2037-04-01T00:00:00Z")
     assert [a.id for a in found] == [EVENT_ID]
 
@@ -220,7 +221,11 @@ OPERATIONS: dict[str, tuple[Callable[[PMSClient, responses.RequestsMock], None],
     "find_appointments": (
         _find_appointments,
         ZONED,
-        ["POST /contacts/search", f"GET /contacts/{CONTACT_ID}/appointments"],
+        [
+            "POST /contacts/search",
+            f"GET /contacts/{CONTACT_ID}/appointments",
+            f"GET /calendars/events/appointments/{EVENT_ID}",
+        ],
     ),
     "find_by_reference": (_find_by_reference, {}, ["GET /calendars/events"]),
     "get_appointment": (_get_appointment, {}, [f"GET /calendars/events/appointments/{EVENT_ID}"]),

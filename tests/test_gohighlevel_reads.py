@@ -213,8 +213,8 @@ def test_a_new_client_finds_the_booking_by_email_and_its_id_cancels_it(sb: Sandb
     with client(sb) as after_restart:  # nothing remembered: as after a process restart
         mark = len(sb.records)
         found = after_restart.find_appointments(email=EMAIL)
-        assert sent(sb, mark) == ["contacts.search", "contacts.appointments"]
-        assert [a.id for a in found] == [booked.id]
+        assert sent(sb, mark) == ["contacts.search", "contacts.appointments", "appointments.get"]
+        assert [(a.id, a.reference) for a in found] == [(booked.id, "bk-restart")]
         assert found[0].start == booked.start and found[0].status is AppointmentStatus.BOOKED
         assert after_restart.find_appointments(phone=PHONE)[0].id == booked.id
         after_restart.cancel_appointment(found[0].id)
@@ -224,16 +224,19 @@ def test_a_new_client_finds_the_booking_by_email_and_its_id_cancels_it(sb: Sandb
     assert ghl.booking(booked.id)["appointmentStatus"] == "cancelled"
 
 
-def test_without_a_configured_zone_each_listed_appointment_is_read_for_its_times(sb: Sandbox) -> None:
-    """The contact's list gives wall-clock times without an offset; without PMS_GHL_TIMEZONE the
-    adapter cannot place them, so it reads each event (its times carry offsets)."""
+def test_the_practice_zone_spares_reading_appointments_outside_the_window(sb: Sandbox) -> None:
+    """A contact's list gives wall-clock times without an offset and no booking reference, so each
+    appointment found is read; with PMS_GHL_TIMEZONE those outside the window are not."""
     with client(sb) as c:
-        booked = book(c, soon(), "bk-nozone")
-    with client(sb, PMS_GHL_TIMEZONE="") as c:
-        mark = len(sb.records)
-        found = c.find_appointments(email=EMAIL)
-        assert sent(sb, mark) == ["contacts.search", "contacts.appointments", "appointments.get"]
-    assert [a.id for a in found] == [booked.id] and found[0].start == booked.start
+        book(c, soon(3), "bk-near")
+        far = book(c, soon(40), "bk-far")
+    window = {"email": EMAIL, "start": soon(30).isoformat(), "end": soon(50).isoformat()}
+    for zone, reads in (("America/New_York", 1), ("", 2)):
+        with client(sb, PMS_GHL_TIMEZONE=zone) as c:
+            mark = len(sb.records)
+            found = c.find_appointments(**window)
+            assert sent(sb, mark) == ["contacts.search", "contacts.appointments"] + ["appointments.get"] * reads
+        assert [(a.id, a.reference, a.start) for a in found] == [(far.id, "bk-far", far.start)]
 
 
 def test_by_reference_a_new_client_finds_what_the_conversation_booked(sb: Sandbox) -> None:
@@ -319,7 +322,10 @@ def test_each_read_sends_the_pinned_requests(sb: Sandbox, version: str) -> None:
         if version == "v2":
             pins += [
                 (lambda: c.find_patient(email=EMAIL), ["contacts.search"]),
-                (lambda: c.find_appointments(email=EMAIL), ["contacts.search", "contacts.appointments"]),
+                (
+                    lambda: c.find_appointments(email=EMAIL),
+                    ["contacts.search", "contacts.appointments", "appointments.get"],
+                ),
                 (lambda: c.find_appointments(reference="bk-pins"), ["appointments.list"]),
             ]
         for call, expected in pins:

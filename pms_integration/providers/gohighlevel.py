@@ -71,6 +71,7 @@ MAX_CONTACT_PAGES = 10
 #: GoHighLevel's default slot interval: the grid assumed when a free-slot answer offers too few
 #: starts to show the calendar's own
 DEFAULT_SLOT_INTERVAL = _dt.timedelta(minutes=30)
+_MARGIN_DAY = _dt.timedelta(days=1)
 _DATE_KEY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _WALL_CLOCK = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?$")
 
@@ -636,8 +637,8 @@ class GoHighLevelV2Adapter(GoHighLevelBase):
         ]
 
     def find_appointments(self, query: AppointmentQuery) -> list[Appointment]:
-        """By patient: contacts by search, then ``GET /contacts/{contactId}/appointments`` for each.
-        By reference: the calendar's events in the window (``GET /calendars/events``), the one
+        """By patient: contacts by search, then ``GET /contacts/{contactId}/appointments`` for each,
+        then each listed appointment in the window is read (see :meth:`listed`). By reference: the calendar's events in the window (``GET /calendars/events``), the one
         carrying it; with an e-mail or phone as well, only if it belongs to one of their contacts."""
         operation = "find_appointments"
         start, end = query.window()
@@ -666,7 +667,9 @@ class GoHighLevelV2Adapter(GoHighLevelBase):
                     seen.add(str(event.get("id")))
                     if status_of(event) is AppointmentStatus.CANCELLED and not query.include_cancelled:
                         continue
-                    found.append(self.listed(event, operation))
+                    appointment = self.listed(event, operation, start, end)
+                    if appointment is not None:
+                        found.append(appointment)
         return [
             a
             for a in found
@@ -675,27 +678,31 @@ class GoHighLevelV2Adapter(GoHighLevelBase):
             and start <= a.start < end
         ]
 
-    def listed(self, event: Mapping[str, Any], operation: str) -> Appointment:
-        """An event from a contact's appointment list. Its times may come as the calendar's wall
-        clock without an offset (``2021-07-16 11:00:00``, as the spec shows): read in
-        PMS_GHL_TIMEZONE when set, else the event is read itself (its times carry offsets)."""
-        zone = _zone(self.settings.timezone)
+    def listed(
+        self, event: Mapping[str, Any], operation: str, start: _dt.datetime, end: _dt.datetime
+    ) -> Appointment | None:
+        """An event from a contact's appointment list as the event itself reads
+        (``GET /calendars/events/appointments/{id}``), or None when it starts well outside the
+        window (then it is not read).
 
-        def instant(key: str) -> _dt.datetime | None:
-            value = event.get(key)
-            found = parse_instant(value)
-            if found is None and zone is not None and isinstance(value, str) and _WALL_CLOCK.fullmatch(value.strip()):
-                wall = _dt.datetime.fromisoformat(value.strip().replace(" ", "T"))
-                found = wall.replace(tzinfo=zone)
-            return found
-
-        start, end = instant("startTime"), instant("endTime")
-        if start is None:
-            event_id = text(event.get("id"))
-            if event_id is None or not self.id_pattern.fullmatch(event_id):
-                raise self.unexpected(operation, "a listed appointment has neither usable times nor a usable id")
-            return self.read_booking(event_id, operation)
-        return self.appointment(event, operation, start=start, end=end, zone=self.booking_zone(event))
+        The list alone is not enough: the spec shows its times as the calendar's wall clock
+        without an offset (``2021-07-16 11:00:00``) and its records carry no description, where
+        the booking reference is. Its times only spare the read of appointments outside the
+        window: read in PMS_GHL_TIMEZONE, with a day's margin either side. A listed record that
+        has offsets and names its reference is used as it is."""
+        value = event.get("startTime")
+        exact = parse_instant(value)
+        at, zone = exact, _zone(self.settings.timezone)
+        if at is None and zone is not None and isinstance(value, str) and _WALL_CLOCK.fullmatch(value.strip()):
+            at = _dt.datetime.fromisoformat(value.strip().replace(" ", "T")).replace(tzinfo=zone)
+        if at is not None and not start - _MARGIN_DAY <= at < end + _MARGIN_DAY:
+            return None
+        if exact is not None and reference_in(event):
+            return self.appointment(event, operation, zone=self.booking_zone(event))
+        event_id = text(event.get("id"))
+        if event_id is None or not self.id_pattern.fullmatch(event_id):
+            raise self.unexpected(operation, "a listed appointment has no usable id")
+        return self.read_booking(event_id, operation)
 
     def update_body(self, changes: AppointmentUpdate, event: Mapping[str, Any]) -> dict[str, Any]:
         """Only the changed fields, in ``AppointmentEditSchema`` names; times in the zone the update
