@@ -249,6 +249,7 @@ MINIMUMS: dict[str, list[tuple[str, int, str]]] = {
             "upsert of the reports contact (once per client), list its notes (pushed before?), create the note",
         ),
         ("re-push (same report)", 1, "one PUT of the note this client created"),
+        ("free slots (first search of a client)", 1, "nothing to cache: as every search"),
         ("free slots (one window)", 1, "GoHighLevel computes the slots: one GET of the calendar's free slots"),
         ("find patient", 1, "one contact search (e-mail in the body), one page"),
         ("get appointment", 1, "one GET of the event"),
@@ -258,6 +259,7 @@ MINIMUMS: dict[str, list[tuple[str, int, str]]] = {
             "contact search, that contact's appointments, then a read of each of the 2 found (the list has "
             "neither the booking reference nor UTC offsets)",
         ),
+        ("find appointments (by reference)", 1, "one look-up of the calendar's events by the reference"),
     ],
     "salesforce": [
         ("book (new patient)", 1, "one Event create (patient details go into the Event)"),
@@ -292,6 +294,21 @@ MINIMUMS: dict[str, list[tuple[str, int, str]]] = {
         ("cancel", 3, "read the meeting (unknown id vs already cancelled; its zone), PATCH meeting outcome and deal stage"),
         ("push-report (first push)", 2, "note search (pushed before?), note create"),
         ("re-push (same report)", 1, "one PATCH of the note this client created"),
+        ("free slots (first search of a client)", 1, "nothing to cache: as every search"),
+        ("free slots (one window)", 1, "one meetings search of the owner in the window (1 per page of 200)"),
+        ("find patient", 1, "one contacts search (e-mail in the body)"),
+        ("get appointment", 1, "one meeting read"),
+        (
+            "find appointments (by e-mail)",
+            4,
+            "contacts search (e-mail in the body), their meeting associations, a batch read of the meetings, "
+            "their deal associations (a meeting with a deal is a booking)",
+        ),
+        (
+            "find appointments (by reference)",
+            3,
+            "deals search by the reference, the deal read, a batch read of its meetings",
+        ),
     ],
 }
 
@@ -322,14 +339,23 @@ def measure_requests(sandbox: RemoteSandbox, provider: str) -> list[Row]:
         client.cancel_appointment(again.id, provider=provider)
         counted("push-report (first push)", lambda: client.push_performance_report(REPORT, provider=provider))
         counted("re-push (same report)", lambda: client.push_performance_report(REPORT, provider=provider))
-        # the scheduling reads a provider lists in MINIMUMS
+        # the scheduling reads a provider lists in MINIMUMS, in this order: the first slot search
+        # of a client may also read what the client then caches (Salesforce's business hours)
         window = {"start": BASE - dt.timedelta(days=1), "end": BASE + dt.timedelta(days=30), "provider": provider}
+
+        def slots() -> Any:
+            return client.free_slots(BASE, BASE + dt.timedelta(hours=8), provider=provider)
+
         reads: dict[str, Callable[[], Any]] = {
-            "free slots (one window)": lambda: client.free_slots(BASE, BASE + dt.timedelta(hours=8), provider=provider),
+            "free slots (first search of a client)": slots,
+            "free slots (one window)": slots,
             "find patient": lambda: client.find_patient(email=newcomer["email"], provider=provider),
             "get appointment": lambda: client.get_appointment(first.id, provider=provider),
             "find appointments (by e-mail)": lambda: client.find_appointments(
                 email=newcomer["email"], include_cancelled=True, **window
+            ),
+            "find appointments (by reference)": lambda: client.find_appointments(
+                reference=first.reference, include_cancelled=True, **window
             ),
         }
         listed = {operation for operation, _, _ in MINIMUMS[provider]}
