@@ -467,3 +467,40 @@ def test_read_commands_check_their_flags(capsys: pytest.CaptureFixture[str]) -> 
     with pytest.raises(SystemExit) as usage:
         cli.main(["slots", "--start", "2031-03-04T08:00:00-05:00"])  # --end is required
     assert usage.value.code == 2
+
+
+def test_read_commands_print_json_against_the_sandbox(
+    sb: Any, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pathlib import Path
+
+    env_file = Path(str(tmp_path)) / "sandbox.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in sb.environ(default_provider="ghl").items()), encoding="utf-8")
+    run = ["--env-file", str(env_file)]
+
+    def out(*argv: str) -> Any:
+        assert cli.main([*run, *argv]) == 0, capsys.readouterr().err
+        return json.loads(capsys.readouterr().out)
+
+    window = ["--start", "2030-03-05T08:00:00-05:00", "--end", "2030-03-05T12:00:00-05:00"]
+    slots = out("slots", *window, "--duration", "60")
+    assert slots and {s["provider"] for s in slots} == {"gohighlevel"} and set(slots[0]) == {"provider", "start", "end"}
+    request = {"start": slots[0]["start"], "duration_minutes": 60, "reference": "cli-read-1",
+               "patient": {"name": "Cli Reader", "email": "cli.reader@example.com", "phone": "+15555550161"}}  # fmt: skip
+    booked = out("book", json.dumps(request))
+    assert slots[0]["start"] not in [s["start"] for s in out("slots", *window, "--duration", "60")]
+    got = out("get", booked["id"])
+    assert got["id"] == booked["id"] and "raw" not in got and "raw" in out("get", "--raw", booked["id"])
+    since = ["--start", "2030-03-01T00:00:00-05:00"]
+    assert [a["id"] for a in out("find", "--email", "cli.reader@example.com", *since)] == [booked["id"]]
+    assert [a["id"] for a in out("find", "--phone", "+1 (555) 555-0161", *since)] == [booked["id"]]
+    assert [a["id"] for a in out("find", "--reference", "cli-read-1", *since)] == [booked["id"]]
+    [patient] = out("patients", "--email", "cli.reader@example.com")
+    assert patient["email"] == "cli.reader@example.com" and patient["name"] == "Cli Reader" and "raw" not in patient
+    out("cancel", booked["id"])
+    assert out("find", "--email", "cli.reader@example.com", *since) == []
+    assert [a["status"] for a in out("find", "--email", "cli.reader@example.com", *since, "--include-cancelled")] == [
+        "cancelled"
+    ]
+    assert cli.main([*run, "get", "ZzZzZzZzZzZzZzZzZzZz"]) == 7  # not found
+    assert "error: " in capsys.readouterr().err
