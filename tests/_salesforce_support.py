@@ -48,6 +48,10 @@ def environ(**overrides: str) -> dict[str, str]:
         "PMS_SALESFORCE_BASE_URL": BASE,
         "PMS_SALESFORCE_TOKEN": CANARY["PMS_SALESFORCE_TOKEN"],
         "PMS_SALESFORCE_OWNER_ID": OWNER,
+        # the write-path tests look at the Event create alone; test_salesforce_reads turns the
+        # patient look-up and the conflict check (the defaults) back on
+        "PMS_SALESFORCE_PATIENT_RECORD": "off",
+        "PMS_SALESFORCE_CONFLICT_CHECK": "off",
     }
     env.update(overrides)
     return {k: v for k, v in env.items() if v}

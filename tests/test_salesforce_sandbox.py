@@ -38,7 +38,9 @@ def org(sb: Sandbox) -> SalesforceEmulator:
 
 
 def make_client(sb: Sandbox, **extra: str) -> PMSClient:
+    """A client for the write path alone (test_salesforce_reads covers the look-ups before a booking)."""
     env = sb.environ(default_provider="salesforce")
+    env.update(PMS_SALESFORCE_PATIENT_RECORD="off", PMS_SALESFORCE_CONFLICT_CHECK="off")
     env.update(extra)
     return PMSClient(environ=env, env_file=None, sleep=lambda s: None)
 

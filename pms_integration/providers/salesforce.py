@@ -40,8 +40,9 @@ from ..models import (
     ProviderName,
 )
 from ..tokens import TokenStore
-from ._base import BaseAdapter, text
+from ._base import text
 from .salesforce_auth import TokenRefreshAuth
+from .salesforce_reads import SalesforceReads
 
 __all__ = [
     "SalesforceAdapter",
@@ -197,7 +198,7 @@ def parse_error(resp: HttpResponse) -> ErrorInfo:
     return ErrorInfo(message, code=code, fields=fields, error_class=error_class, retryable=retryable)
 
 
-class SalesforceAdapter(BaseAdapter):
+class SalesforceAdapter(SalesforceReads):
     """The Salesforce adapter. Thread-safe; one per client."""
 
     provider = PROVIDER
@@ -259,7 +260,7 @@ class SalesforceAdapter(BaseAdapter):
             f"AND Subject LIKE {soql_like_contains(f'[{request.reference}]')}"
         )
         fields = "Id, Subject, Description, StartDateTime, EndDateTime, WhoId"
-        records = self._query(f"SELECT {fields} FROM Event WHERE {where} LIMIT 2", "book")  # noqa: S608 - escaped
+        records = self.query_all(f"SELECT {fields} FROM Event WHERE {where} LIMIT 2", "book")  # noqa: S608 - escaped
         if not records:
             return None
         if len(records) > 1:
@@ -285,7 +286,9 @@ class SalesforceAdapter(BaseAdapter):
             record: dict[str, Any] = {"Id": appointment_id, "IsDeleted": True}
             if operation == "cancel":
                 where = f"FROM Event WHERE Id = {soql_string(appointment_id)}"
-                rows = self._query(f"SELECT {_EVENT_FIELDS.replace(',', ', ')} {where}", operation, resource="queryAll")
+                rows = self.query_all(
+                    f"SELECT {_EVENT_FIELDS.replace(',', ', ')} {where}", operation, resource="queryAll"
+                )
                 record.update(rows[0] if rows else {})
         else:
             record = self.json_object(resp, operation, "the Event record")
@@ -396,7 +399,7 @@ class SalesforceAdapter(BaseAdapter):
         where = f"Subject LIKE {soql_like_contains(f'[{report.id}]')}"
         if self.task_owner:
             where = f"OwnerId = {soql_string(self.task_owner)} AND {where}"
-        records = self._query(f"SELECT Id, Subject FROM Task WHERE {where} LIMIT 2", "push_report")  # noqa: S608
+        records = self.query_all(f"SELECT Id, Subject FROM Task WHERE {where} LIMIT 2", "push_report")  # noqa: S608
         if not records:
             return None
         record_id = records[0].get("Id")
@@ -411,15 +414,6 @@ class SalesforceAdapter(BaseAdapter):
 
     def create_report(self, report: PerformanceReport, payload: Mapping[str, Any]) -> str:
         return str(self._create("Task", payload, "push_report", report.id)["id"])
-
-    def _query(self, soql: str, operation: str, *, resource: str = "query") -> list[Mapping[str, Any]]:
-        """One page of a SOQL query (``resource="queryAll"`` includes deleted records)."""
-        resp = self.transport.request("GET", f"{self.api}/{resource}/", operation=operation, params={"q": soql})
-        body = resp.json_or_none()
-        records = body.get("records") if isinstance(body, dict) else None
-        if not isinstance(records, list):
-            raise self.unexpected(operation, "the query result has no records list")
-        return [r for r in records if isinstance(r, Mapping)]
 
     def _create(self, sobject: str, payload: Mapping[str, Any], operation: str, reference: str) -> dict[str, Any]:
         """POST a record; the result, whose ``id`` is valid (else the outcome is unknown)."""

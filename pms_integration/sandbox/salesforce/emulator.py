@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as _dt
 from typing import Any
 from urllib.parse import unquote
 
@@ -36,6 +37,10 @@ class SalesforceEmulator(Emulator):
     api_limit: Forwarded[int] = Forwarded()
     contacts: Forwarded[dict[str, dict[str, Any]]] = Forwarded()
     records: Forwarded[dict[str, dict[str, Any]]] = Forwarded()
+    #: records per query page (None: the API's 2,000); small values exercise ``nextRecordsUrl``
+    page_size: Forwarded[int | None] = Forwarded()
+    #: the org's BusinessHours records (seeded: "Default", Mon-Fri 08:00-17:00 America/New_York)
+    business_hours: Forwarded[list[dict[str, Any]]] = Forwarded()
 
     def __init__(self, sandbox: Sandbox) -> None:
         self.store = Org()
@@ -89,6 +94,28 @@ class SalesforceEmulator(Emulator):
         """A record's fields (deleted ones too), for tests; None if unknown."""
         return self.store.record(unquote(record_id))
 
+    # -- what staff do in Salesforce's own screens -----------------------------------------------
+
+    def staff_move(self, appointment_id: str, start: _dt.datetime, end: _dt.datetime) -> None:
+        with self.lock:
+            record = self.store.find("Event", appointment_id)
+            self.store.update(record, {"StartDateTime": _utc(start), "EndDateTime": _utc(end)})
+
+    def staff_cancel(self, appointment_id: str) -> None:
+        """Staff delete the Event (Salesforce has no cancelled state): it goes to the recycle bin."""
+        with self.lock:
+            self.store.delete(self.store.find("Event", appointment_id))
+
+    def block_time(self, start: _dt.datetime, end: _dt.datetime, title: str = "Blocked") -> str:
+        """A busy Event of the owner's that is no booking (no ``[reference]`` in its Subject)."""
+        values = {"Subject": title, "StartDateTime": _utc(start), "EndDateTime": _utc(end), "ShowAs": "Busy"}
+        return self.store.create("Event", values, self.api_version)
+
+    def add_person(self, kind: str, first: str, last: str, email: str | None = None, phone: str | None = None) -> str:
+        """A Contact or Lead the org already has (a returning patient); its id."""
+        values = {"FirstName": first, "LastName": last, "Email": email, "Phone": phone}
+        return self.store.create_person(kind, {**values, **({"Company": "[not provided]"} if kind == "Lead" else {})})
+
     def set_api_usage(self, used: int, limit: int = API_LIMIT) -> None:
         """Set the daily counter (to test the org's 403 REQUEST_LIMIT_EXCEEDED)."""
         with self.lock:
@@ -105,3 +132,7 @@ class SalesforceEmulator(Emulator):
             text = f"HTTP Method '{req.method}' not allowed. Allowed are {','.join(['HEAD', *allowed])}"
             return json_response(405, errors("METHOD_NOT_ALLOWED", text))
         return handlers.not_emulated(req, self.prefix)
+
+
+def _utc(moment: _dt.datetime) -> _dt.datetime:
+    return moment.astimezone(_dt.timezone.utc).replace(microsecond=0)

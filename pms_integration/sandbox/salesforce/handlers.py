@@ -6,15 +6,18 @@ A handler takes the emulator, the request and the route's path parameters; it ra
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import time
+from email.message import Message
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, quote, urlsplit
 
 from .._core import SandboxRequest, SandboxResponse, json_response
 from .soql import QUERY_BATCH, parse_soql
 from .state import OAuthError
-from .validation import SOBJECTS, OrgError, coerce, errors, invalid, sobject, wire
+from .validation import PEOPLE, SOBJECTS, OrgError, coerce, coerce_person, errors, invalid, sobject, wire
 
 if TYPE_CHECKING:
     from .emulator import SalesforceEmulator
@@ -35,6 +38,9 @@ def versions(sf: SalesforceEmulator, req: SandboxRequest, params: dict[str, str]
 
 def create(sf: SalesforceEmulator, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
     name = params["sobject"]
+    if name in PEOPLE:
+        record_id = sf.store.create_person(name, coerce_person(name, _json_body(req)))
+        return json_response(201, {"id": record_id, "success": True, "errors": []})
     sobject(name)
     values = coerce(name, _json_body(req), creating=True, exists=sf.store.exists)
     record_id = sf.store.create(name, values, params["version"])
@@ -81,7 +87,7 @@ def query(
     if isinstance(result, int):
         aggregate = {"attributes": {"type": "AggregateResult"}, "expr0": result}
         return json_response(200, {"totalSize": 1, "done": True, "records": [aggregate]})
-    return _page(sf, params, result, _batch_size(req), 0)
+    return _page(sf, params, result, _batch_size(sf, req), 0)
 
 
 def query_all(sf: SalesforceEmulator, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
@@ -122,6 +128,122 @@ def token(sf: SalesforceEmulator, req: SandboxRequest, params: dict[str, str]) -
 
 
 # ---------------------------------------------------------------------------------------------
+# the Composite API: several subrequests in one call, later ones using earlier results
+
+COMPOSITE_MAX = 25  # subrequests per call
+COMPOSITE_QUERIES_MAX = 5  # of which queries
+_REFERENCE = re.compile(r"@\{([A-Za-z0-9_]+)((?:\.[A-Za-z0-9_]+|\[\d+\])+)\}")
+_HALTED = "The transaction was rolled back since another operation in the same transaction failed."
+
+
+class _Unresolved(Exception):
+    pass
+
+
+def composite(sf: SalesforceEmulator, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
+    """``POST /composite``: query and sObject subrequests in order, ``@{ref.field}`` references,
+    ``allOrNone`` (one failure rolls every change back). Counts as one API call."""
+    body = _json_body(req)
+    subs = body.get("compositeRequest")
+    if not isinstance(subs, list) or not subs or not all(isinstance(s, dict) for s in subs):
+        raise invalid("JSON_PARSER_ERROR", "compositeRequest must be a non-empty array of subrequests")
+    if len(subs) > COMPOSITE_MAX:
+        raise invalid(
+            "LIMIT_EXCEEDED", f"Limit Exceeded: a composite request takes at most {COMPOSITE_MAX} subrequests"
+        )
+    if sum("/query" in str(s.get("url", "")) for s in subs) > COMPOSITE_QUERIES_MAX:
+        raise invalid("LIMIT_EXCEEDED", f"Limit Exceeded: at most {COMPOSITE_QUERIES_MAX} query subrequests")
+    all_or_none = body.get("allOrNone") is True
+    saved = sf.store.save()
+    results: dict[str, Any] = {}
+    out: list[dict[str, Any]] = []
+    failed = False
+    for sub in subs:
+        ref = str(sub.get("referenceId") or "")
+        if failed and all_or_none:
+            out.append(_sub_answer(ref, 400, errors("PROCESSING_HALTED", _HALTED)))
+            continue
+        try:
+            url = _resolve(str(sub.get("url") or ""), results, in_url=True)
+            sub_body = _resolve(sub.get("body"), results, in_url=False)
+            answer = _subrequest(sf, str(sub.get("method") or "").upper(), url, sub_body, params["version"])
+        except _Unresolved as exc:
+            text = f"Invalid reference specified. No value for {exc} found in {str(exc).split('.')[0]}."
+            answer = json_response(400, errors("PROCESSING_HALTED", text))
+        out.append(_sub_answer(ref, answer.status, answer.body))
+        if answer.status < 300:
+            results[ref] = answer.body
+        else:
+            failed = True
+    if failed and all_or_none:
+        sf.store.restore(saved)
+        out = [
+            a
+            if a["httpStatusCode"] >= 300
+            else _sub_answer(a["referenceId"], 400, errors("PROCESSING_HALTED", _HALTED))
+            for a in out
+        ]
+    return json_response(200, {"compositeResponse": out})
+
+
+def _sub_answer(ref: str, status: int, body: Any) -> dict[str, Any]:
+    return {"body": body, "httpHeaders": {}, "httpStatusCode": status, "referenceId": ref}
+
+
+def _resolve(value: Any, results: dict[str, Any], *, in_url: bool) -> Any:
+    """``value`` with every ``@{ref.path}`` replaced by the earlier result's value."""
+    if isinstance(value, dict):
+        return {k: _resolve(v, results, in_url=in_url) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(v, results, in_url=in_url) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def one(m: re.Match[str]) -> str:
+        found: Any = results.get(m.group(1), _Unresolved)
+        for step in re.findall(r"\.([A-Za-z0-9_]+)|\[(\d+)\]", m.group(2)):
+            if step[0] and isinstance(found, dict):
+                found = found.get(step[0], _Unresolved)
+            elif step[1] and isinstance(found, list) and int(step[1]) < len(found):
+                found = found[int(step[1])]
+            else:
+                found = _Unresolved
+        if found is _Unresolved or found is None:
+            raise _Unresolved(m.group(1) + m.group(2))
+        return quote(str(found), safe="") if in_url else str(found)
+
+    return _REFERENCE.sub(one, value)
+
+
+def _subrequest(sf: SalesforceEmulator, method: str, url: str, body: Any, version: str) -> SandboxResponse:
+    """Run one subrequest through the route table (no auth or call counting: the composite did)."""
+    from .routes import ROUTES
+
+    parts = urlsplit(url)
+    path = parts.path
+    for endpoint in ROUTES:
+        if endpoint.method != method or endpoint.operation in ("composite", "oauth.token"):
+            continue
+        m = re.fullmatch(endpoint.pattern, path)
+        if m is None:
+            continue
+        sub_params = {k: v for k, v in m.groupdict().items() if v is not None}
+        if sub_params.get("version") != version:
+            return json_response(400, errors("INVALID_INPUT", "subrequests must use the composite call's API version"))
+        headers = Message()
+        headers["Content-Type"] = "application/json"
+        raw = b"" if body is None else json.dumps(body).encode()
+        sub = SandboxRequest(
+            method, path, parse_qs(parts.query, keep_blank_values=True), headers, raw, endpoint.operation
+        )
+        try:
+            return endpoint.handler(sf, sub, sub_params)
+        except OrgError as exc:
+            return json_response(exc.status, exc.body())
+    return json_response(404, errors("NOT_FOUND", f"The requested resource does not exist: {method} {path}"))
+
+
+# ---------------------------------------------------------------------------------------------
 # reading requests, writing answers
 
 
@@ -146,9 +268,11 @@ def _json_body(req: SandboxRequest) -> dict[str, Any]:
     return body
 
 
-def _batch_size(req: SandboxRequest) -> int:
+def _batch_size(sf: SalesforceEmulator, req: SandboxRequest) -> int:
     """``Sforce-Query-Options: batchSize=n`` (200 to 2,000; a hint, as in the real API)."""
     m = re.search(r"batchSize\s*=\s*(\d{1,6})", req.header("Sforce-Query-Options") or "")
+    if sf.store.page_size:
+        return sf.store.page_size
     return QUERY_BATCH if m is None else min(max(int(m.group(1)), 200), QUERY_BATCH)
 
 
@@ -191,7 +315,8 @@ def not_emulated(req: SandboxRequest, prefix: str, what: str = "") -> SandboxRes
     text = (
         f"Not emulated: the pms-integration sandbox does not implement {req.method} {prefix}{req.path}"
         + (f" ({what})" if what else "")
-        + ". It emulates the versions list, create/read/update/delete of Event and Task, query and "
-        "queryAll (Event, Task, Contact, Lead, User) and the OAuth refresh-token grant."
+        + ". It emulates the versions list, create/read/update/delete of Event and Task, create of "
+        "Contact and Lead, query and queryAll (Event, Task, Contact, Lead, User, BusinessHours), "
+        "composite and the OAuth refresh-token grant."
     )
     return json_response(501, errors("NOT_EMULATED", text))

@@ -26,6 +26,7 @@ ROUTES: tuple[Endpoint[SalesforceEmulator], ...] = (
     Endpoint("GET", rf"{_V}/queryAll/?", "queryAll", h.query_all),
     Endpoint("GET", _MORE, "query.more", h.query_more),
     Endpoint("POST", _OBJECT, "sobjects.create", h.create),
+    Endpoint("POST", rf"{_V}/composite/?", "composite", h.composite),
     Endpoint("GET", _RECORD, "sobjects.get", h.read),
     Endpoint("PATCH", _RECORD, "sobjects.update", h.update),
     Endpoint("DELETE", _RECORD, "sobjects.delete", h.delete),

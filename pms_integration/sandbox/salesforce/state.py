@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import functools
 import secrets
@@ -16,12 +17,14 @@ from .validation import (
     ID_SHAPE,
     NAME_FIELDS,
     NOT_EMULATED_SOBJECTS,
+    PEOPLE,
     QUERYABLE,
     RELATIONSHIPS,
     SOBJECTS,
     NotEmulated,
     OrgError,
     id15,
+    id_suffix,
     salesforce_id,
     settle_event,
     sobject,
@@ -75,6 +78,11 @@ class Org(Store):
         for prefix, name, kind in (("003", "Jane Doe", "Contact"), ("00Q", "John Roe", "Lead")):
             record_id = salesforce_id(prefix)
             self.contacts[record_id] = {"Id": record_id, "Name": name, "type": kind}
+        self._seeded = {k: dict(v) for k, v in self.contacts.items()}
+        #: records per query page when set (tests: paging beyond the first page); else the API's rule
+        self.page_size: int | None = None
+        #: the org's BusinessHours records (a new org has one default record; here a practice's week)
+        self.business_hours: list[dict[str, Any]] = [_default_hours()]
 
     @_locked
     def clear(self) -> None:
@@ -82,6 +90,9 @@ class Org(Store):
         self.rotate_refresh_tokens = False
         self.cursors.clear()
         self.records.clear()
+        self.contacts = {k: dict(v) for k, v in self._seeded.items()}
+        self.page_size = None
+        self.business_hours = [_default_hours()]
         self.api_usage = 0
         self.api_limit = API_LIMIT
         self.token_refreshes = 0
@@ -92,7 +103,7 @@ class Org(Store):
         return {
             "owner_id": self.owner_id,
             "event_record_type": self.event_record_type,
-            "contacts": [dict(c) for c in self.contacts.values()],
+            "contacts": [{k: wire(v) for k, v in c.items()} for c in self.contacts.values()],
             "bookings": [_public(r) for r in live if r["attributes"]["type"] == "Event"],
             "tasks": [_public(r) for r in live if r["attributes"]["type"] == "Task"],
             "deleted": [r["Id"] for r in self.records.values() if r["IsDeleted"]],
@@ -194,6 +205,24 @@ class Org(Store):
         return record_id
 
     @_locked
+    def create_person(self, name: str, values: dict[str, Any]) -> str:
+        """A new Contact or Lead (checked by ``coerce_person``); its id."""
+        record_id = salesforce_id(PEOPLE[name][0])
+        full = " ".join(v for v in (values.get("FirstName"), values.get("LastName")) if v)
+        now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
+        self.contacts[record_id] = {**values, "Id": record_id, "Name": full, "type": name, "CreatedDate": now}
+        return record_id
+
+    @_locked
+    def save(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A copy of the records and people, for :meth:`restore` (a rolled-back composite)."""
+        return copy.deepcopy(self.records), copy.deepcopy(self.contacts)
+
+    @_locked
+    def restore(self, saved: tuple[dict[str, Any], dict[str, Any]]) -> None:
+        self.records, self.contacts = copy.deepcopy(saved[0]), copy.deepcopy(saved[1])
+
+    @_locked
     def update(self, record: dict[str, Any], values: dict[str, Any]) -> None:
         """Apply checked ``values`` to a record :meth:`find` returned (all or nothing)."""
         candidate = {**record, **values}
@@ -261,6 +290,12 @@ class Org(Store):
             return [r for r in self.records.values() if r["attributes"]["type"] == name]
         if name == "User":
             return [self._user(version)]
+        if name == "BusinessHours":
+            url = f"/services/data/v{version}/sobjects/BusinessHours/"
+            return [
+                {**h, "IsDeleted": False, "attributes": {"type": name, "url": url + h["Id"]}}
+                for h in self.business_hours
+            ]
         return [self._person(c, version) for c in self.contacts.values() if c["type"] == name]
 
     def _person(self, contact: dict[str, Any], version: str) -> dict[str, Any]:
@@ -270,12 +305,14 @@ class Org(Store):
         return {
             "Id": contact["Id"],
             "Name": name,
-            "FirstName": first if last else None,
-            "LastName": last or first,
+            "FirstName": contact.get("FirstName", first if last else None),
+            "LastName": contact.get("LastName", last or first),
             "Email": contact.get("Email"),
             "Phone": contact.get("Phone"),
+            "Company": contact.get("Company") if kind == "Lead" else None,
+            "IsConverted": False if kind == "Lead" else None,
             "IsDeleted": False,
-            "CreatedDate": None,
+            "CreatedDate": contact.get("CreatedDate"),
             "Type": kind,
             "attributes": {"type": kind, "url": f"/services/data/v{version}/sobjects/{kind}/{contact['Id']}"},
         }
@@ -357,6 +394,23 @@ def _settle(name: str, record: dict[str, Any], changed: dict[str, Any], *, creat
         settle_event(record, changed, creating=creating)
     else:
         record["IsClosed"] = record.get("Status") == "Completed"
+
+
+def _default_hours() -> dict[str, Any]:
+    """The seeded default BusinessHours: a dental practice's week in New York, Mon-Fri 08:00-17:00."""
+    week = {"Monday", "Tuesday", "Wednesday", "Thursday", "Friday"}
+    hours: dict[str, Any] = {
+        "Id": "01mHs0000000001" + id_suffix("01mHs0000000001"),
+        "Name": "Default",
+        "IsActive": True,
+        "IsDefault": True,
+        "TimeZoneSidKey": "America/New_York",
+    }
+    for day in ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"):
+        open_ = day in week
+        hours[f"{day}StartTime"] = "08:00:00.000Z" if open_ else None
+        hours[f"{day}EndTime"] = "17:00:00.000Z" if open_ else None
+    return hours
 
 
 def _refresh_token() -> str:

@@ -178,6 +178,27 @@ PERSON_FIELDS: dict[str, FieldSpec] = {
     "IsDeleted": _read_only("bool", "Deleted"),
     "CreatedDate": _read_only("datetime", "Created Date"),
 }
+#: a Lead also needs a Company (the org refuses a Lead without one)
+LEAD_FIELDS: dict[str, FieldSpec] = {
+    **PERSON_FIELDS,
+    "Company": FieldSpec("string", "Company", length=255),
+    "IsConverted": _read_only("bool", "Converted"),
+}
+#: the people a create through ``/sobjects`` may make: name -> (key prefix, required fields)
+PEOPLE: dict[str, tuple[str, tuple[str, ...]]] = {
+    "Contact": ("003", ("LastName",)),
+    "Lead": ("00Q", ("LastName", "Company")),
+}
+_DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+#: the org's opening hours (read-only here, as through the API): times on the wire as ``08:00:00.000Z``
+BUSINESS_HOURS_FIELDS: dict[str, FieldSpec] = {
+    "Id": _read_only("reference", "Business Hours ID"),
+    "Name": _read_only("string", "Business Hours Name"),
+    "IsActive": _read_only("bool", "Active"),
+    "IsDefault": _read_only("bool", "Default Business Hours"),
+    "TimeZoneSidKey": _read_only("picklist", "Time Zone"),
+    **{f"{day}{edge}Time": _read_only("time", f"{day} {edge}") for day in _DAY_NAMES for edge in ("Start", "End")},
+}
 USER_FIELDS: dict[str, FieldSpec] = {
     "Id": _read_only("reference", "User ID"),
     "Name": _read_only("string", "Full Name"),
@@ -198,8 +219,9 @@ QUERYABLE: dict[str, dict[str, FieldSpec]] = {
     "Event": EVENT_FIELDS,
     "Task": TASK_FIELDS,
     "Contact": PERSON_FIELDS,
-    "Lead": PERSON_FIELDS,
+    "Lead": LEAD_FIELDS,
     "User": USER_FIELDS,
+    "BusinessHours": BUSINESS_HOURS_FIELDS,
 }
 #: relationship name -> the id field it follows (Event and Task)
 RELATIONSHIPS = {"Who": "WhoId", "Owner": "OwnerId"}
@@ -211,6 +233,29 @@ NOT_EMULATED_SOBJECTS = frozenset(
         "Calendar", "FeedItem", "Organization", "Group",
     }
 )  # fmt: skip
+
+
+def coerce_person(name: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Check a Contact or Lead create body as the org does (text fields, lengths, required ones)."""
+    fields = QUERYABLE[name]
+    out: dict[str, Any] = {}
+    for field, value in body.items():
+        spec = fields.get(field)
+        if spec is None:
+            raise invalid("INVALID_FIELD", f"No such column '{field}' on sobject of type {name}")
+        if not spec.createable:
+            raise invalid("INVALID_FIELD_FOR_INSERT_UPDATE", f"Unable to create/update fields: {field}.", [field])
+        if value is not None and not isinstance(value, str):
+            raise invalid("JSON_PARSER_ERROR", f"Cannot deserialize instance of string from {field}")
+        if isinstance(value, str) and spec.length is not None and len(value) > spec.length:
+            raise invalid("STRING_TOO_LONG", f"{spec.label}: data value too large (max length={spec.length})", [field])
+        if field == "Email" and value and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", value):
+            raise invalid("INVALID_EMAIL_ADDRESS", f"Email: invalid email address: {value}", ["Email"])
+        out[field] = value
+    for field in PEOPLE[name][1]:
+        if not out.get(field):
+            raise _missing(field)
+    return out
 
 
 def sobject(name: str) -> tuple[str, dict[str, FieldSpec]]:
