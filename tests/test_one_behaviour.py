@@ -87,7 +87,10 @@ VENDORS = {
         repush=("sobjects.update",),
         repush_fresh=("query", "sobjects.update"),
         report_create="sobjects.create",
-        pinned=(("sobjects.create",), ("sobjects.get", "sobjects.update"), ("sobjects.get", "sobjects.delete"),
+        # linking off: the Event create alone is what these rules are about (the composite calls of
+        # patient linking are pinned in test_salesforce_reads); the conflict check reads busy time first
+        settings=(("PMS_SALESFORCE_PATIENT_RECORD", "off"),),
+        pinned=(("composite", "sobjects.create"), ("sobjects.get", "sobjects.update"), ("sobjects.get", "sobjects.delete"),
                 ("query", "sobjects.create")),
     ),
     "hubspot": Vendor(
@@ -110,7 +113,7 @@ VENDORS = {
 VENDORS["salesforce-soft-cancel"] = attrs.evolve(
     VENDORS["salesforce"],
     second_cancel=("sobjects.get",),
-    settings=(("PMS_SALESFORCE_CANCEL_MODE", "soft"),),
+    settings=(*VENDORS["salesforce"].settings, ("PMS_SALESFORCE_CANCEL_MODE", "soft")),
     pinned=(*VENDORS["salesforce"].pinned[:2], ("sobjects.get", "sobjects.update"), VENDORS["salesforce"].pinned[3]),
 )
 
