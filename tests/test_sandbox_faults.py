@@ -44,6 +44,8 @@ def sandbox() -> Iterator[Sandbox]:
 def client_for(sb: Sandbox) -> pms.PMSClient:
     env = sb.environ()
     env.update({f"PMS_{p}_TIMEOUT_MS": "300" for p in ("GHL", "SALESFORCE", "HUBSPOT")})
+    # the Event create alone (a new patient's Contact + Event composite: test_salesforce_reads)
+    env["PMS_SALESFORCE_PATIENT_RECORD"] = "off"
     return pms.PMSClient(
         environ=env, env_file=None, retry_policy=RetryPolicy(backoff_initial=0.01, backoff_max=0.05, jitter=0.01)
     )
@@ -257,7 +259,7 @@ def test_hubspot_search_lag_never_turns_into_a_second_deal(sandbox: Sandbox, dea
 
 @pytest.mark.parametrize("provider", ["gohighlevel", "salesforce", "hubspot"])
 def test_reload_keeps_the_duplicate_booking_memory(sandbox: Sandbox, provider: str) -> None:
-    env = sandbox.environ()
+    env = {**sandbox.environ(), "PMS_SALESFORCE_PATIENT_RECORD": "off"}  # the Event create alone
     pms.reload(env, env_file=None)
     first = pms.book_appointment(booking(11), provider=provider)
     # an unknown outcome just before a reload: the next client must still look it up first
