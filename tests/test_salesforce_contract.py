@@ -22,11 +22,20 @@ import pytest
 import requests
 import responses
 
-from pms_integration.models import AppointmentRequest, AppointmentUpdate, PerformanceReport, structure
+from pms_integration.models import (
+    AppointmentQuery,
+    AppointmentRequest,
+    AppointmentUpdate,
+    PatientQuery,
+    PerformanceReport,
+    SlotQuery,
+    structure,
+)
 from pms_integration.providers.salesforce import SalesforceAdapter, is_salesforce_id
 
 from ._salesforce_support import (
     CONTACT,
+    sf_id,
     EVENT_ID,
     NY,
     RECORD_TYPE,
@@ -88,6 +97,7 @@ EVENT_FIELDS: dict[str, Field] = {
     "ReminderDateTime": Field("datetime"),
     "RecordTypeId": Field("reference", prefixes=("012",)),
     "ClientGuid": Field("string", createable=False, updateable=False),
+    "IsDeleted": Field("bool", createable=False, updateable=False),
 }
 TASK_FIELDS: dict[str, Field] = {
     "Id": Field("reference", createable=False, updateable=False, prefixes=("00T",)),
@@ -100,8 +110,43 @@ TASK_FIELDS: dict[str, Field] = {
     "OwnerId": Field("reference", prefixes=("005",)),
     "Description": Field("textarea", filterable=False, length=32_000),
 }
-SOBJECTS = {"Event": EVENT_FIELDS, "Task": TASK_FIELDS}
-KEY_PREFIX = {"Event": "00U", "Task": "00T"}
+# Contact and Lead: the standard person fields (Salesforce Object Reference, "Contact" and "Lead":
+# https://developer.salesforce.com/docs/atlas.en-us.object_reference.meta/object_reference/sforce_api_objects_contact.htm
+# .../sforce_api_objects_lead.htm); a Lead needs Company, and IsConverted tells converted ones
+CONTACT_FIELDS: dict[str, Field] = {
+    "Id": Field("reference", createable=False, updateable=False, prefixes=("003",)),
+    "Name": Field("string", createable=False, updateable=False),
+    "FirstName": Field("string", length=40),
+    "LastName": Field("string", length=80),
+    "Email": Field("string", length=80),
+    "Phone": Field("string", length=40),
+    "CreatedDate": Field("datetime", createable=False, updateable=False),
+}
+LEAD_FIELDS: dict[str, Field] = {
+    **CONTACT_FIELDS,
+    "Id": Field("reference", createable=False, updateable=False, prefixes=("00Q",)),
+    "Company": Field("string", length=255),
+    "IsConverted": Field("bool", createable=False, updateable=False),
+}
+# BusinessHours (Object Reference, "BusinessHours": .../sforce_api_objects_businesshours.htm):
+# read-only through the API here; one start and end time per weekday
+_WEEK = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+BUSINESS_HOURS_FIELDS: dict[str, Field] = {
+    "Id": Field("reference", createable=False, updateable=False, prefixes=("01m",)),
+    "Name": Field("string", createable=False, updateable=False),
+    "IsActive": Field("bool", createable=False, updateable=False),
+    "IsDefault": Field("bool", createable=False, updateable=False),
+    "TimeZoneSidKey": Field("picklist", createable=False, updateable=False),
+    **{f"{d}{e}Time": Field("time", createable=False, updateable=False) for d in _WEEK for e in ("Start", "End")},
+}
+SOBJECTS = {
+    "Event": EVENT_FIELDS,
+    "Task": TASK_FIELDS,
+    "Contact": CONTACT_FIELDS,
+    "Lead": LEAD_FIELDS,
+    "BusinessHours": BUSINESS_HOURS_FIELDS,
+}
+KEY_PREFIX = {"Event": "00U", "Task": "00T", "Contact": "003", "Lead": "00Q", "BusinessHours": "01m"}
 
 # ---------------------------------------------------------------------------------------------
 # request shapes from the Postman collection
@@ -118,7 +163,11 @@ class Shape:
 
 
 def _shape(file: str) -> Shape:
-    data = json.loads((COLLECTION / f"{file}.json").read_text())
+    return _shape_at(COLLECTION / f"{file}.json", file)
+
+
+def _shape_at(path: Path, file: str) -> Shape:
+    data = json.loads(path.read_text())
     url: str = data["url"]
     path, _, query = url.partition("?")
     pattern = re.escape(path.replace("{{_endpoint}}", ""))
@@ -145,7 +194,16 @@ def shapes() -> list[Shape]:
     # included): derived from the query template, so its SOQL is checked the same way.
     query = next(s for s in loaded if s.name == "query")
     all_rows = re.compile(query.path.pattern.replace("/query/", "/queryAll/"))
-    return [*loaded, attrs.evolve(query, name="queryAll", path=all_rows)]
+    # Nor for the next page of a result: its nextRecordsUrl, the query resource plus a locator
+    # (https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_query.htm)
+    more = re.compile(query.path.pattern.replace("/query/", r"/query/01g[0-9A-Za-z]{15}-\d{1,7}"))
+    composite = _shape_at(COLLECTION.parent / "composite" / "composite.json", "composite")
+    return [
+        *loaded,
+        attrs.evolve(query, name="queryAll", path=all_rows),
+        attrs.evolve(query, name="query_more", path=more, query_keys=frozenset()),
+        composite,
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,12 +220,13 @@ class Sent:
 
 SOQL = re.compile(
     r"^SELECT (?P<fields>[A-Za-z][A-Za-z0-9_]*(?:, [A-Za-z][A-Za-z0-9_]*)*) FROM (?P<sobject>[A-Za-z]+)"
-    r"(?: WHERE (?P<where>.+?))?(?: LIMIT (?P<limit>\d+))?$"
+    r"(?: WHERE (?P<where>.+?))?(?: ORDER BY (?P<order>[A-Za-z][A-Za-z0-9_]*)(?: ASC| DESC)?)?(?: LIMIT (?P<limit>\d+))?$"
 )
 SOQL_LITERAL = re.compile(r"'(?:[^'\\]|\\[\\'\"nrtbf%_])*'")
+_SOQL_VALUE = r"(?:'(?:[^'\\]|\\[\\'\"nrtbf%_])*'|\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z|\d+|true|false|null)"
 SOQL_CONDITION = re.compile(
-    r"^(?P<field>[A-Za-z][A-Za-z0-9_]*) (?P<op>=|!=|<|>|<=|>=|LIKE) "
-    r"(?P<value>'(?:[^'\\]|\\[\\'\"nrtbf%_])*'|\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z|\d+|true|false|null)$"
+    rf"^(?P<field>[A-Za-z][A-Za-z0-9_]*) (?:(?P<op>=|!=|<|>|<=|>=|LIKE) (?P<value>{_SOQL_VALUE})"
+    rf"|IN \((?P<list>{_SOQL_VALUE}(?:, {_SOQL_VALUE})*)\))$"
 )
 
 
@@ -229,6 +288,8 @@ def _check_soql(soql: str) -> list[str]:
     if fields is None:
         return [f"query on an unexpected object {sobject!r}"]
     problems = [f"unknown {sobject} field {f!r} in SELECT" for f in m.group("fields").split(", ") if f not in fields]
+    if m.group("order") and m.group("order") not in fields:
+        problems.append(f"unknown {sobject} field {m.group('order')!r} in ORDER BY")
     where = m.group("where") or ""
     # Split on AND outside string literals.
     masked = SOQL_LITERAL.sub(lambda lit: "\x00" * len(lit.group(0)), where)
@@ -237,11 +298,23 @@ def _check_soql(soql: str) -> list[str]:
         return problems
     start = 0
     for part in re.finditer(r" AND ", masked):
-        problems += _check_condition(sobject, fields, where[start : part.start()])
+        problems += _check_group(sobject, fields, where[start : part.start()], masked[start : part.start()])
         start = part.end()
     if where:
-        problems += _check_condition(sobject, fields, where[start:])
+        problems += _check_group(sobject, fields, where[start:], masked[start:])
     return problems
+
+
+def _check_group(sobject: str, fields: dict[str, Field], text: str, masked: str) -> list[str]:
+    """A condition, or a parenthesised OR of conditions (SOQL needs the brackets to mix them)."""
+    if not (masked.startswith("(") and masked.endswith(")") and " OR " in masked):
+        return _check_condition(sobject, fields, text)
+    problems: list[str] = []
+    start = 1
+    for part in re.finditer(r" OR ", masked):
+        problems += _check_condition(sobject, fields, text[start : part.start()])
+        start = part.end()
+    return problems + _check_condition(sobject, fields, text[start:-1])
 
 
 def _check_condition(sobject: str, fields: dict[str, Field], text: str) -> list[str]:
@@ -286,6 +359,8 @@ def check(sent: Sent, shapes: list[Shape]) -> list[str]:
         elif sobject and not record.startswith(KEY_PREFIX[sobject]):
             problems.append(f"record id {record!r} is not a {sobject} id")
     body = json.loads(sent.body) if sent.body else None
+    if shape.name == "composite":
+        return problems + _check_composite(sent, body, shapes)
     if shape.name == "sobject_create":
         problems += _check_body(str(sobject), body, creating=True)
     elif shape.name == "sobject_rows_update":
@@ -301,6 +376,50 @@ def check(sent: Sent, shapes: list[Shape]) -> list[str]:
         problems.append(f"unexpected parameters {sorted(params)}")
     if shape.name in ("query", "queryAll"):
         problems += _check_soql(params["q"][0])
+    return problems
+
+
+COMPOSITE_MAX, COMPOSITE_QUERIES_MAX = 25, 5  # the note's section 2.5 (Salesforce's limits)
+REFERENCE = re.compile(r"^@\{([A-Za-z0-9_]+)\.id\}$")
+
+
+def _check_composite(sent: Sent, body: Any, shapes: list[Shape]) -> list[str]:
+    """The Composite API body (``allOrNone``, ``compositeRequest``), and each subrequest as if it
+    were sent on its own: its URL, method and body against the collection's shapes."""
+    if not isinstance(body, dict) or set(body) - {"allOrNone", "collateSubrequests", "compositeRequest"}:
+        return [f"composite body keys {sorted(body) if isinstance(body, dict) else body!r}"]
+    problems = [] if isinstance(body.get("allOrNone", False), bool) else ["allOrNone must be a boolean"]
+    subs = body.get("compositeRequest")
+    if not isinstance(subs, list) or not 0 < len(subs) <= COMPOSITE_MAX:
+        return [*problems, f"compositeRequest must hold 1 to {COMPOSITE_MAX} subrequests"]
+    if sum("/query" in str(s.get("url")) for s in subs if isinstance(s, dict)) > COMPOSITE_QUERIES_MAX:
+        problems.append(f"more than {COMPOSITE_QUERIES_MAX} query subrequests")
+    made: dict[str, str] = {}  # referenceId -> sObject it creates
+    base = sent.url[: sent.url.index("/services/")]
+    for sub in subs:
+        if not isinstance(sub, dict) or set(sub) - {"method", "url", "referenceId", "body", "httpHeaders"}:
+            problems.append(f"subrequest keys {sorted(sub) if isinstance(sub, dict) else sub!r}")
+            continue
+        ref, url = str(sub.get("referenceId") or ""), str(sub.get("url") or "")
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,79}", ref) or ref in made:
+            problems.append(f"referenceId {ref!r} is missing, malformed or used twice")
+        inner = sub.get("body")
+        if isinstance(inner, dict):
+            for key, value in list(inner.items()):
+                m = REFERENCE.fullmatch(value) if isinstance(value, str) else None
+                if m is not None:
+                    if m.group(1) not in made:
+                        problems.append(f"{key} refers to {m.group(1)!r}, no earlier create")
+                        continue
+                    inner = {**inner, key: sf_id(KEY_PREFIX[made[m.group(1)]], 999)}  # the id it will have
+        one = Sent(
+            str(sub.get("method")), base + url, sent.headers, None if inner is None else json.dumps(inner).encode()
+        )
+        found = [s for s in shapes if s.name != "composite"]
+        problems += [f"subrequest {ref}: {p}" for p in check(one, found)]
+        target = re.search(r"/sobjects/([A-Za-z]+)/?$", url)
+        if sub.get("method") == "POST" and target:
+            made[ref] = target.group(1)
     return problems
 
 
@@ -334,6 +453,8 @@ class Recorder:
         self.find: list[dict[str, Any]] = []
         self.expired = 0
         self.deleted = False  # the Event is in the recycle bin
+        self.patients: list[dict[str, Any]] = []  # Contacts (and Leads) a look-up finds
+        self.paged = False  # an Event query answers in two pages
         any_url = re.compile(r"https://example\.my\.salesforce\.com/.*")
         for method in ("GET", "POST", "PATCH", "DELETE"):
             mock.add_callback(method, any_url, callback=self._answer)
@@ -349,9 +470,14 @@ class Recorder:
             return 401, {}, json.dumps(sf_error("INVALID_SESSION_ID", "Session expired or invalid"))
         if self.deleted and request.method == "GET" and "/sobjects/Event/" in path:
             return 404, {}, json.dumps(sf_error("ENTITY_IS_DELETED", "entity is deleted", []))
+        if path.endswith("/composite/"):
+            subs = json.loads(body or b"{}")["compositeRequest"]
+            answers = [self._sub(sub) for sub in subs]
+            return 200, {}, json.dumps({"compositeResponse": answers})
+        if "/query/01g" in path:
+            return 200, {}, json.dumps(query_result(self.find[1:], "Event"))
         if path.endswith(("/query/", "/queryAll/")):
-            sobject = "Task" if "FROM Task" in parse_qs(urlsplit(str(request.url)).query)["q"][0] else "Event"
-            return 200, {}, json.dumps(query_result(self.find, sobject))
+            return 200, {}, json.dumps(self._rows(parse_qs(urlsplit(str(request.url)).query)["q"][0]))
         if path == "/services/data/":
             return 200, {}, json.dumps([{"label": "Summer '26", "url": "/services/data/v67.0", "version": "67.0"}])
         if request.method == "POST":
@@ -369,6 +495,31 @@ class Recorder:
             }
             return 200, {}, json.dumps(record)
         return 204, {}, ""
+
+    def _rows(self, soql: str) -> dict[str, Any]:
+        if "FROM BusinessHours" in soql:
+            hours = {f"{d}{e}Time": None for d in _WEEK for e in ("Start", "End")}
+            hours.update(MondayStartTime="08:00:00.000Z", MondayEndTime="17:00:00.000Z")
+            return query_result(
+                [{"Id": sf_id("01m", 1), "Name": "Default", "TimeZoneSidKey": "America/New_York", **hours}],
+                "BusinessHours",
+            )
+        if "FROM Contact" in soql or "FROM Lead" in soql:
+            kind = "Lead" if "FROM Lead" in soql else "Contact"
+            return query_result([p for p in self.patients if p["Id"].startswith(KEY_PREFIX[kind])], kind)
+        result = query_result(self.find[:1] if self.paged else self.find, "Task" if "FROM Task" in soql else "Event")
+        if self.paged:
+            result.update(done=False, nextRecordsUrl="/services/data/v67.0/query/01gHs0000000Locat0-1")
+        return result
+
+    def _sub(self, sub: dict[str, Any]) -> dict[str, Any]:
+        url = sub["url"]
+        if "/query/" in url:
+            answer = (200, self._rows(parse_qs(urlsplit(url).query)["q"][0]))
+        else:
+            kind = url.rstrip("/").rsplit("/", 1)[-1]
+            answer = (201, created(sf_id(KEY_PREFIX[kind], 300)))
+        return {"body": answer[1], "httpHeaders": {}, "httpStatusCode": answer[0], "referenceId": sub["referenceId"]}
 
 
 @pytest.fixture
@@ -428,6 +579,139 @@ def test_token_refresh_request(recorder: Recorder, shapes: list[Shape]) -> None:
     read, api, token, replay = recorder.sent
     assert check(read, shapes) == [] and check(api, shapes) == [] and check(replay, shapes) == []
     assert check_token_request(token) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# the scheduling reads, patient linking and the conflict check
+
+LINKING = {"PMS_SALESFORCE_PATIENT_RECORD": "contact", "PMS_SALESFORCE_CONFLICT_CHECK": "on"}
+PATIENT_ROW = {"Id": CONTACT, "Name": "Jane Doe", "Email": "jane@example.com", "Phone": "+15555550123"}
+BOOKED_ROW = {
+    "Id": EVENT_ID,
+    "Subject": "Cleaning - Jane Doe [bk-0123456789abcdef0123]",
+    "StartDateTime": "2037-03-09T13:00:00.000+0000",
+    "EndDateTime": "2037-03-09T13:45:00.000+0000",
+    "WhoId": CONTACT,
+    "ShowAs": "Busy",
+}
+WINDOW = {"start": "2037-03-09T08:00:00-04:00", "end": "2037-03-09T17:00:00-04:00"}
+
+
+def _reads(**env: str) -> SalesforceAdapter:
+    return adapter(**{**LINKING, **env})
+
+
+READ_SCENARIOS: dict[str, Callable[[Recorder], Any]] = {
+    "book, new patient": lambda r: _reads().book(_req()),
+    "book, new patient as a lead": lambda r: _reads(PMS_SALESFORCE_PATIENT_RECORD="lead").book(_req()),
+    "book, returning patient": lambda r: (r.patients.append(PATIENT_ROW), _reads().book(_req())),
+    "book, phone only": lambda r: _reads().book(_req(patient={"name": "Jane Doe", "phone": "+15555550123"})),
+    "book with contact_id": lambda r: _reads().book(
+        _req(patient={"name": "J", "email": "j@x.io", "contact_id": CONTACT})
+    ),
+    "free slots": lambda r: _reads().free_slots(structure(WINDOW, SlotQuery)),
+    "free slots, named hours, paged": lambda r: (
+        setattr(r, "paged", True),
+        r.find.extend([BOOKED_ROW, {**BOOKED_ROW, "Id": sf_id("00U", 101)}]),
+        _reads(PMS_SALESFORCE_BUSINESS_HOURS="Main surgery").free_slots(structure(WINDOW, SlotQuery)),
+    ),
+    "find patient": lambda r: _reads(PMS_SALESFORCE_PATIENT_RECORD="lead").find_patients(
+        PatientQuery(email="jane@example.com", phone="+15555550123")
+    ),
+    "find appointments by e-mail": lambda r: (
+        r.patients.append(PATIENT_ROW),
+        r.find.append(BOOKED_ROW),
+        _reads().find_appointments(
+            AppointmentQuery(email="jane@example.com", start=dt.datetime(2037, 3, 9, tzinfo=NY))
+        ),
+    ),
+    "find appointments with cancelled": lambda r: (
+        r.patients.append(PATIENT_ROW),
+        _reads().find_appointments(AppointmentQuery(phone="+15555550123", include_cancelled=True)),
+    ),
+    "find appointments by reference": lambda r: _reads().find_appointments(AppointmentQuery(reference="bk-a_b.c:d")),
+    "get appointment": lambda r: _reads().get_appointment(EVENT_ID),
+}
+
+
+@pytest.mark.parametrize("scenario", list(READ_SCENARIOS))
+def test_every_read_and_linking_request_matches_the_collection(
+    recorder: Recorder, shapes: list[Shape], scenario: str
+) -> None:
+    READ_SCENARIOS[scenario](recorder)
+    assert recorder.sent
+    for sent in recorder.sent:
+        assert check(sent, shapes) == [], (sent.method, sent.url, sent.body)
+        seen = sent.url.lower()
+        assert "example.com" not in seen and "5550123" not in seen and "x.io" not in seen, sent.url
+
+
+def test_a_new_patient_is_created_with_the_event_in_one_all_or_nothing_call(recorder: Recorder) -> None:
+    booked = _reads().book(_req())
+    check_call, create_call = recorder.sent
+    checks = json.loads(check_call.body or b"")
+    assert checks["allOrNone"] is False
+    assert [s["referenceId"] for s in checks["compositeRequest"]] == ["busy", "contacts"]
+    assert all(s["method"] == "GET" for s in checks["compositeRequest"])
+    made = json.loads(create_call.body or b"")
+    assert made["allOrNone"] is True
+    contact, event = made["compositeRequest"]
+    assert contact["body"] == {
+        "LastName": "Doe",
+        "FirstName": "Jane",
+        "Email": "jane@example.com",
+        "Phone": "+15555550123",
+    }
+    assert event["body"]["WhoId"] == "@{patient.id}"
+    assert booked.contact_id == sf_id("003", 300)
+
+
+def test_the_composite_checker_catches_wrong_bodies(shapes: list[Shape]) -> None:
+    sub = {"method": "POST", "url": "/services/data/v67.0/sobjects/Event/", "referenceId": "e"}
+    cases = {
+        "unknown key": ({"compositeRequests": []}, "composite body keys"),
+        "no subrequests": ({"compositeRequest": []}, "1 to 25 subrequests"),
+        "dangling reference": (
+            {"compositeRequest": [{**sub, "body": {**GOOD_EVENT, "WhoId": "@{nobody.id}"}}]},
+            "no earlier create",
+        ),
+        "bad subrequest body": (
+            {"compositeRequest": [{**sub, "body": {**GOOD_EVENT, "Foo": 1}}]},
+            "unknown Event field",
+        ),
+        "too many queries": (
+            {
+                "compositeRequest": [
+                    {
+                        "method": "GET",
+                        "url": "/services/data/v67.0/query/?q=SELECT+Id+FROM+Event",
+                        "referenceId": f"q{i}",
+                    }
+                    for i in range(6)
+                ]
+            },
+            "more than 5 query",
+        ),
+        "wrong lead field": (
+            {
+                "compositeRequest": [
+                    {**sub, "url": "/services/data/v67.0/sobjects/Lead/", "body": {"LastName": "x", "Status__x": "y"}}
+                ]
+            },
+            "unknown Lead field",
+        ),
+    }
+    for name, (body, why) in cases.items():
+        problems = check(_sent("POST", "/composite/", body), shapes)
+        assert any(why in p for p in problems), (name, problems)
+
+
+def test_the_composite_template_copy_is_unmodified() -> None:
+    import hashlib
+
+    data = (COLLECTION.parent / "composite" / "composite.json").read_bytes()
+    blob = hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+    assert f"| `composite.json` | `{blob}` |" in (COLLECTION.parents[1] / "README.md").read_text()
 
 
 # ---------------------------------------------------------------------------------------------
