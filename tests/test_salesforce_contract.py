@@ -35,7 +35,6 @@ from pms_integration.providers.salesforce import SalesforceAdapter, is_salesforc
 
 from ._salesforce_support import (
     CONTACT,
-    sf_id,
     EVENT_ID,
     NY,
     RECORD_TYPE,
@@ -47,6 +46,7 @@ from ._salesforce_support import (
     query_result,
     report,
     sf_error,
+    sf_id,
 )
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
