@@ -91,6 +91,7 @@ class HubSpotAdapter(BaseAdapter):
         self.paths = HubSpotPaths(settings.api_version)
         self._company_lock = threading.Lock()
         self._reports_company: str | None = settings.report_company_id
+        self.search_limiter = reads.search_limiter(self)
 
     # -- book: the contact, then the deal, then the meeting ------------------------------------
 
@@ -531,7 +532,7 @@ class HubSpotAdapter(BaseAdapter):
         body = {"filterGroups": filter_groups, "properties": kind.properties, "sorts": ["hs_object_id"]}
         while True:
             page = {**body, "limit": SEARCH_LIMIT, "after": after}
-            resp = self.transport.request("POST", path, operation=operation, json=page, idempotent=True)
+            resp = reads.send_search(self, path, page, operation)
             data = self.json_object(resp, operation, "the search answer")
             results = data.get("results")
             if not isinstance(results, list):

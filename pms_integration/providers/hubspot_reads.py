@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from .._http import HttpResponse
+from .._ratelimit import RateLimiter
 from .._retry import current_deadline
 from ..errors import ConfigurationError, PMSError, UnexpectedResponseError
 from ..models import Appointment, AppointmentQuery, PatientQuery, PatientRecord
@@ -34,7 +36,8 @@ MAX_PAGES = 50
 #: Contacts one patient look-up returns (a phone shared by a family), oldest first.
 MAX_PATIENTS = 20
 BUSY_PROPERTIES = ["hs_meeting_start_time", "hs_meeting_end_time", "hs_meeting_outcome", "hs_meeting_body"]
-MEETING_TO_DEAL_KEYS = ("deals", "deal", "0-3")
+#: HubSpot's search endpoints take 5 requests a second per account, whatever the app's limit.
+SEARCHES_PER_SECOND = 5
 
 
 def practice_zone(adapter: HubSpotAdapter) -> _dt.tzinfo:
@@ -46,6 +49,22 @@ def practice_zone(adapter: HubSpotAdapter) -> _dt.tzinfo:
             missing=("PMS_HUBSPOT_TIMEZONE",),
         )
     return zone
+
+
+def search_limiter(adapter: HubSpotAdapter) -> RateLimiter:
+    """Paces this adapter's searches to HubSpot's search limit (on even with the general client-side
+    limit off: every booking now searches once, so a burst of bookings would meet 429s)."""
+    transport = adapter.transport
+    return RateLimiter(SEARCHES_PER_SECOND, 1.0, clock=transport.clock, sleep=transport.sleep)
+
+
+def send_search(adapter: HubSpotAdapter, path: str, body: Mapping[str, Any], operation: str) -> HttpResponse:
+    """One search request (a read: retried, e-mail and phone in the body), inside the search limit."""
+    slot = adapter.search_limiter.acquire()
+    try:
+        return adapter.transport.request("POST", path, operation=operation, json=body, idempotent=True)
+    finally:
+        adapter.search_limiter.release(slot)
 
 
 def _millis(value: _dt.datetime) -> str:
@@ -74,9 +93,7 @@ def search(
     path, after, pages, seen = adapter.paths.search(object_type), "0", 0, 0
     body = {"filterGroups": groups, "properties": properties, "sorts": sorts, "limit": PAGE_SIZE}
     while True:
-        resp = adapter.transport.request(
-            "POST", path, operation=operation, json={**body, "after": after}, idempotent=True
-        )
+        resp = send_search(adapter, path, {**body, "after": after}, operation)
         data = adapter.json_object(resp, operation, "the search answer")
         results = data.get("results")
         if not isinstance(results, list):
