@@ -276,6 +276,12 @@ MINIMUMS: dict[str, list[tuple[str, int, str]]] = {
             "SOQL look-up (pushed before?), Task create; an upsert needs a custom external-id field",
         ),
         ("re-push (same report)", 1, "one PATCH of the Task this client created"),
+        ("free slots (first search of a client)", 2, "the org's BusinessHours (SOQL; then cached), the owner's Events"),
+        ("free slots (one window)", 1, "one SOQL query of the owner's Events in the window (business hours cached)"),
+        ("find patient", 1, "Contacts (and Leads) by e-mail or phone: one Composite request, e-mail in the body"),
+        ("get appointment", 1, "one GET of the Event"),
+        ("find appointments (by e-mail)", 2, "the patient's records (Composite, e-mail in the body), Events by WhoId"),
+        ("find appointments (by reference)", 1, "one SOQL query of Events by the reference"),
     ],
     "hubspot": [
         (

@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import requests
@@ -948,9 +949,57 @@ READ_PATHS = ("/slots", "/booking/abc123", "/bookings", "/patients")
 
 
 def _day(provider: ProviderName) -> tuple[str, str]:
-    """A whole Monday of its own per provider, far from the other tests' bookings."""
-    day = datetime.date(2031, 4, 7) + datetime.timedelta(weeks=list(ProviderName).index(provider))
-    return f"{day}T00:00:00-04:00", f"{day}T23:59:00-04:00"
+    """A whole Monday of its own per provider, a few weeks ahead: inside the year the bookings
+    search looks at by default, and apart from the other tests' bookings."""
+    zone = ZoneInfo("America/New_York")
+    day = datetime.datetime.now(zone).date() + datetime.timedelta(days=14 + 7 * list(ProviderName).index(provider))
+    day += datetime.timedelta(days=-day.weekday())
+    start = datetime.datetime.combine(day, datetime.time(0), tzinfo=zone)
+    return start.isoformat(), (start + datetime.timedelta(hours=23, minutes=59)).isoformat()
+
+
+@pytest.mark.parametrize("provider", list(ProviderName), ids=[p.value for p in ProviderName])
+def test_reads_round_trip(api: Api, sandbox: Sandbox, provider: ProviderName) -> None:
+    """Offer a slot, book it, and read the booking back: by id, by the patient's e-mail, and
+    the patient themselves; the slot is no longer offered."""
+    start, end = _day(provider)
+    r = api("GET", f"/{provider.value}/slots", params={"start": start, "end": end, "duration": "45"})
+    assert r.status_code == 200, r.text
+    slots = r.json()
+    assert slots and all(s["provider"] == provider.value for s in slots)
+    assert all(_instant(s["end"]) - _instant(s["start"]) == datetime.timedelta(minutes=45) for s in slots)
+    email = f"reads-{provider.value}@example.com"
+    body = booking_body(start=slots[0]["start"], duration_minutes=45, reference=f"srv-read-{provider.value}")
+    body["patient"] = {"name": "Rea Der", "email": email, "phone": "+15555550177"}
+    booked = api("POST", f"/{provider.value}/book", json=body)
+    assert booked.status_code == 201, booked.text
+    appointment_id = booked.json()["id"]
+    settle = getattr(sandbox.emulator(provider), "settle", None)
+    if settle is not None:
+        settle()  # HubSpot's search index has caught up, as it does within seconds
+
+    again = api("GET", f"/{provider.value}/slots", params={"start": start, "end": end, "duration": "45"}).json()
+    assert slots[0]["start"] not in [s["start"] for s in again]
+
+    r = api("GET", f"/{provider.value}/booking/{appointment_id}")
+    assert r.status_code == 200, r.text
+    assert r.json()["id"] == appointment_id and r.json()["status"] == "booked" and "raw" in r.json()
+
+    for params in ({"email": email}, {"reference": body["reference"]}, {"email": email, "start": start, "end": end}):
+        r = api("GET", f"/{provider.value}/bookings", params=params)
+        assert r.status_code == 200, (params, r.text)
+        assert [b["id"] for b in r.json()] == [appointment_id], params
+
+    r = api("GET", f"/{provider.value}/patients", params={"email": email})
+    assert r.status_code == 200, r.text
+    assert [p["email"] for p in r.json()] == [email]
+
+    api("DELETE", f"/{provider.value}/booking/{appointment_id}")
+    if settle is not None:
+        settle()
+    assert api("GET", f"/{provider.value}/bookings", params={"email": email}).json() == []
+    cancelled = api("GET", f"/{provider.value}/bookings", params={"email": email, "include_cancelled": "true"})
+    assert [b["status"] for b in cancelled.json()] == ["cancelled"]
 
 
 def test_a_phone_number_whose_plus_was_not_encoded_is_still_read_as_one(sandbox: Sandbox) -> None:
