@@ -225,7 +225,7 @@ class SalesforceReads(BaseAdapter):
         """The owner's Events shown as busy or out of office that overlap ``start``-``end``."""
         owner = _sf.soql_string(self.settings.owner_id)
         return (
-            f"SELECT Id, Subject, StartDateTime, EndDateTime, ShowAs FROM Event WHERE OwnerId = {owner} "  # noqa: S608
+            f"SELECT Id, Subject, StartDateTime, EndDateTime, ShowAs, WhoId FROM Event WHERE OwnerId = {owner} "  # noqa: S608
             f"AND StartDateTime < {utc_text(end)} AND EndDateTime > {utc_text(start)} "
             "AND ShowAs IN ('Busy', 'OutOfOffice') ORDER BY StartDateTime"
         )
@@ -240,7 +240,10 @@ class SalesforceReads(BaseAdapter):
             subject = str(row.get("Subject") or "")
             if a is None or b is None or subject.startswith(_sf.CANCELLED_PREFIX):
                 continue  # soft-cancelled: its slot is free again
-            out.append(Busy(a, b, text(row.get("Id")), _sf._reference_in(subject)))
+            reference = _sf._reference_in(subject)
+            # an Event for a patient (ours, or one staff made) is a booking; any other is blocked time
+            booking = reference is not None or text(row.get("WhoId")) is not None
+            out.append(Busy(a, b, text(row.get("Id")) if booking else None, reference))
         return out
 
     # -- patients and appointments ---------------------------------------------------------------
