@@ -345,3 +345,20 @@ def test_no_email_or_phone_in_any_url_the_reads_send(case: Case, monkeypatch: py
     for target in targets:
         seen = urllib.parse.unquote(urllib.parse.unquote(target)).lower()
         assert "private" not in seen and "example.com" not in seen and "5550173" not in seen, target
+
+
+def test_the_same_booking_retried_from_a_new_process_is_the_first_one(case: Case) -> None:
+    """On the vendors the library checks (Salesforce, HubSpot), a retry after a restart (same
+    reference, same slot) is not a clash: the check finds the first booking and returns it."""
+    if not case.variant.checks_the_slot:
+        pytest.skip("GoHighLevel refuses the slot itself, even to the same booking from a new process")
+    slot = case.day(TUESDAY)[0]
+    first = case.book(slot.start, "retried-1")
+    case.settle()
+    with PMSClient(environ=case.env, env_file=None) as restarted, as_default(restarted):
+        mark = len(case.sandbox.records)
+        again = case.book(slot.start, "retried-1")
+        sent = [r.operation for r in list(case.sandbox.records)[mark:]]
+        assert again.id == first.id
+        assert not [op for op in sent if op.endswith(("create", "update", "upsert", "delete"))], sent
+        assert [a.id for a in pms.find_appointments(reference="retried-1")] == [first.id]
