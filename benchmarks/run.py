@@ -262,8 +262,14 @@ MINIMUMS: dict[str, list[tuple[str, int, str]]] = {
         ("find appointments (by reference)", 1, "one look-up of the calendar's events by the reference"),
     ],
     "salesforce": [
-        ("book (new patient)", 1, "one Event create (patient details go into the Event)"),
-        ("book (returning patient)", 1, "one Event create"),
+        (
+            "book (new patient)",
+            2,
+            "one Composite call reads the slot's busy Events (the conflict check: Salesforce accepts two Events "
+            "in one slot) and looks the Contact up (e-mail in the body), one all-or-nothing Composite call "
+            "creates the Contact and the Event linked to it",
+        ),
+        ("book (returning patient)", 2, "the same check-and-look-up Composite call, then the Event create"),
         (
             "update (reschedule)",
             2,
