@@ -239,6 +239,13 @@ def test_a_new_patient_gets_one_contact_and_a_returning_one_reuses_it(sb: Sandbo
     assert second.contact_id == contact["Id"] and len(people(sb, "ann.lee@example.com")) == 1
 
 
+def test_a_patient_known_by_phone_alone_gets_a_placeholder_name(sb: Sandbox, client: PMSClient) -> None:
+    booked = client.book_appointment(booking("phone-1", at(MONDAY, 8), phone="+15555550177"))
+    [contact] = [c for c in sb.state("salesforce")["contacts"] if c.get("Phone") == "+15555550177"]
+    assert contact["LastName"] == "[not provided]" and "FirstName" not in contact
+    assert booked.contact_id == contact["Id"]
+
+
 def test_lead_mode_creates_a_lead_and_a_given_contact_id_skips_the_look_up(sb: Sandbox) -> None:
     with new_client(sb, PMS_SALESFORCE_PATIENT_RECORD="lead") as c:
         booked = c.book_appointment(booking("lead-1", at(MONDAY, 8), name="Max Roe", email="max@example.com"))

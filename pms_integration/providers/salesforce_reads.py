@@ -151,7 +151,9 @@ class SalesforceReads(BaseAdapter):
         refers to it. Either both exist afterwards or neither, so a retry never makes a second."""
         kind = "Lead" if self.settings.patient_record == "lead" else "Contact"
         patient = request.patient
-        person: dict[str, Any] = {"LastName": (patient.family_name or patient.display_name)[:80]}
+        # LastName is required; a patient known only by e-mail or phone gets Salesforce's placeholder
+        last = patient.family_name or patient.name or patient.first_name or "[not provided]"
+        person: dict[str, Any] = {"LastName": last[:80]}
         if patient.family_name and patient.given_name:
             person["FirstName"] = patient.given_name[:40]
         person.update({k: v for k, v in (("Email", patient.email), ("Phone", patient.phone)) if v})
