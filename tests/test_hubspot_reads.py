@@ -15,13 +15,15 @@ import pytest
 
 import pms_integration as pms
 from pms_integration import PMSClient
+from pms_integration._http import Runtime
 from pms_integration.errors import ConfigurationError, ConflictError
 from pms_integration.models import AppointmentStatus
 from pms_integration.provider import ALL_CAPABILITIES
 from pms_integration.providers import hubspot_reads
+from pms_integration.providers.hubspot import create
 from pms_integration.sandbox import Sandbox
 
-from ._hubspot_support import sandbox_client, sandbox_emulator
+from ._hubspot_support import fake_hubspot, sandbox_client, sandbox_emulator, settings
 
 NY = ZoneInfo("America/New_York")
 DAY = "2030-03-05"  # a Tuesday; open hours default to Mon-Fri 09:00-17:00
@@ -372,3 +374,28 @@ def test_no_patient_email_or_phone_travels_in_a_url(sb: Sandbox, monkeypatch: py
     for target in targets:
         seen = urllib.parse.unquote(target).lower()
         assert "jane" not in seen and "example.com" not in seen and "5550123" not in seen, target
+
+
+# ---------------------------------------------------------------------------------------------
+# the search limit
+
+
+@pytest.mark.parametrize(("rate_limit", "paced"), [("100/10", True), ("off", False)])
+def test_searches_are_paced_to_hubspots_five_a_second(rate_limit: str, paced: bool) -> None:
+    """Every booking now searches, and HubSpot allows 5 searches a second per account: the sixth
+    search within a second waits (on a clock that only moves when the adapter sleeps)."""
+    now = [0.0]
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    with fake_hubspot():
+        adapter = create(settings(PMS_HUBSPOT_RATE_LIMIT=rate_limit), Runtime(sleep=sleep, clock=lambda: now[0]))
+        for _ in range(7):
+            adapter.busy_times(at(DAY, "09:00"), at(DAY, "10:00"))
+    if paced:
+        assert len(sleeps) == 1 and 1.0 <= sleeps[0] <= 1.1  # the sixth; the seventh fits the same second
+    else:
+        assert sleeps == []

@@ -51,20 +51,25 @@ def practice_zone(adapter: HubSpotAdapter) -> _dt.tzinfo:
     return zone
 
 
-def search_limiter(adapter: HubSpotAdapter) -> RateLimiter:
-    """Paces this adapter's searches to HubSpot's search limit (on even with the general client-side
-    limit off: every booking now searches once, so a burst of bookings would meet 429s)."""
+def search_limiter(adapter: HubSpotAdapter) -> RateLimiter | None:
+    """Paces this adapter's searches to HubSpot's search limit: every booking searches once (the
+    conflict check), so a burst of bookings would otherwise meet 429s. Off, like the general
+    client-side limit, with ``PMS_HUBSPOT_RATE_LIMIT=off``."""
     transport = adapter.transport
+    if adapter.settings.rate_limit is None:
+        return None
     return RateLimiter(SEARCHES_PER_SECOND, 1.0, clock=transport.clock, sleep=transport.sleep)
 
 
 def send_search(adapter: HubSpotAdapter, path: str, body: Mapping[str, Any], operation: str) -> HttpResponse:
     """One search request (a read: retried, e-mail and phone in the body), inside the search limit."""
-    slot = adapter.search_limiter.acquire()
+    limiter = adapter.search_limiter
+    slot = limiter.acquire() if limiter is not None else None
     try:
         return adapter.transport.request("POST", path, operation=operation, json=body, idempotent=True)
     finally:
-        adapter.search_limiter.release(slot)
+        if limiter is not None and slot is not None:
+            limiter.release(slot)
 
 
 def _millis(value: _dt.datetime) -> str:
