@@ -91,6 +91,7 @@ def sandbox() -> Iterator[Sandbox]:
     with Sandbox(seed=20261124) as sb:
         sb.emulator("ghl").open_hours = None  # type: ignore[attr-defined]  # these tests book round the clock
         sb.emulator("hubspot").burst_limit = None  # type: ignore[attr-defined]  # on by default: 100/10 s
+        sb.emulator("hubspot").search_rate = None  # type: ignore[attr-defined]  # 5/s; every booking searches once
         yield sb
 
 
