@@ -125,10 +125,12 @@ MEETING_OUTCOMES = {"SCHEDULED", "COMPLETED", "RESCHEDULED", "NO_SHOW", "CANCELE
 #: Date-time properties (§3.1 closedate, §3.2 meeting times, §3.4 hs_timestamp): UTC ISO-8601.
 TIME_PROPERTIES = {"closedate", "hs_timestamp", "hs_meeting_start_time", "hs_meeting_end_time"}
 UTC_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,3})?Z$")
-#: §2 search limits and the operators the note names (§3.3 EQ, §7.4 CONTAINS_TOKEN, §2 IN/NOT_IN); LT and
-#: GT (busy time in a window) from the Filter schema's operator enum in the spec collection
-#: (PublicApiSpecs/CRM/Meetings/Rollouts/424/v3/meetings.json), with epoch-millisecond values.
-SEARCH_OPERATORS = {"EQ", "CONTAINS_TOKEN", "IN", "NOT_IN", "LT", "GT"}
+#: §2 search limits and the operators the note names (§3.3 EQ, §7.4 CONTAINS_TOKEN, §2 IN/NOT_IN); LT, GT,
+#: NEQ and NOT_HAS_PROPERTY (busy time in a window, not cancelled) from the Filter schema's operator
+#: enum in the spec collection (PublicApiSpecs/CRM/Meetings/Rollouts/424/v3/meetings.json); LT/GT
+#: with epoch-millisecond values; the Filter schema requires only operator and propertyName.
+SEARCH_OPERATORS = {"EQ", "CONTAINS_TOKEN", "IN", "NOT_IN", "LT", "GT", "NEQ", "NOT_HAS_PROPERTY"}
+VALUELESS_OPERATORS = {"NOT_HAS_PROPERTY"}
 EPOCH_MS = re.compile(r"^\d{12,14}$")
 MAX_FILTER_GROUPS, MAX_FILTERS_PER_GROUP, MAX_FILTERS, MAX_SEARCH_LIMIT = 5, 6, 18, 200
 #: §3.4 ``hs_note_body`` length limit.
@@ -304,7 +306,10 @@ def _check_search(object_type: str, body: Any) -> list[str]:
                 problems.append(f"operator {f.get('operator')!r} not in the note")
             if f.get("propertyName") not in PROPERTIES[object_type] | READ_ONLY_PROPERTIES.get(object_type, set()):
                 problems.append(f"search on unknown property {f.get('propertyName')!r}")
-            if not isinstance(f.get("value"), str):
+            if f.get("operator") in VALUELESS_OPERATORS:
+                if set(f) != {"propertyName", "operator"}:
+                    problems.append(f"{f.get('operator')} takes no value")
+            elif not isinstance(f.get("value"), str):
                 problems.append("filter values are strings")
             elif f.get("operator") in ("LT", "GT") and not (
                 f.get("propertyName") in TIME_PROPERTIES and EPOCH_MS.fullmatch(f["value"])
@@ -695,6 +700,10 @@ def test_wrong_scheduling_reads_fail_the_contract() -> None:
     assert check_request("POST", meetings, headers, {**search, "filterGroups": [{"filters": iso}]})
     on_title = [{**window[0], "propertyName": "hs_meeting_title"}]
     assert check_request("POST", meetings, headers, {**search, "filterGroups": [{"filters": on_title}]})
+    valued = [{"propertyName": "hs_meeting_outcome", "operator": "NOT_HAS_PROPERTY", "value": "x"}]
+    assert check_request("POST", meetings, headers, {**search, "filterGroups": [{"filters": valued}]})
+    valueless = [{"propertyName": "hs_meeting_outcome", "operator": "NOT_HAS_PROPERTY"}]
+    assert check_request("POST", meetings, headers, {**search, "filterGroups": [{"filters": valueless}]}) == []
     read = {"inputs": [{"id": "1"}], "properties": ["hs_meeting_title"], "propertiesWithHistory": []}
     assert check_request("POST", BASE + "/crm/v3/objects/meetings/batch/read", headers, read) == []
     with_email = {**read, "idProperty": "email"}

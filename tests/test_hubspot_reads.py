@@ -107,6 +107,10 @@ def test_a_cancelled_booking_frees_its_slot_and_a_staff_move_takes_the_new_one(s
         sb.staff_move("hubspot", moved.id, at(DAY, "15:00"), at(DAY, "15:30"))
         sandbox_emulator(sb).settle()
         times = starts(c.free_slots(f"{DAY}T09:00:00-05:00", f"{DAY}T17:00:00-05:00", provider="hubspot"))
+        # busy time is the moved booking alone: the cancelled one is not
+        window = {"start": at(DAY, "09:00"), "end": at(DAY, "17:00")}
+        busy = c.adapter("hubspot").busy_times(window["start"], window["end"])  # type: ignore[attr-defined]
+    assert [b.appointment_id for b in busy] == [moved.id.split(":")[1]]
     assert {"10:00", "11:00"} <= set(times)
     assert "15:00" not in times and "14:30" in times and "15:30" in times
 
@@ -156,13 +160,16 @@ def test_only_the_owners_meetings_are_busy_time_and_bookings_are_assigned_to_the
     emulator.owner_id = "7001"
     other = {"hs_meeting_start_time": "2030-03-05T14:00:00.000Z", "hs_meeting_end_time": "2030-03-05T15:00:00.000Z"}
     emulator.seed("meetings", {**other, "hs_timestamp": other["hs_meeting_start_time"], "hubspot_owner_id": "7002"})
+    # the owner's meeting logged without an outcome is busy time too (16:00-16:30 local)
+    mine = {"hs_meeting_start_time": "2030-03-05T21:00:00.000Z", "hs_meeting_end_time": "2030-03-05T21:30:00.000Z"}
+    emulator.seed("meetings", {**mine, "hs_timestamp": mine["hs_meeting_start_time"], "hubspot_owner_id": "7001"})
     with client(sb) as c:
         booked = c.book_appointment(booking("owner-1", f"{DAY}T11:00:00-05:00", 30), provider="hubspot")
         sb.block_time("hubspot", at(DAY, "12:00"), at(DAY, "12:30"))
         emulator.settle()
         times = starts(c.free_slots(f"{DAY}T09:00:00-05:00", f"{DAY}T17:00:00-05:00", provider="hubspot"))
     assert "09:00" in times  # another owner's meeting 09:00-10:00 does not block this calendar
-    assert "11:00" not in times and "12:00" not in times
+    assert "11:00" not in times and "12:00" not in times and "16:00" not in times and "15:30" in times
     meeting = next(m for m in sb.state("hubspot")["meetings"] if m["id"] == booked.id.split(":")[1])
     assert meeting["properties"]["hubspot_owner_id"] == "7001"
 

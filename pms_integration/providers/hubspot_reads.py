@@ -131,18 +131,21 @@ def search(
 
 def busy_times(adapter: HubSpotAdapter, start: _dt.datetime, end: _dt.datetime) -> list[Busy]:
     """Meetings overlapping ``start``-``end`` (the owner's, when ``PMS_HUBSPOT_OWNER_ID`` is set),
-    not cancelled. The outcome is checked here, not in the search: HubSpot does not say whether
-    ``NEQ`` matches a meeting without an outcome, and such a meeting is busy time."""
-    filters = [
+    not cancelled. HubSpot does not say whether ``NEQ`` matches a meeting without an outcome (busy
+    time all the same), so a second filter group asks for those explicitly; the outcome is checked
+    again here."""
+    window = [
         _filter("hs_meeting_start_time", "LT", _millis(end)),
         _filter("hs_meeting_end_time", "GT", _millis(start)),
     ]
     if adapter.settings.owner_id:
-        filters.append(_filter("hubspot_owner_id", "EQ", adapter.settings.owner_id))
+        window.append(_filter("hubspot_owner_id", "EQ", adapter.settings.owner_id))
+    groups = [
+        {"filters": [*window, _filter("hs_meeting_outcome", "NEQ", "CANCELED")]},
+        {"filters": [*window, {"propertyName": "hs_meeting_outcome", "operator": "NOT_HAS_PROPERTY"}]},
+    ]
     found = []
-    for record in search(
-        adapter, "meetings", [{"filters": filters}], BUSY_PROPERTIES, "busy_times", sorts=["hs_meeting_start_time"]
-    ):
+    for record in search(adapter, "meetings", groups, BUSY_PROPERTIES, "busy_times", sorts=["hs_meeting_start_time"]):
         values = wire.props(record)
         begins = wire.read_time(values, "hs_meeting_start_time")
         ends = wire.read_time(values, "hs_meeting_end_time")
