@@ -562,3 +562,95 @@ def test_the_core_default_for_an_unknown_route_is_501(sb: Sandbox) -> None:
     req = SandboxRequest("GET", "/nowhere", {}, Message(), b"")
     resp = Emulator.not_found(org(sb), req)
     assert resp.status == 501 and "not emulated" in str(resp.body).lower() and "GET" in str(resp.body)
+
+
+# ---------------------------------------------------------------------------------------------
+# the Composite API, BusinessHours, Contact/Lead create, staff actions
+
+
+def _composite(sb: Sandbox, subs: list[dict[str, Any]], all_or_none: bool = True) -> requests.Response:
+    url = sb.base_url("salesforce") + "/services/data/v67.0/composite/"
+    auth = {"Authorization": f"Bearer {org(sb).token}"}
+    return requests.post(url, json={"allOrNone": all_or_none, "compositeRequest": subs}, headers=auth, timeout=10)
+
+
+V = "/services/data/v67.0"
+EVENT = {"Subject": "x [c-1]", "StartDateTime": "2037-03-09T13:00:00Z", "EndDateTime": "2037-03-09T13:30:00Z"}
+
+
+def test_composite_creates_with_references_and_counts_one_call(sb: Sandbox) -> None:
+    before = org(sb).api_usage
+    resp = _composite(
+        sb,
+        [
+            {"method": "POST", "url": f"{V}/sobjects/Contact/", "referenceId": "who", "body": {"LastName": "Roe"}},
+            {
+                "method": "POST",
+                "url": f"{V}/sobjects/Event/",
+                "referenceId": "ev",
+                "body": {**EVENT, "WhoId": "@{who.id}"},
+            },
+            {"method": "GET", "url": f"{V}/query/?q=SELECT+Id,+WhoId+FROM+Event", "referenceId": "q"},
+        ],
+    )
+    assert resp.status_code == 200 and org(sb).api_usage == before + 1
+    who, event, query = resp.json()["compositeResponse"]
+    assert (who["httpStatusCode"], event["httpStatusCode"], query["httpStatusCode"]) == (201, 201, 200)
+    assert who["body"]["id"].startswith("003") and query["body"]["records"][0]["WhoId"] == who["body"]["id"]
+
+
+def test_composite_all_or_none_rolls_back_and_halts_the_rest(sb: Sandbox) -> None:
+    resp = _composite(
+        sb,
+        [
+            {"method": "POST", "url": f"{V}/sobjects/Contact/", "referenceId": "who", "body": {"LastName": "Roe"}},
+            {
+                "method": "POST",
+                "url": f"{V}/sobjects/Event/",
+                "referenceId": "ev",
+                "body": {**EVENT, "ShowAs": "Maybe"},
+            },
+            {"method": "POST", "url": f"{V}/sobjects/Task/", "referenceId": "t", "body": {"Subject": "y"}},
+        ],
+    )
+    codes = [(a["httpStatusCode"], a["body"][0]["errorCode"]) for a in resp.json()["compositeResponse"]]
+    assert codes == [
+        (400, "PROCESSING_HALTED"),
+        (400, "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"),
+        (400, "PROCESSING_HALTED"),
+    ]
+    assert not any(c.get("Name") == "Roe" for c in sb.state("salesforce")["contacts"])
+    assert sb.state("salesforce")["bookings"] == []
+
+
+def test_composite_limits_and_unresolved_references(sb: Sandbox) -> None:
+    query = {"method": "GET", "url": f"{V}/query/?q=SELECT+Id+FROM+Event"}
+    too_many = _composite(sb, [{**query, "referenceId": f"q{i}"} for i in range(6)])
+    assert too_many.status_code == 400 and too_many.json()[0]["errorCode"] == "LIMIT_EXCEEDED"
+    dangling = _composite(
+        sb,
+        [{"method": "POST", "url": f"{V}/sobjects/Event/", "referenceId": "e", "body": {**EVENT, "WhoId": "@{x.id}"}}],
+        False,
+    )
+    [answer] = dangling.json()["compositeResponse"]
+    assert answer["httpStatusCode"] == 400 and "x.id" in answer["body"][0]["message"]
+    lead = _composite(
+        sb, [{"method": "POST", "url": f"{V}/sobjects/Lead/", "referenceId": "l", "body": {"LastName": "Q"}}]
+    )
+    assert lead.json()["compositeResponse"][0]["body"][0]["errorCode"] == "REQUIRED_FIELD_MISSING"  # Company
+
+
+def test_business_hours_are_queryable_and_staff_actions_change_the_org(sb: Sandbox) -> None:
+    [hours] = _soql(
+        sb, "SELECT Name, MondayStartTime, SaturdayStartTime FROM BusinessHours WHERE IsDefault = true"
+    ).json()["records"]
+    assert (hours["Name"], hours["MondayStartTime"], hours["SaturdayStartTime"]) == ("Default", "08:00:00.000Z", None)
+    start = dt.datetime(2037, 3, 9, 9, tzinfo=NY)
+    blocked = org(sb).block_time(start, start + dt.timedelta(hours=1), "Lunch")
+    record = org(sb).record(blocked)
+    assert record is not None and record["ShowAs"] == "Busy" and record["WhoId"] is None
+    org(sb).staff_move(blocked, start + dt.timedelta(hours=2), start + dt.timedelta(hours=3))
+    moved = org(sb).record(blocked)
+    assert moved is not None and moved["StartDateTime"] == "2037-03-09T15:00:00.000+0000"
+    org(sb).staff_cancel(blocked)
+    assert blocked in sb.state("salesforce")["deleted"]
