@@ -196,7 +196,7 @@ def shapes() -> list[Shape]:
     all_rows = re.compile(query.path.pattern.replace("/query/", "/queryAll/"))
     # Nor for the next page of a result: its nextRecordsUrl, the query resource plus a locator
     # (https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_query.htm)
-    more = re.compile(query.path.pattern.replace("/query/", r"/query/01g[0-9A-Za-z]{15}-\d{1,7}"))
+    more = re.compile(query.path.pattern.replace("/query/", r"/query(?:All)?/01g[0-9A-Za-z]{15}-\d{1,7}"))
     composite = _shape_at(COLLECTION.parent / "composite" / "composite.json", "composite")
     return [
         *loaded,

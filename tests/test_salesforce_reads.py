@@ -9,6 +9,7 @@ requests each operation sends (pinned; docs/providers/salesforce.md has the same
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import urllib.parse
 from collections.abc import Iterator
 from typing import Any, cast
@@ -312,6 +313,18 @@ def test_find_appointments_by_email_from_a_new_client_and_its_id_cancels(sb: San
         assert gone.id == booked.id and gone.status is AppointmentStatus.CANCELLED  # deleted: via queryAll
 
 
+def test_cancelled_appointments_beyond_the_first_page(sb: Sandbox, client: PMSClient) -> None:
+    ids = [client.book_appointment(booking(f"page-{h}", at(MONDAY, h))).id for h in (8, 9, 10)]
+    client.cancel_appointment(ids[0])  # deleted: only queryAll sees it
+    org(sb).page_size = 2
+    window = {"start": at(MONDAY, 0), "end": at(MONDAY, 23)}
+    mark = len(sb.records)
+    found = client.find_appointments(email="ann.lee@example.com", include_cancelled=True, **window)
+    assert [a.id for a in found] == ids and found[0].status is AppointmentStatus.CANCELLED
+    assert sent(sb, mark) == ["composite", "queryAll", "query.more"]
+    assert [r.path.split("/")[4] for r in list(sb.records)[mark:]][1:] == ["queryAll", "queryAll"]
+
+
 def test_find_by_reference_and_soft_cancelled_ones_only_when_asked(sb: Sandbox) -> None:
     with new_client(sb, PMS_SALESFORCE_CANCEL_MODE="soft") as c:
         booked = c.book_appointment(booking("ref-1", at(MONDAY, 9)))
@@ -381,7 +394,10 @@ def test_get_appointment_sees_what_staff_changed(sb: Sandbox, client: PMSClient)
 # every read: no patient data in a URL; retried like a GET
 
 
-def test_no_email_or_phone_in_any_url(sb: Sandbox, client: PMSClient, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_email_or_phone_in_any_url_or_log(
+    sb: Sandbox, client: PMSClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     targets: list[str] = []
     dispatch = sb._dispatch
 
@@ -401,6 +417,7 @@ def test_no_email_or_phone_in_any_url(sb: Sandbox, client: PMSClient, monkeypatc
     for target in targets:
         seen = urllib.parse.unquote_plus(target).lower()
         assert "ann.lee" not in seen and "example.com" not in seen and "5550100" not in seen, target
+    assert caplog.records and "example.com" not in caplog.text and "5550100" not in caplog.text
 
 
 def test_a_read_composite_is_retried_and_a_failed_one_is_a_typed_error(sb: Sandbox, client: PMSClient) -> None:

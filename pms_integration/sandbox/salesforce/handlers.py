@@ -87,7 +87,8 @@ def query(
     if isinstance(result, int):
         aggregate = {"attributes": {"type": "AggregateResult"}, "expr0": result}
         return json_response(200, {"totalSize": 1, "done": True, "records": [aggregate]})
-    return _page(sf, params, result, _batch_size(sf, req), 0)
+    resource = "queryAll" if include_deleted else "query"
+    return _page(sf, params, result, _batch_size(sf, req), 0, resource)
 
 
 def query_all(sf: SalesforceEmulator, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
@@ -101,7 +102,7 @@ def query_more(sf: SalesforceEmulator, req: SandboxRequest, params: dict[str, st
     offset = int(params["offset"])
     if cursor is None or offset > len(cursor[0]):
         raise invalid("INVALID_QUERY_LOCATOR", "invalid query locator")
-    return _page(sf, params, *cursor, offset)
+    return _page(sf, params, *cursor, offset, "queryAll" if "/queryAll/" in req.path else "query")
 
 
 def token(sf: SalesforceEmulator, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
@@ -277,15 +278,21 @@ def _batch_size(sf: SalesforceEmulator, req: SandboxRequest) -> int:
 
 
 def _page(
-    sf: SalesforceEmulator, params: dict[str, str], records: list[dict[str, Any]], batch: int, offset: int
+    sf: SalesforceEmulator,
+    params: dict[str, str],
+    records: list[dict[str, Any]],
+    batch: int,
+    offset: int,
+    resource: str = "query",
 ) -> SandboxResponse:
-    """One page of a result; a result with more keeps a cursor (``params`` has its locator, if any)."""
+    """One page of a result; a result with more keeps a cursor (``params`` has its locator, if any).
+    A ``queryAll`` result's next pages are under ``queryAll`` too."""
     body: dict[str, Any] = {"totalSize": len(records), "done": True, "records": records[offset : offset + batch]}
     following = offset + batch
     if following < len(records):
         locator = params.get("locator") or sf.store.open_cursor(records, batch)
         body["done"] = False
-        body["nextRecordsUrl"] = f"/services/data/v{params['version']}/query/{locator}-{following}"
+        body["nextRecordsUrl"] = f"/services/data/v{params['version']}/{resource}/{locator}-{following}"
     return json_response(200, body)
 
 
