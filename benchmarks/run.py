@@ -292,12 +292,17 @@ MINIMUMS: dict[str, list[tuple[str, int, str]]] = {
     "hubspot": [
         (
             "book (new patient)",
-            4,
-            "e-mail look-up (a batch read, e-mail in the body), contact, deal and meeting creates. The API minimum is 3 (create the "
+            5,
+            "the conflict check (one meetings search: HubSpot accepts two meetings in one slot), e-mail look-up (a batch "
+            "read, e-mail in the body), contact, deal and meeting creates. The API minimum is 3 (create the "
             "contact blind, read a 409), but that would turn every returning patient's booking into a 4xx, "
             "which HubSpot counts against its 5% error guideline; we look up first by design",
         ),
-        ("book (returning patient)", 3, "contact look-up or create, deal create, meeting create"),
+        (
+            "book (returning patient)",
+            4,
+            "the conflict check's meetings search, contact look-up, deal and meeting creates",
+        ),
         (
             "update (reschedule)",
             3,
