@@ -23,7 +23,7 @@ from pms_integration.providers import hubspot_reads
 from pms_integration.providers.hubspot import create
 from pms_integration.sandbox import Sandbox
 
-from ._hubspot_support import fake_hubspot, sandbox_client, sandbox_emulator, settings
+from ._hubspot_support import fake_hubspot, sandbox_client, sandbox_emulator, sandbox_raw, settings
 
 NY = ZoneInfo("America/New_York")
 DAY = "2030-03-05"  # a Tuesday; open hours default to Mon-Fri 09:00-17:00
@@ -406,3 +406,51 @@ def test_searches_are_paced_to_hubspots_five_a_second(rate_limit: str, paced: bo
         assert len(sleeps) == 1 and 1.0 <= sleeps[0] <= 1.1  # the sixth; the seventh fits the same second
     else:
         assert sleeps == []
+
+
+# ---------------------------------------------------------------------------------------------
+# the emulator's new routes answer like HubSpot
+
+
+def test_the_associations_batch_read_pages_and_refuses_like_hubspot(sb: Sandbox) -> None:
+    emulator = sandbox_emulator(sb)
+    emulator.association_page_size = 2
+    with client(sb) as c:
+        booked = [
+            c.book_appointment(booking(f"assoc-{h}", f"{DAY}T{h:02d}:00:00-05:00", 30), provider="hubspot")
+            for h in (9, 10, 11)
+        ]
+    contact = str(booked[0].contact_id)
+    path = "/crm/v4/associations/contacts/meetings/batch/read"
+    first = sandbox_raw(sb, "POST", path, {"inputs": [{"id": contact}, {"id": "99999"}]})
+    assert first.status_code == 207  # the unknown contact has no associations: an error of its own
+    body = first.json()
+    [result] = body["results"]
+    assert result["from"] == {"id": contact} and len(result["to"]) == 2
+    assert result["to"][0]["associationTypes"][0] == {"category": "HUBSPOT_DEFINED", "typeId": 199, "label": None}
+    assert body["numErrors"] == 1 and body["errors"][0]["context"] == {"fromObjectId": ["99999"]}
+    after = result["paging"]["next"]["after"]
+    rest = sandbox_raw(sb, "POST", path, {"inputs": [{"id": contact, "after": after}]}).json()["results"][0]
+    assert "paging" not in rest
+    meetings = {t["toObjectId"] for t in [*result["to"], *rest["to"]]}
+    assert meetings == {b.id.split(":")[1] for b in booked}
+    dated = sandbox_raw(
+        sb, "POST", "/crm/associations/2026-09/contacts/meetings/batch/read", {"inputs": [{"id": contact}]}
+    )
+    assert dated.status_code == 200
+    for bad in ({"inputs": []}, {"inputs": [{"id": contact, "limit": 5}]}, {"inputs": [{"id": 1}]}, {"ids": [contact]}):
+        refused = sandbox_raw(sb, "POST", path, bad)
+        assert refused.status_code == 400, bad
+    assert (
+        sandbox_raw(
+            sb, "POST", "/crm/v4/associations/contacts/widgets/batch/read", {"inputs": [{"id": "1"}]}
+        ).status_code
+        == 400
+    )
+
+
+def test_no_patient_found_is_one_request_and_an_empty_list(sb: Sandbox) -> None:
+    with client(sb) as c:
+        mark = len(sb.records)
+        assert c.find_appointments(email="nobody@example.com", provider="hubspot") == []
+        assert ops(sb, mark) == ["contacts.search"]
