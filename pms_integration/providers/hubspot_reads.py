@@ -9,12 +9,14 @@ only ever travel in request bodies. What is sent and why: ``docs/providers/hubsp
 from __future__ import annotations
 
 import datetime as _dt
+import threading
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from .._http import HttpResponse
+from .._once import BoundedCache
 from .._ratelimit import RateLimiter
 from .._retry import current_deadline
 from ..errors import ConfigurationError, PMSError, UnexpectedResponseError
@@ -38,6 +40,8 @@ MAX_PATIENTS = 20
 BUSY_PROPERTIES = ["hs_meeting_start_time", "hs_meeting_end_time", "hs_meeting_outcome", "hs_meeting_body"]
 #: HubSpot's search endpoints take 5 requests a second per account, whatever the app's limit.
 SEARCHES_PER_SECOND = 5
+_SEARCH_LIMITERS: BoundedCache[tuple[str, int, int], RateLimiter] = BoundedCache(64)
+_SEARCH_LIMITERS_LOCK = threading.Lock()
 
 
 def practice_zone(adapter: HubSpotAdapter) -> _dt.tzinfo:
@@ -52,13 +56,22 @@ def practice_zone(adapter: HubSpotAdapter) -> _dt.tzinfo:
 
 
 def search_limiter(adapter: HubSpotAdapter) -> RateLimiter | None:
-    """Paces this adapter's searches to HubSpot's search limit: every booking searches once (the
-    conflict check), so a burst of bookings would otherwise meet 429s. Off, like the general
-    client-side limit, with ``PMS_HUBSPOT_RATE_LIMIT=off``."""
+    """Paces searches to HubSpot's search limit: every booking searches once (the conflict check),
+    so a burst of bookings would otherwise meet 429s. The limit is the account's, so every client
+    of this process on the same account (and clock) shares one limiter: a reloaded client, or a
+    second one, does not get 5 more a second. Off, like the general client-side limit, with
+    ``PMS_HUBSPOT_RATE_LIMIT=off``."""
     transport = adapter.transport
     if adapter.settings.rate_limit is None:
         return None
-    return RateLimiter(SEARCHES_PER_SECOND, 1.0, clock=transport.clock, sleep=transport.sleep)
+    # the limiter keeps its clock and sleep alive, so their ids stay theirs while it is cached
+    key = (adapter.account, id(transport.clock), id(transport.sleep))
+    with _SEARCH_LIMITERS_LOCK:
+        limiter = _SEARCH_LIMITERS.get(key)
+        if limiter is None:
+            limiter = RateLimiter(SEARCHES_PER_SECOND, 1.0, clock=transport.clock, sleep=transport.sleep)
+            _SEARCH_LIMITERS.put(key, limiter)
+        return limiter
 
 
 def send_search(adapter: HubSpotAdapter, path: str, body: Mapping[str, Any], operation: str) -> HttpResponse:
