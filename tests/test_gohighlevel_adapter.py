@@ -306,6 +306,8 @@ def test_v2_book_merges_extra_and_location(rsps: responses.RequestsMock) -> None
 def test_v2_book_slot_taken_is_a_conflict_and_not_retried(rsps: responses.RequestsMock) -> None:
     rsps.post(UPSERT, json=upsert_response())
     rsps.post(CREATE, status=400, json=v2_error(400, SLOT_TAKEN, "Bad Request"))
+    # the slot holds someone else's booking (another reference), so the refusal stands
+    rsps.get(EVENTS, json={"events": [calendar_event(event_id="someoneElse01", title="Other (ref bk-other)")]})
     with client() as c, pytest.raises(pms.ConflictError) as info:
         c.book_appointment(booking())
     err = info.value
@@ -313,7 +315,30 @@ def test_v2_book_slot_taken_is_a_conflict_and_not_retried(rsps: responses.Reques
     assert err.code == "SLOT_UNAVAILABLE"
     assert not err.outcome_unknown
     assert "no longer available" in str(err)
-    assert len(rsps.calls) == 3  # search, upsert, one create
+    assert len(rsps.calls) == 4  # search, upsert, one create, the look-up of who holds the slot
+
+
+def test_v2_book_refused_because_the_slot_holds_this_very_booking_returns_it(rsps: responses.RequestsMock) -> None:
+    """An earlier attempt at the same reference (another process whose answer was lost) made the
+    booking: GoHighLevel refuses the slot, and the booking holding it is the answer."""
+    rsps.post(UPSERT, json=upsert_response())
+    rsps.post(CREATE, status=400, json=v2_error(400, SLOT_TAKEN, "Bad Request"))
+    request = booking()
+    mine = calendar_event(event_id="mineFromBefore01", title=f"Cleaning (ref {request['reference']})")
+    rsps.get(EVENTS, json={"events": [mine]})
+    with client() as c:
+        appt = c.book_appointment(request)
+    assert (appt.id, appt.reference) == ("mineFromBefore01", request["reference"])
+    assert requests_made(rsps).count("POST /calendars/events/appointments") == 1
+
+
+def test_v2_book_refused_and_the_look_up_fails_keeps_the_vendors_answer(rsps: responses.RequestsMock) -> None:
+    rsps.post(UPSERT, json=upsert_response())
+    rsps.post(CREATE, status=400, json=v2_error(400, SLOT_TAKEN, "Bad Request"))
+    rsps.get(EVENTS, status=500, json={"message": "down"})
+    with client() as c, pytest.raises(pms.ConflictError) as info:
+        c.book_appointment(booking())
+    assert info.value.code == "SLOT_UNAVAILABLE"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -266,7 +266,7 @@ def test_any_supported_version_is_accepted_on_any_endpoint_like_the_live_api(
 
 
 def test_version_problem_reads_clearly_through_the_client(sb: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pms_integration.providers import gohighlevel as adapter
+    from pms_integration.providers import gohighlevel_v2 as adapter
 
     monkeypatch.setattr(adapter, "CALENDARS_VERSION", "2099-01-01")
     with client(sb) as c, pytest.raises(InvalidRequestError) as info:

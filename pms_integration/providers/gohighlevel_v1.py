@@ -77,7 +77,9 @@ class GoHighLevelV1Adapter(GoHighLevelBase):
         """``POST /appointments/``, then a read-back: v1 cannot set a length (the calendar's slot
         length decides) and its answer carries no times."""
         zone = self.zone_for(request.timezone, request.start)
-        booked = super().book(request)
+        booked = self.unless_ours(
+            request, lambda: super(GoHighLevelV1Adapter, self).book(request), lambda: self.find_booking(request)
+        )
         try:
             record = self.read(booked.id, "book")
         except PMSError as exc:
