@@ -16,6 +16,7 @@ import pytest
 import pms_integration as pms
 from pms_integration import PMSClient
 from pms_integration._http import Runtime
+from pms_integration._retry import deadline_scope
 from pms_integration.errors import ConfigurationError, ConflictError
 from pms_integration.models import AppointmentStatus
 from pms_integration.provider import ALL_CAPABILITIES
@@ -460,3 +461,23 @@ def test_no_patient_found_is_one_request_and_an_empty_list(sb: Sandbox) -> None:
         mark = len(sb.records)
         assert c.find_appointments(email="nobody@example.com", provider="hubspot") == []
         assert ops(sb, mark) == ["contacts.search"]
+
+
+def test_a_search_slot_beyond_the_deadline_is_a_rate_limit_error_before_sending() -> None:
+    now = [0.0]
+
+    def clock() -> float:
+        return now[0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    with fake_hubspot() as (_, rsps):
+        adapter = create(settings(PMS_HUBSPOT_RATE_LIMIT="100/10"), Runtime(sleep=sleep, clock=clock))
+        for _ in range(5):
+            adapter.busy_times(at(DAY, "09:00"), at(DAY, "10:00"))
+        sent = len(rsps.calls)
+        with deadline_scope(0.5, clock), pytest.raises(pms.RateLimitError) as info:
+            adapter.busy_times(at(DAY, "09:00"), at(DAY, "10:00"))
+        assert len(rsps.calls) == sent  # nothing sent
+    assert info.value.code == "CLIENT_RATE_LIMIT" and info.value.retry_after is not None
