@@ -25,6 +25,12 @@ OPERATIONS = (
     "cancel",
     "push-report (first push)",
     "re-push (same report)",
+    "free slots (first search of a client)",
+    "free slots (one window)",
+    "get appointment",
+    "find patient",
+    "find appointments (by e-mail)",
+    "find appointments (by reference)",
 )
 
 #: (start of the Figure cell, Provider cell) of every row the table must have.
