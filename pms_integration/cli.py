@@ -403,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     find = sub.choices["find"]
     find.add_argument("--reference", help="the booking reference a conversation booked with")
     find.add_argument("--start", help="from (ISO-8601 with an offset; default: now, so upcoming appointments)")
-    find.add_argument("--end", help="until (ISO-8601 with an offset; default: a year after --start)")
+    find.add_argument("--end", help="until (ISO-8601 with an offset; default: a year and a day after --start)")
     find.add_argument("--include-cancelled", action="store_true", help="list cancelled appointments too")
 
     p = sub.add_parser(

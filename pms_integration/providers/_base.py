@@ -244,7 +244,7 @@ class BaseAdapter:
         what = f"appointment {busy.appointment_id}" if busy.appointment_id else "blocked time"
         return ConflictError(
             f"The slot at {request.start:%Y-%m-%d %H:%M} is taken in {self.provider.label}: {what} runs {span}. "
-            "Nothing was booked; offer the patient another time (free_slots lists them).",
+            "Nothing was booked; free_slots lists the times still open.",
             status_code=409,
             code="SLOT_TAKEN",
             provider=self.provider.value,
