@@ -35,6 +35,7 @@ CORRELATION = "a43683b0-5717-4ceb-80b4-104d02915d8c"
 
 _PREFIX = re.compile(r"^/crm/(?:v3/objects|objects/(?P<ver>20\d\d-\d\d))/(?P<rest>.*)$")
 _V4 = re.compile(r"^/crm/v4/objects/(?P<rest>.*)$")
+_ASSOC_READ = re.compile(r"^/crm/(?:v4/associations|associations/20\d\d-\d\d)/(?P<from>\w+)/(?P<to>\w+)/batch/read$")
 
 
 def hubspot_env(**overrides: str) -> dict[str, str]:
@@ -173,6 +174,9 @@ class FakeHubSpot:
         query = dict(
             pair.split("=", 1) for pair in ([*str(request.url).split("?", 1), ""])[1].split("&") if "=" in pair
         )
+        batch = _ASSOC_READ.match(path)
+        if batch and method == "POST":
+            return self._association_batch_read(batch.group("from"), batch.group("to"), data)
         v4 = _V4.match(path)
         if v4:
             return self._associate(method, v4.group("rest").split("/"))
@@ -260,7 +264,11 @@ class FakeHubSpot:
             key = item["id"]
             if prop:
                 found = next(
-                    (r for r in self.records[object_type].values() if str(r["properties"].get(prop, "")).lower() == key.lower()),
+                    (
+                        r
+                        for r in self.records[object_type].values()
+                        if str(r["properties"].get(prop, "")).lower() == key.lower()
+                    ),
                     None,
                 )
             else:
@@ -272,6 +280,21 @@ class FakeHubSpot:
         body: dict[str, Any] = {"status": "COMPLETE", "results": results, "startedAt": "x", "completedAt": "y"}
         if missing:
             body["errors"] = [{"status": "error", "category": "OBJECT_NOT_FOUND", "context": {"ids": missing}}]
+        return (207 if missing else 200), body
+
+    def _association_batch_read(self, from_type: str, to_type: str, data: dict[str, Any]) -> tuple[int, Any]:
+        """The v4 batch read, one page per record; a record with none is an error entry (207)."""
+        results, missing = [], []
+        for item in data["inputs"]:
+            linked = [] if self.hide_associations else self._linked(item["id"], to_type)
+            if linked:
+                to = [{"toObjectId": int(i), "associationTypes": []} for i in linked]
+                results.append({"from": {"id": item["id"]}, "to": to})
+            else:
+                missing.append(item["id"])
+        body: dict[str, Any] = {"status": "COMPLETE", "results": results, "startedAt": "x", "completedAt": "y"}
+        if missing:
+            body["errors"] = [{"status": "error", "category": "OBJECT_NOT_FOUND", "context": {"fromObjectId": missing}}]
         return (207 if missing else 200), body
 
     def _type_of(self, record_id: str) -> str:

@@ -57,7 +57,7 @@ def report(**kw: Any) -> PerformanceReport:
 # book
 
 
-def test_book_with_an_existing_contact_takes_four_requests() -> None:
+def test_book_with_an_existing_contact_takes_five_requests() -> None:
     with fake_hubspot() as (fake, rsps):
         contact = fake.add("contacts", {"email": "jane@example.com", "firstname": "Jane"})
         appt = make_adapter().book(booking())
@@ -66,6 +66,8 @@ def test_book_with_an_existing_contact_takes_four_requests() -> None:
     assert [(m, p) for m, p, _ in calls] == [
         ("POST", "/crm/v3/objects/meetings/search"),  # the conflict check: is the slot free?
         ("POST", "/crm/v3/objects/contacts/batch/read"),
+        # the search lags: a known contact's own deals are read for this reference (it has none)
+        ("POST", "/crm/v4/associations/contacts/deals/batch/read"),
         ("POST", "/crm/v3/objects/deals"),
         ("POST", "/crm/v3/objects/meetings"),
     ]
@@ -101,8 +103,12 @@ def test_book_with_an_existing_contact_takes_four_requests() -> None:
 @pytest.mark.parametrize(
     ("patient", "contact_requests", "contact"),
     [
-        # a known contact id: no look-up, no contact written
-        (Patient(name="Jane Doe", email="jane@example.com", contact_id="4242"), [], None),
+        # a known contact id: no look-up, no contact written; its deals are read for this reference
+        (
+            Patient(name="Jane Doe", email="jane@example.com", contact_id="4242"),
+            ["/crm/v4/associations/contacts/deals/batch/read"],
+            None,
+        ),
         # a new e-mail: the batch read misses, then the contact is created
         (
             None,

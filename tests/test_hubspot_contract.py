@@ -47,8 +47,9 @@ ROUTES: list[tuple[str, str, str]] = [
     ("POST", r"(?P<type>contacts|deals|meetings|notes|companies)/search", "search"),  # §2 Search
     ("POST", r"(?P<type>deals)/batch/upsert", "upsert"),  # §3.1 idempotent variant
     # the published spec's contacts batch read (BatchReadInputSimplePublicObjectId): the e-mail goes
-    # in the body with idProperty, never in the URL; meetings are batch read by id (scheduling reads)
-    ("POST", r"(?P<type>contacts|meetings)/batch/read", "batch_read"),
+    # in the body with idProperty, never in the URL; meetings are batch read by id (scheduling reads),
+    # and a returning patient's deals by id (a booking's same-reference check, consistent unlike search)
+    ("POST", r"(?P<type>contacts|deals|meetings)/batch/read", "batch_read"),
     # §3.1: a deal by the configured unique property (``?idProperty=``), the booking reference
     ("GET", r"(?P<type>deals)/(?P<unique>[A-Za-z0-9][A-Za-z0-9_.:-]{0,63})", "read_by_unique"),
 ]
@@ -348,8 +349,8 @@ def _check_batch_read(body: Any, object_type: str = "contacts") -> list[str]:
         problems.append("unknown batch/read keys")
     if object_type == "contacts" and body.get("idProperty") != "email":
         problems.append("contacts are read by their unique e-mail (idProperty: email)")
-    if object_type == "meetings" and "idProperty" in body:
-        problems.append("meetings are read by id (meetings have no unique property)")
+    if object_type in ("deals", "meetings") and "idProperty" in body:
+        problems.append(f"{object_type} are read by id here")
     inputs = body.get("inputs")
     if not isinstance(inputs, list) or not all(isinstance(i, dict) and set(i) == {"id"} for i in inputs):
         problems.append("batch/read inputs are [{id}]")

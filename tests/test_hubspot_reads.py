@@ -255,6 +255,67 @@ def test_a_meeting_the_search_index_has_not_seen_yet_is_not_caught(sb: Sandbox) 
     assert len(sb.state("hubspot")["meetings"]) == 2
 
 
+def test_the_same_reference_within_the_search_lag_returns_the_first_booking(sb: Sandbox) -> None:
+    """The search index has not seen the first booking yet (lag held open, not timed), but the
+    patient's own deals are read by id: the retry from a new client gets the first booking back
+    and writes nothing (one deal, one meeting)."""
+    sandbox_emulator(sb).search_lag = 3600.0
+    request = booking("lag-same", f"{DAY}T10:00:00-05:00")
+    with client(sb) as c:
+        first = c.book_appointment(request, provider="hubspot")
+    with client(sb) as fresh:
+        mark = len(sb.records)
+        again = fresh.book_appointment(request, provider="hubspot")
+    assert again.id == first.id and again.reference == "lag-same" and writes(sb, mark) == []
+    # the check (blind here), the contact by e-mail, its deals, those deals; then the meeting by id
+    assert ops(sb, mark)[:4] == [
+        "meetings.search",
+        "contacts.batch_read",
+        "associations.batch_read",
+        "deals.batch_read",
+    ]
+    state = sb.state("hubspot")
+    assert len(state["deals"]) == 1 and len(state["meetings"]) == 1
+
+
+def test_within_the_lag_a_returning_patients_other_bookings_are_not_mistaken_for_this_one(sb: Sandbox) -> None:
+    """Another reference, or the same reference at another time, is a new booking; a cancelled
+    one with this reference is not returned either (as the conflict check would not)."""
+    sandbox_emulator(sb).search_lag = 3600.0
+    with client(sb) as c:
+        earlier = c.book_appointment(booking("mine-1", f"{DAY}T10:00:00-05:00"), provider="hubspot")
+        mark = len(sb.records)
+        other = c.book_appointment(booking("mine-2", f"{DAY}T11:00:00-05:00"), provider="hubspot")
+        assert ops(sb, mark) == [
+            "meetings.search",
+            "contacts.batch_read",
+            "associations.batch_read",
+            "deals.batch_read",
+            "deals.create",
+            "meetings.create",
+        ]
+        c.cancel_appointment(other.id, provider="hubspot")
+    with client(sb) as fresh:  # this client remembers nothing of the references above
+        moved = fresh.book_appointment(booking("mine-1", f"{DAY}T14:00:00-05:00"), provider="hubspot")
+        rebooked = fresh.book_appointment(booking("mine-2", f"{DAY}T11:00:00-05:00"), provider="hubspot")
+    assert len({earlier.id, other.id, moved.id, rebooked.id}) == 4
+    assert len(sb.state("hubspot")["deals"]) == 4
+
+
+def test_with_the_reference_property_the_upsert_alone_protects_within_the_lag(sb: Sandbox) -> None:
+    sandbox_emulator(sb).search_lag = 3600.0
+    request = booking("lag-prop", f"{DAY}T10:00:00-05:00")
+    env = {"PMS_HUBSPOT_REFERENCE_PROPERTY": "pms_booking_id"}
+    with client(sb, **env) as c:
+        first = c.book_appointment(request, provider="hubspot")
+    with client(sb, **env) as fresh:
+        mark = len(sb.records)
+        again = fresh.book_appointment(request, provider="hubspot")
+    assert again.id == first.id and "deals.batch_read" not in ops(sb, mark)
+    state = sb.state("hubspot")
+    assert len(state["deals"]) == 1 and len(state["meetings"]) == 1
+
+
 # ---------------------------------------------------------------------------------------------
 # patients and their appointments
 

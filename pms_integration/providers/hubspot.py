@@ -17,7 +17,7 @@ from .._ratelimit import RateLimitInfo
 from .._retry import current_deadline
 from .._time import UTC
 from ..config import HubSpotSettings
-from ..errors import ConflictError, InvalidRequestError, PMSError, UnexpectedResponseError, ValidationError
+from ..errors import ConflictError, PMSError, UnexpectedResponseError, ValidationError
 from ..models import (
     Appointment,
     AppointmentRequest,
@@ -103,7 +103,13 @@ class HubSpotAdapter(BaseAdapter):
         mine = self.check_slot_free(request)  # one meetings search; the same reference returns its booking
         if mine is not None:
             return mine
-        contact_id = contact_id or self._resolve_contact(request)
+        contact_id, known = (contact_id, True) if contact_id else self._resolve_contact(request)
+        # the search above lags writes: a known patient's own deals are read directly (consistent)
+        earlier = (
+            reads.booked_deal(self, contact_id, request) if known and not self.settings.reference_property else None
+        )
+        if earlier is not None:  # this reference's booking, made moments ago (its answer lost)
+            return self._with_meeting(request, contact_id, earlier, look_first=True)
         deal, existing = self._deal(request, contact_id, deal_extra)
         # an upsert that found an earlier attempt's deal: its meeting may exist too
         return self._with_meeting(request, contact_id, deal, look_first=existing)
@@ -152,7 +158,8 @@ class HubSpotAdapter(BaseAdapter):
             raw={"contact_id": contact_id, "deal": deal, "meeting": meeting},
         )
 
-    def _resolve_contact(self, request: AppointmentRequest) -> str:
+    def _resolve_contact(self, request: AppointmentRequest) -> tuple[str, bool]:
+        """The patient's contact id, and whether it existed before this call."""
         patient = request.patient
         names = (("firstname", patient.given_name), ("lastname", patient.family_name), ("phone", patient.phone))
         properties = {k: v for k, v in names if v}
@@ -161,11 +168,12 @@ class HubSpotAdapter(BaseAdapter):
             # HubSpot needs one of email, firstname or lastname on a new contact
             if not properties.keys() & {"firstname", "lastname"}:
                 properties.update(firstname="Patient", lastname=patient.phone or "")
-            return self._create_contact(request, properties, lambda: None)
+            return self._create_contact(request, properties, lambda: None), False
         found = self._contact_by_email(email)
         if found is not None:
-            return found
-        return self._create_contact(request, {**properties, "email": email}, lambda: self._contact_by_email(email))
+            return found, True
+        new = self._create_contact(request, {**properties, "email": email}, lambda: self._contact_by_email(email))
+        return new, False
 
     def _contact_by_email(self, email: str) -> str | None:
         """The contact by its unique e-mail: a batch read (consistent, unlike search) with the
@@ -226,7 +234,7 @@ class HubSpotAdapter(BaseAdapter):
             resp = self.transport.request(
                 "POST", path, operation="book", json=upsert, idempotent=True, reference=reference
             )
-            return self._upsert_result(resp, reference)
+            return wire.upsert_result(self, resp, reference)
 
         # keyed by the reference, the upsert is safe to repeat: it is its own look-up
         deal = self.create_once(upsert_deal, upsert_deal, operation="book", reference=reference)
@@ -237,29 +245,6 @@ class HubSpotAdapter(BaseAdapter):
             wire.mark_outcome_unknown(exc, reference)
             raise
         return deal, deal.get("new") is False
-
-    def _upsert_result(self, resp: HttpResponse, reference: str) -> dict[str, Any]:
-        body = self.json_object(resp, "book", "the deal upsert", creates=True, reference=reference)
-        errors = body.get("errors")
-        if isinstance(errors, list) and errors:
-            first = errors[0] if isinstance(errors[0], dict) else {}
-            category = text(first.get("category"))
-            message = text(first.get("message")) or "the deal upsert reported an error"
-            raise InvalidRequestError(
-                f"HubSpot book failed with HTTP {resp.status} {category or ''}: {message}".replace("  ", " "),
-                status_code=resp.status,
-                code=category,
-                request_id=text(body.get("correlationId")),
-                provider=self.provider.value,
-                operation="book",
-            )
-        results = body.get("results")
-        result = results[0] if isinstance(results, list) and results else None
-        if not isinstance(result, dict) or not wire.ID.fullmatch(str(result.get("id", ""))):
-            raise self.unexpected(
-                "book", "the deal upsert returned no deal id", outcome_unknown=True, reference=reference
-            )
-        return result
 
     def _deal_by_reference(self, reference: str, patient: Patient) -> dict[str, Any] | None:
         """The deal by the reference: a consistent read by the unique property when one is set."""

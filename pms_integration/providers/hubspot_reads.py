@@ -20,7 +20,7 @@ from .._once import BoundedCache
 from .._ratelimit import LimiterTimeout, RateLimiter
 from .._retry import current_deadline
 from ..errors import ConfigurationError, PMSError, RateLimitError, UnexpectedResponseError
-from ..models import Appointment, AppointmentQuery, PatientQuery, PatientRecord
+from ..models import Appointment, AppointmentQuery, AppointmentRequest, PatientQuery, PatientRecord
 from ..scheduling import Busy, zone_named
 from . import hubspot_wire as wire
 from ._base import text
@@ -28,7 +28,7 @@ from ._base import text
 if TYPE_CHECKING:
     from .hubspot import HubSpotAdapter
 
-__all__ = ["busy_times", "find_appointments", "find_patients", "named_busy", "practice_zone"]
+__all__ = ["booked_deal", "busy_times", "find_appointments", "find_patients", "named_busy", "practice_zone"]
 
 #: Results per search page (HubSpot allows 200) and per batch read (HubSpot allows 100).
 PAGE_SIZE = 200
@@ -344,3 +344,30 @@ def _by_reference(adapter: HubSpotAdapter, reference: str, operation: str) -> li
     marker = f"Booking reference: [{reference}]"
     meetings = read_meetings(adapter, wire.associated_ids(deal, wire.MEETINGS.association_keys), operation)
     return [(deal_id, m) for m in meetings if marker in str(wire.props(m).get("hs_meeting_body") or "")]
+
+
+def booked_deal(adapter: HubSpotAdapter, contact_id: str, request: AppointmentRequest) -> dict[str, Any] | None:
+    """This booking's live deal among the contact's, read consistently: the contact's deal
+    associations (v4), then one batch read of its newest deals. The conflict check's search lags
+    writes (seconds on HubSpot), so a retry moments after a booking whose answer was lost would
+    not see it there; this does. One request when the contact has no deals, two otherwise."""
+    ids = associated(adapter, "contacts", "deals", [contact_id], "book").get(contact_id) or []
+    newest = sorted(ids, key=int, reverse=True)[:BATCH_SIZE]
+    if not newest:
+        return None
+    body = {"inputs": [{"id": i} for i in newest], "properties": wire.DEALS.properties, "propertiesWithHistory": []}
+    resp = adapter.transport.request(
+        "POST", adapter.paths.batch_read("deals"), operation="book", json=body, idempotent=True
+    )
+    results = adapter.json_object(resp, "book", "the deals read").get("results")
+    marker, stage = f"[{request.reference}]", adapter.settings.cancel_stage_id
+    hits = [
+        r
+        for r in (results if isinstance(results, list) else [])
+        if isinstance(r, dict)
+        and wire.ID.fullmatch(str(r.get("id", "")))
+        and marker in str(wire.props(r).get("dealname") or "")
+        and wire.props(r).get("dealstage") != stage  # a cancelled booking is not busy time either
+        and wire.read_time(wire.props(r), "closedate") == request.start  # same reference, same slot
+    ]
+    return min(hits, key=lambda r: int(r["id"]), default=None)  # oldest first, as the search look-ups

@@ -13,9 +13,9 @@ from .._http import ErrorInfo, HttpResponse
 from .._ratelimit import RateLimitInfo
 from .._retry import parse_retry_after
 from .._time import UTC, parse_instant, utc_text
-from ..errors import PMSError, ProviderError, ValidationError
+from ..errors import InvalidRequestError, PMSError, ProviderError, ValidationError
 from ..models import AppointmentRequest
-from ._base import text
+from ._base import BaseAdapter, text
 
 __all__ = ["HubSpotPaths", "parse_error", "parse_rate_headers"]
 
@@ -334,3 +334,28 @@ def say_half_cancelled(exc: PMSError, deal_id: str, meeting_id: str) -> None:
         "(repeating a cancel is safe)."
     )
     exc.args = (f"{note} {exc.message}", *exc.args[1:])
+
+
+def upsert_result(adapter: BaseAdapter, resp: HttpResponse, reference: str) -> dict[str, Any]:
+    """The deal a batch upsert answered with; its per-input error as an ``InvalidRequestError``."""
+    body = adapter.json_object(resp, "book", "the deal upsert", creates=True, reference=reference)
+    errors = body.get("errors")
+    if isinstance(errors, list) and errors:
+        first = errors[0] if isinstance(errors[0], dict) else {}
+        category = text(first.get("category"))
+        message = text(first.get("message")) or "the deal upsert reported an error"
+        raise InvalidRequestError(
+            f"HubSpot book failed with HTTP {resp.status} {category or ''}: {message}".replace("  ", " "),
+            status_code=resp.status,
+            code=category,
+            request_id=text(body.get("correlationId")),
+            provider=adapter.provider.value,
+            operation="book",
+        )
+    results = body.get("results")
+    result = results[0] if isinstance(results, list) and results else None
+    if not isinstance(result, dict) or not ID.fullmatch(str(result.get("id", ""))):
+        raise adapter.unexpected(
+            "book", "the deal upsert returned no deal id", outcome_unknown=True, reference=reference
+        )
+    return result
