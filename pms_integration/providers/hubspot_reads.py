@@ -35,6 +35,8 @@ PAGE_SIZE = 200
 BATCH_SIZE = 100
 #: Pages one read follows before it gives up with an error (HubSpot stops at 10,000 results).
 MAX_PAGES = 50
+#: A returning patient's newest deals a booking reads for its reference (search lags; these do not).
+NEWEST_DEALS = 10
 #: Contacts one patient look-up returns (a phone shared by a family), oldest first.
 MAX_PATIENTS = 20
 BUSY_PROPERTIES = ["hs_meeting_start_time", "hs_meeting_end_time", "hs_meeting_outcome", "hs_meeting_body"]
@@ -350,9 +352,11 @@ def booked_deal(adapter: HubSpotAdapter, contact_id: str, request: AppointmentRe
     """This booking's live deal among the contact's, read consistently: the contact's deal
     associations (v4), then one batch read of its newest deals. The conflict check's search lags
     writes (seconds on HubSpot), so a retry moments after a booking whose answer was lost would
-    not see it there; this does. One request when the contact has no deals, two otherwise."""
+    not see it there; this does. One request when the contact has no deals, two otherwise. Only
+    the newest :data:`NEWEST_DEALS` are read: a retry within the lag finds its deal among them,
+    and a later one is seen by the conflict check's search."""
     ids = associated(adapter, "contacts", "deals", [contact_id], "book").get(contact_id) or []
-    newest = sorted(ids, key=int, reverse=True)[:BATCH_SIZE]
+    newest = sorted(ids, key=int, reverse=True)[:NEWEST_DEALS]
     if not newest:
         return None
     body = {"inputs": [{"id": i} for i in newest], "properties": wire.DEALS.properties, "propertiesWithHistory": []}
