@@ -306,7 +306,7 @@ MINIMUMS: dict[str, list[tuple[str, int, str]]] = {
             6,
             "the conflict check's meetings search, contact look-up, the patient's deals (associations, then a batch "
             "read: search lags, so a same-reference retry made seconds later is found this way), deal and meeting "
-            "creates; 5 for a patient without deals, 4 with PMS_HUBSPOT_REFERENCE_PROPERTY (the upsert protects)",
+            "creates; 5 for a patient without deals, 5 with PMS_HUBSPOT_REFERENCE_PROPERTY (the deal upsert protects, so no deals are read; its association is a separate PUT)",
         ),
         (
             "update (reschedule)",
