@@ -155,7 +155,9 @@ def composite(sf: SalesforceEmulator, req: SandboxRequest, params: dict[str, str
     if sum("/query" in str(s.get("url", "")) for s in subs) > COMPOSITE_QUERIES_MAX:
         raise invalid("LIMIT_EXCEEDED", f"Limit Exceeded: at most {COMPOSITE_QUERIES_MAX} query subrequests")
     all_or_none = body.get("allOrNone") is True
-    saved = sf.store.save()
+    # only a composite that writes can need rolling back (copying the org is not free)
+    writes = any(str(s.get("method") or "").upper() != "GET" for s in subs)
+    saved = sf.store.save() if all_or_none and writes else None
     results: dict[str, Any] = {}
     out: list[dict[str, Any]] = []
     failed = False
@@ -177,7 +179,8 @@ def composite(sf: SalesforceEmulator, req: SandboxRequest, params: dict[str, str
         else:
             failed = True
     if failed and all_or_none:
-        sf.store.restore(saved)
+        if saved is not None:
+            sf.store.restore(saved)
         out = [
             a
             if a["httpStatusCode"] >= 300
