@@ -67,7 +67,6 @@ MAX_MEETINGS_CHECKED = 10
 SETTLE_SECONDS = 2.0
 #: Search page size (the search API allows up to 200) and HubSpot's cap on results per query.
 SEARCH_LIMIT = 100
-SEARCH_MAX_RESULTS = 10_000
 #: Report notes go to the company of this name when ``PMS_HUBSPOT_REPORT_COMPANY_ID`` is unset.
 REPORTS_COMPANY_NAME = "pms-integration reports"
 
@@ -510,34 +509,12 @@ class HubSpotAdapter(BaseAdapter):
         return None
 
     def _search_pages(self, kind: Kind, filter_groups: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        """Every search result, oldest first, page by page. A look-up that cannot read every page
-        (HubSpot's 10,000-result cap, or out of time) fails instead of answering "not found",
-        which would lead the caller to create a duplicate."""
-        after, seen, operation, path = "0", 0, kind.operation, self.paths.search(kind.object_type)
-        body = {"filterGroups": filter_groups, "properties": kind.properties, "sorts": ["hs_object_id"]}
-        while True:
-            page = {**body, "limit": SEARCH_LIMIT, "after": after}
-            resp = reads.send_search(self, path, page, operation)
-            data = self.json_object(resp, operation, "the search answer")
-            results = data.get("results")
-            if not isinstance(results, list):
-                raise self.unexpected(operation, "a search response without results")
-            yield from (r for r in results if isinstance(r, dict) and wire.ID.fullmatch(str(r.get("id", ""))))
-            seen += len(results)
-            paging = data.get("paging")
-            following = paging.get("next") if isinstance(paging, dict) else None
-            cursor = following.get("after") if isinstance(following, dict) else None
-            if not isinstance(cursor, str) or not cursor or not results:
-                return
-            deadline = current_deadline()
-            if seen >= SEARCH_MAX_RESULTS or (deadline is not None and deadline.remaining() < self.settings.timeout):
-                raise UnexpectedResponseError(
-                    f"HubSpot's search for {kind.object_type} returned more results than could be checked "
-                    f"({seen} read) within the limits; the record may exist",
-                    provider=self.provider.value,
-                    operation=operation,
-                )
-            after = cursor
+        """Every search result, oldest first, page by page; a look-up that cannot read every page
+        fails instead of answering "not found" (which would lead the caller to create a duplicate)."""
+        return reads.search(
+            self, kind.object_type, filter_groups, kind.properties, kind.operation,
+            sorts=["hs_object_id"], page_size=SEARCH_LIMIT, too_many="the record may exist",
+        )  # fmt: skip
 
     def _search_marked(
         self, kind: Kind, filter_groups: list[dict[str, Any]], marker: str, *, settle: bool, exact: bool = False

@@ -115,14 +115,18 @@ def search(
     *,
     sorts: list[str],
     most: int | None = None,
+    page_size: int | None = None,
+    too_many: str = "ask for a shorter window",
 ) -> Iterator[dict[str, Any]]:
     """Every result of a CRM search, following ``paging.next.after`` (one request per page).
 
-    Stops quietly after ``most`` results; otherwise a search with more pages than
-    :data:`MAX_PAGES`, or than the deadline leaves time for, fails rather than answer with a
-    part (free slots from half the busy time would offer taken slots)."""
-    path, after, pages, seen = adapter.paths.search(object_type), "0", 0, 0
-    body = {"filterGroups": groups, "properties": properties, "sorts": sorts, "limit": PAGE_SIZE}
+    Stops quietly after ``most`` results; otherwise a search with more results than one call
+    reads (:data:`MAX_PAGES` pages of :data:`PAGE_SIZE`: HubSpot's own paging cap), or than the deadline leaves time for, fails
+    rather than answer with a part (free slots from half the busy time would offer taken slots;
+    a look-up that missed a page would say "not found" and lead to a duplicate). ``too_many``
+    ends that error's message: what the caller should make of it."""
+    path, after, read, yielded = adapter.paths.search(object_type), "0", 0, 0
+    body = {"filterGroups": groups, "properties": properties, "sorts": sorts, "limit": page_size or PAGE_SIZE}
     while True:
         resp = send_search(adapter, path, {**body, "after": after}, operation)
         data = adapter.json_object(resp, operation, "the search answer")
@@ -132,20 +136,20 @@ def search(
         for record in results:
             if isinstance(record, dict) and wire.ID.fullmatch(str(record.get("id", ""))):
                 yield record
-                seen += 1
-                if most is not None and seen >= most:
+                yielded += 1
+                if most is not None and yielded >= most:
                     return
-        pages += 1
+        read += len(results)
         paging = data.get("paging")
         following = paging.get("next") if isinstance(paging, dict) else None
         cursor = following.get("after") if isinstance(following, dict) else None
         if not isinstance(cursor, str) or not cursor or not results:
             return
         deadline = current_deadline()
-        if pages >= MAX_PAGES or (deadline is not None and deadline.remaining() < adapter.settings.timeout):
+        if read >= MAX_PAGES * PAGE_SIZE or (deadline is not None and deadline.remaining() < adapter.settings.timeout):
             raise UnexpectedResponseError(
-                f"HubSpot's {object_type} search has more results than one call reads ({pages} pages of "
-                f"{PAGE_SIZE} within the limits); ask for a shorter window",
+                f"HubSpot's {object_type} search has more results than one call reads ({read} read within "
+                f"the limits); {too_many}",
                 provider=adapter.provider.value,
                 operation=operation,
             )
