@@ -227,8 +227,13 @@ class BaseAdapter:
         """
         if not (self.checks_conflicts and self.settings.conflict_check):
             return None
+        return self.judge_slot(request, self.busy_times(request.start, request.end_time))
+
+    def judge_slot(self, request: AppointmentRequest, busy: list[Busy]) -> Appointment | None:
+        """What ``busy`` means for booking ``request``: None (free), this very booking (the slot
+        holds its reference and the look-up finds it), or ``ConflictError`` naming the clash."""
         start, end = request.start, request.end_time
-        clashes = [b for b in self.busy_times(start, end) if b.overlaps(start, end)]
+        clashes = [b for b in busy if b.overlaps(start, end)]
         if any(b.reference == request.reference for b in clashes):
             found = self.find_booking(request)
             if found is not None:

@@ -125,24 +125,18 @@ class SalesforceReads(BaseAdapter):
         """
         check = self.settings.conflict_check
         link = self.links_patient(request)
-        start, end = request.start, request.end_time
         queries: dict[str, str] = {}
         if check:
-            queries["busy"] = self.busy_soql(start, end)
+            queries["busy"] = self.busy_soql(request.start, request.end_time)
         if link:
             queries.update(self.patient_soql(request.patient.email, request.patient.phone, booking=True))
         if not queries:
             return None, None
         found = self.composite_query(queries, "book")
         if check:
-            clashes = [b for b in self.to_busy(found["busy"]) if b.overlaps(start, end)]
-            if any(b.reference == request.reference for b in clashes):
-                mine = self.find_booking(request)
-                if mine is not None:
-                    return mine, None
-            others = [b for b in clashes if b.reference != request.reference]
-            if others:
-                raise self.slot_taken(request, others[0])
+            mine = self.judge_slot(request, self.to_busy(found["busy"]))
+            if mine is not None:
+                return mine, None
         who = next((str(r["Id"]) for key in ("contacts", "leads") for r in found.get(key, []) if _valid(r)), None)
         return None, who
 
