@@ -913,17 +913,26 @@ class Transport:
     def _acquire_slot(self) -> Slot | None:
         if self.limiter is None:
             return None
-        deadline = current_deadline()
-        try:
-            return self.limiter.acquire(None if deadline is None else max(deadline.remaining(), 0.0))
-        except LimiterTimeout as exc:
-            raise RateLimitError(
-                "the client-side rate limit has no free slot before the operation's deadline",
-                status_code=429,
-                code="CLIENT_RATE_LIMIT",
-                retry_after=round(exc.wait, 3),
-                provider=self.provider.value,
-            ) from None
+        return acquire_within_deadline(self.limiter, "the client-side rate limit", self.provider)
+
+
+def acquire_within_deadline(
+    limiter: RateLimiter, what: str, provider: ProviderName, operation: str | None = None
+) -> Slot:
+    """A slot of ``limiter``, waiting at most what the operation's deadline leaves; a
+    ``RateLimitError`` (code CLIENT_RATE_LIMIT, nothing sent) naming ``what`` otherwise."""
+    deadline = current_deadline()
+    try:
+        return limiter.acquire(None if deadline is None else max(deadline.remaining(), 0.0))
+    except LimiterTimeout as exc:
+        raise RateLimitError(
+            f"{what} has no free slot before the operation's deadline",
+            status_code=429,
+            code="CLIENT_RATE_LIMIT",
+            retry_after=round(exc.wait, 3),
+            provider=provider.value,
+            operation=operation,
+        ) from None
 
 
 @attrs.frozen

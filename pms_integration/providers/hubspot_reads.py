@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .._http import HttpResponse
+from .._http import HttpResponse, acquire_within_deadline
 from .._once import BoundedCache
-from .._ratelimit import LimiterTimeout, RateLimiter
+from .._ratelimit import RateLimiter
 from .._retry import current_deadline
-from ..errors import ConfigurationError, PMSError, RateLimitError, UnexpectedResponseError
+from ..errors import ConfigurationError, PMSError, UnexpectedResponseError
 from ..models import Appointment, AppointmentQuery, AppointmentRequest, PatientQuery, PatientRecord
 from ..scheduling import Busy, zone_named
 from . import hubspot_wire as wire
@@ -78,19 +78,12 @@ def search_limiter(adapter: HubSpotAdapter) -> RateLimiter | None:
 
 def send_search(adapter: HubSpotAdapter, path: str, body: Mapping[str, Any], operation: str) -> HttpResponse:
     """One search request (a read: retried, e-mail and phone in the body), inside the search limit."""
-    limiter, slot, deadline = adapter.search_limiter, None, current_deadline()
-    if limiter is not None:
-        try:
-            slot = limiter.acquire(None if deadline is None else max(deadline.remaining(), 0.0))
-        except LimiterTimeout as exc:
-            raise RateLimitError(
-                "HubSpot's search limit (5 a second) has no free slot before the operation's deadline",
-                status_code=429,
-                code="CLIENT_RATE_LIMIT",
-                retry_after=round(exc.wait, 3),
-                provider=adapter.provider.value,
-                operation=operation,
-            ) from None
+    limiter = adapter.search_limiter
+    slot = (
+        None
+        if limiter is None
+        else acquire_within_deadline(limiter, "HubSpot's search limit (5 a second)", adapter.provider, operation)
+    )
     try:
         return adapter.transport.request("POST", path, operation=operation, json=body, idempotent=True)
     finally:
