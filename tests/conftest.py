@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -77,3 +78,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if "shared" in reason or "vendor-specs" in reason or "specs are not available" in reason:
             report.outcome = "failed"
             report.longrepr = f"{SPECS_REQUIRED}=1 but the vendor specs are missing: {reason}"
+
+
+def sent_targets(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every request target (path and query string) the sandbox receives from now on, in order:
+    for tests that look for patient data in URLs."""
+    targets: list[str] = []
+    dispatch = sandbox._dispatch
+
+    def recording(method: str, target: str, headers: Any, body: bytes) -> Any:
+        targets.append(target)
+        return dispatch(method, target, headers, body)
+
+    monkeypatch.setattr(sandbox, "_dispatch", recording)
+    return targets

@@ -25,6 +25,7 @@ from pms_integration.providers.hubspot import create
 from pms_integration.sandbox import Sandbox
 
 from ._hubspot_support import fake_hubspot, sandbox_client, sandbox_emulator, sandbox_raw, settings
+from .conftest import sent_targets
 
 NY = ZoneInfo("America/New_York")
 DAY = "2030-03-05"  # a Tuesday; open hours default to Mon-Fri 09:00-17:00
@@ -420,14 +421,7 @@ def test_hubspot_has_every_capability(sb: Sandbox) -> None:
 
 
 def test_no_patient_email_or_phone_travels_in_a_url(sb: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
-    targets: list[str] = []
-    dispatch = sb._dispatch
-
-    def recording(method: str, target: str, headers: Any, body: bytes) -> Any:
-        targets.append(target)
-        return dispatch(method, target, headers, body)
-
-    monkeypatch.setattr(sb, "_dispatch", recording)
+    targets = sent_targets(sb, monkeypatch)
     patient = {"name": "Jane Doe", "email": "jane+b/c@example.com", "phone": "+15555550123"}
     with client(sb, PMS_HUBSPOT_REFERENCE_PROPERTY="pms_booking_id") as c:
         booked = c.book_appointment(booking("url-1", f"{DAY}T10:00:00-05:00", 45, patient), provider="hubspot")

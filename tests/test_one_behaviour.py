@@ -34,6 +34,8 @@ from pms_integration.sandbox import Fault, Sandbox
 from pms_integration.testing import as_default
 from tests._salesforce_support import CONTACT, TASK_ID, sf_id
 
+from .conftest import sent_targets
+
 WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 EASTERN = dt.timezone(dt.timedelta(hours=-5))
 MOVE = {"start": "2030-03-06T14:00:00-05:00", "duration_minutes": 45}
@@ -231,14 +233,7 @@ def test_no_patient_email_phone_or_name_travels_in_a_url_or_a_log(
     case: Case, monkeypatch: pytest.MonkeyPatch, debug_logs: pytest.LogCaptureFixture
 ) -> None:
     """Look-ups by e-mail or phone send them in a request body: URLs end up in proxies' logs."""
-    targets: list[str] = []
-    dispatch = case.sandbox._dispatch
-
-    def recording(method: str, target: str, headers: Any, body: bytes) -> Any:
-        targets.append(target)  # the whole request target, path and query string
-        return dispatch(method, target, headers, body)
-
-    monkeypatch.setattr(case.sandbox, "_dispatch", recording)
+    targets = sent_targets(case.sandbox, monkeypatch)
     patient = {"name": "Jane Doe", "email": "jane+b/c@example.com", "phone": "+15555550123"}
     first = pms.book_appointment(booking("url-1", patient=patient))
     if case.vendor.provider == "hubspot":

@@ -25,6 +25,8 @@ from pms_integration.providers.salesforce import SalesforceAdapter
 from pms_integration.sandbox import Fault, Sandbox
 from pms_integration.sandbox.salesforce import SalesforceEmulator
 
+from .conftest import sent_targets
+
 NY = ZoneInfo("America/New_York")
 MONDAY = dt.date(2030, 3, 4)  # the seeded BusinessHours: Mon-Fri 08:00-17:00 America/New_York
 
@@ -398,14 +400,7 @@ def test_no_email_or_phone_in_any_url_or_log(
     sb: Sandbox, client: PMSClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    targets: list[str] = []
-    dispatch = sb._dispatch
-
-    def recording(method: str, target: str, headers: Any, body: bytes) -> Any:
-        targets.append(target)
-        return dispatch(method, target, headers, body)
-
-    monkeypatch.setattr(sb, "_dispatch", recording)
+    targets = sent_targets(sb, monkeypatch)
     window = {"start": at(MONDAY, 0), "end": at(MONDAY, 23)}
     booked = client.book_appointment(booking("url-1", at(MONDAY, 9)))
     client.book_appointment(booking("url-2", at(MONDAY, 10)))
