@@ -51,6 +51,7 @@ from .errors import (
     error_class_for_status,
 )
 from .models import ProviderName
+from .state import StateStore
 
 __all__ = ["Transport", "Runtime", "HttpResponse", "ErrorInfo", "BearerAuth", "Auth", "USER_AGENT", "should_retry"]
 
@@ -943,6 +944,8 @@ class Runtime:
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
     session_factory: Callable[[], requests.Session] = requests.Session
+    #: the state store rate budgets live in (None: each transport keeps its own limiter)
+    state: StateStore | None = None
 
     def transport(self, **options: Any) -> Transport:
         """A :class:`Transport` (``options``: its own keywords) on this runtime's policy, sleep,

@@ -48,7 +48,8 @@ EXIT_CODES: list[tuple[str, int]] = [
     ("rate limited (RateLimitError)", 9),
     ("vendor rejected the data (InvalidRequestError)", 10),
     ("provider unavailable (TransportError, ServerError, other ProviderError)", 11),
-    ("outcome unknown: the change may have been applied", 12),
+    ("outcome unknown: the change may have been applied (also BookingInProgressError)", 12),
+    ("the state store cannot be used (StateStoreError); nothing was sent", 13),
 ]
 
 

@@ -47,6 +47,7 @@ from .models import (
 from .provider import Capability, Provider
 from .providers import load_factory
 from .reports import ReportSource, current_report
+from .state import StateStore, StoreTokens, open_state
 from .tokens import TokenStore, check_token_store
 
 if TYPE_CHECKING:
@@ -81,6 +82,27 @@ def _check_arguments(config: object, environ: object, **given: object) -> None:
             problems.append(f"{name} must be a callable, not {type(value).__name__}")
     if problems:
         raise ConfigurationError("PMSClient: " + "; ".join(problems) + ".", problems=problems)
+
+
+def _open_state(state: object, config: PMSConfig) -> StateStore:
+    """The store ``state`` names (a store, or a URL), else the configured ``PMS_STATE_URL``.
+    A misconfigured URL is an error here, never a quiet fall-back to this process's memory."""
+    if state is not None and not isinstance(state, str):
+        if not isinstance(state, StateStore):
+            raise ConfigurationError(
+                f"PMSClient: state must be a URL or a store from pms_integration.state.open_state(), "
+                f"not {type(state).__name__}",
+                problems=["state"],
+            )
+        return state
+    bad = [p for p in config.problems if p.startswith("PMS_STATE_URL")]
+    if state is None and bad:
+        raise ConfigurationError(
+            f"{bad[0]}; refusing to fall back to this process's memory (it would not stop a second worker "
+            "from booking the same reference)",
+            problems=bad,
+        )
+    return open_state(state if state is not None else config.state_url.reveal())
 
 
 def _gather(*checks: Callable[[], Any]) -> list[Any]:
@@ -126,6 +148,7 @@ class PMSClient:
         session_factory: Callable[[], requests.Session] | None = None,
         memory: BookingMemory | None = None,
         token_store: TokenStore | None = None,
+        state: StateStore | str | None = None,
     ) -> None:
         _check_arguments(
             config,
@@ -146,10 +169,12 @@ class PMSClient:
         self._clock = clock
         self._lock = threading.Lock()
         self._adapters: dict[ProviderName, Provider] = {}
-        #: duplicate-booking memory; reload() hands it to the next client
-        self.memory = memory if memory is not None else BookingMemory()
-        #: where adapters keep rotated refresh tokens (see pms_integration.tokens)
-        self.token_store = check_token_store(token_store)
+        #: where booking memory, rate budgets and rotated tokens live (PMS_STATE_URL; docs/deployment.md)
+        self.state: StateStore = _open_state(state, self.config)
+        #: duplicate-booking memory, kept in ``state``; reload() hands it to the next client
+        self.memory = memory if memory is not None else BookingMemory(store=self.state, remember=self.config.state_remember)
+        #: where adapters keep rotated refresh tokens: the given store, else ``state``
+        self.token_store = check_token_store(token_store) or StoreTokens(self.state)
         self._closed = False
         for problem in self.config.problems:
             # a general variable that is wrong (PMS_MAX_ATTEMPTS=², a weak PMS_SERVER_TOKEN):
@@ -168,7 +193,9 @@ class PMSClient:
             from ._http import Runtime  # requests loads here, on first use, not at import
 
             extra = {"session_factory": self._session_factory} if self._session_factory is not None else {}
-            self._runtime_cache = Runtime(policy=self._policy, sleep=self._sleep, clock=self._clock, **extra)
+            self._runtime_cache = Runtime(
+                policy=self._policy, sleep=self._sleep, clock=self._clock, state=self.state, **extra
+            )
         return self._runtime_cache
 
     # -- introspection ----------------------------------------------------------------------
@@ -241,12 +268,15 @@ class PMSClient:
         """
         req, name = self._prepare(request, AppointmentRequest, "request", provider, future=True)
         adapter = self._adapter_for(name, Capability.BOOK)
-        return self.memory.book(
-            (name, adapter.account, req.reference),
-            req,
-            create=lambda: self._run(name, "book", True, lambda: adapter.book(req), req.reference),
-            recover=lambda: self._recover(name, adapter, req),
-        )
+        # one deadline for the whole booking: waiting for another worker's attempt at this
+        # reference, the look-up and the create all come out of it
+        with deadline_scope(self.config.deadline, self._clock):
+            return self.memory.book(
+                (name, adapter.account, req.reference),
+                req,
+                create=lambda: self._run(name, "book", True, lambda: adapter.book(req), req.reference),
+                recover=lambda: self._recover(name, adapter, req),
+            )
 
     def recover_booking(
         self, request: AppointmentRequest | Mapping[str, Any], *, provider: str | ProviderName | None = None

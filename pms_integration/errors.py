@@ -31,6 +31,8 @@ __all__ = [
     "InvalidRequestError",
     "RateLimitError",
     "ServerError",
+    "BookingInProgressError",
+    "StateStoreError",
 ]
 
 
@@ -347,6 +349,35 @@ class ServerError(_AsksToWait):
     hint = "The provider is having trouble; try again shortly."
 
 
+class StateStoreError(PMSError):
+    """The shared state store (``PMS_STATE_URL``) cannot be used: unreachable, too slow for the
+    deadline, or refusing writes. A booking that raises it sent nothing to the vendor."""
+
+    hint = (
+        "Check that the state store is running and reachable (`pms-integration state check`); "
+        "nothing was sent to the vendor, so retrying later with the same reference is safe."
+    )
+
+    def __init__(self, message: str, *, code: str = "STATE_UNAVAILABLE", store: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.store = store
+
+    def __str__(self) -> str:
+        where = f" ({self.store})" if self.store else ""
+        return f"state store{where}: {super().__str__()}"
+
+
+class BookingInProgressError(ProviderError):
+    """Another worker is booking the same reference right now and did not finish within this
+    call's deadline. Its booking may still be made: retry with the same reference."""
+
+    def __init__(self, message: str, *, provider: str | None = None, reference: str | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message, provider=provider, operation="book", outcome_unknown=True, reference=reference)
+        self.retry_after = retry_after
+
+
 #: What each error class means outside Python, read by the CLI, the HTTP server and the transport.
 #: A class not listed (``ResponseTooLargeError``, one added later) has its nearest base class's row.
 OUTCOMES: dict[type[PMSError], Outcome] = {
@@ -366,6 +397,8 @@ OUTCOMES: dict[type[PMSError], Outcome] = {
     ServerError: Outcome(11, 503, "provider-unavailable", "Provider unavailable"),
     TransportError: Outcome(11, 504, "provider-timeout", "Provider did not answer"),
     UnexpectedResponseError: Outcome(11, 502, "provider-unexpected-response", "Unexpected provider response"),
+    BookingInProgressError: Outcome(12, 409, "booking-in-progress", "The same booking is in progress elsewhere"),
+    StateStoreError: Outcome(13, 503, "state-unavailable", "State store unavailable"),
 }
 
 

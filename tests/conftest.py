@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -8,6 +9,7 @@ import pytest
 
 from pms_integration import _default
 from pms_integration.sandbox import Sandbox
+from pms_integration.state import reset_memory_state
 
 CANARY = {
     "PMS_GHL_API_KEY": "pit-canary-ghl-7f3e9a1b2c4d",
@@ -42,6 +44,7 @@ def _isolate_default_client(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -
     monkeypatch.chdir(str(tmp_path))
     previous = _default._client
     _default._client = None
+    reset_memory_state()  # the process-wide memory:// store starts empty for every test
     yield
     _default._client = previous
 
@@ -68,11 +71,41 @@ def debug_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 SPECS_REQUIRED = "PMS_REQUIRE_VENDOR_SPECS"
 
 
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real Redis server's URL: the one .ci/run started (PMS_TEST_REDIS_URL), else our own
+    redis-server; skipped when neither exists (a failure under PMS_REQUIRE_REDIS=1)."""
+    from tests._redis_server import SKIP_REASON, RedisServer, external_url
+
+    url = external_url()
+    if url is not None:
+        yield url
+        return
+    server = RedisServer()
+    if not server.available:
+        pytest.skip(SKIP_REASON)
+    try:
+        yield server.start().url
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def redis_namespace(redis_url: str) -> str:
+    """A namespace of its own for each test, so tests sharing the server never see each other's keys."""
+    return "t" + uuid.uuid4().hex[:12]
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     """In CI (PMS_REQUIRE_VENDOR_SPECS=1) a contract test skipped for want of ../shared fails."""
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.skipped and __import__("os").environ.get("PMS_REQUIRE_REDIS") == "1":
+        reason = str(report.longrepr)
+        if "redis" in reason.lower():
+            report.outcome = "failed"
+            report.longrepr = f"PMS_REQUIRE_REDIS=1 but the Redis test was skipped: {reason}"
     if report.skipped and __import__("os").environ.get(SPECS_REQUIRED) == "1":
         reason = str(report.longrepr)
         if "shared" in reason or "vendor-specs" in reason or "specs are not available" in reason:

@@ -23,6 +23,7 @@ from pms_integration.provider import ALL_CAPABILITIES
 from pms_integration.providers import hubspot_reads
 from pms_integration.providers.hubspot import create
 from pms_integration.sandbox import Sandbox
+from pms_integration.state import reset_memory_state
 
 from ._hubspot_support import fake_hubspot, sandbox_client, sandbox_emulator, sandbox_raw, settings
 from .conftest import sent_targets
@@ -230,6 +231,7 @@ def test_the_same_reference_from_a_new_client_returns_its_booking_without_writin
     with client(sb) as c:
         first = c.book_appointment(booking("again-1", f"{DAY}T10:00:00-05:00"), provider="hubspot")
     sandbox_emulator(sb).settle()
+    reset_memory_state()  # a new process: memory:// starts empty
     with client(sb) as fresh:
         mark = len(sb.records)
         again = fresh.book_appointment(booking("again-1", f"{DAY}T10:00:00-05:00"), provider="hubspot")
@@ -264,6 +266,7 @@ def test_the_same_reference_within_the_search_lag_returns_the_first_booking(sb: 
     request = booking("lag-same", f"{DAY}T10:00:00-05:00")
     with client(sb) as c:
         first = c.book_appointment(request, provider="hubspot")
+    reset_memory_state()  # a new process: memory:// starts empty
     with client(sb) as fresh:
         mark = len(sb.records)
         again = fresh.book_appointment(request, provider="hubspot")
@@ -296,6 +299,7 @@ def test_within_the_lag_a_returning_patients_other_bookings_are_not_mistaken_for
             "meetings.create",
         ]
         c.cancel_appointment(other.id, provider="hubspot")
+    reset_memory_state()  # a new process: memory:// starts empty
     with client(sb) as fresh:  # this client remembers nothing of the references above
         moved = fresh.book_appointment(booking("mine-1", f"{DAY}T14:00:00-05:00"), provider="hubspot")
         rebooked = fresh.book_appointment(booking("mine-2", f"{DAY}T11:00:00-05:00"), provider="hubspot")

@@ -24,6 +24,7 @@ from pms_integration.models import AppointmentRequest, AppointmentStatus, struct
 from pms_integration.providers.salesforce import SalesforceAdapter
 from pms_integration.sandbox import Fault, Sandbox
 from pms_integration.sandbox.salesforce import SalesforceEmulator
+from pms_integration.state import reset_memory_state
 
 from .conftest import sent_targets
 
@@ -212,6 +213,7 @@ def test_blocked_time_is_refused_and_the_check_can_be_turned_off(sb: Sandbox) ->
 def test_the_same_reference_from_a_new_process_returns_the_earlier_booking(sb: Sandbox, client: PMSClient) -> None:
     first = client.book_appointment(booking("again", at(MONDAY, 15)))
     mark = len(sb.records)
+    reset_memory_state()  # a restart: memory:// goes with the process
     with new_client(sb) as restarted:
         again = restarted.book_appointment(booking("again", at(MONDAY, 15)))
     assert again.id == first.id
@@ -280,6 +282,7 @@ def test_a_lost_answer_on_the_create_makes_neither_the_event_nor_the_contact_twi
         )
         assert sent(sb, mark) == ["composite", "query"]  # the create (answer lost), then the look-up
         assert booked.reference == "lost-1"
+    reset_memory_state()  # a restart: memory:// goes with the process
     with new_client(sb) as restarted:  # the caller retries the whole booking from a new process
         assert restarted.book_appointment(booking("lost-1", at(MONDAY, 11))).id == booked.id
     assert len(people(sb, "ann.lee@example.com")) == 1
@@ -302,6 +305,7 @@ def test_a_refused_create_rolls_the_new_contact_back(sb: Sandbox, client: PMSCli
 def test_find_appointments_by_email_from_a_new_client_and_its_id_cancels(sb: Sandbox, client: PMSClient) -> None:
     booked = client.book_appointment(booking("find-1", at(MONDAY, 9)))
     window = {"start": at(MONDAY, 0), "end": at(MONDAY, 23)}
+    reset_memory_state()  # a restart: memory:// goes with the process
     with new_client(sb) as restarted:
         mark = len(sb.records)
         [found] = restarted.find_appointments(email="ann.lee@example.com", **window)

@@ -18,6 +18,7 @@ from pms_integration.errors import AuthenticationError, ConfigurationError
 from pms_integration.providers.salesforce import SalesforceAdapter
 from pms_integration.sandbox import Sandbox
 from pms_integration.sandbox.salesforce import SalesforceEmulator
+from pms_integration.state import reset_memory_state
 from pms_integration.tokens import MemoryTokenStore
 
 from .conftest import CANARY
@@ -64,7 +65,9 @@ def test_the_sandbox_invalidates_a_rotated_refresh_token(sb: Sandbox) -> None:
         org(sb).expire_token()
         c.book_appointment(booking(0))
     assert org(sb).refresh_token != configured["PMS_SALESFORCE_REFRESH_TOKEN"]
-    # a restart without a store: the configured refresh token was used up by the rotation
+    # a restart without a store (memory:// goes with the process): the configured refresh token
+    # was used up by the rotation
+    reset_memory_state()
     with PMSClient(environ=environ(sb, configured), env_file=None, sleep=lambda s: None) as c:
         org(sb).expire_token()
         with pytest.raises(AuthenticationError) as info:

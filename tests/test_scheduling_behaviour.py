@@ -31,6 +31,7 @@ import pms_integration as pms
 from pms_integration import PMSClient
 from pms_integration.provider import Capability
 from pms_integration.sandbox import Sandbox
+from pms_integration.state import reset_memory_state
 from pms_integration.testing import as_default
 
 NY = ZoneInfo("America/New_York")
@@ -358,6 +359,7 @@ def test_the_same_booking_retried_from_a_new_process_is_the_first_one(case: Case
     slot = case.day(TUESDAY)[0]
     first = case.book(slot.start, "retried-1")
     case.settle()
+    reset_memory_state()  # a restart: memory:// goes with the process
     with PMSClient(environ=case.env, env_file=None) as restarted, as_default(restarted):
         mark = len(case.sandbox.records)
         again = case.book(slot.start, "retried-1")

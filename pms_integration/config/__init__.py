@@ -285,6 +285,15 @@ def _secret(text: str) -> str:
     return text
 
 
+def _state_url(text: str) -> str:
+    scheme = text.partition("://")[0].lower() if "://" in text else ""
+    if scheme not in ("memory", "sqlite", "redis", "rediss"):
+        raise ValueError("must be memory://, sqlite:///path/to/state.db or redis://host:port/db")
+    if scheme == "sqlite" and not text.partition("://")[2].lstrip("/"):
+        raise ValueError("needs a file path: sqlite:///path/to/state.db")
+    return text
+
+
 # A token goes into an HTTP header: one line of printable ASCII, and a secret.
 _token = _rule(
     lambda text: re.fullmatch(r"[\x21-\x7e]+", text),
@@ -535,6 +544,16 @@ class PMSConfig:
         help="Bearer token the optional [HTTP endpoints](http-api.md#authentication) require. Unset: no "
         "authentication (bind to loopback only). The server reads it from the same sources as every other variable "
         "(`.env` or `--env-file`, then the environment); it does not affect which providers are enabled."))
+    state_url: Secret = attrs.field(default=Secret("memory://", name="PMS_STATE_URL"), metadata=_var("PMS_STATE_URL",
+        _state_url, "memory://", secret=True, help="Where booking memory, rate budgets and rotated tokens are kept, "
+        "shared by every process that names the same store: `memory://` (this process), `sqlite:///path/to/state.db` "
+        "(every process on one host) or `redis://host:6379/0` (a fleet; `rediss://` for TLS; needs the `[redis]` "
+        "extra). Add `?namespace=name` to keep practices apart in one store. See [deployment](deployment.md)."))
+    state_remember: float = attrs.field(default=72 * 3600.0, metadata=_var("PMS_STATE_REMEMBER_HOURS",
+        _rule(lambda t: re.fullmatch(r"[0-9]{1,5}", t) and 1 <= int(t) <= 2160, "a whole number of hours from 1 to 2160",
+              lambda t: int(t) * 3600.0), "72",
+        help="How long a finished booking (and a booking whose outcome is unknown) is remembered by reference: "
+        "booking the same reference again within this time returns the first booking. From 1 to 2160."))
     # fmt: on
 
     def get(self, name: ProviderName) -> ProviderConfig:
