@@ -150,18 +150,28 @@ def open_state(url: str = DEFAULT_STATE_URL, *, namespace: str = "") -> StateSto
         if rest.strip("/"):
             raise ConfigurationError("PMS_STATE_URL memory:// takes no host or path", problems=["PMS_STATE_URL"])
         return default_state() if not namespace else _memory_store(namespace)
-    if scheme == "sqlite":
-        from ._sqlite import SQLiteStore
-
-        return SQLiteStore.from_url(url, namespace=namespace)
-    if scheme in ("redis", "rediss"):
-        from ._redis import RedisStore
-
-        return RedisStore.from_url(url, namespace=namespace)
+    if scheme in ("sqlite", "redis", "rediss"):
+        # one store (one connection pool) per URL and namespace in a process, shared by every
+        # client and reload that names it; it lives as long as the process
+        with _default_lock:
+            store = _opened.get((url, namespace))
+            if store is None:
+                store = _opened[(url, namespace)] = _open_server_store(scheme, url, namespace)
+            return store
     raise ConfigurationError(
         f"PMS_STATE_URL has an unknown scheme {scheme!r}: use memory://, sqlite:/// or redis://",
         problems=["PMS_STATE_URL"],
     )
+
+
+def _open_server_store(scheme: str, url: str, namespace: str) -> StateStore:
+    if scheme == "sqlite":
+        from ._sqlite import SQLiteStore
+
+        return SQLiteStore.from_url(url, namespace=namespace)
+    from ._redis import RedisStore
+
+    return RedisStore.from_url(url, namespace=namespace)
 
 
 def _namespace_from(rest: str, given: str) -> tuple[str, str]:
@@ -181,6 +191,7 @@ def _namespace_from(rest: str, given: str) -> tuple[str, str]:
 _default_lock = threading.Lock()
 _default: StateStore | None = None
 _named: dict[str, StateStore] = {}
+_opened: dict[tuple[str, str], StateStore] = {}
 
 
 def _memory_store(namespace: str) -> StateStore:
