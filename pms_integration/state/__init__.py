@@ -151,6 +151,7 @@ def open_state(url: str = DEFAULT_STATE_URL, *, namespace: str = "") -> StateSto
             raise ConfigurationError("PMS_STATE_URL memory:// takes no host or path", problems=["PMS_STATE_URL"])
         return default_state() if not namespace else _memory_store(namespace)
     if scheme in ("sqlite", "redis", "rediss"):
+        url = f"{scheme}://{rest}"  # the namespace travels separately, never in the store's URL
         # one store (one connection pool) per URL and namespace in a process, shared by every
         # client and reload that names it; it lives as long as the process
         with _default_lock:
