@@ -147,7 +147,7 @@ def open_state(url: str = DEFAULT_STATE_URL, *, namespace: str = "") -> StateSto
     scheme = scheme.lower()
     rest, namespace = _namespace_from(rest, namespace)
     if scheme == "memory":
-        if rest.strip("/"):
+        if rest.strip("/?"):
             raise ConfigurationError("PMS_STATE_URL memory:// takes no host or path", problems=["PMS_STATE_URL"])
         return default_state() if not namespace else _memory_store(namespace)
     if scheme in ("sqlite", "redis", "rediss"):
@@ -176,17 +176,20 @@ def _open_server_store(scheme: str, url: str, namespace: str) -> StateStore:
 
 
 def _namespace_from(rest: str, given: str) -> tuple[str, str]:
-    """Split ``?namespace=`` off the URL's remainder; the argument wins when both are given."""
-    path, _, query = rest.partition("?")
-    from urllib.parse import parse_qs
+    """Take ``namespace=`` out of the URL's query (other options, such as Redis TLS settings,
+    stay); the argument wins when both are given."""
+    from urllib.parse import parse_qsl, urlencode
 
-    named = parse_qs(query).get("namespace", [""])[-1]
-    namespace = given or named
+    path, _, query = rest.partition("?")
+    options = parse_qsl(query, keep_blank_values=True)
+    named = [value for key, value in options if key == "namespace"]
+    others = urlencode([(key, value) for key, value in options if key != "namespace"])
+    namespace = given or (named[-1] if named else "")
     if namespace and not all(c.isalnum() or c in "-_." for c in namespace):
         raise ConfigurationError(
             "the state namespace may hold letters, digits, '-', '_' and '.' only", problems=["PMS_STATE_URL"]
         )
-    return path, namespace
+    return path + (f"?{others}" if others else ""), namespace
 
 
 _default_lock = threading.Lock()
