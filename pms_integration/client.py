@@ -21,6 +21,7 @@ from .errors import (
     PMSError,
     ProviderError,
     ProviderNotConfiguredError,
+    StateStoreError,
     UnexpectedResponseError,
     UnsupportedOperationError,
     ValidationError,
@@ -47,7 +48,7 @@ from .models import (
 from .provider import Capability, Provider
 from .providers import load_factory
 from .reports import ReportSource, current_report
-from .state import StateStore, StoreTokens, open_state
+from .state import StateCheck, StateStore, StoreTokens, check_state, open_state
 from .tokens import TokenStore, check_token_store
 
 if TYPE_CHECKING:
@@ -206,6 +207,22 @@ class PMSClient:
 
     def enabled_providers(self) -> list[ProviderName]:
         return self.config.enabled()
+
+    def check_state(self) -> StateCheck:
+        """Check that the state store (``PMS_STATE_URL``) can be used: a probe key is written,
+        read, locked and deleted within the client's deadline (``PMS_DEADLINE_MS``, and at most
+        5 s a step). Returns the :class:`~pms_integration.state.StateCheck` (kind, URL without a
+        password, namespace, round trip); :class:`StateStoreError` when the store cannot be used."""
+        with deadline_scope(self.config.deadline, self._clock):
+            try:
+                return check_state(self.state)
+            except PMSError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a store bug: typed, never its text (may hold a URL)
+                log.debug("state check: unexpected %s from the %s store", type(exc).__name__, self.state.kind)
+                raise StateStoreError(
+                    f"the state check failed inside the library ({type(exc).__name__})", store=self.state.url
+                ) from None
 
     def rate_limit_info(self, provider: str | ProviderName) -> RateLimitInfo | None:
         """The vendor's last word on the remaining quota (``None`` before the first request)."""
