@@ -31,6 +31,7 @@ EXPECTED_ALL = {
     "TokenStore", "FileTokenStore", "CallbackTokenStore",
     "free_slots", "find_patient", "get_appointment", "find_appointments",
     "getFreeSlots", "findPatient", "getAppointment", "findAppointments",
+    "check_state", "checkState",
     "Slot", "SlotList", "PatientRecord", "PatientList", "AppointmentList",
 }  # fmt: skip
 
@@ -328,6 +329,7 @@ NOT_INPUT = {
     "__version__", "ProviderName", "Capability", "AppointmentStatus", "Appointment", "ReportReceipt",
     "ProviderStatus", "Provider", "get_client", "providers", "TokenStore", "FileTokenStore", "CallbackTokenStore",
     "Slot", "SlotList", "PatientRecord", "PatientList", "AppointmentList",
+    "check_state", "checkState",
 }  # fmt: skip
 
 
