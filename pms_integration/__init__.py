@@ -11,6 +11,7 @@ from . import errors as _errors
 from ._default import (
     book_appointment,
     cancel_appointment,
+    check_state,
     find_appointments,
     find_patient,
     free_slots,
@@ -58,6 +59,7 @@ getFreeSlots = free_slots
 findPatient = find_patient
 getAppointment = get_appointment
 findAppointments = find_appointments
+checkState = check_state
 
 __all__ = [
     "__version__",
@@ -78,6 +80,8 @@ __all__ = [
     "findPatient",
     "getAppointment",
     "findAppointments",
+    "check_state",
+    "checkState",
     "providers",
     "reload",
     "get_client",

@@ -19,6 +19,7 @@ from .client import PMSClient
 from .config import PMSConfig, load_config
 from .errors import ConfigurationError
 from .models import Appointment, AppointmentRequest, AppointmentUpdate, PerformanceReport, ProviderName
+from .state import StateCheck
 
 __all__ = [
     "get_client",
@@ -33,6 +34,7 @@ __all__ = [
     "find_patient",
     "get_appointment",
     "find_appointments",
+    "check_state",
 ]
 
 _lock = threading.Lock()
@@ -188,3 +190,9 @@ def find_appointments(
         include_cancelled=include_cancelled,
         provider=provider,
     )
+
+
+def check_state() -> StateCheck:
+    """Check the default client's state store (``PMS_STATE_URL``): reachable and writable.
+    See :meth:`PMSClient.check_state`."""
+    return get_client().check_state()

@@ -172,6 +172,13 @@ def _cmd_read(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_state_check(args: argparse.Namespace) -> int:
+    """``state check``: write, read, lock and delete a probe key in the configured store."""
+    with _client(args) as client:
+        print(client.check_state())
+    return 0
+
+
 def _next_weekday_at(hour: int, zone: str, days_ahead: int = 1) -> dt.datetime:
     tz = ZoneInfo(zone)
     day = dt.datetime.now(tz).date() + dt.timedelta(days=days_ahead)
@@ -412,6 +419,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--ghl-api-version", choices=["v1", "v2"], default="v2")
     p.set_defaults(func=lambda args: run_demo(ghl_api_version=args.ghl_api_version))
+
+    p = sub.add_parser("state", help="the shared state store (PMS_STATE_URL): `state check` tests it")
+    state = p.add_subparsers(dest="state_command", required=True, metavar="ACTION")
+    q = state.add_parser(
+        "check",
+        help="check that the state store is reachable and writable (exit 13 if not, 4 for a bad PMS_STATE_URL)",
+    )
+    q.set_defaults(func=_cmd_state_check)
 
     p = sub.add_parser("sandbox", help="run the vendor emulators in the foreground")
     p.add_argument("--port", type=int, default=8765)

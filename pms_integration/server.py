@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import EllipsisType, ModuleType
 from typing import Any, NoReturn
 
+import attrs
+
 try:
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
@@ -35,11 +37,13 @@ from .client import PMSClient
 from .config import Secret, is_loopback_host, read_variables
 from .errors import (
     APIError,
+    BookingInProgressError,
     ConfigurationError,
     PMSError,
     ProviderError,
     ProviderNotConfiguredError,
     RateLimitError,
+    StateStoreError,
     ValidationError,
     _end_sentence,
 )
@@ -201,6 +205,11 @@ def problem_for(exc: PMSError) -> Problem:
     if isinstance(exc, RateLimitError):
         extensions["retry_after"] = _retry_after_seconds(exc.retry_after)
         headers["Retry-After"] = str(extensions["retry_after"])
+    if isinstance(exc, BookingInProgressError) and exc.retry_after is not None:
+        extensions["retry_after"] = _retry_after_seconds(exc.retry_after)
+        headers["Retry-After"] = str(extensions["retry_after"])
+    if isinstance(exc, StateStoreError):
+        extensions["code"] = exc.code  # the store's URL is in the detail, without a password
     status, slug, title = exc.outcome.http_status, exc.outcome.slug, exc.outcome.title
     problem = Problem(status, slug, title, str(exc), headers=headers, **extensions)
     # str() of a library error is safe to show (errors.py redacts when the error is built).
@@ -435,6 +444,12 @@ class _Api:
         """Every provider's status: enabled, or the variables to set. Never a secret."""
         return _json_response(200, await run_in_threadpool(self._providers))
 
+    async def state(self, request: Request) -> Response:
+        """The state store's check: kind, URL (never a password), namespace, round trip; 503 if unusable."""
+        _query(request, ())
+        check = await run_in_threadpool(self.calls.check_state)
+        return _json_response(200, attrs.asdict(check))
+
     async def book(self, request: Request) -> Response:
         name = _provider_from(request)
         body = _object_body(await _read_json(request, self.max_body), what="an AppointmentRequest")
@@ -598,6 +613,8 @@ def create_app(
     booking = api.guard(api.booking, patient_data=True)  # its GET reads; PATCH and DELETE write
     routes = [
         Route(f"{PREFIX}/providers", api.guard(api.providers), methods=["GET"], name="pms_providers"),
+        # says where bookings are remembered: served with a token only, like the reads
+        Route(f"{PREFIX}/state", api.guard(api.state, patient_data=True), methods=["GET"], name="pms_state"),
         Route(f"{each}/book", api.guard(api.book), methods=["POST"], name="pms_book"),
         # One route for every method, so a 405 there lists them all in Allow.
         Route(f"{each}/booking/{{id}}", booking, methods=["GET", "PATCH", "DELETE"], name="pms_booking"),
