@@ -105,8 +105,8 @@ class StateStore(Protocol):
         ...
 
     def mark(self, claim: Claim, ttl: float) -> bool:
-        """Mark the key pending (outcome unknown) for ``ttl`` seconds, and renew the lease, if
-        ``claim``'s lock is still held and not expired; False (nothing changed) otherwise."""
+        """Mark the key pending (outcome unknown) for ``ttl`` seconds if ``claim``'s lock is still
+        held and not expired (the lease is not extended); False (nothing changed) otherwise."""
         ...
 
     def settle(self, claim: Claim, result: str | None, pending: bool, ttl: float) -> bool:
