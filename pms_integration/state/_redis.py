@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import hashlib
+import inspect
 import math
 import time
 import uuid
@@ -141,8 +142,9 @@ def safe_url(url: str) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _connection_classes() -> tuple[type[Any], type[Any]]:
-    """redis-py's TCP and TLS connections, taught to connect and send within the current step's time
-    (reads get the step's time from :meth:`RedisStore._command`)."""
+    """redis-py's TCP and TLS connections, taught to connect, send and read within the current
+    step's time (the socket's timeout is set before each command is sent; its answer is read
+    under the same timeout)."""
     import redis
 
     def bounded(base: Any) -> type[Any]:
@@ -175,6 +177,9 @@ class RedisStore:
         self.namespace = namespace
         self._prefix = f"pms:{namespace}:" if namespace else "pms:"
         self._errors: tuple[type[BaseException], ...] = _redis_errors()
+        # redis-py < 6 wants a command name here (ignored for a plain pool); later ones warn if given
+        named = inspect.signature(pool.get_connection).parameters.get("command_name")
+        self._connection_args: tuple[str, ...] = ("EVALSHA",) if named and named.default is named.empty else ()
 
     @classmethod
     def from_url(cls, url: str, *, namespace: str = "") -> RedisStore:
@@ -240,9 +245,9 @@ class RedisStore:
         token = _step_timeout.set(left)
         connection = None
         try:
-            connection = self._pool.get_connection()
+            connection = self._pool.get_connection(*self._connection_args)
             connection.send_command(*args)
-            return connection.read_response(timeout=max(give_up - time.monotonic(), 0.001))
+            return connection.read_response()  # the socket's timeout was set to the step's when sending
         except NoScriptError:
             raise
         except self._errors as exc:
