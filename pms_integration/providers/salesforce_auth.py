@@ -153,7 +153,7 @@ class TokenRefreshAuth:
             with hold(
                 shared,
                 f"token-refresh:{self.store_key}",
-                lease=min(left, self.LOCK_SECONDS_WITHOUT_DEADLINE) + self.LOCK_LEASE_MARGIN,
+                lease=left + self.LOCK_LEASE_MARGIN,  # the holder's work ends with its deadline
                 wait=left,
                 what="the Salesforce token refresh",
             ):
