@@ -9,6 +9,7 @@ and the limits: docs/errors.md ("What the library retries for you") and docs/rel
 from __future__ import annotations
 
 import contextlib
+import functools
 import heapq
 import http.client
 import itertools
@@ -35,7 +36,7 @@ import urllib3.exceptions
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
-from ._ratelimit import LimiterTimeout, RateLimiter, RateLimitInfo, Slot
+from ._ratelimit import Limiter, LimiterTimeout, RateLimiter, RateLimitInfo, Slot
 from ._redact import excerpt, redact
 from ._retry import RetryPolicy, current_deadline, parse_retry_after
 from ._version import __version__
@@ -65,6 +66,9 @@ REQUEST_ID_MAX_CHARS = 128
 _NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]+")
 #: Waits longer than this many seconds are logged as a WARNING, with the reason.
 WARN_WAITS_OVER = 1.0
+#: A shared budget's slot never released counts as finished this long after the request's
+#: timeout (a process killed mid-request must not hold its slots for long)
+STALE_SLACK = 30.0
 _CHUNK = 64 * 1024
 _ANY_STATUS = range(1000)
 
@@ -552,6 +556,7 @@ class Transport:
         clock: Callable[[], float] = time.monotonic,
         default_headers: Mapping[str, str] | None = None,
         rate_limit_window: float | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         self.provider = provider
         self.base_url = base_url.rstrip("/")
@@ -563,8 +568,14 @@ class Transport:
         #: The vendor's documented rate-limit window in seconds: how long a 429 that names no
         #: ``Retry-After`` (and whose headers name no window) is waited out.
         self.rate_limit_window = rate_limit_window
-        self.limiter: RateLimiter | None = None
-        if rate_limit:
+        #: the client-side limiter: ``limiter`` when given (an account's budget shared with other
+        #: transports, see Runtime.transport), else one of its own when ``rate_limit`` is set
+        self.limiter: Limiter | None = limiter
+        if limiter is not None:
+            if limiter.on_wait is None:
+                # not a bound method: the shared limiter must not keep this transport alive
+                limiter.on_wait = functools.partial(_limiter_waits, provider.value)
+        elif rate_limit:
             self.limiter = RateLimiter(
                 rate_limit.requests, rate_limit.per_seconds, clock=clock, sleep=sleep, on_wait=self._limiter_waits
             )
@@ -855,7 +866,7 @@ class Transport:
     # -- waits: the vendor's Retry-After, the client-side limiter, the deadline ------------------
 
     def _limiter_waits(self, seconds: float, why: str) -> None:
-        _log_wait(seconds, "%s: waiting %.1f s for a request slot: %s", self.provider.value, seconds, why)
+        _limiter_waits(self.provider.value, seconds, why)
 
     def _hold(self, seconds: float, why: str, status: int) -> None:
         """No request leaves this transport for ``seconds`` (capped at ``max_retry_after``)."""
@@ -917,8 +928,12 @@ class Transport:
         return acquire_within_deadline(self.limiter, "the client-side rate limit", self.provider)
 
 
+def _limiter_waits(provider: str, seconds: float, why: str) -> None:
+    _log_wait(seconds, "%s: waiting %.1f s for a request slot: %s", provider, seconds, why)
+
+
 def acquire_within_deadline(
-    limiter: RateLimiter, what: str, provider: ProviderName, operation: str | None = None
+    limiter: Limiter, what: str, provider: ProviderName, operation: str | None = None
 ) -> Slot:
     """A slot of ``limiter``, waiting at most what the operation's deadline leaves; a
     ``RateLimitError`` (code CLIENT_RATE_LIMIT, nothing sent) naming ``what`` otherwise."""
@@ -944,11 +959,35 @@ class Runtime:
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
     session_factory: Callable[[], requests.Session] = requests.Session
-    #: the state store rate budgets live in (None: each transport keeps its own limiter)
+    #: the state store rate budgets live in (None: the process-wide memory store)
     state: StateStore | None = None
 
-    def transport(self, **options: Any) -> Transport:
+    def transport(self, *, account: str | None = None, **options: Any) -> Transport:
         """A :class:`Transport` (``options``: its own keywords) on this runtime's policy, sleep,
-        clock and a new session."""
+        clock and a new session.
+
+        With ``account`` and a ``rate_limit``, the limiter is the account's budget
+        ``budget:<provider>:<account>`` in :attr:`state` (:func:`~pms_integration.state._budget.budget_limiter`):
+        for a memory store the process's one :class:`RateLimiter` per account, clock and sleep
+        (every client of the process on the account shares it); for SQLite or Redis a
+        :class:`~pms_integration.state._budget.SharedRateLimiter` that every process on the
+        store shares, on real time (the runtime's injected clock and sleep do not move it).
+        Without ``account`` the transport keeps a limiter of its own."""
         session = self.session_factory()
+        rate_limit = options.get("rate_limit")
+        if account is not None and rate_limit and "limiter" not in options:
+            options["limiter"] = self.budget(
+                f"budget:{ProviderName.parse(options['provider']).value}:{account}",
+                rate_limit.requests,
+                rate_limit.per_seconds,
+                stale=float(options.get("timeout") or 0.0) + STALE_SLACK,
+            )
         return Transport(**options, policy=self.policy, session=session, sleep=self.sleep, clock=self.clock)
+
+    def budget(self, key: str, requests: int, per_seconds: float, *, stale: float) -> Limiter:
+        """The limiter of the budget ``key`` in :attr:`state` on this runtime's clock and sleep."""
+        from .state import default_state
+        from .state._budget import budget_limiter
+
+        store = self.state if self.state is not None else default_state()
+        return budget_limiter(store, key, requests, per_seconds, clock=self.clock, sleep=self.sleep, stale=stale)

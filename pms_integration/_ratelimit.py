@@ -9,10 +9,11 @@ import collections
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import attrs
 
-__all__ = ["RateLimiter", "RateLimitInfo", "LimiterTimeout", "Slot"]
+__all__ = ["Limiter", "RateLimiter", "RateLimitInfo", "LimiterTimeout", "Slot"]
 
 #: Seconds after which a slot whose request never reported back is treated as finished (a
 #: caller that lost track of it must not stall the limiter forever).
@@ -56,6 +57,26 @@ class Slot:
 
 #: Called before every wait for a slot: ``(seconds, why)``.
 WaitHook = Callable[[float, str], None]
+
+
+class Limiter(Protocol):
+    """What a transport needs of a limiter: :class:`RateLimiter` (one process) or
+    :class:`~pms_integration.state._budget.SharedRateLimiter` (a budget in the state store)."""
+
+    requests: int
+    per_seconds: float
+    on_wait: WaitHook | None
+
+    @property
+    def rules(self) -> list[tuple[int, float]]: ...
+
+    def acquire(self, timeout: float | None = None) -> Slot: ...
+
+    def release(self, slot: Slot) -> None: ...
+
+    def observe(self, info: RateLimitInfo) -> None: ...
+
+    def pause(self, seconds: float, why: str = ...) -> None: ...
 
 
 class RateLimiter:

@@ -9,15 +9,13 @@ only ever travel in request bodies. What is sent and why: ``docs/providers/hubsp
 from __future__ import annotations
 
 import datetime as _dt
-import threading
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .._http import HttpResponse, acquire_within_deadline
-from .._once import BoundedCache
-from .._ratelimit import RateLimiter
+from .._http import STALE_SLACK, HttpResponse, acquire_within_deadline
+from .._ratelimit import Limiter
 from .._retry import current_deadline
 from ..errors import ConfigurationError, PMSError, UnexpectedResponseError
 from ..models import Appointment, AppointmentQuery, AppointmentRequest, PatientQuery, PatientRecord
@@ -42,8 +40,6 @@ MAX_PATIENTS = 20
 BUSY_PROPERTIES = ["hs_meeting_start_time", "hs_meeting_end_time", "hs_meeting_outcome", "hs_meeting_body"]
 #: HubSpot's search endpoints take 5 requests a second per account, whatever the app's limit.
 SEARCHES_PER_SECOND = 5
-_SEARCH_LIMITERS: BoundedCache[tuple[str, int, int], RateLimiter] = BoundedCache(64)
-_SEARCH_LIMITERS_LOCK = threading.Lock()
 
 
 def practice_zone(adapter: HubSpotAdapter) -> _dt.tzinfo:
@@ -57,23 +53,21 @@ def practice_zone(adapter: HubSpotAdapter) -> _dt.tzinfo:
     return zone
 
 
-def search_limiter(adapter: HubSpotAdapter) -> RateLimiter | None:
+def search_limiter(adapter: HubSpotAdapter) -> Limiter | None:
     """Paces searches to HubSpot's search limit: every booking searches once (the conflict check),
-    so a burst of bookings would otherwise meet 429s. The limit is the account's, so every client
-    of this process on the same account (and clock) shares one limiter: a reloaded client, or a
-    second one, does not get 5 more a second. Off, like the general client-side limit, with
-    ``PMS_HUBSPOT_RATE_LIMIT=off``."""
-    transport = adapter.transport
+    so a burst of bookings would otherwise meet 429s. The limit is the account's, so it is a
+    budget of its own in the state store, ``budget:hubspot:<account>:search``, like the general
+    one: every client of this process on the account (and clock) shares it with a memory store,
+    every process with SQLite or Redis (``Runtime.budget``). Off, like the general client-side
+    limit, with ``PMS_HUBSPOT_RATE_LIMIT=off``."""
     if adapter.settings.rate_limit is None:
         return None
-    # the limiter keeps its clock and sleep alive, so their ids stay theirs while it is cached
-    key = (adapter.account, id(transport.clock), id(transport.sleep))
-    with _SEARCH_LIMITERS_LOCK:
-        limiter = _SEARCH_LIMITERS.get(key)
-        if limiter is None:
-            limiter = RateLimiter(SEARCHES_PER_SECOND, 1.0, clock=transport.clock, sleep=transport.sleep)
-            _SEARCH_LIMITERS.put(key, limiter)
-        return limiter
+    return adapter.runtime.budget(
+        f"budget:hubspot:{adapter.account}:search",
+        SEARCHES_PER_SECOND,
+        1.0,
+        stale=adapter.transport.timeout + STALE_SLACK,
+    )
 
 
 def send_search(adapter: HubSpotAdapter, path: str, body: Mapping[str, Any], operation: str) -> HttpResponse:
