@@ -90,6 +90,7 @@ class BaseAdapter:
             rate_limit=settings.rate_limit,
             default_headers=self.default_headers,
             rate_limit_window=self.rate_limit_window,
+            account=settings.account,
         )
         #: report id -> the vendor record it was pushed to (saves the look-up on a re-push)
         self.report_records: BoundedCache[str, str] = BoundedCache(1000)
