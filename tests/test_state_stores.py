@@ -420,6 +420,17 @@ def test_an_unusable_path_is_a_state_store_error(tmp_path: Path, shape: str) -> 
         assert failed.value.__cause__ is None  # no sqlite3 exception leaks through
 
 
+def test_the_store_works_once_its_path_is_usable_again(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    path.mkdir()
+    store = SQLiteStore(path)
+    with pytest.raises(StateStoreError):
+        store.put("k", "v", None)
+    path.rmdir()
+    store.put("k", "v", None)
+    assert store.get("k") == "v"
+
+
 def test_a_locked_file_fails_within_the_deadline(tmp_path: Path) -> None:
     path = tmp_path / "locked.db"
     store = SQLiteStore(path)

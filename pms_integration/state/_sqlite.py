@@ -8,8 +8,16 @@ child), the wall clock for expiries (every process on the host shares it). Expir
 removed on a fraction of writes. Every SQLite or file-system failure is a
 :class:`~pms_integration.errors.StateStoreError` naming the file.
 
-The file is opened on first use (so a store can be configured before its disk is mounted); it is
-created with mode 0600 (it may hold refresh tokens), its directory as needed.
+Choices the protocol leaves open:
+
+* the file is opened on a thread's first step, not by the constructor: a path that cannot be used
+  is a ``StateStoreError`` then (and from ``pms-integration state check``); a new file is created
+  with mode 0600 (it may hold refresh tokens) and its directory as needed; an existing file's mode
+  is left alone. URL options other than ``namespace``, and ``:memory:``, are refused;
+* a fencing counter goes on counting while its row exists, even past the claim's ``ttl`` (until a
+  sweep removes it), so a token is never handed out twice for a key in that time;
+* after any failure other than a lock wait the thread's connection is dropped (the next step
+  opens the file afresh); ``close()`` closes this thread's connection, and the others reopen.
 """
 
 from __future__ import annotations
@@ -50,8 +58,8 @@ _SCHEMA = (
     " until REAL NOT NULL, window REAL NOT NULL, PRIMARY KEY (ns, budget, id)) WITHOUT ROWID",
 )
 
-# connections a forked child inherited: never used or closed there (closing would drop the
-# parent's file locks' bookkeeping), only kept from the garbage collector
+# connections a forked child inherited: never used there, nor closed (a close in the child could
+# release the POSIX locks its own new connection holds), only kept from the garbage collector
 _inherited: list[sqlite3.Connection] = []
 
 
@@ -126,6 +134,7 @@ class SQLiteStore:
         deadline = current_deadline()
         wait = MAX_WAIT if deadline is None else min(max(deadline.remaining(), 0.0), MAX_WAIT)
         conn: sqlite3.Connection | None = None
+        drop = False
         try:
             conn = self._connection(wait)
             conn.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
@@ -141,12 +150,19 @@ class SQLiteStore:
         except (sqlite3.Error, OSError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
             if "locked" in reason or "busy" in reason:
-                reason += f" (another process held it for more than {wait:.1f} s)"
+                reason += f" (another writer held it for more than {wait:.1f} s)"
+            else:  # anything else: the next step opens the file afresh
+                drop = True
             raise StateStoreError(f"SQLite file {self.path}: {reason}", store=self.url) from None
         finally:
-            with contextlib.suppress(sqlite3.Error):
-                if conn is not None and conn.in_transaction:
-                    conn.execute("ROLLBACK")
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                if drop:
+                    self._local.conn = None
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.close()
 
     @staticmethod
     def _sweep(conn: sqlite3.Connection, now: float) -> None:
@@ -248,12 +264,8 @@ class SQLiteStore:
         return self._run(step)
 
     def finish_slot(self, budget: str, slot: str) -> None:
-        self._run(
-            lambda conn, now: conn.execute(
-                "UPDATE slot SET until = ? + window WHERE ns = ? AND budget = ? AND id = ?",
-                (now, self.namespace, budget, slot),
-            )
-        )
+        query = "UPDATE slot SET until = ? + window WHERE ns = ? AND budget = ? AND id = ?"
+        self._run(lambda conn, now: conn.execute(query, (now, self.namespace, budget, slot)))
 
     def close(self) -> None:
         """Close this thread's connection; other threads reopen theirs on their next step."""
