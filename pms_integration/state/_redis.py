@@ -18,6 +18,18 @@ Any failure (refused, timed out, wrong password, an error reply) becomes a
 :class:`~pms_integration.errors.StateStoreError` naming the URL without its password. A dropped
 connection is replaced on the next call, so work resumes as soon as Redis is back; the pool also
 starts afresh in a forked child (redis-py notices the new process id).
+
+Choices the protocol leaves open, made here:
+
+* ``mark`` sets the pending mark only; it does not extend the lease (as ``MemoryStore``).
+* A fencing counter lives as long as its claim's ``ttl``; after that, ``settle`` with the old
+  token is refused (``MemoryStore`` may still accept it until its sweep runs). With the default
+  ``ttl`` of days this never matters to a booking.
+* One Redis endpoint (a server, or a primary behind a fixed address). Redis Cluster is not
+  supported: a claim's script touches several keys that a cluster might place apart.
+* The server must not evict these keys under memory pressure (``maxmemory-policy noeviction``,
+  the default), and should persist them (AOF), or it forgets bookings in flight.
+* redis-py >= 6.3 would ask the server for maintenance notices, which may relax timeouts: off.
 """
 
 from __future__ import annotations
@@ -342,4 +354,4 @@ def _redis_errors() -> tuple[type[BaseException], ...]:
     """Every failure a Redis step can raise (redis-py's own errors, and socket and TLS errors)."""
     from redis.exceptions import ChildDeadlockedError, RedisError
 
-    return (RedisError, ChildDeadlockedError, OSError)
+    return (RedisError, ChildDeadlockedError, OSError, UnicodeError)
