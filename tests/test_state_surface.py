@@ -11,6 +11,7 @@ A password in a Redis URL must never show: each surface is tried against
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import subprocess
@@ -287,3 +288,26 @@ def test_deployment_redis_examples_run_against_a_real_redis(redis_url: str, tmp_
             [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
         )
         assert proc.returncode == 0, code + proc.stdout + proc.stderr
+
+
+# -- benchmarks/state_overhead.py ---------------------------------------------------------------------
+
+
+def test_the_overhead_benchmark_runs_and_measures_every_store(redis_url: str, tmp_path: Path) -> None:
+    """Two rounds, nothing written: the script runs and has a row per store. No timing is asserted
+    (``--quick`` never fails on its ratios)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PMS_")}
+    env["PMS_TEST_REDIS_URL"] = redis_url
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "state_overhead.py"), "--quick", "--no-write", "--rounds", "2"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for store in ("memory", "sqlite", "redis"):
+        assert re.search(rf"^\| {store} \| `{store}:///?[^`]*` .*\| \d+\.\d ms \|", proc.stdout, re.M), proc.stdout
+    assert "skipped" not in proc.stdout
