@@ -280,8 +280,9 @@ class PMSClient:
     ) -> Appointment:
         """Book an appointment. Returns the vendor's :class:`Appointment`.
 
-        Booking the same ``reference`` again in this process returns the first result without
-        a second create (a retried conversation turn never double-books).
+        Booking the same ``reference`` again returns the first result without a second create,
+        from any client, process or machine sharing the state store (``PMS_STATE_URL``), so a
+        retried conversation turn never double-books.
         """
         req, name = self._prepare(request, AppointmentRequest, "request", provider, future=True)
         adapter = self._adapter_for(name, Capability.BOOK)
