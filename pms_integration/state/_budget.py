@@ -108,8 +108,7 @@ class SharedRateLimiter:
         self._lock = threading.Lock()
         # one thread of this process at a time polls the store (the others queue here)
         self._turn = threading.Lock()
-        # when this process last found the budget full, and its own recent grants
-        self._full_seen = float("-inf")
+        # this process's own recent grants
         self._grants: collections.deque[float] = collections.deque(maxlen=1000)
         # pauses: this process's own, and the shared one as last read (monotonic until, why)
         self._blocked = (0.0, "")
@@ -194,8 +193,6 @@ class SharedRateLimiter:
                     with self._lock:
                         self._grants.append(now)
                     return SharedSlot(now, parts, None)
-                with self._lock:
-                    self._full_seen = now
                 # nothing frees a slot sooner than the earliest finished one leaves the window: a
                 # request still in flight keeps counting for a whole window once it is back
                 soonest = min(wait, window)
@@ -302,15 +299,33 @@ class SharedRateLimiter:
                 self._vendor = (info.limit, info.interval_seconds * (1 + self.MARGIN))
             if info.remaining is None or info.remaining > 0:
                 return
-            # ours when this process found the shared budget full lately (the other processes'
-            # grants filled it), or its own last N grants fall within the window
+            # this process's own last N grants fall within the window: plainly ours
             own_doing = any(
-                now - self._full_seen < 2 * window
-                or (len(self._grants) >= count and self._grants[-count] > now - 2 * window)
-                for count, window in self.rules
+                len(self._grants) >= count and self._grants[-count] > now - 2 * window for count, window in self.rules
             )
-        if not own_doing:
+        if not own_doing and not self._budget_full(info.limit):
             self.pause(info.interval_seconds or self.per_seconds, "the vendor said no quota is left")
+
+    def _budget_full(self, limit: int | None) -> bool:
+        """Whether the shared budget holds the vendor's ``limit`` (else the tightest rule's count)
+        slots right now: then "none left" is our own processes' doing. Every request the vendor
+        counted in its window is still counting here (it was granted before it arrived and came
+        back after, and a slot counts a window past that), so a budget that is not full means
+        someone else used the account. Asked by trying for a slot; one granted is finished at once
+        (it then counts one window: a pause follows anyway)."""
+        key, count, window = self._budgets()[-1]
+        if limit is not None and limit > count:
+            return False  # we never send that many in a window: someone else did
+        try:
+            with deadline_scope(STORE_WAIT):
+                got, _ = self.store.take_slot(key, limit or count, window, self.stale)
+        except Exception as exc:  # noqa: BLE001 - the store does not answer: do not pause on a guess
+            self._store_failed(exc)
+            return True
+        if got is None:
+            return True
+        self._finish(key, got)
+        return False
 
     def pause(self, seconds: float, why: str = "the vendor asked to wait") -> None:
         """Hold every caller of every process on the store for ``seconds``."""
