@@ -147,12 +147,16 @@ class SharedRateLimiter:
         when it cannot be had within ``timeout`` seconds."""
         start = time.monotonic()
         give_up = None if timeout is None else start + max(timeout, 0.0)
-        if self._down_since is not None and not self._try_store_now(start):
+        # during an outage one caller every RETRY_STORE_EVERY tries the store; the rest use the fallback
+        chosen = self._down_since is not None and self._try_store_now(start)
+        if self._down_since is not None and not chosen:
             return self._fallback_acquire(give_up)
         if not self._turn.acquire(timeout=-1 if give_up is None else max(give_up - time.monotonic(), 0.0)):
             raise LimiterTimeout(self.per_seconds)
         try:
-            slot = self._acquire_shared(give_up)
+            # the store may have failed the caller ahead in the queue: then only one tries it again
+            down = self._down_since is not None and not chosen and not self._try_store_now(time.monotonic())
+            slot = None if down else self._acquire_shared(give_up)
         except LimiterTimeout:
             raise
         except Exception as exc:  # noqa: BLE001 - any store failure: pace this process alone
