@@ -176,20 +176,24 @@ class BookingMemory:
         # a real-time bound as well: a test's fake clock must not make the wait endless
         give_up = time.monotonic() + (_NO_DEADLINE if deadline is None else max(deadline.remaining(), 0.0))
         pause = 0.005
+        busy_for = 0.0
         while True:
             left = min(give_up - time.monotonic(), _NO_DEADLINE if deadline is None else deadline.remaining())
+            # the deadline went on waiting for another attempt (in this process or another): say
+            # so, rather than ask a store that is given no time (a StateStoreError would blame it)
             lease = max(left, 0.0) + _LEASE_MARGIN
-            claim = self.store.claim(name, lease, self.keep_for)
-            if claim.result is not None or claim.held:
+            claim = None if deadline is not None and left <= 0 else self.store.claim(name, lease, self.keep_for)
+            if claim is not None and (claim.result is not None or claim.held):
                 return claim
-            if left <= min(pause, claim.busy_for):
+            busy_for = busy_for if claim is None else claim.busy_for
+            if claim is None or left <= min(pause, claim.busy_for):
                 raise BookingInProgressError(
                     f"another worker is booking reference {key[2]!r} and did not finish within this call's deadline",
                     provider=key[0].value,
                     reference=key[2],
-                    retry_after=round(claim.busy_for, 3),
+                    retry_after=round(busy_for, 3),
                 )
-            time.sleep(min(pause, max(claim.busy_for, 0.001), left))
+            time.sleep(min(pause, max(busy_for, 0.001), left))
             pause = min(pause * 2, 0.1)
 
     def _settle(self, claim: Claim, record: str | None, pending: bool) -> None:
