@@ -9,6 +9,7 @@ with a generous give-up; nothing here asserts on how long anything took.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import multiprocessing
 import os
@@ -22,6 +23,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from pms_integration import errors as pms_errors
 from pms_integration.sandbox import Fault, Sandbox
 
 from . import _state_workers as workers
@@ -366,3 +368,77 @@ def test_a_killed_holder_blocks_the_reference_only_until_its_lease_expires(
     ids = [r.get("id") or r.get("Id") for r in state[kind] if "kill16-0001" in json.dumps(r)]
     assert len(ids) == 1
     assert ids[0] in result["id"], (ids, result["id"])
+
+
+# -- found while running the above: a deadline spent waiting is not a store failure ------------
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_a_deadline_spent_waiting_for_another_attempt_is_booking_in_progress(
+    request: pytest.FixtureRequest, tmp_path: Path, store: str
+) -> None:
+    """A call that waited its whole deadline for another attempt at the same reference (here:
+    another thread of this process) gets BookingInProgressError, as it would while polling the
+    store; never a StateStoreError ("the store is unavailable") because no time was left to ask
+    the store. The clock is the test's own, so the deadline runs out exactly while it waits."""
+    from pms_integration._once import BookingMemory
+    from pms_integration._retry import deadline_scope
+    from pms_integration.errors import BookingInProgressError
+    from pms_integration.models import AppointmentRequest, ProviderName, structure
+    from pms_integration.state import open_state
+
+    if store == "sqlite":
+        url = f"sqlite:///{tmp_path / 'state.db'}"
+    else:
+        url = f"{request.getfixturevalue('redis_url')}?namespace={request.getfixturevalue('redis_namespace')}"
+    memory = BookingMemory(store=open_state(url))
+    booking = structure(workers.request_for(1, "dl16"), AppointmentRequest)
+    key = (ProviderName.SALESFORCE, "account", booking.reference)
+    now = [0.0]
+    creating, finish = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        def create() -> Any:
+            creating.set()
+            assert finish.wait(GIVE_UP)
+            raise pms_errors.ServerError("made nothing", status_code=503, provider="salesforce")
+
+        with contextlib.suppress(pms_errors.PMSError):
+            memory.book(key, booking, create, lambda: None)
+
+    def second() -> None:
+        with deadline_scope(2.0, lambda: now[0]):
+            try:
+                memory.book(
+                    key, booking, lambda: pytest.fail("created while another attempt held the reference"), lambda: None
+                )
+            except BaseException as exc:
+                errors.append(exc)
+
+    holder = threading.Thread(target=first)
+    holder.start()
+    assert creating.wait(GIVE_UP)
+    waiter = threading.Thread(target=second)
+    waiter.start()
+    # the waiter is queued behind the holder; its deadline (on the test's clock) runs out there
+    assert wait_until(lambda: memory._key_locks.get(key, [None, 0])[1] == 2)
+    now[0] = 10.0
+    finish.set()
+    holder.join(GIVE_UP)
+    waiter.join(GIVE_UP)
+    assert len(errors) == 1
+    assert isinstance(errors[0], BookingInProgressError), repr(errors[0])
+    memory.store.close()
+
+
+def wait_until(condition: Callable[[], bool]) -> bool:
+    """Poll ``condition`` until true, with a generous give-up (a condition, not a timing check)."""
+    import time
+
+    give_up = time.monotonic() + GIVE_UP
+    while not condition():
+        if time.monotonic() > give_up:
+            return False
+        time.sleep(0.01)
+    return True
