@@ -44,9 +44,15 @@ _built: weakref.WeakSet[PMSClient] = weakref.WeakSet()
 
 
 def _successor(config: PMSConfig | None, old: PMSClient | None) -> PMSClient:
-    """A default client that inherits ``old``'s booking memory and token store, so a reload
-    never opens a door to a double booking and rotated tokens keep going to the same store."""
-    client = PMSClient(config, memory=old.memory if old else None, token_store=old.token_store if old else None)
+    """A default client that inherits ``old``'s booking memory and token store (unless the new
+    configuration names another state store), so a reload never opens a door to a double
+    booking and rotated tokens keep going to the same store."""
+    # a reload that names another state store (PMS_STATE_URL) starts on that store; one that
+    # keeps the store keeps the memory object too (so a booking made just before is the same object)
+    keep = old is not None and (config is None or config.state_url.reveal() == old.config.state_url.reveal())
+    client = PMSClient(
+        config, memory=old.memory if old and keep else None, token_store=old.token_store if old and keep else None
+    )
     _built.add(client)
     return client
 

@@ -478,3 +478,15 @@ def test_testing_use_client_is_a_deprecated_alias_of_as_default() -> None:
     with testing.as_default(mine):
         assert pms.get_client() is mine
     assert pms.get_client() is not mine
+
+
+def test_a_reload_naming_another_state_store_moves_to_it(tmp_path: Any) -> None:
+    """Same PMS_STATE_URL: the memory carries over; another one: the new client's memory and
+    tokens live in the new store (never the old store under a new name)."""
+    first = pms.reload(ghl_only(), env_file=None)
+    same = pms.reload(ghl_only(), env_file=None)
+    assert same.memory is first.memory and same.state is first.state
+    url = f"sqlite:///{tmp_path}/state.db"
+    moved = pms.reload(ghl_only(PMS_STATE_URL=url), env_file=None)
+    assert moved.state.kind == "sqlite" and moved.memory.store is moved.state
+    assert moved.memory is not first.memory and moved.token_store.store is moved.state  # type: ignore[attr-defined]
