@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from typing import Any
 
 from pms_integration.state._sqlite import SQLiteStore
 
@@ -58,3 +59,24 @@ def grab_slots(path: str, budget: str, limit: int, attempts: int) -> int:
         granted += slot is not None
     store.close()
     return granted
+
+
+def first_steps_together(path: str, barrier: Any, results: Any, threads: int) -> None:
+    """Open ``path`` (a file nobody has created yet) once every process is ready, and take one
+    claim from each of ``threads`` threads at once; put the error texts (none expected) on ``results``."""
+    store = SQLiteStore(path)
+    errors: list[str] = []
+
+    def run(n: int) -> None:
+        try:
+            store.claim(f"k{n}", 10.0, 60.0)
+        except Exception as exc:  # reported to the test, which fails on any
+            errors.append(f"{type(exc).__name__}: {exc}")
+
+    workers = [threading.Thread(target=run, args=(n,)) for n in range(threads)]
+    barrier.wait(timeout=120)
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    results.put(errors)

@@ -333,6 +333,24 @@ def test_processes_never_hold_a_key_at_once(tmp_path: Path) -> None:
     assert sum(int(store.get(f"count:{key}") or 0) for key in keys) == rounds * threads * processes
 
 
+def test_processes_opening_a_new_file_together_all_get_in(tmp_path: Path) -> None:
+    """Workers starting together on a new host: the switch to WAL is not covered by SQLite's
+    busy wait, so without retrying it some of them saw "database is locked" at once."""
+    ctx = multiprocessing.get_context("spawn")
+    for attempt in range(3):
+        path = str(tmp_path / f"new-{attempt}" / "state.db")
+        barrier, results = ctx.Barrier(4), ctx.Queue()
+        workers = [
+            ctx.Process(target=_sqlite_workers.first_steps_together, args=(path, barrier, results, 8)) for _ in range(4)
+        ]
+        for worker in workers:
+            worker.start()
+        errors = [error for _ in workers for error in results.get(timeout=300)]
+        for worker in workers:
+            worker.join(timeout=300)
+        assert errors == []
+
+
 def test_threads_never_hold_a_key_at_once(tmp_path: Path) -> None:
     path = str(tmp_path / "threads.db")
     taken = _sqlite_workers.hammer_claims(path, ["r1", "r2"], 20, 6)

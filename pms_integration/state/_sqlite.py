@@ -117,7 +117,7 @@ class SQLiteStore:
         conn = sqlite3.connect(self.path, timeout=wait, isolation_level=None)
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            _use_wal(conn, wait)
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("BEGIN IMMEDIATE")
             for statement in _SCHEMA:
@@ -279,3 +279,22 @@ class SQLiteStore:
     def __repr__(self) -> str:
         where = f", namespace={self.namespace!r}" if self.namespace else ""
         return f"SQLiteStore({self.path!r}{where})"
+
+
+def _use_wal(conn: sqlite3.Connection, wait: float) -> None:
+    """Put the file in WAL mode (it stays so for every later connection). SQLite's busy handler
+    does not cover this switch: several processes opening a new file at once see "database is
+    locked" at once, so the switch is tried again until ``wait`` runs out."""
+    give_up = time.monotonic() + wait
+    pause = 0.002
+    while True:
+        try:
+            if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+                return
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + pause > give_up:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
