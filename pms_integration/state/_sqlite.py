@@ -29,7 +29,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from .._retry import current_deadline
@@ -114,18 +114,19 @@ class SQLiteStore:
             local.conn = None
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-        conn = sqlite3.connect(self.path, timeout=wait, isolation_level=None)
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
-            _use_wal(conn, wait)
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("BEGIN IMMEDIATE")
-            for statement in _SCHEMA:
-                conn.execute(statement)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.close()
-            raise
+        with _opening(self.path, wait):
+            conn = sqlite3.connect(self.path, timeout=wait, isolation_level=None)
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
+                _use_wal(conn, wait)
+                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.execute("BEGIN IMMEDIATE")
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.close()
+                raise
         local.conn, local.pid, local.generation = conn, os.getpid(), self._generation
         return conn
 
@@ -298,3 +299,35 @@ def _use_wal(conn: sqlite3.Connection, wait: float) -> None:
                 raise
         time.sleep(pause)
         pause = min(pause * 2, 0.05)
+
+
+@contextlib.contextmanager
+def _opening(path: str, wait: float) -> Iterator[None]:
+    """Open connections to ``path`` one at a time across processes (an advisory lock on a file
+    beside it). Connections racing to set up a brand-new file (the switch to WAL, the schema)
+    saw "disk I/O error" and "database is locked" at once, outside SQLite's busy wait; once a
+    connection is open, SQLite's own locking takes over. Without ``fcntl`` (Windows), no lock."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on the platforms CI runs
+        yield
+        return
+    fd = os.open(path + ".open-lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        give_up = time.monotonic() + wait
+        pause = 0.001
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() + pause > give_up:
+                    raise sqlite3.OperationalError("database is locked (another process is opening it)") from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.02)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
