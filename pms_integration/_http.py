@@ -961,6 +961,8 @@ class Runtime:
     session_factory: Callable[[], requests.Session] = requests.Session
     #: the state store rate budgets live in (None: the process-wide memory store)
     state: StateStore | None = None
+    #: the transport class adapters get (``pms_integration.aio`` gives one that awaits its I/O)
+    transport_class: type[Transport] | None = None
 
     def transport(self, *, account: str | None = None, **options: Any) -> Transport:
         """A :class:`Transport` (``options``: its own keywords) on this runtime's policy, sleep,
@@ -982,7 +984,8 @@ class Runtime:
                 rate_limit.per_seconds,
                 stale=float(options.get("timeout") or 0.0) + STALE_SLACK,
             )
-        return Transport(**options, policy=self.policy, session=session, sleep=self.sleep, clock=self.clock)
+        cls = self.transport_class or Transport
+        return cls(**options, policy=self.policy, session=session, sleep=self.sleep, clock=self.clock)
 
     def budget(self, key: str, requests: int, per_seconds: float, *, stale: float) -> Limiter:
         """The limiter of the budget ``key`` in :attr:`state` on this runtime's clock and sleep."""

@@ -167,6 +167,8 @@ class PMSClient:
         self._sleep = sleep
         self._session_factory = session_factory
         self._runtime_cache: Runtime | None = None
+        #: Runtime fields a wrapper sets before the first adapter is built (pms_integration.aio)
+        self._runtime_options: dict[str, Any] = {}
         self._clock = clock
         self._lock = threading.Lock()
         self._adapters: dict[ProviderName, Provider] = {}
@@ -193,7 +195,9 @@ class PMSClient:
         if self._runtime_cache is None:
             from ._http import Runtime  # requests loads here, on first use, not at import
 
-            extra = {"session_factory": self._session_factory} if self._session_factory is not None else {}
+            extra: dict[str, Any] = dict(self._runtime_options)
+            if self._session_factory is not None:
+                extra["session_factory"] = self._session_factory
             self._runtime_cache = Runtime(
                 policy=self._policy, sleep=self._sleep, clock=self._clock, state=self.state, **extra
             )
