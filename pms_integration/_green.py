@@ -16,6 +16,7 @@ docs/asyncio.md, "How it works", with the measurements.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -69,6 +70,9 @@ async def run_sync(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     driven = _driven_class()(function)
     assert _getcurrent is not None
     driven.driver = _getcurrent()  # type: ignore[attr-defined]
+    # a new greenlet starts with an empty context: give it a copy of the caller's (a deadline
+    # scope around the await, say), as a task or a thread started from here would see
+    driven.gr_context = contextvars.copy_context()
     pending = driven.switch(*args, **kwargs)
     while not driven.dead:
         try:
@@ -90,9 +94,11 @@ def sleep(seconds: float) -> None:
 
 def run_blocking(function: Callable[..., T], *args: Any) -> T:
     """``function(*args)`` directly, or in a worker thread awaited inside an async call (for
-    I/O that has no async form: a SQLite file, a Redis socket)."""
+    I/O that has no async form: a SQLite file, a Redis socket). The worker runs in a copy of the
+    caller's context (the operation's deadline is a context variable)."""
     if in_async():
-        return await_only(asyncio.get_running_loop().run_in_executor(None, function, *args))
+        context = contextvars.copy_context()
+        return await_only(asyncio.get_running_loop().run_in_executor(None, context.run, function, *args))
     return function(*args)
 
 
