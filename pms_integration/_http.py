@@ -22,7 +22,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Container, Mapping
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 import attrs
@@ -442,6 +442,26 @@ class _Call:
         return _log_path(self.url)
 
 
+#: How a request without a complete answer was lost: "local" (refused before sending, not
+#: retried), "never_sent" (no byte left: safe to send again), "timeout" or "lost" (it may have
+#: been applied). Transport._lost_as turns one into the typed error and verdict.
+LostKind = Literal["local", "never_sent", "timeout", "lost"]
+
+
+def _lost_kind(exc: BaseException, *, timed_out: bool) -> LostKind:
+    """The sync transport's classifier: what a ``requests``/``urllib3`` failure means."""
+    # a bad URL or header: requests refused it before sending, and it would refuse it again
+    if isinstance(exc, requests.RequestException) and not isinstance(
+        exc, (requests.ConnectionError, requests.exceptions.ReadTimeout, requests.exceptions.ChunkedEncodingError)
+    ):
+        return "local"
+    if isinstance(exc, requests.ConnectionError) and not timed_out and _never_sent(exc):
+        return "never_sent"
+    if timed_out or isinstance(exc, (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)):
+        return "timeout"
+    return "lost"
+
+
 def _never_sent(exc: requests.ConnectionError) -> bool:
     """True when the connection failed before any byte of the request left."""
     if isinstance(exc, requests.exceptions.ConnectTimeout):
@@ -775,24 +795,23 @@ class Transport:
 
     def _lost(self, exc: BaseException, call: _Call, *, timed_out: bool) -> Exception:
         """A request that got no complete answer, as its :class:`TransportError` and verdict."""
-        kind = type(exc).__name__
         if isinstance(exc, requests.RequestException):
             # requests keeps the prepared request - Authorization header included - on the
             # exception; it will travel as our error's __cause__, so drop it
             exc.request = exc.response = None
+        return self._lost_as(exc, call, _lost_kind(exc, timed_out=timed_out))
+
+    def _lost_as(self, exc: BaseException, call: _Call, kind: LostKind) -> Exception:
+        """The :class:`TransportError` and verdict for a lost answer the classifier called ``kind``
+        (shared by the sync and the async transport, so both type failures alike)."""
         elapsed, who = (time.perf_counter() - call.started) * 1000, f"{self.provider.value} {call.method} {call.path}"
-        log.info("%s -> %s after %.0f ms (attempt %d)", who, kind, elapsed, call.number)
-        label, operation = self.provider.label, call.operation
-        # a bad URL or header: requests refused it before sending, and it would refuse it again
-        local = isinstance(exc, requests.RequestException) and not isinstance(
-            exc, (requests.ConnectionError, requests.exceptions.ReadTimeout, requests.exceptions.ChunkedEncodingError)
-        )
-        never_sent = isinstance(exc, requests.ConnectionError) and not timed_out and _never_sent(exc)
-        if local:
-            message = f"{label} request for {operation} failed before sending ({kind})"
-        elif never_sent:
-            message = f"{label} could not be reached ({kind}) for {operation}"
-        elif timed_out or isinstance(exc, (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)):
+        log.info("%s -> %s after %.0f ms (attempt %d)", who, type(exc).__name__, elapsed, call.number)
+        label, operation, name = self.provider.label, call.operation, type(exc).__name__
+        if kind == "local":
+            message = f"{label} request for {operation} failed before sending ({name})"
+        elif kind == "never_sent":
+            message = f"{label} could not be reached ({name}) for {operation}"
+        elif kind == "timeout":
             why = (
                 "the operation's deadline (PMS_DEADLINE_MS) ran out before a complete answer arrived"
                 if call.by_deadline
@@ -801,7 +820,7 @@ class Transport:
             message = f"{label} timed out waiting for {operation}: {why}"
         else:
             message = f"{label} lost the connection during {operation}"
-        sent = not (local or never_sent)
+        sent = kind not in ("local", "never_sent")
         error = TransportError(
             message,
             provider=self.provider.value,
@@ -810,7 +829,7 @@ class Transport:
             reference=call.reference if sent else None,
         )
         error.__cause__ = exc
-        return _verdict(error, call.idempotent, retryable=False if local else None)
+        return _verdict(error, call.idempotent, retryable=False if kind == "local" else None)
 
     def _failed(self, resp: HttpResponse, call: _Call, quota: RateLimitInfo | None) -> Exception:
         """An error answer: typed, then the transport held if it asked to wait, then the verdict."""
