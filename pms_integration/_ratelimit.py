@@ -13,6 +13,8 @@ from typing import Protocol
 
 import attrs
 
+from . import _green
+
 __all__ = ["Limiter", "RateLimiter", "RateLimitInfo", "LimiterTimeout", "Slot"]
 
 #: Seconds after which a slot whose request never reported back is treated as finished (a
@@ -55,6 +57,10 @@ class Slot:
         return self.done
 
 
+#: Inside an async call, how long a caller waiting for a request in flight to come back naps
+#: (awaited, the condition released) before it looks again; threads wait on the condition.
+ASYNC_NAP = 0.005
+
 #: Called before every wait for a slot: ``(seconds, why)``.
 WaitHook = Callable[[float, str], None]
 
@@ -84,6 +90,11 @@ class RateLimiter:
 
     Call :meth:`acquire` before sending and :meth:`release` with the returned :class:`Slot`
     once the answer (or the failure) is back; :meth:`observe` adds the vendor's own limit.
+
+    Inside an async call (``pms_integration.aio``) no wait blocks the event loop: the default
+    sleep is :func:`pms_integration._green.sleep` (``time.sleep`` anywhere else), and a caller
+    waiting for a request in flight naps, awaited, instead of waiting on the condition. The
+    condition's lock itself is held only for a few steps with no I/O.
     """
 
     #: Safety margin on each window (clock granularity between us and the vendor).
@@ -103,7 +114,8 @@ class RateLimiter:
         self.requests = requests
         self.per_seconds = per_seconds
         self._clock = clock
-        self._sleep = sleep
+        # real time's sleep is the one that awaits inside an async call (time.sleep elsewhere)
+        self._sleep = _green.sleep if sleep is time.sleep else sleep
         self.on_wait = on_wait
         self._cond = threading.Condition(threading.Lock())
         self._configured = (requests, per_seconds * (1 + self.MARGIN))
@@ -155,8 +167,9 @@ class RateLimiter:
         (no slot taken) when the slot is further away than ``timeout`` seconds.
         """
         start = self._clock()
-        with self._cond:
-            while True:
+        in_async = _green.in_async()
+        while True:
+            with self._cond:
                 now = self._clock()
                 at, why = self._ready_at(now)
                 if at is not None:
@@ -170,7 +183,12 @@ class RateLimiter:
                 left = None if timeout is None else start + timeout - now
                 if left is not None and left <= 0:
                     raise LimiterTimeout(self.per_seconds)
-                self._cond.wait(0.25 if left is None else min(left, 0.25))
+                if not in_async:
+                    self._cond.wait(0.25 if left is None else min(left, 0.25))
+                    continue
+            # an async call: the request in flight may be another call on this very loop, so the
+            # loop must run; look again after a short awaited nap, the condition released
+            _green.sleep(ASYNC_NAP if left is None else min(left, ASYNC_NAP))
         wait = slot.granted - now
         if wait > 0:
             if self.on_wait is not None:

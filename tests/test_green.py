@@ -251,3 +251,166 @@ def test_off_loop_runs_every_sqlite_step_off_the_loop_thread(tmp_path: Path) -> 
 
 def test_off_loop_runs_every_redis_step_off_the_loop_thread(redis_url: str, redis_namespace: str) -> None:
     check_off_loop(lambda name: open_state(redis_url, namespace=f"{redis_namespace}{name}"))
+
+
+# -- _green.Lock held across an awaited wait -------------------------------------------------------
+
+
+def test_many_async_calls_contending_for_a_lock_held_across_a_wait_all_finish() -> None:
+    lock = _green.Lock()
+    inside: list[int] = []
+    order: list[tuple[str, int]] = []
+
+    def section(n: int, event: asyncio.Event | None) -> int:
+        with lock:
+            inside.append(n)
+            assert len(inside) == 1, "two callers inside the lock at once"
+            order.append(("in", n))
+            if event is not None:
+                wait_event(event)  # held across an awaited wait (I/O, say)
+            else:
+                _green.sleep(0)  # the others also give the loop a turn while holding it
+            order.append(("out", n))
+            inside.remove(n)
+        return n
+
+    async def main() -> list[int]:
+        release = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        holder = loop.create_task(_green.run_sync(section, 0, release))
+        with Ticker() as ticker:
+            while not lock.locked():
+                await ticker.ticks(1)
+            waiters = [loop.create_task(_green.run_sync(section, n, None)) for n in range(1, 21)]
+            # the holder is parked on the event, twenty callers want the lock: the loop still runs
+            await ticker.ticks(50)
+            assert order == [("in", 0)] and not any(w.done() for w in waiters)
+            release.set()
+            done = await asyncio.gather(holder, *waiters)
+        return done
+
+    assert sorted(run(main())) == list(range(21))
+    assert len(order) == 42 and order[:2] == [("in", 0), ("out", 0)]
+    assert all(order[i][1] == order[i + 1][1] for i in range(0, 42, 2))
+
+
+def test_a_thread_and_async_calls_share_one_lock() -> None:
+    lock = _green.Lock()
+    taken, leave = threading.Event(), threading.Event()
+    entered: list[str] = []
+
+    def thread_holder() -> None:
+        with lock:
+            taken.set()
+            leave.wait(HANG)
+            entered.append("thread")
+
+    def section() -> None:
+        with lock:
+            entered.append("async")
+
+    worker = threading.Thread(target=thread_holder)
+    worker.start()
+    assert taken.wait(HANG)
+
+    async def main() -> None:
+        task = asyncio.get_running_loop().create_task(_green.run_sync(section))
+        with Ticker() as ticker:
+            await ticker.ticks(20)
+            assert not task.done()
+            leave.set()
+            await task
+
+    try:
+        run(main())
+    finally:
+        leave.set()
+        worker.join(HANG)
+    assert entered == ["thread", "async"]
+
+
+def test_a_lock_acquire_with_a_timeout_gives_up_inside_an_async_call() -> None:
+    lock = _green.Lock()
+    assert lock.acquire()
+
+    def tries() -> tuple[bool, bool]:
+        return lock.acquire(blocking=False), lock.acquire(timeout=0.01)
+
+    assert run(_green.run_sync(tries)) == (False, False)
+    lock.release()
+
+
+# -- the rate limiter --------------------------------------------------------------------------------
+
+
+def test_a_limiter_with_every_slot_in_flight_lets_the_loop_run_and_grants_on_release() -> None:
+    from pms_integration._ratelimit import RateLimiter
+
+    now = [0.0]
+    slept: list[float] = []
+    limiter = RateLimiter(2, 1.0, clock=lambda: now[0], sleep=slept.append)
+    in_flight = [limiter.acquire(), limiter.acquire()]
+
+    async def main() -> float:
+        task = asyncio.get_running_loop().create_task(_green.run_sync(limiter.acquire))
+        with Ticker() as ticker:
+            await ticker.ticks(50)  # both requests still out: the caller waits, the loop runs
+            assert not task.done()
+            now[0] = 100.0
+            limiter.release(in_flight[0])  # back at 100: its slot frees one window later
+            slot = await task
+        return slot.granted
+
+    granted = run(main())
+    assert granted == pytest.approx(100.0 + 1.0 * (1 + RateLimiter.MARGIN))
+    assert slept == [pytest.approx(1.0 * (1 + RateLimiter.MARGIN))]  # the injected sleep, once
+
+
+def test_a_limiters_real_time_sleep_is_awaited_inside_an_async_call() -> None:
+    from pms_integration._ratelimit import RateLimiter
+
+    limiter = RateLimiter(1, 0.05)
+    limiter.release(limiter.acquire())  # the next slot is up to a window away
+
+    async def main() -> None:
+        task = asyncio.get_running_loop().create_task(_green.run_sync(limiter.acquire))
+        with Ticker() as ticker:
+            while not task.done():
+                await ticker.ticks(1)
+            assert ticker.count >= 1
+        limiter.release(task.result())
+
+    run(main())
+
+
+def test_a_shared_budget_waits_without_blocking_the_loop(tmp_path: Path) -> None:
+    from pms_integration.state._budget import SharedRateLimiter
+
+    store = open_state(f"sqlite:///{tmp_path / 'budget.db'}")
+    limiter = SharedRateLimiter(store, "budget:test:green", 1, 0.05)
+    first = limiter.acquire()
+    loop_thread = threading.get_ident()
+    steps_on: set[int] = set()
+    take_slot = store.take_slot
+
+    def spied(*args: Any) -> tuple[str | None, float]:
+        steps_on.add(threading.get_ident())
+        return take_slot(*args)
+
+    store.take_slot = spied  # type: ignore[method-assign]
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        # three async callers queue for the one in-process turn while the slot is in flight
+        tasks = [loop.create_task(_green.run_sync(limiter.acquire)) for _ in range(3)]
+        with Ticker() as ticker:
+            while not steps_on:
+                await ticker.ticks(1)
+            await ticker.ticks(20)
+            assert not any(t.done() for t in tasks)
+            limiter.release(first)
+            for task in tasks:
+                limiter.release(await task)  # each is granted in turn, a window after the last
+
+    run(main())
+    assert steps_on and loop_thread not in steps_on

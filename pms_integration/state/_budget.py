@@ -18,6 +18,12 @@ store's atomic steps (docs/reliability.md, "Client-side rate limits").
 :func:`budget_limiter` picks the limiter for a budget: with a ``memory://`` store the
 in-process :class:`RateLimiter` (one per budget, clock and sleep in the process, so every client
 on the account shares it); with SQLite or Redis a :class:`SharedRateLimiter` on real time.
+
+Inside an async call (``pms_integration.aio``) nothing here blocks the event loop: the store's
+steps run in a worker thread, awaited (:func:`~pms_integration.state._offloop.off_loop`), every
+pause is :func:`pms_integration._green.sleep`, and the turn to poll the store is a
+:class:`pms_integration._green.Lock` (it is held across the store's steps). ``_lock`` stays a
+``threading.Lock``: it guards a few fields, never across I/O. Threads wait as before.
 """
 
 from __future__ import annotations
@@ -29,10 +35,12 @@ import time
 import weakref
 from collections.abc import Callable
 
+from .. import _green
 from .._ratelimit import STALE_AFTER, LimiterTimeout, RateLimiter, RateLimitInfo, Slot, WaitHook
 from .._retry import deadline_scope
 from ..errors import StateStoreError
 from . import StateStore
+from ._offloop import off_loop, unwrap
 
 __all__ = ["SharedRateLimiter", "SharedSlot", "budget_limiter"]
 
@@ -67,7 +75,7 @@ class SharedRateLimiter:
     the processes sharing ``store`` and ``budget`` (a key such as ``budget:hubspot:<account>``).
 
     The same calls as :class:`RateLimiter` (``acquire`` / ``release`` / ``observe`` / ``pause``,
-    ``on_wait``, ``rules``). It runs on real time (``time.monotonic``, ``time.sleep``): the
+    ``on_wait``, ``rules``). It runs on real time (``time.monotonic``, ``_green.sleep``): the
     slots live on the store's clock, so an injected fake clock could not move them.
 
     * A vendor-reported limit tighter than the configured one is a second budget
@@ -97,6 +105,8 @@ class SharedRateLimiter:
         if requests < 1 or per_seconds <= 0:
             raise ValueError("a rate limit needs requests >= 1 and per_seconds > 0")
         self.store = store
+        # the steps taken: the same store, off the event loop inside an async call
+        self._steps = off_loop(store)
         self.budget = budget
         self.requests = requests
         self.per_seconds = per_seconds
@@ -106,8 +116,9 @@ class SharedRateLimiter:
         self._configured = (requests, per_seconds * (1 + self.MARGIN))
         self._vendor: tuple[int, float] | None = None
         self._lock = threading.Lock()
-        # one thread of this process at a time polls the store (the others queue here)
-        self._turn = threading.Lock()
+        # one caller of this process at a time polls the store (the others queue here); held
+        # across the store's steps and naps, so an async caller awaits its turn
+        self._turn = _green.Lock()
         # this process's own recent grants
         self._grants: collections.deque[float] = collections.deque(maxlen=1000)
         # pauses: this process's own, and the shared one as last read (monotonic until, why)
@@ -180,14 +191,14 @@ class SharedRateLimiter:
                     if give_up is not None and now + paused > give_up:
                         raise LimiterTimeout(paused)
                     told = self._tell(told, paused, why)
-                    time.sleep(min(paused, POLL_CAP))
+                    _green.sleep(min(paused, POLL_CAP))
                     continue
                 wait, window = 0.0, 0.0
                 for key, count, window in self._budgets():
                     if key in held:
                         continue
                     with deadline_scope(STORE_WAIT):
-                        got, wait = self.store.take_slot(key, count, window, self.stale)
+                        got, wait = self._steps.take_slot(key, count, window, self.stale)
                     if got is None:
                         break
                     held[key] = got
@@ -206,7 +217,7 @@ class SharedRateLimiter:
                 nap = min(wait, POLL_CAP)
                 if give_up is not None:
                     nap = min(nap, max(give_up - now, 0.0))
-                time.sleep(max(nap, 0.001))
+                _green.sleep(max(nap, 0.001))
         finally:
             # slots taken for some rules but not all: they were never used; finishing them is
             # all the store allows (they count one window more: a little capacity, never a burst)
@@ -237,7 +248,7 @@ class SharedRateLimiter:
     def _finish(self, key: str, got: str) -> None:
         try:
             with deadline_scope(STORE_WAIT):
-                self.store.finish_slot(key, got)
+                self._steps.finish_slot(key, got)
         except Exception as exc:  # noqa: BLE001 - finished later, when the store is back
             self._unfinished.append((key, got))
             self._store_failed(exc)
@@ -322,7 +333,7 @@ class SharedRateLimiter:
             return False  # we never send that many in a window: someone else did
         try:
             with deadline_scope(STORE_WAIT):
-                got, _ = self.store.take_slot(key, limit or count, window, self.stale)
+                got, _ = self._steps.take_slot(key, limit or count, window, self.stale)
         except Exception as exc:  # noqa: BLE001 - the store does not answer: do not pause on a guess
             self._store_failed(exc)
             return True
@@ -342,7 +353,7 @@ class SharedRateLimiter:
             return
         try:
             with deadline_scope(STORE_WAIT):
-                self.store.put(self.budget + ":pause", f"{time.time() + seconds:.3f}|{seconds:.3f}|{why}", seconds)
+                self._steps.put(self.budget + ":pause", f"{time.time() + seconds:.3f}|{seconds:.3f}|{why}", seconds)
         except Exception as exc:  # noqa: BLE001 - this process still pauses
             self._store_failed(exc)
 
@@ -351,7 +362,7 @@ class SharedRateLimiter:
         if now - self._pause_read_at >= PAUSE_CHECK_EVERY:
             self._pause_read_at = now
             with deadline_scope(STORE_WAIT):
-                value = self.store.get(self.budget + ":pause")
+                value = self._steps.get(self.budget + ":pause")
             self._shared_block = (0.0, "")
             if value:
                 until_text, _, rest = value.partition("|")
@@ -392,12 +403,18 @@ def budget_limiter(
     """The limiter of ``budget`` (``requests`` per ``per_seconds``) on ``store``.
 
     A memory store: one in-process :class:`RateLimiter` per budget, clock and sleep (so clients
-    on one account share it, and an injected fake clock keeps its own). SQLite or Redis: one
+    on one account share it, and an injected fake clock keeps its own; real time's sleep,
+    ``time.sleep`` or :func:`pms_integration._green.sleep`, counts as one). SQLite or Redis: one
     :class:`SharedRateLimiter` per budget in the process, on real time, falling back to the
     process's own limiter while the store does not answer. ``stale``: seconds after which a slot
     never released counts as finished (at least the longest a request can be in flight).
     """
     shared = getattr(store, "kind", "memory") != "memory"
+    # the sync and the async client on one account share a limiter: an off_loop proxy counts as
+    # its store, and time.sleep as _green.sleep (which is time.sleep outside an async call)
+    store = unwrap(store)
+    if sleep is time.sleep:
+        sleep = _green.sleep
     key: tuple[object, ...] = (budget, requests, per_seconds) if shared else (budget, requests, per_seconds, id(clock), id(sleep))
     with _cache_lock:
         limiters = _by_store.get(store)
