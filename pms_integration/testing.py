@@ -1,11 +1,14 @@
 """Helpers for testing your own code against pms-integration, without credentials.
 
 A pytest plugin (entry point ``pytest11``): the ``pms_sandbox`` fixture runs the three vendor
-emulators and makes a client pointed at them the default. See docs/testing.md.
+emulators and makes a client pointed at them the default; ``pms_async_sandbox`` does the same and
+hands out asyncio clients (``session.async_client()``), with no async test plugin needed. See
+docs/testing.md.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -17,9 +20,28 @@ from .errors import ConfigurationError
 from .models import ProviderName
 
 if TYPE_CHECKING:
+    from .aio import AsyncPMSClient
     from .sandbox import Sandbox
 
-__all__ = ["SandboxSession", "as_default", "sandbox_session"]
+__all__ = ["SandboxSession", "aio_missing", "as_default", "sandbox_session"]
+
+#: What the asyncio API needs beyond the core install (the ``[aio]`` extra).
+AIO_MODULES = ("aiohttp", "greenlet")
+AIO_HINT = "pip install 'pms-integration[aio]' (from a checkout: pip install -e '.[aio]')"
+
+
+def aio_missing() -> list[str]:
+    """The packages of the ``[aio]`` extra that are not installed (none: the asyncio API works).
+    Looks for them without importing them."""
+    missing = []
+    for name in AIO_MODULES:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
 
 
 def __getattr__(name: str) -> Any:
@@ -59,6 +81,24 @@ class SandboxSession:
         """The emulator's records for ``provider`` (bookings, notes, tasks, ...)."""
         return self.sandbox.state(provider)
 
+    def async_client(self, environ: Mapping[str, str] | None = None, **options: Any) -> AsyncPMSClient:
+        """A new :class:`pms_integration.aio.AsyncPMSClient` configured against the sandbox.
+
+        ``environ`` adds or overrides ``PMS_*`` variables; ``options`` are the client's other
+        arguments (``state=...``, ``retry_policy=...``). Make one per event loop, inside it, and
+        close it with ``async with`` (its connections belong to the loop that opened them).
+        Needs the ``[aio]`` extra: without it, a :class:`ConfigurationError` says how to install it.
+        """
+        missing = aio_missing()
+        if missing:
+            raise ConfigurationError(
+                f"async_client needs the [aio] extra ({', '.join(missing)} not installed): {AIO_HINT}.",
+                problems=[f"{name} not installed" for name in missing],
+            )
+        from .aio import AsyncPMSClient
+
+        return AsyncPMSClient(environ={**self.environ, **(environ or {})}, env_file=None, **options)
+
     def __repr__(self) -> str:
         return f"<SandboxSession {self.sandbox.url}>"
 
@@ -82,6 +122,26 @@ def _check_session_arguments(default_provider: object, ghl_api_version: object, 
         problems.append("environ must be a mapping of PMS_* names to strings")
     if problems:
         raise ConfigurationError("sandbox_session: " + "; ".join(problems) + ".", problems=problems)
+
+
+@contextmanager
+def _async_default(environ: Mapping[str, str]) -> Iterator[None]:
+    """Point ``pms_integration.aio``'s module-level functions (their default client, one per
+    event loop) at ``environ`` for the block, then back to what they used before. Each loop's
+    default client is replaced on its next use, both ways."""
+    from . import aio
+    from .config import load_config
+
+    config = load_config(environ, env_file=None)
+    with aio._lock:
+        previous, aio._config = aio._config, config
+        aio._generation += 1
+    try:
+        yield
+    finally:
+        with aio._lock:
+            aio._config = previous
+            aio._generation += 1
 
 
 @contextmanager
@@ -120,12 +180,31 @@ else:
             "markers", "pms_environ(mapping): extra PMS_* variables for the pms_sandbox fixture's client"
         )
 
-    @pytest.fixture
-    def pms_sandbox(request: pytest.FixtureRequest) -> Iterator[SandboxSession]:
-        """A running sandbox of all three vendors and a default client pointed at it."""
+    @contextmanager
+    def _marked_session(request: pytest.FixtureRequest) -> Iterator[SandboxSession]:
+        """``sandbox_session`` set up as the test's ``pms_provider`` and ``pms_environ`` marks say."""
         marker = request.node.get_closest_marker("pms_provider")
         provider = marker.args[0] if marker and marker.args else None
         env_marker = request.node.get_closest_marker("pms_environ")
         extra = dict(env_marker.args[0]) if env_marker and env_marker.args else {}
         with sandbox_session(default_provider=provider, environ=extra) as session:
+            yield session
+
+    @pytest.fixture
+    def pms_sandbox(request: pytest.FixtureRequest) -> Iterator[SandboxSession]:
+        """A running sandbox of all three vendors and a default client pointed at it."""
+        with _marked_session(request) as session:
+            yield session
+
+    @pytest.fixture
+    def pms_async_sandbox(request: pytest.FixtureRequest) -> Iterator[SandboxSession]:
+        """``pms_sandbox`` for asyncio code: ``session.async_client()`` gives an
+        ``AsyncPMSClient`` bound to the sandbox, and ``pms_integration.aio``'s module-level
+        functions go to the sandbox too. A plain fixture, so it serves sync tests that call
+        ``asyncio.run(...)`` and async tests under pytest-asyncio or anyio alike. Skips the
+        test, naming the ``[aio]`` extra, when that extra is not installed."""
+        missing = aio_missing()
+        if missing:
+            pytest.skip(f"pms_async_sandbox needs the [aio] extra ({', '.join(missing)} not installed): {AIO_HINT}")
+        with _marked_session(request) as session, _async_default(session.environ):
             yield session
