@@ -24,6 +24,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
+from . import _green
 from ._retry import current_deadline
 from .errors import (
     BookingInProgressError,
@@ -193,7 +194,7 @@ class BookingMemory:
                     reference=key[2],
                     retry_after=round(busy_for, 3),
                 )
-            time.sleep(min(pause, max(busy_for, 0.001), left))
+            _green.sleep(min(pause, max(busy_for, 0.001), left))  # awaited inside an async call
             pause = min(pause * 2, 0.1)
 
     def _settle(self, claim: Claim, record: str | None, pending: bool) -> None:
@@ -250,9 +251,11 @@ class BookingMemory:
     @contextlib.contextmanager
     def _hold(self, key: _Key) -> Iterator[None]:
         """Serialise this process's attempts at one booking (so only one of its threads asks
-        the store), within the operation's deadline; the lock is dropped when nobody holds it."""
+        the store), within the operation's deadline; the lock is dropped when nobody holds it.
+        It is held across the booking's requests, so it is a :class:`_green.Lock` (an async call
+        awaits it); ``self._lock`` guards the map only and stays a ``threading.Lock``."""
         with self._lock:
-            entry = self._key_locks.setdefault(key, [threading.Lock(), 0])
+            entry = self._key_locks.setdefault(key, [_green.Lock(), 0])
             entry[1] += 1
         try:
             deadline = current_deadline()

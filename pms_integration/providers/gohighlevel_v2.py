@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
-import threading
 from collections.abc import Mapping
 from typing import Any
 
+from .. import _green
 from .._http import HttpResponse, Runtime
 from .._time import epoch_ms, parse_instant
 from ..config import GoHighLevelSettings
@@ -61,7 +61,7 @@ class GoHighLevelV2Adapter(GoHighLevelBase):
 
     def __init__(self, settings: GoHighLevelSettings, runtime: Runtime) -> None:
         super().__init__(settings, runtime)
-        self._report_contact_lock = threading.Lock()
+        self._report_contact_lock = _green.Lock()  # held across the upsert: awaited in an async call
         self._report_contact_id: str | None = settings.report_contact_id
 
     def send(self, method: str, path: str, *, operation: str, **kwargs: Any) -> HttpResponse:

@@ -7,11 +7,11 @@ the wire format: :mod:`.hubspot_wire`.
 from __future__ import annotations
 
 import datetime as _dt
-import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
+from .. import _green
 from .._http import ErrorInfo, HttpResponse, Runtime
 from .._ratelimit import RateLimitInfo
 from .._retry import current_deadline
@@ -88,7 +88,7 @@ class HubSpotAdapter(BaseAdapter):
     def __init__(self, settings: HubSpotSettings, runtime: Runtime) -> None:
         super().__init__(settings, runtime)
         self.paths = HubSpotPaths(settings.api_version)
-        self._company_lock = threading.Lock()
+        self._company_lock = _green.Lock()  # held across the look-up or create: awaited in an async call
         self._reports_company: str | None = settings.report_company_id
         self.search_limiter = reads.search_limiter(self)
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from .. import _green
 from .._http import HttpResponse, Transport
 from .._retry import current_deadline
 from ..config import SalesforceSettings, Secret
@@ -65,7 +65,8 @@ class TokenRefreshAuth:
         self._configured_refresh = settings.refresh_token
         self._token_url = settings.token_url
         self._clock = clock
-        self._lock = threading.Lock()
+        # held across the token request: an async call awaits it (a thread blocks, as before)
+        self._lock = _green.Lock()
         self._transport: Transport | None = None
         self._failure: tuple[Secret, float, AuthenticationError] | None = None
         self._store: TokenStore | None = None

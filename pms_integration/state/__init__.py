@@ -32,6 +32,7 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
+from .. import _green
 from ..errors import ConfigurationError, StateStoreError
 
 __all__ = [
@@ -253,7 +254,7 @@ def hold(
                 code="STATE_LOCK_BUSY",
                 store=store.url,
             )
-        time.sleep(min(pause, left, max(claim.busy_for, 0.001)))
+        _green.sleep(min(pause, left, max(claim.busy_for, 0.001)))  # awaited inside an async call
         pause = min(pause * 2, sleep_until_free)
     try:
         yield claim
