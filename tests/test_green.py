@@ -414,3 +414,61 @@ def test_a_shared_budget_waits_without_blocking_the_loop(tmp_path: Path) -> None
 
     run(main())
     assert steps_on and loop_thread not in steps_on
+
+
+# -- the booking memory ------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def booking_store(request: pytest.FixtureRequest, tmp_path: Path) -> StateStore:
+    if request.param == "memory":
+        from pms_integration.state._memory import MemoryStore
+
+        return MemoryStore()
+    if request.param == "sqlite":
+        return off_loop(open_state(f"sqlite:///{tmp_path / 'bookings.db'}"))
+    url = request.getfixturevalue("redis_url")
+    return off_loop(open_state(url, namespace=request.getfixturevalue("redis_namespace")))
+
+
+def test_async_bookings_of_one_reference_wait_without_blocking_the_loop_and_create_once(
+    booking_store: StateStore,
+) -> None:
+    import datetime as dt
+
+    from pms_integration._once import BookingMemory
+    from pms_integration.models import Appointment, AppointmentRequest, AppointmentStatus, Patient, ProviderName
+
+    start = dt.datetime(2031, 1, 6, 9, tzinfo=dt.timezone.utc)
+    request = AppointmentRequest(patient=Patient(email="ada@example.com"), start=start, reference="green-1")
+    key = (ProviderName.HUBSPOT, "https://api.hubapi.com|pipeline", "green-1")
+    # two memories on one store, as two processes would have: waiters queue on the per-reference
+    # lock within a memory and on the store's claim across the two
+    memories = [BookingMemory(store=booking_store), BookingMemory(store=booking_store)]
+    created: list[str] = []
+
+    def book(memory: BookingMemory, release: asyncio.Event) -> Appointment:
+        def create() -> Appointment:
+            created.append("create")
+            wait_event(release)  # the vendor's answer is on its way
+            return Appointment(ProviderName.HUBSPOT, "m-1", AppointmentStatus.BOOKED, request.start, request.end)
+
+        with deadline_scope(HANG):
+            return memory.book(key, request, create, lambda: None)
+
+    async def main() -> list[Appointment]:
+        release = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        first = loop.create_task(_green.run_sync(book, memories[0], release))
+        with Ticker() as ticker:
+            while not created:
+                await ticker.ticks(1)
+            others = [loop.create_task(_green.run_sync(book, memories[n % 2], release)) for n in range(1, 7)]
+            await ticker.ticks(100)  # six callers wait for the reference; the loop keeps running
+            assert created == ["create"] and not any(t.done() for t in others)
+            release.set()
+            return await asyncio.gather(first, *others)
+
+    booked = run(main())
+    assert created == ["create"]
+    assert {(a.id, a.status) for a in booked} == {("m-1", AppointmentStatus.BOOKED)}
