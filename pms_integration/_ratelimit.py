@@ -5,7 +5,9 @@ The rule and why it holds: docs/reliability.md, "Client-side rate limits".
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -57,9 +59,9 @@ class Slot:
         return self.done
 
 
-#: Inside an async call, how long a caller waiting for a request in flight to come back naps
-#: (awaited, the condition released) before it looks again; threads wait on the condition.
-ASYNC_NAP = 0.005
+#: The longest a caller waiting for a request in flight to come back waits before it looks
+#: again by itself (a release wakes it sooner): threads on the condition, async calls awaited.
+LOOK_AGAIN = 0.25
 
 #: Called before every wait for a slot: ``(seconds, why)``.
 WaitHook = Callable[[float, str], None]
@@ -93,8 +95,9 @@ class RateLimiter:
 
     Inside an async call (``pms_integration.aio``) no wait blocks the event loop: the default
     sleep is :func:`pms_integration._green.sleep` (``time.sleep`` anywhere else), and a caller
-    waiting for a request in flight naps, awaited, instead of waiting on the condition. The
-    condition's lock itself is held only for a few steps with no I/O.
+    waiting for a request in flight awaits a future that :meth:`release` resolves (from any
+    thread, through the caller's loop) instead of waiting on the condition, whose lock is
+    released meanwhile. That lock is held only for a few steps with no I/O.
     """
 
     #: Safety margin on each window (clock granularity between us and the vendor).
@@ -118,6 +121,8 @@ class RateLimiter:
         self._sleep = _green.sleep if sleep is time.sleep else sleep
         self.on_wait = on_wait
         self._cond = threading.Condition(threading.Lock())
+        # async callers waiting for a release: (their loop, the future release() resolves)
+        self._woken: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._configured = (requests, per_seconds * (1 + self.MARGIN))
         self._vendor: tuple[int, float] | None = None
         # the most recent slots in grant order; older ones are folded into _floor, the
@@ -183,12 +188,20 @@ class RateLimiter:
                 left = None if timeout is None else start + timeout - now
                 if left is not None and left <= 0:
                     raise LimiterTimeout(self.per_seconds)
+                look_again = LOOK_AGAIN if left is None else min(left, LOOK_AGAIN)
                 if not in_async:
-                    self._cond.wait(0.25 if left is None else min(left, 0.25))
+                    self._cond.wait(look_again)
                     continue
-            # an async call: the request in flight may be another call on this very loop, so the
-            # loop must run; look again after a short awaited nap, the condition released
-            _green.sleep(ASYNC_NAP if left is None else min(left, ASYNC_NAP))
+                # an async call: the request in flight may be another call on this very loop, so
+                # the loop must run; the future is awaited with the condition released
+                loop = asyncio.get_running_loop()
+                woken: asyncio.Future[None] = loop.create_future()
+                self._woken.append((loop, woken))
+            try:
+                _green.await_only(asyncio.wait((woken,), timeout=look_again))
+            finally:
+                with self._cond, contextlib.suppress(ValueError):
+                    self._woken.remove((loop, woken))
         wait = slot.granted - now
         if wait > 0:
             if self.on_wait is not None:
@@ -203,6 +216,10 @@ class RateLimiter:
                 slot.done = self._clock()
             self._fold(slot.done)
             self._cond.notify_all()
+            woken, self._woken = self._woken, []
+        for loop, future in woken:
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits there
+                loop.call_soon_threadsafe(_wake, future)
 
     def observe(self, info: RateLimitInfo) -> None:
         """Adapt to the vendor's view: a reported limit becomes a rule of its own (it only ever
@@ -229,3 +246,8 @@ class RateLimiter:
             if until > self._blocked_until:
                 self._blocked_until = until
                 self._blocked_why = why
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -472,3 +472,78 @@ def test_async_bookings_of_one_reference_wait_without_blocking_the_loop_and_crea
     booked = run(main())
     assert created == ["create"]
     assert {(a.id, a.status) for a in booked} == {("m-1", AppointmentStatus.BOOKED)}
+
+
+def test_a_release_from_another_thread_wakes_async_callers_waiting_for_a_slot() -> None:
+    from pms_integration._ratelimit import RateLimiter
+
+    now = [0.0]
+    limiter = RateLimiter(1, 1.0, clock=lambda: now[0], sleep=lambda seconds: None)
+    out = limiter.acquire()
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(_green.run_sync(limiter.acquire)) for _ in range(20)]
+        with Ticker() as ticker:
+            while len(limiter._woken) < 20:  # every caller is parked on its future
+                await ticker.ticks(1)
+            now[0] = 100.0  # all later slots are due at once on the test's clock
+            releaser = threading.Thread(target=limiter.release, args=(out,))
+            releaser.start()
+            granted = 0
+            for next_done in asyncio.as_completed(tasks):
+                slot = await next_done
+                granted += 1
+                now[0] += 10.0
+                limiter.release(slot)
+            releaser.join(HANG)
+        assert not limiter._woken
+        return granted
+
+    assert run(main()) == 20
+
+
+def test_a_cancelled_wait_for_a_slot_leaves_no_waiter_and_takes_no_slot() -> None:
+    from pms_integration._ratelimit import RateLimiter
+
+    limiter = RateLimiter(1, 1.0, clock=lambda: 0.0, sleep=lambda seconds: None)
+    limiter.acquire()
+
+    async def main() -> None:
+        task = asyncio.get_running_loop().create_task(_green.run_sync(limiter.acquire))
+        with Ticker() as ticker:
+            while not limiter._woken:
+                await ticker.ticks(1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run(main())
+    assert not limiter._woken and len(limiter._slots) == 1
+
+
+# -- state.hold --------------------------------------------------------------------------------------
+
+
+def test_state_hold_waits_for_another_holder_without_blocking_the_loop(tmp_path: Path) -> None:
+    from pms_integration.state import hold
+
+    store = open_state(f"sqlite:///{tmp_path / 'hold.db'}")
+    other = store.claim("refresh", 60.0, 60.0)  # another process holds the key
+    assert other.held
+    entered: list[str] = []
+
+    def refresh() -> None:
+        with hold(off_loop(store), "refresh", lease=30.0, wait=HANG, what="a refresh"):
+            entered.append("in")
+
+    async def main() -> None:
+        task = asyncio.get_running_loop().create_task(_green.run_sync(refresh))
+        with Ticker() as ticker:
+            await ticker.ticks(50)
+            assert not entered
+            store.settle(other, None, False, 60.0)  # the other process is done
+            await task
+
+    run(main())
+    assert entered == ["in"]
