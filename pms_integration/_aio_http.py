@@ -26,7 +26,15 @@ Only :meth:`AioTransport._send` differs, and it runs inside an async call (a gre
   left is "outcome unknown" for a create; a request refused locally is not retried.
 
 One ``aiohttp.ClientSession`` per transport and event loop, opened on first use inside that
-loop and closed by :meth:`AioTransport.close`.
+loop (up to ``POOL_PER_HOST`` connections to a host, idle ones kept ``KEEPALIVE_SECONDS``).
+:meth:`AioTransport.close` closes it: awaited inside an async call; outside one, handed to its
+loop, or let go of if that loop is gone (it never blocks or raises). A session nobody closed
+is closed when ``asyncio.run`` ends its loop (a small task per session waits for that).
+
+Decisions the issue left open: a TLS handshake failure is "lost" (outcome unknown for a
+create), as for the sync transport, although no HTTP byte left; a CA bundle is read in a worker
+thread on the first https request, not on the loop; a request prepared with a bad header is a
+local error (not retried), as ``requests`` refuses it before aiohttp sees it.
 """
 
 from __future__ import annotations
@@ -261,7 +269,8 @@ class AioTransport(Transport):
             return None
         if self._tls is None:
             try:
-                self._tls = _tls_context(self._verify, self._cert)
+                # reading a CA bundle takes tens of milliseconds: in a worker thread, awaited
+                self._tls = _green.run_blocking(_tls_context, self._verify, self._cert)
             except (OSError, ValueError, ssl.SSLError) as exc:
                 raise ConfigurationError(
                     f"the TLS settings for {self.provider.label} cannot be used ({type(exc).__name__}): "

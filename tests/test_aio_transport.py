@@ -15,8 +15,11 @@ import gc
 import gzip
 import random
 import secrets
+import shutil
 import socket
+import ssl
 import struct
+import subprocess
 import threading
 import time
 import tracemalloc
@@ -497,6 +500,139 @@ def test_the_slot_goes_back_when_the_headers_are_in_not_after_the_body() -> None
     t = aio(refused_url(), limiter=limiter)
     assert isinstance(outcome(t, lambda: t.request("GET", "/things", operation="read")), TransportError)
     assert limiter.taken == limiter.returned == 1 + QUICK.max_attempts
+
+
+def test_a_cancelled_call_gives_its_slot_back_and_drops_its_connection() -> None:
+    limiter = _TellingLimiter()
+    arrived, hung_up = threading.Event(), threading.Event()
+
+    def serve(conn: socket.socket, stop: threading.Event) -> None:
+        arrived.set()
+        try:
+            if conn.recv(65536) == b"":  # nothing more is sent: this returns when the client hangs up
+                hung_up.set()
+        except OSError:
+            hung_up.set()
+
+    with RawServer(serve) as server:
+        t = aio(server.url, limiter=limiter)
+
+        async def main() -> None:
+            call = asyncio.ensure_future(
+                _green.run_sync(lambda: t.request("POST", "/things", operation="book", reference="bk-cancel"))
+            )
+            assert await asyncio.get_running_loop().run_in_executor(None, arrived.wait, 20)
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            await _green.run_sync(t.close)
+
+        asyncio.run(main())
+        assert hung_up.wait(20)
+    assert limiter.taken == limiter.returned == 1
+    assert server.requests == 1
+
+
+def _self_signed(tmp: Any) -> tuple[str, str]:
+    cert, key = str(tmp / "cert.pem"), str(tmp / "key.pem")
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            key,
+            "-out",
+            cert,
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+class TlsServer:
+    """Answers ``{"ok": 1}`` to each request over TLS on 127.0.0.1 (a failed handshake is skipped)."""
+
+    def __init__(self, cert: str, key: str) -> None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        self.sock = context.wrap_socket(socket.create_server(("127.0.0.1", 0)), server_side=True)
+        self.sock.settimeout(0.2)
+        self.url = f"https://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.answered = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> TlsServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.sock.close()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except (OSError, ssl.SSLError):
+                continue  # a timeout, or a client that refused the certificate
+            with conn:
+                try:
+                    conn.settimeout(5)
+                    head = b""
+                    while b"\r\n\r\n" not in head:
+                        data = conn.recv(65536)
+                        if not data:
+                            break
+                        head += data
+                    if head:
+                        conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 9\r\nConnection: close\r\n\r\n{"ok": 1}')
+                        self.answered += 1
+                except OSError:
+                    continue
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
+def test_tls_is_verified_as_the_sync_transport_verifies_it(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    cert, key = _self_signed(tmp_path)
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    with TlsServer(cert, key) as server:
+        # an unknown certificate: refused by both, with the same typed error
+        sync = Transport(
+            provider=ProviderName.GOHIGHLEVEL,
+            base_url=server.url,
+            auth=BearerAuth(Secret(TOKEN)),
+            timeout=10,
+            token_variable="PMS_GHL_API_KEY",
+            policy=RetryPolicy(max_attempts=1),
+        )
+        with pytest.raises(TransportError) as expected:
+            sync.request("POST", "/things", operation="book", reference="bk-tls")
+        t = aio(server.url, policy=RetryPolicy(max_attempts=1))
+        error = outcome(t, lambda: t.request("POST", "/things", operation="book", reference="bk-tls"))
+        assert type(error) is TransportError and str(error) == str(expected.value), repr(error)
+        assert error.outcome_unknown == expected.value.outcome_unknown
+        assert server.answered == 0
+        # trusted through REQUESTS_CA_BUNDLE, read when the transport is made
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", cert)
+        t = aio(server.url)
+        assert drive(t, lambda: t.request("GET", "/things", operation="read").json()) == {"ok": 1}
+        assert server.answered == 1
 
 
 # -- 6. waits the vendor asked for are awaited ------------------------------------------------------
