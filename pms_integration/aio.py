@@ -56,12 +56,13 @@ Cancellation and deadlines
 The default client (the module-level functions)
 -----------------------------------------------
 The module functions run on a default :class:`AsyncPMSClient` per event loop (an aiohttp
-session belongs to the loop that made it): built on first use in a loop, from the same
-configuration for every loop - the environment (and ``./.env``) read by the first one, or the
-one :func:`reload` last applied. It is closed when its loop shuts down through
+session belongs to the loop that made it), built on first use in that loop from the
+environment (and ``./.env``) - or from the configuration :func:`reload` last applied, which then
+holds for every loop until the next :func:`reload`. It is closed when its loop shuts down through
 ``asyncio.run`` (or ``loop.shutdown_asyncgens()``). It is independent of the sync API's default
 client (``pms_integration.reload()`` does not touch it, nor :func:`reload` the sync one); both
 keep their booking memory in the same state store, so a reference books once across both.
+:func:`get_client` (awaited) returns the running loop's default client.
 
 Where the methods differ from :class:`~pms_integration.PMSClient`
 ------------------------------------------------------------------
@@ -428,8 +429,7 @@ class AsyncPMSClient:
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
-            if not task.done():
-                task.add_done_callback(_report_orphan)
+            task.add_done_callback(_report_orphan)  # its outcome is logged (and retrieved) there
             raise
 
 
@@ -456,7 +456,7 @@ def _report_orphan(task: asyncio.Task[Any]) -> None:
 
 _lock = threading.Lock()
 _defaults: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncPMSClient] = weakref.WeakKeyDictionary()
-_config: PMSConfig | None = None  # the configuration every loop's default client is built from
+_config: PMSConfig | None = None  # what reload() applied (None: each loop reads the environment)
 _generation = 0  # bumped by reload(): each loop's default client is replaced on its next use
 _made_in: weakref.WeakKeyDictionary[AsyncPMSClient, int] = weakref.WeakKeyDictionary()
 _retiring: set[asyncio.Task[Any]] = set()
@@ -479,20 +479,20 @@ async def _close_with_loop(client: AsyncPMSClient) -> AsyncIterator[None]:
 
 async def get_client() -> AsyncPMSClient:
     """This event loop's default client, built on first use (see the module documentation)."""
-    global _config
     loop = asyncio.get_running_loop()
     client = _defaults.get(loop)
     if client is not None and not client.closed and _made_in.get(client) == _generation:
         return client
     with _lock:
         old = _defaults.get(loop)
-        keep = old is not None and (_config is None or _config.state_url.reveal() == old.config.state_url.reveal())
+        config = _config if _config is not None else load_config()
+        # the old client's memory and token store go on when the state store is the same one
+        keep = old is not None and config.state_url.reveal() == old.config.state_url.reveal()
         fresh = AsyncPMSClient(
-            _config,
+            config,
             memory=old.memory if old is not None and keep else None,
             token_store=old.token_store if old is not None and keep else None,
         )
-        _config = fresh.config
         _made_in[fresh] = _generation
         _defaults[loop] = fresh
     if old is not None and not old.closed:
@@ -510,7 +510,7 @@ async def reload(
     environ: Mapping[str, str] | None = None, *, env_file: str | os.PathLike[str] | EllipsisType | None = ...
 ) -> AsyncPMSClient:
     """Re-read the configuration and swap the default async client (of every event loop, each on
-    its next use). :class:`ConfigurationError`, keeping the current configuration, when the new
+    its next use); the configuration holds for every loop until the next reload. :class:`ConfigurationError`, keeping the current configuration, when the new
     one has a problem (as :func:`pms_integration.reload`); the sync API's default is untouched."""
     global _config, _generation
     config = load_config(environ, env_file)

@@ -288,6 +288,7 @@ def test_every_operation_gives_the_same_results_and_sends_the_same_requests(sb: 
 def test_the_module_functions_run_on_a_default_client_per_loop_closed_with_it(
     sb: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(aio, "_config", None)  # what reload() applies below is undone after the test
     for key, value in environ(sb, "gohighlevel").items():
         monkeypatch.setenv(key, value)
     request = request_for(2, "module")
