@@ -100,14 +100,17 @@ ALLOWED = {
     "config": {"_redact", "errors", "models", "scheduling"},
     "scheduling": set(),
     "provider": {"_ratelimit", "models", "tokens"},
-    "_once": {"_retry", "errors", "models", "state"},
+    "_once": {"_green", "_retry", "errors", "models", "state"},
     # the state stores sit below the transport and the booking memory that use them
-    "state": {"_ratelimit", "_retry", "errors"},
-    "_ratelimit": set(),
+    "state": {"_green", "_ratelimit", "_retry", "errors"},
+    "_ratelimit": {"_green"},
+    # the greenlet helpers every wait of the sync core goes through (pms_integration.aio drives them)
+    "_green": set(),
     "_retry": set(),
     "reports": {"errors", "models"},
     "_http": {"_ratelimit", "_redact", "_retry", "_version", "config", "errors", "models", "state"},
     "providers": {
+        "_green",
         "_http",
         "_once",
         "_ratelimit",
@@ -123,6 +126,23 @@ ALLOWED = {
         "tokens",
     },
     "tokens": {"errors"},
+    # the asyncio API wraps the client (nothing below imports it; import pms_integration does not)
+    "aio": {
+        "_aio_http",
+        "_green",
+        "_http",
+        "_once",
+        "_ratelimit",
+        "_retry",
+        "client",
+        "config",
+        "errors",
+        "models",
+        "provider",
+        "reports",
+        "state",
+        "tokens",
+    },
 }
 
 
