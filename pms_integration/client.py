@@ -195,12 +195,12 @@ class PMSClient:
         if self._runtime_cache is None:
             from ._http import Runtime  # requests loads here, on first use, not at import
 
-            extra: dict[str, Any] = dict(self._runtime_options)
+            fields: dict[str, Any] = {"policy": self._policy, "sleep": self._sleep, "clock": self._clock}
+            fields["state"] = self.state
             if self._session_factory is not None:
-                extra["session_factory"] = self._session_factory
-            self._runtime_cache = Runtime(
-                policy=self._policy, sleep=self._sleep, clock=self._clock, state=self.state, **extra
-            )
+                fields["session_factory"] = self._session_factory
+            fields.update(self._runtime_options)  # a wrapper's choices win (pms_integration.aio)
+            self._runtime_cache = Runtime(**fields)
         return self._runtime_cache
 
     # -- introspection ----------------------------------------------------------------------
