@@ -547,3 +547,58 @@ def test_state_hold_waits_for_another_holder_without_blocking_the_loop(tmp_path:
 
     run(main())
     assert entered == ["in"]
+
+
+def test_the_shared_budgets_turn_wakes_its_waiters_one_by_one_and_hands_on_a_cancelled_wake(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pms_integration.state import _budget
+    from pms_integration.state._budget import _Turn
+
+    monkeypatch.setattr(_budget, "LOOK_AGAIN", 10 * HANG)  # only a wake can move a waiter on
+    turn = _Turn()
+    order: list[int] = []
+
+    def take(n: int) -> None:
+        assert turn.acquire()
+        try:
+            order.append(n)
+            _green.sleep(0)  # holds the turn across an awaited wait
+        finally:
+            turn.release()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        assert turn.acquire()  # the test holds the turn (the loop's own thread: it is free)
+        with Ticker() as ticker:
+            waiters = [loop.create_task(_green.run_sync(take, n)) for n in range(1, 31)]
+            while len(turn._woken) < 30:
+                await ticker.ticks(1)
+            await ticker.ticks(50)  # thirty callers parked: the loop runs, nobody has the turn
+            assert order == []
+            # the first in line is woken, then cancelled before it runs: it hands the wake on
+            turn.release()
+            waiters[0].cancel()
+            await asyncio.gather(*waiters[1:])
+            with pytest.raises(asyncio.CancelledError):
+                await waiters[0]
+        assert not turn.locked() and not turn._woken
+
+    run(main())
+    assert sorted(order) == list(range(2, 31))
+
+
+def test_the_shared_budgets_turn_is_shared_by_a_thread_and_gives_up_on_time() -> None:
+    from pms_integration.state._budget import _Turn
+
+    turn = _Turn()
+    assert turn.acquire()
+    assert run(_green.run_sync(turn.acquire, 0.01)) is False
+    assert turn.acquire(0) is False
+    got: list[bool] = []
+    waiter = threading.Thread(target=lambda: got.append(turn.acquire(HANG)))
+    waiter.start()
+    turn.release()
+    waiter.join(HANG)
+    assert got == [True] and turn.locked()
+    turn.release()

@@ -21,14 +21,17 @@ on the account shares it); with SQLite or Redis a :class:`SharedRateLimiter` on 
 
 Inside an async call (``pms_integration.aio``) nothing here blocks the event loop: the store's
 steps run in a worker thread, awaited (:func:`~pms_integration.state._offloop.off_loop`), every
-pause is :func:`pms_integration._green.sleep`, and the turn to poll the store is a
-:class:`pms_integration._green.Lock` (it is held across the store's steps). ``_lock`` stays a
-``threading.Lock``: it guards a few fields, never across I/O. Threads wait as before.
+pause is :func:`pms_integration._green.sleep`, and the turn to poll the store (held across the
+store's steps and pauses) is a :class:`_Turn`, whose async waiters await a future the holder
+resolves when it lets go. ``_lock`` stays a ``threading.Lock``: it guards a few fields, never
+across I/O. Threads wait as before.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextlib
 import logging
 import threading
 import time
@@ -36,7 +39,7 @@ import weakref
 from collections.abc import Callable
 
 from .. import _green
-from .._ratelimit import STALE_AFTER, LimiterTimeout, RateLimiter, RateLimitInfo, Slot, WaitHook
+from .._ratelimit import LOOK_AGAIN, STALE_AFTER, LimiterTimeout, RateLimiter, RateLimitInfo, Slot, WaitHook
 from .._retry import deadline_scope
 from ..errors import StateStoreError
 from . import StateStore
@@ -57,6 +60,77 @@ STORE_WAIT = 1.0
 RETRY_STORE_EVERY = 2.0
 #: Slots whose finish could not be recorded during an outage, kept to finish once it is over.
 MAX_UNFINISHED = 10_000
+
+
+class _Turn:
+    """One caller at a time (threads and async calls alike), held across I/O and pauses.
+
+    Unlike :class:`pms_integration._green.Lock`, whose async waiters nap and try again, a waiter
+    here is woken when the holder lets go - a thread through the condition, an async call through
+    a future resolved on its loop - so a hundred async callers queued behind a full budget cost
+    the loop nothing while they wait. Each waiter also looks again by itself every
+    :data:`~pms_integration._ratelimit.LOOK_AGAIN` seconds.
+    """
+
+    __slots__ = ("_cond", "_held", "_woken")
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._held = False
+        self._woken: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    def acquire(self, timeout: float = -1) -> bool:
+        """Take the turn, waiting at most ``timeout`` seconds (``-1``: as long as it takes)."""
+        give_up = None if timeout < 0 else time.monotonic() + timeout
+        in_async = _green.in_async()
+        while True:
+            with self._cond:
+                if not self._held:
+                    self._held = True
+                    return True
+                left = None if give_up is None else give_up - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                look_again = LOOK_AGAIN if left is None else min(left, LOOK_AGAIN)
+                if not in_async:
+                    self._cond.wait(look_again)
+                    continue
+                loop = asyncio.get_running_loop()
+                woken: asyncio.Future[None] = loop.create_future()
+                self._woken.append((loop, woken))
+            passed_on = True
+            try:
+                _green.await_only(asyncio.wait((woken,), timeout=look_again))
+                passed_on = False
+            finally:
+                with self._cond:
+                    try:
+                        self._woken.remove((loop, woken))
+                    except ValueError:
+                        # release() chose this waiter; one that leaves (cancelled) hands it on
+                        if passed_on:
+                            self._wake_one()
+
+    def release(self) -> None:
+        with self._cond:
+            self._held = False
+            self._wake_one()
+
+    def _wake_one(self) -> None:
+        """One thread and one async waiter (the caller holds the condition); the first in wins."""
+        self._cond.notify()
+        if self._woken:
+            loop, future = self._woken.pop(0)
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits there
+                loop.call_soon_threadsafe(_wake, future)
+
+    def locked(self) -> bool:
+        return self._held
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class SharedSlot(Slot):
@@ -118,7 +192,7 @@ class SharedRateLimiter:
         self._lock = threading.Lock()
         # one caller of this process at a time polls the store (the others queue here); held
         # across the store's steps and naps, so an async caller awaits its turn
-        self._turn = _green.Lock()
+        self._turn = _Turn()
         # this process's own recent grants
         self._grants: collections.deque[float] = collections.deque(maxlen=1000)
         # pauses: this process's own, and the shared one as last read (monotonic until, why)
@@ -162,7 +236,7 @@ class SharedRateLimiter:
         chosen = self._down_since is not None and self._try_store_now(start)
         if self._down_since is not None and not chosen:
             return self._fallback_acquire(give_up)
-        if not self._turn.acquire(timeout=-1 if give_up is None else max(give_up - time.monotonic(), 0.0)):
+        if not self._turn.acquire(-1 if give_up is None else max(give_up - time.monotonic(), 0.0)):
             raise LimiterTimeout(self.per_seconds)
         try:
             # the store may have failed the caller ahead in the queue: then only one tries it again
