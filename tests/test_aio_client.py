@@ -598,3 +598,57 @@ def test_the_rate_limiter_keeps_concurrent_async_calls_within_the_vendors_limit(
         assert sb.request_count("gohighlevel", status=429) == 0 and sb.rate_limited == 0
 
     run(main())
+
+
+# -------------------------------------------------------------------------------------------------
+# token refresh and shared state under asyncio
+
+
+def test_sixteen_concurrent_calls_on_an_expired_salesforce_token_refresh_it_once(sb: Sandbox) -> None:
+    org: Any = sb.emulator("salesforce")
+    env = environ(sb, "salesforce", **org.refresh_environ())
+
+    async def main() -> None:
+        async with AsyncPMSClient(environ=env, env_file=None) as client:
+            booked = await client.book_appointment(request_for(9, "refresh"))
+            org.expire_token()
+            moved = await asyncio.gather(
+                *(client.update_appointment(booked.id, {"location": f"Chair {n}"}) for n in range(16))
+            )
+            assert {a.id for a in moved} == {booked.id}
+
+    run(main())
+    assert sb.state("salesforce")["token_refreshes"] == 1
+
+
+def _books_each_reference_once_through(sb: Sandbox, state: str) -> None:
+    """Two async clients on one shared store (SQLite or Redis, reached off the loop) book ten
+    references, each five times at once across both: one record per reference."""
+    requests = [request_for(i, "shared") for i in range(10)]
+    env = environ(sb, "gohighlevel")
+
+    async def main() -> list[pms.Appointment]:
+        async with (
+            AsyncPMSClient(environ=env, env_file=None, state=state) as one,
+            AsyncPMSClient(environ=env, env_file=None, state=state) as two,
+        ):
+            assert type(one.state).__name__ == "OffLoopStore"
+            calls = [(one if n % 2 else two).book_appointment(r) for r in requests for n in range(5)]
+            return await asyncio.gather(*calls)
+
+    with latency(sb, 0.005):
+        booked = run(main())
+    by_reference: dict[str | None, set[str]] = {}
+    for appointment in booked:
+        by_reference.setdefault(appointment.reference, set()).add(appointment.id)
+    assert all(len(ids) == 1 for ids in by_reference.values()) and len(by_reference) == len(requests)
+    assert creates(sb, "gohighlevel") == len(requests)
+
+
+def test_a_sqlite_state_store_books_each_reference_once(sb: Sandbox, tmp_path: Any) -> None:
+    _books_each_reference_once_through(sb, f"sqlite:///{tmp_path}/state.db")
+
+
+def test_a_redis_state_store_books_each_reference_once(sb: Sandbox, redis_url: str, redis_namespace: str) -> None:
+    separator = "&" if "?" in redis_url else "?"
+    _books_each_reference_once_through(sb, f"{redis_url}{separator}namespace={redis_namespace}")
