@@ -38,8 +38,12 @@ Cancellation and deadlines
   create is still in flight waits for it (the per-reference claim) and returns its booking; one
   that arrives after returns the remembered booking; if the create failed, the retry books
   afresh (or, when that failure left the outcome unknown, looks the booking up at the vendor
-  first). A report push is keyed by its ``report_id`` in the same way. Never retry with a new
-  reference: that is a new booking.
+  first). Never retry with a new reference: that is a new booking.
+* A report push goes on in the same way. The vendors keep no reference for a report, so the
+  client runs its pushes one at a time: a retry waits for the push still in flight, then finds
+  the record it made and updates it (a second record is never made by one client, nor by the
+  module functions of one loop; across processes, as with the sync API, push each report from
+  one place). A registered report source is called on the loop: keep it quick.
 * The client keeps a strong reference to those background creates; ``aclose()`` (and leaving
   ``async with``) waits for them, for at most the deadline plus ``DEADLINE_GRACE``; one still
   running after that is cancelled where it waits, and its reference is marked uncertain, so the
@@ -93,7 +97,7 @@ from ._ratelimit import RateLimitInfo
 from ._retry import RetryPolicy
 from .client import PMSClient, _check_arguments, _open_state
 from .config import PMSConfig, load_config
-from .errors import ConfigurationError, TransportError
+from .errors import BookingInProgressError, ConfigurationError, TransportError
 from .models import (
     DEFAULT_DURATION_MINUTES,
     Appointment,
@@ -210,6 +214,8 @@ class AsyncPMSClient:
         self._active = 0  # calls running (the default client is closed once idle after a reload)
         self._retiring = False
         self._keeper: Any = None  # the default client's hook on its loop's shutdown
+        #: report pushes run one at a time (a retry must find what the push before it made)
+        self._push_lock = _green.Lock()
 
     # -- what the sync client holds --------------------------------------------------------
 
@@ -308,8 +314,24 @@ class AsyncPMSClient:
         self, report: PerformanceReport | Mapping[str, Any] | None = None, *, provider: str | ProviderName | None = None
     ) -> ReportReceipt:
         """Push a report; with none given, the registered report source's current report. Like a
-        booking, a cancelled await lets the push finish in the background."""
-        return await self._create(self._sync.push_performance_report, report, provider=provider)
+        booking, a cancelled await lets the push finish in the background; this client's pushes
+        run one at a time, so a retry updates the record the push before it made."""
+        return await self._create(self._push_report, report, provider)
+
+    def _push_report(
+        self, report: PerformanceReport | Mapping[str, Any] | None, provider: str | ProviderName | None
+    ) -> ReportReceipt:
+        if not self._push_lock.acquire(timeout=self.config.deadline):
+            error = BookingInProgressError(
+                "another push of a performance report through this client did not finish within this call's "
+                "deadline; try again"
+            )
+            error.operation = "push_report"
+            raise error
+        try:
+            return self._sync.push_performance_report(report, provider=provider)
+        finally:
+            self._push_lock.release()
 
     # -- scheduling reads ----------------------------------------------------------------------
 
@@ -411,7 +433,7 @@ class AsyncPMSClient:
                 raise TransportError(
                     f"the call did not finish within its deadline (PMS_DEADLINE_MS) and {DEADLINE_GRACE:g} s "
                     "more; it was stopped",
-                    operation=getattr(function, "__name__", None),
+                    operation=getattr(function, "__name__", "call").lstrip("_"),
                     outcome_unknown=creates,
                 ) from None
         finally:

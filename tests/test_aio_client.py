@@ -652,3 +652,30 @@ def test_a_sqlite_state_store_books_each_reference_once(sb: Sandbox, tmp_path: A
 def test_a_redis_state_store_books_each_reference_once(sb: Sandbox, redis_url: str, redis_namespace: str) -> None:
     separator = "&" if "?" in redis_url else "?"
     _books_each_reference_once_through(sb, f"{redis_url}{separator}namespace={redis_namespace}")
+
+
+#: where each vendor keeps a pushed report
+REPORT_RECORDS = {"gohighlevel": "notes", "salesforce": "tasks", "hubspot": "notes"}
+
+
+def test_a_cancelled_report_push_retried_at_once_makes_one_record(
+    sb: Sandbox, vendor: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A push whose caller is cancelled goes on; the retries (five at once, the same report)
+    wait for it and update the record it made, never a second one."""
+    env = environ(sb, vendor)
+
+    async def main() -> list[pms.ReportReceipt]:
+        landed = Landed(sb, monkeypatch)
+        async with AsyncPMSClient(environ=env, env_file=None) as client:
+            first = asyncio.ensure_future(client.push_performance_report(REPORT))
+            await landed.reached(1)
+            first.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await first
+            return await asyncio.gather(*(client.push_performance_report(REPORT) for _ in range(5)))
+
+    with latency(sb, 0.01):
+        receipts = run(main())
+    assert len({r.id for r in receipts}) == 1
+    assert len(sb.state(vendor)[REPORT_RECORDS[vendor]]) == 1
