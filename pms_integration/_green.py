@@ -16,9 +16,11 @@ docs/asyncio.md, "How it works", with the measurements.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -66,22 +68,100 @@ def await_only(awaitable: Awaitable[T]) -> T:
 async def run_sync(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run ``function(*args, **kwargs)`` (blocking library code) on this loop's thread, awaiting
     for it wherever it calls :func:`await_only`. An exception thrown into the awaiting
-    coroutine (a cancellation) is thrown into the function at the point where it waits."""
+    coroutine (a cancellation) is thrown into the function at the point where it waits.
+
+    Each stretch of sync code between two waits first passes the loop's :class:`_Gate`, so
+    that one turn of the loop runs only a couple of milliseconds of library code and the
+    caller's own tasks (an audio stream, a ticker) get their turn in between."""
     driven = _driven_class()(function)
     assert _getcurrent is not None
     driven.driver = _getcurrent()  # type: ignore[attr-defined]
     # a new greenlet starts with an empty context: give it a copy of the caller's (a deadline
     # scope around the await, say), as a task or a thread started from here would see
     driven.gr_context = contextvars.copy_context()
+    gate = _Gate.of(asyncio.get_running_loop())
+    await gate.enter()
+    started = time.perf_counter()
     pending = driven.switch(*args, **kwargs)
+    gate.spent(time.perf_counter() - started)
     while not driven.dead:
         try:
             value = await pending
         except BaseException as exc:  # noqa: BLE001 - the sync code decides (a cancellation included)
+            # not gated: a cancellation or a failure is handled at once
+            started = time.perf_counter()
             pending = driven.throw(exc)
         else:
-            pending = driven.switch(value)
+            try:
+                await gate.enter()
+            except BaseException as exc:  # noqa: BLE001 - cancelled while queued: the sync code hears it where it waits
+                started = time.perf_counter()
+                pending = driven.throw(exc)
+            else:
+                started = time.perf_counter()
+                pending = driven.switch(value)
+        gate.spent(time.perf_counter() - started)
     return pending  # type: ignore[no-any-return]
+
+
+#: Library CPU one turn of the event loop may run before the rest waits for the next turn.
+TURN_BUDGET = 0.001
+
+
+class _Gate:
+    """Shares each turn of one event loop between the library's greenlets and everything else.
+
+    Two hundred bookings whose answers arrive together would otherwise all resume in the same
+    turn of the loop, one after another, and hold up every other task for tens of milliseconds.
+    Stretches of library code are let in while this turn's budget lasts; the rest queue (first
+    come, first served) and are let in on the following turns, as many as the budget fits at
+    the recent mean cost of a stretch. A queued caller that is cancelled simply leaves the queue.
+    """
+
+    _gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Gate] = weakref.WeakKeyDictionary()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.queue: collections.deque[asyncio.Future[None]] = collections.deque()
+        self.turn_open = False
+        self.used = 0.0
+        self.mean = 0.0003
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _Gate:
+        gate = cls._gates.get(loop)
+        if gate is None:
+            gate = cls._gates[loop] = cls(loop)
+        return gate
+
+    def _open_turn(self) -> None:
+        if not self.turn_open:
+            self.turn_open, self.used = True, 0.0
+            self.loop.call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        """Runs once per turn while anyone is queued: lets in what this turn's budget fits."""
+        self.turn_open = False
+        room = max(1, int(TURN_BUDGET / max(self.mean, 1e-5)))
+        while self.queue and room:
+            waiter = self.queue.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                room -= 1
+        if self.queue:
+            self._open_turn()
+
+    async def enter(self) -> None:
+        self._open_turn()
+        if not self.queue and self.used < TURN_BUDGET:
+            return
+        waiter = self.loop.create_future()
+        self.queue.append(waiter)
+        await waiter
+
+    def spent(self, seconds: float) -> None:
+        self.used += seconds
+        self.mean = 0.9 * self.mean + 0.1 * seconds
 
 
 def sleep(seconds: float) -> None:
