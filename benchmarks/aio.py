@@ -587,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
             requests_rows, requests_ok = compare_requests(sandbox)
     text, missed = render(s, phases, idle, ratios, requests_rows, skipped, time.perf_counter() - began)
     print(text)
-    if not args.no_write:
+    if not args.no_write and not args.quick:  # a quick run never replaces the page's full-run table
         write_doc(text)
         print(f"wrote the table into {DOC.relative_to(ROOT)}", file=sys.stderr)
     counts_missed = [m for m in missed if m.startswith("requests differ")]

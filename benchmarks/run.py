@@ -682,7 +682,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.extend(measure_import(settings.import_runs))
     table = render(rows, settings, time.perf_counter() - began)
     print(table)
-    if not args.no_write:
+    if not args.no_write and not args.quick:  # a quick run never replaces the page's full-run table
         write_doc(table)
         print(f"wrote the table into {DOC.relative_to(ROOT)}", file=sys.stderr)
     failed = [row for row in rows if row.failed(settings.quick)]

@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         rows, failed = measure(rounds, Path(tmp))
     table = render(rows, rounds=rounds, quick=args.quick, seconds=time.perf_counter() - started)
     print(table)
-    if not args.no_write:
+    if not args.no_write and not args.quick:  # a quick run never replaces the page's full-run table
         write_doc(table)
     if failed and not args.quick:
         print(f"a store adds more than {(GOAL - 1) * 100:.0f}% to a booking", file=sys.stderr)

@@ -189,7 +189,9 @@ class BookingMemory:
             busy_for = busy_for if claim is None else claim.busy_for
             if claim is None or left <= min(pause, claim.busy_for):
                 raise BookingInProgressError(
-                    f"another worker is booking reference {key[2]!r} and did not finish within this call's deadline",
+                    f"reference {key[2]!r} is held by another attempt for up to {busy_for:.1f} s more (another "
+                    "worker's booking, or an earlier attempt whose state-store step did not answer in time) and was "
+                    "not released within this call's deadline",
                     provider=key[0].value,
                     reference=key[2],
                     retry_after=round(busy_for, 3),

@@ -220,6 +220,10 @@ class PMSClient:
         with deadline_scope(self.config.deadline, self._clock):
             try:
                 return check_state(self.state)
+            except StateStoreError as exc:
+                # a health check booked nothing: its advice is about the store alone
+                exc.hint = "Check that the state store is running, reachable and writable from this host."
+                raise
             except PMSError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a store bug: typed, never its text (may hold a URL)

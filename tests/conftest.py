@@ -69,6 +69,10 @@ def debug_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 
 
 SPECS_REQUIRED = "PMS_REQUIRE_VENDOR_SPECS"
+#: Read once, at collection: every test runs with the PMS_* variables removed (the autouse
+#: fixture above), so a skip raised inside a test would otherwise never see them.
+_REQUIRED = {name: __import__("os").environ.get(name, "") for name in (SPECS_REQUIRED, "PMS_REQUIRE_REDIS")}
+_REDIS_URL = __import__("os").environ.get("PMS_TEST_REDIS_URL") or None
 
 
 @pytest.fixture(scope="session")
@@ -77,7 +81,7 @@ def redis_url() -> Iterator[str]:
     redis-server; skipped when neither exists (a failure under PMS_REQUIRE_REDIS=1)."""
     from tests._redis_server import SKIP_REASON, RedisServer, external_url
 
-    url = external_url()
+    url = _REDIS_URL or external_url()
     if url is not None:
         yield url
         return
@@ -101,12 +105,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     """In CI (PMS_REQUIRE_VENDOR_SPECS=1) a contract test skipped for want of ../shared fails."""
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
-    if report.skipped and __import__("os").environ.get("PMS_REQUIRE_REDIS") == "1":
+    if report.skipped and _REQUIRED.get("PMS_REQUIRE_REDIS") == "1":
         reason = str(report.longrepr)
         if "redis" in reason.lower():
             report.outcome = "failed"
             report.longrepr = f"PMS_REQUIRE_REDIS=1 but the Redis test was skipped: {reason}"
-    if report.skipped and __import__("os").environ.get(SPECS_REQUIRED) == "1":
+    if report.skipped and _REQUIRED.get(SPECS_REQUIRED) == "1":
         reason = str(report.longrepr)
         if "shared" in reason or "vendor-specs" in reason or "specs are not available" in reason:
             report.outcome = "failed"

@@ -243,15 +243,22 @@ def test_password_never_shown_and_a_wrong_one_is_a_state_store_error(
     bad = _fails_closed(_within_deadline(lambda: _client(sb, f"redis://:not-{PASSWORD}@127.0.0.1:{server.port}/0")
                                           .book_appointment(_request(31))))  # fmt: skip
     seen += [str(bad), repr(bad)]
+    # redis-py also takes the password as an option of the URL: it is masked there too
+    in_query = f"redis://127.0.0.1:{server.port}/0?password={PASSWORD}"
+    seen += [open_state(in_query, namespace="pwq").url, str(check_state(open_state(in_query, namespace="pwq")))]
+    query_client = _client(sb, in_query)
+    query_client.book_appointment(_request(33))
+    seen += [repr(query_client), repr(query_client.state), str(query_client.check_state())]
 
     server.stop()
+    seen += [str(_fails_closed(_within_deadline(lambda: query_client.book_appointment(_request(34)))))]
     down = _fails_closed(_within_deadline(lambda: client.book_appointment(_request(32))))
     seen += [str(down), repr(down), down.store or ""]
     seen += [r.getMessage() for r in caplog.records]
     assert store.url == f"redis://:***@127.0.0.1:{server.port}/0"
     leaks = [text for text in seen if PASSWORD in text]
     assert leaks == []
-    assert _creates(sb) == 1
+    assert _creates(sb) == 2
 
 
 def test_rediss_urls_are_accepted_and_bad_urls_are_configuration_errors() -> None:

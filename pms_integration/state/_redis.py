@@ -144,12 +144,24 @@ def _sha(script: str) -> str:
 
 
 def safe_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (safe to log and show)."""
+    """``url`` with any password replaced by ``***`` (safe to log and show): the one in the
+    address (``redis://:pw@host``) and one given as an option (``?password=pw``), which
+    redis-py also accepts."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+    if parts.password is not None:
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+    if parts.query:
+        options = [
+            (name, "***" if name.lower() in _SECRET_OPTIONS else value)
+            for name, value in parse_qsl(parts.query, keep_blank_values=True)
+        ]
+        parts = parts._replace(query=urlencode(options, safe="*"))
+    return urlunsplit(parts)
+
+
+#: URL options that carry a secret (redis-py reads ``password`` from the query string too).
+_SECRET_OPTIONS = frozenset({"password", "pass", "pwd", "auth", "ssl_password"})
 
 
 @functools.lru_cache(maxsize=1)
