@@ -23,7 +23,15 @@ if TYPE_CHECKING:
     from ._ratelimit import RateLimitInfo
     from .tokens import TokenStore
 
-__all__ = ["Capability", "Provider", "ProviderName", "ALL_CAPABILITIES", "READ_CAPABILITIES", "WRITE_CAPABILITIES"]
+__all__ = [
+    "Capability",
+    "Provider",
+    "ProviderName",
+    "ALL_CAPABILITIES",
+    "READ_CAPABILITIES",
+    "WRITE_CAPABILITIES",
+    "CHANGE_CAPABILITIES",
+]
 
 
 class Capability(str, enum.Enum):
@@ -37,6 +45,10 @@ class Capability(str, enum.Enum):
     FIND_PATIENT = "find_patient"
     GET_APPOINTMENT = "get_appointment"
     FIND_APPOINTMENTS = "find_appointments"
+    #: ``observe_changes``: a polled feed of the calendar's changes (``PMSClient.changes``)
+    CHANGES = "changes"
+    #: ``observe_webhook``: the vendor pushes signed change events (``pms_integration.webhooks``)
+    WEBHOOKS = "webhooks"
 
     def __str__(self) -> str:
         return self.value
@@ -45,7 +57,9 @@ class Capability(str, enum.Enum):
 ALL_CAPABILITIES = frozenset(Capability)
 #: The writes every adapter had before the scheduling reads, and the reads themselves.
 WRITE_CAPABILITIES = frozenset({Capability.BOOK, Capability.UPDATE, Capability.CANCEL, Capability.PUSH_REPORT})
-READ_CAPABILITIES = ALL_CAPABILITIES - WRITE_CAPABILITIES
+READ_CAPABILITIES = ALL_CAPABILITIES - WRITE_CAPABILITIES - {Capability.CHANGES, Capability.WEBHOOKS}
+#: Hearing about changes made in the CRM (issue 18); an adapter adds the ones it implements.
+CHANGE_CAPABILITIES = frozenset({Capability.CHANGES, Capability.WEBHOOKS})
 
 
 @runtime_checkable

@@ -100,6 +100,8 @@ ALLOWED = {
     "config": {"_redact", "errors", "models", "scheduling"},
     "scheduling": set(),
     "provider": {"_ratelimit", "models", "tokens"},
+    # the neutral change events, classification and cursors (issue 18): adapters import its types
+    "changes": {"_green", "_render", "_ratelimit", "_retry", "_time", "errors", "models", "state"},
     "_once": {"_green", "_retry", "errors", "models", "state"},
     # the state stores sit below the transport and the booking memory that use them
     "state": {"_green", "_ratelimit", "_retry", "errors"},
@@ -117,6 +119,7 @@ ALLOWED = {
         "_redact",
         "_retry",
         "_time",
+        "changes",
         "config",
         "errors",
         "models",

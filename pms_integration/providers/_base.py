@@ -16,8 +16,9 @@ import attrs
 from .._http import Auth, BearerAuth, ErrorInfo, HttpResponse, Runtime, Transport, default_error_parser
 from .._once import BoundedCache, create_once
 from .._ratelimit import RateLimitInfo
+from ..changes import FeedPage, Observed
 from ..config import Secret
-from ..errors import AppointmentCancelledError, ConflictError, UnexpectedResponseError
+from ..errors import AppointmentCancelledError, ConflictError, UnexpectedResponseError, UnsupportedOperationError
 from ..models import (
     Appointment,
     AppointmentQuery,
@@ -328,3 +329,23 @@ class BaseAdapter:
 
     def create_report(self, report: PerformanceReport, payload: Mapping[str, Any]) -> str:
         raise NotImplementedError
+
+    # -- hearing about changes (issue 18; docs/changes.md) ------------------------------------
+
+    def observe_changes(self, position: Mapping[str, Any] | None, now: _dt.datetime) -> FeedPage:
+        """Every appointment on the practice's calendar that changed after ``position`` up to
+        ``now`` (None: start at ``now``: nothing observed, only a position). Overlap at the window
+        edges is fine (the core de-duplicates by appointment id and version); a miss is not: go
+        back a margin for clock and index lag, page fully, respect the vendor's windows."""
+        raise UnsupportedOperationError(
+            self.unsupported_reason(Capability.CHANGES)
+            or f"{self.provider.label} ({self.settings.api_version}) offers no change feed."
+        )
+
+    def observe_webhook(self, payload: Any) -> list[Observed]:
+        """The vendor's parsed webhook body as :class:`Observed` (each appointment fetched by id
+        when the payload is partial; ``version`` is the vendor's event id)."""
+        raise UnsupportedOperationError(
+            self.unsupported_reason(Capability.WEBHOOKS)
+            or f"{self.provider.label} ({self.settings.api_version}) sends no webhooks this library reads."
+        )
