@@ -28,7 +28,7 @@ from ..models import (
     ProviderName,
     named_timezone,
 )
-from ..provider import READ_CAPABILITIES, WRITE_CAPABILITIES, Provider
+from ..provider import CHANGE_CAPABILITIES, READ_CAPABILITIES, WRITE_CAPABILITIES, Provider
 from ..scheduling import Busy, OpenHours
 from . import hubspot_reads as reads
 from . import hubspot_wire as wire
@@ -82,7 +82,7 @@ class HubSpotAdapter(BaseAdapter):
         parse_rate_headers
     )
     settings: HubSpotSettings
-    capabilities = WRITE_CAPABILITIES | READ_CAPABILITIES
+    capabilities = WRITE_CAPABILITIES | READ_CAPABILITIES | CHANGE_CAPABILITIES
     checks_conflicts = True  # HubSpot accepts two meetings in one slot
 
     def __init__(self, settings: HubSpotSettings, runtime: Runtime) -> None:
