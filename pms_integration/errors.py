@@ -33,6 +33,11 @@ __all__ = [
     "ServerError",
     "BookingInProgressError",
     "StateStoreError",
+    "WebhookError",
+    "WebhookSignatureError",
+    "WebhookStaleError",
+    "WebhookReplayError",
+    "WebhookPayloadError",
 ]
 
 
@@ -378,6 +383,30 @@ class BookingInProgressError(ProviderError):
         self.retry_after = retry_after
 
 
+class WebhookError(PMSError):
+    """A vendor's webhook request was refused (:mod:`pms_integration.webhooks`). The message is
+    deliberately generic, since it may be shown to whoever sent the request; the reason is logged
+    at DEBUG on the ``pms_integration.webhooks`` logger (never a secret or a signature)."""
+
+
+class WebhookSignatureError(WebhookError):
+    """The request's signature is missing or does not match the body (or the secret or key is
+    not the one the vendor signs with)."""
+
+
+class WebhookStaleError(WebhookError):
+    """The request's timestamp is outside the five-minute window the vendors document."""
+
+
+class WebhookReplayError(WebhookError):
+    """Every event in the request was received before (its event id is remembered in the state
+    store): nothing new to hand out. The HTTP endpoint answers such a request 200."""
+
+
+class WebhookPayloadError(WebhookError):
+    """The request is signed correctly but its body is not a webhook the library can read."""
+
+
 #: What each error class means outside Python, read by the CLI, the HTTP server and the transport.
 #: A class not listed (``ResponseTooLargeError``, one added later) has its nearest base class's row.
 OUTCOMES: dict[type[PMSError], Outcome] = {
@@ -399,6 +428,11 @@ OUTCOMES: dict[type[PMSError], Outcome] = {
     UnexpectedResponseError: Outcome(11, 502, "provider-unexpected-response", "Unexpected provider response"),
     BookingInProgressError: Outcome(12, 409, "booking-in-progress", "The same booking is in progress elsewhere"),
     StateStoreError: Outcome(13, 503, "state-unavailable", "State store unavailable"),
+    WebhookError: Outcome(3, 400, "webhook-rejected", "Webhook rejected"),
+    WebhookSignatureError: Outcome(3, 401, "webhook-signature", "Webhook signature not valid"),
+    WebhookStaleError: Outcome(3, 401, "webhook-stale", "Webhook timestamp outside the window"),
+    WebhookReplayError: Outcome(3, 200, "webhook-replay", "Webhook event already received"),
+    WebhookPayloadError: Outcome(3, 400, "webhook-payload", "Webhook body not readable"),
 }
 
 
