@@ -328,6 +328,12 @@ _STEP = _whole(5, 240)
 _CONFLICT_HELP = ("`on` checks the slot is free before booking (the vendor does not) and refuses a clash with a "
                   "ConflictError; `off` for practices that double-book on purpose.")  # fmt: skip
 _STEP_HELP = "Free slots start every this many minutes from opening time (5 to 240)."
+# A public key as configured: a PEM (line breaks real or written as \n) or its base64 body.
+_PUBLIC_KEY = _rule(
+    lambda text: len(text) >= 40 and re.fullmatch(r"[A-Za-z0-9+/=\s\\-]+", text, re.ASCII),
+    "a public key: a PEM (-----BEGIN PUBLIC KEY-----...) or its base64 body",
+    lambda text: text.replace("\\n", "\n").strip(),
+)
 
 
 class _Account:
@@ -374,6 +380,10 @@ class GoHighLevelSettings(_Account):
         'performance reports. Unset: a dedicated "AI Receptionist Reports" contact is upserted once.'))
     rate_limit: RateLimit | None = attrs.field(metadata=_var("PMS_GHL_RATE_LIMIT", _rate, "100/10",
         help=f"{_RATE_HELP} The default is GoHighLevel's burst limit."))
+    webhook_public_key: str | None = attrs.field(default=None, metadata=_var("PMS_GHL_WEBHOOK_PUBLIC_KEY",
+        _PUBLIC_KEY, "GoHighLevel's published Ed25519 key", computed=True, help="The PUBLIC key GoHighLevel's "
+        "webhooks are verified with (it signs with its private key): a PEM or its base64 body. Unset: the keys "
+        "GoHighLevel publishes (Ed25519 for `x-ghl-signature`, and the legacy RSA key for `x-wh-signature`)."))
 
 
 @attrs.frozen
@@ -463,6 +473,9 @@ class HubSpotSettings(_Account):
         "assigned to them, and their meetings are the busy time. Unset: every meeting counts."))
     conflict_check: bool = attrs.field(default=True, metadata=_var("PMS_HUBSPOT_CONFLICT_CHECK", _FLAG, "on", help=_CONFLICT_HELP))
     slot_step: int = attrs.field(default=15, metadata=_var("PMS_HUBSPOT_SLOT_STEP_MINUTES", _STEP, "15", help=_STEP_HELP))
+    webhook_secret: Secret | None = attrs.field(default=None, metadata=_var("PMS_HUBSPOT_WEBHOOK_SECRET", _token,
+        secret=True, help="The app's client secret, which HubSpot signs its webhooks with (v3, v2 and v1 signatures). "
+        "Unset: webhooks from HubSpot are refused."))
 
 
 # fmt: on
