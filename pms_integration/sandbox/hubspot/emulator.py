@@ -30,6 +30,7 @@ class HubSpotEmulator(Emulator):
     # options and inspection helpers that live on the store
     search_lag: Forwarded[float] = Forwarded()
     clock: Forwarded[Callable[[], float]] = Forwarded()
+    wall_clock: Forwarded[Callable[[], _dt.datetime]] = Forwarded()
     pipelines: Forwarded[dict[str, tuple[str, ...]]] = Forwarded()
     company_id: Forwarded[str] = Forwarded()
     settle: Forwarded[Callable[[], None]] = Forwarded()
@@ -100,6 +101,23 @@ class HubSpotEmulator(Emulator):
     def staff_cancel(self, appointment_id: str) -> None:
         """Set the meeting's outcome to CANCELED, as staff do in the meeting's record."""
         self.store.staff_write(appointment_id.rsplit(":", maxsplit=1)[-1], {"hs_meeting_outcome": "CANCELED"})
+
+    def staff_delete(self, appointment_id: str) -> None:
+        """Delete the booking's meeting, as staff do in HubSpot (it is archived: ``archivedAt``)."""
+        self.store.archive("meetings", appointment_id.rsplit(":", maxsplit=1)[-1], source="CRM_UI")
+
+    # -- change events (docs/providers/hubspot.md, "Changes") -----------------------------------
+
+    @property
+    def changes_recorded(self) -> int:
+        """How many meeting changes the emulator has recorded (the next ``since_index``)."""
+        return len(self.store.changes)
+
+    def webhook_payloads(self, since_index: int = 0) -> list[list[dict[str, Any]]]:
+        """The webhook bodies HubSpot would POST for the meeting changes from ``since_index`` on:
+        one JSON array of generic ``object.*`` events (``objectTypeId`` ``0-47``) per change, so
+        the next index is ``since_index + len(result)``. Unsigned: the sandbox signs on delivery."""
+        return self.store.changes.payloads(since_index)
 
     def block_time(self, start: _dt.datetime, end: _dt.datetime, title: str = "Blocked") -> str:
         """A meeting that only blocks the calendar (no contact, no deal), the owner's when set."""

@@ -28,7 +28,35 @@ def create(hs: HubSpotEmulator, req: SandboxRequest, params: dict[str, str]) -> 
 
 def read(hs: HubSpotEmulator, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
     wanted, with_types = list_arg(req, "properties"), list_arg(req, "associations")
-    return json_response(200, hs.store.read(params["type"], params["id"], req.arg("idProperty"), wanted, with_types))
+    archived = _flag(req, "archived")
+    return json_response(
+        200, hs.store.read(params["type"], params["id"], req.arg("idProperty"), wanted, with_types, archived=archived)
+    )
+
+
+def list_records(hs: HubSpotEmulator, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
+    """``GET /crm/v3/objects/<type>``: a page of records in id order (``archived=true``: only the
+    archived ones, with ``archivedAt``); ``limit`` 1-100 (default 10), ``after`` from ``paging``."""
+    limit_text, after = req.arg("limit") or "10", req.arg("after") or "0"
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 100:
+        raise HubSpotError(400, "limit must be between 1 and 100")
+    if not after.isdigit():
+        raise HubSpotError(400, "after must be a paging cursor from an earlier answer")
+    wanted, with_types = list_arg(req, "properties"), list_arg(req, "associations")
+    results, following = hs.store.list_page(
+        params["type"], _flag(req, "archived"), int(after), int(limit_text), wanted, with_types
+    )
+    out: dict[str, Any] = {"results": results}
+    if following is not None:
+        out["paging"] = {"next": {"after": str(following), "link": f"?after={following}"}}
+    return json_response(200, out)
+
+
+def _flag(req: SandboxRequest, name: str) -> bool:
+    value = (req.arg(name) or "false").strip().lower()
+    if value not in ("true", "false"):
+        raise HubSpotError(400, f"{name} must be true or false")
+    return value == "true"
 
 
 def update(hs: HubSpotEmulator, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:

@@ -1,6 +1,6 @@
 """HubSpot's endpoints: method, path pattern (below ``/hubspot``), operation name, handler.
 
-Every object type has the same seven routes (so faults can target one, ``"deals.create"``),
+Every object type has the same eight routes (so faults can target one, ``"deals.create"``),
 under both path styles, ``/crm/v3/objects/<type>`` and the date-versioned
 ``/crm/objects/2026-09/<type>``; ``<type>`` is the plural name or the type id (``0-3``).
 """
@@ -30,6 +30,7 @@ _PER_TYPE = (
     ("POST", "/batch/upsert", "upsert", handlers.upsert, True),
     ("POST", "/batch/read", "batch_read", handlers.batch_read, False),
     ("POST", "", "create", handlers.create, True),
+    ("GET", "", "list", handlers.list_records, False),
     ("GET", r"/(?P<id>[^/]+)", "read", handlers.read, False),
     ("PATCH", r"/(?P<id>[^/]+)", "update", handlers.update, True),
     ("DELETE", r"/(?P<id>[^/]+)", "archive", handlers.archive, True),

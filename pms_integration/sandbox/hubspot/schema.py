@@ -110,6 +110,8 @@ DEFAULT_READ = {
     "notes": ("hs_timestamp",),
 }
 CREATED_PROPERTY = {"contacts": "createdate", "companies": "createdate", "deals": "createdate"}
+#: The modification time's name where it is not ``hs_lastmodifieddate`` (HubSpot's contacts).
+MODIFIED_PROPERTY = {"contacts": "lastmodifieddate"}
 #: Properties the free-text ``query`` of a search looks in (HubSpot's default searchable ones).
 QUERY_PROPERTIES = {
     "contacts": ("firstname", "lastname", "email", "phone", "company", "website"),

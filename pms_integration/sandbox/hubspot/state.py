@@ -7,12 +7,15 @@ the last version written at least ``search_lag`` seconds ago, reads by id see th
 
 from __future__ import annotations
 
+import datetime as _dt
 import re
 import time
 from collections.abc import Callable
 from typing import Any
 
-from .._core import Store, now_text
+from ..._time import UTC, utc_text
+from .._core import Store
+from .changes import ChangeLog
 from .errors import HubSpotError, invalid, non_unique, not_found
 from .schema import (
     ALIASES,
@@ -21,6 +24,7 @@ from .schema import (
     DEFAULT_PIPELINE_STAGES,
     DEFAULT_READ,
     FIRST_IDS,
+    MODIFIED_PROPERTY,
     NUMERIC_ID,
     OBJECT_TYPE_IDS,
     PROPERTIES,
@@ -42,6 +46,11 @@ class HubSpotStore(Store):
         self.search_lag = DEFAULT_SEARCH_LAG
         #: The clock the search lag (and the emulator's limits) is measured with.
         self.clock: Callable[[], float] = time.monotonic
+        #: The wall clock records are stamped with (createdAt, updatedAt = hs_lastmodifieddate,
+        #: archivedAt); a test may replace it to put changes exactly on a feed's window edges.
+        self.wall_clock: Callable[[], _dt.datetime] = lambda: _dt.datetime.now(UTC)
+        #: Every change to a meeting, by any route or staff hook: the webhook events' source.
+        self.changes = ChangeLog()
         #: Deal pipelines: id -> stage ids.
         self.pipelines: dict[str, tuple[str, ...]] = {"default": DEFAULT_PIPELINE_STAGES}
         self.objects: dict[str, dict[str, dict[str, Any]]] = {t: {} for t in OBJECT_TYPE_IDS}
@@ -55,6 +64,7 @@ class HubSpotStore(Store):
             for records in self.objects.values():
                 records.clear()
             self.links.clear()
+            self.changes.clear()
             self._next = dict(FIRST_IDS)
             self.company_id = self._seed_company()
 
@@ -69,6 +79,7 @@ class HubSpotStore(Store):
             record = self._insert(object_type, properties)
             for to_type, to_id, type_id, category in links:
                 self._link(object_type, record["id"], to_type, to_id, type_id, category)
+            self._note_created(record, "INTEGRATION")
             return view(record)
 
     def upsert(self, object_type: str, inputs: list[tuple[str, str, dict[str, str]]]) -> list[dict[str, Any]]:
@@ -84,8 +95,9 @@ class HubSpotStore(Store):
                     if missing:
                         raise invalid(missing)
                     record = self._insert(object_type, {**properties, id_property: value})
+                    self._note_created(record, "INTEGRATION")
                 else:
-                    self._write(existing, properties)
+                    self._write(existing, properties, "INTEGRATION")
                     record = existing
                 results.append({**view(record), "new": existing is None})
             return results
@@ -100,36 +112,66 @@ class HubSpotStore(Store):
             return [view(r, shown) for _, r in found if r is not None], [key for key, r in found if r is None]
 
     def read(
-        self, object_type: str, key: str, id_property: str | None, wanted: list[str], with_types: list[str]
+        self,
+        object_type: str,
+        key: str,
+        id_property: str | None,
+        wanted: list[str],
+        with_types: list[str],
+        *,
+        archived: bool = False,
     ) -> dict[str, Any]:
-        """One record, with the ids of its associated records of ``with_types``."""
+        """One record, with the ids of its associated records of ``with_types`` (``archived``:
+        only an archived record, as HubSpot's ``?archived=true``)."""
         with self.lock:
-            record = self._get(object_type, key, id_property)
-            out = view(record, wanted or list(DEFAULT_READ[object_type]))
-            linked: dict[str, Any] = {}
-            for to_type in with_types:
-                target = ALIASES.get(to_type)
-                if target is None:
-                    raise HubSpotError(400, f"Unknown object type {to_type}")
-                ids = self.associations_of(object_type, record["id"], target)
-                if ids:
-                    kind = f"{object_type[:-1]}_to_{target[:-1]}".replace("companie_", "company_")
-                    linked[target] = {"results": [{"id": i, "type": kind} for i in ids]}
-            if linked:
-                out["associations"] = linked
-            return out
+            record = self._get_archived(object_type, key) if archived else self._get(object_type, key, id_property)
+            return self._shown(record, wanted, with_types)
+
+    def list_page(
+        self, object_type: str, archived: bool, offset: int, limit: int, wanted: list[str], with_types: list[str]
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """``GET /crm/v3/objects/<type>``: a page of the live (or only the archived) records in id
+        order, and the offset of the next page (None: the last page)."""
+        with self.lock:
+            chosen = sorted(
+                (r for r in self.objects[object_type].values() if r["archived"] == archived), key=lambda r: int(r["id"])
+            )
+            page = [self._shown(r, wanted, with_types) for r in chosen[offset : offset + limit]]
+            return page, offset + limit if offset + limit < len(chosen) else None
+
+    def _shown(self, record: dict[str, Any], wanted: list[str], with_types: list[str]) -> dict[str, Any]:
+        object_type = record["type"]
+        out = view(record, wanted or list(DEFAULT_READ[object_type]))
+        linked: dict[str, Any] = {}
+        for to_type in with_types:
+            target = ALIASES.get(to_type)
+            if target is None:
+                raise HubSpotError(400, f"Unknown object type {to_type}")
+            ids = self.associations_of(object_type, record["id"], target)
+            if ids:
+                kind = f"{object_type[:-1]}_to_{target[:-1]}".replace("companie_", "company_")
+                linked[target] = {"results": [{"id": i, "type": kind} for i in ids]}
+        if linked:
+            out["associations"] = linked
+        return out
 
     def update(self, object_type: str, key: str, id_property: str | None, properties: dict[str, str]) -> dict[str, Any]:
         with self.lock:
             record = self._get(object_type, key, id_property)
             self._check_unique(object_type, properties, exclude=record["id"])
             check_stage(self.pipelines, object_type, record, properties)
-            self._write(record, properties)
+            self._write(record, properties, "INTEGRATION")
             return view(record)
 
-    def archive(self, object_type: str, key: str) -> None:
+    def archive(self, object_type: str, key: str, source: str = "INTEGRATION") -> None:
+        """Delete (archive) a record: it leaves reads and search; ``?archived=true`` lists it with
+        ``archivedAt``."""
         with self.lock:
-            self._get(object_type, key)["archived"] = True
+            record = self._get(object_type, key)
+            record["archived"] = True
+            record["archivedAt"] = self._stamp()
+            if object_type == "meetings":
+                self.changes.deleted(record["id"], record["archivedAt"], source)
 
     def associate(self, from_type: str, from_id: str, to_type: str, to_id: str) -> int:
         """The default association between two records; returns its type id."""
@@ -148,12 +190,16 @@ class HubSpotStore(Store):
         with self.lock:
             found = []
             for record in sorted(self.objects[query.object_type].values(), key=lambda r: int(r["id"])):
-                visible = _indexed(record, cutoff)
-                if visible is not None and query.matches(record, visible):
-                    found.append((record, visible))
+                seen = _indexed(record, cutoff)
+                if seen is None:
+                    continue
+                # the record as the index saw it: its properties and its modification time then
+                indexed = {**record, "properties": seen[0], "updatedAt": seen[1]}
+                if query.matches(indexed, seen[0]):
+                    found.append((indexed, seen[0]))
             query.sort(found)
             shown = query.wanted or list(DEFAULT_READ[query.object_type])
-            return [view({**record, "properties": visible}, shown) for record, visible in found]
+            return [view(record, shown) for record, _ in found]
 
     def association_pages(
         self, from_type: str, to_type: str, keys: list[tuple[str, int]], page_size: int
@@ -184,11 +230,13 @@ class HubSpotStore(Store):
     def staff_write(self, meeting_id: str, properties: dict[str, str]) -> None:
         """Change a meeting directly (search sees it after the usual lag)."""
         with self.lock:
-            self._write(self._get("meetings", meeting_id), properties)
+            self._write(self._get("meetings", meeting_id), properties, "CRM_UI")
 
     def block(self, properties: dict[str, str]) -> str:
         with self.lock:
-            return str(self._insert("meetings", properties)["id"])
+            record = self._insert("meetings", properties)
+            self._note_created(record, "CRM_UI")
+            return str(record["id"])
 
     # -- inspection (the emulator's public helpers) ---------------------------------------------
 
@@ -236,7 +284,7 @@ class HubSpotStore(Store):
         with self.lock:
             for records in self.objects.values():
                 for record in records.values():
-                    record["index"] = [(float("-inf"), props) for _, props in record["index"][-1:]]
+                    record["index"] = [(float("-inf"), *rest) for _, *rest in record["index"][-1:]]
 
     def type_of(self, record_id: str) -> str | None:
         return next((t for t, records in self.objects.items() if record_id in records), None)
@@ -251,7 +299,7 @@ class HubSpotStore(Store):
     def _insert(self, object_type: str, properties: dict[str, str]) -> dict[str, Any]:
         record_id = str(self._next[object_type])
         self._next[object_type] += 7  # HubSpot ids are sparse
-        now = now_text()
+        now = self._stamp()
         record: dict[str, Any] = {
             "id": record_id,
             "type": object_type,
@@ -265,15 +313,26 @@ class HubSpotStore(Store):
         self._reindex(record)
         return record
 
-    def _write(self, record: dict[str, Any], properties: dict[str, str]) -> None:
+    def _write(self, record: dict[str, Any], properties: dict[str, str], source: str) -> None:
+        changed = {k: v for k, v in properties.items() if record["properties"].get(k) != v}
         record["properties"].update(properties)
-        record["updatedAt"] = now_text()
+        record["updatedAt"] = self._stamp()
         self._reindex(record)
+        if record["type"] == "meetings" and changed:
+            self.changes.changed(record["id"], record["updatedAt"], changed, source)
+
+    def _note_created(self, record: dict[str, Any], source: str) -> None:
+        if record["type"] == "meetings":
+            self.changes.created(record["id"], record["createdAt"], source)
+
+    def _stamp(self) -> str:
+        return utc_text(self.wall_clock(), milliseconds=True)
 
     def _reindex(self, record: dict[str, Any]) -> None:
-        """Queue the record's new properties for search: visible ``search_lag`` seconds from now."""
-        index: list[tuple[float, dict[str, str]]] = record["index"]
-        index.append((self.clock(), dict(record["properties"])))
+        """Queue the record's new properties (and modification time) for search: visible
+        ``search_lag`` seconds from now."""
+        index: list[tuple[float, dict[str, str], str]] = record["index"]
+        index.append((self.clock(), dict(record["properties"]), record["updatedAt"]))
         del index[:-20]
 
     def _link(self, from_type: str, from_id: str, to_type: str, to_id: str, type_id: int, category: str) -> None:
@@ -303,6 +362,12 @@ class HubSpotStore(Store):
             return self._find_by(object_type, id_property, key)
         record = self.objects[object_type].get(key) if NUMERIC_ID.fullmatch(key) else None
         return record if record is not None and not record["archived"] else None
+
+    def _get_archived(self, object_type: str, key: str) -> dict[str, Any]:
+        record = self.objects[object_type].get(key) if NUMERIC_ID.fullmatch(key) else None
+        if record is None or not record["archived"]:
+            raise not_found(key)
+        return record
 
     def _get(self, object_type: str, key: str, id_property: str | None = None) -> dict[str, Any]:
         """:meth:`_find`, or HubSpot's 400 for a non-unique ``id_property`` and 404 for no record."""
@@ -354,27 +419,34 @@ class HubSpotStore(Store):
 def view(record: dict[str, Any], wanted: list[str] | None = None) -> dict[str, Any]:
     """A record as HubSpot answers with it: every property, or the ``wanted`` ones (plus system ones)."""
     props: dict[str, Any] = dict(record["properties"])
-    system = {"hs_object_id": record["id"], CREATED_PROPERTY.get(record["type"], "hs_createdate"): record["createdAt"]}
+    system = {
+        "hs_object_id": record["id"],
+        CREATED_PROPERTY.get(record["type"], "hs_createdate"): record["createdAt"],
+        MODIFIED_PROPERTY.get(record["type"], "hs_lastmodifieddate"): record["updatedAt"],
+    }
     if wanted is None:
         shown: dict[str, Any] = {**props, **system}
     else:
         shown = {name: props.get(name) for name in wanted if name in PROPERTIES[record["type"]]}
         shown.update(system)
-    return {
+    out = {
         "id": record["id"],
         "properties": shown,
         "createdAt": record["createdAt"],
         "updatedAt": record["updatedAt"],
         "archived": record["archived"],
     }
+    if record["archived"]:
+        out["archivedAt"] = record.get("archivedAt")
+    return out
 
 
-def _indexed(record: dict[str, Any], cutoff: float) -> dict[str, str] | None:
-    """The record's properties as the search index saw them at ``cutoff``."""
+def _indexed(record: dict[str, Any], cutoff: float) -> tuple[dict[str, str], str] | None:
+    """The record's properties and modification time as the search index saw them at ``cutoff``."""
     if record["archived"]:
         return None
     seen = None
-    for written, props in record["index"]:
+    for written, props, updated in record["index"]:
         if written <= cutoff:
-            seen = props
+            seen = (props, updated)
     return seen
