@@ -384,8 +384,8 @@ def test_wrong_paths_and_shapes(sb: Sandbox) -> None:
 
 
 def test_operations_fault_injection_can_target(sb: Sandbox) -> None:
-    """Each object type has the same seven operations, under both path styles."""
-    actions = ("search", "upsert", "batch_read", "create", "read", "update", "archive")
+    """Each object type has the same eight operations, under both path styles."""
+    actions = ("search", "upsert", "batch_read", "create", "list", "read", "update", "archive")
     types = ("contacts", "companies", "deals", "notes", "meetings")
     expected = {f"{t}.{a}" for t in types for a in actions} | {"associations.put", "associations.batch_read"}
     assert {route.operation for route in emulator(sb).routes()} == expected
