@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
@@ -41,6 +42,12 @@ class SalesforceEmulator(Emulator):
     page_size: Forwarded[int | None] = Forwarded()
     #: the org's BusinessHours records (seeded: "Default", Mon-Fri 08:00-17:00 America/New_York)
     business_hours: Forwarded[list[dict[str, Any]]] = Forwarded()
+    #: the org's clock (returns an aware datetime): stamps SystemModstamp, bounds getUpdated/getDeleted
+    clock: Forwarded[Callable[[], _dt.datetime]] = Forwarded()
+    #: the delete log starts here (None: 15 days back), as after Salesforce purged it
+    delete_log_start: Forwarded[_dt.datetime | None] = Forwarded()
+    #: ids one getUpdated/getDeleted call may return (EXCEEDED_ID_LIMIT past it)
+    replication_id_limit: Forwarded[int] = Forwarded()
 
     def __init__(self, sandbox: Sandbox) -> None:
         self.store = Org()
@@ -103,8 +110,18 @@ class SalesforceEmulator(Emulator):
 
     def staff_cancel(self, appointment_id: str) -> None:
         """Staff delete the Event (Salesforce has no cancelled state): it goes to the recycle bin."""
+        self.staff_delete(appointment_id)
+
+    def staff_delete(self, appointment_id: str) -> None:
+        """Staff delete the Event: recycle bin and delete log (what ``staff_cancel`` does too)."""
         with self.lock:
             self.store.delete(self.store.find("Event", appointment_id))
+
+    def staff_edit(self, appointment_id: str, **values: Any) -> None:
+        """Change any of an Event's fields as staff would (``Subject="..."``, ``ShowAs="Free"``)."""
+        with self.lock:
+            record = self.store.find("Event", appointment_id)
+            self.store.update(record, {k: _utc(v) if isinstance(v, _dt.datetime) else v for k, v in values.items()})
 
     def block_time(self, start: _dt.datetime, end: _dt.datetime, title: str = "Blocked") -> str:
         """A busy Event of the owner's that is no booking (no ``[reference]`` in its Subject)."""

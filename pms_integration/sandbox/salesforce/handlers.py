@@ -17,7 +17,18 @@ from urllib.parse import parse_qs, quote, urlsplit
 from .._core import SandboxRequest, SandboxResponse, json_response
 from .soql import QUERY_BATCH, parse_soql
 from .state import OAuthError
-from .validation import PEOPLE, SOBJECTS, OrgError, coerce, coerce_person, errors, invalid, sobject, wire
+from .validation import (
+    PEOPLE,
+    SOBJECTS,
+    OrgError,
+    coerce,
+    coerce_person,
+    errors,
+    invalid,
+    parse_datetime,
+    sobject,
+    wire,
+)
 
 if TYPE_CHECKING:
     from .emulator import SalesforceEmulator
@@ -72,6 +83,43 @@ def update(sf: SalesforceEmulator, req: SandboxRequest, params: dict[str, str]) 
 def delete(sf: SalesforceEmulator, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
     sf.store.delete(sf.store.find(params["sobject"], params["record_id"]))
     return SandboxResponse(204)
+
+
+def updated(sf: SalesforceEmulator, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
+    """``sobjects/{name}/updated/?start=&end=`` (getUpdated): ids changed in the window."""
+    name = params["sobject"]
+    sobject(name)
+    ids, covered = sf.store.updated(name, *_replication_dates(req))
+    return json_response(200, {"ids": ids, "latestDateCovered": wire(covered)})
+
+
+def deleted(sf: SalesforceEmulator, req: SandboxRequest, params: dict[str, str]) -> SandboxResponse:
+    """``sobjects/{name}/deleted/?start=&end=`` (getDeleted): records deleted in the window."""
+    name = params["sobject"]
+    sobject(name)
+    found, earliest, covered = sf.store.deleted(name, *_replication_dates(req))
+    body = {
+        "deletedRecords": [{"id": record_id, "deletedDate": wire(when)} for record_id, when in found],
+        "earliestDateAvailable": wire(earliest),
+        "latestDateCovered": wire(covered),
+    }
+    return json_response(200, body)
+
+
+def _replication_dates(req: SandboxRequest) -> tuple[Any, Any]:
+    """The ``start`` and ``end`` of a replication call (ISO 8601 with an offset, URL-encoded)."""
+    out = []
+    for key in ("start", "end"):
+        raw = req.arg(key)
+        if not raw:
+            raise invalid("MISSING_ARGUMENT", f"{key} parameter must be specified")
+        moment = parse_datetime(raw)
+        if moment is None:
+            raise invalid(
+                "INVALID_REPLICATION_DATE", f"{key} must be an ISO 8601 date and time (YYYY-MM-DDThh:mm:ss+hh:mm)"
+            )
+        out.append(moment)
+    return out[0], out[1]
 
 
 def query(
@@ -327,6 +375,6 @@ def not_emulated(req: SandboxRequest, prefix: str, what: str = "") -> SandboxRes
         + (f" ({what})" if what else "")
         + ". It emulates the versions list, create/read/update/delete of Event and Task, create of "
         "Contact and Lead, query and queryAll (Event, Task, Contact, Lead, User, BusinessHours), "
-        "composite and the OAuth refresh-token grant."
+        "getUpdated and getDeleted of Event and Task, composite and the OAuth refresh-token grant."
     )
     return json_response(501, errors("NOT_EMULATED", text))

@@ -27,6 +27,9 @@ ROUTES: tuple[Endpoint[SalesforceEmulator], ...] = (
     Endpoint("GET", _MORE, "query.more", h.query_more),
     Endpoint("POST", _OBJECT, "sobjects.create", h.create),
     Endpoint("POST", rf"{_V}/composite/?", "composite", h.composite),
+    # before the record routes, which would read "updated" as a record id
+    Endpoint("GET", rf"{_V}/sobjects/(?P<sobject>[^/]+)/updated/?", "sobjects.updated", h.updated),
+    Endpoint("GET", rf"{_V}/sobjects/(?P<sobject>[^/]+)/deleted/?", "sobjects.deleted", h.deleted),
     Endpoint("GET", _RECORD, "sobjects.get", h.read),
     Endpoint("PATCH", _RECORD, "sobjects.update", h.update),
     Endpoint("DELETE", _RECORD, "sobjects.delete", h.delete),

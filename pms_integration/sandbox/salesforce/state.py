@@ -14,17 +14,21 @@ from .soql import Column, Query, SoqlError, check_condition, conditions, holds, 
 from .validation import (
     API_LIMIT,
     BASE62,
+    DELETED_WINDOW,
     ID_SHAPE,
     NAME_FIELDS,
     NOT_EMULATED_SOBJECTS,
     PEOPLE,
     QUERYABLE,
     RELATIONSHIPS,
+    REPLICATION_ID_LIMIT,
     SOBJECTS,
+    UPDATED_WINDOW,
     NotEmulated,
     OrgError,
     id15,
     id_suffix,
+    invalid,
     salesforce_id,
     settle_event,
     sobject,
@@ -83,6 +87,16 @@ class Org(Store):
         self.page_size: int | None = None
         #: the org's BusinessHours records (a new org has one default record; here a practice's week)
         self.business_hours: list[dict[str, Any]] = [_default_hours()]
+        #: the org's clock (UTC, to the second): stamps SystemModstamp and answers the
+        #: replication resources; tests set it to cross minute boundaries and window limits
+        self.clock: Callable[[], _dt.datetime] = _utc_now
+        #: the delete log getDeleted reads: (id, sObject name, deletedDate), oldest first
+        self.delete_log: list[tuple[str, str, _dt.datetime]] = []
+        #: the delete log holds nothing older than this (None: the API's 15 days); tests set it
+        #: to imitate a purge of the log
+        self.delete_log_start: _dt.datetime | None = None
+        #: ids getUpdated/getDeleted return at most before EXCEEDED_ID_LIMIT (the API's 600,000)
+        self.replication_id_limit = REPLICATION_ID_LIMIT
 
     @_locked
     def clear(self) -> None:
@@ -93,6 +107,10 @@ class Org(Store):
         self.contacts = {k: dict(v) for k, v in self._seeded.items()}
         self.page_size = None
         self.business_hours = [_default_hours()]
+        self.clock = _utc_now
+        self.delete_log = []
+        self.delete_log_start = None
+        self.replication_id_limit = REPLICATION_ID_LIMIT
         self.api_usage = 0
         self.api_limit = API_LIMIT
         self.token_refreshes = 0
@@ -185,10 +203,15 @@ class Org(Store):
     def create(self, name: str, values: dict[str, Any], version: str) -> str:
         """A new record of sObject ``name`` with the org's defaults; its id."""
         prefix, fields = SOBJECTS[name]
-        now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
+        now = self.now()
         record: dict[str, Any] = dict.fromkeys(fields)
         record.update(
-            OwnerId=self.owner_id, CreatedById=self.owner_id, CreatedDate=now, LastModifiedDate=now, IsDeleted=False
+            OwnerId=self.owner_id,
+            CreatedById=self.owner_id,
+            CreatedDate=now,
+            LastModifiedDate=now,
+            SystemModstamp=now,
+            IsDeleted=False,
         )
         if name == "Event":
             record.update(IsAllDayEvent=False, ShowAs="Busy", IsPrivate=False, IsReminderSet=False)
@@ -209,31 +232,82 @@ class Org(Store):
         """A new Contact or Lead (checked by ``coerce_person``); its id."""
         record_id = salesforce_id(PEOPLE[name][0])
         full = " ".join(v for v in (values.get("FirstName"), values.get("LastName")) if v)
-        now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
+        now = self.now()
         self.contacts[record_id] = {**values, "Id": record_id, "Name": full, "type": name, "CreatedDate": now}
         return record_id
 
     @_locked
-    def save(self) -> tuple[dict[str, Any], dict[str, Any]]:
+    def save(self) -> tuple[dict[str, Any], dict[str, Any], list[tuple[str, str, _dt.datetime]]]:
         """A copy of the records and people, for :meth:`restore` (a rolled-back composite)."""
-        return copy.deepcopy(self.records), copy.deepcopy(self.contacts)
+        return copy.deepcopy(self.records), copy.deepcopy(self.contacts), list(self.delete_log)
 
     @_locked
-    def restore(self, saved: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    def restore(self, saved: tuple[dict[str, Any], dict[str, Any], list[tuple[str, str, _dt.datetime]]]) -> None:
         self.records, self.contacts = copy.deepcopy(saved[0]), copy.deepcopy(saved[1])
+        self.delete_log = list(saved[2])
 
     @_locked
     def update(self, record: dict[str, Any], values: dict[str, Any]) -> None:
         """Apply checked ``values`` to a record :meth:`find` returned (all or nothing)."""
         candidate = {**record, **values}
         _settle(record["attributes"]["type"], candidate, values, creating=False)
-        candidate["LastModifiedDate"] = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
+        candidate["LastModifiedDate"] = candidate["SystemModstamp"] = self.now()
         record.update(candidate)
 
     @_locked
     def delete(self, record: dict[str, Any]) -> None:
-        """Move a record :meth:`find` returned to the recycle bin."""
-        record["IsDeleted"] = True
+        """Move a record :meth:`find` returned to the recycle bin (and into the delete log)."""
+        now = self.now()
+        record.update(IsDeleted=True, SystemModstamp=now)
+        self.delete_log.append((record["Id"], record["attributes"]["type"], now))
+
+    def now(self) -> _dt.datetime:
+        """The org's time, in UTC to the second."""
+        return self.clock().astimezone(_dt.timezone.utc).replace(microsecond=0)
+
+    # -- replication: getUpdated and getDeleted --------------------------------------------------
+
+    def _replication_window(self, start: _dt.datetime, end: _dt.datetime, earliest: _dt.datetime) -> _dt.datetime:
+        """Check a window (seconds already dropped); the latest date it covers."""
+        if start >= end:
+            raise invalid("INVALID_REPLICATION_DATE", "startDate must chronologically precede endDate")
+        if start < earliest:
+            raise invalid(
+                "INVALID_REPLICATION_DATE",
+                f"startDate {wire(start)} is before the earliest date available, {wire(earliest)}",
+            )
+        # nothing after the org's current minute is covered yet
+        return min(end, _minute(self.now()))
+
+    @_locked
+    def updated(self, name: str, start: _dt.datetime, end: _dt.datetime) -> tuple[list[str], _dt.datetime]:
+        """Ids of the live records whose SystemModstamp is in [start, end), and latestDateCovered."""
+        start, end = _minute(start), _minute(end)
+        covered = self._replication_window(start, end, _minute(self.now()) - UPDATED_WINDOW)
+        ids = [
+            r["Id"]
+            for r in self.records.values()
+            if r["attributes"]["type"] == name and not r["IsDeleted"] and start <= r["SystemModstamp"] < end
+        ]
+        if len(ids) > self.replication_id_limit:
+            raise invalid("EXCEEDED_ID_LIMIT", "record limit reached. Narrow the date range.")
+        return ids, covered
+
+    @_locked
+    def deleted(
+        self, name: str, start: _dt.datetime, end: _dt.datetime
+    ) -> tuple[list[tuple[str, _dt.datetime]], _dt.datetime, _dt.datetime]:
+        """(id, deletedDate) of the records deleted in [start, end), earliestDateAvailable and
+        latestDateCovered."""
+        start, end = _minute(start), _minute(end)
+        earliest = _minute(self.now()) - DELETED_WINDOW
+        if self.delete_log_start is not None:
+            earliest = max(earliest, _minute(self.delete_log_start))
+        covered = self._replication_window(start, end, earliest)
+        found = [(i, when) for i, kind, when in self.delete_log if kind == name and start <= when < end]
+        if len(found) > self.replication_id_limit:
+            raise invalid("EXCEEDED_ID_LIMIT", "record limit reached. Narrow the date range.")
+        return found, earliest, covered
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -411,6 +485,15 @@ def _default_hours() -> dict[str, Any]:
         hours[f"{day}StartTime"] = "08:00:00.000Z" if open_ else None
         hours[f"{day}EndTime"] = "17:00:00.000Z" if open_ else None
     return hours
+
+
+def _utc_now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+def _minute(moment: _dt.datetime) -> _dt.datetime:
+    """``moment`` with its seconds dropped, as the replication resources read a date."""
+    return moment.astimezone(_dt.timezone.utc).replace(second=0, microsecond=0)
 
 
 def _refresh_token() -> str:

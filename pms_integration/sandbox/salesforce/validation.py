@@ -14,6 +14,11 @@ import attrs
 from ..._time import parse_iso
 
 API_LIMIT = 15_000  # a Developer Edition org's rolling 24-hour allocation
+#: how far back getUpdated and getDeleted answer (REST API guide, "sObject Get Updated" and
+#: "sObject Get Deleted"), and the ids one call may return before EXCEEDED_ID_LIMIT
+UPDATED_WINDOW = _dt.timedelta(days=30)
+DELETED_WINDOW = _dt.timedelta(days=15)
+REPLICATION_ID_LIMIT = 600_000
 
 
 class OrgError(Exception):
@@ -129,6 +134,7 @@ _COMMON: dict[str, FieldSpec] = {
     "Id": _read_only("reference", "Record ID"),
     "CreatedDate": _read_only("datetime", "Created Date"),
     "LastModifiedDate": _read_only("datetime", "Last Modified Date"),
+    "SystemModstamp": _read_only("datetime", "System Modstamp"),
     "CreatedById": _read_only("reference", "Created By ID"),
     "IsDeleted": _read_only("bool", "Deleted"),
     "Subject": FieldSpec("string", "Subject", length=255),
