@@ -20,6 +20,7 @@ import attrs
 from .._http import Auth, ErrorInfo, HttpResponse, Runtime
 from .._ratelimit import RateLimitInfo
 from .._time import UTC, parse_instant, utc_text
+from ..changes import FeedPage
 from ..config import SalesforceSettings
 from ..errors import (
     APIError,
@@ -39,7 +40,9 @@ from ..models import (
     PerformanceReport,
     ProviderName,
 )
+from ..provider import Capability
 from ..tokens import TokenStore
+from . import salesforce_changes
 from ._base import text
 from .salesforce_auth import TokenRefreshAuth
 from .salesforce_reads import SalesforceReads
@@ -233,6 +236,18 @@ class SalesforceAdapter(SalesforceReads):
         if not isinstance(body, list):
             raise self.unexpected("versions", "the versions list is not a JSON array")
         return [str(v["version"]) for v in body if isinstance(v, Mapping) and isinstance(v.get("version"), str)]
+
+    def unsupported_reason(self, capability: Capability) -> str | None:
+        if capability is Capability.WEBHOOKS:
+            return (
+                "Salesforce sends no simple signed webhook for Event changes (Outbound Messages and Change "
+                "Data Capture need setup in the org and are not read by this library): poll changes() instead."
+            )
+        return super().unsupported_reason(capability)
+
+    def observe_changes(self, position: Mapping[str, Any] | None, now: _dt.datetime) -> FeedPage:
+        """The owner's changed and deleted Events since ``position`` (``salesforce_changes``)."""
+        return salesforce_changes.observe_changes(self, position, now)
 
     def check_id(self, appointment_id: str) -> str:
         return _check_id(appointment_id, "appointment_id", (EVENT_PREFIX,), "a Salesforce Event id")

@@ -68,6 +68,7 @@ class SalesforceReads(BaseAdapter):
         Capability.FIND_PATIENT,
         Capability.GET_APPOINTMENT,
         Capability.FIND_APPOINTMENTS,
+        Capability.CHANGES,  # getUpdated/getDeleted (salesforce_changes); no webhooks
     }
     checks_conflicts = True
     settings: SalesforceSettings
