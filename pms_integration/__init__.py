@@ -11,6 +11,7 @@ from . import errors as _errors
 from ._default import (
     book_appointment,
     cancel_appointment,
+    changes,
     check_state,
     find_appointments,
     find_patient,
@@ -24,6 +25,7 @@ from ._default import (
     use_client,
 )
 from ._version import __version__
+from .changes import AppointmentChange, ChangeBatch, ChangeKind
 from .client import PMSClient
 from .config import Secret, load_config
 from .errors import *  # noqa: F403 - every error class, as errors.__all__ lists them
@@ -60,6 +62,7 @@ findPatient = find_patient
 getAppointment = get_appointment
 findAppointments = find_appointments
 checkState = check_state
+getChanges = changes
 
 __all__ = [
     "__version__",
@@ -82,6 +85,8 @@ __all__ = [
     "findAppointments",
     "check_state",
     "checkState",
+    "changes",
+    "getChanges",
     "providers",
     "reload",
     "get_client",
@@ -110,5 +115,8 @@ __all__ = [
     "TokenStore",
     "FileTokenStore",
     "CallbackTokenStore",
+    "ChangeKind",
+    "AppointmentChange",
+    "ChangeBatch",
 ]
 __all__ += _errors.__all__

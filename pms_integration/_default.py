@@ -15,6 +15,7 @@ from types import EllipsisType
 from typing import Any
 
 from . import models
+from .changes import ChangeBatch
 from .client import PMSClient
 from .config import PMSConfig, load_config
 from .errors import ConfigurationError
@@ -35,6 +36,7 @@ __all__ = [
     "get_appointment",
     "find_appointments",
     "check_state",
+    "changes",
 ]
 
 _lock = threading.Lock()
@@ -202,3 +204,13 @@ def check_state() -> StateCheck:
     """Check the default client's state store (``PMS_STATE_URL``): reachable and writable.
     See :meth:`PMSClient.check_state`."""
     return get_client().check_state()
+
+
+def changes(
+    since: str | _dt.datetime | None = None,
+    *,
+    provider: str | ProviderName | None = None,
+    feed: str | None = None,
+) -> ChangeBatch:
+    """Appointments changed in the CRM since the cursor ``since``. See :meth:`PMSClient.changes`."""
+    return get_client().changes(since, provider=provider, feed=feed)

@@ -8,15 +8,23 @@ client hands them out as a :class:`ChangeBatch` with an opaque cursor (``PMSClie
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as _dt
 import enum
-from collections.abc import Iterator
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
 import attrs
 
 from ._render import html_table, text_table
-from .models import Appointment, ProviderName
+from ._time import UTC, parse_instant
+from .errors import StateStoreError, ValidationError
+from .models import Appointment, AppointmentStatus, ProviderName
+from .state import StateStore
 
 __all__ = [
     "ChangeKind",
@@ -24,7 +32,15 @@ __all__ = [
     "ChangeBatch",
     "Observed",
     "FeedPage",
+    "classify",
+    "record_snapshot",
+    "Cursor",
+    "CURSOR_VERSION",
+    "SEEN_WINDOW",
+    "SEEN_LIMIT",
 ]
+
+log = logging.getLogger("pms_integration.changes")
 
 ChangeSource = Literal["webhook", "feed"]
 
@@ -171,3 +187,303 @@ class FeedPage:
 
     observed: tuple[Observed, ...]
     position: dict[str, Any] = attrs.field(factory=dict)
+
+
+# -- classification against per-appointment snapshots ----------------------------------------
+
+#: a record created at most this long before its modification counts as just created
+CREATED_WITHIN = _dt.timedelta(seconds=2)
+
+
+def snapshot_key(provider: ProviderName, account: str, appointment_id: str) -> str:
+    """``snap:<provider>:<account>:<id>``: what the core last knew of one appointment."""
+    return f"snap:{provider.value}:{account}:{appointment_id}"
+
+
+def _text(value: _dt.datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat() if value is not None else None
+
+
+def _snapshot_value(
+    appointment: Appointment | None,
+    *,
+    version: str,
+    at: _dt.datetime | None,
+    deleted: bool = False,
+    pending: ChangeKind | None = None,
+    reference: str | None = None,
+) -> str:
+    body: dict[str, Any] = {"version": version, "at": _text(at), "deleted": deleted}
+    if appointment is not None:
+        body.update(
+            start=_text(appointment.start),
+            end=_text(appointment.end),
+            status=appointment.status.value,
+            ref=appointment.reference,
+        )
+    elif reference is not None:
+        body["ref"] = reference
+    if pending is not None:
+        body["pending"] = pending.value
+    return json.dumps(body, separators=(",", ":"))
+
+
+def _read_snapshot(store: StateStore, key: str) -> dict[str, Any] | None:
+    raw = store.get(key)
+    if raw is None:
+        return None
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def record_snapshot(
+    store: StateStore,
+    provider: ProviderName,
+    account: str,
+    appointment: Appointment,
+    *,
+    kind: ChangeKind,
+    ttl: float,
+) -> None:
+    """After the library's own book/update/cancel: remember what it made, so a later staff
+    change is classified against it and the feed reports the library's own write once, as
+    ``kind``. Never raises (a booking must not fail because the store hiccuped)."""
+    key = snapshot_key(provider, account, appointment.id)
+    try:
+        if kind is ChangeKind.CREATED and store.get(key) is not None:
+            return  # a replayed booking: the feed already knows it
+        store.put(key, _snapshot_value(appointment, version="", at=None, pending=kind), ttl)
+    except Exception:  # best effort: a booking must not fail here
+        log.debug("%s: could not record the snapshot of %s", provider.value, appointment.id, exc_info=True)
+
+
+def _differs(appointment: Appointment, snap: dict[str, Any]) -> bool:
+    return _text(appointment.start) != snap.get("start") or _text(appointment.end) != snap.get("end")
+
+
+def _pick_kind(
+    observed: Observed, snap: dict[str, Any] | None, feed_start: _dt.datetime | None
+) -> ChangeKind | None:
+    appt = observed.appointment
+    if observed.deleted:
+        if snap is not None and snap.get("deleted"):
+            return None
+        return ChangeKind.DELETED
+    if snap is not None and snap.get("deleted") and snap.get("version") == observed.version:
+        return None
+    cancelled = appt is not None and appt.status is AppointmentStatus.CANCELLED
+    pending = snap.get("pending") if snap is not None else None
+    if snap is not None and isinstance(pending, str) and appt is not None and not _differs(appt, snap):
+        was_cancelled = snap.get("status") == AppointmentStatus.CANCELLED.value
+        if cancelled == was_cancelled:
+            return ChangeKind(pending)  # the library's own write, seen by the feed for the first time
+    if snap is not None and appt is not None and pending is None:
+        stale = observed.modified_at <= (parse_instant(snap.get("at")) or observed.modified_at - CREATED_WITHIN)
+        same = not _differs(appt, snap) and (snap.get("status") == appt.status.value)
+        if stale and same:
+            return None  # already reported through another source (a webhook, then the feed)
+    if cancelled and (snap is None or snap.get("status") != AppointmentStatus.CANCELLED.value):
+        return ChangeKind.CANCELLED
+    if snap is None:
+        created = observed.created_at
+        if created is not None and (
+            abs(observed.modified_at - created) <= CREATED_WITHIN or (feed_start is not None and created >= feed_start)
+        ):
+            return ChangeKind.CREATED
+        return ChangeKind.UPDATED
+    if appt is not None and _differs(appt, snap):
+        return ChangeKind.RESCHEDULED
+    return ChangeKind.UPDATED
+
+
+def classify(
+    store: StateStore,
+    observed: Observed,
+    *,
+    provider: ProviderName,
+    account: str,
+    source: ChangeSource,
+    ttl: float,
+    feed_start: _dt.datetime | None = None,
+) -> AppointmentChange | None:
+    """The change ``observed`` stands for, or None when it was already reported.
+
+    Compares with the snapshot kept at ``snap:<provider>:<account>:<id>`` and then replaces it
+    (for ``ttl`` seconds): the same version as the snapshot is None; a deletion is ``deleted``;
+    a status now cancelled that was not is ``cancelled``; no snapshot and created within 2 s of
+    the modification (or after ``feed_start``) is ``created``; start or end moved is
+    ``rescheduled``; anything else is ``updated``.
+    """
+    key = snapshot_key(provider, account, observed.appointment_id)
+    snap = _read_snapshot(store, key)
+    if snap is not None and snap.get("version") == observed.version and observed.version:
+        return None
+    kind = _pick_kind(observed, snap, feed_start)
+    appt = observed.appointment
+    reference = appt.reference if appt is not None else (snap or {}).get("ref")
+    value = _snapshot_value(
+        appt,
+        version=observed.version,
+        at=observed.modified_at,
+        deleted=observed.deleted,
+        reference=reference if isinstance(reference, str) else None,
+    )
+    store.put(key, value, ttl)
+    if kind is None:
+        return None
+    previous = parse_instant(snap.get("start")) if snap is not None and kind is ChangeKind.RESCHEDULED else None
+    event_id = observed.version if source == "webhook" else f"{observed.appointment_id}@{observed.version}"
+    return AppointmentChange(
+        provider=provider,
+        kind=kind,
+        appointment_id=observed.appointment_id,
+        appointment=appt,
+        changed_at=observed.modified_at.astimezone(UTC),
+        event_id=event_id,
+        by_library=isinstance(reference, str) and bool(reference),
+        source=source,
+        previous_start=previous,
+    )
+
+
+# -- cursors --------------------------------------------------------------------------------
+
+CURSOR_VERSION = 1
+#: how far behind the newest change the cursor remembers what it reported (the overlap)
+SEEN_WINDOW = _dt.timedelta(minutes=15)
+#: at most this many remembered ids per cursor (the newest kept)
+SEEN_LIMIT = 2000
+_BAD_CURSOR = "is not a cursor from changes() (pass the cursor string a ChangeBatch returned, or a datetime)"
+
+
+def account_digest(account: str) -> str:
+    return hashlib.sha256(account.encode("utf-8")).hexdigest()[:16]
+
+
+def seen_digest(event_id: str) -> str:
+    return hashlib.sha256(event_id.encode("utf-8")).hexdigest()[:16]
+
+
+@attrs.frozen
+class Cursor:
+    """What a cursor string holds: the provider and account it belongs to, the adapter's
+    position, the feed's start, and the changes already reported in the overlap window."""
+
+    provider: ProviderName
+    account: str  # the digest
+    position: dict[str, Any]
+    start: _dt.datetime | None = None
+    #: digest of "<appointment_id>@<version>" -> epoch seconds of its modification
+    seen: dict[str, float] = attrs.field(factory=dict)
+
+    def encode(self) -> str:
+        body = {
+            "v": CURSOR_VERSION,
+            "provider": self.provider.value,
+            "account": self.account,
+            "position": self.position,
+            "start": _text(self.start),
+            "seen": self.seen,
+        }
+        text = json.dumps(body, separators=(",", ":"), sort_keys=True)
+        check = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+        raw = json.dumps({"c": check, "b": body}, separators=(",", ":"), sort_keys=True).encode("utf-8")
+        return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+    @classmethod
+    def decode(cls, text: object) -> Cursor:
+        """The cursor ``text`` encodes; a ValidationError naming ``since`` for anything else."""
+        if not isinstance(text, str) or not 8 <= len(text) <= 1_000_000:
+            raise ValidationError([("since", _BAD_CURSOR)])
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+            outer = json.loads(raw)
+            body = outer["b"]
+            check = hashlib.sha256(json.dumps(body, separators=(",", ":"), sort_keys=True).encode()).hexdigest()[:12]
+            if outer["c"] != check or body["v"] != CURSOR_VERSION:
+                raise ValueError("checksum or version")
+            position = body["position"]
+            seen = body["seen"]
+            if not isinstance(position, dict) or not isinstance(seen, dict) or not isinstance(body["account"], str):
+                raise ValueError("shape")
+            start = parse_instant(body["start"]) if body.get("start") else None
+            return cls(
+                provider=ProviderName(body["provider"]),
+                account=body["account"],
+                position=position,
+                start=start,
+                seen={str(k): float(v) for k, v in seen.items()},
+            )
+        except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+            raise ValidationError([("since", _BAD_CURSOR)]) from None
+
+    def check_for(self, provider: ProviderName, account: str) -> None:
+        if self.provider is not provider or self.account != account_digest(account):
+            raise ValidationError(
+                [("since", f"belongs to another provider or account, not {provider.label} as configured now")]
+            )
+
+
+def remember_seen(seen: dict[str, float], reported: Iterable[tuple[str, _dt.datetime]]) -> dict[str, float]:
+    """``seen`` plus the newly reported ids, less those older than the overlap window (bounded)."""
+    merged = dict(seen)
+    for event_id, at in reported:
+        merged[seen_digest(event_id)] = at.timestamp()
+    if not merged:
+        return merged
+    newest = max(merged.values())
+    floor = newest - SEEN_WINDOW.total_seconds()
+    kept = sorted(((at, k) for k, at in merged.items() if at >= floor), reverse=True)[:SEEN_LIMIT]
+    return {k: at for at, k in kept}
+
+
+def feed_key(name: str, provider: ProviderName, account: str) -> str:
+    """Where a named feed's cursor lives in the state store."""
+    return f"feed:{provider.value}:{account_digest(account)}:{name}"
+
+
+def poll(
+    store: StateStore,
+    observe: Any,
+    *,
+    provider: ProviderName,
+    account: str,
+    cursor: Cursor | None,
+    start: _dt.datetime | None,
+    now: _dt.datetime,
+    ttl: float,
+) -> ChangeBatch:
+    """One poll of the feed: the adapter's ``observe(position, now)`` from ``cursor`` (or from
+    ``start``, or from ``now`` when neither), classified, de-duplicated, with the next cursor."""
+    if cursor is None:
+        first = observe(None, start if start is not None else now)
+        cursor = Cursor(provider, account_digest(account), dict(first.position), start=start or now)
+        if start is None:
+            return ChangeBatch((), cursor.encode())
+    page = observe(cursor.position, now)
+    events: list[AppointmentChange] = []
+    reported: list[tuple[str, _dt.datetime]] = []
+    taken: set[str] = set()
+    for item in sorted(page.observed, key=lambda o: o.modified_at):
+        feed_id = f"{item.appointment_id}@{item.version}"
+        digest = seen_digest(feed_id)
+        if digest in cursor.seen or digest in taken:
+            continue
+        taken.add(digest)
+        reported.append((feed_id, item.modified_at))
+        change = classify(
+            store, item, provider=provider, account=account, source="feed", ttl=ttl, feed_start=cursor.start
+        )
+        if change is not None:
+            events.append(change)
+    nxt = Cursor(
+        provider, cursor.account, dict(page.position), start=cursor.start, seen=remember_seen(cursor.seen, reported)
+    )
+    return ChangeBatch(tuple(events), nxt.encode())
+
+
+def store_error(what: str, exc: Exception) -> StateStoreError:
+    return StateStoreError(f"the change feed could not {what} in the state store ({type(exc).__name__})")

@@ -15,6 +15,18 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ._once import BookingMemory
 from ._ratelimit import RateLimitInfo
 from ._retry import RetryPolicy, deadline_scope
+from .changes import (
+    AppointmentChange,
+    ChangeBatch,
+    ChangeKind,
+    ChangeSource,
+    Cursor,
+    Observed,
+    classify,
+    feed_key,
+    poll,
+    record_snapshot,
+)
 from .config import PMSConfig, load_config
 from .errors import (
     ConfigurationError,
@@ -178,6 +190,8 @@ class PMSClient:
         self.memory = memory if memory is not None else BookingMemory(store=self.state, remember=self.config.state_remember)
         #: where adapters keep rotated refresh tokens: the given store, else ``state``
         self.token_store = check_token_store(token_store) or StoreTokens(self.state)
+        #: the wall clock the change feed reads "now" from (aware UTC; tests may replace it)
+        self._utcnow: Callable[[], _dt.datetime] = _utc_now
         self._closed = False
         for problem in self.config.problems:
             # a general variable that is wrong (PMS_MAX_ATTEMPTS=², a weak PMS_SERVER_TOKEN):
@@ -297,12 +311,14 @@ class PMSClient:
         # one deadline for the whole booking: waiting for another worker's attempt at this
         # reference, the look-up and the create all come out of it
         with deadline_scope(self.config.deadline, self._clock):
-            return self.memory.book(
+            booked = self.memory.book(
                 (name, adapter.account, req.reference),
                 req,
                 create=lambda: self._run(name, "book", True, lambda: adapter.book(req), req.reference),
                 recover=lambda: self._recover(name, adapter, req),
             )
+        self._snapshot(name, adapter, booked, ChangeKind.CREATED)
+        return booked
 
     def recover_booking(
         self, request: AppointmentRequest | Mapping[str, Any], *, provider: str | ProviderName | None = None
@@ -338,7 +354,10 @@ class PMSClient:
             lambda: self._prepare(changes, AppointmentUpdate, "changes", provider, future=True),
         )
         adapter = self._adapter_for(name, Capability.UPDATE)
-        return self._run(name, "update", False, lambda: adapter.update(appointment_id, upd), None)
+        updated = self._run(name, "update", False, lambda: adapter.update(appointment_id, upd), None)
+        moved = upd.start is not None or upd.end is not None or upd.duration_minutes is not None
+        self._snapshot(name, adapter, updated, ChangeKind.RESCHEDULED if moved else ChangeKind.UPDATED)
+        return updated
 
     def cancel_appointment(
         self, appointment_id: str, *, reason: str | None = None, provider: str | ProviderName | None = None
@@ -352,6 +371,8 @@ class PMSClient:
         adapter = self._adapter_for(name, Capability.CANCEL)
         result = self._run(name, "cancel", False, lambda: adapter.cancel(appointment_id, reason=reason), None)
         self.memory.forget_appointment(name, appointment_id)
+        if not result.raw.get("already_cancelled"):
+            self._snapshot(name, adapter, result, ChangeKind.CANCELLED)
         return result
 
     def push_performance_report(
@@ -417,6 +438,85 @@ class PMSClient:
         adapter = self._adapter_for(name, Capability.FIND_APPOINTMENTS)
         found = self._run(name, "find_appointments", False, lambda: adapter.find_appointments(query), None)
         return AppointmentList(sorted(found, key=_earliest))
+
+    # -- hearing about changes (docs/changes.md) ------------------------------------------------
+
+    def changes(
+        self,
+        since: str | _dt.datetime | None = None,
+        *,
+        provider: str | ProviderName | None = None,
+        feed: str | None = None,
+    ) -> ChangeBatch:
+        """The appointments changed on the practice's calendar since ``since``, once each.
+
+        ``since`` is the ``cursor`` of the previous :class:`~pms_integration.changes.ChangeBatch`
+        (opaque; store it), an aware datetime to start from, or None: start now (the first batch
+        is empty and only carries a cursor). With ``feed="name"`` the state store keeps the cursor
+        under that name, so a restarted consumer resumes where it stopped (``since`` then
+        overrides the stored one). Changes made by the library itself are reported too, with
+        ``by_library`` set.
+        """
+        cursor, start = _read_since(since)
+        feed_name = _check_feed(feed)
+        if provider is None and cursor is not None:
+            provider = cursor.provider
+        name = self.resolve(provider)
+        adapter = self._adapter_for(name, Capability.CHANGES)
+        account = adapter.account
+        key = feed_key(feed_name, name, account) if feed_name is not None else None
+        if key is not None and since is None:
+            stored = self.state.get(key)
+            if stored is not None:
+                cursor = Cursor.decode(stored)
+        if cursor is not None:
+            cursor.check_for(name, account)
+        observe = getattr(adapter, "observe_changes", None)
+        if observe is None:
+            raise UnsupportedOperationError(f"{name.label} as configured offers no change feed.")
+        now = self._utcnow()
+        batch = self._run(
+            name,
+            "changes",
+            False,
+            lambda: poll(
+                self.state,
+                observe,
+                provider=name,
+                account=account,
+                cursor=cursor,
+                start=start,
+                now=now,
+                ttl=self.config.state_remember,
+            ),
+            None,
+        )
+        if key is not None:
+            self.state.put(key, batch.cursor, None)
+        return batch
+
+    def classify_observed(
+        self, observed: list[Observed], *, provider: str | ProviderName, source: str = "webhook"
+    ) -> list[AppointmentChange]:
+        """What an adapter's ``observe_webhook`` saw, as changes (those already reported dropped)."""
+        name = self.resolve(provider)
+        account = self.adapter(name).account
+        kind: ChangeSource = "feed" if source == "feed" else "webhook"
+        found = []
+        for item in observed:
+            change = classify(
+                self.state, item, provider=name, account=account, source=kind, ttl=self.config.state_remember
+            )
+            if change is not None:
+                found.append(change)
+        return found
+
+    def _snapshot(
+        self, name: ProviderName, adapter: Provider, appointment: Appointment, kind: ChangeKind
+    ) -> None:
+        record_snapshot(
+            self.state, name, adapter.account, appointment, kind=kind, ttl=self.config.state_remember
+        )
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -502,6 +602,31 @@ class PMSClient:
                 raise UnexpectedResponseError(
                     what, provider=name.value, operation=operation, outcome_unknown=creates, reference=reference
                 ) from exc
+
+
+def _utc_now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+def _read_since(since: object) -> tuple[Cursor | None, _dt.datetime | None]:
+    if since is None:
+        return None, None
+    if isinstance(since, _dt.datetime):
+        if since.tzinfo is None or since.utcoffset() is None:
+            raise ValidationError([("since", "must be an aware datetime (with a time zone) or a cursor")])
+        return None, since.astimezone(_dt.timezone.utc)
+    return Cursor.decode(since), None
+
+
+_FEED_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def _check_feed(feed: object) -> str | None:
+    if feed is None:
+        return None
+    if not isinstance(feed, str) or not 1 <= len(feed) <= 100 or not set(feed) <= _FEED_CHARS:
+        raise ValidationError([("feed", "must be 1-100 letters, digits, '.', '_' or '-'")])
+    return feed
 
 
 def _earliest(appointment: Appointment) -> tuple[bool, _dt.datetime]:

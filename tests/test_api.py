@@ -33,6 +33,9 @@ EXPECTED_ALL = {
     "getFreeSlots", "findPatient", "getAppointment", "findAppointments",
     "check_state", "checkState",
     "Slot", "SlotList", "PatientRecord", "PatientList", "AppointmentList",
+    # issue 18: hearing about changes made in the CRM
+    "changes", "getChanges", "ChangeKind", "AppointmentChange", "ChangeBatch",
+    "WebhookError", "WebhookSignatureError", "WebhookStaleError", "WebhookReplayError", "WebhookPayloadError",
 }  # fmt: skip
 
 
@@ -48,6 +51,7 @@ def test_camel_case_aliases_are_the_same_objects() -> None:
     assert pms.updateAppointment is pms.update_appointment
     assert pms.cancelAppointment is pms.cancel_appointment
     assert pms.pushPerformanceReport is pms.push_performance_report
+    assert pms.getChanges is pms.changes
 
 
 def test_providers_function_survives_loading_the_adapter_package() -> None:
@@ -301,6 +305,12 @@ ENTRY_POINTS: dict[str, Any] = {
     "PMSClient.find_patient": lambda v: _client().find_patient(email=v),
     "PMSClient.get_appointment": lambda v: _client().get_appointment(v),
     "PMSClient.find_appointments": lambda v: _client().find_appointments(reference=v),
+    "changes(since)": lambda v: pms.changes(v),
+    "changes(provider)": lambda v: pms.changes(provider=v),
+    "changes(feed)": lambda v: pms.changes(feed=v),
+    "getChanges(since)": lambda v: pms.getChanges(v),
+    "PMSClient.changes(since)": lambda v: _client().changes(v),
+    "PMSClient.changes(feed)": lambda v: _client().changes(feed=v),
     "reload(environ)": lambda v: pms.reload(v, env_file=None),
     "reload(env_file)": lambda v: pms.reload({}, env_file=v),
     "use_client": lambda v: pms.use_client(v),
@@ -352,7 +362,7 @@ NOT_INPUT = {
     "__version__", "ProviderName", "Capability", "AppointmentStatus", "Appointment", "ReportReceipt",
     "ProviderStatus", "Provider", "get_client", "providers", "TokenStore", "FileTokenStore", "CallbackTokenStore",
     "Slot", "SlotList", "PatientRecord", "PatientList", "AppointmentList",
-    "check_state", "checkState",
+    "check_state", "checkState", "ChangeKind", "AppointmentChange", "ChangeBatch",
 }  # fmt: skip
 
 

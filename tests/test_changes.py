@@ -1,0 +1,317 @@
+"""The change feed's core (pms_integration.changes, PMSClient.changes) with a scripted adapter.
+
+The scripted adapter behaves like a careful vendor feed: it reports every change whose modified
+time falls in ``(position - margin, now]``, so consecutive polls overlap by ``margin`` and the
+core must drop what it already reported. Vendor feeds through the sandbox are tested at the end.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import pytest
+
+from pms_integration import PMSClient
+from pms_integration.changes import (
+    AppointmentChange,
+    ChangeBatch,
+    ChangeKind,
+    Cursor,
+    FeedPage,
+    Observed,
+    classify,
+    record_snapshot,
+)
+from pms_integration.errors import PMSError, UnsupportedOperationError, ValidationError
+from pms_integration.models import Appointment, AppointmentStatus, ProviderName
+from pms_integration.provider import Capability
+from pms_integration.state import open_state
+
+from .conftest import full_environ
+
+GHL = ProviderName.GOHIGHLEVEL
+UTC = dt.timezone.utc
+T0 = dt.datetime(2030, 1, 7, 9, 0, tzinfo=UTC)
+MARGIN = dt.timedelta(seconds=60)
+
+
+def appt(
+    appointment_id: str,
+    start: dt.datetime = T0 + dt.timedelta(days=3),
+    *,
+    status: AppointmentStatus = AppointmentStatus.BOOKED,
+    reference: str | None = None,
+) -> Appointment:
+    return Appointment(GHL, appointment_id, status, start, start + dt.timedelta(minutes=30), reference=reference)
+
+
+def seen(
+    appointment_id: str,
+    at: dt.datetime,
+    version: str | None = None,
+    *,
+    start: dt.datetime = T0 + dt.timedelta(days=3),
+    status: AppointmentStatus = AppointmentStatus.BOOKED,
+    created: dt.datetime | None = None,
+    deleted: bool = False,
+    reference: str | None = None,
+) -> Observed:
+    record = None if deleted else appt(appointment_id, start, status=status, reference=reference)
+    return Observed(appointment_id, record, at, version or at.isoformat(), deleted=deleted, created_at=created)
+
+
+# -- classification --------------------------------------------------------------------------
+
+
+def _classify(store: Any, item: Observed, **kw: Any) -> AppointmentChange | None:
+    return classify(store, item, provider=GHL, account="acct", source="feed", ttl=3600, **kw)
+
+
+def test_classification_table() -> None:
+    store = open_state("memory://", namespace="t-classify")
+    t = T0
+    moved = T0 + dt.timedelta(days=4)
+    # new record, created with this modification -> created
+    first = _classify(store, seen("a", t, "v1", created=t))
+    assert first is not None and first.kind is ChangeKind.CREATED and first.event_id == "a@v1"
+    # the same version again -> already reported
+    assert _classify(store, seen("a", t, "v1", created=t)) is None
+    # a new version with the same times -> updated
+    upd = _classify(store, seen("a", t + dt.timedelta(minutes=1), "v2", created=t))
+    assert upd is not None and upd.kind is ChangeKind.UPDATED
+    # start moved -> rescheduled, with the previous start
+    res = _classify(store, seen("a", t + dt.timedelta(minutes=2), "v3", start=moved, created=t))
+    assert res is not None and res.kind is ChangeKind.RESCHEDULED
+    assert res.previous_start == T0 + dt.timedelta(days=3)
+    # status now cancelled -> cancelled (even when the time moved as well)
+    can = _classify(
+        store, seen("a", t + dt.timedelta(minutes=3), "v4", start=moved, status=AppointmentStatus.CANCELLED)
+    )
+    assert can is not None and can.kind is ChangeKind.CANCELLED
+    # still cancelled, notes edited -> updated, not a second cancellation
+    again = _classify(
+        store, seen("a", t + dt.timedelta(minutes=4), "v5", start=moved, status=AppointmentStatus.CANCELLED)
+    )
+    assert again is not None and again.kind is ChangeKind.UPDATED
+    # deleted -> deleted (no appointment); deleted again -> nothing
+    gone = _classify(store, seen("a", t + dt.timedelta(minutes=5), "v6", deleted=True))
+    assert gone is not None and gone.kind is ChangeKind.DELETED and gone.appointment is None
+    assert _classify(store, seen("a", t + dt.timedelta(minutes=6), "v7", deleted=True)) is None
+    # unknown record modified long after its creation -> updated (we never saw its creation)
+    old = _classify(store, seen("b", t, "v1", created=t - dt.timedelta(days=2)))
+    assert old is not None and old.kind is ChangeKind.UPDATED
+    # ... unless it was created after the feed started
+    late = _classify(store, seen("c", t, "v1", created=t - dt.timedelta(minutes=5)), feed_start=t - dt.timedelta(hours=1))
+    assert late is not None and late.kind is ChangeKind.CREATED
+    # a record we never saw that is now cancelled -> cancelled
+    c2 = _classify(store, seen("d", t, "v1", status=AppointmentStatus.CANCELLED))
+    assert c2 is not None and c2.kind is ChangeKind.CANCELLED
+
+
+def test_by_library_follows_the_booking_reference_even_after_deletion() -> None:
+    store = open_state("memory://", namespace="t-bylib")
+    mine = _classify(store, seen("m", T0, "v1", reference="conv-1", created=T0))
+    theirs = _classify(store, seen("s", T0, "v1", created=T0))
+    assert mine is not None and mine.by_library and theirs is not None and not theirs.by_library
+    gone = _classify(store, seen("m", T0 + dt.timedelta(minutes=1), "v2", deleted=True))
+    assert gone is not None and gone.kind is ChangeKind.DELETED and gone.by_library
+
+
+def test_a_staff_change_to_a_library_booking_is_classified_against_what_the_library_made() -> None:
+    store = open_state("memory://", namespace="t-own")
+    made = appt("x", reference="conv-9")
+    record_snapshot(store, GHL, "acct", made, kind=ChangeKind.CREATED, ttl=3600)
+    # the feed sees the library's own booking: reported once, as created, by the library
+    own = _classify(store, seen("x", T0, "v1", reference="conv-9", created=T0 - dt.timedelta(days=1)))
+    assert own is not None and own.kind is ChangeKind.CREATED and own.by_library
+    # staff then move it: rescheduled from the library's time
+    moved = T0 + dt.timedelta(days=5)
+    res = _classify(store, seen("x", T0 + dt.timedelta(minutes=1), "v2", start=moved, reference="conv-9"))
+    assert res is not None and res.kind is ChangeKind.RESCHEDULED and res.previous_start == made.start
+    # a replayed booking does not reset the snapshot
+    record_snapshot(store, GHL, "acct", made, kind=ChangeKind.CREATED, ttl=3600)
+    assert _classify(store, seen("x", T0 + dt.timedelta(minutes=1), "v2", start=moved, reference="conv-9")) is None
+
+
+def test_a_change_reported_by_a_webhook_is_not_reported_again_by_the_feed() -> None:
+    store = open_state("memory://", namespace="t-cross")
+    moved = T0 + dt.timedelta(days=6)
+    hook = classify(
+        store, seen("w", T0, "evt-1", start=moved), provider=GHL, account="acct", source="webhook", ttl=60
+    )
+    assert hook is not None and hook.event_id == "evt-1" and hook.source == "webhook"
+    # the feed sees the same state, modified no later than the webhook said: nothing new
+    assert _classify(store, seen("w", T0, "2030-01-07T09:00:00Z", start=moved)) is None
+
+
+def test_reprs_are_readable() -> None:
+    store = open_state("memory://", namespace="t-repr")
+    change = _classify(store, seen("r1", T0, "v1", created=T0, reference="conv-1"))
+    assert change is not None
+    assert "created" in repr(change) and "r1" in str(change) and "<table>" in change._repr_html_()
+    assert "ref=conv-1" in change.line() and "library" in change.line()
+    batch = ChangeBatch((change,), "cursor")
+    assert len(batch) == 1 and list(batch) == [change] and "1 change" in repr(batch)
+    assert "cursor" not in repr(batch) and "r1" in str(batch) and "<table>" in batch._repr_html_()
+    assert str(ChangeBatch((), "c")) == "no changes"
+
+
+# -- a scripted adapter and a client around it -----------------------------------------------
+
+
+@attrs.define
+class ScriptedFeed:
+    """Changes as (modified_at, Observed); each poll answers (position - MARGIN, now]."""
+
+    log: list[Observed] = attrs.Factory(list)
+    calls: list[tuple[Mapping[str, Any] | None, dt.datetime]] = attrs.Factory(list)
+    account: str = "scripted-account"
+    name: ProviderName = GHL
+    capabilities: frozenset[Capability] = frozenset({Capability.CHANGES})
+
+    def observe_changes(self, position: Mapping[str, Any] | None, now: dt.datetime) -> FeedPage:
+        self.calls.append((position, now))
+        if position is None:
+            return FeedPage((), {"at": now.isoformat()})
+        low = dt.datetime.fromisoformat(position["at"]) - MARGIN
+        found = tuple(o for o in self.log if low < o.modified_at <= now)
+        return FeedPage(found, {"at": now.isoformat()})
+
+    def unsupported_reason(self, capability: Capability) -> str | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def scripted_client(feed: ScriptedFeed, state: str = "memory://", clock: list[dt.datetime] | None = None) -> PMSClient:
+    client = PMSClient(environ=full_environ(), env_file=None, state=state)
+    client._adapters[GHL] = feed  # type: ignore[assignment]
+    times = clock if clock is not None else [T0]
+    client._utcnow = lambda: times[0]
+    return client
+
+
+def test_first_poll_starts_now_and_later_polls_report_each_change_once() -> None:
+    feed = ScriptedFeed()
+    clock = [T0]
+    client = scripted_client(feed, clock=clock)
+    batch = client.changes(provider="gohighlevel")
+    assert len(batch) == 0 and feed.calls == [(None, T0)]
+    feed.log.append(seen("a", T0 + dt.timedelta(seconds=10), created=T0 + dt.timedelta(seconds=10)))
+    clock[0] = T0 + dt.timedelta(seconds=30)
+    batch = client.changes(batch.cursor)
+    assert [(c.appointment_id, c.kind) for c in batch] == [("a", ChangeKind.CREATED)]
+    clock[0] = T0 + dt.timedelta(seconds=50)  # "a" is still inside the overlap: not again
+    assert len(client.changes(batch.cursor)) == 0
+
+
+def test_since_a_datetime_reads_from_then() -> None:
+    feed = ScriptedFeed([seen("early", T0 - dt.timedelta(minutes=10)), seen("later", T0 - dt.timedelta(minutes=2))])
+    client = scripted_client(feed)
+    batch = client.changes(T0 - dt.timedelta(minutes=5), provider="ghl")
+    # the window starts MARGIN before `since`: overlap is fine, a miss is not
+    assert [c.appointment_id for c in batch] == ["later"]
+    with pytest.raises(ValidationError) as err:
+        client.changes(dt.datetime(2030, 1, 1), provider="ghl")
+    assert err.value.fields == ["since"]
+
+
+def test_one_thousand_changes_over_ten_polls_on_the_window_edges() -> None:
+    feed = ScriptedFeed()
+    clock = [T0]
+    client = scripted_client(feed, clock=clock)
+    cursor = client.changes(provider="ghl").cursor
+    boundaries = [T0 + dt.timedelta(seconds=30 * (i + 1)) for i in range(10)]
+    expected: set[str] = set()
+    n = 0
+    for i, edge in enumerate(boundaries):
+        prev = boundaries[i - 1] if i else T0
+        # 100 changes per poll: 20 exactly on this poll's boundary, 20 exactly on the previous
+        # one (already polled at that instant, but written after: late index), the rest between
+        for j in range(100):
+            if j < 20:
+                at = edge
+            elif j < 40 and i:
+                at = prev  # lands on the last boundary after that poll ran (clock/index lag)
+            else:
+                at = prev + dt.timedelta(milliseconds=1 + (j * 293) % 29_998)
+            version = f"v{n}"
+            feed.log.append(seen(f"ap{n}", at, version, created=at))
+            expected.add(f"ap{n}@{version}")
+            n += 1
+        # one appointment is also changed twice (two versions) in every window
+        feed.log.append(seen("twice", edge, f"t{i}", start=T0 + dt.timedelta(days=10, hours=i)))
+        expected.add(f"twice@t{i}")
+        clock[0] = edge
+        got = client.changes(cursor)
+        cursor = got.cursor
+        ids = [c.event_id for c in got]
+        assert len(ids) == len(set(ids))
+        for c in got:
+            assert c.event_id in expected, c.event_id
+            expected.discard(c.event_id)
+    assert n == 1000
+    # everything on or before the last poll's instant was reported, each exactly once
+    assert expected == set()
+    assert len(cursor) < 64_000
+
+
+def test_cursor_round_trip_and_garbage() -> None:
+    feed = ScriptedFeed()
+    client = scripted_client(feed)
+    batch = client.changes(provider="ghl")
+    decoded = Cursor.decode(batch.cursor)
+    assert decoded.provider is GHL and decoded.position == {"at": T0.isoformat()}
+    assert Cursor.decode(decoded.encode()) == decoded
+    raw = json.loads(base64.urlsafe_b64decode(batch.cursor + "=" * (-len(batch.cursor) % 4)))
+    raw["b"]["position"]["at"] = "2020-01-01T00:00:00+00:00"  # edited by hand: the check catches it
+    tampered = base64.urlsafe_b64encode(json.dumps(raw).encode()).decode().rstrip("=")
+    for garbage in ["", "not a cursor", "x" * 40, tampered, 42, "eyJhIjoxfQ", batch.cursor[:-3]]:
+        with pytest.raises(ValidationError) as err:
+            client.changes(garbage, provider="ghl")  # type: ignore[arg-type]
+        assert err.value.fields == ["since"]
+        assert isinstance(err.value, PMSError)
+
+
+def test_a_cursor_is_bound_to_its_provider_and_account() -> None:
+    client = scripted_client(ScriptedFeed())
+    cursor = client.changes(provider="ghl").cursor
+    other = scripted_client(ScriptedFeed(account="another-location"))
+    with pytest.raises(ValidationError) as err:
+        other.changes(cursor)
+    assert err.value.fields == ["since"]
+    with pytest.raises(ValidationError):
+        client.changes(cursor, provider="hubspot")
+
+
+def test_a_named_feed_survives_a_restart(tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path}/state.db"
+    feed = ScriptedFeed()
+    clock = [T0]
+    first = scripted_client(feed, state=url, clock=clock)
+    assert len(first.changes(provider="ghl", feed="reception")) == 0
+    feed.log.append(seen("r", T0 + dt.timedelta(seconds=5), created=T0 + dt.timedelta(seconds=5)))
+    clock[0] = T0 + dt.timedelta(seconds=10)
+    assert [c.appointment_id for c in first.changes(provider="ghl", feed="reception")] == ["r"]
+    first.close()
+    # a new consumer (a restarted process) on the same store resumes: "r" is not reported again
+    feed.log.append(seen("s", T0 + dt.timedelta(seconds=15), created=T0 + dt.timedelta(seconds=15)))
+    clock[0] = T0 + dt.timedelta(seconds=20)
+    second = scripted_client(feed, state=url, clock=clock)
+    assert [c.appointment_id for c in second.changes(provider="ghl", feed="reception")] == ["s"]
+    assert len(second.changes(provider="ghl", feed="reception")) == 0
+    with pytest.raises(ValidationError) as err:
+        second.changes(provider="ghl", feed="no spaces please")
+    assert err.value.fields == ["feed"]
+
+
+def test_a_provider_without_a_feed_is_unsupported() -> None:
+    client = scripted_client(ScriptedFeed(capabilities=frozenset()))
+    with pytest.raises(UnsupportedOperationError):
+        client.changes(provider="ghl")
