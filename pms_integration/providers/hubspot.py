@@ -16,6 +16,7 @@ from .._http import ErrorInfo, HttpResponse, Runtime
 from .._ratelimit import RateLimitInfo
 from .._retry import current_deadline
 from .._time import UTC
+from ..changes import FeedPage, Observed
 from ..config import HubSpotSettings
 from ..errors import ConflictError, PMSError, UnexpectedResponseError, ValidationError
 from ..models import (
@@ -30,6 +31,7 @@ from ..models import (
 )
 from ..provider import CHANGE_CAPABILITIES, READ_CAPABILITIES, WRITE_CAPABILITIES, Provider
 from ..scheduling import Busy, OpenHours
+from . import hubspot_changes as changes
 from . import hubspot_reads as reads
 from . import hubspot_wire as wire
 from ._base import BaseAdapter, text
@@ -306,6 +308,14 @@ class HubSpotAdapter(BaseAdapter):
 
     def slot_taken(self, request: AppointmentRequest, busy: Busy) -> ConflictError:
         return super().slot_taken(request, reads.named_busy(self, busy))
+
+    # -- hearing about changes (hubspot_changes; docs/providers/hubspot.md, "Changes") ----------
+
+    def observe_changes(self, position: Mapping[str, Any] | None, now: _dt.datetime) -> FeedPage:
+        return changes.observe_changes(self, position, now)
+
+    def observe_webhook(self, payload: Any) -> list[Observed]:
+        return changes.observe_webhook(self, payload)
 
     # -- update and cancel: read the meeting, then write ----------------------------------------
 
