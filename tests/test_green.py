@@ -34,7 +34,7 @@ def run(coro: Awaitable[T]) -> T:
 
 
 class Ticker:
-    """A task that counts loop turns; ``await ticker.ticks(n)`` returns once n more went by."""
+    """A task that ticks on the loop; ``await ticker.ticks(n)`` returns once n more went by."""
 
     def __init__(self) -> None:
         self.count = 0
@@ -43,7 +43,10 @@ class Ticker:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(0)
+            # a short timed sleep, not sleep(0): a loop that never waits in select() holds the GIL
+            # almost all the time, and worker threads (the SQLite store's steps) then crawl - under
+            # a busy CI machine past the store's 5 s lock wait
+            await asyncio.sleep(0.0005)
             self.count += 1
             for target, future in list(self._waiters):
                 if self.count >= target and not future.done():
