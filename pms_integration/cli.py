@@ -13,6 +13,7 @@ import json
 import os
 import re
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -177,6 +178,57 @@ def _cmd_state_check(args: argparse.Namespace) -> int:
     with _client(args) as client:
         print(client.check_state())
     return 0
+
+
+#: how ``watch`` waits between polls (tests replace it)
+_watch_sleep: Callable[[float], None] = time.sleep
+
+
+def _since_flag(text: str | None) -> dt.datetime | str | None:
+    """``--since``: an ISO-8601 time with an offset, else a cursor printed by an earlier run."""
+    if text is None:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return text
+    if when.tzinfo is None:
+        raise ValidationError.single("--since", "needs a UTC offset, e.g. 2031-03-04T08:00:00+00:00")
+    return when
+
+
+def _cmd_watch(args: argparse.Namespace) -> int:
+    """``watch``: poll the change feed and print each change as one line, until Ctrl-C (or once)."""
+    provider = _provider_flag(args)
+    try:
+        interval = float(args.interval)
+    except ValueError:
+        interval = -1.0
+    if not 0.5 <= interval <= 3600:
+        raise ValidationError.single("--interval", "must be a number of seconds from 0.5 to 3600")
+    since: dt.datetime | str | None = _since_flag(args.since)
+    with _client(args) as client:
+        try:
+            while True:
+                batch = client.changes(since, provider=provider, feed=args.feed)
+                for change in batch:
+                    if args.json:
+                        data = unstructure(change)
+                        if isinstance(data.get("appointment"), dict):
+                            data["appointment"] = redact_raw(data["appointment"], keep=False)
+                        print(json.dumps(data, ensure_ascii=False, allow_nan=False, default=str), flush=True)
+                    else:
+                        print(change.line(), flush=True)
+                # a named feed keeps its cursor in the state store; otherwise carry it along
+                since = None if args.feed else batch.cursor
+                if args.once:
+                    print(f"cursor: {batch.cursor}", file=sys.stderr)
+                    return 0
+                _watch_sleep(interval)
+        except KeyboardInterrupt:
+            if not args.feed:
+                print(f"cursor: {since}", file=sys.stderr)
+            return 0
 
 
 def _next_weekday_at(hour: int, zone: str, days_ahead: int = 1) -> dt.datetime:
@@ -427,6 +479,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="check that the state store is reachable and writable (exit 13 if not, 4 for a bad PMS_STATE_URL)",
     )
     q.set_defaults(func=_cmd_state_check)
+
+    p = sub.add_parser(
+        "watch", help="print appointment changes made in the CRM as they arrive (polls until Ctrl-C)"
+    )
+    p.add_argument("--provider", "-p", help="gohighlevel (ghl), salesforce or hubspot (default: PMS_DEFAULT_PROVIDER)")
+    p.add_argument("--interval", default="15", metavar="SECONDS", help="seconds between polls (default 15)")
+    p.add_argument(
+        "--since",
+        help="start from this time (ISO-8601 with an offset) or from a cursor an earlier run printed (default: now)",
+    )
+    p.add_argument("--feed", metavar="NAME", help="keep the cursor in the state store under NAME, so a restart resumes")
+    p.add_argument("--once", action="store_true", help="poll once, print the changes and the cursor, and exit")
+    p.add_argument("--json", action="store_true", help="one JSON object per change instead of a line of text")
+    p.set_defaults(func=_cmd_watch)
 
     p = sub.add_parser("sandbox", help="run the vendor emulators in the foreground")
     p.add_argument("--port", type=int, default=8765)

@@ -7,6 +7,7 @@ authentication: docs/http-api.md. Library calls block, so each runs in Starlette
 
 from __future__ import annotations
 
+import datetime as _dt
 import hmac
 import json
 import logging
@@ -505,6 +506,24 @@ class _Api:
         found = await run_in_threadpool(lambda: self.calls.find_patient(**query, provider=name))
         return _json_response(200, _list_json(found))
 
+    async def changes(self, request: Request) -> Response:
+        """The change feed (docs/changes.md): ``since`` a cursor or an ISO-8601 time, ``provider``, ``feed``."""
+        query = _query(request, ("since", "provider", "feed"))
+        since: Any = query.get("since")
+        if since is not None and since[:1].isdigit():
+            try:
+                since = _dt.datetime.fromisoformat(since.replace("Z", "+00:00").replace(" ", "+"))
+            except ValueError:
+                raise ValidationError.single("since", "is neither a cursor nor an ISO-8601 time") from None
+        batch = await run_in_threadpool(
+            lambda: self.calls.changes(since, provider=query.get("provider"), feed=query.get("feed"))
+        )
+        events = [unstructure(change) for change in batch]
+        for event in events:  # the appointment's vendor response, redacted like every model's
+            if isinstance(event.get("appointment"), dict):
+                event["appointment"] = redact_raw(event["appointment"])
+        return _json_response(200, {"events": events, "cursor": batch.cursor})
+
     async def update(self, request: Request) -> Response:
         name = _provider_from(request)
         appointment_id = str(request.path_params["id"])
@@ -623,6 +642,8 @@ def create_app(
         Route(f"{each}/slots", api.guard(api.slots, patient_data=True), methods=["GET"], name="pms_slots"),
         Route(f"{each}/bookings", api.guard(api.bookings, patient_data=True), methods=["GET"], name="pms_bookings"),
         Route(f"{each}/patients", api.guard(api.patients, patient_data=True), methods=["GET"], name="pms_patients"),
+        # the change feed carries appointments (patient data): a token, like the reads
+        Route(f"{PREFIX}/changes", api.guard(api.changes, patient_data=True), methods=["GET"], name="pms_changes"),
     ]
     return Starlette(routes=routes, exception_handlers={HTTPException: _http_exception})
 

@@ -315,3 +315,80 @@ def test_a_provider_without_a_feed_is_unsupported() -> None:
     client = scripted_client(ScriptedFeed(capabilities=frozenset()))
     with pytest.raises(UnsupportedOperationError):
         client.changes(provider="ghl")
+
+
+# -- the command line and the HTTP route ------------------------------------------------------
+
+
+def test_watch_once_prints_each_change_and_the_cursor(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pms_integration import cli
+
+    feed = ScriptedFeed([seen("w1", T0 - dt.timedelta(seconds=5), created=T0 - dt.timedelta(seconds=5))])
+    monkeypatch.setattr(cli, "_client", lambda args: scripted_client(feed))
+    since = (T0 - dt.timedelta(seconds=30)).isoformat()
+    assert cli.main(["watch", "--provider", "ghl", "--since", since, "--once"]) == 0
+    out, err = capsys.readouterr()
+    assert "gohighlevel created w1" in out and "via feed" in out
+    cursor = err.split("cursor: ")[1].strip()
+    assert Cursor.decode(cursor).provider is GHL
+    # polling until Ctrl-C: the second wait is interrupted; the cursor is printed to resume with
+    waits: list[float] = []
+
+    def wait(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_watch_sleep", wait)
+    assert cli.main(["watch", "-p", "ghl", "--since", cursor, "--interval", "2", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "" and waits == [2.0, 2.0] and "cursor: " in err
+    assert cli.main(["watch", "-p", "ghl", "--interval", "0"]) == 3
+    assert "--interval" in capsys.readouterr().err
+
+
+def _asgi_get(app: Any, path: str, query: str, headers: dict[str, str]) -> tuple[int, Any]:
+    import asyncio
+
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+        "path": path, "raw_path": path.encode(), "query_string": query.encode(), "root_path": "",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 1234), "server": ("127.0.0.1", 80),
+    }  # fmt: skip
+    asyncio.run(app(scope, receive, send))
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return status, json.loads(body)
+
+
+def test_the_http_route_needs_the_token_and_pages_with_the_cursor() -> None:
+    from urllib.parse import quote
+
+    from pms_integration.server import PREFIX, create_app
+
+    feed = ScriptedFeed([seen("h1", T0 - dt.timedelta(seconds=5), created=T0 - dt.timedelta(seconds=5))])
+    client = scripted_client(feed)
+    token = "a-long-enough-server-token-for-tests-0123456789"
+    app = create_app(client, token=token)
+    auth = {"Authorization": f"Bearer {token}"}
+    status, _ = _asgi_get(app, f"{PREFIX}/changes", "provider=ghl", {})
+    assert status == 401
+    since = quote((T0 - dt.timedelta(seconds=30)).isoformat())
+    status, body = _asgi_get(app, f"{PREFIX}/changes", f"provider=ghl&since={since}", auth)
+    assert status == 200 and [e["appointment_id"] for e in body["events"]] == ["h1"]
+    assert body["events"][0]["kind"] == "created" and body["events"][0]["appointment"]["id"] == "h1"
+    status, body = _asgi_get(app, f"{PREFIX}/changes", f"since={body['cursor']}", auth)
+    assert status == 200 and body["events"] == []
+    status, body = _asgi_get(app, f"{PREFIX}/changes", "since=garbage-cursor-text", auth)
+    assert status == 422 and "since" in json.dumps(body)
