@@ -8,7 +8,7 @@ from typing import Any
 
 from ...models import ProviderName
 from .._core import Emulator, EndpointHandler, Forwarded, RollingWindow, Sandbox, SandboxRequest, SandboxResponse
-from .handlers import Params, error, is_v1, refusal
+from .handlers import Params, error, is_v1, refusal, webhook_body
 from .routes import ROUTES
 from .state import CalendarStore, OpenHours, Refused
 from .validation import KNOWN_VERSIONS
@@ -155,6 +155,29 @@ class GoHighLevelEmulator(Emulator):
             self.store.staff_cancel(appointment_id)
         except Refused:
             raise KeyError(appointment_id) from None
+
+    def staff_delete(self, appointment_id: str) -> None:
+        """Delete the appointment as staff would in GoHighLevel's calendar (KeyError: no such one)."""
+        try:
+            self.store.staff_delete(appointment_id)
+        except Refused:
+            raise KeyError(appointment_id) from None
+
+    # -- what GoHighLevel would tell a webhook subscriber ---------------------------------------
+
+    def change_count(self) -> int:
+        """How many changes are logged: ``webhook_payloads(change_count())`` is what comes after now."""
+        with self.lock:
+            return len(self.store.changes)
+
+    def webhook_payloads(self, since_index: int = 0) -> list[dict[str, Any]]:
+        """The webhook bodies (``AppointmentCreate``/``Update``/``Delete``) for the changes logged
+        from ``since_index`` on, oldest first, whichever route made them (the library's, v1 or
+        v2, or the staff hooks); unsigned (``Sandbox.deliver_webhooks`` signs and posts them)."""
+        with self.lock:
+            changes = [dict(c) for c in self.store.changes[max(since_index, 0) :]]
+            location_id = self.store.location_id
+        return [webhook_body(change, location_id) for change in changes]
 
     def block_time(self, start: _dt.datetime, end: _dt.datetime, title: str = "Blocked") -> str:
         """A block slot in the calendar (free slots leave it out, bookings into it are refused)."""

@@ -114,6 +114,32 @@ def calendar_event_view(event: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def webhook_body(change: Mapping[str, Any], location_id: str) -> dict[str, Any]:
+    """The body GoHighLevel posts for a logged change (highlevel-api-docs ``docs/webhook
+    events/AppointmentCreate.md``, ``...Update.md``, ``...Delete.md``: ``type``, ``locationId``
+    and the ``appointment``; ``docs/oauth/WebhookAuthentication.md``: ``webhookId`` and
+    ``timestamp`` on every body). The appointment has no ``description``, as documented."""
+    event = change["event"]
+    keys = ("id", "address", "title", "calendarId", "contactId", "appointmentStatus", "assignedUserId", "notes")
+    appointment = {
+        **{k: event[k] for k in keys},
+        "groupId": "",
+        "users": [event["assignedUserId"]],
+        "source": event["source"],
+        "startTime": event["startTime"],
+        "endTime": event["endTime"],
+        "dateAdded": event["dateAdded"],
+        "dateUpdated": event["dateUpdated"],
+    }
+    return {
+        "type": change["type"],
+        "locationId": location_id,
+        "appointment": appointment,
+        "webhookId": change["webhookId"],
+        "timestamp": change["timestamp"],
+    }
+
+
 def v1_view(event: Mapping[str, Any], contact: dict[str, Any] | None = None) -> dict[str, Any]:
     view = {
         **{k: event[k] for k in ("id", "calendarId", "contactId")},

@@ -10,10 +10,12 @@ from __future__ import annotations
 import datetime as _dt
 import secrets
 import string
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from ..._time import UTC, parse_instant, utc_text
 from .._core import Store, now_text
 
 __all__ = ["DEFAULT_OPEN_HOURS", "CalendarStore", "OpenHours", "Refused", "new_id"]
@@ -59,6 +61,13 @@ class CalendarStore(Store):
         self.notes: dict[str, dict[str, Any]] = {}
         #: block slots (time staff made unbookable): id -> {"id", "title", "start", "end"}
         self.blocks: dict[str, dict[str, Any]] = {}
+        #: every change to an event, oldest first: ``{"type": "AppointmentCreate" | "AppointmentUpdate"
+        #: | "AppointmentDelete", "event": <the event after it>, "webhookId", "timestamp"}`` (the
+        #: webhook bodies are built from it; ``clear()`` empties it)
+        self.changes: list[dict[str, Any]] = []
+        #: what "now" is for the records' stamps (None: the wall clock); tests set it to put a
+        #: change exactly where they want it
+        self.clock: Callable[[], _dt.datetime] | None = None
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
@@ -77,6 +86,7 @@ class CalendarStore(Store):
             self.events.clear()
             self.notes.clear()
             self.blocks.clear()
+            self.changes.clear()
 
     # -- ids the token and the calendar own --------------------------------------------------
 
@@ -198,7 +208,7 @@ class CalendarStore(Store):
             if check_slot:
                 self._check_free(start, end)
             contact_id = contact if isinstance(contact, str) else self._upsert_contact(contact)[0]["id"]
-            stamp = now_text()
+            stamp = self.stamp()
             event = {
                 "id": new_id(),
                 "calendarId": self.calendar_id,
@@ -220,6 +230,7 @@ class CalendarStore(Store):
                 **fields,
             }
             self.events[event["id"]] = event
+            self._record("AppointmentCreate", event)
             return dict(event)
 
     def update_event(self, event_id: str, *, check_slot: bool = True, **changes: Any) -> dict[str, Any]:
@@ -228,13 +239,30 @@ class CalendarStore(Store):
             event = self._get(self.events, event_id, "appointment")
             if check_slot and "start" in changes:
                 self._check_free(changes["start"], changes["end"], ignore=event_id)
-            event.update(changes, dateUpdated=now_text())
+            event.update(changes, dateUpdated=self.stamp(event["dateUpdated"]))
+            self._record("AppointmentUpdate", event)
             return dict(event)
 
     def delete_event(self, event_id: str) -> None:
         with self.lock:
-            self._get(self.events, event_id, "appointment")
+            event = self._get(self.events, event_id, "appointment")
             del self.events[event_id]
+            self._record("AppointmentDelete", event)
+
+    def stamp(self, previous: str | None = None) -> str:
+        """Now (``clock``'s, else the wall clock's) as the records are stamped, UTC with
+        milliseconds; always later than ``previous``, so every change has its own ``dateUpdated``."""
+        moment = self.clock() if self.clock is not None else _dt.datetime.now(UTC)
+        text = utc_text(moment.astimezone(UTC), milliseconds=True)
+        before = parse_instant(previous)
+        if before is not None and text <= utc_text(before.astimezone(UTC), milliseconds=True):
+            text = utc_text(before.astimezone(UTC) + _dt.timedelta(milliseconds=1), milliseconds=True)
+        return text
+
+    def _record(self, kind: str, event: Mapping[str, Any]) -> None:
+        """Log a change (the caller holds the lock)."""
+        stamp = utc_text(_dt.datetime.now(UTC), milliseconds=True)
+        self.changes.append({"type": kind, "event": dict(event), "webhookId": str(uuid.uuid4()), "timestamp": stamp})
 
     def events_between(self, start: _dt.datetime, end: _dt.datetime, **equal: str | None) -> list[dict[str, Any]]:
         """Events overlapping ``start``-``end`` by start time, whose fields match ``equal`` (None: any)."""
@@ -321,6 +349,10 @@ class CalendarStore(Store):
 
     def staff_cancel(self, event_id: str) -> None:
         self.update_event(event_id, check_slot=False, appointmentStatus="cancelled")
+
+    def staff_delete(self, event_id: str) -> None:
+        """Delete the event as staff would in GoHighLevel's calendar."""
+        self.delete_event(event_id)
 
     @staticmethod
     def _get(records: dict[str, dict[str, Any]], record_id: str, kind: str) -> dict[str, Any]:
