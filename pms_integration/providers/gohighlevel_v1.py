@@ -172,6 +172,12 @@ class GoHighLevelV1Adapter(GoHighLevelBase):
                 "(GET /v1/contacts/lookup), where proxies and server logs keep it, so this library does not "
                 "search patients on v1; API v2 searches in the request body. " + V2_ONLY_HINT
             )
+        if capability in (Capability.CHANGES, Capability.WEBHOOKS):
+            return (
+                "GoHighLevel API v1 lists appointments without the time they were last changed (v2's "
+                "dateUpdated), so no change feed can be built on it, and GoHighLevel's signed appointment "
+                "webhooks belong to Marketplace apps (API v2). " + V2_ONLY_HINT
+            )
         if capability is Capability.PUSH_REPORT:
             return (
                 "GoHighLevel API v1 cannot hold performance reports in this library (v1 has no way to update "

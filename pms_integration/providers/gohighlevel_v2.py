@@ -15,6 +15,7 @@ from typing import Any
 from .. import _green
 from .._http import HttpResponse, Runtime
 from .._time import epoch_ms, parse_instant
+from ..changes import FeedPage, Observed
 from ..config import GoHighLevelSettings
 from ..models import (
     Appointment,
@@ -29,7 +30,8 @@ from ..models import (
     SlotQuery,
     named_timezone,
 )
-from ..provider import READ_CAPABILITIES, WRITE_CAPABILITIES
+from ..provider import CHANGE_CAPABILITIES, READ_CAPABILITIES, WRITE_CAPABILITIES
+from . import gohighlevel_changes
 from ._base import text
 from .gohighlevel import (
     _CONTACT_SEARCH_LIMIT,
@@ -183,7 +185,15 @@ class GoHighLevelV2Adapter(GoHighLevelBase):
 
     # -- scheduling reads ---------------------------------------------------------------------
 
-    capabilities = WRITE_CAPABILITIES | READ_CAPABILITIES
+    capabilities = WRITE_CAPABILITIES | READ_CAPABILITIES | CHANGE_CAPABILITIES
+
+    def observe_changes(self, position: Mapping[str, Any] | None, now: _dt.datetime) -> FeedPage:
+        """The calendar's events in a window, diffed by ``dateUpdated`` (``gohighlevel_changes``)."""
+        return gohighlevel_changes.observe_changes(self, position, now)
+
+    def observe_webhook(self, payload: Any) -> list[Observed]:
+        """AppointmentCreate/Update/Delete webhook bodies (``gohighlevel_changes``)."""
+        return gohighlevel_changes.observe_webhook(self, payload)
 
     def free_slots(self, query: SlotQuery) -> list[Slot]:
         """``GET /calendars/{calendarId}/free-slots``: GoHighLevel computes the slots (open hours,
