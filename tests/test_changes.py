@@ -12,6 +12,7 @@ import datetime as dt
 import json
 from collections.abc import Mapping
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import attrs
 import pytest
@@ -30,6 +31,7 @@ from pms_integration.changes import (
 from pms_integration.errors import PMSError, UnsupportedOperationError, ValidationError
 from pms_integration.models import Appointment, AppointmentStatus, ProviderName
 from pms_integration.provider import Capability
+from pms_integration.sandbox import Sandbox
 from pms_integration.state import open_state
 
 from .conftest import full_environ
@@ -222,7 +224,7 @@ def test_since_a_datetime_reads_from_then() -> None:
     assert err.value.fields == ["since"]
 
 
-def test_one_thousand_changes_over_ten_polls_on_the_window_edges() -> None:
+def test_one_thousand_scripted_changes_over_ten_polls_on_the_window_edges() -> None:
     feed = ScriptedFeed()
     clock = [T0]
     client = scripted_client(feed, clock=clock)
@@ -392,3 +394,161 @@ def test_the_http_route_needs_the_token_and_pages_with_the_cursor() -> None:
     assert status == 200 and body["events"] == []
     status, body = _asgi_get(app, f"{PREFIX}/changes", "since=garbage-cursor-text", auth)
     assert status == 422 and "since" in json.dumps(body)
+
+
+# -- each vendor through the sandbox: the issue's acceptance ------------------------------------
+#
+# Every emulator stamps its changes on a clock the test holds (Salesforce's org clock, HubSpot's
+# wall and index clocks, GoHighLevel's record stamps), and the client reads "now" from the same
+# clock, so a change lands exactly on a poll's boundary when the test says so, and nothing waits.
+
+VENDORS = ["gohighlevel", "salesforce", "hubspot"]
+NY = ZoneInfo("America/New_York")
+DAY = dt.date(2030, 1, 9)
+
+
+class VendorClock:
+    def __init__(self, start: dt.datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def tick(self, seconds: float) -> dt.datetime:
+        self.now += dt.timedelta(seconds=seconds)
+        return self.now
+
+
+@pytest.fixture
+def vclock(sb: Sandbox, monkeypatch: pytest.MonkeyPatch) -> VendorClock:
+    clock = VendorClock(T0)
+    ghl = sb.emulator("gohighlevel")
+    monkeypatch.setattr(ghl, "open_hours", None)
+    monkeypatch.setattr(ghl.store, "clock", clock)  # type: ignore[attr-defined]
+    sf = sb.emulator("salesforce")
+    monkeypatch.setattr(sf, "clock", clock)
+    hs = sb.emulator("hubspot")
+    monkeypatch.setattr(hs, "wall_clock", clock)
+    monkeypatch.setattr(hs, "clock", lambda: clock.now.timestamp())
+    for name, value in (("search_lag", 0.0), ("search_rate", None), ("burst_limit", None)):
+        monkeypatch.setattr(hs, name, value)
+    return clock
+
+
+def vendor_client(sb: Sandbox, vendor: str, state: str, clock: VendorClock) -> PMSClient:
+    env = {
+        **sb.environ(default_provider=vendor),
+        "PMS_HUBSPOT_RATE_LIMIT": "off",
+        "PMS_SALESFORCE_CONFLICT_CHECK": "off",
+        "PMS_GHL_CONFLICT_CHECK": "off",
+    }
+    client = PMSClient(environ=env, env_file=None, sleep=lambda s: None, state=state)
+    client._utcnow = clock
+    return client
+
+
+def at(hour: int, minute: int = 0) -> dt.datetime:
+    return dt.datetime(DAY.year, DAY.month, DAY.day, hour, minute, tzinfo=NY)
+
+
+def block(sb: Sandbox, vendor: str, start: dt.datetime) -> str:
+    """An appointment staff make in the CRM (no booking reference)."""
+    end = start + dt.timedelta(minutes=30)
+    emulator: Any = sb.emulator(vendor)
+    if vendor == "gohighlevel":
+        contact = emulator.add_contact(email="walk-in@example.com")
+        times = {"startTime": start.isoformat(), "endTime": end.isoformat()}
+        return str(emulator.store.book(start, end, contact=contact, check_slot=False, **times)["id"])
+    return str(emulator.block_time(start, end, "Walk-in"))
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_a_staff_reschedule_and_cancel_reach_changes_once_across_a_restart(
+    sb: Sandbox, vclock: VendorClock, vendor: str, tmp_path: Any
+) -> None:
+    url = f"sqlite:///{tmp_path}/state.db"
+    got: list[AppointmentChange] = []
+    first = vendor_client(sb, vendor, url, vclock)
+    assert len(first.changes(feed="desk")) == 0  # the feed starts now
+    vclock.tick(5)
+    request = {
+        "start": at(10).isoformat(),
+        "duration_minutes": 30,
+        "timezone": "America/New_York",
+        "title": "Cleaning",
+        "patient": {"name": "Ann Lee", "email": "ann.lee@example.com"},
+        "reference": f"conv-{vendor}",
+    }
+    booked = first.book_appointment(request)
+    vclock.tick(5)
+    sb.staff_move(vendor, booked.id, at(14), at(14, 30))
+    vclock.tick(5)
+    got += first.changes(feed="desk")
+    vclock.tick(30)
+    got += first.changes(feed="desk")
+    first.close()  # the consumer stops; staff cancel meanwhile
+    vclock.tick(5)
+    sb.staff_cancel(vendor, booked.id)
+    vclock.tick(5)
+    second = vendor_client(sb, vendor, url, vclock)  # a restarted consumer, same store and feed
+    for pause in (0, 30, 90, 200):
+        vclock.tick(pause)
+        got += second.changes(feed="desk")
+    second.close()
+    # Salesforce has no cancelled state: staff cancel by deleting the Event, and the feed says so
+    cancel_kind = ChangeKind.DELETED if vendor == "salesforce" else ChangeKind.CANCELLED
+    assert [(c.kind, c.appointment_id) for c in got] == [
+        (ChangeKind.RESCHEDULED, booked.id),
+        (cancel_kind, booked.id),
+    ]
+    moved, cancelled = got
+    assert moved.by_library and cancelled.by_library and moved.previous_start == booked.start
+    assert moved.appointment is not None and moved.appointment.start == at(14)
+    # (Salesforce's deleted Event is read back from the recycle bin, marked cancelled)
+    assert cancelled.appointment is not None and cancelled.appointment.status is AppointmentStatus.CANCELLED
+    assert all(c.provider is ProviderName.parse(vendor) and c.source == "feed" for c in got)
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_one_thousand_changes_over_ten_polls_on_the_window_edges(
+    sb: Sandbox, vclock: VendorClock, vendor: str
+) -> None:
+    """100 staff appointments, each moved once between every two polls: 20 of the moves land
+    exactly on the previous poll's instant (after that poll ran), 20 exactly on the coming poll's
+    instant (before it runs), the rest in between. Every poll reports exactly the 100 moves."""
+    vclock.tick(-120)
+    ids = [block(sb, vendor, at(8 + n // 20, (n % 20) * 3)) for n in range(100)]
+    vclock.tick(120)
+    client = vendor_client(sb, vendor, "memory://", vclock)
+    cursor = client.changes().cursor
+    polls = [T0 + dt.timedelta(seconds=30 * (k + 1)) for k in range(10)]
+    reported: dict[str, int] = {}
+    moved_to: dict[str, dt.datetime] = {}
+    for k, edge in enumerate(polls):
+        previous = polls[k - 1] if k else T0
+        for n, appointment_id in enumerate(ids):
+            if n < 20:
+                vclock.now = previous
+            elif n < 40:
+                vclock.now = edge
+            else:
+                vclock.now = previous + dt.timedelta(milliseconds=1 + (n * 293) % 29_990)
+            start = at(8 + (k + n) % 9, (n % 20) * 3)
+            sb.staff_move(vendor, appointment_id, start, start + dt.timedelta(minutes=30))
+            moved_to[appointment_id] = start
+        vclock.now = edge
+        batch = client.changes(cursor)
+        cursor = batch.cursor
+        assert len(batch) == 100, (k, len(batch))
+        assert {c.appointment_id for c in batch} == set(ids)
+        assert all(c.appointment is not None and c.appointment.start == moved_to[c.appointment_id] for c in batch)
+        assert {c.kind for c in batch} <= {ChangeKind.RESCHEDULED, ChangeKind.UPDATED}
+        for change in batch:
+            reported[change.appointment_id] = reported.get(change.appointment_id, 0) + 1
+    for pause in (30, 90, 600):  # the overlap drains: nothing is reported again
+        vclock.tick(pause)
+        batch = client.changes(cursor)
+        cursor = batch.cursor
+        assert len(batch) == 0
+    assert sorted(reported.values()) == [10] * 100 and sum(reported.values()) == 1000
+    client.close()
