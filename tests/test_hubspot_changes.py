@@ -365,3 +365,46 @@ def test_the_feed_and_webhook_requests_match_the_spec(
         else:
             raise AssertionError(f"unexpected request {method} {target}")
     assert kinds == {"search", "archived list", "read", "associations"}
+
+
+# ---------------------------------------------------------------------------------------------
+# through the client: the feed across a restart
+
+
+def state_client(sb: Sandbox, url: str) -> PMSClient:
+    return sandbox_client(sb, PMS_STATE_URL=url)
+
+
+@pytest.fixture
+def live(sb: Sandbox, monkeypatch: pytest.MonkeyPatch) -> HubSpotEmulator:
+    """Real time (the client's ``now`` is the clock's) with the lag and the limits off."""
+    emulator = sandbox_emulator(sb)
+    monkeypatch.setattr(emulator, "search_lag", 0.0)
+    monkeypatch.setattr(emulator, "search_rate", None)
+    monkeypatch.setattr(emulator, "burst_limit", None)
+    return emulator
+
+
+def test_staff_changes_reach_changes_once_each_across_a_restart(
+    sb: Sandbox, live: HubSpotEmulator, tmp_path: Any
+) -> None:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    first = state_client(sb, url)
+    assert len(first.changes(provider="hubspot", feed="desk")) == 0  # the feed starts now
+    booking_id = book(first, "HS-E2E-1")
+    (made,) = first.changes(provider="hubspot", feed="desk")
+    assert (made.kind.value, made.appointment_id, made.by_library) == ("created", booking_id, True)
+    at = dt.datetime(2030, 3, 5, 16, 0, tzinfo=UTC)
+    sb.staff_move("hubspot", booking_id, at, at + dt.timedelta(minutes=45))
+    (moved,) = first.changes(provider="hubspot", feed="desk")
+    assert (moved.kind.value, moved.appointment_id, moved.by_library) == ("rescheduled", booking_id, True)
+    assert moved.appointment is not None and moved.appointment.start == at and moved.source == "feed"
+    first.close()
+
+    restarted = state_client(sb, url)  # a new consumer on the same store resumes the named feed
+    sb.staff_cancel("hubspot", booking_id)
+    assert [c.kind.value for c in restarted.changes(provider="hubspot", feed="desk")] == ["cancelled"]
+    live.staff_delete(booking_id)
+    assert [c.kind.value for c in restarted.changes(provider="hubspot", feed="desk")] == ["deleted"]
+    assert len(restarted.changes(provider="hubspot", feed="desk")) == 0
+    restarted.close()
