@@ -10,12 +10,12 @@ import datetime as _dt
 import os
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import EllipsisType
 from typing import Any
 
 from . import models
-from .changes import ChangeBatch
+from .changes import AppointmentChange, ChangeBatch
 from .client import PMSClient
 from .config import PMSConfig, load_config
 from .errors import ConfigurationError
@@ -37,6 +37,8 @@ __all__ = [
     "find_appointments",
     "check_state",
     "changes",
+    "parse_webhook",
+    "on_change",
 ]
 
 _lock = threading.Lock()
@@ -214,3 +216,24 @@ def changes(
 ) -> ChangeBatch:
     """Appointments changed in the CRM since the cursor ``since``. See :meth:`PMSClient.changes`."""
     return get_client().changes(since, provider=provider, feed=feed)
+
+
+def parse_webhook(
+    provider: str | ProviderName,
+    *,
+    method: str,
+    url: str,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]],
+    body: bytes | str,
+) -> list[AppointmentChange]:
+    """Verify a vendor's webhook request on the default client and return its changes.
+    See :func:`pms_integration.webhooks.parse`."""
+    return get_client().parse_webhook(provider, method=method, url=url, headers=headers, body=body)
+
+
+def on_change(callback: Callable[[AppointmentChange], object]) -> Callable[[AppointmentChange], object]:
+    """Call ``callback(change)`` for each change any client's webhook delivers (see
+    :func:`pms_integration.webhooks.on_change`). Returns ``callback``: usable as a decorator."""
+    from .webhooks import on_change as register
+
+    return register(callback)

@@ -8,7 +8,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import EllipsisType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -517,6 +517,30 @@ class PMSClient:
         record_snapshot(
             self.state, name, adapter.account, appointment, kind=kind, ttl=self.config.state_remember
         )
+
+    # -- webhooks (pms_integration.webhooks; docs/webhooks.md) ---------------------------------
+
+    def parse_webhook(
+        self,
+        provider: str | ProviderName,
+        *,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]],
+        body: bytes | str,
+    ) -> list[AppointmentChange]:
+        """Verify a vendor's webhook request (signature, timestamp window, event ids already
+        received) and return the changes it reports. See :func:`pms_integration.webhooks.parse`."""
+        from .webhooks import parse_for
+
+        return parse_for(self, provider, method=method, url=url, headers=headers, body=body)
+
+    def on_change(self, callback: Callable[[AppointmentChange], object]) -> Callable[[AppointmentChange], object]:
+        """Call ``callback(change)`` for each change a webhook delivers to this client (the HTTP
+        endpoint runs it after answering the vendor). Returns ``callback``: usable as a decorator."""
+        from .webhooks import on_change
+
+        return on_change(callback, client=self)
 
     # -- lifecycle --------------------------------------------------------------------------
 
