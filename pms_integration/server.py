@@ -13,6 +13,8 @@ import json
 import logging
 import math
 import os
+import queue
+import threading
 from collections.abc import Awaitable, Callable, Mapping
 from types import EllipsisType, ModuleType
 from typing import Any, NoReturn
@@ -31,7 +33,7 @@ except ImportError as _exc:  # pragma: no cover - exercised in a subprocess test
 
     raise ImportError(f"pms_integration.server needs Starlette and uvicorn. {server_extra_hint()}") from _exc
 
-from . import _default
+from . import _default, webhooks
 from ._extras import server_extra_hint
 from ._redact import redact, redact_data, redact_path, redact_raw
 from .client import PMSClient
@@ -46,6 +48,7 @@ from .errors import (
     RateLimitError,
     StateStoreError,
     ValidationError,
+    WebhookReplayError,
     _end_sentence,
 )
 from .models import PerformanceReport, ProviderName, ReportReceipt, structure, unstructure
@@ -63,6 +66,8 @@ __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "TOKEN_VARIABLE",
     "PathOnly",
+    "DEFAULT_WEBHOOK_QUEUE",
+    "WebhookQueue",
 ]
 
 log = logging.getLogger("pms_integration.server")
@@ -83,6 +88,8 @@ _DEFAULT_RETRY_AFTER = 5
 _DRAIN_BYTES = 1024 * 1024
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+#: How many verified webhook deliveries may wait for their callbacks; past it, 503 (the vendor retries).
+DEFAULT_WEBHOOK_QUEUE = 1000
 
 
 # ---------------------------------------------------------------------------------------------
@@ -359,6 +366,50 @@ def _object_body(data: Any, *, what: str) -> Mapping[str, Any]:
 # the app
 
 
+class WebhookQueue:
+    """Where the webhook endpoint leaves verified changes for the callbacks: one worker thread
+    runs them in arrival order after the vendor has had its answer. Bounded: a delivery that finds
+    it full is answered 503 before anything is verified or remembered, so the vendor's retry is
+    handled like a first delivery. ``join()`` waits until every queued delivery has run."""
+
+    def __init__(self, size: int = DEFAULT_WEBHOOK_QUEUE) -> None:
+        self._slots = threading.BoundedSemaphore(size)
+        self._jobs: queue.Queue[Callable[[], object]] = queue.Queue()
+        self._lock = threading.Lock()
+        self._worker: threading.Thread | None = None
+
+    def reserve(self) -> bool:
+        """Take a place for one delivery, without waiting; False when the queue is full."""
+        return self._slots.acquire(blocking=False)
+
+    def release(self) -> None:
+        """Give back a place :meth:`reserve` took for a delivery that queued nothing."""
+        self._slots.release()
+
+    def put(self, job: Callable[[], object]) -> None:
+        """Queue ``job`` in the place :meth:`reserve` took; the worker starts on first use."""
+        with self._lock:
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._work, name="pms-webhook-callbacks", daemon=True)
+                self._worker.start()
+        self._jobs.put(job)
+
+    def join(self) -> None:
+        """Wait until every queued delivery's callbacks have run."""
+        self._jobs.join()
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                job()
+            except Exception:
+                log.exception("webhook callbacks failed")
+            finally:
+                self._slots.release()
+                self._jobs.task_done()
+
+
 class _Api:
     def __init__(self, client: PMSClient | None, token: Secret | None, max_body_bytes: int) -> None:
         self.client = client
@@ -367,6 +418,7 @@ class _Api:
         self.calls: PMSClient | ModuleType = client if client is not None else _default
         self.token = token
         self.max_body = max_body_bytes
+        self.webhook_queue = WebhookQueue()
 
     # -- guard -----------------------------------------------------------------------------
 
@@ -397,15 +449,17 @@ class _Api:
                 f'{TOKEN_VARIABLE} to a long random value and send it in the Authorization header with the scheme "Bearer".',
             )
 
-    def guard(self, endpoint: Endpoint, *, patient_data: bool = False) -> Endpoint:
+    def guard(self, endpoint: Endpoint, *, patient_data: bool = False, authenticate: bool = True) -> Endpoint:
         """Authenticate, run, and turn every failure into a problem response. On a
-        ``patient_data`` endpoint a read (GET) is refused outright when the server has no token."""
+        ``patient_data`` endpoint a read (GET) is refused outright when the server has no token.
+        ``authenticate=False``: no bearer token (the webhook endpoint: the signature is the check)."""
 
         async def wrapped(request: Request) -> Response:
             try:
                 if patient_data and request.method in ("GET", "HEAD"):
                     self._check_token_configured()
-                self._check_auth(request)
+                if authenticate:
+                    self._check_auth(request)
                 return await endpoint(request)
             except Problem as problem:
                 return self._answer(request, problem)
@@ -560,6 +614,41 @@ class _Api:
         return _json_response(200, _model_json(await run_in_threadpool(push)))
 
 
+    async def webhook(self, request: Request) -> Response:
+        """A vendor's signed webhook: verified, de-duplicated, answered at once; the changes go to
+        the ``on_change`` callbacks on the worker queue afterwards."""
+        name = _provider_from(request)
+        if not self.webhook_queue.reserve():
+            raise Problem(
+                503,
+                "webhook-queue-full",
+                "Too many webhooks waiting",
+                "The server is still handling earlier webhooks; retry later.",
+                headers={"Retry-After": str(_DEFAULT_RETRY_AFTER)},
+            )
+        queued = False
+        try:
+            body = await _read_body(request, self.max_body)
+            client = self.client if self.client is not None else _default.get_client()
+            headers = list(request.headers.items())
+            url, method = str(request.url), request.method
+
+            def parse() -> list[Any]:
+                return webhooks.parse_for(client, name, method=method, url=url, headers=headers, body=body)
+
+            try:
+                changes = await run_in_threadpool(parse)
+            except WebhookReplayError:
+                log.info("%s webhook: a redelivery, nothing new (answered 200)", name.value)
+                return _json_response(200, {"received": 0, "duplicate": True})
+            self.webhook_queue.put(lambda: webhooks.dispatch(changes, client=client))
+            queued = True
+            return _json_response(200, {"received": len(changes), "duplicate": False})
+        finally:
+            if not queued:
+                self.webhook_queue.release()
+
+
 async def _http_exception(request: Request, exc: Exception) -> Response:
     """Routing errors (no such path, wrong method) as problem+json too."""
     status = exc.status_code if isinstance(exc, HTTPException) else 500
@@ -610,6 +699,7 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     env_file: str | os.PathLike[str] | EllipsisType | None = ...,
     environ: Mapping[str, str] | None = None,
+    webhook_queue: WebhookQueue | None = None,
 ) -> Starlette:
     """The ASGI app serving the ``/api/integrations/pms`` endpoints.
 
@@ -617,7 +707,9 @@ def create_app(
     request (so :func:`pms_integration.reload` takes effect at once). ``token``: the bearer token
     every request must carry; left out, ``PMS_SERVER_TOKEN`` read now as the configuration is
     (``env_file``, ``environ``); unset or empty, or ``None``: no authentication.
-    ``max_body_bytes``: larger request bodies are refused with 413.
+    ``max_body_bytes``: larger request bodies are refused with 413. ``webhook_queue``: where the
+    webhook endpoint queues changes for the callbacks (default: a :class:`WebhookQueue` of
+    :data:`DEFAULT_WEBHOOK_QUEUE` deliveries); also at ``app.state.pms_webhook_queue``.
     """
     _check_arguments(client, max_body_bytes)
     secret = _resolve_token(token, environ=environ, env_file=env_file)
@@ -627,7 +719,11 @@ def create_app(
             "read endpoints (patient data) are refused",
             TOKEN_VARIABLE,
         )
+    if webhook_queue is not None and not isinstance(webhook_queue, WebhookQueue):
+        raise ValidationError.single("webhook_queue", "must be a pms_integration.server.WebhookQueue, or None")
     api = _Api(client, secret, max_body_bytes)
+    if webhook_queue is not None:
+        api.webhook_queue = webhook_queue
     each = f"{PREFIX}/{{provider}}"
     booking = api.guard(api.booking, patient_data=True)  # its GET reads; PATCH and DELETE write
     routes = [
@@ -644,8 +740,12 @@ def create_app(
         Route(f"{each}/patients", api.guard(api.patients, patient_data=True), methods=["GET"], name="pms_patients"),
         # the change feed carries appointments (patient data): a token, like the reads
         Route(f"{PREFIX}/changes", api.guard(api.changes, patient_data=True), methods=["GET"], name="pms_changes"),
+        # no bearer token: the vendor's signature authenticates (docs/webhooks.md)
+        Route(f"{each}/webhook", api.guard(api.webhook, authenticate=False), methods=["POST"], name="pms_webhook"),
     ]
-    return Starlette(routes=routes, exception_handlers={HTTPException: _http_exception})
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_exception})
+    app.state.pms_webhook_queue = api.webhook_queue
+    return app
 
 
 class UnprotectedServerError(ConfigurationError):
