@@ -30,6 +30,7 @@ in docs/testing.md.
 
 from __future__ import annotations
 
+import base64
 import collections
 import contextlib
 import datetime as _dt
@@ -540,6 +541,19 @@ class _Server6(_Server):
     address_family = socket.AF_INET6
 
 
+def _post(url: str, headers: Mapping[str, str], body: bytes) -> int:
+    """POST ``body`` to ``url`` (a webhook delivery); the answer's status."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")  # noqa: S310 - a test URL
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
 def _default_tokens() -> dict[ProviderName, str]:
     return {p: f"sandbox-{p.value}-{secrets.token_hex(8)}" for p in ProviderName}
 
@@ -593,6 +607,10 @@ class Sandbox:
                     raise
                 continue
             self.emulators[name] = module.EMULATOR(self)
+        #: HubSpot's webhook signing secret (the app's client secret) for this sandbox's deliveries
+        self.hubspot_webhook_secret = f"sandbox-hubspot-webhook-{secrets.token_hex(16)}"
+        self._ghl_signing_key: Any = None  # an Ed25519 private key, made on first use (cryptography)
+        self._webhooks_sent: dict[ProviderName, int] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -662,7 +680,91 @@ class Sandbox:
             env["PMS_GHL_API_VERSION"] = "v1"
         if default_provider:
             env["PMS_DEFAULT_PROVIDER"] = ProviderName.parse(default_provider).value
+        env.update(self._webhook_environ())
         return env
+
+    # -- webhooks: the vendors' signed deliveries of the changes the emulators recorded ------------
+
+    def _webhook_environ(self) -> dict[str, str]:
+        """The webhook variables: HubSpot's test secret, and the public half of this sandbox's
+        GoHighLevel test key (only when ``cryptography`` is installed: it signs)."""
+        env: dict[str, str] = {}
+        if ProviderName.HUBSPOT in self.emulators:
+            env["PMS_HUBSPOT_WEBHOOK_SECRET"] = self.hubspot_webhook_secret
+        key = self._ghl_key() if ProviderName.GOHIGHLEVEL in self.emulators else None
+        if key is not None:
+            from cryptography.hazmat.primitives import serialization
+
+            der = key.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            env["PMS_GHL_WEBHOOK_PUBLIC_KEY"] = base64.b64encode(der).decode("ascii")
+        return env
+
+    def _ghl_key(self) -> Any:
+        """This sandbox's GoHighLevel signing key (Ed25519, generated once), or None without cryptography."""
+        if self._ghl_signing_key is None:
+            try:
+                from cryptography.hazmat.primitives.asymmetric import ed25519
+            except ImportError:
+                return None
+            with self._lock:
+                if self._ghl_signing_key is None:
+                    self._ghl_signing_key = ed25519.Ed25519PrivateKey.generate()
+        return self._ghl_signing_key
+
+    def sign_webhook(
+        self, provider: str | ProviderName, url: str, body: bytes, *, method: str = "POST", timestamp_ms: int | None = None
+    ) -> dict[str, str]:
+        """The headers the vendor would send with ``body`` to ``url``: HubSpot's v3 signature (with
+        this sandbox's secret and ``timestamp_ms``, default now) or GoHighLevel's ``x-ghl-signature``
+        (Ed25519, this sandbox's key)."""
+        from ..webhooks import hubspot_signature, hubspot_signed_uri
+
+        name = ProviderName.parse(provider)
+        headers = {"Content-Type": "application/json"}
+        if name is ProviderName.HUBSPOT:
+            stamp = str(int(time.time() * 1000) if timestamp_ms is None else timestamp_ms)
+            headers["X-HubSpot-Request-Timestamp"] = stamp
+            headers["X-HubSpot-Signature-v3"] = hubspot_signature(
+                "v3", self.hubspot_webhook_secret, method=method, uri=hubspot_signed_uri(url), body=body, timestamp=stamp
+            )
+        elif name is ProviderName.GOHIGHLEVEL:
+            key = self._ghl_key()
+            if key is None:
+                raise RuntimeError("signing GoHighLevel webhooks needs cryptography (the [webhooks] extra)")
+            headers["x-ghl-signature"] = base64.b64encode(key.sign(body)).decode("ascii")
+        else:
+            raise ValueError(f"{name.label} sends no signed webhooks")
+        return headers
+
+    def deliver_webhooks(
+        self,
+        provider: str | ProviderName,
+        url: str,
+        *,
+        since: int | None = None,
+        send: Callable[[str, Mapping[str, str], bytes], int] | None = None,
+    ) -> list[int]:
+        """POST the emulator's webhook bodies for the changes recorded since the last delivery
+        (``since``: from that index instead; 0 redelivers everything), each signed as the vendor
+        signs it, to ``url``; the answers' statuses. ``send(url, headers, body) -> status``
+        replaces the HTTP POST (an in-process test client, say)."""
+        name = ProviderName.parse(provider)
+        payloads = getattr(self.emulator(name), "webhook_payloads", None)
+        if payloads is None:
+            raise ValueError(f"the {name.label} emulator records no webhook payloads")
+        with self._lock:
+            start = self._webhooks_sent.get(name, 0) if since is None else since
+        bodies = payloads(start)
+        post = send or _post
+        statuses = []
+        for body in bodies:
+            raw = json.dumps(body, separators=(",", ":")).encode("utf-8")
+            statuses.append(post(url, self.sign_webhook(name, url, raw), raw))
+        with self._lock:
+            self._webhooks_sent[name] = max(self._webhooks_sent.get(name, 0), start + len(bodies))
+        return statuses
 
     def staff_move(
         self, provider: str | ProviderName, appointment_id: str, start: _dt.datetime, end: _dt.datetime
@@ -698,6 +800,7 @@ class Sandbox:
             self._rules.clear()
             self._limits.clear()
             self.records.clear()
+            self._webhooks_sent.clear()
             self.rate_limited = 0
 
     # -- faults and limits -------------------------------------------------------------------
