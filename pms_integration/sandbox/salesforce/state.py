@@ -281,13 +281,14 @@ class Org(Store):
 
     @_locked
     def updated(self, name: str, start: _dt.datetime, end: _dt.datetime) -> tuple[list[str], _dt.datetime]:
-        """Ids of the live records whose SystemModstamp is in [start, end), and latestDateCovered."""
+        """Ids of the live records whose SystemModstamp is in [start, end] (both ends included, as
+        the SOAP guide's "Polling for Changes" says), and latestDateCovered."""
         start, end = _minute(start), _minute(end)
         covered = self._replication_window(start, end, _minute(self.now()) - UPDATED_WINDOW)
         ids = [
             r["Id"]
             for r in self.records.values()
-            if r["attributes"]["type"] == name and not r["IsDeleted"] and start <= r["SystemModstamp"] < end
+            if r["attributes"]["type"] == name and not r["IsDeleted"] and start <= r["SystemModstamp"] <= end
         ]
         if len(ids) > self.replication_id_limit:
             raise invalid("EXCEEDED_ID_LIMIT", "record limit reached. Narrow the date range.")
@@ -297,14 +298,14 @@ class Org(Store):
     def deleted(
         self, name: str, start: _dt.datetime, end: _dt.datetime
     ) -> tuple[list[tuple[str, _dt.datetime]], _dt.datetime, _dt.datetime]:
-        """(id, deletedDate) of the records deleted in [start, end), earliestDateAvailable and
+        """(id, deletedDate) of the records deleted in [start, end], earliestDateAvailable and
         latestDateCovered."""
         start, end = _minute(start), _minute(end)
         earliest = _minute(self.now()) - DELETED_WINDOW
         if self.delete_log_start is not None:
             earliest = max(earliest, _minute(self.delete_log_start))
         covered = self._replication_window(start, end, earliest)
-        found = [(i, when) for i, kind, when in self.delete_log if kind == name and start <= when < end]
+        found = [(i, when) for i, kind, when in self.delete_log if kind == name and start <= when <= end]
         if len(found) > self.replication_id_limit:
             raise invalid("EXCEEDED_ID_LIMIT", "record limit reached. Narrow the date range.")
         return found, earliest, covered
