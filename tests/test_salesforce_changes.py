@@ -156,10 +156,16 @@ def test_get_updated_and_get_deleted_answer_in_salesforces_shapes(
         "earliestDateAvailable": "2030-02-14T12:02:00.000+0000",
         "latestDateCovered": "2030-03-01T12:02:00.000+0000",
     }
-    # end is exclusive, start inclusive, both read to the minute
-    edge = api(sb, "/sobjects/Event/updated/", start="2030-03-01T12:00:59Z", end="2030-03-01T12:01:00Z")
-    assert edge[1]["ids"] == [kept.id]
-    assert api(sb, "/sobjects/Event/updated/", start="2030-03-01T12:01:00Z", end="2030-03-01T12:02:00Z")[1]["ids"] == []
+    # both ends read to the minute and included ("Polling for Changes", SOAP API guide)
+    clock.now = T0.replace(minute=3)
+    org(sb).staff_edit(kept.id, Subject="Moved by phone")  # stamped 12:03:00 exactly
+
+    def ids(start: str, end: str) -> list[str]:
+        return cast(list[str], api(sb, "/sobjects/Event/updated/", start=start, end=end)[1]["ids"])
+
+    assert ids("2030-03-01T12:02:10Z", "2030-03-01T12:03:45Z") == [kept.id]  # stamp == end
+    assert ids("2030-03-01T12:03:59Z", "2030-03-01T12:04:00Z") == [kept.id]  # stamp == start
+    assert ids("2030-03-01T12:01:00Z", "2030-03-01T12:02:59Z") == []
 
 
 @pytest.mark.parametrize(
