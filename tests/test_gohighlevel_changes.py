@@ -462,6 +462,30 @@ def test_webhook_bodies_become_observed_with_the_webhook_id_as_version(
     assert gone.appointment is not None and gone.appointment.id == mine
 
 
+def test_late_deliveries_of_a_move_and_a_cancel_are_a_reschedule_and_a_cancel(
+    client: PMSClient, ghl: GoHighLevelEmulator, sb: Sandbox
+) -> None:
+    """Both bodies arrive after both changes: each still says what its event did, and the read
+    by id only adds the reference."""
+    mine = book(client, "bk-late", 2)
+    index = ghl.change_count()
+    new_start = soon(5)
+    sb.staff_move("ghl", mine, new_start, new_start + dt.timedelta(minutes=30))
+    sb.staff_cancel("ghl", mine)
+    adapter = adapter_of(client)
+    moved, cancelled = (adapter.observe_webhook(body)[0] for body in ghl.webhook_payloads(index))
+    assert moved.appointment is not None and cancelled.appointment is not None
+    assert moved.appointment.status is AppointmentStatus.BOOKED and moved.appointment.start == new_start
+    assert cancelled.appointment.status is AppointmentStatus.CANCELLED
+    assert moved.appointment.reference == cancelled.appointment.reference == "bk-late"
+    changes = client.classify_observed([moved, cancelled], provider="ghl")
+    assert [(c.kind, c.by_library, c.source) for c in changes] == [
+        (ChangeKind.RESCHEDULED, True, "webhook"),
+        (ChangeKind.CANCELLED, True, "webhook"),
+    ]
+    assert client.classify_observed([cancelled], provider="ghl") == []  # (replays: the webhooks layer)
+
+
 def test_a_webhook_carrying_the_reference_is_not_read_back(client: PMSClient, sb: Sandbox) -> None:
     body = {
         "type": "AppointmentUpdate",

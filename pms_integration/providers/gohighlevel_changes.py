@@ -27,7 +27,9 @@ The webhooks. ``AppointmentCreate``, ``AppointmentUpdate`` and ``AppointmentDele
 (``type``, ``locationId``, ``appointment{...}``, ``webhookId``, ``timestamp``; highlevel-api-docs
 ``docs/webhook events/Appointment*.md`` and ``docs/oauth/WebhookAuthentication.md``). Their
 appointment has no ``description``, where this library writes the booking reference, so a create
-or an update without the reference in its title or notes is read by id; a delete is kept as sent.
+or an update without the reference in its title or notes is read by id, and the record fills in
+what the body lacks (the body's own fields win: they are what that event did, and the record may
+already show a later one); a delete is kept as sent.
 Other event types are ignored; events of another location or calendar too.
 """
 
@@ -140,14 +142,15 @@ def observe_webhook(adapter: GoHighLevelV2Adapter, payload: Any) -> list[Observe
         modified = _instant(record.get("dateUpdated")) or _instant(body.get("timestamp")) or _dt.datetime.now(UTC)
         version = text(body.get("webhookId")) or f"{kind}:{utc_text(modified, milliseconds=True)}"
         deleted = kind == "AppointmentDelete"
-        appointment = None
         if not deleted and _partial(record):
             try:
-                appointment = adapter.read_booking(appointment_id, "webhook")
+                current = adapter.read_booking(appointment_id, "webhook").raw
             except NotFoundError:
-                appointment = None  # deleted since: the body is all there is
-        if appointment is None:
-            appointment = adapter.appointment(record, "webhook", zone=adapter.booking_zone(record))
+                current = {}  # deleted since: the body is all there is
+            # the body says what this event did (a later event may have changed the record
+            # since); the record adds what the body lacks: the description with the reference
+            record = {**current, **{k: v for k, v in record.items() if v not in (None, "")}}
+        appointment = adapter.appointment(record, "webhook", zone=adapter.booking_zone(record))
         found.append(
             Observed(
                 appointment_id,
