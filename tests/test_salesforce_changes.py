@@ -427,3 +427,39 @@ def test_a_large_batch_is_read_two_hundred_ids_at_a_time(sb: Sandbox, client: PM
     assert {o.appointment_id for o in found} == set(made)
     assert [r.operation for r in list(sb.records)[mark:]].count("queryAll") == 3
     assert salesforce_changes.IDS_PER_QUERY == 200
+
+
+# ---------------------------------------------------------------------------------------------
+# through PMSClient.changes (the core classifies what the adapter saw)
+
+
+def test_through_changes_kinds_and_who_made_them(sb: Sandbox, clock: OrgClock) -> None:
+    env = {
+        **sb.environ(default_provider="salesforce"),
+        "PMS_SALESFORCE_CANCEL_MODE": "soft",
+        "PMS_SALESFORCE_CONFLICT_CHECK": "off",
+    }
+    with PMSClient(environ=env, env_file=None, sleep=lambda s: None, state="memory://") as client:
+        client._utcnow = clock  # type: ignore[method-assign]
+        cursor = client.changes().cursor
+        clock.tick(seconds=5)
+        mine = client.book_appointment(booking("ref-kinds", at(9)))
+        walk_in = org(sb).block_time(at(11), at(11, 30), "Walk-in")
+        clock.tick(seconds=70)
+        batch = client.changes(cursor)
+        kinds = {c.appointment_id: (c.kind.value, c.by_library) for c in batch}
+        assert kinds == {mine.id: ("created", True), walk_in: ("created", False)}
+        clock.tick(seconds=5)
+        client.cancel_appointment(mine.id)  # soft: the Event stays, marked and free
+        org(sb).staff_edit(walk_in, Subject="Walk-in (running late)")
+        clock.tick(seconds=5)
+        batch = client.changes(batch.cursor)
+        kinds = {c.appointment_id: (c.kind.value, c.by_library) for c in batch}
+        assert kinds == {mine.id: ("cancelled", True), walk_in: ("updated", False)}
+        clock.tick(seconds=5)
+        org(sb).staff_delete(walk_in)
+        clock.tick(minutes=3)
+        batch = client.changes(batch.cursor)
+        assert [(c.kind.value, c.appointment_id, c.source) for c in batch] == [("deleted", walk_in, "feed")]
+        clock.tick(minutes=3)
+        assert len(client.changes(batch.cursor)) == 0
