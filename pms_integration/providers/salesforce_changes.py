@@ -69,8 +69,11 @@ def observe_changes(adapter: SalesforceAdapter, position: Mapping[str, Any] | No
     _check_age(deleted_from, now, DELETED_WINDOW, "deleted Events")
     # the window runs to the end of the current minute, so a change made seconds ago is seen now
     end = _minute(now) + _MINUTE
-    updated_ids, updated_to = _updated(adapter, updated_from, end, MAX_SPLITS)
-    deleted, deleted_to = _deleted(adapter, deleted_from, end)
+    # a position past this minute (a clock behind the one that wrote it) waits: nothing to ask yet
+    updated_ids, updated_to = (
+        _updated(adapter, updated_from, end, MAX_SPLITS) if updated_from < end else ([], updated_from)
+    )
+    deleted, deleted_to = _deleted(adapter, deleted_from, end) if deleted_from < end else ({}, deleted_from)
     observed = _observe(adapter, updated_ids, deleted)
     next_position = {
         "updated": _wire(_next_start(updated_from, updated_to, now)),
