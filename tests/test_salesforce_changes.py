@@ -463,3 +463,11 @@ def test_through_changes_kinds_and_who_made_them(sb: Sandbox, clock: OrgClock) -
         assert [(c.kind.value, c.appointment_id, c.source) for c in batch] == [("deleted", walk_in, "feed")]
         clock.tick(minutes=3)
         assert len(client.changes(batch.cursor)) == 0
+
+
+def test_a_position_ahead_of_the_clock_waits_without_asking(sb: Sandbox, client: PMSClient, clock: OrgClock) -> None:
+    adapter = sf(client)
+    ahead = adapter.observe_changes(None, clock() + dt.timedelta(minutes=10)).position
+    mark = len(sb.records)
+    page = adapter.observe_changes(ahead, clock())
+    assert page.observed == () and page.position == ahead and len(sb.records) == mark
