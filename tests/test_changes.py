@@ -552,3 +552,23 @@ def test_one_thousand_changes_over_ten_polls_on_the_window_edges(
         assert len(batch) == 0
     assert sorted(reported.values()) == [10] * 100 and sum(reported.values()) == 1000
     client.close()
+
+
+# -- the guide ---------------------------------------------------------------------------------
+
+
+def test_the_guide_is_in_the_nav_and_its_watch_flags_exist() -> None:
+    import re
+    from pathlib import Path
+
+    from pms_integration import cli
+
+    root = Path(__file__).resolve().parent.parent
+    assert "changes.md" in (root / "mkdocs.yml").read_text(encoding="utf-8")
+    page = (root / "docs" / "changes.md").read_text(encoding="utf-8")
+    watch = cli.build_parser()._subparsers._group_actions[0].choices["watch"]  # type: ignore[union-attr]
+    known = {flag for action in watch._actions for flag in action.option_strings}
+    used = set(re.findall(r"(--[a-z-]+)", page.split("## From the command line")[1].split("## Over HTTP")[0]))
+    assert used and used <= known, used - known
+    for kind in ChangeKind:
+        assert f"`{kind.value}`" in page
