@@ -337,6 +337,10 @@ class Emulator:
         """Cancel a booking the way staff would in the CRM."""
         raise NotImplementedError
 
+    def staff_delete(self, appointment_id: str) -> None:
+        """Delete a booking the way staff would in the CRM (where the vendor can delete)."""
+        raise NotImplementedError
+
     def block_time(self, start: _dt.datetime, end: _dt.datetime, title: str = "Blocked") -> str:
         """Make time unbookable (a block slot, a busy Event, a meeting); returns the record's id."""
         raise NotImplementedError
@@ -775,6 +779,10 @@ class Sandbox:
     def staff_cancel(self, provider: str | ProviderName, appointment_id: str) -> None:
         """Cancel a booking directly in the emulator, as staff would in the CRM."""
         self.emulator(provider).staff_cancel(appointment_id)
+
+    def staff_delete(self, provider: str | ProviderName, appointment_id: str) -> None:
+        """Delete a booking directly in the emulator, as staff would in the CRM."""
+        self.emulator(provider).staff_delete(appointment_id)
 
     def block_time(
         self, provider: str | ProviderName, start: _dt.datetime, end: _dt.datetime, title: str = "Blocked"
