@@ -128,7 +128,6 @@ def test_a_new_feed_starts_now_and_reads_nothing(sb: Sandbox, clock: Clock) -> N
 
 def test_staff_move_cancel_and_delete_are_each_seen_once(sb: Sandbox, clock: Clock) -> None:
     client = sandbox_client(sb)
-    emulator = sandbox_emulator(sb)
     booking_id = book(client, "HS-CH-1")
     other_id = book(client, "HS-CH-2", "2030-03-05T13:00:00-05:00")
     feed = Consumer(adapter_of(client), clock.advance(1))
@@ -149,7 +148,7 @@ def test_staff_move_cancel_and_delete_are_each_seen_once(sb: Sandbox, clock: Clo
     assert cancelled[0].appointment is not None and cancelled[0].appointment.status is AppointmentStatus.CANCELLED
 
     clock.advance(5)
-    emulator.staff_delete(other_id)
+    sb.staff_delete("hubspot", other_id)
     deleted = feed.poll(clock.advance(5))
     assert [(o.appointment_id, o.deleted) for o in deleted] == [(other_id, True)]
     assert deleted[0].appointment is not None and deleted[0].appointment.reference == "HS-CH-2"
@@ -368,7 +367,7 @@ def test_the_feed_and_webhook_requests_match_the_spec(
 
 
 # ---------------------------------------------------------------------------------------------
-# through the client: the feed across a restart
+# through the client: the feed across a restart, and signed webhooks
 
 
 def state_client(sb: Sandbox, url: str) -> PMSClient:
@@ -407,4 +406,42 @@ def test_staff_changes_reach_changes_once_each_across_a_restart(
     live.staff_delete(booking_id)
     assert [c.kind.value for c in restarted.changes(provider="hubspot", feed="desk")] == ["deleted"]
     assert len(restarted.changes(provider="hubspot", feed="desk")) == 0
+    restarted.close()
+
+
+def test_signed_webhooks_report_a_staff_move_and_cancel_once(sb: Sandbox, live: HubSpotEmulator, tmp_path: Any) -> None:
+    from pms_integration.errors import WebhookReplayError
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    client = state_client(sb, url)
+    booking_id = book(client, "HS-E2E-2")
+    target = "https://receptionist.example/api/integrations/pms/hubspot/webhook"
+    got: list[str] = []
+    refused: list[str] = []
+
+    def deliver(to: str, headers: Any, body: bytes) -> int:
+        try:
+            got.extend(
+                f"{c.kind.value}:{c.appointment_id}"
+                for c in client.parse_webhook("hubspot", method="POST", url=to, headers=headers, body=body)
+            )
+        except WebhookReplayError:
+            refused.append("replay")
+        return 200
+
+    sb.deliver_webhooks("hubspot", target, send=deliver)  # the booking's own creation
+    assert got == [f"created:{booking_id}"]
+    at = dt.datetime(2030, 3, 5, 17, 0, tzinfo=UTC)
+    sb.staff_move("hubspot", booking_id, at, at + dt.timedelta(minutes=45))
+    sb.deliver_webhooks("hubspot", target, send=deliver)  # HubSpot posts within seconds of each change
+    sb.staff_cancel("hubspot", booking_id)
+    sb.deliver_webhooks("hubspot", target, send=deliver)
+    assert got[1:] == [f"rescheduled:{booking_id}", f"cancelled:{booking_id}"]
+    sb.deliver_webhooks("hubspot", target, since=0, send=deliver)  # HubSpot retries: same event ids
+    assert len(got) == 3 and refused == ["replay"] * 3
+
+    # the feed, started before, then sees nothing the webhooks did not already report
+    restarted = state_client(sb, url)
+    assert len(restarted.changes(since=dt.datetime.now(UTC) - dt.timedelta(minutes=5), provider="hubspot")) == 0
+    client.close()
     restarted.close()
