@@ -297,29 +297,35 @@ def test_known_ids_are_bounded_soonest_first(
     assert later not in position["known"]
 
 
-def test_many_changes_over_ten_polls_none_missed_none_repeated(
+def test_a_thousand_changes_over_ten_polls_on_the_edges_none_missed_none_repeated(
     client: PMSClient, ghl: GoHighLevelEmulator, sb: Sandbox
 ) -> None:
+    """100 appointments, each changed once between every two polls, every change stamped at the
+    very instant the next poll names as its ``now`` (the edge of the poll's window)."""
     adapter = adapter_of(client)
-    ids = [staff_book(ghl, 2 + i) for i in range(10)]
-    at = now()
-    position = adapter.observe_changes(None, at).position
+    ids = [staff_book(ghl, 2 + i / 4) for i in range(100)]
+    base = now()
+    position = adapter.observe_changes(None, base).position
     expected: set[tuple[str, str]] = set()
     reported: list[tuple[str, str]] = []
     for poll in range(10):
+        at = base + dt.timedelta(minutes=poll + 1)
+        ghl.store.clock = lambda at=at: at
         for i, event_id in enumerate(ids):
             if (i + poll) % 3 == 0:
-                start = soon(2 + i + poll / 10)
-                sb.staff_move("ghl", event_id, start, start + dt.timedelta(minutes=30))
-            else:
+                start = soon(2 + i / 4 + (poll + 1) / 60)
+                sb.staff_move("ghl", event_id, start, start + dt.timedelta(minutes=15))
+            elif (i + poll) % 3 == 1:
                 ghl.store.update_event(event_id, check_slot=False, title=f"poll {poll}")
+            else:
+                ghl.store.update_event(event_id, check_slot=False, appointmentStatus=("confirmed", "showed")[poll % 2])
             record = ghl.booking(event_id)
-            assert record is not None
+            assert record is not None and record["dateUpdated"] == at.isoformat(timespec="milliseconds")[:-6] + "Z"
             expected.add((event_id, record["dateUpdated"]))
-        page = adapter.observe_changes(position, now())
+        page = adapter.observe_changes(position, at)
         position = page.position
         reported += seen(page)
-    assert len(reported) == len(set(reported)) == 100
+    assert len(reported) == len(set(reported)) == 1000
     assert set(reported) == expected
 
 

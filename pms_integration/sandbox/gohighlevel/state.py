@@ -65,8 +65,8 @@ class CalendarStore(Store):
         #: | "AppointmentDelete", "event": <the event after it>, "webhookId", "timestamp"}`` (the
         #: webhook bodies are built from it; ``clear()`` empties it)
         self.changes: list[dict[str, Any]] = []
-        #: what "now" is for the records' stamps (None: the wall clock); tests set it to put a
-        #: change exactly where they want it
+        #: what "now" is for the records' stamps (None: the wall clock; ``clear()`` restores it);
+        #: tests set it to put a change exactly where they want it
         self.clock: Callable[[], _dt.datetime] | None = None
 
     def snapshot(self) -> dict[str, Any]:
@@ -87,6 +87,7 @@ class CalendarStore(Store):
             self.notes.clear()
             self.blocks.clear()
             self.changes.clear()
+            self.clock = None
 
     # -- ids the token and the calendar own --------------------------------------------------
 
