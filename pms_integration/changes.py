@@ -220,6 +220,7 @@ def _snapshot_value(
             end=_text(appointment.end),
             status=appointment.status.value,
             ref=appointment.reference,
+            fp=_fingerprint(appointment),
         )
     elif reference is not None:
         body["ref"] = reference
@@ -260,6 +261,21 @@ def record_snapshot(
         log.debug("%s: could not record the snapshot of %s", provider.value, appointment.id, exc_info=True)
 
 
+def _fingerprint(appointment: Appointment) -> str:
+    """What else a caller can see of the appointment (title, contact, reference), hashed."""
+    seen = json.dumps([appointment.title, appointment.contact_id, appointment.reference])
+    return hashlib.sha256(seen.encode("utf-8")).hexdigest()[:16]
+
+
+def _same(appointment: Appointment, snap: dict[str, Any]) -> bool:
+    """Nothing a caller can see differs from the snapshot (times, status, title, contact, reference)."""
+    return (
+        not _differs(appointment, snap)
+        and snap.get("status") == appointment.status.value
+        and snap.get("fp") == _fingerprint(appointment)
+    )
+
+
 def _differs(appointment: Appointment, snap: dict[str, Any]) -> bool:
     return _text(appointment.start) != snap.get("start") or _text(appointment.end) != snap.get("end")
 
@@ -280,11 +296,11 @@ def _pick_kind(
         was_cancelled = snap.get("status") == AppointmentStatus.CANCELLED.value
         if cancelled == was_cancelled:
             return ChangeKind(pending)  # the library's own write, seen by the feed for the first time
-    if snap is not None and appt is not None and pending is None:
-        stale = observed.modified_at <= (parse_instant(snap.get("at")) or observed.modified_at - CREATED_WITHIN)
-        same = not _differs(appt, snap) and (snap.get("status") == appt.status.value)
-        if stale and same:
-            return None  # already reported through another source (a webhook, then the feed)
+    if snap is not None and appt is not None and pending is None and not snap.get("deleted") and _same(appt, snap):
+        # nothing visible changed: the same change seen through the other source (a webhook,
+        # then the feed), a vendor reading back its latest state for each of several events,
+        # or an edit to something the Appointment does not show
+        return None
     if cancelled and (snap is None or snap.get("status") != AppointmentStatus.CANCELLED.value):
         return ChangeKind.CANCELLED
     if snap is None:

@@ -83,8 +83,10 @@ def test_classification_table() -> None:
     assert first is not None and first.kind is ChangeKind.CREATED and first.event_id == "a@v1"
     # the same version again -> already reported
     assert _classify(store, seen("a", t, "v1", created=t)) is None
-    # a new version with the same times -> updated
-    upd = _classify(store, seen("a", t + dt.timedelta(minutes=1), "v2", created=t))
+    # a new version with the same times, the title changed -> updated
+    plain = seen("a", t + dt.timedelta(minutes=1), "v2", created=t)
+    assert plain.appointment is not None
+    upd = _classify(store, attrs.evolve(plain, appointment=attrs.evolve(plain.appointment, title="Crown fitting")))
     assert upd is not None and upd.kind is ChangeKind.UPDATED
     # start moved -> rescheduled, with the previous start
     res = _classify(store, seen("a", t + dt.timedelta(minutes=2), "v3", start=moved, created=t))
@@ -95,10 +97,13 @@ def test_classification_table() -> None:
         store, seen("a", t + dt.timedelta(minutes=3), "v4", start=moved, status=AppointmentStatus.CANCELLED)
     )
     assert can is not None and can.kind is ChangeKind.CANCELLED
-    # still cancelled, notes edited -> updated, not a second cancellation
-    again = _classify(
-        store, seen("a", t + dt.timedelta(minutes=4), "v5", start=moved, status=AppointmentStatus.CANCELLED)
-    )
+    # still cancelled, nothing visible changed (a notes edit) -> nothing to report
+    quiet = seen("a", t + dt.timedelta(minutes=4), "v5", start=moved, status=AppointmentStatus.CANCELLED)
+    assert _classify(store, quiet) is None
+    # still cancelled, title edited -> updated, not a second cancellation
+    assert quiet.appointment is not None
+    retitled = attrs.evolve(quiet, version="v5b", appointment=attrs.evolve(quiet.appointment, title="Moved to B"))
+    again = _classify(store, retitled)
     assert again is not None and again.kind is ChangeKind.UPDATED
     # deleted -> deleted (no appointment); deleted again -> nothing
     gone = _classify(store, seen("a", t + dt.timedelta(minutes=5), "v6", deleted=True))
@@ -572,3 +577,39 @@ def test_the_guide_is_in_the_nav_and_its_watch_flags_exist() -> None:
     assert used and used <= known, used - known
     for kind in ChangeKind:
         assert f"`{kind.value}`" in page
+
+
+@pytest.mark.parametrize("vendor", ["gohighlevel", "hubspot"])
+def test_a_change_a_webhook_reported_is_not_reported_again_by_the_feed(
+    sb: Sandbox, vclock: VendorClock, vendor: str
+) -> None:
+    client = vendor_client(sb, vendor, "memory://", vclock)
+    cursor = client.changes().cursor
+    emulator: Any = sb.emulator(vendor)
+    adapter: Any = client.adapter(vendor)
+    delivered = len(emulator.webhook_payloads(0))
+    appointment_id = block(sb, vendor, at(9))
+    hooked: list[AppointmentChange] = []
+    for body in emulator.webhook_payloads(delivered):
+        hooked += client.classify_observed(adapter.observe_webhook(body), provider=vendor)
+    delivered = len(emulator.webhook_payloads(0))
+    vclock.tick(5)
+    sb.staff_move(vendor, appointment_id, at(11), at(11, 30))
+    for body in emulator.webhook_payloads(delivered):  # delivered before the next change
+        hooked += client.classify_observed(adapter.observe_webhook(body), provider=vendor)
+    delivered = len(emulator.webhook_payloads(0))
+    vclock.tick(5)
+    sb.staff_cancel(vendor, appointment_id)
+    for body in emulator.webhook_payloads(delivered):
+        hooked += client.classify_observed(adapter.observe_webhook(body), provider=vendor)
+    assert [(c.kind, c.source) for c in hooked] == [
+        (ChangeKind.CREATED, "webhook"),
+        (ChangeKind.RESCHEDULED, "webhook"),
+        (ChangeKind.CANCELLED, "webhook"),
+    ]
+    for pause in (10, 60, 300):
+        vclock.tick(pause)
+        batch = client.changes(cursor)
+        cursor = batch.cursor
+        assert list(batch) == []  # the feed sees the same changes: already reported
+    client.close()
