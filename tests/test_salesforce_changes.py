@@ -18,10 +18,12 @@ from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
+import requests
+import responses
 
 from pms_integration import PMSClient
 from pms_integration.changes import FeedPage, Observed
-from pms_integration.errors import InvalidRequestError, UnsupportedOperationError
+from pms_integration.errors import APIError, InvalidRequestError, UnexpectedResponseError, UnsupportedOperationError
 from pms_integration.models import AppointmentStatus
 from pms_integration.provider import Capability
 from pms_integration.providers import salesforce_changes
@@ -29,6 +31,7 @@ from pms_integration.providers.salesforce import SalesforceAdapter
 from pms_integration.sandbox import Sandbox
 from pms_integration.sandbox.salesforce import SalesforceEmulator, salesforce_id
 
+from ._salesforce_support import API, adapter, sf_error
 from .conftest import sent_targets
 
 UTC = dt.timezone.utc
@@ -113,8 +116,6 @@ def sf(client: PMSClient) -> SalesforceAdapter:
 
 
 def api(sb: Sandbox, path: str, **params: str) -> tuple[int, Any]:
-    import requests
-
     url = f"{sb.base_url('salesforce')}/services/data/v67.0{path}"
     resp = requests.get(url, params=params, headers={"Authorization": f"Bearer {org(sb).token}"}, timeout=10)
     return resp.status_code, resp.json()
@@ -471,3 +472,39 @@ def test_a_position_ahead_of_the_clock_waits_without_asking(sb: Sandbox, client:
     mark = len(sb.records)
     page = adapter.observe_changes(ahead, clock())
     assert page.observed == () and page.position == ahead and len(sb.records) == mark
+
+
+# ---------------------------------------------------------------------------------------------
+# answers the sandbox never gives (canned: a real org's edge cases)
+
+
+def test_a_delete_log_purged_after_the_start_is_an_error_even_when_salesforce_answers() -> None:
+    start = {"updated": "2030-03-01T12:00:00+00:00", "deleted": "2030-03-01T12:00:00+00:00"}
+    with responses.RequestsMock() as rsps:
+        rsps.get(
+            f"{API}/sobjects/Event/updated/", json={"ids": [], "latestDateCovered": "2030-03-01T12:05:00.000+0000"}
+        )
+        rsps.get(
+            f"{API}/sobjects/Event/deleted/",
+            json={
+                "deletedRecords": [],
+                "earliestDateAvailable": "2030-03-01T12:03:00.000+0000",
+                "latestDateCovered": "2030-03-01T12:05:00.000+0000",
+            },
+        )
+        with pytest.raises(InvalidRequestError, match="delete log now starts at 2030-03-01T12:03"):
+            adapter().observe_changes(start, T0 + dt.timedelta(minutes=5))
+
+
+def test_a_minute_with_too_many_ids_and_an_unreadable_answer_are_typed_errors() -> None:
+    start = {"updated": "2030-03-01T12:04:00+00:00", "deleted": "2030-03-01T12:04:00+00:00"}
+    with responses.RequestsMock() as rsps:
+        limit = sf_error("EXCEEDED_ID_LIMIT", "record limit reached. Narrow the date range.")
+        rsps.get(f"{API}/sobjects/Event/updated/", json=limit, status=400)
+        with pytest.raises(APIError) as caught:
+            adapter().observe_changes(start, T0.replace(minute=4, second=30))  # one minute: no halves left
+        assert caught.value.code == "EXCEEDED_ID_LIMIT" and len(rsps.calls) == 1
+    with responses.RequestsMock() as rsps:
+        rsps.get(f"{API}/sobjects/Event/updated/", json={"records": []})
+        with pytest.raises(UnexpectedResponseError, match="no ids list"):
+            adapter().observe_changes(start, T0.replace(minute=4, second=30))
