@@ -230,6 +230,33 @@ def test_a_long_backlog_is_read_over_several_polls(sb: Sandbox, clock: Clock, mo
     assert sorted(seen) == sorted(made)
 
 
+def test_with_an_owner_only_the_owners_meetings_are_the_calendar(
+    sb: Sandbox, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emulator = sandbox_emulator(sb)
+    monkeypatch.setattr(emulator, "owner_id", "7001")
+    client = sandbox_client(sb)  # PMS_HUBSPOT_OWNER_ID=7001 from the sandbox's environment
+    feed = Consumer(adapter_of(client), clock.advance(1))
+    clock.advance(1)
+    mine = book(client, "HS-OWN-1")  # the library assigns its bookings to the owner
+    emulator.seed("meetings", {"hs_timestamp": "1900000000000", "hubspot_owner_id": "7002"})  # another user's
+    seen = feed.poll(clock.advance(1))
+    assert [o.appointment_id for o in seen] == [mine]
+
+
+def test_the_date_versioned_api_reads_the_same_changes(sb: Sandbox, clock: Clock) -> None:
+    client = sandbox_client(sb, PMS_HUBSPOT_API_VERSION="2026-09")
+    booking_id = book(client, "HS-DATED-1")
+    feed = Consumer(adapter_of(client), clock.advance(1))
+    clock.advance(1)
+    sb.staff_cancel("hubspot", booking_id)
+    sb.staff_delete("hubspot", book(client, "HS-DATED-2", "2030-03-05T15:00:00-05:00"))
+    seen = feed.poll(clock.advance(1))
+    assert {(o.appointment_id == booking_id, o.deleted) for o in seen} == {(True, False), (False, True)}
+    paths = {r.path.split("?")[0] for r in sb.records if r.operation.startswith("meetings.")}
+    assert paths and all(p.startswith("/crm/objects/2026-09/meetings") for p in paths)
+
+
 # ---------------------------------------------------------------------------------------------
 # webhooks
 
