@@ -465,6 +465,7 @@ def test_webhook_bodies_become_observed_with_the_webhook_id_as_version(
     (gone,) = adapter.observe_webhook(delete)
     assert sb.request_count("ghl") == before  # a deletion is never read back
     assert gone.deleted and gone.version == delete["webhookId"]
+    assert gone.modified_at == dt.datetime.fromisoformat(delete["timestamp"])  # not the last edit's stamp
     assert gone.appointment is not None and gone.appointment.id == mine
 
 

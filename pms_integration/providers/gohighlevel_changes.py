@@ -139,9 +139,11 @@ def observe_webhook(adapter: GoHighLevelV2Adapter, payload: Any) -> list[Observe
             continue
         record = dict(record)
         record.setdefault("locationId", body.get("locationId"))
-        modified = _instant(record.get("dateUpdated")) or _instant(body.get("timestamp")) or _dt.datetime.now(UTC)
-        version = text(body.get("webhookId")) or f"{kind}:{utc_text(modified, milliseconds=True)}"
         deleted = kind == "AppointmentDelete"
+        edited, sent = _instant(record.get("dateUpdated")), _instant(body.get("timestamp"))
+        # a deletion leaves dateUpdated at the last edit: the body's timestamp is when it happened
+        modified = ((sent or edited) if deleted else (edited or sent)) or _dt.datetime.now(UTC)
+        version = text(body.get("webhookId")) or f"{kind}:{utc_text(modified, milliseconds=True)}"
         if not deleted and _partial(record):
             try:
                 current = adapter.read_booking(appointment_id, "webhook").raw
