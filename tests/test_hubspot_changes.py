@@ -472,3 +472,24 @@ def test_signed_webhooks_report_a_staff_move_and_cancel_once(sb: Sandbox, live: 
     assert len(restarted.changes(since=dt.datetime.now(UTC) - dt.timedelta(minutes=5), provider="hubspot")) == 0
     client.close()
     restarted.close()
+
+
+def test_a_change_reported_by_a_webhook_is_not_reported_again_by_the_feed(
+    sb: Sandbox, live: HubSpotEmulator, tmp_path: Any
+) -> None:
+    """HubSpot's ``occurredAt`` need not equal the record's ``hs_lastmodifieddate``: the
+    webhook's observation carries the record's own time, as the feed reads it."""
+    client = state_client(sb, f"sqlite:///{tmp_path / 'state.db'}")
+    assert len(client.changes(provider="hubspot", feed="desk")) == 0
+    booking_id = book(client, "HS-E2E-3")
+    since = live.changes_recorded
+    at = dt.datetime(2030, 3, 5, 18, 0, tzinfo=UTC)
+    sb.staff_move("hubspot", booking_id, at, at + dt.timedelta(minutes=45))
+    (body,) = live.webhook_payloads(since)
+    body = [{**event, "occurredAt": event["occurredAt"] - 700} for event in body]  # stamped earlier
+    target = "https://receptionist.example/api/integrations/pms/hubspot/webhook"
+    raw = json.dumps(body).encode()
+    changes = client.parse_webhook("hubspot", method="POST", url=target, headers=sb.sign_webhook("hubspot", target, raw), body=raw)
+    assert [c.kind.value for c in changes] == ["rescheduled"]
+    assert [c.kind.value for c in client.changes(provider="hubspot", feed="desk")] == []
+    client.close()

@@ -302,7 +302,8 @@ def _events(payload: Any) -> list[Mapping[str, Any]]:
 def observe_webhook(adapter: HubSpotAdapter, payload: Any) -> list[Observed]:
     """Generic ``object.*`` events on meetings (``objectTypeId`` ``0-47``) as :class:`Observed`:
     one per meeting (its latest event: a move fires one ``propertyChange`` per property), read by
-    id for the whole record; ``version`` is that event's ``eventId``."""
+    id for the whole record; ``version`` is that event's ``eventId``, ``modified_at`` the record's
+    ``hs_lastmodifieddate`` (``archivedAt`` for a deletion) as the feed would read it."""
     latest: dict[str, Mapping[str, Any]] = {}
     for event in _events(payload):
         key = str(event["objectId"])
@@ -327,7 +328,14 @@ def observe_webhook(adapter: HubSpotAdapter, payload: Any) -> list[Observed]:
         appointment_id = f"{deal_id}:{meeting_id}" if deal_id else meeting_id
         appointment = _appointment(adapter, appointment_id, record, WEBHOOK_OPERATION)
         created = _stamp(record, "hs_createdate", "createdAt")
-        out.append(Observed(appointment_id, appointment, occurred, version, deleted=deleted, created_at=created))
+        # the record's own change time, as the feed reads it, so a change reported by one is
+        # recognised by the other; the event's occurredAt when the record has none
+        archived = _archived_ms(record) if deleted else None
+        if archived is not None:
+            modified = _from_ms(archived)
+        else:
+            modified = (None if deleted else _stamp(record, "hs_lastmodifieddate", "updatedAt")) or occurred
+        out.append(Observed(appointment_id, appointment, modified, version, deleted=deleted, created_at=created))
     return out
 
 
