@@ -95,6 +95,7 @@ from . import _green, models
 from ._once import BookingMemory
 from ._ratelimit import RateLimitInfo
 from ._retry import RetryPolicy
+from .changes import AppointmentChange, ChangeBatch, Observed
 from .client import PMSClient, _check_arguments, _open_state
 from .config import PMSConfig, load_config
 from .errors import BookingInProgressError, ConfigurationError, TransportError
@@ -134,6 +135,7 @@ __all__ = [
     "get_appointment",
     "find_appointments",
     "check_state",
+    "changes",
     "bookAppointment",
     "updateAppointment",
     "cancelAppointment",
@@ -143,6 +145,7 @@ __all__ = [
     "getAppointment",
     "findAppointments",
     "checkState",
+    "getChanges",
 ]
 
 log = logging.getLogger("pms_integration")
@@ -383,6 +386,25 @@ class AsyncPMSClient:
             include_cancelled=include_cancelled,
             provider=provider,
         )
+
+    # -- hearing about changes (docs/changes.md) --------------------------------------------------
+
+    async def changes(
+        self,
+        since: str | _dt.datetime | None = None,
+        *,
+        provider: str | ProviderName | None = None,
+        feed: str | None = None,
+    ) -> ChangeBatch:
+        """The appointments changed on the practice's calendar since ``since`` (a cursor, an aware
+        datetime, or None: start now), once each; ``feed`` keeps the cursor in the state store."""
+        return await self._call(False, self._sync.changes, since, provider=provider, feed=feed)
+
+    async def classify_observed(
+        self, observed: list[Observed], *, provider: str | ProviderName, source: str = "webhook"
+    ) -> list[AppointmentChange]:
+        """What an adapter's ``observe_webhook`` saw, as changes (those already reported dropped)."""
+        return await self._call(False, self._sync.classify_observed, observed, provider=provider, source=source)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -640,6 +662,16 @@ async def check_state() -> StateCheck:
     return await (await get_client()).check_state()
 
 
+async def changes(
+    since: str | _dt.datetime | None = None,
+    *,
+    provider: str | ProviderName | None = None,
+    feed: str | None = None,
+) -> ChangeBatch:
+    """Appointments changed in the CRM since the cursor ``since``. See :meth:`AsyncPMSClient.changes`."""
+    return await (await get_client()).changes(since, provider=provider, feed=feed)
+
+
 # The camelCase names of the sync API: the very same function objects.
 bookAppointment = book_appointment
 updateAppointment = update_appointment
@@ -650,3 +682,4 @@ findPatient = find_patient
 getAppointment = get_appointment
 findAppointments = find_appointments
 checkState = check_state
+getChanges = changes

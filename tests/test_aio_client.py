@@ -132,6 +132,8 @@ IO_METHODS = [
     "find_appointments",
     "check_state",
     "providers",
+    "changes",
+    "classify_observed",
 ]
 #: PMSClient's public methods that do no I/O (plain methods on AsyncPMSClient too), and the rest
 PLAIN_METHODS = ["enabled_providers", "resolve", "adapter", "rate_limit_info"]

@@ -144,6 +144,7 @@ ALLOWED = {
         "_once",
         "_ratelimit",
         "_retry",
+        "changes",
         "client",
         "config",
         "errors",
