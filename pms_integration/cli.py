@@ -208,6 +208,9 @@ def _cmd_watch(args: argparse.Namespace) -> int:
         raise ValidationError.single("--interval", "must be a number of seconds from 0.5 to 3600")
     since: dt.datetime | str | None = _since_flag(args.since)
     with _client(args) as client:
+        if not args.once:
+            name = (provider or client.resolve(None)).label
+            print(f"watching {name} for changes every {interval:g} s (Ctrl-C stops)", file=sys.stderr, flush=True)
         try:
             while True:
                 batch = client.changes(since, provider=provider, feed=args.feed)
