@@ -379,8 +379,31 @@ def account_digest(account: str) -> str:
     return hashlib.sha256(account.encode("utf-8")).hexdigest()[:16]
 
 
+_DIGEST = 12
+
+
 def seen_digest(event_id: str) -> str:
-    return hashlib.sha256(event_id.encode("utf-8")).hexdigest()[:16]
+    return hashlib.sha256(event_id.encode("utf-8")).hexdigest()[:_DIGEST]
+
+
+def _pack_seen(seen: dict[str, float]) -> dict[str, str]:
+    """Compact for the cursor: whole epoch seconds -> the digests seen then, concatenated."""
+    packed: dict[str, list[str]] = {}
+    for digest, at in seen.items():
+        packed.setdefault(str(int(at)), []).append(digest)
+    return {second: "".join(sorted(digests)) for second, digests in packed.items()}
+
+
+def _unpack_seen(packed: object) -> dict[str, float]:
+    if not isinstance(packed, dict):
+        raise ValueError("seen")
+    seen: dict[str, float] = {}
+    for second, digests in packed.items():
+        if not isinstance(digests, str) or len(digests) % _DIGEST:
+            raise ValueError("seen")
+        for i in range(0, len(digests), _DIGEST):
+            seen[digests[i : i + _DIGEST]] = float(int(second))
+    return seen
 
 
 @attrs.frozen
@@ -402,7 +425,7 @@ class Cursor:
             "account": self.account,
             "position": self.position,
             "start": _text(self.start),
-            "seen": self.seen,
+            "seen": _pack_seen(self.seen),
         }
         text = json.dumps(body, separators=(",", ":"), sort_keys=True)
         check = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
@@ -422,8 +445,8 @@ class Cursor:
             if outer["c"] != check or body["v"] != CURSOR_VERSION:
                 raise ValueError("checksum or version")
             position = body["position"]
-            seen = body["seen"]
-            if not isinstance(position, dict) or not isinstance(seen, dict) or not isinstance(body["account"], str):
+            seen = _unpack_seen(body["seen"])
+            if not isinstance(position, dict) or not isinstance(body["account"], str):
                 raise ValueError("shape")
             start = parse_instant(body["start"]) if body.get("start") else None
             return cls(
@@ -431,7 +454,7 @@ class Cursor:
                 account=body["account"],
                 position=position,
                 start=start,
-                seen={str(k): float(v) for k, v in seen.items()},
+                seen=seen,
             )
         except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
             raise ValidationError([("since", _BAD_CURSOR)]) from None
@@ -447,7 +470,7 @@ def remember_seen(seen: dict[str, float], reported: Iterable[tuple[str, _dt.date
     """``seen`` plus the newly reported ids, less those older than the overlap window (bounded)."""
     merged = dict(seen)
     for event_id, at in reported:
-        merged[seen_digest(event_id)] = at.timestamp()
+        merged[seen_digest(event_id)] = float(int(at.timestamp()))
     if not merged:
         return merged
     newest = max(merged.values())
