@@ -493,3 +493,40 @@ def test_a_change_reported_by_a_webhook_is_not_reported_again_by_the_feed(
     assert [c.kind.value for c in changes] == ["rescheduled"]
     assert [c.kind.value for c in client.changes(provider="hubspot", feed="desk")] == []
     client.close()
+
+
+def test_a_thousand_changes_over_ten_polls_on_the_window_edges(
+    sb: Sandbox, clock: Clock, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """100 meetings each moved once between every two polls (1,000 moves), some stamped exactly
+    at a poll's ``now`` or a millisecond before it, the index 5 s behind: through
+    ``PMSClient.changes`` on a named feed, each move is reported once, none twice."""
+    emulator = sandbox_emulator(sb)
+    client = state_client(sb, f"sqlite:///{tmp_path / 'state.db'}")
+    monkeypatch.setattr(client, "_utcnow", clock.wall)
+    base = dt.datetime(2030, 4, 1, 9, 0, tzinfo=UTC)
+    meetings = [
+        emulator.block_time(base + dt.timedelta(hours=i), base + dt.timedelta(hours=i, minutes=30)) for i in range(100)
+    ]
+    emulator.search_lag = 5.0
+    clock.advance(1)  # the feed starts after the meetings were made
+    assert len(client.changes(provider="hubspot", feed="edges")) == 0
+    reported: list[str] = []
+    expected: list[str] = []
+    for round_ in range(10):
+        poll_at = clock.now + dt.timedelta(seconds=10)
+        for i, meeting in enumerate(meetings):
+            # spread over the interval; every tenth exactly on the poll, every tenth 1 ms before it
+            offset = {0: 0.0, 1: -0.001}.get(i % 10, -10 + i * 0.09)
+            clock.now = poll_at + dt.timedelta(seconds=offset)
+            start = base + dt.timedelta(days=round_ + 1, hours=i)
+            sb.staff_move("hubspot", meeting, start, start + dt.timedelta(minutes=30))
+            expected.append(f"{meeting}@{int(clock.now.timestamp() * 1000)}")
+        clock.now = poll_at
+        reported += [c.event_id for c in client.changes(provider="hubspot", feed="edges")]
+    for _ in range(3):  # the index catches up; the window's overlap is read again
+        clock.advance(30)
+        reported += [c.event_id for c in client.changes(provider="hubspot", feed="edges")]
+    assert len(reported) == len(set(reported)) == 1000
+    assert sorted(reported) == sorted(expected)
+    client.close()
