@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._time import UTC, parse_instant
@@ -115,15 +115,14 @@ def _modified(adapter: HubSpotAdapter, lower: int) -> tuple[list[dict[str, Any]]
     total = 0
     while True:
         last: int | None = None
-        window_read = 0
-        for record in _search_window(adapter, lower):
-            window_read += 1
+        records, capped = _search_window(adapter, lower)
+        for record in records:
             total += 1
             modified = _stamp(record, "hs_lastmodifieddate", "updatedAt")
             stamp = _ms(modified) if modified is not None else lower
             found.setdefault((str(record["id"]), stamp), record)
             last = stamp
-        if window_read + SEARCH_PAGE <= SEARCH_CAP or last is None:
+        if not capped or last is None:
             return list(found.values()), None  # the window ended before HubSpot's cap
         if last <= lower:
             raise UnexpectedResponseError(
@@ -137,8 +136,9 @@ def _modified(adapter: HubSpotAdapter, lower: int) -> tuple[list[dict[str, Any]]
         lower = last  # HubSpot's cap reached: a new query from the last time read (its ties again)
 
 
-def _search_window(adapter: HubSpotAdapter, lower: int) -> Iterator[dict[str, Any]]:
-    """One query's results (at most :data:`SEARCH_CAP`), ascending by ``hs_lastmodifieddate``."""
+def _search_window(adapter: HubSpotAdapter, lower: int) -> tuple[list[dict[str, Any]], bool]:
+    """One query's results, ascending by ``hs_lastmodifieddate``, and whether HubSpot's cap
+    (:data:`SEARCH_CAP` results per query) stopped it before the last page."""
     filters = [{"propertyName": "hs_lastmodifieddate", "operator": "GTE", "value": str(lower)}]
     if adapter.settings.owner_id:  # the practice's calendar is the owner's meetings
         filters.append({"propertyName": "hubspot_owner_id", "operator": "EQ", "value": adapter.settings.owner_id})
@@ -149,19 +149,20 @@ def _search_window(adapter: HubSpotAdapter, lower: int) -> Iterator[dict[str, An
         "limit": SEARCH_PAGE,
     }
     path, after, read = adapter.paths.search("meetings"), "0", 0
+    out: list[dict[str, Any]] = []
     while True:
         resp = reads.send_search(adapter, path, {**body, "after": after}, OPERATION)
         data = adapter.json_object(resp, OPERATION, "the search answer")
         results = data.get("results")
         if not isinstance(results, list):
             raise adapter.unexpected(OPERATION, "a search response without results")
-        for record in results:
-            if isinstance(record, dict) and wire.ID.fullmatch(str(record.get("id", ""))):
-                yield record
+        out += [r for r in results if isinstance(r, dict) and wire.ID.fullmatch(str(r.get("id", "")))]
         read += len(results)
         cursor = _next_after(data)
-        if cursor is None or not results or read + SEARCH_PAGE > SEARCH_CAP:
-            return
+        if cursor is None or not results:
+            return out, False
+        if read + SEARCH_PAGE > SEARCH_CAP:
+            return out, True
         after = cursor
 
 
