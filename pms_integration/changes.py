@@ -212,8 +212,11 @@ def _snapshot_value(
     deleted: bool = False,
     pending: ChangeKind | None = None,
     reference: str | None = None,
+    prev: str | None = None,
 ) -> str:
     body: dict[str, Any] = {"version": version, "at": _text(at), "deleted": deleted}
+    if prev is not None:
+        body["prev"] = prev
     if appointment is not None:
         body.update(
             start=_text(appointment.start),
@@ -254,9 +257,21 @@ def record_snapshot(
     ``kind``. Never raises (a booking must not fail because the store hiccuped)."""
     key = snapshot_key(provider, account, appointment.id)
     try:
-        if kind is ChangeKind.CREATED and store.get(key) is not None:
+        existing = _read_snapshot(store, key)
+        if kind is ChangeKind.CREATED and existing is not None:
             return  # a replayed booking: the feed already knows it
-        store.put(key, _snapshot_value(appointment, version="", at=None, pending=kind), ttl)
+        prev: Any = None
+        if existing is not None:
+            unseen = existing.get("pending")
+            # the start before this write: before the library's earlier writes the feed has not
+            # reported yet, else the one last reported
+            prev = existing.get("prev") if unseen else existing.get("start")
+            if unseen == ChangeKind.CREATED.value and kind is not ChangeKind.CANCELLED:
+                kind = ChangeKind.CREATED  # booked and moved before the feed saw it: one creation
+        value = _snapshot_value(
+            appointment, version="", at=None, pending=kind, prev=prev if isinstance(prev, str) else None
+        )
+        store.put(key, value, ttl)
     except Exception:  # best effort: a booking must not fail here
         log.debug("%s: could not record the snapshot of %s", provider.value, appointment.id, exc_info=True)
 
@@ -350,7 +365,11 @@ def classify(
     store.put(key, value, ttl)
     if kind is None:
         return None
-    previous = parse_instant(snap.get("start")) if snap is not None and kind is ChangeKind.RESCHEDULED else None
+    previous = None
+    if snap is not None and kind is ChangeKind.RESCHEDULED:
+        # the library's own move, seen now: the start before it; else the one last known
+        own = bool(snap.get("pending")) and appt is not None and not _differs(appt, snap)
+        previous = parse_instant(snap.get("prev") if own else snap.get("start"))
     event_id = observed.version if source == "webhook" else f"{observed.appointment_id}@{observed.version}"
     return AppointmentChange(
         provider=provider,

@@ -145,6 +145,15 @@ def test_a_staff_change_to_a_library_booking_is_classified_against_what_the_libr
     assert _classify(store, seen("x", T0 + dt.timedelta(minutes=1), "v2", start=moved, reference="conv-9")) is None
 
 
+def test_a_library_booking_moved_by_the_library_before_the_feed_saw_it_is_one_creation() -> None:
+    store = open_state("memory://", namespace="t-own-twice")
+    record_snapshot(store, GHL, "acct", appt("y", reference="conv-y"), kind=ChangeKind.CREATED, ttl=60)
+    later = T0 + dt.timedelta(days=8)
+    record_snapshot(store, GHL, "acct", appt("y", later, reference="conv-y"), kind=ChangeKind.RESCHEDULED, ttl=60)
+    first = _classify(store, seen("y", T0, "v1", start=later, reference="conv-y", created=T0 - dt.timedelta(hours=1)))
+    assert first is not None and first.kind is ChangeKind.CREATED and first.by_library
+
+
 def test_a_change_reported_by_a_webhook_is_not_reported_again_by_the_feed() -> None:
     store = open_state("memory://", namespace="t-cross")
     moved = T0 + dt.timedelta(days=6)
@@ -612,4 +621,42 @@ def test_a_change_a_webhook_reported_is_not_reported_again_by_the_feed(
         batch = client.changes(cursor)
         cursor = batch.cursor
         assert list(batch) == []  # the feed sees the same changes: already reported
+    client.close()
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_the_library_s_own_writes_are_reported_once_each_as_what_it_did(
+    sb: Sandbox, vclock: VendorClock, vendor: str
+) -> None:
+    client = vendor_client(sb, vendor, "memory://", vclock)
+    cursor = client.changes().cursor
+    got: list[AppointmentChange] = []
+
+    def poll() -> None:
+        nonlocal cursor
+        for pause in (5, 70):
+            vclock.tick(pause)
+            batch = client.changes(cursor)
+            got.extend(batch)
+            cursor = batch.cursor
+
+    vclock.tick(5)
+    request = {
+        "start": at(9).isoformat(),
+        "duration_minutes": 30,
+        "timezone": "America/New_York",
+        "title": "Check-up",
+        "patient": {"name": "Bo Chen", "email": "bo.chen@example.com"},
+        "reference": f"own-{vendor}",
+    }
+    booked = client.book_appointment(request)
+    poll()
+    client.update_appointment(booked.id, {"start": at(15).isoformat(), "duration_minutes": 30})
+    poll()
+    client.cancel_appointment(booked.id)
+    poll()
+    last = ChangeKind.DELETED if vendor == "salesforce" else ChangeKind.CANCELLED  # Salesforce deletes the Event
+    assert [c.kind for c in got] == [ChangeKind.CREATED, ChangeKind.RESCHEDULED, last]
+    assert all(c.by_library and c.appointment_id == booked.id for c in got)
+    assert got[1].previous_start == booked.start
     client.close()
