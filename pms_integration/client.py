@@ -468,7 +468,12 @@ class PMSClient:
         if key is not None and since is None:
             stored = self.state.get(key)
             if stored is not None:
-                cursor = Cursor.decode(stored)
+                try:
+                    cursor = Cursor.decode(stored)
+                except ValidationError:
+                    raise ValidationError(
+                        [("feed", "its stored cursor is unreadable; pass since= to start it again")]
+                    ) from None
         if cursor is not None:
             cursor.check_for(name, account)
         observe = getattr(adapter, "observe_changes", None)

@@ -325,6 +325,15 @@ def test_a_named_feed_survives_a_restart(tmp_path: Any) -> None:
     with pytest.raises(ValidationError) as err:
         second.changes(provider="ghl", feed="no spaces please")
     assert err.value.fields == ["feed"]
+    # a stored cursor that was damaged is named as the feed's; since= starts the feed again
+    from pms_integration.changes import feed_key
+
+    second.state.put(feed_key("reception", GHL, feed.account), "damaged", None)
+    with pytest.raises(ValidationError) as err:
+        second.changes(provider="ghl", feed="reception")
+    assert err.value.fields == ["feed"]
+    assert len(second.changes(T0 + dt.timedelta(seconds=20), provider="ghl", feed="reception")) == 0
+    assert len(second.changes(provider="ghl", feed="reception")) == 0
 
 
 def test_a_provider_without_a_feed_is_unsupported() -> None:
