@@ -65,6 +65,8 @@ getAppointment = get_appointment
 findAppointments = find_appointments
 checkState = check_state
 getChanges = changes
+parseWebhook = parse_webhook
+onChange = on_change
 
 __all__ = [
     "__version__",
@@ -89,6 +91,8 @@ __all__ = [
     "checkState",
     "changes",
     "getChanges",
+    "parseWebhook",
+    "onChange",
     "parse_webhook",
     "on_change",
     "providers",

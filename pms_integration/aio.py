@@ -87,7 +87,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from types import EllipsisType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -136,6 +136,8 @@ __all__ = [
     "find_appointments",
     "check_state",
     "changes",
+    "parse_webhook",
+    "on_change",
     "bookAppointment",
     "updateAppointment",
     "cancelAppointment",
@@ -146,6 +148,8 @@ __all__ = [
     "findAppointments",
     "checkState",
     "getChanges",
+    "parseWebhook",
+    "onChange",
 ]
 
 log = logging.getLogger("pms_integration")
@@ -405,6 +409,26 @@ class AsyncPMSClient:
     ) -> list[AppointmentChange]:
         """What an adapter's ``observe_webhook`` saw, as changes (those already reported dropped)."""
         return await self._call(False, self._sync.classify_observed, observed, provider=provider, source=source)
+
+    async def parse_webhook(
+        self,
+        provider: str | ProviderName,
+        *,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]],
+        body: bytes | str,
+    ) -> list[AppointmentChange]:
+        """Verify a vendor's webhook request and return the changes it reports (see
+        :meth:`PMSClient.parse_webhook`); reading a partial payload's appointment is awaited."""
+        return await self._call(
+            False, self._sync.parse_webhook, provider, method=method, url=url, headers=headers, body=body
+        )
+
+    def on_change(self, callback: Callable[[AppointmentChange], object]) -> Callable[[AppointmentChange], object]:
+        """Call ``callback(change)`` for each change a webhook delivers to this client (a plain
+        method: registering does no I/O). Returns ``callback``: usable as a decorator."""
+        return self._sync.on_change(callback)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -682,4 +706,26 @@ findPatient = find_patient
 getAppointment = get_appointment
 findAppointments = find_appointments
 checkState = check_state
+async def parse_webhook(
+    provider: str | ProviderName,
+    *,
+    method: str,
+    url: str,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]],
+    body: bytes | str,
+) -> list[AppointmentChange]:
+    """Verify a webhook request with the default async client; see :meth:`AsyncPMSClient.parse_webhook`."""
+    return await (await get_client()).parse_webhook(provider, method=method, url=url, headers=headers, body=body)
+
+
+def on_change(callback: Callable[[AppointmentChange], object]) -> Callable[[AppointmentChange], object]:
+    """Call ``callback(change)`` for each change any client's webhook delivers (the same registry
+    as :func:`pms_integration.on_change`). Returns ``callback``: usable as a decorator."""
+    from .webhooks import on_change as register
+
+    return register(callback)
+
+
 getChanges = changes
+parseWebhook = parse_webhook
+onChange = on_change

@@ -134,9 +134,10 @@ IO_METHODS = [
     "providers",
     "changes",
     "classify_observed",
+    "parse_webhook",
 ]
 #: PMSClient's public methods that do no I/O (plain methods on AsyncPMSClient too), and the rest
-PLAIN_METHODS = ["enabled_providers", "resolve", "adapter", "rate_limit_info"]
+PLAIN_METHODS = ["enabled_providers", "resolve", "adapter", "rate_limit_info", "on_change"]
 NOT_MIRRORED = ["close", "acquire", "release", "retire"]  # close is aclose(); the rest are deprecated
 
 
@@ -162,7 +163,7 @@ def test_every_io_method_of_the_client_has_an_async_twin_with_the_same_parameter
 
 
 #: module-level names of pms_integration that are not operations (nothing to await)
-NOT_OPERATIONS = {"get_client", "use_client", "set_report_source", "load_config"}
+NOT_OPERATIONS = {"get_client", "use_client", "set_report_source", "load_config", "on_change"}
 
 
 def _module_operations() -> dict[str, Callable[..., Any]]:
@@ -181,6 +182,9 @@ def test_every_module_operation_has_an_async_twin_with_the_same_parameters() -> 
         assert inspect.iscoroutinefunction(twin), name
         assert inspect.signature(twin).parameters == inspect.signature(function).parameters, name
         assert name in aio.__all__
+    # registering a callback does no I/O: a plain function in both APIs, with the same parameters
+    assert not inspect.iscoroutinefunction(aio.on_change)
+    assert inspect.signature(aio.on_change).parameters == inspect.signature(pms.on_change).parameters
 
 
 def test_the_camel_case_aliases_mirror_the_sync_ones() -> None:
