@@ -204,9 +204,15 @@ class RateLimiter:
                     self._woken.remove((loop, woken))
         wait = slot.granted - now
         if wait > 0:
-            if self.on_wait is not None:
-                self.on_wait(wait, why)
-            self._sleep(wait)
+            try:
+                if self.on_wait is not None:
+                    self.on_wait(wait, why)
+                self._sleep(wait)
+            except BaseException:
+                # cancelled (an async caller) or interrupted before its time: the request is never
+                # sent, so the slot goes back now rather than counting as in flight for STALE_AFTER
+                self.release(slot)
+                raise
         return slot
 
     def release(self, slot: Slot) -> None:

@@ -605,3 +605,34 @@ def test_the_shared_budgets_turn_is_shared_by_a_thread_and_gives_up_on_time() ->
     waiter.join(HANG)
     assert got == [True] and turn.locked()
     turn.release()
+
+
+def test_a_caller_cancelled_while_it_waits_for_its_turn_gives_its_slot_back() -> None:
+    """A slot is reserved before its wait: a caller cancelled during that wait never sends, so the
+    slot must not stay 'in flight' (it would block the vendor for every caller until STALE_AFTER)."""
+    import contextlib
+
+    from pms_integration._ratelimit import RateLimiter
+
+    now = [0.0]
+    parked = threading.Event()
+
+    def sleep(seconds: float) -> None:  # the wait for the slot's time, parked until cancelled
+        parked.set()
+        _green.await_only(asyncio.get_running_loop().create_future())
+
+    limiter = RateLimiter(1, 1.0, clock=lambda: now[0], sleep=sleep)
+    limiter.release(limiter.acquire())  # the next slot is a window away: its caller must wait
+
+    async def main() -> None:
+        waiter = asyncio.get_running_loop().create_task(_green.run_sync(limiter.acquire))
+        while not parked.is_set():
+            await asyncio.sleep(0.001)
+        waiter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiter
+
+    run(main())
+    assert all(slot.done is not None for slot in limiter._slots)
+    now[0] = 10.0  # windows later: the next caller goes at once (a leaked slot would hold it)
+    limiter.release(limiter.acquire(timeout=0.5))
