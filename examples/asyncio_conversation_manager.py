@@ -192,7 +192,9 @@ class AsyncReceptionist:
         later = [s.start for s in slots if s.start > local]
         return later[0] if later else None
 
-    def _say(self, when: dt.datetime) -> str:
+    def _say(self, when: dt.datetime | None) -> str:
+        if when is None:  # a vendor that did not say (the booking stands all the same)
+            return "the time we agreed"
         return when.astimezone(self.zone).strftime("%A %B %d at %I:%M %p").replace(" 0", " ")
 
 

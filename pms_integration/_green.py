@@ -71,7 +71,7 @@ async def run_sync(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     coroutine (a cancellation) is thrown into the function at the point where it waits.
 
     Each stretch of sync code between two waits first passes the loop's :class:`_Gate`, so
-    that one turn of the loop runs only a couple of milliseconds of library code and the
+    that one turn of the loop runs only about TURN_BUDGET (1 ms) of library code and the
     caller's own tasks (an audio stream, a ticker) get their turn in between."""
     driven = _driven_class()(function)
     assert _getcurrent is not None
