@@ -12,7 +12,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from types import EllipsisType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import models
 from .changes import AppointmentChange, ChangeBatch
@@ -21,6 +21,9 @@ from .config import PMSConfig, load_config
 from .errors import ConfigurationError
 from .models import Appointment, AppointmentRequest, AppointmentUpdate, PerformanceReport, ProviderName
 from .state import StateCheck
+
+if TYPE_CHECKING:
+    from .webhooks import WebhookDelivery
 
 __all__ = [
     "get_client",
@@ -225,9 +228,9 @@ def parse_webhook(
     url: str,
     headers: Mapping[str, str] | Iterable[tuple[str, str]],
     body: bytes | str,
-) -> list[AppointmentChange]:
-    """Verify a vendor's webhook request on the default client and return its changes.
-    See :func:`pms_integration.webhooks.parse`."""
+) -> WebhookDelivery:
+    """Verify a vendor's webhook request on the default client and return its changes (to
+    ``commit()`` once handled). See :func:`pms_integration.webhooks.parse`."""
     return get_client().parse_webhook(provider, method=method, url=url, headers=headers, body=body)
 
 

@@ -120,6 +120,7 @@ from .tokens import TokenStore
 
 if TYPE_CHECKING:
     from ._http import Transport
+    from .webhooks import WebhookDelivery
 
 __all__ = [
     "AsyncPMSClient",
@@ -418,9 +419,10 @@ class AsyncPMSClient:
         url: str,
         headers: Mapping[str, str] | Iterable[tuple[str, str]],
         body: bytes | str,
-    ) -> list[AppointmentChange]:
+    ) -> WebhookDelivery:
         """Verify a vendor's webhook request and return the changes it reports (see
-        :meth:`PMSClient.parse_webhook`); reading a partial payload's appointment is awaited."""
+        :meth:`PMSClient.parse_webhook`); reading a partial payload's appointment is awaited.
+        Its ``commit()`` is a short state-store write (call it once the changes are handled)."""
         return await self._call(
             False, self._sync.parse_webhook, provider, method=method, url=url, headers=headers, body=body
         )
@@ -713,7 +715,7 @@ async def parse_webhook(
     url: str,
     headers: Mapping[str, str] | Iterable[tuple[str, str]],
     body: bytes | str,
-) -> list[AppointmentChange]:
+) -> WebhookDelivery:
     """Verify a webhook request with the default async client; see :meth:`AsyncPMSClient.parse_webhook`."""
     return await (await get_client()).parse_webhook(provider, method=method, url=url, headers=headers, body=body)
 

@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable, Iterator
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import attrs
 
@@ -34,6 +34,8 @@ __all__ = [
     "FeedPage",
     "classify",
     "record_snapshot",
+    "SnapshotView",
+    "commit_snapshots",
     "Cursor",
     "CURSOR_VERSION",
     "SEEN_WINDOW",
@@ -232,7 +234,7 @@ def _snapshot_value(
     return json.dumps(body, separators=(",", ":"))
 
 
-def _read_snapshot(store: StateStore, key: str) -> dict[str, Any] | None:
+def _read_snapshot(store: SnapshotStore, key: str) -> dict[str, Any] | None:
     raw = store.get(key)
     if raw is None:
         return None
@@ -330,8 +332,62 @@ def _pick_kind(
     return ChangeKind.UPDATED
 
 
+class SnapshotStore(Protocol):
+    """What :func:`classify` needs of a store: a :class:`StateStore`, or a :class:`SnapshotView`."""
+
+    def get(self, key: str) -> str | None: ...
+
+    def put(self, key: str, value: str, ttl: float | None) -> None: ...
+
+
+class SnapshotView:
+    """The snapshots of ``store`` as seen through writes not made yet: :func:`classify` against
+    it reads the store (and its own earlier writes) and keeps what it would write in ``writes``
+    instead of writing it. For a read-only feed (drop the writes) and for a webhook delivery
+    (:func:`commit_snapshots` the writes once its callbacks ran)."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+        self.writes: dict[str, tuple[str, float | None]] = {}
+
+    def get(self, key: str) -> str | None:
+        held = self.writes.get(key)
+        return held[0] if held is not None else self.store.get(key)
+
+    def put(self, key: str, value: str, ttl: float | None) -> None:
+        self.writes[key] = (value, ttl)
+
+
+def _at(snap: dict[str, Any] | None) -> _dt.datetime | None:
+    """The modification time a snapshot reflects (None: unknown)."""
+    if snap is None or not isinstance(snap.get("at"), str):
+        return None
+    try:
+        return parse_instant(snap["at"])
+    except (ValueError, TypeError, ValidationError):
+        return None
+
+
+def _older(modified_at: _dt.datetime | None, snap: dict[str, Any] | None) -> bool:
+    """``modified_at`` is before what ``snap`` already reflects (a late, out-of-order sighting)."""
+    known = _at(snap)
+    return modified_at is not None and known is not None and modified_at < known
+
+
+def commit_snapshots(store: StateStore, writes: dict[str, tuple[str, float | None]]) -> None:
+    """Write the snapshots a :class:`SnapshotView` held back, except where the store meanwhile
+    reflects a later modification (another delivery or the feed got there first)."""
+    for key, (value, ttl) in writes.items():
+        mine = json.loads(value)
+        when = parse_instant(mine["at"]) if isinstance(mine.get("at"), str) else None
+        current = _read_snapshot(store, key)
+        if current is not None and (_older(when, current) or (when is not None and _at(current) == when)):
+            continue
+        store.put(key, value, ttl)
+
+
 def classify(
-    store: StateStore,
+    store: SnapshotStore,
     observed: Observed,
     *,
     provider: ProviderName,

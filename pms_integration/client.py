@@ -67,6 +67,7 @@ if TYPE_CHECKING:
     import requests
 
     from ._http import Runtime
+    from .webhooks import WebhookDelivery
 
 __all__ = ["BookingMemory", "PMSClient"]
 
@@ -533,9 +534,10 @@ class PMSClient:
         url: str,
         headers: Mapping[str, str] | Iterable[tuple[str, str]],
         body: bytes | str,
-    ) -> list[AppointmentChange]:
+    ) -> WebhookDelivery:
         """Verify a vendor's webhook request (signature, timestamp window, event ids already
-        received) and return the changes it reports. See :func:`pms_integration.webhooks.parse`."""
+        received) and return the changes it reports, to ``commit()`` once handled. See
+        :func:`pms_integration.webhooks.parse`."""
         from .webhooks import parse_for
 
         return parse_for(self, provider, method=method, url=url, headers=headers, body=body)

@@ -633,7 +633,7 @@ class _Api:
             headers = list(request.headers.items())
             url, method = str(request.url), request.method
 
-            def parse() -> list[Any]:
+            def parse() -> webhooks.WebhookDelivery:
                 return webhooks.parse_for(client, name, method=method, url=url, headers=headers, body=body)
 
             try:
@@ -641,7 +641,19 @@ class _Api:
             except WebhookReplayError:
                 log.info("%s webhook: a redelivery, nothing new (answered 200)", name.value)
                 return _json_response(200, {"received": 0, "duplicate": True})
-            self.webhook_queue.put(lambda: webhooks.dispatch(changes, client=client))
+
+
+            def deliver() -> None:
+                # callbacks first, then the commit: a crash in between loses nothing (the feed
+                # reports the change; the vendor's retry is accepted once the lease expired)
+                try:
+                    webhooks.dispatch(changes, client=client)
+                except BaseException:
+                    changes.release()
+                    raise
+                changes.commit()
+
+            self.webhook_queue.put(deliver)
             queued = True
             return _json_response(200, {"received": len(changes), "duplicate": False})
         finally:

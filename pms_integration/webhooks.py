@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from .changes import SnapshotView, classify, commit_snapshots
 from .errors import (
     ConfigurationError,
     PMSError,
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
 __all__ = [
     "parse",
     "parse_for",
+    "WebhookDelivery",
     "on_change",
     "remove_callback",
     "dispatch",
@@ -427,6 +429,71 @@ def _release(store: StateStore, claims: Iterable[Claim], remember: float) -> Non
 # parse
 
 
+class WebhookDelivery(list["AppointmentChange"]):
+    """The changes one verified webhook request reports (a list), not yet committed.
+
+    Delivery is at least once and de-duplicated: :func:`parse` only *claims* the event ids (for
+    a short lease, so a concurrent duplicate delivery is refused as a replay) and does not move
+    the per-appointment snapshots. Call :meth:`commit` once you have handled the changes (or use
+    ``with parse(...) as changes:``, which commits when the block ends normally and
+    :meth:`release`-s when it raises): then the event ids count as received (a later replay is
+    refused) and the snapshots advance (the change feed will not report these changes again).
+    If the process dies before the commit, nothing was recorded: the next poll of the change
+    feed reports the change, and the vendor's retry is accepted once the lease has expired.
+    """
+
+    def __init__(
+        self,
+        changes: Iterable[AppointmentChange],
+        *,
+        store: StateStore,
+        claims: Sequence[Claim],
+        snapshots: dict[str, tuple[str, float | None]],
+        remember: float,
+    ) -> None:
+        super().__init__(changes)
+        self._store = store
+        self._claims = list(claims)
+        self._snapshots = dict(snapshots)
+        self._remember = remember
+        self._done = False
+        self._lock = threading.Lock()
+
+    @property
+    def committed(self) -> bool:
+        """True once :meth:`commit` or :meth:`release` has run."""
+        return self._done
+
+    def commit(self) -> None:
+        """The changes were handled: record the snapshots and the event ids as received.
+        Idempotent; raises :class:`~pms_integration.errors.StateStoreError` when the store fails
+        (nothing is lost: the feed or the vendor's retry brings the change again)."""
+        with self._lock:
+            if self._done:
+                return
+            commit_snapshots(self._store, self._snapshots)
+            _settle(self._store, self._claims, self._remember)
+            self._done = True
+
+    def release(self) -> None:
+        """The changes were not handled: give the event ids back at once (the vendor's retry is
+        accepted) and record nothing. Idempotent; never raises."""
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+        _release(self._store, self._claims, self._remember)
+
+    def __enter__(self) -> WebhookDelivery:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.release()
+
+
 def parse_for(
     client: PMSClient,
     provider: str | ProviderName,
@@ -436,7 +503,7 @@ def parse_for(
     headers: Headers,
     body: bytes | str,
     now: float | None = None,
-) -> list[AppointmentChange]:
+) -> WebhookDelivery:
     """:func:`parse` on ``client`` (its configuration, adapters and state store). ``now``: the
     time to check timestamps against (seconds since the epoch; tests)."""
     name = client.resolve(provider)
@@ -473,17 +540,23 @@ def parse_for(
         payload: Any = [e.payload for e in fresh] if name is ProviderName.HUBSPOT else fresh[0].payload
         observe: Callable[[Any], list[Observed]] = adapter.observe_webhook  # type: ignore[attr-defined]
         observed = client._run(name, "webhook", False, lambda: observe(payload), None)
-        changes = client.classify_observed(observed, provider=name, source="webhook")
+        # classified against the snapshots without writing them: they move (and the event ids
+        # count as received) only when the delivery is committed, after its callbacks ran
+        view = SnapshotView(client.state)
+        changes = []
+        for item in observed:
+            change = classify(view, item, provider=name, account=adapter.account, source="webhook", ttl=remember)
+            if change is not None:
+                changes.append(change)
     except BaseException:
         _release(client.state, held, remember)
         raise
-    _settle(client.state, held, remember)
-    return changes
+    return WebhookDelivery(changes, store=client.state, claims=held, snapshots=view.writes, remember=remember)
 
 
 def parse(
     provider: str | ProviderName, *, method: str, url: str, headers: Headers, body: bytes | str
-) -> list[AppointmentChange]:
+) -> WebhookDelivery:
     """Verify a vendor's webhook request and return the changes it reports, on the default client.
 
     ``method``, ``url`` (the full URL the vendor called, query included), ``headers`` and the raw
@@ -491,6 +564,10 @@ def parse(
     :class:`~pms_integration.errors.WebhookStaleError`, :class:`~pms_integration.errors.WebhookReplayError`
     (every event id was received before) or :class:`~pms_integration.errors.WebhookPayloadError`;
     their messages are generic, the reason is logged at DEBUG.
+
+    The result is a :class:`WebhookDelivery` (a list of the changes): call its ``commit()`` once
+    you handled them, or use it as a context manager (``with parse(...) as changes:``); until
+    then the changes are not recorded, so a crash loses none (docs/webhooks.md).
     """
     from . import _default
 

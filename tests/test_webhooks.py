@@ -555,3 +555,119 @@ def test_staff_reschedule_and_cancel_reach_the_callback_once_across_a_restart(
         assert len(cancelled) == 1
         assert len({c.event_id for c in got2}) == len(got2)
         client2.close()
+
+
+# -- at least once, de-duplicated: nothing is recorded before the callbacks ran ------------------
+
+
+def _soon(n: int) -> dict[str, Any]:
+    """A booking a few days ahead (inside GoHighLevel's polled calendar window)."""
+    start = (dt.datetime.now(UTC) + dt.timedelta(days=2 + n)).replace(hour=15, minute=0, second=0, microsecond=0)
+    return {**_booking(n), "start": start.isoformat()}
+
+
+def _no_search_lag(sandbox: Sandbox, provider: ProviderName) -> None:
+    """HubSpot's emulated search index lags behind writes; these tests poll right after them."""
+    if provider is ProviderName.HUBSPOT:
+        sandbox.emulator("hubspot").search_lag = 0.0  # type: ignore[attr-defined]
+
+
+def _signed_delivery(sandbox: Sandbox, provider: ProviderName) -> tuple[str, dict[str, str], bytes]:
+    """The newest webhook the sandbox would send, signed, without sending it."""
+    held: list[tuple[str, dict[str, str], bytes]] = []
+
+    def keep(url: str, headers: Any, body: bytes) -> int:
+        held.append((url, dict(headers), body))
+        return 500  # not delivered: the vendor would retry
+
+    sandbox.deliver_webhooks(provider, f"https://clinic.example.com{PREFIX}/{provider.value}/webhook", send=keep)
+    assert held
+    return held[-1]
+
+
+@pytest.mark.parametrize("provider", [ProviderName.HUBSPOT, ProviderName.GOHIGHLEVEL])
+def test_a_delivery_not_committed_before_a_crash_is_reported_by_the_feed_once(
+    provider: ProviderName, tmp_path: Path
+) -> None:
+    state = f"sqlite:///{tmp_path / 'consumer.db'}"
+    with Sandbox() as sandbox:
+        _no_search_lag(sandbox, provider)
+        environ = sandbox.environ()
+        client = PMSClient(environ=environ, env_file=None, state=state)
+        assert len(client.changes(provider=provider, feed="prod")) == 0
+        booked = client.book_appointment(_soon(3), provider=provider)
+        assert [c.kind for c in client.changes(provider=provider, feed="prod")] == [ChangeKind.CREATED]
+        _signed_delivery(sandbox, provider)  # the creation's webhook: dropped
+        sandbox.staff_cancel(provider, booked.id)
+        url, headers, body = _signed_delivery(sandbox, provider)
+        parsed = client.parse_webhook(provider, method="POST", url=url, headers=headers, body=body)
+        assert [c.kind for c in parsed] == [ChangeKind.CANCELLED] and not parsed.committed
+        # a duplicate delivery while the first holds its lease is not handed out twice
+        with pytest.raises(E.WebhookReplayError):
+            client.parse_webhook(provider, method="POST", url=url, headers=headers, body=body)
+        client.close()  # the process dies before the callbacks ran: nothing committed
+
+        restarted = PMSClient(environ=environ, env_file=None, state=state)
+        assert [c.kind for c in restarted.changes(provider=provider, feed="prod")] == [ChangeKind.CANCELLED]
+        assert len(restarted.changes(provider=provider, feed="prod")) == 0  # exactly once
+        restarted.close()
+
+
+@pytest.mark.parametrize("provider", [ProviderName.HUBSPOT, ProviderName.GOHIGHLEVEL])
+def test_a_committed_delivery_is_never_reported_again(provider: ProviderName, tmp_path: Path) -> None:
+    state = f"sqlite:///{tmp_path / 'consumer.db'}"
+    with Sandbox() as sandbox:
+        _no_search_lag(sandbox, provider)
+        environ = sandbox.environ()
+        client = PMSClient(environ=environ, env_file=None, state=state)
+        assert len(client.changes(provider=provider, feed="prod")) == 0
+        booked = client.book_appointment(_soon(4), provider=provider)
+        assert [c.kind for c in client.changes(provider=provider, feed="prod")] == [ChangeKind.CREATED]
+        sandbox.staff_cancel(provider, booked.id)
+        url, headers, body = _signed_delivery(sandbox, provider)
+        with client.parse_webhook(provider, method="POST", url=url, headers=headers, body=body) as parsed:
+            assert [c.kind for c in parsed] == [ChangeKind.CANCELLED]
+        assert parsed.committed
+        client.close()
+
+        restarted = PMSClient(environ=environ, env_file=None, state=state)
+        assert len(restarted.changes(provider=provider, feed="prod")) == 0
+        with pytest.raises(E.WebhookReplayError):  # the vendor's retry after the commit
+            restarted.parse_webhook(provider, method="POST", url=url, headers=headers, body=body)
+        restarted.close()
+
+
+def test_a_delivery_whose_handler_raised_is_accepted_again_at_once(make_client: Any) -> None:
+    client = make_client()
+    headers, body = _hubspot_delivery([_hs_event(560)])
+    parsed = client.parse_webhook("hubspot", method="POST", url=HS_URL, headers=headers, body=body)
+    with pytest.raises(RuntimeError), parsed:
+        raise RuntimeError("the caller's handler failed")
+    again = client.parse_webhook("hubspot", method="POST", url=HS_URL, headers=headers, body=body)
+    assert len(again) == 1
+    again.commit()
+    with pytest.raises(E.WebhookReplayError):
+        client.parse_webhook("hubspot", method="POST", url=HS_URL, headers=headers, body=body)
+
+
+def test_the_endpoint_commits_only_after_the_callbacks_ran(make_client: Any, served: Any) -> None:
+    client = make_client()
+    server = served(client)
+    release = threading.Event()
+    seen: list[AppointmentChange] = []
+
+    def slow(change: AppointmentChange) -> None:
+        release.wait()
+        seen.append(change)
+
+    client.on_change(slow)
+    headers, body = _hubspot_delivery([_hs_event(570)], url=f"{server.url}{PREFIX}/hubspot/webhook")
+    assert _post(server, "hubspot", headers, body).json() == {"received": 1, "duplicate": False}
+    # the callback has not run: the event id is only leased, a duplicate is not dispatched
+    assert _post(server, "hubspot", headers, body).json()["duplicate"] is True
+    key = webhooks._seen_key(ProviderName.HUBSPOT, client.adapter("hubspot").account, str(json.loads(body)[0]["eventId"]))
+    assert client.state.claim(key, 1.0, 60.0).result is None  # not yet recorded as received
+    release.set()
+    server.server.config.app.state.pms_webhook_queue.join()
+    assert len(seen) == 1
+    assert client.state.claim(key, 1.0, 60.0).result == "received"
