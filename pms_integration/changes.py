@@ -271,7 +271,7 @@ def record_snapshot(
             if unseen == ChangeKind.CREATED.value and kind is not ChangeKind.CANCELLED:
                 kind = ChangeKind.CREATED  # booked and moved before the feed saw it: one creation
         value = _snapshot_value(
-            appointment, version="", at=None, pending=kind, prev=prev if isinstance(prev, str) else None
+            appointment, version="", at=_at(existing), pending=kind, prev=prev if isinstance(prev, str) else None
         )
         store.put(key, value, ttl)
     except Exception:  # best effort: a booking must not fail here
@@ -399,7 +399,9 @@ def classify(
     """The change ``observed`` stands for, or None when it was already reported.
 
     Compares with the snapshot kept at ``snap:<provider>:<account>:<id>`` and then replaces it
-    (for ``ttl`` seconds): the same version as the snapshot is None; a deletion is ``deleted``;
+    (for ``ttl`` seconds): the same version as the snapshot is None; an observation older than
+    what the snapshot reflects (a vendor's late retry) is None and leaves the snapshot as it is
+    (its modification time is kept for that); a deletion is ``deleted``;
     a status now cancelled that was not is ``cancelled``; no snapshot and created within 2 s of
     the modification (or after ``feed_start``) is ``created``; start or end moved is
     ``rescheduled``; anything else is ``updated``.
@@ -407,6 +409,10 @@ def classify(
     key = snapshot_key(provider, account, observed.appointment_id)
     snap = _read_snapshot(store, key)
     if snap is not None and snap.get("version") == observed.version and observed.version:
+        return None
+    if _older(observed.modified_at, snap):
+        # a late delivery (a vendor's retry) of a state the snapshot has already moved past:
+        # reporting it would undo the newer change, so it is neither reported nor recorded
         return None
     kind = _pick_kind(observed, snap, feed_start)
     appt = observed.appointment

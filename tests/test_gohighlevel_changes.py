@@ -562,3 +562,34 @@ def test_several_bodies_at_once(client: PMSClient, ghl: GoHighLevelEmulator) -> 
     assert all(isinstance(o, Observed) for o in observed)
     last = observed[-1].appointment
     assert last is not None and last.status is AppointmentStatus.CANCELLED
+
+
+def test_a_late_retry_of_an_older_webhook_does_not_undo_a_newer_change(
+    client: PMSClient, ghl: GoHighLevelEmulator, sb: Sandbox
+) -> None:
+    """The creation's delivery fails, staff move the appointment, the move is delivered, then the
+    vendor retries the creation (it carries the old start): not reported, the snapshot keeps the
+    move, and the feed has nothing left to report."""
+    url = "https://clinic.example.com/api/integrations/pms/gohighlevel/webhook"
+    assert len(client.changes(provider="ghl", feed="desk")) == 0
+    mine = book(client, "bk-retry", 3)
+    held: list[tuple[str, Any, bytes]] = []
+    sb.deliver_webhooks("ghl", url, send=lambda u, h, body: held.append((u, h, body)) or 500)
+    assert held  # the creation, not delivered: the vendor will retry it
+    new_start = soon(6)
+    sb.staff_move("ghl", mine, new_start, new_start + dt.timedelta(minutes=30))
+    got: list[tuple[ChangeKind, dt.datetime | None]] = []
+
+    def receive(u: str, h: Any, body: bytes) -> int:
+        with client.parse_webhook("ghl", method="POST", url=u, headers=h, body=body) as changes:
+            got.extend((c.kind, c.appointment.start if c.appointment else None) for c in changes)
+        return 200
+
+    sb.deliver_webhooks("ghl", url, send=receive)
+    assert got == [(ChangeKind.RESCHEDULED, new_start)]
+    u, h, body = held[0]
+    receive(u, h, body)  # the late retry of the creation
+    assert got == [(ChangeKind.RESCHEDULED, new_start)]
+    assert client.get_appointment(mine, provider="ghl").start == new_start
+    # the feed finds nothing the webhooks did not already report (the snapshot still has the move)
+    assert [(c.kind, c.appointment_id) for c in client.changes(provider="ghl", feed="desk")] == []
