@@ -33,6 +33,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import re
 import threading
 import time
@@ -169,6 +170,11 @@ def _check_inputs(method: object, url: object) -> None:
 # ---------------------------------------------------------------------------------------------
 # HubSpot
 
+# epoch milliseconds as text: ASCII digits, at most 16 (year 2286 is 13)
+_EPOCH_DIGITS = re.compile(r"[0-9]{1,16}")
+# larger than any epoch seconds or milliseconds of a real delivery (about year 33658 in ms)
+_EPOCH_LIMIT = 10**15
+
 # The percent-escapes HubSpot's v3 validation page says to decode in the URI before hashing
 # (only these: a general unquote would change other escapes the vendor signed as they were).
 _HUBSPOT_DECODE = {
@@ -210,8 +216,12 @@ def _verify_hubspot(secret: str, method: str, url: str, headers: dict[str, str],
     v3 = headers.get("x-hubspot-signature-v3")
     if v3:
         stamp = headers.get("x-hubspot-request-timestamp", "").strip()
-        if not stamp.isdigit():
-            raise _signature_error(name, "v3 signature without a readable X-HubSpot-Request-Timestamp")
+        if not stamp:
+            raise _signature_error(name, "v3 signature without an X-HubSpot-Request-Timestamp")
+        # ASCII digits of a plausible length only, before any arithmetic (a huge or non-ASCII
+        # value would overflow or not convert): anything else cannot be inside the window
+        if not _EPOCH_DIGITS.fullmatch(stamp):
+            raise _stale_error(name, "X-HubSpot-Request-Timestamp is not epoch milliseconds")
         if abs(now - int(stamp) / 1000) > WINDOW_SECONDS:
             raise _stale_error(name, f"X-HubSpot-Request-Timestamp is {now - int(stamp) / 1000:.0f} s from now")
         expected = hubspot_signature(
@@ -326,22 +336,37 @@ def _verify_gohighlevel(configured_key: str | None, headers: dict[str, str], bod
 
 
 def _ghl_timestamp(value: object) -> float | None:
-    """Seconds since the epoch of a GoHighLevel body's ``timestamp`` (ISO text or epoch ms)."""
+    """Seconds since the epoch of a GoHighLevel body's ``timestamp`` (ISO text or epoch ms):
+    None when unreadable, infinity when far outside any window (a huge number). Bounded: no
+    conversion of a long digit string, no float overflow."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
+    if isinstance(value, int):
+        if abs(value) > _EPOCH_LIMIT:
+            return math.inf
         return value / 1000 if value > 1e11 else float(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if not math.isfinite(value) or abs(value) > _EPOCH_LIMIT:
+            return math.inf
+        return value / 1000 if value > 1e11 else value
     if isinstance(value, str):
         text = value.strip()
-        if text.isdigit():
-            return _ghl_timestamp(int(text))
+        if text.isascii() and text.isdigit():
+            return math.inf if len(text) > 16 else _ghl_timestamp(int(text))
+        if len(text) > 64:
+            return None
         try:
             stamp = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
             return None
         if stamp.tzinfo is None:
             stamp = stamp.replace(tzinfo=_dt.timezone.utc)
-        return stamp.timestamp()
+        try:
+            return stamp.timestamp()
+        except (OverflowError, ValueError, OSError):
+            return math.inf
     return None
 
 

@@ -671,3 +671,55 @@ def test_the_endpoint_commits_only_after_the_callbacks_ran(make_client: Any, ser
     server.server.config.app.state.pms_webhook_queue.join()
     assert len(seen) == 1
     assert client.state.claim(key, 1.0, 60.0).result == "received"
+
+
+# -- unauthenticated input that would not convert: typed refusals, never a bare exception ---------
+
+_BAD_HUBSPOT_STAMPS = ["9" * 5000, "9" * 400, "1" + "0" * 30, "\u00b2\u00b3\u00b9", "\u0661\u0662\u0663\u0664", "12 34", "-5"]
+_BAD_GHL_STAMPS: list[Any] = ["9" * 5000, 10**400, -(10**400), 1e308, "\u00b2\u00b3", "9" * 20, "2026-01-01T00:00:00" + "0" * 5000]
+
+
+@pytest.mark.parametrize("stamp", _BAD_HUBSPOT_STAMPS, ids=range(len(_BAD_HUBSPOT_STAMPS)))
+def test_an_unreadable_hubspot_timestamp_is_a_stale_error(make_client: Any, stamp: str) -> None:
+    client = make_client()
+    headers, body = _hubspot_delivery([_hs_event(580)])
+    headers["X-HubSpot-Request-Timestamp"] = stamp
+    err = _refused(client, "hubspot", E.WebhookStaleError, headers, body, HS_URL)
+    assert str(err) == "Webhook timestamp outside the accepted window."
+
+
+@pytest.mark.parametrize("stamp", _BAD_GHL_STAMPS, ids=range(len(_BAD_GHL_STAMPS)))
+def test_an_unreadable_ghl_timestamp_is_a_typed_error(make_client: Any, stamp: Any) -> None:
+    client = make_client()
+    headers, raw = _ghl_signed(_ghl_body("apt20", timestamp=stamp))
+    before = len(client.stubs[ProviderName.GOHIGHLEVEL].calls)
+    with pytest.raises((E.WebhookStaleError, E.WebhookPayloadError)) as info:
+        client.parse_webhook("ghl", method="POST", url=GHL_URL, headers=headers, body=raw)
+    assert str(info.value) in ("Webhook timestamp outside the accepted window.", "Webhook body not readable.")
+    assert len(client.stubs[ProviderName.GOHIGHLEVEL].calls) == before
+
+
+def test_a_nan_ghl_timestamp_is_a_payload_error(make_client: Any) -> None:
+    client = make_client()
+    body = json.dumps(_ghl_body("apt21")).replace('"timestamp": "', '"timestamp": NaN, "was": "').encode()
+    headers = {"x-ghl-signature": base64.b64encode(ED_KEY.sign(body)).decode()}
+    _refused(client, "ghl", E.WebhookPayloadError, headers, body, GHL_URL)
+
+
+def test_unreadable_timestamps_through_the_endpoint_are_401_or_400(make_client: Any, served: Any) -> None:
+    client = make_client()
+    server = served(client)
+    called: list[AppointmentChange] = []
+    client.on_change(called.append)
+    url = f"{server.url}{PREFIX}/hubspot/webhook"
+    for stamp in _BAD_HUBSPOT_STAMPS:
+        headers, body = _hubspot_delivery([_hs_event(590)], url=url)
+        sent: dict[str, Any] = {**headers, "X-HubSpot-Request-Timestamp": stamp.encode("latin-1", "replace")}
+        answer = _post(server, "hubspot", sent, body)
+        assert answer.status_code == 401, (stamp[:20], answer.status_code)
+        assert answer.json()["type"].endswith(":webhook-stale")
+    for ghl_stamp in _BAD_GHL_STAMPS:
+        answer = _post(server, "gohighlevel", *_ghl_signed(_ghl_body("apt22", timestamp=ghl_stamp)))
+        assert answer.status_code in (400, 401), (str(ghl_stamp)[:20], answer.status_code)
+    server.server.config.app.state.pms_webhook_queue.join()
+    assert called == []
