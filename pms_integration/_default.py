@@ -216,9 +216,10 @@ def changes(
     *,
     provider: str | ProviderName | None = None,
     feed: str | None = None,
+    record: bool = True,
 ) -> ChangeBatch:
     """Appointments changed in the CRM since the cursor ``since``. See :meth:`PMSClient.changes`."""
-    return get_client().changes(since, provider=provider, feed=feed)
+    return get_client().changes(since, provider=provider, feed=feed, record=record)
 
 
 def parse_webhook(

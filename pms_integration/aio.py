@@ -400,10 +400,12 @@ class AsyncPMSClient:
         *,
         provider: str | ProviderName | None = None,
         feed: str | None = None,
+        record: bool = True,
     ) -> ChangeBatch:
         """The appointments changed on the practice's calendar since ``since`` (a cursor, an aware
-        datetime, or None: start now), once each; ``feed`` keeps the cursor in the state store."""
-        return await self._call(False, self._sync.changes, since, provider=provider, feed=feed)
+        datetime, or None: start now), once each; ``feed`` keeps the cursor in the state store;
+        ``record=False`` looks without writing the snapshots (see :meth:`PMSClient.changes`)."""
+        return await self._call(False, self._sync.changes, since, provider=provider, feed=feed, record=record)
 
     async def classify_observed(
         self, observed: list[Observed], *, provider: str | ProviderName, source: str = "webhook"
@@ -693,9 +695,10 @@ async def changes(
     *,
     provider: str | ProviderName | None = None,
     feed: str | None = None,
+    record: bool = True,
 ) -> ChangeBatch:
     """Appointments changed in the CRM since the cursor ``since``. See :meth:`AsyncPMSClient.changes`."""
-    return await (await get_client()).changes(since, provider=provider, feed=feed)
+    return await (await get_client()).changes(since, provider=provider, feed=feed, record=record)
 
 
 # The camelCase names of the sync API: the very same function objects.

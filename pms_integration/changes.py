@@ -575,9 +575,13 @@ def poll(
     start: _dt.datetime | None,
     now: _dt.datetime,
     ttl: float,
+    record: bool = True,
 ) -> ChangeBatch:
     """One poll of the feed: the adapter's ``observe(position, now)`` from ``cursor`` (or from
-    ``start``, or from ``now`` when neither), classified, de-duplicated, with the next cursor."""
+    ``start``, or from ``now`` when neither), classified, de-duplicated, with the next cursor.
+    ``record=False``: classified against the snapshots without writing them (a read-only look
+    that takes no change away from other feeds or webhooks)."""
+    view: SnapshotStore = store if record else SnapshotView(store)
     if cursor is None:
         first = observe(None, start if start is not None else now)
         cursor = Cursor(provider, account_digest(account), dict(first.position), start=start or now)
@@ -595,7 +599,7 @@ def poll(
         taken.add(digest)
         reported.append((feed_id, item.modified_at))
         change = classify(
-            store, item, provider=provider, account=account, source="feed", ttl=ttl, feed_start=cursor.start
+            view, item, provider=provider, account=account, source="feed", ttl=ttl, feed_start=cursor.start
         )
         if change is not None:
             events.append(change)

@@ -213,7 +213,9 @@ def _cmd_watch(args: argparse.Namespace) -> int:
             print(f"watching {name} for changes every {interval:g} s (Ctrl-C stops)", file=sys.stderr, flush=True)
         try:
             while True:
-                batch = client.changes(since, provider=provider, feed=args.feed)
+                # a person debugging looks without taking: without --feed the snapshots are not
+                # written, so production feeds and webhooks still report what watch printed
+                batch = client.changes(since, provider=provider, feed=args.feed, record=bool(args.feed))
                 for change in batch:
                     if args.json:
                         data = unstructure(change)
@@ -492,7 +494,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--since",
         help="start from this time (ISO-8601 with an offset) or from a cursor an earlier run printed (default: now)",
     )
-    p.add_argument("--feed", metavar="NAME", help="keep the cursor in the state store under NAME, so a restart resumes")
+    p.add_argument(
+        "--feed",
+        metavar="NAME",
+        help="keep the cursor in the state store under NAME, so a restart resumes; the changes printed then count "
+        "as reported (without --feed, watch only looks: other feeds and webhooks still report them)",
+    )
     p.add_argument("--once", action="store_true", help="poll once, print the changes and the cursor, and exit")
     p.add_argument("--json", action="store_true", help="one JSON object per change instead of a line of text")
     p.set_defaults(func=_cmd_watch)

@@ -448,6 +448,7 @@ class PMSClient:
         *,
         provider: str | ProviderName | None = None,
         feed: str | None = None,
+        record: bool = True,
     ) -> ChangeBatch:
         """The appointments changed on the practice's calendar since ``since``, once each.
 
@@ -457,7 +458,13 @@ class PMSClient:
         under that name, so a restarted consumer resumes where it stopped (``since`` then
         overrides the stored one). Changes made by the library itself are reported too, with
         ``by_library`` set.
+
+        ``record=False`` looks without taking: the changes are classified against the
+        per-appointment snapshots without writing them, so other feeds and the webhooks on the
+        same account still report them (``pms-integration watch`` without ``--feed`` does this).
         """
+        if not isinstance(record, bool):
+            raise ValidationError([("record", "must be True or False")])
         cursor, start = _read_since(since)
         feed_name = _check_feed(feed)
         if provider is None and cursor is not None:
@@ -494,6 +501,7 @@ class PMSClient:
                 start=start,
                 now=now,
                 ttl=self.config.state_remember,
+                record=record,
             ),
             None,
         )

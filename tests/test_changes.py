@@ -669,3 +669,58 @@ def test_the_library_s_own_writes_are_reported_once_each_as_what_it_did(
     assert all(c.by_library and c.appointment_id == booked.id for c in got)
     assert got[1].previous_start == booked.start
     client.close()
+
+
+def test_a_read_only_look_takes_no_change_away_from_a_production_feed(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pms_integration import cli
+
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+    feed = ScriptedFeed()
+    clock = [T0]
+    prod = scripted_client(feed, state, clock)
+    assert len(prod.changes(provider="ghl", feed="prod")) == 0
+    feed.log.append(seen("r1", T0 + dt.timedelta(seconds=5), created=T0 + dt.timedelta(seconds=5)))
+    feed.log.append(seen("r2", T0 + dt.timedelta(seconds=6), created=T0 - dt.timedelta(days=1)))
+    feed.log.append(seen("r2", T0 + dt.timedelta(seconds=8), start=T0 + dt.timedelta(days=4)))
+    clock[0] = T0 + dt.timedelta(seconds=20)
+    since = T0.isoformat()
+    # a person debugging: watch without --feed prints the changes...
+    monkeypatch.setattr(cli, "_client", lambda args: scripted_client(feed, state, clock))
+    assert cli.main(["watch", "-p", "ghl", "--since", since, "--once"]) == 0
+    out = capsys.readouterr().out
+    assert "created r1" in out and "rescheduled r2" in out
+    # ...and so does a look through the API, as often as asked
+    looked = prod.changes(since=T0, provider="ghl", record=False)
+    assert [(c.appointment_id, c.kind) for c in looked] == [
+        ("r1", ChangeKind.CREATED), ("r2", ChangeKind.UPDATED), ("r2", ChangeKind.RESCHEDULED)
+    ]
+    assert [(c.appointment_id, c.kind) for c in prod.changes(since=T0, provider="ghl", record=False)] == [
+        (c.appointment_id, c.kind) for c in looked
+    ]
+    # the production feed still gets every one of them, once
+    got = prod.changes(provider="ghl", feed="prod")
+    assert [(c.appointment_id, c.kind) for c in got] == [(c.appointment_id, c.kind) for c in looked]
+    assert len(prod.changes(provider="ghl", feed="prod")) == 0
+    with pytest.raises(ValidationError) as err:
+        prod.changes(provider="ghl", record="no")  # type: ignore[arg-type]
+    assert err.value.fields == ["record"]
+
+
+def test_watch_with_a_feed_records_what_it_printed(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pms_integration import cli
+
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+    feed = ScriptedFeed()
+    clock = [T0]
+    prod = scripted_client(feed, state, clock)
+    assert len(prod.changes(provider="ghl", feed="prod")) == 0
+    feed.log.append(seen("f1", T0 + dt.timedelta(seconds=5), created=T0 + dt.timedelta(seconds=5)))
+    clock[0] = T0 + dt.timedelta(seconds=20)
+    monkeypatch.setattr(cli, "_client", lambda args: scripted_client(feed, state, clock))
+    assert cli.main(["watch", "-p", "ghl", "--since", T0.isoformat(), "--feed", "desk", "--once"]) == 0
+    assert "created f1" in capsys.readouterr().out
+    assert len(prod.changes(provider="ghl", feed="prod")) == 0  # documented: one view per account
