@@ -465,7 +465,7 @@ class PMSClient:
         """
         if not isinstance(record, bool):
             raise ValidationError([("record", "must be True or False")])
-        cursor, start = _read_since(since)
+        cursor, start = _read_since(since, self._utcnow())
         feed_name = _check_feed(feed)
         if provider is None and cursor is not None:
             provider = cursor.provider
@@ -647,13 +647,27 @@ def _utc_now() -> _dt.datetime:
     return _dt.datetime.now(_dt.timezone.utc)
 
 
-def _read_since(since: object) -> tuple[Cursor | None, _dt.datetime | None]:
+#: the earliest ``since`` a feed starts from (no vendor holds appointments modified before it)
+_EARLIEST_SINCE = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+#: how far ahead of now a ``since`` may be (a clock a little ahead; further is a mistake)
+_SINCE_AHEAD = _dt.timedelta(days=1)
+
+
+def _read_since(since: object, now: _dt.datetime) -> tuple[Cursor | None, _dt.datetime | None]:
     if since is None:
         return None, None
     if isinstance(since, _dt.datetime):
         if since.tzinfo is None or since.utcoffset() is None:
             raise ValidationError([("since", "must be an aware datetime (with a time zone) or a cursor")])
-        return None, since.astimezone(_dt.timezone.utc)
+        try:
+            start = since.astimezone(_dt.timezone.utc)
+        except (OverflowError, ValueError):  # datetime.min/max with an offset
+            start = None
+        if start is None or start < _EARLIEST_SINCE:
+            raise ValidationError([("since", "must be a time from 1970 on (the feed starts from it)")])
+        if start > now + _SINCE_AHEAD:
+            raise ValidationError([("since", "is in the future: pass a time up to now, or a cursor")])
+        return None, start
     return Cursor.decode(since), None
 
 

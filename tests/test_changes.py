@@ -724,3 +724,28 @@ def test_watch_with_a_feed_records_what_it_printed(
     assert cli.main(["watch", "-p", "ghl", "--since", T0.isoformat(), "--feed", "desk", "--once"]) == 0
     assert "created f1" in capsys.readouterr().out
     assert len(prod.changes(provider="ghl", feed="prod")) == 0  # documented: one view per account
+
+
+@pytest.mark.parametrize(
+    "since",
+    [
+        dt.datetime.min.replace(tzinfo=UTC),
+        dt.datetime.min.replace(tzinfo=dt.timezone(dt.timedelta(hours=5))),
+        dt.datetime.max.replace(tzinfo=dt.timezone(dt.timedelta(hours=-5))),
+        dt.datetime.max.replace(tzinfo=UTC),
+        dt.datetime(1969, 12, 31, 23, 59, tzinfo=UTC),
+        T0 + dt.timedelta(days=2),  # the far future of the client's clock
+        dt.datetime(9999, 1, 1, tzinfo=UTC),
+    ],
+    ids=["min", "min+5h", "max-5h", "max", "1969", "future", "9999"],
+)
+def test_a_since_out_of_range_is_a_validation_error_naming_since(since: dt.datetime) -> None:
+    feed = ScriptedFeed()
+    client = scripted_client(feed)
+    with pytest.raises(ValidationError) as err:
+        client.changes(since, provider="ghl")
+    assert err.value.fields == ["since"]
+    assert feed.calls == []  # nothing was asked of the vendor
+    # the edges that are fine: the epoch, and a clock a little ahead
+    assert client.changes(dt.datetime(1970, 1, 1, tzinfo=UTC), provider="ghl") is not None
+    assert client.changes(T0 + dt.timedelta(hours=1), provider="ghl") is not None
