@@ -13,6 +13,8 @@ import pytest
 
 import pms_integration as pms
 
+from .conftest import CANARY
+
 PACKAGE = Path(pms.__file__).parent
 
 EXPECTED_ALL = {
@@ -223,7 +225,7 @@ _WEBHOOK: dict[str, Any] = {"provider": "hubspot", "method": "POST", "url": "htt
 
 def _webhook_client() -> pms.PMSClient:
     """HubSpot with a webhook secret, so bad webhook arguments reach their checks."""
-    return pms.PMSClient(environ={"PMS_HUBSPOT_PRIVATE_APP_TOKEN": "pat-na1-5b0c7e1d-2f3a-4b5c-9d8e-7f6a5b4c3d2e",
+    return pms.PMSClient(environ={"PMS_HUBSPOT_PRIVATE_APP_TOKEN": CANARY["PMS_HUBSPOT_PRIVATE_APP_TOKEN"],
                                   "PMS_HUBSPOT_WEBHOOK_SECRET": "hs-webhook-secret-3e9d7c1b5a"}, env_file=None)  # fmt: skip
 
 

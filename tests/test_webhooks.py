@@ -44,6 +44,7 @@ from pms_integration.models import Appointment, AppointmentStatus
 from pms_integration.sandbox import Sandbox
 from pms_integration.server import PREFIX, WebhookQueue, create_app
 
+from .conftest import CANARY
 from .test_server import Served
 
 DOC_SECRET = "yyyyyyyy-yyyy-yyyy-yyyy-yyyyyyyyyyyy"
@@ -152,9 +153,9 @@ ED_KEY, ED_PUBLIC_PEM = _ghl_ed_key()
 
 def _environ(**extra: str) -> dict[str, str]:
     return {
-        "PMS_HUBSPOT_PRIVATE_APP_TOKEN": "pat-na1-0c5e2a7d-1b3f-4e8a-9d6c-7f2a1b3c4d5e",
+        "PMS_HUBSPOT_PRIVATE_APP_TOKEN": CANARY["PMS_HUBSPOT_PRIVATE_APP_TOKEN"],
         "PMS_HUBSPOT_WEBHOOK_SECRET": HS_SECRET,
-        "PMS_GHL_API_KEY": "pit-4a7c1e9b-2d3f-4a5b-8c6d-1e2f3a4b5c6d",
+        "PMS_GHL_API_KEY": CANARY["PMS_GHL_API_KEY"],
         "PMS_GHL_LOCATION_ID": "loc123",
         "PMS_GHL_CALENDAR_ID": "cal123",
         "PMS_GHL_WEBHOOK_PUBLIC_KEY": ED_PUBLIC_PEM,
