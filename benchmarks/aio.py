@@ -53,13 +53,11 @@ from pathlib import Path
 from typing import Any
 
 import run as table  # benchmarks/run.py: its inputs, client set-up and requests table
+from _page import DOC, write_table
 from _remote_sandbox import RemoteSandbox
 from _replay import Exchange, RecordingSession, Script, compile_script
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "performance.md"
-START_MARK = "<!-- aio-table:start -->"
-END_MARK = "<!-- aio-table:end -->"
 LATENCY = 0.05
 TICK = 0.001
 LAG_GOAL_MS = 5.0
@@ -520,13 +518,6 @@ def render(
     return "\n".join(lines) + "\n", missed
 
 
-def write_doc(text: str) -> None:
-    page = DOC.read_text(encoding="utf-8")
-    start, end = page.find(START_MARK), page.find(END_MARK)
-    if start < 0 or end < start:
-        raise SystemExit(f"{DOC} has no {START_MARK} ... {END_MARK} block to replace")
-    DOC.write_text(page[: start + len(START_MARK)] + "\n" + text + page[end:], encoding="utf-8")
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
@@ -588,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
     text, missed = render(s, phases, idle, ratios, requests_rows, skipped, time.perf_counter() - began)
     print(text)
     if not args.no_write and not args.quick:  # a quick run never replaces the page's full-run table
-        write_doc(text)
+        write_table("aio-table", text)
         print(f"wrote the table into {DOC.relative_to(ROOT)}", file=sys.stderr)
     counts_missed = [m for m in missed if m.startswith("requests differ")]
     for m in missed:

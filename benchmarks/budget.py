@@ -41,6 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
+from _page import DOC, write_table  # noqa: E402
 from _remote_sandbox import RemoteSandbox  # noqa: E402
 
 from pms_integration import PMSClient  # noqa: E402
@@ -48,9 +49,6 @@ from pms_integration.errors import ConfigurationError, StateStoreError  # noqa: 
 from pms_integration.state import open_state  # noqa: E402
 from tests import _budget_workers  # noqa: E402
 
-DOC = ROOT / "docs" / "performance.md"
-START_MARK = "<!-- budget-table:start -->"
-END_MARK = "<!-- budget-table:end -->"
 LIMIT = 50
 WORKERS = 4
 THREADS = 4
@@ -209,13 +207,6 @@ def render(rows: list[Row], quick: bool, took: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_doc(table: str) -> None:
-    text = DOC.read_text(encoding="utf-8")
-    start, end = text.find(START_MARK), text.find(END_MARK)
-    if start < 0 or end < start:
-        raise SystemExit(f"{DOC} has no {START_MARK} ... {END_MARK} block to replace")
-    DOC.write_text(text[: start + len(START_MARK)] + "\n" + table + text[end:], encoding="utf-8")
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -244,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     table = render(rows, args.quick, time.perf_counter() - began)
     print(table)
     if not args.no_write and not args.quick:  # a quick run never replaces the page's full-run table
-        write_doc(table)
+        write_table("budget-table", table)
         print(f"wrote the table into {DOC.relative_to(ROOT)}", file=sys.stderr)
     failed = [row for row in rows if row.failed(args.quick)]
     for row in failed:

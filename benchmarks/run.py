@@ -36,15 +36,13 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from _page import DOC, write_table
 from _remote_sandbox import RemoteSandbox
 from _replay import Exchange, RecordingSession, Script, compile_script
 
 from pms_integration import PMSClient
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "performance.md"
-START_MARK = "<!-- benchmark-table:start -->"
-END_MARK = "<!-- benchmark-table:end -->"
 
 PROVIDERS = ("gohighlevel", "salesforce", "hubspot")
 LABELS = {"gohighlevel": "GoHighLevel", "salesforce": "Salesforce", "hubspot": "HubSpot"}
@@ -638,14 +636,6 @@ def render(rows: list[Row], settings: Settings, seconds: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_doc(table: str) -> None:
-    text = DOC.read_text(encoding="utf-8")
-    start, end = text.find(START_MARK), text.find(END_MARK)
-    if start < 0 or end < start:
-        raise SystemExit(f"{DOC} has no {START_MARK} ... {END_MARK} block to replace")
-    text = text[: start + len(START_MARK)] + "\n" + table + text[end:]
-    DOC.write_text(text, encoding="utf-8")
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -683,7 +673,7 @@ def main(argv: list[str] | None = None) -> int:
     table = render(rows, settings, time.perf_counter() - began)
     print(table)
     if not args.no_write and not args.quick:  # a quick run never replaces the page's full-run table
-        write_doc(table)
+        write_table("benchmark-table", table)
         print(f"wrote the table into {DOC.relative_to(ROOT)}", file=sys.stderr)
     failed = [row for row in rows if row.failed(settings.quick)]
     for row in failed:

@@ -38,12 +38,11 @@ from zoneinfo import ZoneInfo
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests._redis_server, when run from a checkout
 
+from _page import write_table  # noqa: E402
+
 from pms_integration import PMSClient, PMSError  # noqa: E402
 from pms_integration.sandbox import Sandbox  # noqa: E402
 
-DOC = ROOT / "docs" / "performance.md"
-START_MARK = "<!-- state-overhead:start -->"
-END_MARK = "<!-- state-overhead:end -->"
 LATENCY = 0.02
 GOAL = 1.10
 PROVIDERS = ("gohighlevel", "salesforce", "hubspot")
@@ -180,14 +179,6 @@ def render(rows: list[list[str]], *, rounds: int, quick: bool, seconds: float) -
     return "\n".join(lines)
 
 
-def write_doc(table: str) -> None:
-    text = DOC.read_text(encoding="utf-8")
-    if START_MARK not in text or END_MARK not in text:
-        raise SystemExit(f"{DOC} has no {START_MARK} ... {END_MARK} section to write the table into")
-    head, rest = text.split(START_MARK, 1)
-    _, tail = rest.split(END_MARK, 1)
-    DOC.write_text(f"{head}{START_MARK}\n{table}\n{END_MARK}{tail}", encoding="utf-8")
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
@@ -202,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     table = render(rows, rounds=rounds, quick=args.quick, seconds=time.perf_counter() - started)
     print(table)
     if not args.no_write and not args.quick:  # a quick run never replaces the page's full-run table
-        write_doc(table)
+        write_table("state-overhead", table + "\n")  # a blank line before the end marker
     if failed and not args.quick:
         print(f"a store adds more than {(GOAL - 1) * 100:.0f}% to a booking", file=sys.stderr)
         return 1
