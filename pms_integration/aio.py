@@ -39,11 +39,10 @@ Cancellation and deadlines
   that arrives after returns the remembered booking; if the create failed, the retry books
   afresh (or, when that failure left the outcome unknown, looks the booking up at the vendor
   first). Never retry with a new reference: that is a new booking.
-* A report push goes on in the same way. The vendors keep no reference for a report, so the
-  client runs its pushes one at a time: a retry waits for the push still in flight, then finds
-  the record it made and updates it (a second record is never made by one client, nor by the
-  module functions of one loop; across processes, as with the sync API, push each report from
-  one place). A registered report source is called on the loop: keep it quick.
+* A report push goes on in the same way. The vendors keep no reference for a report, so pushes
+  of one report run one at a time wherever they come from (a lock per report in the state store,
+  as in the sync API): a retry waits for the push still in flight, then finds the record it made
+  and updates it. A registered report source is called on the loop: keep it quick.
 * The client keeps a strong reference to those background creates; ``aclose()`` (and leaving
   ``async with``) waits for them, for at most the deadline plus ``DEADLINE_GRACE``; one still
   running after that is cancelled where it waits, and its reference is marked uncertain, so the
@@ -98,7 +97,7 @@ from ._retry import RetryPolicy
 from .changes import AppointmentChange, ChangeBatch, Observed
 from .client import PMSClient, _check_arguments, _open_state
 from .config import PMSConfig, load_config
-from .errors import BookingInProgressError, ConfigurationError, TransportError
+from .errors import ConfigurationError, TransportError
 from .models import (
     DEFAULT_DURATION_MINUTES,
     Appointment,
@@ -222,8 +221,6 @@ class AsyncPMSClient:
         self._active = 0  # calls running (the default client is closed once idle after a reload)
         self._retiring = False
         self._keeper: Any = None  # the default client's hook on its loop's shutdown
-        #: report pushes run one at a time (a retry must find what the push before it made)
-        self._push_lock = _green.Lock()
 
     # -- what the sync client holds --------------------------------------------------------
 
@@ -324,22 +321,7 @@ class AsyncPMSClient:
         """Push a report; with none given, the registered report source's current report. Like a
         booking, a cancelled await lets the push finish in the background; this client's pushes
         run one at a time, so a retry updates the record the push before it made."""
-        return await self._create(self._push_report, report, provider)
-
-    def _push_report(
-        self, report: PerformanceReport | Mapping[str, Any] | None, provider: str | ProviderName | None
-    ) -> ReportReceipt:
-        if not self._push_lock.acquire(timeout=self.config.deadline):
-            error = BookingInProgressError(
-                "another push of a performance report through this client did not finish within this call's "
-                "deadline; try again"
-            )
-            error.operation = "push_report"
-            raise error
-        try:
-            return self._sync.push_performance_report(report, provider=provider)
-        finally:
-            self._push_lock.release()
+        return await self._create(self._sync.push_performance_report, report, provider=provider)
 
     # -- scheduling reads ----------------------------------------------------------------------
 

@@ -60,7 +60,7 @@ from .models import (
 from .provider import Capability, Provider
 from .providers import load_factory
 from .reports import ReportSource, current_report
-from .state import StateCheck, StateStore, StoreTokens, check_state, open_state
+from .state import StateCheck, StateStore, StoreTokens, check_state, hold, open_state
 from .tokens import TokenStore, check_token_store
 
 if TYPE_CHECKING:
@@ -386,7 +386,14 @@ class PMSClient:
         else:
             rep, name = self._prepare(report, PerformanceReport, "report", provider)
         adapter = self._adapter_for(name, Capability.PUSH_REPORT)
-        return self._run(name, "push_report", True, lambda: adapter.push_report(rep), rep.report_id)
+        # the vendors keep no report id: pushes of one report run one at a time wherever they come
+        # from (threads, clients, processes sharing the state store), so a retry finds the record
+        # the push before it made instead of making a second one
+        with deadline_scope(self.config.deadline, self._clock) as deadline:
+            left = max(deadline.remaining(), 0.0)
+            key = f"report-push:{name.value}:{adapter.account}:{rep.report_id}"
+            with hold(self.state, key, lease=left + 5.0, wait=left, what=f"a push of report {rep.report_id!r}"):
+                return self._run(name, "push_report", True, lambda: adapter.push_report(rep), rep.report_id)
 
     # -- scheduling reads ---------------------------------------------------------------------
 
